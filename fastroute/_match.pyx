@@ -1,0 +1,805 @@
+# cython: language_level=3
+"""The compiled Ingress matcher: a host table and one path trie per host.
+
+Everything lives in two C arrays owned by the Router:
+
+* ``nodes``: trie nodes. Nodes 0 and 1 are virtual roots whose children are the
+  exact hosts and the wildcard host suffixes; each such host node is the root
+  of that host's path trie. Node 2 is the path root for rules with no host.
+* ``edges``: one open-addressing hash table (linear probing) for every
+  parent -> child edge, keyed by (parent id, path element bytes). One table for
+  all hosts keeps lookups allocation-free and the structure compact.
+
+A path trie node sits at the end of a ``/``-separated element sequence:
+
+    host "foo.com"            rules: Prefix /       -> A
+      [prefix: A]                    Prefix /api    -> B
+       ├─ "api" [prefix: B]          Exact  /api/v1 -> C
+       │   └─ "v1" [exact: C]        Exact  /       -> D
+       └─ "" [exact: D]
+
+Exact "/" is the empty element under the root; Prefix "/" is the root itself.
+Matching walks the request path one element at a time, remembering the deepest
+Prefix rule passed; when the path ends on a node, its Exact rule (then its
+Prefix rule) wins. Depth is the element count, so "longest wins" falls out of
+the walk and "Exact beats Prefix on a tie" is the order of two checks.
+
+Invariants: every node other than the three roots holds a rule or has a child
+(``_prune`` restores this after a removal); a host node exists if and only if
+that host has at least one rule, which is what host selection relies on.
+"""
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.unicode cimport PyUnicode_Check
+from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.string cimport memchr, memcmp, memcpy, memset
+
+from fastroute.errors import InvalidRuleError as _InvalidRuleError
+from fastroute.errors import RouteConflictError as _RouteConflictError
+from fastroute.errors import RouteNotFoundError as _RouteNotFoundError
+from fastroute.routes import Explanation as _Explanation
+from fastroute.routes import Route as _Route
+
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+
+
+PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
+
+_tuple_new = tuple.__new__
+
+# Fixed node ids and limits.
+cdef enum:
+    EXACT_HOSTS = 0      # children: exact host names ("foo.com")
+    WILDCARD_HOSTS = 1   # children: wildcard suffixes ("bar.com" for "*.bar.com")
+    ANY_HOST = 2         # path root of the rules with no host
+    FIRST_FREE_ID = 3
+    NO_RULE = -1
+    INLINE_SEGMENT = 8   # elements up to this many bytes are stored in the node itself
+    MAX_HOST = 253       # longest DNS name (RFC 1035), without a trailing dot
+    MAX_LABEL = 63
+    KIND_EXACT = 0
+    KIND_PREFIX = 1      # Prefix and ImplementationSpecific
+
+cdef extern from *:
+    """
+    #define FR_NO_NODE 0xFFFFFFFFu
+    #define FR_FREE_NODE 0xFFFFFFFEu
+    """
+    const uint32_t NO_NODE "FR_NO_NODE"
+    const uint32_t FREE_NODE "FR_FREE_NODE"   # parent id marking a node on the free list
+
+
+ctypedef union Segment:
+    char* heap                 # owned copy, when longer than INLINE_SEGMENT
+    char chars[INLINE_SEGMENT]
+
+
+ctypedef struct Node:          # 32 bytes: two per cache line
+    Segment seg                # the path element (or host name) on the edge into this node
+    uint32_t seglen            # its length in bytes; 0 for an empty element ("/a//b", "/a/")
+    uint32_t parent            # parent node id; FREE_NODE while on the free list
+    uint32_t children          # live children; on the free list: the next free id
+    int32_t exact              # rule slot of the Exact rule ending here, or NO_RULE
+    int32_t prefix             # rule slot of the Prefix rule ending here, or NO_RULE
+    uint32_t _pad
+
+
+cdef inline const char* seg_bytes(Node* nd) noexcept nogil:
+    if nd.seglen <= INLINE_SEGMENT:
+        return nd.seg.chars
+    return nd.seg.heap
+
+
+cdef inline uint64_t edge_hash(uint32_t parent, const char* s, Py_ssize_t n) noexcept nogil:
+    """Hash of an edge: the parent id and the element's bytes, 8 bytes a step."""
+    cdef uint64_t h = (<uint64_t>parent + 1) * 0x9E3779B97F4A7C15ULL ^ <uint64_t>n
+    cdef uint64_t w
+    cdef Py_ssize_t i
+    while n >= 8:
+        memcpy(&w, s, 8)
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL
+        h ^= h >> 31
+        s += 8
+        n -= 8
+    if n > 0:
+        w = 0
+        for i in range(n):
+            w |= (<uint64_t>(<unsigned char>s[i])) << (8 * i)
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL
+    # murmur3 finalizer: spreads every input bit over the low (index) and high (tag) halves
+    h ^= h >> 33
+    h *= 0xFF51AFD7ED558CCDULL
+    h ^= h >> 33
+    h *= 0xC4CEB9FE1A85EC53ULL
+    h ^= h >> 33
+    return h
+
+
+cdef inline uint64_t edge_tag(uint64_t h) noexcept nogil:
+    """The high half of the hash, never 0 (0 marks an empty slot)."""
+    return (h >> 32) | 1
+
+
+cdef inline Py_ssize_t normalize_request_host(
+    const char* h, Py_ssize_t n, char* out
+) noexcept nogil:
+    """Copy a Host header's name into ``out``, lower-cased, without port or trailing dot.
+
+    Returns its length; 0 when there is no name to look up (empty header, an
+    IPv6 literal, or longer than any DNS name).
+    """
+    cdef Py_ssize_t i = 0
+    cdef char c
+    if n == 0 or h[0] == b'[':
+        return 0
+    while i < n:
+        c = h[i]
+        if c == b':':
+            break
+        if i > MAX_HOST:
+            return 0
+        if b'A' <= c <= b'Z':
+            c = c + 32
+        out[i] = c
+        i += 1
+    if i > 0 and out[i - 1] == b'.':
+        i -= 1
+    return i
+
+
+cdef inline int view_text(object o, const char** p, Py_ssize_t* n, bint none_ok) except -1:
+    """Point ``p``/``n`` at the UTF-8 bytes of a str, bytes or bytearray, without copying."""
+    if PyBytes_Check(o):
+        p[0] = PyBytes_AS_STRING(o)
+        n[0] = PyBytes_GET_SIZE(o)
+    elif PyUnicode_Check(o):
+        # ASCII strings (the common case) hand back their own buffer
+        p[0] = PyUnicode_AsUTF8AndSize(o, n)
+    elif PyByteArray_Check(o):
+        p[0] = PyByteArray_AS_STRING(o)
+        n[0] = PyByteArray_GET_SIZE(o)
+    elif o is None and none_ok:
+        p[0] = b""
+        n[0] = 0
+    else:
+        raise TypeError(f"expected str or bytes, got {type(o).__name__}")
+    return 0
+
+
+def _display(object o):
+    """A request host or path as text, for explanations."""
+    if o is None:
+        return ""
+    if isinstance(o, str):
+        return o
+    return bytes(o).decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------- rule validation
+#
+# Validation runs once per add(), so it is written as byte loops rather than
+# regular expressions: adding 100,000 rules must stay well under a second.
+
+cdef str host_problem(const unsigned char* h, Py_ssize_t n, bint wildcard):
+    """Why a lower-cased rule host (without ``*.``) is not a DNS name, or None."""
+    cdef Py_ssize_t i, label_start = 0, label_len
+    cdef unsigned char c, prev = b'.'
+    cdef bint all_numeric = True
+    if n == 0:
+        return "a wildcard needs a domain after '*.'" if wildcard else "empty host"
+    if n > MAX_HOST:
+        return f"longer than {MAX_HOST} characters"
+    for i in range(n + 1):
+        c = h[i] if i < n else b'.'
+        if c == b'.':
+            label_len = i - label_start
+            if label_len == 0:
+                return "empty label (two dots in a row, or a leading or trailing dot)"
+            if label_len > MAX_LABEL:
+                return f"label longer than {MAX_LABEL} characters"
+            if prev == b'-' or h[label_start] == b'-':
+                return "a label may not start or end with '-'"
+            label_start = i + 1
+        elif c == b'*':
+            return "'*' is only allowed as the whole first label, as in '*.example.com'"
+        elif c == b':':
+            return "ports and IPv6 addresses are not allowed in a rule host"
+        elif c >= 0x80:
+            return "non-ASCII host"   # refined by the caller with the IDNA form
+        elif c < 0x20 or c == 0x7F:
+            return "control character in host"
+        elif not ((b'a' <= c <= b'z') or (b'0' <= c <= b'9') or c == b'-'):
+            return f"character {chr(c)!r} is not allowed in a DNS name"
+        if c != b'.' and not (b'0' <= c <= b'9'):
+            all_numeric = False
+        prev = c
+    if all_numeric and not wildcard:
+        return "an IP address is not allowed as an Ingress host"
+    return None
+
+
+cdef str path_problem(const unsigned char* p, Py_ssize_t n, bint strict):
+    """Why a rule path is invalid, or None. ``strict``: Exact/Prefix API validation."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    if n == 0 or p[0] != b'/':
+        return "the path must be absolute (start with '/')"
+    for i in range(n):
+        c = p[i]
+        if c < 0x20 or c == 0x7F:
+            return "control character in path"
+        if c == b' ':
+            return "space in path (percent-encode it as %20)"
+        if c == b'?' or c == b'#':
+            return f"{chr(c)!r} in path: a rule path has no query or fragment"
+        if not strict:
+            continue
+        # Kubernetes rejects these for Exact and Prefix (pkg/apis/networking/validation)
+        if c == b'/' and i + 1 < n:
+            if p[i + 1] == b'/':
+                return "must not contain '//'"
+            if p[i + 1] == b'.':
+                if i + 2 < n and p[i + 2] == b'/':
+                    return "must not contain '/./'"
+                if i + 3 < n and p[i + 2] == b'.' and p[i + 3] == b'/':
+                    return "must not contain '/../'"
+                if i + 2 == n:
+                    return "must not end with '/.'"
+                if i + 3 == n and p[i + 2] == b'.':
+                    return "must not end with '/..'"
+        if c == b'%' and i + 2 < n and p[i + 1] == b'2' and (p[i + 2] == b'f' or p[i + 2] == b'F'):
+            return "must not contain '%2f' (an encoded '/')"
+    return None
+
+
+cdef int path_kind(object host, object path, object path_type) except -1:
+    if path_type == "Exact":
+        return KIND_EXACT
+    if path_type == "Prefix" or path_type == "ImplementationSpecific":
+        return KIND_PREFIX
+    raise _InvalidRuleError(
+        host, path, path_type,
+        f"unknown path type {path_type!r}; expected one of {', '.join(PATH_TYPES)}",
+    )
+
+
+cdef class _RuleKey:
+    """A validated rule: where its host hangs and its normalized path bytes."""
+    cdef uint32_t host_parent   # EXACT_HOSTS, WILDCARD_HOSTS, or ANY_HOST (no host node)
+    cdef bytes host_key         # the exact host, or the wildcard's suffix
+    cdef str host               # normalized host as Route.host shows it
+    cdef bytes path             # UTF-8; for Prefix without its trailing '/' ("/" -> b"")
+    cdef int kind
+
+
+cdef _RuleKey validate_rule(object host, object path, object path_type):
+    """Check a rule and normalize it, or raise InvalidRuleError naming it."""
+    cdef _RuleKey key = _RuleKey.__new__(_RuleKey)
+    cdef const char* hp
+    cdef const char* pp
+    cdef Py_ssize_t hn, pn, i, start = 0
+    cdef bytes lowered
+    cdef str problem
+    if not isinstance(host, str):
+        raise TypeError(f"host must be str, got {type(host).__name__}")
+    if not isinstance(path, str):
+        raise TypeError(f"path must be str, got {type(path).__name__}")
+    key.kind = path_kind(host, path, path_type)
+
+    pp = PyUnicode_AsUTF8AndSize(path, &pn)
+    problem = path_problem(<const unsigned char*>pp, pn, path_type != "ImplementationSpecific")
+    if problem is not None:
+        raise _InvalidRuleError(host, path, path_type, problem)
+    if key.kind == KIND_PREFIX and pp[pn - 1] == b'/':
+        pn -= 1   # Kubernetes: a trailing slash on a Prefix path is ignored
+    key.path = pp[:pn]
+
+    if not host:
+        key.host_parent = ANY_HOST
+        key.host = ""
+        return key
+    if not host.isascii():
+        try:
+            suggestion = f"; use its IDNA form {host.encode('idna').decode('ascii')!r}"
+        except UnicodeError:
+            suggestion = ""
+        raise _InvalidRuleError(host, path, path_type, f"non-ASCII host{suggestion}")
+    hp = PyUnicode_AsUTF8AndSize(host, &hn)
+    if hn > 1 and hp[hn - 1] == b'.':
+        hn -= 1   # a fully qualified name names the same host
+    lowered = hp[:hn].lower()
+    if hn >= 2 and hp[0] == b'*' and hp[1] == b'.':
+        key.host_parent = WILDCARD_HOSTS
+        start = 2
+    elif hn == 1 and hp[0] == b'*':
+        raise _InvalidRuleError(
+            host, path, path_type,
+            "'*' alone is not a host; use an empty host to match every host",
+        )
+    else:
+        key.host_parent = EXACT_HOSTS
+    problem = host_problem(
+        <const unsigned char*>lowered + start, hn - start, key.host_parent == WILDCARD_HOSTS
+    )
+    if problem is not None:
+        raise _InvalidRuleError(host, path, path_type, f"host {host!r}: {problem}")
+    key.host_key = lowered[start:]
+    key.host = host if (hn == len(host) and lowered == hp[:hn]) else lowered.decode("ascii")
+    return key
+
+
+# ---------------------------------------------------------------------- Router
+
+cdef class Router:
+    """Ingress rules compiled into a host table and one path trie per host.
+
+    See ``fastroute/_match.pyi`` for the documented interface.
+    """
+
+    cdef Node* nodes
+    cdef uint32_t node_count       # ids handed out so far (high-water mark)
+    cdef uint32_t node_capacity
+    cdef uint32_t free_node        # head of the free list, or NO_NODE
+    cdef uint64_t* edges           # slot: tag << 32 | child id; 0 = empty
+    cdef uint64_t edge_mask        # capacity - 1 (capacity is a power of two)
+    cdef uint64_t edge_count
+    cdef list _backends            # rule slot -> backend (None when free)
+    cdef list _routes              # rule slot -> Route (None when free)
+    cdef list _free_slots
+    cdef list _order               # rule slot -> insertion sequence number
+    cdef uint64_t _sequence
+    cdef Py_ssize_t _rule_count
+    cdef object _default
+
+    def __cinit__(self):
+        cdef uint32_t i
+        self.node_capacity = 64
+        self.nodes = <Node*>PyMem_Malloc(self.node_capacity * sizeof(Node))
+        self.edge_mask = 63
+        self.edges = <uint64_t*>PyMem_Malloc((self.edge_mask + 1) * sizeof(uint64_t))
+        if self.nodes == NULL or self.edges == NULL:
+            raise MemoryError()
+        memset(self.edges, 0, (self.edge_mask + 1) * sizeof(uint64_t))
+        for i in range(FIRST_FREE_ID):
+            memset(&self.nodes[i], 0, sizeof(Node))
+            self.nodes[i].parent = NO_NODE
+            self.nodes[i].exact = NO_RULE
+            self.nodes[i].prefix = NO_RULE
+        self.node_count = FIRST_FREE_ID
+        self.free_node = NO_NODE
+        self.edge_count = 0
+        self._backends = []
+        self._routes = []
+        self._free_slots = []
+        self._order = []
+        self._sequence = 0
+        self._rule_count = 0
+        self._default = None
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        if self.nodes != NULL:
+            for i in range(self.node_count):
+                if self.nodes[i].parent != FREE_NODE and self.nodes[i].seglen > INLINE_SEGMENT:
+                    PyMem_Free(self.nodes[i].seg.heap)
+            PyMem_Free(self.nodes)
+        PyMem_Free(self.edges)
+
+    # ------------------------------------------------------------ edge table
+
+    cdef inline uint32_t child(self, uint32_t parent, const char* s, Py_ssize_t n) noexcept nogil:
+        """The child of ``parent`` along element ``s[:n]``, or NO_NODE."""
+        cdef uint64_t h = edge_hash(parent, s, n)
+        cdef uint64_t tag = edge_tag(h)
+        cdef uint64_t i = h & self.edge_mask
+        cdef uint64_t e
+        cdef Node* nd
+        while True:
+            e = self.edges[i]
+            if e == 0:
+                return NO_NODE
+            if (e >> 32) == tag:
+                nd = &self.nodes[<uint32_t>e]
+                if (nd.parent == parent and nd.seglen == n
+                        and (n == 0 or memcmp(seg_bytes(nd), s, n) == 0)):
+                    return <uint32_t>e
+            i = (i + 1) & self.edge_mask
+
+    cdef uint64_t home_slot(self, uint32_t node) noexcept nogil:
+        cdef Node* nd = &self.nodes[node]
+        return edge_hash(nd.parent, seg_bytes(nd), nd.seglen)
+
+    cdef int grow_edges(self) except -1:
+        """Double the edge table and re-insert every edge."""
+        cdef uint64_t old_mask = self.edge_mask, new_mask = self.edge_mask * 2 + 1
+        cdef uint64_t* old = self.edges
+        cdef uint64_t* new = <uint64_t*>PyMem_Malloc((new_mask + 1) * sizeof(uint64_t))
+        cdef uint64_t i, j, h, e
+        if new == NULL:
+            raise MemoryError()
+        memset(new, 0, (new_mask + 1) * sizeof(uint64_t))
+        for i in range(old_mask + 1):
+            e = old[i]
+            if e == 0:
+                continue
+            h = self.home_slot(<uint32_t>e)
+            j = h & new_mask
+            while new[j] != 0:
+                j = (j + 1) & new_mask
+            new[j] = e
+        self.edges = new
+        self.edge_mask = new_mask
+        PyMem_Free(old)
+        return 0
+
+    cdef void delete_edge(self, uint32_t node) noexcept:
+        """Remove ``node``'s edge, shifting later entries of its cluster back.
+
+        Linear probing needs no tombstones if every entry after the hole whose
+        home slot is not between the hole and itself moves into the hole.
+        """
+        cdef uint64_t mask = self.edge_mask
+        cdef uint64_t i = self.home_slot(node) & mask
+        cdef uint64_t j, k, e
+        while <uint32_t>self.edges[i] != node:
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            e = self.edges[j]
+            if e == 0:
+                break
+            k = self.home_slot(<uint32_t>e) & mask
+            if (i < j and i < k <= j) or (i > j and (k > i or k <= j)):
+                continue   # its home is in (i, j]: it is still reachable
+            self.edges[i] = e
+            i = j
+        self.edges[i] = 0
+        self.edge_count -= 1
+
+    # ------------------------------------------------------------ nodes
+
+    cdef uint32_t new_child(self, uint32_t parent, const char* s, Py_ssize_t n) except 0xFFFFFFFF:
+        """Create the child of ``parent`` along ``s[:n]`` (it must not exist)."""
+        cdef uint32_t node
+        cdef Node* nd
+        cdef Node* grown
+        cdef char* heap = NULL
+        cdef uint64_t h, i
+        if (self.edge_count + 1) * 2 > self.edge_mask + 1:
+            self.grow_edges()
+        if n > INLINE_SEGMENT:
+            heap = <char*>PyMem_Malloc(n)
+            if heap == NULL:
+                raise MemoryError()
+            memcpy(heap, s, n)
+        if self.free_node != NO_NODE:
+            node = self.free_node
+            self.free_node = self.nodes[node].children
+        else:
+            if self.node_count == self.node_capacity:
+                if self.node_capacity >= 0x7FFFFFFF:
+                    PyMem_Free(heap)
+                    raise MemoryError("too many trie nodes")
+                grown = <Node*>PyMem_Realloc(self.nodes, 2 * self.node_capacity * sizeof(Node))
+                if grown == NULL:
+                    PyMem_Free(heap)
+                    raise MemoryError()
+                self.nodes = grown
+                self.node_capacity *= 2
+            node = self.node_count
+            self.node_count += 1
+        nd = &self.nodes[node]
+        memset(nd, 0, sizeof(Node))
+        if heap != NULL:
+            nd.seg.heap = heap
+        elif n > 0:
+            memcpy(nd.seg.chars, s, n)
+        nd.seglen = <uint32_t>n
+        nd.parent = parent
+        nd.exact = NO_RULE
+        nd.prefix = NO_RULE
+        self.nodes[parent].children += 1
+        h = edge_hash(parent, s, n)
+        i = h & self.edge_mask
+        while self.edges[i] != 0:
+            i = (i + 1) & self.edge_mask
+        self.edges[i] = (edge_tag(h) << 32) | node
+        self.edge_count += 1
+        return node
+
+    cdef void prune(self, uint32_t node) noexcept:
+        """Free ``node`` and its ancestors while they hold no rule and no child."""
+        cdef Node* nd
+        cdef uint32_t parent
+        while node >= FIRST_FREE_ID:
+            nd = &self.nodes[node]
+            if nd.exact != NO_RULE or nd.prefix != NO_RULE or nd.children != 0:
+                return
+            parent = nd.parent
+            self.delete_edge(node)
+            if nd.seglen > INLINE_SEGMENT:
+                PyMem_Free(nd.seg.heap)
+            nd.seglen = 0
+            nd.parent = FREE_NODE
+            nd.children = self.free_node
+            self.free_node = node
+            self.nodes[parent].children -= 1
+            node = parent
+
+    # ------------------------------------------------------------ lookup
+
+    cdef inline int32_t match_path(self, uint32_t node, const char* p, Py_ssize_t n) noexcept nogil:
+        """The winning rule slot under path root ``node``, or NO_RULE."""
+        cdef int32_t best = self.nodes[node].prefix
+        cdef Py_ssize_t pos = 1, end
+        cdef const char* slash
+        cdef Node* nd
+        if n == 0:
+            p = b"/"
+            n = 1
+        elif p[0] != b'/':
+            return NO_RULE
+        while True:
+            slash = <const char*>memchr(p + pos, b'/', n - pos)
+            end = (slash - p) if slash != NULL else n
+            node = self.child(node, p + pos, end - pos)
+            if node == NO_NODE:
+                return best
+            nd = &self.nodes[node]
+            if end == n:   # the request path ends on this node
+                if nd.exact != NO_RULE:
+                    return nd.exact
+                if nd.prefix != NO_RULE:
+                    return nd.prefix
+                return best
+            if nd.prefix != NO_RULE:
+                best = nd.prefix
+            pos = end + 1
+
+    cdef inline uint32_t select_host(self, const char* name, Py_ssize_t n) noexcept nogil:
+        """The path root for a normalized request host: exact, wildcard, else any host."""
+        cdef uint32_t root
+        cdef const char* dot
+        if n == 0:
+            return ANY_HOST
+        if self.nodes[EXACT_HOSTS].children:
+            root = self.child(EXACT_HOSTS, name, n)
+            if root != NO_NODE:
+                return root
+        if self.nodes[WILDCARD_HOSTS].children:
+            dot = <const char*>memchr(name, b'.', n)
+            # "*.foo.com" covers exactly one more, non-empty label
+            if dot != NULL and dot != name and dot + 1 < name + n:
+                root = self.child(WILDCARD_HOSTS, dot + 1, name + n - dot - 1)
+                if root != NO_NODE:
+                    return root
+        return ANY_HOST
+
+    def match(self, host, path):
+        cdef const char* hp
+        cdef const char* pp
+        cdef Py_ssize_t hn, pn
+        cdef char name[MAX_HOST + 2]
+        cdef int32_t slot
+        view_text(host, &hp, &hn, True)
+        view_text(path, &pp, &pn, False)
+        hn = normalize_request_host(hp, hn, name)
+        slot = self.match_path(self.select_host(name, hn), pp, pn)
+        if slot == NO_RULE:
+            return self._default
+        return <object>PyList_GET_ITEM(self._backends, slot)
+
+    # ------------------------------------------------------------ mutation
+
+    cdef uint32_t find_node(self, _RuleKey key, bint create) except? 0xFFFFFFFF:
+        """The node a rule ends on; created on the way when ``create``."""
+        cdef uint32_t node = ANY_HOST, next_node
+        cdef const char* p
+        cdef const char* slash
+        cdef Py_ssize_t n, pos, end
+        if key.host_parent != ANY_HOST:
+            p = key.host_key
+            n = len(key.host_key)
+            node = self.child(key.host_parent, p, n)
+            if node == NO_NODE:
+                if not create:
+                    return NO_NODE
+                node = self.new_child(key.host_parent, p, n)
+        p = key.path
+        n = len(key.path)
+        pos = 1
+        while pos <= n and n > 0:
+            slash = <const char*>memchr(p + pos, b'/', n - pos)
+            end = (slash - p) if slash != NULL else n
+            next_node = self.child(node, p + pos, end - pos)
+            if next_node == NO_NODE:
+                if not create:
+                    return NO_NODE
+                next_node = self.new_child(node, p + pos, end - pos)
+            node = next_node
+            pos = end + 1
+        return node
+
+    def add(self, host, path, path_type, backend):
+        cdef _RuleKey key = validate_rule(host, path, path_type)
+        cdef uint32_t node = self.find_node(key, True)
+        cdef int32_t existing, slot
+        cdef object route
+        existing = self.nodes[node].exact if key.kind == KIND_EXACT else self.nodes[node].prefix
+        route = _tuple_new(_Route, (key.host, path, path_type, backend))
+        if existing != NO_RULE:
+            self.prune(node)   # drop any nodes created on the way
+            raise _RouteConflictError(self._routes[existing], route)
+        if self._free_slots:
+            slot = self._free_slots.pop()
+            self._backends[slot] = backend
+            self._routes[slot] = route
+            self._order[slot] = self._sequence
+        else:
+            if len(self._backends) >= 0x7FFFFFFF:
+                self.prune(node)
+                raise OverflowError("too many rules")
+            slot = len(self._backends)
+            self._backends.append(backend)
+            self._routes.append(route)
+            self._order.append(self._sequence)
+        self._sequence += 1
+        self._rule_count += 1
+        if key.kind == KIND_EXACT:
+            self.nodes[node].exact = slot
+        else:
+            self.nodes[node].prefix = slot
+
+    def remove(self, host, path, path_type):
+        cdef _RuleKey key = validate_rule(host, path, path_type)
+        cdef uint32_t node = self.find_node(key, False)
+        cdef int32_t slot = NO_RULE
+        if node != NO_NODE:
+            slot = self.nodes[node].exact if key.kind == KIND_EXACT else self.nodes[node].prefix
+        if slot == NO_RULE:
+            raise _RouteNotFoundError(key.host, path, path_type)
+        if key.kind == KIND_EXACT:
+            self.nodes[node].exact = NO_RULE
+        else:
+            self.nodes[node].prefix = NO_RULE
+        self.prune(node)
+        backend = self._backends[slot]
+        self._backends[slot] = None
+        self._routes[slot] = None
+        self._free_slots.append(slot)
+        self._rule_count -= 1
+        return backend
+
+    def set_default(self, backend):
+        self._default = backend
+
+    @property
+    def default(self):
+        return self._default
+
+    def routes(self):
+        slots = sorted(
+            (s for s in range(len(self._routes)) if self._routes[s] is not None),
+            key=self._order.__getitem__,
+        )
+        for s in slots:
+            yield self._routes[s]
+
+    def __len__(self):
+        return self._rule_count
+
+    def __repr__(self):
+        return (
+            f"<Router rules={self._rule_count} exact_hosts={self.nodes[EXACT_HOSTS].children}"
+            f" wildcard_hosts={self.nodes[WILDCARD_HOSTS].children} default={self._default!r}>"
+        )
+
+    # ------------------------------------------------------------ explain
+
+    cdef list candidates(self, uint32_t node, const char* p, Py_ssize_t n):
+        """Every rule under path root ``node`` that matches, best first."""
+        cdef list found = []   # (depth, exact?, slot), shallowest first
+        cdef Py_ssize_t pos = 1, end, depth = 0
+        cdef const char* slash
+        cdef Node* nd
+        if n == 0:
+            p = b"/"
+            n = 1
+        if p[0] != b'/':
+            return []
+        if self.nodes[node].prefix != NO_RULE:
+            found.append((0, False, self.nodes[node].prefix))
+        while True:
+            slash = <const char*>memchr(p + pos, b'/', n - pos)
+            end = (slash - p) if slash != NULL else n
+            node = self.child(node, p + pos, end - pos)
+            if node == NO_NODE:
+                break
+            depth += 1
+            nd = &self.nodes[node]
+            if nd.prefix != NO_RULE:
+                found.append((depth, False, nd.prefix))
+            if end == n:
+                if nd.exact != NO_RULE:
+                    found.append((depth, True, nd.exact))
+                break
+            pos = end + 1
+        found.sort(reverse=True)
+        return [self._routes[slot] for _, _, slot in found]
+
+    def explain(self, host, path):
+        cdef const char* hp
+        cdef const char* pp
+        cdef Py_ssize_t hn, pn
+        cdef char name[MAX_HOST + 2]
+        cdef uint32_t root, wildcard_root = NO_NODE
+        cdef const char* dot
+        view_text(host, &hp, &hn, True)
+        view_text(path, &pp, &pn, False)
+        hn = normalize_request_host(hp, hn, name)
+        host_text = name[:hn].decode("utf-8", "replace")
+        root = self.select_host(name, hn)
+        if hn:
+            dot = <const char*>memchr(name, b'.', hn)
+            if dot != NULL and dot != name and dot + 1 < name + hn:
+                wildcard_root = self.child(WILDCARD_HOSTS, dot + 1, name + hn - dot - 1)
+        if root == ANY_HOST:
+            scope, rule_host = "any", ""
+        elif root == wildcard_root:
+            scope, rule_host = "wildcard", "*." + name[dot - name + 1:hn].decode("ascii")
+        else:
+            scope, rule_host = "exact", host_text
+
+        found = self.candidates(root, pp, pn)
+        skipped = []
+        if scope == "exact" and wildcard_root != NO_NODE:
+            skipped += self.candidates(wildcard_root, pp, pn)
+        if scope != "any":
+            skipped += self.candidates(ANY_HOST, pp, pn)
+
+        backend = self.match(host, path)
+        winner = found[0] if found else None
+        where = "rules for any host" if scope == "any" else f"{scope} host {rule_host!r}"
+        if winner is not None:
+            if len(found) == 1:
+                reason = f"the only rule of {where} that matches"
+            elif _depth(found[1]) == _depth(winner):
+                reason = f"Exact beats {found[1].path_type} on an equal length"
+            else:
+                reason = (
+                    f"longest match: {winner.path!r} is longer than "
+                    f"{found[1].path!r} ({found[1].path_type})"
+                )
+        else:
+            reason = f"no rule of {where} matches the path"
+            if skipped:
+                reason += (
+                    "; rules of less specific hosts are not consulted once a host is"
+                    " selected (as in ingress-nginx)"
+                )
+            reason += "; default backend" if self._default is not None else "; no default backend"
+        return _Explanation(
+            host=host_text,
+            path=_display(path),
+            scope=scope,
+            rule_host=rule_host,
+            candidates=tuple(found),
+            not_consulted=tuple(skipped),
+            winner=winner,
+            backend=backend,
+            reason=reason,
+        )
+
+
+def _depth(route):
+    """How many path elements a rule covers, as precedence counts them."""
+    p = route.path
+    if route.path_type != "Exact" and p.endswith("/"):
+        p = p[:-1]
+    return p.count("/")

@@ -1,0 +1,81 @@
+"""Exception classes for fastroute, all under one root.
+
+Routing errors subclass :class:`ValueError` (the matcher contract says so), so
+callers that only know the contract can catch ``ValueError``; callers that know
+fastroute can catch the precise class and read its fields.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastroute.routes import Route
+
+__all__ = [
+    "FastrouteError",
+    "InvalidRuleError",
+    "RouteConflictError",
+    "RouteError",
+    "RouteNotFoundError",
+]
+
+
+class FastrouteError(Exception):
+    """Root of every error fastroute raises on purpose."""
+
+
+class RouteError(FastrouteError, ValueError):
+    """A routing rule was rejected."""
+
+
+def _describe(host: str, path: object, path_type: object) -> str:
+    where = f"host {host!r}" if host else "any host"
+    return f"{path_type} {path!r} on {where}"
+
+
+class InvalidRuleError(RouteError):
+    """A rule is malformed: bad host, bad path or unknown path type.
+
+    Attributes:
+        host, path, path_type: the rule as given.
+        reason: what is wrong with it, in words.
+    """
+
+    def __init__(self, host: object, path: object, path_type: object, reason: str) -> None:
+        self.host = host
+        self.path = path
+        self.path_type = path_type
+        self.reason = reason
+        super().__init__(f"invalid rule ({_describe(str(host), path, path_type)}): {reason}")
+
+
+class RouteConflictError(RouteError):
+    """A rule matches exactly the same requests as a rule already in the router.
+
+    Two such rules would leave one of them unreachable, so the second is refused
+    and the message names the first.
+
+    Attributes:
+        existing: the rule already in the router.
+        new: the rule that was refused.
+    """
+
+    def __init__(self, existing: Route, new: Route) -> None:
+        self.existing = existing
+        self.new = new
+        super().__init__(
+            f"rule {_describe(new.host, new.path, new.path_type)} conflicts with existing rule "
+            f"{_describe(existing.host, existing.path, existing.path_type)} "
+            f"(backend {existing.backend!r}): both match the same requests"
+        )
+
+
+class RouteNotFoundError(FastrouteError, LookupError):
+    """``Router.remove`` was asked for a rule the router does not hold."""
+
+    def __init__(self, host: str, path: object, path_type: object) -> None:
+        self.host = host
+        self.path = path
+        self.path_type = path_type
+        super().__init__(f"no rule {_describe(host, path, path_type)} to remove")

@@ -1,0 +1,21 @@
+"""Declares the compiled extension; everything else is in pyproject.toml."""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=cythonize(
+        [Extension("fastroute._match", ["fastroute/_match.pyx"], extra_compile_args=["-O3"])],
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "embedsignature": True,
+            # a Router owns C memory: no automatic pickling, no doctest dict
+            "auto_pickle": False,
+            "autotestdict": False,
+        },
+    ),
+)
