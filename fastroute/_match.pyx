@@ -35,7 +35,7 @@ from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_Check
 from libc.stdint cimport int32_t, uint32_t, uint64_t
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.string cimport memchr, memcpy, memset
 
 from fastroute.errors import InvalidRuleError as _InvalidRuleError
 from fastroute.errors import RouteConflictError as _RouteConflictError
@@ -86,7 +86,7 @@ ctypedef struct Node:          # 32 bytes: two per cache line
     uint32_t children          # live children; on the free list: the next free id
     int32_t exact              # rule slot of the Exact rule ending here, or NO_RULE
     int32_t prefix             # rule slot of the Prefix rule ending here, or NO_RULE
-    uint32_t _pad
+    uint32_t home              # low half of the edge hash: the home slot in any table size
 
 
 cdef inline const char* seg_bytes(Node* nd) noexcept nogil:
@@ -95,61 +95,210 @@ cdef inline const char* seg_bytes(Node* nd) noexcept nogil:
     return nd.seg.heap
 
 
-cdef inline uint64_t edge_hash(uint32_t parent, const char* s, Py_ssize_t n) noexcept nogil:
-    """Hash of an edge: the parent id and the element's bytes, 8 bytes a step."""
-    cdef uint64_t h = (<uint64_t>parent + 1) * 0x9E3779B97F4A7C15ULL ^ <uint64_t>n
-    cdef uint64_t w
-    cdef Py_ssize_t i
-    while n >= 8:
-        memcpy(&w, s, 8)
-        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL
-        h ^= h >> 31
-        s += 8
-        n -= 8
-    if n > 0:
-        w = 0
-        for i in range(n):
-            w |= (<uint64_t>(<unsigned char>s[i])) << (8 * i)
-        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL
-    # murmur3 finalizer: spreads every input bit over the low (index) and high (tag) halves
-    h ^= h >> 33
-    h *= 0xFF51AFD7ED558CCDULL
-    h ^= h >> 33
-    h *= 0xC4CEB9FE1A85EC53ULL
-    h ^= h >> 33
-    return h
+cdef extern from *:
+    """
+    /* Edge hashing, in C for the bit tricks. An edge is (parent id, element
+       bytes). fr_hash hashes known bytes; fr_scan finds the end of a request
+       path element (the next '/') and hashes it in the same pass, 8 bytes a
+       step; both give the same hash for the same element by construction:
+       full 8-byte words, then one zero-padded tail word, then the length. */
+    #include <stdint.h>
+    #include <string.h>
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    #define FR_LITTLE_ENDIAN 1
+    #else
+    #define FR_LITTLE_ENDIAN 0
+    #endif
+
+    static inline uint64_t fr_absorb(uint64_t h, uint64_t w) {
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+        return h ^ (h >> 31);
+    }
+
+    static inline uint64_t fr_finish(uint64_t h, size_t n) {
+        /* murmur3 finalizer: every input bit reaches the index (low) and tag (high) halves */
+        h ^= (uint64_t)n;
+        h ^= h >> 33;
+        h *= 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 33;
+        h *= 0xC4CEB9FE1A85EC53ULL;
+        return h ^ (h >> 33);
+    }
+
+    /* Hash of s[:n] under parent; *first gets the first word, zero-padded
+       (for elements of up to 8 bytes: the whole element). */
+    static inline uint64_t fr_hash(uint32_t parent, const char *s, size_t n, uint64_t *first) {
+        uint64_t h = ((uint64_t)parent + 1) * 0x9E3779B97F4A7C15ULL, w;
+        size_t len = n, i;
+        *first = 0;
+        while (n >= 8) {
+            memcpy(&w, s, 8);
+            if (len - n == 0) *first = w;
+            h = fr_absorb(h, w);
+            s += 8;
+            n -= 8;
+        }
+        if (n) {
+            w = 0;
+            for (i = 0; i < n; i++) w |= (uint64_t)(unsigned char)s[i] << (8 * i);
+            if (len == n) *first = w;
+            h = fr_absorb(h, w);
+        }
+        return fr_finish(h, len);
+    }
+
+    /* Length of the element at s (up to the next '/' or avail bytes); *hash
+       and *first as fr_hash would give them for it. */
+    static inline size_t fr_scan(uint32_t parent, const char *s, size_t avail,
+                                 uint64_t *hash, uint64_t *first) {
+    #if FR_LITTLE_ENDIAN
+        uint64_t h = ((uint64_t)parent + 1) * 0x9E3779B97F4A7C15ULL, w, x, z;
+        size_t len = 0, k = 0;
+        *first = 0;
+        while (avail - len >= 8) {
+            memcpy(&w, s + len, 8);
+            x = w ^ 0x2F2F2F2F2F2F2F2FULL;                       /* '/' bytes become 0 */
+            z = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
+            if (z) {                                               /* lowest set: first '/' */
+                k = (size_t)__builtin_ctzll(z) >> 3;
+                if (k) {
+                    w &= ~0ULL >> (64 - 8 * k);
+                    if (len == 0) *first = w;
+                    h = fr_absorb(h, w);
+                    len += k;
+                }
+                *hash = fr_finish(h, len);
+                return len;
+            }
+            if (len == 0) *first = w;
+            h = fr_absorb(h, w);
+            len += 8;
+        }
+        w = 0;
+        while (len + k < avail && s[len + k] != '/') {
+            w |= (uint64_t)(unsigned char)s[len + k] << (8 * k);
+            k++;
+        }
+        if (k) {
+            if (len == 0) *first = w;
+            h = fr_absorb(h, w);
+            len += k;
+        }
+        *hash = fr_finish(h, len);
+        return len;
+    #else
+        const char *slash = memchr(s, '/', avail);
+        size_t len = slash ? (size_t)(slash - s) : avail;
+        *hash = fr_hash(parent, s, len, first);
+        return len;
+    #endif
+    }
+
+    /* Copy the name in a Host header to out: lower case, without ":port" and
+       the trailing dot of a fully qualified name, followed by 8 zero bytes.
+       Returns its length; 0 when there is no name to look up (empty, an IP
+       address, or longer than any DNS name). out holds FR_HOST_BUFFER bytes. */
+    #define FR_MAX_NAME 254                 /* 253 and a trailing dot */
+    #define FR_HOST_BUFFER (FR_MAX_NAME + 16)
+    static inline size_t fr_host(const char *h, size_t n, char *out) {
+        size_t i = 0;
+        unsigned char c;
+        if (n == 0 || h[0] == '[') return 0;
+    #if FR_LITTLE_ENDIAN
+        while (n - i >= 8) {
+            uint64_t w, x, colon, ascii, upper;
+            if (i + 8 > FR_MAX_NAME + 8) return 0;
+            memcpy(&w, h + i, 8);
+            x = w ^ 0x3A3A3A3A3A3A3A3AULL;                          /* ':' bytes become 0 */
+            colon = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
+            ascii = w & 0x7F7F7F7F7F7F7F7FULL;                      /* no carries between bytes */
+            upper = (ascii + 0x3F3F3F3F3F3F3F3FULL)                 /* high bit: >= 'A' */
+                  & ~(ascii + 0x2525252525252525ULL)                /* and not > 'Z' */
+                  & ~w & 0x8080808080808080ULL;                     /* and ASCII */
+            w |= upper >> 2;                                        /* 0x80 >> 2 = 0x20 */
+            memcpy(out + i, &w, 8);
+            if (colon) {
+                i += (size_t)__builtin_ctzll(colon) >> 3;
+                goto done;
+            }
+            i += 8;
+        }
+    #endif
+        while (i < n && h[i] != ':') {
+            if (i >= FR_MAX_NAME) return 0;
+            c = (unsigned char)h[i];
+            out[i++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+    done:
+        if (i > FR_MAX_NAME) return 0;
+        if (i > 0 && out[i - 1] == '.') i--;
+        if (i > 0 && out[i - 1] >= '0' && out[i - 1] <= '9') {
+            /* a name whose top label is numeric is an IPv4 address, not a name */
+            size_t j;
+            for (j = 0; j < i && ((out[j] >= '0' && out[j] <= '9') || out[j] == '.'); j++) {}
+            if (j == i) return 0;
+        }
+        memset(out + i, 0, 8);
+        return i;
+    }
+
+    /* fr_hash for bytes followed by at least 8 zero bytes (a normalized host). */
+    static inline uint64_t fr_hash_padded(uint32_t parent, const char *s, size_t n, uint64_t *first) {
+        uint64_t h = ((uint64_t)parent + 1) * 0x9E3779B97F4A7C15ULL, w;
+        size_t i;
+        memcpy(first, s, 8);
+        for (i = 0; i < n; i += 8) {
+            memcpy(&w, s + i, 8);
+    #if !FR_LITTLE_ENDIAN
+            if (n - i < 8) { size_t j; w = 0; for (j = 0; j < n - i; j++) w |= (uint64_t)(unsigned char)s[i + j] << (8 * j); }
+    #endif
+            h = fr_absorb(h, w);
+        }
+    #if !FR_LITTLE_ENDIAN
+        fr_hash(parent, s, n, first);
+    #endif
+        return fr_finish(h, n);
+    }
+
+    /* Do stored bytes (zero-padded to a multiple of 8) equal s[:n], which is
+       followed by 8 zero bytes? Word compares only. */
+    static inline int fr_same_padded(const char *stored, const char *s, size_t n) {
+        uint64_t a, b;
+        size_t i;
+        for (i = 0; i < n; i += 8) {
+            memcpy(&a, stored + i, 8);
+            memcpy(&b, s + i, 8);
+            if (a != b) return 0;
+        }
+        return 1;
+    }
+
+    /* Do the stored element bytes equal s[:n]? Short elements are stored
+       zero-padded in 8 bytes, so on little-endian machines one compare of
+       words does it. */
+    static inline int fr_same(const char *stored, const char *s, size_t n, uint64_t first) {
+    #if FR_LITTLE_ENDIAN
+        uint64_t w;
+        if (n <= 8) {
+            memcpy(&w, stored, 8);
+            return w == first;
+        }
+    #endif
+        return n == 0 || memcmp(stored, s, n) == 0;
+    }
+    """
+    uint64_t fr_hash(uint32_t parent, const char* s, size_t n, uint64_t* first) nogil
+    size_t fr_scan(uint32_t parent, const char* s, size_t avail, uint64_t* hash, uint64_t* first) nogil
+    bint fr_same(const char* stored, const char* s, size_t n, uint64_t first) nogil
+    enum: FR_HOST_BUFFER
+    size_t fr_host(const char* h, size_t n, char* out) nogil
+    uint64_t fr_hash_padded(uint32_t parent, const char* s, size_t n, uint64_t* first) nogil
+    bint fr_same_padded(const char* stored, const char* s, size_t n) nogil
 
 
 cdef inline uint64_t edge_tag(uint64_t h) noexcept nogil:
     """The high half of the hash, never 0 (0 marks an empty slot)."""
     return (h >> 32) | 1
-
-
-cdef inline Py_ssize_t normalize_request_host(
-    const char* h, Py_ssize_t n, char* out
-) noexcept nogil:
-    """Copy a Host header's name into ``out``, lower-cased, without port or trailing dot.
-
-    Returns its length; 0 when there is no name to look up (empty header, an
-    IPv6 literal, or longer than any DNS name).
-    """
-    cdef Py_ssize_t i = 0
-    cdef char c
-    if n == 0 or h[0] == b'[':
-        return 0
-    while i < n:
-        c = h[i]
-        if c == b':':
-            break
-        if i > MAX_HOST:
-            return 0
-        if b'A' <= c <= b'Z':
-            c = c + 32
-        out[i] = c
-        i += 1
-    if i > 0 and out[i - 1] == b'.':
-        i -= 1
-    return i
 
 
 cdef inline int view_text(object o, const char** p, Py_ssize_t* n, bint none_ok) except -1:
@@ -186,7 +335,10 @@ def _display(object o):
 # regular expressions: adding 100,000 rules must stay well under a second.
 
 cdef str host_problem(const unsigned char* h, Py_ssize_t n, bint wildcard):
-    """Why a lower-cased rule host (without ``*.``) is not a DNS name, or None."""
+    """Why a rule host (without ``*.`` and trailing dot) is not a DNS name, or None.
+
+    Upper case is accepted here: the caller folds it.
+    """
     cdef Py_ssize_t i, label_start = 0, label_len
     cdef unsigned char c, prev = b'.'
     cdef bint all_numeric = True
@@ -210,10 +362,10 @@ cdef str host_problem(const unsigned char* h, Py_ssize_t n, bint wildcard):
         elif c == b':':
             return "ports and IPv6 addresses are not allowed in a rule host"
         elif c >= 0x80:
-            return "non-ASCII host"   # refined by the caller with the IDNA form
+            return "non-ASCII host"
         elif c < 0x20 or c == 0x7F:
             return "control character in host"
-        elif not ((b'a' <= c <= b'z') or (b'0' <= c <= b'9') or c == b'-'):
+        elif not ((b'a' <= c <= b'z') or (b'A' <= c <= b'Z') or (b'0' <= c <= b'9') or c == b'-'):
             return f"character {chr(c)!r} is not allowed in a DNS name"
         if c != b'.' and not (b'0' <= c <= b'9'):
             all_numeric = False
@@ -268,51 +420,65 @@ cdef int path_kind(object host, object path, object path_type) except -1:
     )
 
 
-cdef class _RuleKey:
-    """A validated rule: where its host hangs and its normalized path bytes."""
-    cdef uint32_t host_parent   # EXACT_HOSTS, WILDCARD_HOSTS, or ANY_HOST (no host node)
-    cdef bytes host_key         # the exact host, or the wildcard's suffix
-    cdef str host               # normalized host as Route.host shows it
-    cdef bytes path             # UTF-8; for Prefix without its trailing '/' ("/" -> b"")
-    cdef int kind
+# A validated rule: where its host hangs and its normalized path. The pointers
+# borrow the UTF-8 buffers of the strings validate_rule() was given (or returned),
+# which the caller keeps alive while it uses the key.
+ctypedef struct RuleKey:
+    uint32_t host_parent       # EXACT_HOSTS, WILDCARD_HOSTS, or ANY_HOST (no host node)
+    const char* host_key       # the exact host, or the wildcard's suffix
+    Py_ssize_t host_len
+    const char* path           # for Prefix without its trailing '/' ("/" -> "")
+    Py_ssize_t path_len
+    int kind
 
 
-cdef _RuleKey validate_rule(object host, object path, object path_type):
-    """Check a rule and normalize it, or raise InvalidRuleError naming it."""
-    cdef _RuleKey key = _RuleKey.__new__(_RuleKey)
+cdef bint needs_folding(const char* h, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    if n > 1 and h[n - 1] == b'.':
+        return True
+    for i in range(n):
+        if b'A' <= h[i] <= b'Z':
+            return True
+    return False
+
+
+cdef str validate_rule(object host, object path, object path_type, RuleKey* key):
+    """Check a rule and fill ``key``, or raise InvalidRuleError naming the rule.
+
+    Returns the normalized host, as ``Route.host`` shows it; ``key.host_key``
+    points into it. Runs once per add(), so it is byte loops, not regexes:
+    adding 100,000 rules must stay well under a second.
+    """
     cdef const char* hp
-    cdef const char* pp
-    cdef Py_ssize_t hn, pn, i, start = 0
-    cdef bytes lowered
-    cdef str problem
+    cdef Py_ssize_t hn, start = 0
+    cdef str problem, normalized
     if not isinstance(host, str):
         raise TypeError(f"host must be str, got {type(host).__name__}")
     if not isinstance(path, str):
         raise TypeError(f"path must be str, got {type(path).__name__}")
     key.kind = path_kind(host, path, path_type)
 
-    pp = PyUnicode_AsUTF8AndSize(path, &pn)
-    problem = path_problem(<const unsigned char*>pp, pn, path_type != "ImplementationSpecific")
+    key.path = PyUnicode_AsUTF8AndSize(path, &key.path_len)
+    problem = path_problem(
+        <const unsigned char*>key.path, key.path_len, path_type != "ImplementationSpecific"
+    )
     if problem is not None:
         raise _InvalidRuleError(host, path, path_type, problem)
-    if key.kind == KIND_PREFIX and pp[pn - 1] == b'/':
-        pn -= 1   # Kubernetes: a trailing slash on a Prefix path is ignored
-    key.path = pp[:pn]
+    if key.kind == KIND_PREFIX and key.path[key.path_len - 1] == b'/':
+        key.path_len -= 1   # Kubernetes: a trailing slash on a Prefix path is ignored
 
+    key.host_parent = ANY_HOST
+    key.host_key = NULL
+    key.host_len = 0
     if not host:
-        key.host_parent = ANY_HOST
-        key.host = ""
-        return key
-    if not host.isascii():
-        try:
-            suggestion = f"; use its IDNA form {host.encode('idna').decode('ascii')!r}"
-        except UnicodeError:
-            suggestion = ""
-        raise _InvalidRuleError(host, path, path_type, f"non-ASCII host{suggestion}")
+        return ""
+    normalized = host
     hp = PyUnicode_AsUTF8AndSize(host, &hn)
-    if hn > 1 and hp[hn - 1] == b'.':
-        hn -= 1   # a fully qualified name names the same host
-    lowered = hp[:hn].lower()
+    if needs_folding(hp, hn):
+        # lower-case it, and drop the trailing dot of a fully qualified name
+        normalized = host[:len(host) - 1] if host.endswith(".") and hn > 1 else host
+        normalized = normalized.lower() if normalized.isascii() else normalized
+        hp = PyUnicode_AsUTF8AndSize(normalized, &hn)
     if hn >= 2 and hp[0] == b'*' and hp[1] == b'.':
         key.host_parent = WILDCARD_HOSTS
         start = 2
@@ -324,13 +490,19 @@ cdef _RuleKey validate_rule(object host, object path, object path_type):
     else:
         key.host_parent = EXACT_HOSTS
     problem = host_problem(
-        <const unsigned char*>lowered + start, hn - start, key.host_parent == WILDCARD_HOSTS
+        <const unsigned char*>hp + start, hn - start, key.host_parent == WILDCARD_HOSTS
     )
     if problem is not None:
+        if problem == "non-ASCII host":
+            try:
+                idna = host.encode("idna").decode("ascii")
+                problem += f"; use its IDNA form {idna!r}"
+            except UnicodeError:
+                pass
         raise _InvalidRuleError(host, path, path_type, f"host {host!r}: {problem}")
-    key.host_key = lowered[start:]
-    key.host = host if (hn == len(host) and lowered == hp[:hn]) else lowered.decode("ascii")
-    return key
+    key.host_key = hp + start
+    key.host_len = hn - start
+    return normalized
 
 
 # ---------------------------------------------------------------------- Router
@@ -349,15 +521,16 @@ cdef class Router:
     cdef uint64_t edge_mask        # capacity - 1 (capacity is a power of two)
     cdef uint64_t edge_count
     cdef list _backends            # rule slot -> backend (None when free)
-    cdef list _routes              # rule slot -> Route (None when free)
+    cdef list _rules               # rule slot -> (host, path, path_type, backend), None when free
     cdef list _free_slots
-    cdef list _order               # rule slot -> insertion sequence number
+    cdef uint64_t* order           # rule slot -> insertion sequence number, for routes()
+    cdef Py_ssize_t order_capacity
     cdef uint64_t _sequence
     cdef Py_ssize_t _rule_count
     cdef object _default
 
     def __cinit__(self):
-        cdef uint32_t i
+        cdef int i
         self.node_capacity = 64
         self.nodes = <Node*>PyMem_Malloc(self.node_capacity * sizeof(Node))
         self.edge_mask = 63
@@ -374,9 +547,10 @@ cdef class Router:
         self.free_node = NO_NODE
         self.edge_count = 0
         self._backends = []
-        self._routes = []
+        self._rules = []
         self._free_slots = []
-        self._order = []
+        self.order = NULL
+        self.order_capacity = 0
         self._sequence = 0
         self._rule_count = 0
         self._default = None
@@ -389,12 +563,19 @@ cdef class Router:
                     PyMem_Free(self.nodes[i].seg.heap)
             PyMem_Free(self.nodes)
         PyMem_Free(self.edges)
+        PyMem_Free(self.order)
 
     # ------------------------------------------------------------ edge table
 
     cdef inline uint32_t child(self, uint32_t parent, const char* s, Py_ssize_t n) noexcept nogil:
         """The child of ``parent`` along element ``s[:n]``, or NO_NODE."""
-        cdef uint64_t h = edge_hash(parent, s, n)
+        cdef uint64_t first
+        cdef uint64_t h = fr_hash(parent, s, n, &first)
+        return self.child_hashed(parent, s, n, h, first)
+
+    cdef inline uint32_t child_hashed(
+        self, uint32_t parent, const char* s, Py_ssize_t n, uint64_t h, uint64_t first
+    ) noexcept nogil:
         cdef uint64_t tag = edge_tag(h)
         cdef uint64_t i = h & self.edge_mask
         cdef uint64_t e
@@ -405,21 +586,43 @@ cdef class Router:
                 return NO_NODE
             if (e >> 32) == tag:
                 nd = &self.nodes[<uint32_t>e]
-                if (nd.parent == parent and nd.seglen == n
-                        and (n == 0 or memcmp(seg_bytes(nd), s, n) == 0)):
+                if nd.parent == parent and nd.seglen == n and fr_same(seg_bytes(nd), s, n, first):
                     return <uint32_t>e
             i = (i + 1) & self.edge_mask
 
-    cdef uint64_t home_slot(self, uint32_t node) noexcept nogil:
-        cdef Node* nd = &self.nodes[node]
-        return edge_hash(nd.parent, seg_bytes(nd), nd.seglen)
+    cdef inline uint32_t host_child(self, uint32_t parent, const char* s, Py_ssize_t n) noexcept nogil:
+        """``child`` for a host name in a zero-padded buffer (see fr_host)."""
+        cdef uint64_t first
+        cdef uint64_t h = fr_hash_padded(parent, s, n, &first)
+        cdef uint64_t tag = edge_tag(h)
+        cdef uint64_t i = h & self.edge_mask
+        cdef uint64_t e
+        cdef Node* nd
+        while True:
+            e = self.edges[i]
+            if e == 0:
+                return NO_NODE
+            if (e >> 32) == tag:
+                nd = &self.nodes[<uint32_t>e]
+                if nd.parent == parent and nd.seglen == n and (
+                    fr_same_padded(nd.seg.heap, s, n) if n > INLINE_SEGMENT
+                    else fr_same(nd.seg.chars, s, n, first)
+                ):
+                    return <uint32_t>e
+            i = (i + 1) & self.edge_mask
+
+    cdef inline uint64_t home_slot(self, uint32_t node) noexcept nogil:
+        # tables never exceed 2**32 slots, so the stored low half is enough
+        return self.nodes[node].home
 
     cdef int grow_edges(self) except -1:
         """Double the edge table and re-insert every edge."""
         cdef uint64_t old_mask = self.edge_mask, new_mask = self.edge_mask * 2 + 1
         cdef uint64_t* old = self.edges
-        cdef uint64_t* new = <uint64_t*>PyMem_Malloc((new_mask + 1) * sizeof(uint64_t))
+        cdef uint64_t* new = NULL
         cdef uint64_t i, j, h, e
+        if new_mask <= 0xFFFFFFFF:
+            new = <uint64_t*>PyMem_Malloc((new_mask + 1) * sizeof(uint64_t))
         if new == NULL:
             raise MemoryError()
         memset(new, 0, (new_mask + 1) * sizeof(uint64_t))
@@ -464,32 +667,49 @@ cdef class Router:
 
     # ------------------------------------------------------------ nodes
 
-    cdef uint32_t new_child(self, uint32_t parent, const char* s, Py_ssize_t n) except 0xFFFFFFFF:
-        """Create the child of ``parent`` along ``s[:n]`` (it must not exist)."""
+    cdef uint32_t descend(self, uint32_t parent, const char* s, Py_ssize_t n) except 0xFFFFFFFF:
+        """The child of ``parent`` along ``s[:n]``, created if missing."""
+        cdef uint64_t first
+        cdef uint64_t h = fr_hash(parent, s, n, &first)
+        cdef uint64_t tag = edge_tag(h)
+        cdef uint64_t i = h & self.edge_mask
+        cdef uint64_t e
         cdef uint32_t node
         cdef Node* nd
         cdef Node* grown
         cdef char* heap = NULL
-        cdef uint64_t h, i
+        while True:
+            e = self.edges[i]
+            if e == 0:
+                break
+            if (e >> 32) == tag:
+                nd = &self.nodes[<uint32_t>e]
+                if nd.parent == parent and nd.seglen == n and fr_same(seg_bytes(nd), s, n, first):
+                    return <uint32_t>e
+            i = (i + 1) & self.edge_mask
         if (self.edge_count + 1) * 2 > self.edge_mask + 1:
             self.grow_edges()
+            i = h & self.edge_mask
+            while self.edges[i] != 0:
+                i = (i + 1) & self.edge_mask
         if n > INLINE_SEGMENT:
-            heap = <char*>PyMem_Malloc(n)
+            # zero-padded to whole words, so hosts compare a word at a time
+            heap = <char*>PyMem_Malloc((n + 7) & ~7)
             if heap == NULL:
                 raise MemoryError()
+            memset(heap + (n & ~7), 0, 8)
             memcpy(heap, s, n)
         if self.free_node != NO_NODE:
             node = self.free_node
             self.free_node = self.nodes[node].children
         else:
             if self.node_count == self.node_capacity:
-                if self.node_capacity >= 0x7FFFFFFF:
-                    PyMem_Free(heap)
-                    raise MemoryError("too many trie nodes")
-                grown = <Node*>PyMem_Realloc(self.nodes, 2 * self.node_capacity * sizeof(Node))
+                grown = NULL
+                if self.node_capacity < 0x40000000:
+                    grown = <Node*>PyMem_Realloc(self.nodes, 2 * self.node_capacity * sizeof(Node))
                 if grown == NULL:
                     PyMem_Free(heap)
-                    raise MemoryError()
+                    raise MemoryError("no memory for more trie nodes")
                 self.nodes = grown
                 self.node_capacity *= 2
             node = self.node_count
@@ -504,12 +724,9 @@ cdef class Router:
         nd.parent = parent
         nd.exact = NO_RULE
         nd.prefix = NO_RULE
+        nd.home = <uint32_t>h
         self.nodes[parent].children += 1
-        h = edge_hash(parent, s, n)
-        i = h & self.edge_mask
-        while self.edges[i] != 0:
-            i = (i + 1) & self.edge_mask
-        self.edges[i] = (edge_tag(h) << 32) | node
+        self.edges[i] = (tag << 32) | node
         self.edge_count += 1
         return node
 
@@ -537,8 +754,8 @@ cdef class Router:
     cdef inline int32_t match_path(self, uint32_t node, const char* p, Py_ssize_t n) noexcept nogil:
         """The winning rule slot under path root ``node``, or NO_RULE."""
         cdef int32_t best = self.nodes[node].prefix
-        cdef Py_ssize_t pos = 1, end
-        cdef const char* slash
+        cdef Py_ssize_t pos = 1, seglen
+        cdef uint64_t h, first
         cdef Node* nd
         if n == 0:
             p = b"/"
@@ -546,13 +763,13 @@ cdef class Router:
         elif p[0] != b'/':
             return NO_RULE
         while True:
-            slash = <const char*>memchr(p + pos, b'/', n - pos)
-            end = (slash - p) if slash != NULL else n
-            node = self.child(node, p + pos, end - pos)
+            seglen = fr_scan(node, p + pos, n - pos, &h, &first)
+            node = self.child_hashed(node, p + pos, seglen, h, first)
             if node == NO_NODE:
                 return best
             nd = &self.nodes[node]
-            if end == n:   # the request path ends on this node
+            pos += seglen
+            if pos == n:   # the request path ends on this node
                 if nd.exact != NO_RULE:
                     return nd.exact
                 if nd.prefix != NO_RULE:
@@ -560,7 +777,7 @@ cdef class Router:
                 return best
             if nd.prefix != NO_RULE:
                 best = nd.prefix
-            pos = end + 1
+            pos += 1
 
     cdef inline uint32_t select_host(self, const char* name, Py_ssize_t n) noexcept nogil:
         """The path root for a normalized request host: exact, wildcard, else any host."""
@@ -569,14 +786,14 @@ cdef class Router:
         if n == 0:
             return ANY_HOST
         if self.nodes[EXACT_HOSTS].children:
-            root = self.child(EXACT_HOSTS, name, n)
+            root = self.host_child(EXACT_HOSTS, name, n)
             if root != NO_NODE:
                 return root
         if self.nodes[WILDCARD_HOSTS].children:
             dot = <const char*>memchr(name, b'.', n)
             # "*.foo.com" covers exactly one more, non-empty label
             if dot != NULL and dot != name and dot + 1 < name + n:
-                root = self.child(WILDCARD_HOSTS, dot + 1, name + n - dot - 1)
+                root = self.host_child(WILDCARD_HOSTS, dot + 1, name + n - dot - 1)
                 if root != NO_NODE:
                     return root
         return ANY_HOST
@@ -585,11 +802,11 @@ cdef class Router:
         cdef const char* hp
         cdef const char* pp
         cdef Py_ssize_t hn, pn
-        cdef char name[MAX_HOST + 2]
+        cdef char name[FR_HOST_BUFFER]
         cdef int32_t slot
         view_text(host, &hp, &hn, True)
         view_text(path, &pp, &pn, False)
-        hn = normalize_request_host(hp, hn, name)
+        hn = fr_host(hp, hn, name)
         slot = self.match_path(self.select_host(name, hn), pp, pn)
         if slot == NO_RULE:
             return self._default
@@ -597,73 +814,78 @@ cdef class Router:
 
     # ------------------------------------------------------------ mutation
 
-    cdef uint32_t find_node(self, _RuleKey key, bint create) except? 0xFFFFFFFF:
-        """The node a rule ends on; created on the way when ``create``."""
-        cdef uint32_t node = ANY_HOST, next_node
-        cdef const char* p
+    cdef uint32_t find_node(self, RuleKey* key, bint create) except? 0xFFFFFFFF:
+        """The node a rule ends on (NO_NODE if absent); created on the way when ``create``."""
+        cdef uint32_t node = ANY_HOST
+        cdef const char* p = key.path
         cdef const char* slash
-        cdef Py_ssize_t n, pos, end
+        cdef Py_ssize_t n = key.path_len, pos = 1, end
         if key.host_parent != ANY_HOST:
-            p = key.host_key
-            n = len(key.host_key)
-            node = self.child(key.host_parent, p, n)
-            if node == NO_NODE:
-                if not create:
-                    return NO_NODE
-                node = self.new_child(key.host_parent, p, n)
-        p = key.path
-        n = len(key.path)
-        pos = 1
-        while pos <= n and n > 0:
+            if create:
+                node = self.descend(key.host_parent, key.host_key, key.host_len)
+            else:
+                node = self.child(key.host_parent, key.host_key, key.host_len)
+        while node != NO_NODE and n > 0 and pos <= n:
             slash = <const char*>memchr(p + pos, b'/', n - pos)
             end = (slash - p) if slash != NULL else n
-            next_node = self.child(node, p + pos, end - pos)
-            if next_node == NO_NODE:
-                if not create:
-                    return NO_NODE
-                next_node = self.new_child(node, p + pos, end - pos)
-            node = next_node
+            if create:
+                node = self.descend(node, p + pos, end - pos)
+            else:
+                node = self.child(node, p + pos, end - pos)
             pos = end + 1
         return node
 
-    def add(self, host, path, path_type, backend):
-        cdef _RuleKey key = validate_rule(host, path, path_type)
-        cdef uint32_t node = self.find_node(key, True)
-        cdef int32_t existing, slot
-        cdef object route
-        existing = self.nodes[node].exact if key.kind == KIND_EXACT else self.nodes[node].prefix
-        route = _tuple_new(_Route, (key.host, path, path_type, backend))
-        if existing != NO_RULE:
-            self.prune(node)   # drop any nodes created on the way
-            raise _RouteConflictError(self._routes[existing], route)
+    cdef int32_t take_slot(self) except -1:
+        """A free rule slot, growing the slot arrays when none is free."""
+        cdef Py_ssize_t slot
+        cdef uint64_t* grown
         if self._free_slots:
-            slot = self._free_slots.pop()
-            self._backends[slot] = backend
-            self._routes[slot] = route
-            self._order[slot] = self._sequence
-        else:
-            if len(self._backends) >= 0x7FFFFFFF:
-                self.prune(node)
-                raise OverflowError("too many rules")
-            slot = len(self._backends)
-            self._backends.append(backend)
-            self._routes.append(route)
-            self._order.append(self._sequence)
+            return self._free_slots.pop()
+        slot = len(self._rules)
+        if slot >= 0x7FFFFFFF:
+            raise OverflowError("too many rules")
+        if slot == self.order_capacity:
+            grown = <uint64_t*>PyMem_Realloc(
+                self.order, (2 * self.order_capacity + 16) * sizeof(uint64_t)
+            )
+            if grown == NULL:
+                raise MemoryError()
+            self.order = grown
+            self.order_capacity = 2 * self.order_capacity + 16
+        self._rules.append(None)
+        self._backends.append(None)
+        return <int32_t>slot
+
+    def add(self, host, path, path_type, backend):
+        cdef RuleKey key
+        cdef str normalized = validate_rule(host, path, path_type, &key)
+        cdef uint32_t node = self.find_node(&key, True)
+        cdef int32_t* field = &self.nodes[node].exact if key.kind == KIND_EXACT else &self.nodes[node].prefix
+        cdef int32_t slot
+        if field[0] != NO_RULE:
+            # the node and its ancestors already existed: nothing to undo
+            raise _RouteConflictError(
+                self.route(field[0]), _Route(normalized, path, path_type, backend)
+            )
+        slot = self.take_slot()
+        # take_slot may not move nodes, but re-read the field to be independent of that
+        field = &self.nodes[node].exact if key.kind == KIND_EXACT else &self.nodes[node].prefix
+        field[0] = slot
+        self._rules[slot] = (normalized, path, path_type, backend)
+        self._backends[slot] = backend
+        self.order[slot] = self._sequence
         self._sequence += 1
         self._rule_count += 1
-        if key.kind == KIND_EXACT:
-            self.nodes[node].exact = slot
-        else:
-            self.nodes[node].prefix = slot
 
     def remove(self, host, path, path_type):
-        cdef _RuleKey key = validate_rule(host, path, path_type)
-        cdef uint32_t node = self.find_node(key, False)
+        cdef RuleKey key
+        cdef str normalized = validate_rule(host, path, path_type, &key)
+        cdef uint32_t node = self.find_node(&key, False)
         cdef int32_t slot = NO_RULE
         if node != NO_NODE:
             slot = self.nodes[node].exact if key.kind == KIND_EXACT else self.nodes[node].prefix
         if slot == NO_RULE:
-            raise _RouteNotFoundError(key.host, path, path_type)
+            raise _RouteNotFoundError(normalized, path, path_type)
         if key.kind == KIND_EXACT:
             self.nodes[node].exact = NO_RULE
         else:
@@ -671,10 +893,13 @@ cdef class Router:
         self.prune(node)
         backend = self._backends[slot]
         self._backends[slot] = None
-        self._routes[slot] = None
+        self._rules[slot] = None
         self._free_slots.append(slot)
         self._rule_count -= 1
         return backend
+
+    cdef object route(self, int32_t slot):
+        return _tuple_new(_Route, self._rules[slot])
 
     def set_default(self, backend):
         self._default = backend
@@ -684,12 +909,11 @@ cdef class Router:
         return self._default
 
     def routes(self):
-        slots = sorted(
-            (s for s in range(len(self._routes)) if self._routes[s] is not None),
-            key=self._order.__getitem__,
-        )
-        for s in slots:
-            yield self._routes[s]
+        cdef Py_ssize_t s
+        live = [(self.order[s], s) for s in range(len(self._rules)) if self._rules[s] is not None]
+        live.sort()
+        for _, s in live:
+            yield self.route(s)
 
     def __len__(self):
         return self._rule_count
@@ -731,18 +955,18 @@ cdef class Router:
                 break
             pos = end + 1
         found.sort(reverse=True)
-        return [self._routes[slot] for _, _, slot in found]
+        return [self.route(slot) for _, _, slot in found]
 
     def explain(self, host, path):
         cdef const char* hp
         cdef const char* pp
         cdef Py_ssize_t hn, pn
-        cdef char name[MAX_HOST + 2]
+        cdef char name[FR_HOST_BUFFER]
         cdef uint32_t root, wildcard_root = NO_NODE
         cdef const char* dot
         view_text(host, &hp, &hn, True)
         view_text(path, &pp, &pn, False)
-        hn = normalize_request_host(hp, hn, name)
+        hn = fr_host(hp, hn, name)
         host_text = name[:hn].decode("utf-8", "replace")
         root = self.select_host(name, hn)
         if hn:
@@ -801,5 +1025,5 @@ def _depth(route):
     """How many path elements a rule covers, as precedence counts them."""
     p = route.path
     if route.path_type != "Exact" and p.endswith("/"):
-        p = p[:-1]
+        p = p[:len(p) - 1]
     return p.count("/")
