@@ -100,8 +100,7 @@ cdef extern from *:
     /* Edge hashing, in C for the bit tricks. An edge is (parent id, element
        bytes). fr_hash hashes known bytes; fr_scan finds the end of a request
        path element (the next '/') and hashes it in the same pass, 8 bytes a
-       step; both give the same hash for the same element by construction:
-       full 8-byte words, then one zero-padded tail word, then the length. */
+       step; both give the same hash for the same element by construction. */
     #include <stdint.h>
     #include <string.h>
     #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -110,83 +109,95 @@ cdef extern from *:
     #define FR_LITTLE_ENDIAN 0
     #endif
 
-    static inline uint64_t fr_absorb(uint64_t h, uint64_t w) {
-        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
-        return h ^ (h >> 31);
+    /* 64x64 -> 128-bit multiply, folded: one step mixes every input bit into
+       every output bit (the "mum" of wyhash). */
+    static inline uint64_t fr_mum(uint64_t a, uint64_t b) {
+    #ifdef __SIZEOF_INT128__
+        __uint128_t r = (__uint128_t)a * b;
+        return (uint64_t)r ^ (uint64_t)(r >> 64);
+    #else
+        uint64_t ha = a >> 32, la = (uint32_t)a, hb = b >> 32, lb = (uint32_t)b;
+        uint64_t rh = ha * hb, rm0 = ha * lb, rm1 = hb * la, rl = la * lb, t = rl + (rm0 << 32), c = t < rl;
+        uint64_t lo = t + (rm1 << 32);
+        c += lo < t;
+        return lo ^ (rh + (rm0 >> 32) + (rm1 >> 32) + c);
+    #endif
     }
 
-    static inline uint64_t fr_finish(uint64_t h, size_t n) {
-        /* murmur3 finalizer: every input bit reaches the index (low) and tag (high) halves */
-        h ^= (uint64_t)n;
-        h ^= h >> 33;
-        h *= 0xFF51AFD7ED558CCDULL;
-        h ^= h >> 33;
-        h *= 0xC4CEB9FE1A85EC53ULL;
-        return h ^ (h >> 33);
+    #define FR_K0 0xA0761D6478BD642FULL
+    #define FR_K1 0xE7037ED1A0B428DBULL
+    #define FR_K2 0x8EBC6AF09C88C6E3ULL
+
+    /* An element's hash: its full 8-byte words chained through fr_mum, then
+       the zero-padded rest (0 when there is none) mixed with the length. An
+       element of up to 7 bytes costs one multiply. */
+    static inline uint64_t fr_seed(uint32_t parent) { return (uint64_t)parent ^ FR_K0; }
+    static inline uint64_t fr_absorb(uint64_t h, uint64_t w) { return fr_mum(h ^ w, FR_K1); }
+    static inline uint64_t fr_finish(uint64_t h, uint64_t rest, size_t n) {
+        return fr_mum(h ^ rest, (uint64_t)n ^ FR_K2);
     }
 
     /* Hash of s[:n] under parent; *first gets the first word, zero-padded
        (for elements of up to 8 bytes: the whole element). */
     static inline uint64_t fr_hash(uint32_t parent, const char *s, size_t n, uint64_t *first) {
-        uint64_t h = ((uint64_t)parent + 1) * 0x9E3779B97F4A7C15ULL, w;
-        size_t len = n, i;
-        *first = 0;
-        while (n >= 8) {
-            memcpy(&w, s, 8);
-            if (len - n == 0) *first = w;
-            h = fr_absorb(h, w);
-            s += 8;
-            n -= 8;
-        }
-        if (n) {
-            w = 0;
-            for (i = 0; i < n; i++) w |= (uint64_t)(unsigned char)s[i] << (8 * i);
-            if (len == n) *first = w;
+        uint64_t h = fr_seed(parent), w, rest = 0;
+        size_t i, j;
+        for (i = 0; i + 8 <= n; i += 8) {
+            memcpy(&w, s + i, 8);
+            if (i == 0) *first = w;
             h = fr_absorb(h, w);
         }
-        return fr_finish(h, len);
+        for (j = 0; i + j < n; j++) rest |= (uint64_t)(unsigned char)s[i + j] << (8 * j);
+        if (i == 0) *first = rest;
+        return fr_finish(h, rest, n);
     }
 
     /* Length of the element at s (up to the next '/' or avail bytes); *hash
-       and *first as fr_hash would give them for it. */
-    static inline size_t fr_scan(uint32_t parent, const char *s, size_t avail,
+       and *first as fr_hash would give them for it. back: how many bytes of
+       the same buffer precede s (they may be read, never changed). */
+    static inline size_t fr_scan(uint32_t parent, const char *s, size_t avail, size_t back,
                                  uint64_t *hash, uint64_t *first) {
     #if FR_LITTLE_ENDIAN
-        uint64_t h = ((uint64_t)parent + 1) * 0x9E3779B97F4A7C15ULL, w, x, z;
+        uint64_t h = fr_seed(parent), w, x, z;
         size_t len = 0, k = 0;
-        *first = 0;
         while (avail - len >= 8) {
             memcpy(&w, s + len, 8);
             x = w ^ 0x2F2F2F2F2F2F2F2FULL;                       /* '/' bytes become 0 */
             z = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
             if (z) {                                               /* lowest set: first '/' */
                 k = (size_t)__builtin_ctzll(z) >> 3;
-                if (k) {
-                    w &= ~0ULL >> (64 - 8 * k);
-                    if (len == 0) *first = w;
-                    h = fr_absorb(h, w);
-                    len += k;
-                }
-                *hash = fr_finish(h, len);
-                return len;
+                w = k ? w & (~0ULL >> (64 - 8 * k)) : 0;
+                if (len == 0) *first = w;
+                *hash = fr_finish(h, w, len + k);
+                return len + k;
             }
             if (len == 0) *first = w;
             h = fr_absorb(h, w);
             len += 8;
         }
-        w = 0;
-        while (len + k < avail && s[len + k] != '/') {
-            w |= (uint64_t)(unsigned char)s[len + k] << (8 * k);
-            k++;
+        if (avail - len > 0 && back + len >= 8) {
+            /* under 8 bytes left, but the buffer has 8 before its end: load the
+               word that ends there and shift the left-over bytes down */
+            size_t left = avail - len;
+            memcpy(&w, s + avail - 8, 8);
+            w >>= 8 * (8 - left);
+            x = w ^ 0x2F2F2F2F2F2F2F2FULL;
+            z = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
+            z &= ~0ULL >> (64 - 8 * left);                          /* only real bytes */
+            k = z ? (size_t)__builtin_ctzll(z) >> 3 : left;
+            w = k ? w & (~0ULL >> (64 - 8 * k)) : 0;
+        } else {
+            w = 0;
+            while (len + k < avail && s[len + k] != '/') {
+                w |= (uint64_t)(unsigned char)s[len + k] << (8 * k);
+                k++;
+            }
         }
-        if (k) {
-            if (len == 0) *first = w;
-            h = fr_absorb(h, w);
-            len += k;
-        }
-        *hash = fr_finish(h, len);
-        return len;
+        if (len == 0) *first = w;
+        *hash = fr_finish(h, w, len + k);
+        return len + k;
     #else
+        (void)back;
         const char *slash = memchr(s, '/', avail);
         size_t len = slash ? (size_t)(slash - s) : avail;
         *hash = fr_hash(parent, s, len, first);
@@ -244,20 +255,19 @@ cdef extern from *:
 
     /* fr_hash for bytes followed by at least 8 zero bytes (a normalized host). */
     static inline uint64_t fr_hash_padded(uint32_t parent, const char *s, size_t n, uint64_t *first) {
-        uint64_t h = ((uint64_t)parent + 1) * 0x9E3779B97F4A7C15ULL, w;
+    #if FR_LITTLE_ENDIAN
+        uint64_t h = fr_seed(parent), w;
         size_t i;
         memcpy(first, s, 8);
-        for (i = 0; i < n; i += 8) {
+        for (i = 0; i + 8 <= n; i += 8) {
             memcpy(&w, s + i, 8);
-    #if !FR_LITTLE_ENDIAN
-            if (n - i < 8) { size_t j; w = 0; for (j = 0; j < n - i; j++) w |= (uint64_t)(unsigned char)s[i + j] << (8 * j); }
-    #endif
             h = fr_absorb(h, w);
         }
-    #if !FR_LITTLE_ENDIAN
-        fr_hash(parent, s, n, first);
+        memcpy(&w, s + i, 8);                                       /* the rest, zero-padded */
+        return fr_finish(h, w, n);
+    #else
+        return fr_hash(parent, s, n, first);
     #endif
-        return fr_finish(h, n);
     }
 
     /* Do stored bytes (zero-padded to a multiple of 8) equal s[:n], which is
@@ -278,18 +288,40 @@ cdef extern from *:
        words does it. */
     static inline int fr_same(const char *stored, const char *s, size_t n, uint64_t first) {
     #if FR_LITTLE_ENDIAN
-        uint64_t w;
+        uint64_t a, b;
+        size_t i, tail;
         if (n <= 8) {
-            memcpy(&w, stored, 8);
-            return w == first;
+            memcpy(&a, stored, 8);
+            return a == first;
         }
-    #endif
+        /* longer elements are stored zero-padded to whole words */
+        for (i = 0; i + 8 <= n; i += 8) {
+            memcpy(&a, stored + i, 8);
+            memcpy(&b, s + i, 8);
+            if (a != b) return 0;
+        }
+        tail = n - i;
+        if (tail == 0) return 1;
+        memcpy(&a, stored + i, 8);
+        memcpy(&b, s + n - 8, 8);           /* the word ending at the element's end */
+        return a == b >> (8 * (8 - tail));
+    #else
+        (void)first;
         return n == 0 || memcmp(stored, s, n) == 0;
+    #endif
+    }
+
+    /* The bytes of a compact ASCII str, without a call; NULL for other strings. */
+    static inline const char *fr_ascii(PyObject *o, Py_ssize_t *n) {
+        if (!PyUnicode_IS_COMPACT_ASCII(o)) return NULL;
+        *n = PyUnicode_GET_LENGTH(o);
+        return (const char *)PyUnicode_DATA(o);
     }
     """
     uint64_t fr_hash(uint32_t parent, const char* s, size_t n, uint64_t* first) nogil
-    size_t fr_scan(uint32_t parent, const char* s, size_t avail, uint64_t* hash, uint64_t* first) nogil
+    size_t fr_scan(uint32_t parent, const char* s, size_t avail, size_t back, uint64_t* hash, uint64_t* first) nogil
     bint fr_same(const char* stored, const char* s, size_t n, uint64_t first) nogil
+    const char* fr_ascii(object o, Py_ssize_t* n)
     enum: FR_HOST_BUFFER
     size_t fr_host(const char* h, size_t n, char* out) nogil
     uint64_t fr_hash_padded(uint32_t parent, const char* s, size_t n, uint64_t* first) nogil
@@ -307,8 +339,10 @@ cdef inline int view_text(object o, const char** p, Py_ssize_t* n, bint none_ok)
         p[0] = PyBytes_AS_STRING(o)
         n[0] = PyBytes_GET_SIZE(o)
     elif PyUnicode_Check(o):
-        # ASCII strings (the common case) hand back their own buffer
-        p[0] = PyUnicode_AsUTF8AndSize(o, n)
+        # ASCII strings (the common case) are their own UTF-8
+        p[0] = fr_ascii(o, n)
+        if p[0] == NULL:
+            p[0] = PyUnicode_AsUTF8AndSize(o, n)
     elif PyByteArray_Check(o):
         p[0] = PyByteArray_AS_STRING(o)
         n[0] = PyByteArray_GET_SIZE(o)
@@ -763,7 +797,7 @@ cdef class Router:
         elif p[0] != b'/':
             return NO_RULE
         while True:
-            seglen = fr_scan(node, p + pos, n - pos, &h, &first)
+            seglen = fr_scan(node, p + pos, n - pos, pos, &h, &first)
             node = self.child_hashed(node, p + pos, seglen, h, first)
             if node == NO_NODE:
                 return best
