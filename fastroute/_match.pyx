@@ -109,6 +109,45 @@ cdef extern from *:
     #define FR_LITTLE_ENDIAN 0
     #endif
 
+    /* The node array and the edge table, once they reach 2 MiB, are 2 MiB
+       aligned and marked for transparent huge pages: lookups jump across them
+       at random, and with 4 KiB pages every step would also miss the TLB.
+       tracemalloc is told about them, so memory figures stay whole. */
+    #include <stdlib.h>
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #endif
+    #define FR_HUGE ((size_t)2 << 20)
+    static size_t fr_table_bytes(size_t size) {
+        return size < FR_HUGE ? size : (size + FR_HUGE - 1) & ~(FR_HUGE - 1);
+    }
+    static void *fr_table_alloc(size_t size) {
+    #if defined(__linux__)
+        void *p;
+        if (size >= FR_HUGE) {
+            size = fr_table_bytes(size);
+            if (posix_memalign(&p, FR_HUGE, size) != 0) return NULL;
+    #if defined(MADV_HUGEPAGE)
+            madvise(p, size, MADV_HUGEPAGE);
+    #endif
+            PyTraceMalloc_Track(0, (uintptr_t)p, size);
+            return p;
+        }
+    #endif
+        return PyMem_Malloc(size);
+    }
+    static void fr_table_free(void *p, size_t size) {
+        if (p == NULL) return;
+    #if defined(__linux__)
+        if (size >= FR_HUGE) {
+            PyTraceMalloc_Untrack(0, (uintptr_t)p);
+            free(p);
+            return;
+        }
+    #endif
+        PyMem_Free(p);
+    }
+
     /* 64x64 -> 128-bit multiply, folded: one step mixes every input bit into
        every output bit (the "mum" of wyhash). */
     static inline uint64_t fr_mum(uint64_t a, uint64_t b) {
@@ -131,7 +170,10 @@ cdef extern from *:
     /* An element's hash: its full 8-byte words chained through fr_mum, then
        the zero-padded rest (0 when there is none) mixed with the length. An
        element of up to 7 bytes costs one multiply. */
-    static inline uint64_t fr_seed(uint32_t parent) { return (uint64_t)parent ^ FR_K0; }
+    /* The parent id is spread over all 64 bits by a multiply: XORed in as it
+       is, (parent, element) pairs with equal parent ^ first word would
+       collide outright, and small ids against ASCII words do that often. */
+    static inline uint64_t fr_seed(uint32_t parent) { return ((uint64_t)parent + 1) * FR_K0; }
     static inline uint64_t fr_absorb(uint64_t h, uint64_t w) { return fr_mum(h ^ w, FR_K1); }
     static inline uint64_t fr_finish(uint64_t h, uint64_t rest, size_t n) {
         return fr_mum(h ^ rest, (uint64_t)n ^ FR_K2);
@@ -322,6 +364,8 @@ cdef extern from *:
     size_t fr_scan(uint32_t parent, const char* s, size_t avail, size_t back, uint64_t* hash, uint64_t* first) nogil
     bint fr_same(const char* stored, const char* s, size_t n, uint64_t first) nogil
     const char* fr_ascii(object o, Py_ssize_t* n)
+    void* fr_table_alloc(size_t size)
+    void fr_table_free(void* p, size_t size)
     enum: FR_HOST_BUFFER
     size_t fr_host(const char* h, size_t n, char* out) nogil
     uint64_t fr_hash_padded(uint32_t parent, const char* s, size_t n, uint64_t* first) nogil
@@ -566,9 +610,9 @@ cdef class Router:
     def __cinit__(self):
         cdef int i
         self.node_capacity = 64
-        self.nodes = <Node*>PyMem_Malloc(self.node_capacity * sizeof(Node))
+        self.nodes = <Node*>fr_table_alloc(self.node_capacity * sizeof(Node))
         self.edge_mask = 63
-        self.edges = <uint64_t*>PyMem_Malloc((self.edge_mask + 1) * sizeof(uint64_t))
+        self.edges = <uint64_t*>fr_table_alloc((self.edge_mask + 1) * sizeof(uint64_t))
         if self.nodes == NULL or self.edges == NULL:
             raise MemoryError()
         memset(self.edges, 0, (self.edge_mask + 1) * sizeof(uint64_t))
@@ -595,8 +639,8 @@ cdef class Router:
             for i in range(self.node_count):
                 if self.nodes[i].parent != FREE_NODE and self.nodes[i].seglen > INLINE_SEGMENT:
                     PyMem_Free(self.nodes[i].seg.heap)
-            PyMem_Free(self.nodes)
-        PyMem_Free(self.edges)
+            fr_table_free(self.nodes, self.node_capacity * sizeof(Node))
+        fr_table_free(self.edges, (self.edge_mask + 1) * sizeof(uint64_t))
         PyMem_Free(self.order)
 
     # ------------------------------------------------------------ edge table
@@ -656,7 +700,7 @@ cdef class Router:
         cdef uint64_t* new = NULL
         cdef uint64_t i, j, h, e
         if new_mask <= 0xFFFFFFFF:
-            new = <uint64_t*>PyMem_Malloc((new_mask + 1) * sizeof(uint64_t))
+            new = <uint64_t*>fr_table_alloc((new_mask + 1) * sizeof(uint64_t))
         if new == NULL:
             raise MemoryError()
         memset(new, 0, (new_mask + 1) * sizeof(uint64_t))
@@ -671,7 +715,7 @@ cdef class Router:
             new[j] = e
         self.edges = new
         self.edge_mask = new_mask
-        PyMem_Free(old)
+        fr_table_free(old, (old_mask + 1) * sizeof(uint64_t))
         return 0
 
     cdef void delete_edge(self, uint32_t node) noexcept:
@@ -727,11 +771,11 @@ cdef class Router:
             while self.edges[i] != 0:
                 i = (i + 1) & self.edge_mask
         if n > INLINE_SEGMENT:
-            # zero-padded to whole words, so hosts compare a word at a time
+            # zero-padded to whole words, so elements compare a word at a time
             heap = <char*>PyMem_Malloc((n + 7) & ~7)
             if heap == NULL:
                 raise MemoryError()
-            memset(heap + (n & ~7), 0, 8)
+            memset(heap + ((n + 7) & ~7) - 8, 0, 8)
             memcpy(heap, s, n)
         if self.free_node != NO_NODE:
             node = self.free_node
@@ -740,10 +784,12 @@ cdef class Router:
             if self.node_count == self.node_capacity:
                 grown = NULL
                 if self.node_capacity < 0x40000000:
-                    grown = <Node*>PyMem_Realloc(self.nodes, 2 * self.node_capacity * sizeof(Node))
+                    grown = <Node*>fr_table_alloc(2 * self.node_capacity * sizeof(Node))
                 if grown == NULL:
                     PyMem_Free(heap)
                     raise MemoryError("no memory for more trie nodes")
+                memcpy(grown, self.nodes, self.node_capacity * sizeof(Node))
+                fr_table_free(self.nodes, self.node_capacity * sizeof(Node))
                 self.nodes = grown
                 self.node_capacity *= 2
             node = self.node_count
