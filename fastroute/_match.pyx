@@ -1,14 +1,13 @@
 # cython: language_level=3
 """The compiled Ingress matcher: a host table and one path trie per host.
 
-Everything lives in two C arrays owned by the Router:
-
-* ``nodes``: trie nodes. Nodes 0 and 1 are virtual roots whose children are the
-  exact hosts and the wildcard host suffixes; each such host node is the root
-  of that host's path trie. Node 2 is the path root for rules with no host.
-* ``edges``: one open-addressing hash table (linear probing) for every
-  parent -> child edge, keyed by (parent id, path element bytes). One table for
-  all hosts keeps lookups allocation-free and the structure compact.
+All trie nodes live in one open-addressing hash table (linear probing) owned
+by the Router, keyed by (parent node id, path element bytes): a node *is* the
+slot it hashes to, so following an edge reads one 32-byte slot, and a request
+touches about one cache line per path element. Slots 0 and 1 are virtual
+roots whose children are the exact hosts and the wildcard host suffixes; each
+such host node is the root of that host's path trie. Slot 2 is the path root
+for rules with no host.
 
 A path trie node sits at the end of a ``/``-separated element sequence:
 
@@ -25,14 +24,16 @@ Prefix rule) wins. Depth is the element count, so "longest wins" falls out of
 the walk and "Exact beats Prefix on a tie" is the order of two checks.
 
 Invariants: every node other than the three roots holds a rule or has a child
-(``_prune`` restores this after a removal); a host node exists if and only if
-that host has at least one rule, which is what host selection relies on.
+(``prune`` restores this after a removal); a host node exists if and only if
+that host has at least one rule, which is what host selection relies on. A
+node id is only valid until the table is rebuilt, which happens only at the
+start of ``add`` (``reserve``), never during a lookup.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_Check
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy, memset
@@ -57,36 +58,42 @@ cdef enum:
     EXACT_HOSTS = 0      # children: exact host names ("foo.com")
     WILDCARD_HOSTS = 1   # children: wildcard suffixes ("bar.com" for "*.bar.com")
     ANY_HOST = 2         # path root of the rules with no host
-    FIRST_FREE_ID = 3
+    ROOTS = 3
     NO_RULE = -1
     INLINE_SEGMENT = 8   # elements up to this many bytes are stored in the node itself
     MAX_HOST = 253       # longest DNS name (RFC 1035), without a trailing dot
     MAX_LABEL = 63
     KIND_EXACT = 0
     KIND_PREFIX = 1      # Prefix and ImplementationSpecific
+    MIN_SLOTS = 64
+    PREFETCH_DEPTH = 12  # path elements whose slots are located up front
 
 cdef extern from *:
     """
     #define FR_NO_NODE 0xFFFFFFFFu
-    #define FR_FREE_NODE 0xFFFFFFFEu
+    #define FR_EMPTY 0xFFFFFFFFu
+    #define FR_TOMBSTONE 0xFFFFFFFEu
+    #define FR_ROOT 0xFFFFFFFDu
     """
-    const uint32_t NO_NODE "FR_NO_NODE"
-    const uint32_t FREE_NODE "FR_FREE_NODE"   # parent id marking a node on the free list
+    const uint32_t NO_NODE "FR_NO_NODE"       # "no such node", as a return value
+    const uint32_t EMPTY "FR_EMPTY"           # parent of a slot never used since the last rebuild
+    const uint32_t TOMBSTONE "FR_TOMBSTONE"   # parent of a slot whose node was removed
+    const uint32_t ROOT "FR_ROOT"             # parent of the three roots: never a child
 
 
 ctypedef union Segment:
-    char* heap                 # owned copy, when longer than INLINE_SEGMENT
-    char chars[INLINE_SEGMENT]
+    char* heap                 # owned copy, zero-padded to whole words, when longer than 8
+    char chars[INLINE_SEGMENT] # zero-padded
 
 
-ctypedef struct Node:          # 32 bytes: two per cache line
+ctypedef struct Node:          # one table slot, 32 bytes: two per cache line
+    uint32_t hash              # low half of the edge hash: home slot, and a cheap first check
+    uint32_t parent            # parent node id; EMPTY, TOMBSTONE or ROOT otherwise
     Segment seg                # the path element (or host name) on the edge into this node
     uint32_t seglen            # its length in bytes; 0 for an empty element ("/a//b", "/a/")
-    uint32_t parent            # parent node id; FREE_NODE while on the free list
-    uint32_t children          # live children; on the free list: the next free id
+    uint32_t children          # live child nodes
     int32_t exact              # rule slot of the Exact rule ending here, or NO_RULE
     int32_t prefix             # rule slot of the Prefix rule ending here, or NO_RULE
-    uint32_t home              # low half of the edge hash: the home slot in any table size
 
 
 cdef inline const char* seg_bytes(Node* nd) noexcept nogil:
@@ -170,19 +177,22 @@ cdef extern from *:
     /* An element's hash: its full 8-byte words chained through fr_mum, then
        the zero-padded rest (0 when there is none) mixed with the length. An
        element of up to 7 bytes costs one multiply. */
-    /* The parent id is spread over all 64 bits by a multiply: XORed in as it
-       is, (parent, element) pairs with equal parent ^ first word would
-       collide outright, and small ids against ASCII words do that often. */
-    static inline uint64_t fr_seed(uint32_t parent) { return ((uint64_t)parent + 1) * FR_K0; }
+    /* A node's key is a hash of its whole path from a root: the parent's key
+       chained with the element's bytes. Keys depend on content only, never on
+       where nodes sit in the table, so every level of a request path can be
+       located before any of it is read. A root's key spreads its id over all
+       64 bits (an id XORed into a word as it is would collide with the word). */
+    static inline uint64_t fr_root_key(uint32_t root) { return ((uint64_t)root + 1) * FR_K0; }
     static inline uint64_t fr_absorb(uint64_t h, uint64_t w) { return fr_mum(h ^ w, FR_K1); }
     static inline uint64_t fr_finish(uint64_t h, uint64_t rest, size_t n) {
         return fr_mum(h ^ rest, (uint64_t)n ^ FR_K2);
     }
 
-    /* Hash of s[:n] under parent; *first gets the first word, zero-padded
-       (for elements of up to 8 bytes: the whole element). */
-    static inline uint64_t fr_hash(uint32_t parent, const char *s, size_t n, uint64_t *first) {
-        uint64_t h = fr_seed(parent), w, rest = 0;
+    /* The key of the child along s[:n] of a node whose key is seed; *first
+       gets the first word, zero-padded (for elements of up to 8 bytes: the
+       whole element). */
+    static inline uint64_t fr_hash(uint64_t seed, const char *s, size_t n, uint64_t *first) {
+        uint64_t h = seed, w, rest = 0;
         size_t i, j;
         for (i = 0; i + 8 <= n; i += 8) {
             memcpy(&w, s + i, 8);
@@ -197,10 +207,10 @@ cdef extern from *:
     /* Length of the element at s (up to the next '/' or avail bytes); *hash
        and *first as fr_hash would give them for it. back: how many bytes of
        the same buffer precede s (they may be read, never changed). */
-    static inline size_t fr_scan(uint32_t parent, const char *s, size_t avail, size_t back,
+    static inline size_t fr_scan(uint64_t seed, const char *s, size_t avail, size_t back,
                                  uint64_t *hash, uint64_t *first) {
     #if FR_LITTLE_ENDIAN
-        uint64_t h = fr_seed(parent), w, x, z;
+        uint64_t h = seed, w, x, z;
         size_t len = 0, k = 0;
         while (avail - len >= 8) {
             memcpy(&w, s + len, 8);
@@ -242,7 +252,7 @@ cdef extern from *:
         (void)back;
         const char *slash = memchr(s, '/', avail);
         size_t len = slash ? (size_t)(slash - s) : avail;
-        *hash = fr_hash(parent, s, len, first);
+        *hash = fr_hash(seed, s, len, first);
         return len;
     #endif
     }
@@ -296,9 +306,9 @@ cdef extern from *:
     }
 
     /* fr_hash for bytes followed by at least 8 zero bytes (a normalized host). */
-    static inline uint64_t fr_hash_padded(uint32_t parent, const char *s, size_t n, uint64_t *first) {
+    static inline uint64_t fr_hash_padded(uint64_t seed, const char *s, size_t n, uint64_t *first) {
     #if FR_LITTLE_ENDIAN
-        uint64_t h = fr_seed(parent), w;
+        uint64_t h = seed, w;
         size_t i;
         memcpy(first, s, 8);
         for (i = 0; i + 8 <= n; i += 8) {
@@ -308,7 +318,7 @@ cdef extern from *:
         memcpy(&w, s + i, 8);                                       /* the rest, zero-padded */
         return fr_finish(h, w, n);
     #else
-        return fr_hash(parent, s, n, first);
+        return fr_hash(seed, s, n, first);
     #endif
     }
 
@@ -353,6 +363,12 @@ cdef extern from *:
     #endif
     }
 
+    #if defined(FR_NO_PREFETCH) || !defined(__GNUC__)
+    #define fr_prefetch(p) ((void)(p))
+    #else
+    #define fr_prefetch(p) __builtin_prefetch(p)
+    #endif
+
     /* The bytes of a compact ASCII str, without a call; NULL for other strings. */
     static inline const char *fr_ascii(PyObject *o, Py_ssize_t *n) {
         if (!PyUnicode_IS_COMPACT_ASCII(o)) return NULL;
@@ -360,21 +376,18 @@ cdef extern from *:
         return (const char *)PyUnicode_DATA(o);
     }
     """
-    uint64_t fr_hash(uint32_t parent, const char* s, size_t n, uint64_t* first) nogil
-    size_t fr_scan(uint32_t parent, const char* s, size_t avail, size_t back, uint64_t* hash, uint64_t* first) nogil
+    uint64_t fr_root_key(uint32_t root) nogil
+    uint64_t fr_hash(uint64_t seed, const char* s, size_t n, uint64_t* first) nogil
+    size_t fr_scan(uint64_t seed, const char* s, size_t avail, size_t back, uint64_t* hash, uint64_t* first) nogil
     bint fr_same(const char* stored, const char* s, size_t n, uint64_t first) nogil
     const char* fr_ascii(object o, Py_ssize_t* n)
     void* fr_table_alloc(size_t size)
     void fr_table_free(void* p, size_t size)
     enum: FR_HOST_BUFFER
     size_t fr_host(const char* h, size_t n, char* out) nogil
-    uint64_t fr_hash_padded(uint32_t parent, const char* s, size_t n, uint64_t* first) nogil
+    uint64_t fr_hash_padded(uint64_t seed, const char* s, size_t n, uint64_t* first) nogil
+    void fr_prefetch(const void* p) nogil
     bint fr_same_padded(const char* stored, const char* s, size_t n) nogil
-
-
-cdef inline uint64_t edge_tag(uint64_t h) noexcept nogil:
-    """The high half of the hash, never 0 (0 marks an empty slot)."""
-    return (h >> 32) | 1
 
 
 cdef inline int view_text(object o, const char** p, Py_ssize_t* n, bint none_ok) except -1:
@@ -585,19 +598,32 @@ cdef str validate_rule(object host, object path, object path_type, RuleKey* key)
 
 # ---------------------------------------------------------------------- Router
 
+cdef Node* new_table(uint32_t slots) except NULL:
+    """A table of empty slots, with the three roots in slots 0-2."""
+    cdef Node* table = <Node*>fr_table_alloc(<size_t>slots * sizeof(Node))
+    cdef uint32_t i
+    if table == NULL:
+        raise MemoryError()
+    memset(table, 0xFF, <size_t>slots * sizeof(Node))   # every parent EMPTY
+    for i in range(<uint32_t>ROOTS):
+        memset(&table[i], 0, sizeof(Node))
+        table[i].parent = ROOT
+        table[i].exact = NO_RULE
+        table[i].prefix = NO_RULE
+    return table
+
+
+
 cdef class Router:
     """Ingress rules compiled into a host table and one path trie per host.
 
     See ``fastroute/_match.pyi`` for the documented interface.
     """
 
-    cdef Node* nodes
-    cdef uint32_t node_count       # ids handed out so far (high-water mark)
-    cdef uint32_t node_capacity
-    cdef uint32_t free_node        # head of the free list, or NO_NODE
-    cdef uint64_t* edges           # slot: tag << 32 | child id; 0 = empty
-    cdef uint64_t edge_mask        # capacity - 1 (capacity is a power of two)
-    cdef uint64_t edge_count
+    cdef Node* nodes               # the table: nodes[id] is node id
+    cdef uint32_t mask             # slots - 1 (a power of two)
+    cdef uint32_t used             # slots not EMPTY: roots, nodes and tombstones
+    cdef uint32_t live             # nodes, roots included
     cdef list _backends            # rule slot -> backend (None when free)
     cdef list _rules               # rule slot -> (host, path, path_type, backend), None when free
     cdef list _free_slots
@@ -608,22 +634,10 @@ cdef class Router:
     cdef object _default
 
     def __cinit__(self):
-        cdef int i
-        self.node_capacity = 64
-        self.nodes = <Node*>fr_table_alloc(self.node_capacity * sizeof(Node))
-        self.edge_mask = 63
-        self.edges = <uint64_t*>fr_table_alloc((self.edge_mask + 1) * sizeof(uint64_t))
-        if self.nodes == NULL or self.edges == NULL:
-            raise MemoryError()
-        memset(self.edges, 0, (self.edge_mask + 1) * sizeof(uint64_t))
-        for i in range(FIRST_FREE_ID):
-            memset(&self.nodes[i], 0, sizeof(Node))
-            self.nodes[i].parent = NO_NODE
-            self.nodes[i].exact = NO_RULE
-            self.nodes[i].prefix = NO_RULE
-        self.node_count = FIRST_FREE_ID
-        self.free_node = NO_NODE
-        self.edge_count = 0
+        self.nodes = new_table(MIN_SLOTS)
+        self.mask = MIN_SLOTS - 1
+        self.used = ROOTS
+        self.live = ROOTS
         self._backends = []
         self._rules = []
         self._free_slots = []
@@ -636,220 +650,244 @@ cdef class Router:
     def __dealloc__(self):
         cdef uint32_t i
         if self.nodes != NULL:
-            for i in range(self.node_count):
-                if self.nodes[i].parent != FREE_NODE and self.nodes[i].seglen > INLINE_SEGMENT:
+            for i in range(self.mask + 1):
+                if self.nodes[i].parent < TOMBSTONE and self.nodes[i].seglen > INLINE_SEGMENT:
                     PyMem_Free(self.nodes[i].seg.heap)
-            fr_table_free(self.nodes, self.node_capacity * sizeof(Node))
-        fr_table_free(self.edges, (self.edge_mask + 1) * sizeof(uint64_t))
+            fr_table_free(self.nodes, (<size_t>self.mask + 1) * sizeof(Node))
         PyMem_Free(self.order)
 
-    # ------------------------------------------------------------ edge table
+    # ------------------------------------------------------------ the table
 
-    cdef inline uint32_t child(self, uint32_t parent, const char* s, Py_ssize_t n) noexcept nogil:
-        """The child of ``parent`` along element ``s[:n]``, or NO_NODE."""
+    cdef inline uint32_t child(
+        self, uint32_t parent, uint64_t parent_key, const char* s, Py_ssize_t n, uint64_t* key
+    ) noexcept nogil:
+        """The child of ``parent`` along element ``s[:n]``, or NO_NODE; its key in ``key``."""
         cdef uint64_t first
-        cdef uint64_t h = fr_hash(parent, s, n, &first)
-        return self.child_hashed(parent, s, n, h, first)
+        key[0] = fr_hash(parent_key, s, n, &first)
+        return self.child_hashed(parent, s, n, key[0], first)
 
     cdef inline uint32_t child_hashed(
         self, uint32_t parent, const char* s, Py_ssize_t n, uint64_t h, uint64_t first
     ) noexcept nogil:
-        cdef uint64_t tag = edge_tag(h)
-        cdef uint64_t i = h & self.edge_mask
-        cdef uint64_t e
+        cdef uint32_t i = <uint32_t>h & self.mask
         cdef Node* nd
         while True:
-            e = self.edges[i]
-            if e == 0:
+            nd = &self.nodes[i]
+            if nd.parent == EMPTY:
                 return NO_NODE
-            if (e >> 32) == tag:
-                nd = &self.nodes[<uint32_t>e]
-                if nd.parent == parent and nd.seglen == n and fr_same(seg_bytes(nd), s, n, first):
-                    return <uint32_t>e
-            i = (i + 1) & self.edge_mask
+            if (nd.hash == <uint32_t>h and nd.parent == parent and nd.seglen == n
+                    and fr_same(seg_bytes(nd), s, n, first)):
+                return i
+            i = (i + 1) & self.mask
 
-    cdef inline uint32_t host_child(self, uint32_t parent, const char* s, Py_ssize_t n) noexcept nogil:
-        """``child`` for a host name in a zero-padded buffer (see fr_host)."""
+    cdef inline uint32_t host_child(
+        self, uint32_t parent, const char* s, Py_ssize_t n, uint64_t* key
+    ) noexcept nogil:
+        """``child`` of a host root, for a name in a zero-padded buffer (see fr_host)."""
         cdef uint64_t first
-        cdef uint64_t h = fr_hash_padded(parent, s, n, &first)
-        cdef uint64_t tag = edge_tag(h)
-        cdef uint64_t i = h & self.edge_mask
-        cdef uint64_t e
+        cdef uint64_t h = fr_hash_padded(fr_root_key(parent), s, n, &first)
+        cdef uint32_t i = <uint32_t>h & self.mask
         cdef Node* nd
         while True:
-            e = self.edges[i]
-            if e == 0:
+            nd = &self.nodes[i]
+            if nd.parent == EMPTY:
                 return NO_NODE
-            if (e >> 32) == tag:
-                nd = &self.nodes[<uint32_t>e]
-                if nd.parent == parent and nd.seglen == n and (
-                    fr_same_padded(nd.seg.heap, s, n) if n > INLINE_SEGMENT
-                    else fr_same(nd.seg.chars, s, n, first)
-                ):
-                    return <uint32_t>e
-            i = (i + 1) & self.edge_mask
+            if nd.hash == <uint32_t>h and nd.parent == parent and nd.seglen == n and (
+                fr_same_padded(nd.seg.heap, s, n) if n > INLINE_SEGMENT
+                else fr_same(nd.seg.chars, s, n, first)
+            ):
+                key[0] = h
+                return i
+            i = (i + 1) & self.mask
 
-    cdef inline uint64_t home_slot(self, uint32_t node) noexcept nogil:
-        # tables never exceed 2**32 slots, so the stored low half is enough
-        return self.nodes[node].home
+    cdef int reserve(self, uint32_t extra) except -1:
+        """Make room for ``extra`` new nodes, rebuilding the table if it is too full.
 
-    cdef int grow_edges(self) except -1:
-        """Double the edge table and re-insert every edge."""
-        cdef uint64_t old_mask = self.edge_mask, new_mask = self.edge_mask * 2 + 1
-        cdef uint64_t* old = self.edges
-        cdef uint64_t* new = NULL
-        cdef uint64_t i, j, h, e
-        if new_mask <= 0xFFFFFFFF:
-            new = <uint64_t*>fr_table_alloc((new_mask + 1) * sizeof(uint64_t))
-        if new == NULL:
-            raise MemoryError()
-        memset(new, 0, (new_mask + 1) * sizeof(uint64_t))
-        for i in range(old_mask + 1):
-            e = old[i]
-            if e == 0:
-                continue
-            h = self.home_slot(<uint32_t>e)
-            j = h & new_mask
-            while new[j] != 0:
-                j = (j + 1) & new_mask
-            new[j] = e
-        self.edges = new
-        self.edge_mask = new_mask
-        fr_table_free(old, (old_mask + 1) * sizeof(uint64_t))
+        Rebuilding moves nodes (their ids change), so it only happens here, at
+        the start of an add, before any node id is held. Load stays at most
+        5/8, tombstones counted: linear probing stays within a cache line or two.
+        """
+        cdef uint64_t slots = <uint64_t>self.mask + 1
+        cdef uint64_t need = <uint64_t>self.live + extra
+        if (<uint64_t>self.used + extra) * 8 <= slots * 5:
+            return 0
+        slots = MIN_SLOTS
+        while slots * 5 < need * 16:   # after a rebuild, load is at most 5/16
+            slots *= 2
+        if slots > (<uint64_t>1 << 31):
+            raise MemoryError("too many trie nodes")
+        self.rebuild(<uint32_t>slots)
         return 0
 
-    cdef void delete_edge(self, uint32_t node) noexcept:
-        """Remove ``node``'s edge, shifting later entries of its cluster back.
+    cdef int rebuild(self, uint32_t slots) except -1:
+        """Move every node into a fresh table of ``slots`` slots.
 
-        Linear probing needs no tombstones if every entry after the hole whose
-        home slot is not between the hole and itself moves into the hole.
+        Keys depend on content only, so a node's home slot is its stored hash
+        under the new mask; only the parent ids, which are slots, are renamed.
         """
-        cdef uint64_t mask = self.edge_mask
-        cdef uint64_t i = self.home_slot(node) & mask
-        cdef uint64_t j, k, e
-        while <uint32_t>self.edges[i] != node:
-            i = (i + 1) & mask
-        j = i
-        while True:
-            j = (j + 1) & mask
-            e = self.edges[j]
-            if e == 0:
-                break
-            k = self.home_slot(<uint32_t>e) & mask
-            if (i < j and i < k <= j) or (i > j and (k > i or k <= j)):
-                continue   # its home is in (i, j]: it is still reachable
-            self.edges[i] = e
-            i = j
-        self.edges[i] = 0
-        self.edge_count -= 1
+        cdef Node* old = self.nodes
+        cdef uint32_t old_slots = self.mask + 1
+        cdef uint32_t new_mask = slots - 1
+        cdef Node* new = new_table(slots)
+        cdef uint32_t* new_id = <uint32_t*>PyMem_Malloc(old_slots * sizeof(uint32_t))
+        cdef uint32_t i, j
+        if new_id == NULL:
+            fr_table_free(new, <size_t>slots * sizeof(Node))
+            raise MemoryError()
+        for i in range(<uint32_t>ROOTS):
+            new[i] = old[i]
+            new_id[i] = i
+        for i in range(ROOTS, old_slots):
+            if old[i].parent >= TOMBSTONE:
+                continue
+            j = old[i].hash & new_mask
+            while new[j].parent != EMPTY:
+                j = (j + 1) & new_mask
+            new[j] = old[i]
+            new_id[i] = j
+        for j in range(ROOTS, slots):
+            if new[j].parent < TOMBSTONE:
+                new[j].parent = new_id[new[j].parent]
+        PyMem_Free(new_id)
+        self.nodes = new
+        self.mask = new_mask
+        self.used = self.live
+        fr_table_free(old, <size_t>old_slots * sizeof(Node))
+        return 0
 
-    # ------------------------------------------------------------ nodes
-
-    cdef uint32_t descend(self, uint32_t parent, const char* s, Py_ssize_t n) except 0xFFFFFFFF:
-        """The child of ``parent`` along ``s[:n]``, created if missing."""
+    cdef uint32_t descend(
+        self, uint32_t parent, uint64_t parent_key, const char* s, Py_ssize_t n, uint64_t* key
+    ) except 0xFFFFFFFF:
+        """The child of ``parent`` along ``s[:n]``, created if missing (room reserved)."""
         cdef uint64_t first
-        cdef uint64_t h = fr_hash(parent, s, n, &first)
-        cdef uint64_t tag = edge_tag(h)
-        cdef uint64_t i = h & self.edge_mask
-        cdef uint64_t e
-        cdef uint32_t node
+        cdef uint64_t h = fr_hash(parent_key, s, n, &first)
+        cdef uint32_t i = <uint32_t>h & self.mask
+        cdef uint32_t free_slot = NO_NODE
         cdef Node* nd
-        cdef Node* grown
         cdef char* heap = NULL
         while True:
-            e = self.edges[i]
-            if e == 0:
+            nd = &self.nodes[i]
+            if nd.parent == EMPTY:
                 break
-            if (e >> 32) == tag:
-                nd = &self.nodes[<uint32_t>e]
-                if nd.parent == parent and nd.seglen == n and fr_same(seg_bytes(nd), s, n, first):
-                    return <uint32_t>e
-            i = (i + 1) & self.edge_mask
-        if (self.edge_count + 1) * 2 > self.edge_mask + 1:
-            self.grow_edges()
-            i = h & self.edge_mask
-            while self.edges[i] != 0:
-                i = (i + 1) & self.edge_mask
+            if nd.parent == TOMBSTONE:
+                if free_slot == NO_NODE:
+                    free_slot = i
+            elif (nd.hash == <uint32_t>h and nd.parent == parent and nd.seglen == n
+                    and fr_same(seg_bytes(nd), s, n, first)):
+                key[0] = h
+                return i
+            i = (i + 1) & self.mask
+        key[0] = h
         if n > INLINE_SEGMENT:
-            # zero-padded to whole words, so elements compare a word at a time
             heap = <char*>PyMem_Malloc((n + 7) & ~7)
             if heap == NULL:
                 raise MemoryError()
             memset(heap + ((n + 7) & ~7) - 8, 0, 8)
             memcpy(heap, s, n)
-        if self.free_node != NO_NODE:
-            node = self.free_node
-            self.free_node = self.nodes[node].children
-        else:
-            if self.node_count == self.node_capacity:
-                grown = NULL
-                if self.node_capacity < 0x40000000:
-                    grown = <Node*>fr_table_alloc(2 * self.node_capacity * sizeof(Node))
-                if grown == NULL:
-                    PyMem_Free(heap)
-                    raise MemoryError("no memory for more trie nodes")
-                memcpy(grown, self.nodes, self.node_capacity * sizeof(Node))
-                fr_table_free(self.nodes, self.node_capacity * sizeof(Node))
-                self.nodes = grown
-                self.node_capacity *= 2
-            node = self.node_count
-            self.node_count += 1
-        nd = &self.nodes[node]
+        if free_slot == NO_NODE:
+            free_slot = i
+            self.used += 1
+        nd = &self.nodes[free_slot]
         memset(nd, 0, sizeof(Node))
         if heap != NULL:
             nd.seg.heap = heap
         elif n > 0:
             memcpy(nd.seg.chars, s, n)
-        nd.seglen = <uint32_t>n
+        nd.hash = <uint32_t>h
         nd.parent = parent
+        nd.seglen = <uint32_t>n
         nd.exact = NO_RULE
         nd.prefix = NO_RULE
-        nd.home = <uint32_t>h
         self.nodes[parent].children += 1
-        self.edges[i] = (tag << 32) | node
-        self.edge_count += 1
-        return node
+        self.live += 1
+        return free_slot
 
     cdef void prune(self, uint32_t node) noexcept:
         """Free ``node`` and its ancestors while they hold no rule and no child."""
         cdef Node* nd
-        cdef uint32_t parent
-        while node >= FIRST_FREE_ID:
+        cdef uint32_t parent, i
+        while node >= ROOTS:
             nd = &self.nodes[node]
             if nd.exact != NO_RULE or nd.prefix != NO_RULE or nd.children != 0:
                 return
             parent = nd.parent
-            self.delete_edge(node)
             if nd.seglen > INLINE_SEGMENT:
                 PyMem_Free(nd.seg.heap)
             nd.seglen = 0
-            nd.parent = FREE_NODE
-            nd.children = self.free_node
-            self.free_node = node
+            nd.parent = TOMBSTONE
+            self.live -= 1
             self.nodes[parent].children -= 1
+            # a tombstone right before an empty slot ends no probe: empty it, and
+            # the tombstones before it
+            i = node
+            while self.nodes[i].parent == TOMBSTONE and self.nodes[(i + 1) & self.mask].parent == EMPTY:
+                self.nodes[i].parent = EMPTY
+                self.used -= 1
+                i = (i - 1) & self.mask
             node = parent
 
     # ------------------------------------------------------------ lookup
 
-    cdef inline int32_t match_path(self, uint32_t node, const char* p, Py_ssize_t n) noexcept nogil:
-        """The winning rule slot under path root ``node``, or NO_RULE."""
+    cdef inline int32_t match_path(
+        self, uint32_t node, uint64_t key, const char* p, Py_ssize_t n
+    ) noexcept nogil:
+        """The winning rule slot under path root ``node`` (whose key is ``key``), or NO_RULE.
+
+        First the keys of the request's first PREFETCH_DEPTH elements are
+        computed and their slots prefetched, so the memory reads of all levels
+        overlap; then the walk checks level by level, as a trie walk does.
+        """
         cdef int32_t best = self.nodes[node].prefix
-        cdef Py_ssize_t pos = 1, seglen
+        cdef Py_ssize_t pos = 1, start, seglen
         cdef uint64_t h, first
+        cdef uint64_t keys[PREFETCH_DEPTH]
+        cdef uint64_t firsts[PREFETCH_DEPTH]
+        cdef Py_ssize_t ends[PREFETCH_DEPTH]
+        cdef int depth = 0, level
         cdef Node* nd
         if n == 0:
             p = b"/"
             n = 1
         elif p[0] != b'/':
             return NO_RULE
+        while depth < PREFETCH_DEPTH:
+            seglen = fr_scan(key, p + pos, n - pos, pos, &key, &firsts[depth])
+            keys[depth] = key
+            fr_prefetch(&self.nodes[<uint32_t>key & self.mask])
+            pos += seglen
+            ends[depth] = pos
+            depth += 1
+            if pos == n:
+                break
+            pos += 1
+        start = 1
+        for level in range(depth):
+            node = self.child_hashed(
+                node, p + start, ends[level] - start, keys[level], firsts[level]
+            )
+            if node == NO_NODE:
+                return best
+            nd = &self.nodes[node]
+            if ends[level] == n:   # the request path ends on this node
+                if nd.exact != NO_RULE:
+                    return nd.exact
+                if nd.prefix != NO_RULE:
+                    return nd.prefix
+                return best
+            if nd.prefix != NO_RULE:
+                best = nd.prefix
+            start = ends[level] + 1
+        # deeper than PREFETCH_DEPTH elements: go on one level at a time
+        key = keys[depth - 1]
+        pos = start
         while True:
-            seglen = fr_scan(node, p + pos, n - pos, pos, &h, &first)
-            node = self.child_hashed(node, p + pos, seglen, h, first)
+            seglen = fr_scan(key, p + pos, n - pos, pos, &key, &first)
+            node = self.child_hashed(node, p + pos, seglen, key, first)
             if node == NO_NODE:
                 return best
             nd = &self.nodes[node]
             pos += seglen
-            if pos == n:   # the request path ends on this node
+            if pos == n:
                 if nd.exact != NO_RULE:
                     return nd.exact
                 if nd.prefix != NO_RULE:
@@ -859,23 +897,24 @@ cdef class Router:
                 best = nd.prefix
             pos += 1
 
-    cdef inline uint32_t select_host(self, const char* name, Py_ssize_t n) noexcept nogil:
+    cdef inline uint32_t select_host(
+        self, const char* name, Py_ssize_t n, uint64_t* key
+    ) noexcept nogil:
         """The path root for a normalized request host: exact, wildcard, else any host."""
         cdef uint32_t root
         cdef const char* dot
-        if n == 0:
-            return ANY_HOST
-        if self.nodes[EXACT_HOSTS].children:
-            root = self.host_child(EXACT_HOSTS, name, n)
+        if n != 0 and self.nodes[EXACT_HOSTS].children:
+            root = self.host_child(EXACT_HOSTS, name, n, key)
             if root != NO_NODE:
                 return root
-        if self.nodes[WILDCARD_HOSTS].children:
+        if n != 0 and self.nodes[WILDCARD_HOSTS].children:
             dot = <const char*>memchr(name, b'.', n)
             # "*.foo.com" covers exactly one more, non-empty label
             if dot != NULL and dot != name and dot + 1 < name + n:
-                root = self.host_child(WILDCARD_HOSTS, dot + 1, name + n - dot - 1)
+                root = self.host_child(WILDCARD_HOSTS, dot + 1, name + n - dot - 1, key)
                 if root != NO_NODE:
                     return root
+        key[0] = fr_root_key(ANY_HOST)
         return ANY_HOST
 
     def match(self, host, path):
@@ -886,8 +925,11 @@ cdef class Router:
         cdef int32_t slot
         view_text(host, &hp, &hn, True)
         view_text(path, &pp, &pn, False)
+        cdef uint64_t key
+        cdef uint32_t root
         hn = fr_host(hp, hn, name)
-        slot = self.match_path(self.select_host(name, hn), pp, pn)
+        root = self.select_host(name, hn, &key)
+        slot = self.match_path(root, key, pp, pn)
         if slot == NO_RULE:
             return self._default
         return <object>PyList_GET_ITEM(self._backends, slot)
@@ -897,21 +939,29 @@ cdef class Router:
     cdef uint32_t find_node(self, RuleKey* key, bint create) except? 0xFFFFFFFF:
         """The node a rule ends on (NO_NODE if absent); created on the way when ``create``."""
         cdef uint32_t node = ANY_HOST
+        cdef uint64_t node_key = fr_root_key(ANY_HOST), first
         cdef const char* p = key.path
         cdef const char* slash
-        cdef Py_ssize_t n = key.path_len, pos = 1, end
+        cdef Py_ssize_t n = key.path_len, pos, end
+        cdef uint32_t elements = 1
+        if create:
+            for pos in range(n):
+                elements += p[pos] == b'/'
+            self.reserve(elements)   # node ids are stable from here on
         if key.host_parent != ANY_HOST:
+            node_key = fr_root_key(key.host_parent)
             if create:
-                node = self.descend(key.host_parent, key.host_key, key.host_len)
+                node = self.descend(key.host_parent, node_key, key.host_key, key.host_len, &node_key)
             else:
-                node = self.child(key.host_parent, key.host_key, key.host_len)
+                node = self.child(key.host_parent, node_key, key.host_key, key.host_len, &node_key)
+        pos = 1
         while node != NO_NODE and n > 0 and pos <= n:
             slash = <const char*>memchr(p + pos, b'/', n - pos)
             end = (slash - p) if slash != NULL else n
             if create:
-                node = self.descend(node, p + pos, end - pos)
+                node = self.descend(node, node_key, p + pos, end - pos, &node_key)
             else:
-                node = self.child(node, p + pos, end - pos)
+                node = self.child(node, node_key, p + pos, end - pos, &node_key)
             pos = end + 1
         return node
 
@@ -1001,12 +1051,13 @@ cdef class Router:
     def __repr__(self):
         return (
             f"<Router rules={self._rule_count} exact_hosts={self.nodes[EXACT_HOSTS].children}"
-            f" wildcard_hosts={self.nodes[WILDCARD_HOSTS].children} default={self._default!r}>"
+            f" wildcard_hosts={self.nodes[WILDCARD_HOSTS].children} nodes={self.live - ROOTS}"
+            f" slots={self.mask + 1} default={self._default!r}>"
         )
 
     # ------------------------------------------------------------ explain
 
-    cdef list candidates(self, uint32_t node, const char* p, Py_ssize_t n):
+    cdef list candidates(self, uint32_t node, uint64_t key, const char* p, Py_ssize_t n):
         """Every rule under path root ``node`` that matches, best first."""
         cdef list found = []   # (depth, exact?, slot), shallowest first
         cdef Py_ssize_t pos = 1, end, depth = 0
@@ -1022,7 +1073,7 @@ cdef class Router:
         while True:
             slash = <const char*>memchr(p + pos, b'/', n - pos)
             end = (slash - p) if slash != NULL else n
-            node = self.child(node, p + pos, end - pos)
+            node = self.child(node, key, p + pos, end - pos, &key)
             if node == NO_NODE:
                 break
             depth += 1
@@ -1043,16 +1094,19 @@ cdef class Router:
         cdef Py_ssize_t hn, pn
         cdef char name[FR_HOST_BUFFER]
         cdef uint32_t root, wildcard_root = NO_NODE
+        cdef uint64_t key, wildcard_key = 0
         cdef const char* dot
         view_text(host, &hp, &hn, True)
         view_text(path, &pp, &pn, False)
         hn = fr_host(hp, hn, name)
         host_text = name[:hn].decode("utf-8", "replace")
-        root = self.select_host(name, hn)
+        root = self.select_host(name, hn, &key)
         if hn:
             dot = <const char*>memchr(name, b'.', hn)
             if dot != NULL and dot != name and dot + 1 < name + hn:
-                wildcard_root = self.child(WILDCARD_HOSTS, dot + 1, name + hn - dot - 1)
+                wildcard_root = self.host_child(
+                    WILDCARD_HOSTS, dot + 1, name + hn - dot - 1, &wildcard_key
+                )
         if root == ANY_HOST:
             scope, rule_host = "any", ""
         elif root == wildcard_root:
@@ -1060,12 +1114,12 @@ cdef class Router:
         else:
             scope, rule_host = "exact", host_text
 
-        found = self.candidates(root, pp, pn)
+        found = self.candidates(root, key, pp, pn)
         skipped = []
         if scope == "exact" and wildcard_root != NO_NODE:
-            skipped += self.candidates(wildcard_root, pp, pn)
+            skipped += self.candidates(wildcard_root, wildcard_key, pp, pn)
         if scope != "any":
-            skipped += self.candidates(ANY_HOST, pp, pn)
+            skipped += self.candidates(ANY_HOST, fr_root_key(ANY_HOST), pp, pn)
 
         backend = self.match(host, path)
         winner = found[0] if found else None
