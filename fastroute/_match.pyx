@@ -67,6 +67,7 @@ cdef enum:
     KIND_PREFIX = 1      # Prefix and ImplementationSpecific
     MIN_SLOTS = 64
     PREFETCH_DEPTH = 12  # path elements whose slots are located up front
+    PREFETCH_MIN_SLOTS = 1 << 15  # 1 MiB of slots: smaller tables stay in cache
 
 cdef extern from *:
     """
@@ -425,68 +426,118 @@ def _display(object o):
 # Validation runs once per add(), so it is written as byte loops rather than
 # regular expressions: adding 100,000 rules must stay well under a second.
 
+# Character classes for the validation loops: ordinary characters cost one
+# table look-up, and only the few that matter reach the checks.
+cdef enum:
+    HOST_LETTER = 0      # a-z, A-Z, '-'
+    HOST_DIGIT = 1
+    HOST_DOT = 2
+    HOST_OTHER = 3       # everything else: rejected, with a reason for each kind
+    PATH_PLAIN = 0
+    PATH_SLASH = 1
+    PATH_PERCENT = 2
+    PATH_BAD = 3         # control characters, space, '?', '#'
+
+cdef unsigned char HOST_CLASS[256]
+cdef unsigned char PATH_CLASS[256]
+
+
+cdef void init_classes() noexcept:
+    cdef int c
+    for c in range(256):
+        if b'a' <= c <= b'z' or b'A' <= c <= b'Z' or c == b'-':
+            HOST_CLASS[c] = HOST_LETTER
+        elif b'0' <= c <= b'9':
+            HOST_CLASS[c] = HOST_DIGIT
+        elif c == b'.':
+            HOST_CLASS[c] = HOST_DOT
+        else:
+            HOST_CLASS[c] = HOST_OTHER
+        if c < 0x20 or c == 0x7F or c == b' ' or c == b'?' or c == b'#':
+            PATH_CLASS[c] = PATH_BAD
+        elif c == b'/':
+            PATH_CLASS[c] = PATH_SLASH
+        elif c == b'%':
+            PATH_CLASS[c] = PATH_PERCENT
+        else:
+            PATH_CLASS[c] = PATH_PLAIN
+
+
+init_classes()
+
+
+cdef str label_problem(const unsigned char* h, Py_ssize_t start, Py_ssize_t end):
+    """Why the label h[start:end] is not a DNS label, or None."""
+    if end == start:
+        return "empty label (two dots in a row, or a leading or trailing dot)"
+    if end - start > MAX_LABEL:
+        return f"label longer than {MAX_LABEL} characters"
+    if h[start] == b'-' or h[end - 1] == b'-':
+        return "a label may not start or end with '-'"
+    return None
+
+
 cdef str host_problem(const unsigned char* h, Py_ssize_t n, bint wildcard):
     """Why a rule host (without ``*.`` and trailing dot) is not a DNS name, or None.
 
     Upper case is accepted here: the caller folds it.
     """
-    cdef Py_ssize_t i, label_start = 0, label_len
-    cdef unsigned char c, prev = b'.'
+    cdef Py_ssize_t i, label_start = 0
+    cdef unsigned char c, cls
     cdef bint all_numeric = True
+    cdef str problem
     if n == 0:
         return "a wildcard needs a domain after '*.'" if wildcard else "empty host"
     if n > MAX_HOST:
         return f"longer than {MAX_HOST} characters"
-    for i in range(n + 1):
-        c = h[i] if i < n else b'.'
-        if c == b'.':
-            label_len = i - label_start
-            if label_len == 0:
-                return "empty label (two dots in a row, or a leading or trailing dot)"
-            if label_len > MAX_LABEL:
-                return f"label longer than {MAX_LABEL} characters"
-            if prev == b'-' or h[label_start] == b'-':
-                return "a label may not start or end with '-'"
-            label_start = i + 1
-        elif c == b'*':
-            return "'*' is only allowed as the whole first label, as in '*.example.com'"
-        elif c == b':':
-            return "ports and IPv6 addresses are not allowed in a rule host"
-        elif c >= 0x80:
-            return "non-ASCII host"
-        elif c < 0x20 or c == 0x7F:
-            return "control character in host"
-        elif not ((b'a' <= c <= b'z') or (b'A' <= c <= b'Z') or (b'0' <= c <= b'9') or c == b'-'):
-            return f"character {chr(c)!r} is not allowed in a DNS name"
-        if c != b'.' and not (b'0' <= c <= b'9'):
+    for i in range(n):
+        c = h[i]
+        cls = HOST_CLASS[c]
+        if cls == HOST_LETTER:
             all_numeric = False
-        prev = c
+        elif cls == HOST_DOT:
+            problem = label_problem(h, label_start, i)
+            if problem is not None:
+                return problem
+            label_start = i + 1
+        elif cls == HOST_OTHER:
+            if c == b'*':
+                return "'*' is only allowed as the whole first label, as in '*.example.com'"
+            if c == b':':
+                return "ports and IPv6 addresses are not allowed in a rule host"
+            if c >= 0x80:
+                return "non-ASCII host"
+            if c < 0x20 or c == 0x7F:
+                return "control character in host"
+            return f"character {chr(c)!r} is not allowed in a DNS name"
+    problem = label_problem(h, label_start, n)
+    if problem is not None:
+        return problem
     if all_numeric and not wildcard:
         return "an IP address is not allowed as an Ingress host"
     return None
 
 
-cdef str path_problem(const unsigned char* p, Py_ssize_t n, bint strict):
-    """Why a rule path is invalid, or None. ``strict``: Exact/Prefix API validation."""
-    cdef Py_ssize_t i
-    cdef unsigned char c
+cdef str path_problem(const unsigned char* p, Py_ssize_t n, bint strict, Py_ssize_t* slashes):
+    """Why a rule path is invalid, or None; counts its '/' into ``slashes``.
+
+    ``strict``: the Kubernetes API's extra rules for Exact and Prefix paths
+    (pkg/apis/networking/validation).
+    """
+    cdef Py_ssize_t i, count = 0
+    cdef unsigned char c, cls
     if n == 0 or p[0] != b'/':
         return "the path must be absolute (start with '/')"
     for i in range(n):
         c = p[i]
-        if c < 0x20 or c == 0x7F:
-            return "control character in path"
-        if c == b' ':
-            return "space in path (percent-encode it as %20)"
-        if c == b'?' or c == b'#':
-            return f"{chr(c)!r} in path: a rule path has no query or fragment"
-        if not strict:
+        cls = PATH_CLASS[c]
+        if cls == PATH_PLAIN:
             continue
-        # Kubernetes rejects these for Exact and Prefix (pkg/apis/networking/validation)
-        if c == b'/' and i + 1 < n:
-            if p[i + 1] == b'/':
-                return "must not contain '//'"
-            if p[i + 1] == b'.':
+        if cls == PATH_SLASH:
+            count += 1
+            if strict and i + 1 < n and (p[i + 1] == b'/' or p[i + 1] == b'.'):
+                if p[i + 1] == b'/':
+                    return "must not contain '//'"
                 if i + 2 < n and p[i + 2] == b'/':
                     return "must not contain '/./'"
                 if i + 3 < n and p[i + 2] == b'.' and p[i + 3] == b'/':
@@ -495,8 +546,16 @@ cdef str path_problem(const unsigned char* p, Py_ssize_t n, bint strict):
                     return "must not end with '/.'"
                 if i + 3 == n and p[i + 2] == b'.':
                     return "must not end with '/..'"
-        if c == b'%' and i + 2 < n and p[i + 1] == b'2' and (p[i + 2] == b'f' or p[i + 2] == b'F'):
-            return "must not contain '%2f' (an encoded '/')"
+        elif cls == PATH_PERCENT:
+            if strict and i + 2 < n and p[i + 1] == b'2' and (p[i + 2] == b'f' or p[i + 2] == b'F'):
+                return "must not contain '%2f' (an encoded '/')"
+        elif c == b' ':
+            return "space in path (percent-encode it as %20)"
+        elif c == b'?' or c == b'#':
+            return f"{chr(c)!r} in path: a rule path has no query or fragment"
+        else:
+            return "control character in path"
+    slashes[0] = count
     return None
 
 
@@ -520,6 +579,7 @@ ctypedef struct RuleKey:
     Py_ssize_t host_len
     const char* path           # for Prefix without its trailing '/' ("/" -> "")
     Py_ssize_t path_len
+    Py_ssize_t elements        # path elements, plus one for the host
     int kind
 
 
@@ -541,7 +601,7 @@ cdef str validate_rule(object host, object path, object path_type, RuleKey* key)
     adding 100,000 rules must stay well under a second.
     """
     cdef const char* hp
-    cdef Py_ssize_t hn, start = 0
+    cdef Py_ssize_t hn, start = 0, slashes = 0
     cdef str problem, normalized
     if not isinstance(host, str):
         raise TypeError(f"host must be str, got {type(host).__name__}")
@@ -551,12 +611,15 @@ cdef str validate_rule(object host, object path, object path_type, RuleKey* key)
 
     key.path = PyUnicode_AsUTF8AndSize(path, &key.path_len)
     problem = path_problem(
-        <const unsigned char*>key.path, key.path_len, path_type != "ImplementationSpecific"
+        <const unsigned char*>key.path, key.path_len, path_type != "ImplementationSpecific",
+        &slashes,
     )
     if problem is not None:
         raise _InvalidRuleError(host, path, path_type, problem)
     if key.kind == KIND_PREFIX and key.path[key.path_len - 1] == b'/':
         key.path_len -= 1   # Kubernetes: a trailing slash on a Prefix path is ignored
+        slashes -= 1
+    key.elements = slashes + 1
 
     key.host_parent = ANY_HOST
     key.host_key = NULL
@@ -625,7 +688,12 @@ cdef class Router:
     cdef uint32_t used             # slots not EMPTY: roots, nodes and tombstones
     cdef uint32_t live             # nodes, roots included
     cdef list _backends            # rule slot -> backend (None when free)
-    cdef list _rules               # rule slot -> (host, path, path_type, backend), None when free
+    # A rule slot's record, one list per field: appending to a list creates no object
+    # the garbage collector tracks, where a tuple per rule would make a large build
+    # spend most of its time in collections.
+    cdef list _hosts               # rule slot -> normalized host; None when the slot is free
+    cdef list _paths               # rule slot -> path as given
+    cdef list _types               # rule slot -> path type as given
     cdef list _free_slots
     cdef uint64_t* order           # rule slot -> insertion sequence number, for routes()
     cdef Py_ssize_t order_capacity
@@ -639,7 +707,9 @@ cdef class Router:
         self.used = ROOTS
         self.live = ROOTS
         self._backends = []
-        self._rules = []
+        self._hosts = []
+        self._paths = []
+        self._types = []
         self._free_slots = []
         self.order = NULL
         self.order_capacity = 0
@@ -850,6 +920,9 @@ cdef class Router:
             n = 1
         elif p[0] != b'/':
             return NO_RULE
+        if self.mask < PREFETCH_MIN_SLOTS:
+            # a table this small stays in cache: the prefetch pass would only cost
+            return self.walk(node, key, p, n, 1, best)
         while depth < PREFETCH_DEPTH:
             seglen = fr_scan(key, p + pos, n - pos, pos, &key, &firsts[depth])
             keys[depth] = key
@@ -878,8 +951,16 @@ cdef class Router:
                 best = nd.prefix
             start = ends[level] + 1
         # deeper than PREFETCH_DEPTH elements: go on one level at a time
-        key = keys[depth - 1]
-        pos = start
+        return self.walk(node, keys[depth - 1], p, n, start, best)
+
+    cdef inline int32_t walk(
+        self, uint32_t node, uint64_t key, const char* p, Py_ssize_t n, Py_ssize_t pos,
+        int32_t best
+    ) noexcept nogil:
+        """``match_path`` one level at a time, from element ``p[pos:]`` below ``node``."""
+        cdef Py_ssize_t seglen
+        cdef uint64_t first
+        cdef Node* nd
         while True:
             seglen = fr_scan(key, p + pos, n - pos, pos, &key, &first)
             node = self.child_hashed(node, p + pos, seglen, key, first)
@@ -943,11 +1024,9 @@ cdef class Router:
         cdef const char* p = key.path
         cdef const char* slash
         cdef Py_ssize_t n = key.path_len, pos, end
-        cdef uint32_t elements = 1
         if create:
-            for pos in range(n):
-                elements += p[pos] == b'/'
-            self.reserve(elements)   # node ids are stable from here on
+            self.reserve(<uint32_t>key.elements)   # node ids are stable from here on
+            self.prefetch_rule(key)
         if key.host_parent != ANY_HOST:
             node_key = fr_root_key(key.host_parent)
             if create:
@@ -965,13 +1044,31 @@ cdef class Router:
             pos = end + 1
         return node
 
+    cdef void prefetch_rule(self, RuleKey* key) noexcept nogil:
+        """Start reading the slots of every level of a rule, so the walk's misses overlap."""
+        cdef uint64_t node_key, first
+        cdef const char* p = key.path
+        cdef const char* slash
+        cdef Py_ssize_t n = key.path_len, pos = 1, end
+        if key.host_parent != ANY_HOST:
+            node_key = fr_hash(fr_root_key(key.host_parent), key.host_key, key.host_len, &first)
+            fr_prefetch(&self.nodes[<uint32_t>node_key & self.mask])
+        else:
+            node_key = fr_root_key(ANY_HOST)
+        while n > 0 and pos <= n:
+            slash = <const char*>memchr(p + pos, b'/', n - pos)
+            end = (slash - p) if slash != NULL else n
+            node_key = fr_hash(node_key, p + pos, end - pos, &first)
+            fr_prefetch(&self.nodes[<uint32_t>node_key & self.mask])
+            pos = end + 1
+
     cdef int32_t take_slot(self) except -1:
         """A free rule slot, growing the slot arrays when none is free."""
         cdef Py_ssize_t slot
         cdef uint64_t* grown
         if self._free_slots:
             return self._free_slots.pop()
-        slot = len(self._rules)
+        slot = len(self._hosts)
         if slot >= 0x7FFFFFFF:
             raise OverflowError("too many rules")
         if slot == self.order_capacity:
@@ -982,7 +1079,9 @@ cdef class Router:
                 raise MemoryError()
             self.order = grown
             self.order_capacity = 2 * self.order_capacity + 16
-        self._rules.append(None)
+        self._hosts.append(None)
+        self._paths.append(None)
+        self._types.append(None)
         self._backends.append(None)
         return <int32_t>slot
 
@@ -1001,7 +1100,9 @@ cdef class Router:
         # take_slot may not move nodes, but re-read the field to be independent of that
         field = &self.nodes[node].exact if key.kind == KIND_EXACT else &self.nodes[node].prefix
         field[0] = slot
-        self._rules[slot] = (normalized, path, path_type, backend)
+        self._hosts[slot] = normalized
+        self._paths[slot] = path
+        self._types[slot] = path_type
         self._backends[slot] = backend
         self.order[slot] = self._sequence
         self._sequence += 1
@@ -1023,13 +1124,17 @@ cdef class Router:
         self.prune(node)
         backend = self._backends[slot]
         self._backends[slot] = None
-        self._rules[slot] = None
+        self._hosts[slot] = None
+        self._paths[slot] = None
+        self._types[slot] = None
         self._free_slots.append(slot)
         self._rule_count -= 1
         return backend
 
     cdef object route(self, int32_t slot):
-        return _tuple_new(_Route, self._rules[slot])
+        return _tuple_new(
+            _Route, (self._hosts[slot], self._paths[slot], self._types[slot], self._backends[slot])
+        )
 
     def set_default(self, backend):
         self._default = backend
@@ -1040,7 +1145,7 @@ cdef class Router:
 
     def routes(self):
         cdef Py_ssize_t s
-        live = [(self.order[s], s) for s in range(len(self._rules)) if self._rules[s] is not None]
+        live = [(self.order[s], s) for s in range(len(self._hosts)) if self._hosts[s] is not None]
         live.sort()
         for _, s in live:
             yield self.route(s)
