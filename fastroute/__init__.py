@@ -4,7 +4,16 @@
 networking.k8s.io/v1 semantics; see its docstring for the precedence rules.
 """
 
-from fastroute._match import PATH_TYPES, Router
+try:
+    from fastroute._match import PATH_TYPES, Router
+except ModuleNotFoundError as error:  # a source tree whose extension was never built
+    if error.name != "fastroute._match":
+        raise
+    raise ImportError(
+        f"fastroute's compiled matcher is not built in {__path__[0]}: run "
+        "'python -m pip install -e .' there, or run Python outside the source tree "
+        "so that the installed fastroute is imported"
+    ) from error
 from fastroute.errors import (
     FastrouteError,
     InvalidRuleError,
