@@ -88,7 +88,7 @@ ctypedef union Segment:
 
 
 ctypedef struct Node:          # one table slot, 32 bytes: two per cache line
-    uint32_t hash              # low half of the edge hash: home slot, and a cheap first check
+    uint32_t hash              # low half of the node's key: its home slot, and a cheap first check
     uint32_t parent            # parent node id; EMPTY, TOMBSTONE or ROOT otherwise
     Segment seg                # the path element (or host name) on the edge into this node
     uint32_t seglen            # its length in bytes; 0 for an empty element ("/a//b", "/a/")
@@ -103,12 +103,26 @@ cdef inline const char* seg_bytes(Node* nd) noexcept nogil:
     return nd.seg.heap
 
 
+# Precedence, in the two places a walk decides it. Passing through a node, its
+# Prefix rule is the longest match so far; when the request path ends on it,
+# its Exact rule beats its Prefix rule (equal length), and both beat shorter ones.
+cdef inline int32_t passing(Node* nd, int32_t best) noexcept nogil:
+    return nd.prefix if nd.prefix != NO_RULE else best
+
+
+cdef inline int32_t ending_on(Node* nd, int32_t best) noexcept nogil:
+    if nd.exact != NO_RULE:
+        return nd.exact
+    return nd.prefix if nd.prefix != NO_RULE else best
+
+
 cdef extern from *:
     """
-    /* Edge hashing, in C for the bit tricks. An edge is (parent id, element
-       bytes). fr_hash hashes known bytes; fr_scan finds the end of a request
-       path element (the next '/') and hashes it in the same pass, 8 bytes a
-       step; both give the same hash for the same element by construction. */
+    /* Node keys and byte tricks, in C. A node's key chains its parent's key
+       with its element's bytes. fr_hash hashes known bytes; fr_scan finds the
+       end of a request path element (the next '/') and hashes it in the same
+       pass, 8 bytes a step; both give the same key for the same element by
+       construction. */
     #include <stdint.h>
     #include <string.h>
     #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -117,9 +131,9 @@ cdef extern from *:
     #define FR_LITTLE_ENDIAN 0
     #endif
 
-    /* The node array and the edge table, once they reach 2 MiB, are 2 MiB
-       aligned and marked for transparent huge pages: lookups jump across them
-       at random, and with 4 KiB pages every step would also miss the TLB.
+    /* The node table, once it reaches 2 MiB, is 2 MiB aligned and marked for
+       transparent huge pages: lookups jump across it at random, and with
+       4 KiB pages every step would also miss the TLB.
        tracemalloc is told about them, so memory figures stay whole. */
     #include <stdlib.h>
     #if defined(__linux__)
@@ -914,7 +928,6 @@ cdef class Router:
         cdef uint64_t firsts[PREFETCH_DEPTH]
         cdef Py_ssize_t ends[PREFETCH_DEPTH]
         cdef int depth = 0, level
-        cdef Node* nd
         if n == 0:
             p = b"/"
             n = 1
@@ -940,15 +953,9 @@ cdef class Router:
             )
             if node == NO_NODE:
                 return best
-            nd = &self.nodes[node]
             if ends[level] == n:   # the request path ends on this node
-                if nd.exact != NO_RULE:
-                    return nd.exact
-                if nd.prefix != NO_RULE:
-                    return nd.prefix
-                return best
-            if nd.prefix != NO_RULE:
-                best = nd.prefix
+                return ending_on(&self.nodes[node], best)
+            best = passing(&self.nodes[node], best)
             start = ends[level] + 1
         # deeper than PREFETCH_DEPTH elements: go on one level at a time
         return self.walk(node, keys[depth - 1], p, n, start, best)
@@ -960,22 +967,15 @@ cdef class Router:
         """``match_path`` one level at a time, from element ``p[pos:]`` below ``node``."""
         cdef Py_ssize_t seglen
         cdef uint64_t first
-        cdef Node* nd
         while True:
             seglen = fr_scan(key, p + pos, n - pos, pos, &key, &first)
             node = self.child_hashed(node, p + pos, seglen, key, first)
             if node == NO_NODE:
                 return best
-            nd = &self.nodes[node]
             pos += seglen
             if pos == n:
-                if nd.exact != NO_RULE:
-                    return nd.exact
-                if nd.prefix != NO_RULE:
-                    return nd.prefix
-                return best
-            if nd.prefix != NO_RULE:
-                best = nd.prefix
+                return ending_on(&self.nodes[node], best)
+            best = passing(&self.nodes[node], best)
             pos += 1
 
     cdef inline uint32_t select_host(
