@@ -13,11 +13,20 @@ if TYPE_CHECKING:
     from fastroute.routes import Route
 
 __all__ = [
+    "BadGatewayError",
+    "BadRequestError",
     "FastrouteError",
+    "GatewayTimeoutError",
+    "HeadersTooLargeError",
     "InvalidRuleError",
+    "NoRouteError",
+    "PayloadTooLargeError",
+    "ProxyError",
+    "RequestTimeoutError",
     "RouteConflictError",
     "RouteError",
     "RouteNotFoundError",
+    "ServiceUnavailableError",
 ]
 
 
@@ -79,3 +88,66 @@ class RouteNotFoundError(FastrouteError, LookupError):
         self.path = path
         self.path_type = path_type
         super().__init__(f"no rule {_describe(host, path, path_type)} to remove")
+
+
+class ProxyError(FastrouteError):
+    """A request the proxy answers with an error status instead of forwarding it.
+
+    Each subclass carries the HTTP status it maps to, so the one place that writes
+    responses does not need to know why. ``detail`` is for the log line; clients get
+    only the status and its standard reason phrase.
+    """
+
+    status: int = 500
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class BadRequestError(ProxyError):
+    """Malformed request head, target or framing (including request smuggling attempts)."""
+
+    status = 400
+
+
+class NoRouteError(ProxyError):
+    """No rule matches and there is no default backend."""
+
+    status = 404
+
+
+class RequestTimeoutError(ProxyError):
+    """The client did not send its request head in time."""
+
+    status = 408
+
+
+class PayloadTooLargeError(ProxyError):
+    """The request body is over the configured limit."""
+
+    status = 413
+
+
+class HeadersTooLargeError(ProxyError):
+    """The request head is over the configured limit."""
+
+    status = 431
+
+
+class BadGatewayError(ProxyError):
+    """The upstream refused the connection, broke it, or answered malformed."""
+
+    status = 502
+
+
+class ServiceUnavailableError(ProxyError):
+    """The route's Service has no endpoints to send to."""
+
+    status = 503
+
+
+class GatewayTimeoutError(ProxyError):
+    """The upstream did not answer in time."""
+
+    status = 504

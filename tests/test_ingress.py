@@ -478,3 +478,14 @@ def test_malformed_annotation_value_is_rejected_and_the_default_applies() -> Non
     assert target is not None
     assert target.policy.ssl_redirect is True
     assert any("ssl-redirect" in p.field and "'maybe'" in p.reason for p in config.rejected())
+
+
+def test_rewrite_target_with_regex_captures_is_rejected_with_the_reason() -> None:
+    objects = [service("web", 80), ingress("a", ("a.com", "/app", "Prefix", "web", 80))]
+    objects[1]["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}
+    config = build_config(objects)
+    target = config.router.match("a.com", "/app/x")
+    assert target is not None
+    assert target.policy.rewrite_target is None
+    [problem] = [p for p in config.rejected() if "rewrite-target" in p.field]
+    assert "use-regex" in problem.reason

@@ -50,7 +50,16 @@ def read_policy(annotations: Mapping[str, Any]) -> tuple[Policy, list[tuple[str,
     rewrite_target = None
     if rewrite is not None:
         key, value = rewrite
-        if value.startswith("/"):
+        if "$" in value:
+            notes.append(
+                (
+                    key,
+                    f"{value!r} refers to regex captures, which need use-regex paths; fastroute "
+                    "does not implement them, so nothing is rewritten",
+                    False,
+                )
+            )
+        elif value.startswith("/"):
             rewrite_target = value
         else:
             notes.append((key, f"must be a path starting with '/', got {value!r}", False))
