@@ -36,6 +36,7 @@ from fastroute.proxy.balancer import Balancer, may_retry
 from fastroute.proxy.decide import Forward, Redirect, decide
 from fastroute.proxy.headers import Client, TrustedProxies, request_headers, response_headers
 from fastroute.proxy.pool import Pool
+from fastroute.proxy.tls import TLSContexts
 
 __all__ = ["Limits", "Proxy"]
 
@@ -104,13 +105,14 @@ class _Upstream:
 
 
 class Proxy:
-    """Serves one RouteConfig at a time over plain HTTP (``serve``), swapped with ``swap``.
+    """Serves one RouteConfig at a time over HTTP and HTTPS (``serve``), swapped with ``swap``.
 
     Args:
         config: the first RouteConfig, or None: then every request is answered 503 until
             ``swap`` installs one (``ready`` says which).
         limits: sizes and timeouts.
         trusted: peers whose X-Forwarded-* headers are believed.
+        tls: certificates for HTTPS listeners (SNI picks one; else the default).
     """
 
     def __init__(
@@ -119,7 +121,11 @@ class Proxy:
         *,
         limits: Limits | None = None,
         trusted: TrustedProxies | None = None,
+        tls: TLSContexts | None = None,
     ) -> None:
+        self.tls = tls
+        if config is not None and tls is not None:
+            tls.install(config)
         self._config = config
         self.limits = limits or Limits()
         self.trusted = trusted or TrustedProxies()
@@ -137,7 +143,19 @@ class Proxy:
         return self._config is not None
 
     def swap(self, config: RouteConfig) -> None:
-        """Serve ``config`` from the next request on; requests in flight keep theirs."""
+        """Serve ``config`` from the next request on; requests in flight keep theirs.
+
+        Its certificates are loaded here, synchronously; ``load`` does that part in a
+        worker thread, which is what a running proxy should use.
+        """
+        if self.tls is not None:
+            self.tls.install(config)
+        self._config = config
+
+    async def load(self, config: RouteConfig) -> None:
+        """``swap``, with the certificates loaded off the event loop."""
+        if self.tls is not None:
+            await trio.to_thread.run_sync(self.tls.install, config)
         self._config = config
 
     async def serve(
@@ -150,25 +168,46 @@ class Proxy:
     ) -> None:
         """Accept connections on ``host:port`` (0: an ephemeral port) until cancelled.
 
-        ``task_status.started`` gets the listeners, so a caller learns the bound port:
+        ``scheme="https"`` terminates TLS (the proxy needs ``tls``). ``task_status.started``
+        gets the listeners, so a caller learns the bound port:
         ``listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)``.
         """
+        if scheme == "https" and self.tls is None:
+            raise ValueError("an https listener needs the proxy's tls contexts")
         listeners = await trio.open_tcp_listeners(port, host=host)
         async with trio.open_nursery() as nursery:
             task_status.started(listeners)
 
             async def handle(stream: trio.SocketStream) -> None:
-                await self._connection(stream, scheme)
+                peer, local = stream.socket.getpeername(), stream.socket.getsockname()
+                client = Client(address=peer[0], scheme=scheme, port=local[1])
+                if scheme == "https":
+                    await self._tls_connection(stream, client)
+                else:
+                    await self._connection(stream, client)
 
             await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
 
     # ------------------------------------------------------------ client side
 
-    async def _connection(self, stream: trio.SocketStream, scheme: str) -> None:
+    async def _tls_connection(self, stream: trio.SocketStream, client: Client) -> None:
+        assert self.tls is not None
+        tls_stream = trio.SSLStream(
+            stream, self.tls.listener_context, server_side=True, https_compatible=True
+        )
+        with trio.move_on_after(self.limits.head_timeout) as scope:
+            try:
+                await tls_stream.do_handshake()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await stream.aclose()
+                return
+        if scope.cancelled_caught:
+            await stream.aclose()
+            return
+        await self._connection(tls_stream, client)
+
+    async def _connection(self, stream: trio.abc.Stream, client: Client) -> None:
         async with self._connections, stream:
-            peer = stream.socket.getpeername()
-            local = stream.socket.getsockname()
-            client = Client(address=peer[0], scheme=scheme, port=local[1])
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head_bytes)
             try:
                 await self._serve_requests(stream, conn, client)
@@ -183,7 +222,7 @@ class Proxy:
                 log.exception("unexpected error serving %s", client.address)
 
     async def _serve_requests(
-        self, stream: trio.SocketStream, conn: h11.Connection, client: Client
+        self, stream: trio.abc.Stream, conn: h11.Connection, client: Client
     ) -> None:
         while True:
             with trio.move_on_after(self.limits.head_timeout) as scope:
@@ -207,7 +246,7 @@ class Proxy:
                 return  # the exchange could not end cleanly (e.g. body left unread): close
 
     async def _request(
-        self, stream: trio.SocketStream, conn: h11.Connection, client: Client, request: h11.Request
+        self, stream: trio.abc.Stream, conn: h11.Connection, client: Client, request: h11.Request
     ) -> None:
         config = self._config  # this request's config, whatever swap does meanwhile
         started = trio.current_time()
@@ -246,7 +285,7 @@ class Proxy:
 
     async def _respond_error(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         conn: h11.Connection,
         client: Client,
         request: h11.Request | None,
@@ -272,7 +311,7 @@ class Proxy:
 
     async def _forward(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         conn: h11.Connection,
         client: Client,
         request: h11.Request,
@@ -347,7 +386,7 @@ class Proxy:
         return _Upstream(socket_stream, endpoint)
 
     async def _copy_request_body(
-        self, stream: trio.SocketStream, conn: h11.Connection, upstream: _Upstream
+        self, stream: trio.abc.Stream, conn: h11.Connection, upstream: _Upstream
     ) -> None:
         if conn.they_are_waiting_for_100_continue:
             await _send(
@@ -378,7 +417,7 @@ class Proxy:
                 raise BadRequestError(f"unexpected {type(event).__name__} in the request body")
 
     async def _relay_response(
-        self, stream: trio.SocketStream, conn: h11.Connection, upstream: _Upstream, response: Any
+        self, stream: trio.abc.Stream, conn: h11.Connection, upstream: _Upstream, response: Any
     ) -> None:
         while isinstance(response, h11.InformationalResponse):
             response = await upstream.next_event(self.limits.upstream_timeout)
@@ -415,7 +454,7 @@ class Proxy:
             upstream.stream.socket.close()
 
 
-async def _drain_empty_body(stream: trio.SocketStream, conn: h11.Connection) -> None:
+async def _drain_empty_body(stream: trio.abc.Stream, conn: h11.Connection) -> None:
     """Read the EndOfMessage h11 yields for a request without a body."""
     if conn.their_state is h11.SEND_BODY:
         event = await _next_event(stream, conn)
@@ -423,7 +462,7 @@ async def _drain_empty_body(stream: trio.SocketStream, conn: h11.Connection) -> 
             raise BadRequestError(f"unexpected {type(event).__name__} after a request without body")
 
 
-async def _send(stream: trio.SocketStream, conn: h11.Connection, event: Any) -> None:
+async def _send(stream: trio.abc.Stream, conn: h11.Connection, event: Any) -> None:
     """Send an event to the client; a broken client connection is _ClientGoneError."""
     data = conn.send(event)
     if data:
@@ -433,16 +472,16 @@ async def _send(stream: trio.SocketStream, conn: h11.Connection, event: Any) -> 
             raise _ClientGoneError() from None
 
 
-async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
+async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> Any:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
-        conn.receive_data(await stream.receive_some(READ_SIZE))
+        conn.receive_data(bytes(await stream.receive_some(READ_SIZE)))
 
 
 async def _respond(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     conn: h11.Connection,
     status: int,
     body: bytes,

@@ -1,0 +1,93 @@
+"""TLS termination: one SSLContext per certificate, picked by SNI during the handshake.
+
+Certificates come from a RouteConfig (exact host, then wildcard) and, for any other name,
+from a default certificate (generated self-signed if none is given), as ingress-nginx
+does. The ``Host`` header, not SNI, picks the route, as the Ingress spec says.
+
+The stdlib ``ssl`` module loads certificates only from files, so each one goes through
+an anonymous in-memory file (``memfd_create`` on Linux), or a private temporary file
+that is removed at once elsewhere. That happens when a config is installed, in a worker
+thread, never during a handshake.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastroute.ingress.certs import Certificate, self_signed_certificate
+from fastroute.ingress.model import RouteConfig
+
+__all__ = ["TLSContexts", "context_for"]
+
+ALPN = ["http/1.1"]
+
+
+@contextmanager
+def _pem_path(data: bytes) -> Iterator[str]:
+    """A path that reads as ``data`` for as long as the context is open."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("fastroute-pem")
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory() as private:  # mode 0700
+        path = os.path.join(private, "pem")
+        with open(path, "wb") as out:
+            out.write(data)
+        yield path
+
+
+def context_for(certificate: Certificate) -> ssl.SSLContext:
+    """A server SSLContext serving ``certificate``: TLS 1.2 or later, HTTP/1.1 by ALPN."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(ALPN)
+    with _pem_path(certificate.chain_pem + b"\n" + certificate.key_pem) as path:
+        context.load_cert_chain(path)
+    return context
+
+
+class TLSContexts:
+    """The SSLContexts of one RouteConfig plus the default, and the SNI callback.
+
+    ``listener_context`` is what the HTTPS listener wraps connections with; its SNI
+    callback swaps in the context of the certificate for the name the client asked for.
+    ``install`` builds the contexts of a new config (call it in a worker thread) and
+    swaps them in at once.
+    """
+
+    def __init__(self, default: Certificate | None = None) -> None:
+        self.default = default or self_signed_certificate()
+        self._default_context = context_for(self.default)
+        self._config: RouteConfig | None = None
+        self._contexts: dict[Certificate, ssl.SSLContext] = {}
+        self.listener_context = context_for(self.default)
+        self.listener_context.sni_callback = self._pick
+
+    def install(self, config: RouteConfig) -> None:
+        """Build contexts for ``config``'s certificates, reusing those already built."""
+        contexts: dict[Certificate, ssl.SSLContext] = {}
+        for certificate in set(config.certificates.values()):
+            existing = self._contexts.get(certificate)
+            contexts[certificate] = existing or context_for(certificate)
+        # one assignment each: a handshake sees the old pair or the new one
+        self._contexts, self._config = contexts, config
+
+    def certificate_for(self, server_name: str | None) -> Certificate:
+        """The certificate a handshake for ``server_name`` gets."""
+        config = self._config
+        found = config.certificate_for(server_name) if config is not None else None
+        return found or self.default
+
+    def _pick(self, connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        config, contexts = self._config, self._contexts
+        found = config.certificate_for(server_name) if config is not None else None
+        chosen = contexts.get(found) if found is not None else None
+        connection.context = chosen or self._default_context
