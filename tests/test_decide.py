@@ -128,6 +128,18 @@ def test_plain_http_to_a_tls_host_is_redirected_with_308(config: RouteConfig) ->
     assert forward(config, b"/cart", b"secure.example.com", scheme="https").route.tls
 
 
+def test_a_redirect_names_the_https_port_unless_it_is_443(config: RouteConfig) -> None:
+    decision = decide(
+        config,
+        method=b"GET",
+        target=b"/a",
+        host=b"secure.example.com",
+        scheme="http",
+        https_port=8443,
+    )
+    assert decision == Redirect(308, b"https://secure.example.com:8443/a")
+
+
 def test_acme_challenges_are_never_redirected(config: RouteConfig) -> None:
     decision = forward(config, b"/.well-known/acme-challenge/token123", b"secure.example.com")
     assert decision.route.backend.service == "web"

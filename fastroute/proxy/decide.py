@@ -58,7 +58,13 @@ def _host_name(host: bytes) -> bytes:
 
 
 def decide(
-    config: RouteConfig, *, method: bytes, target: bytes, host: bytes | None, scheme: str
+    config: RouteConfig,
+    *,
+    method: bytes,
+    target: bytes,
+    host: bytes | None,
+    scheme: str,
+    https_port: int = 443,
 ) -> Decision:
     """What to do with one request.
 
@@ -68,6 +74,7 @@ def decide(
         target: the request target as sent (``b"/path?query"`` or absolute-form).
         host: the ``Host`` header's value, or None if there was none.
         scheme: ``"http"`` or ``"https"``: the listener the request came in on.
+        https_port: the port HTTPS redirects point to; written in the Location unless 443.
 
     Raises:
         BadRequestError: malformed target, or no host at all.
@@ -91,7 +98,8 @@ def decide(
         and ((route.tls and route.policy.ssl_redirect) or route.policy.force_ssl_redirect)
         and not parsed.match_path.startswith(ACME_CHALLENGE)
     ):
-        return Redirect(308, b"https://" + _host_name(authority) + parsed.path + query)
+        port = b"" if https_port == 443 else b":%d" % https_port
+        return Redirect(308, b"https://" + _host_name(authority) + port + parsed.path + query)
     if not route.backend.usable():
         raise ServiceUnavailableError(
             route.backend.problem or f"{route.backend.name} has no endpoints"

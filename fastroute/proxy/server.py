@@ -113,6 +113,8 @@ class Proxy:
         limits: sizes and timeouts.
         trusted: peers whose X-Forwarded-* headers are believed.
         tls: certificates for HTTPS listeners (SNI picks one; else the default).
+        https_redirect_port: where HTTP-to-HTTPS redirects point (clients see it: behind a
+            load balancer that maps 443 to the HTTPS listener, leave it at 443).
     """
 
     def __init__(
@@ -122,8 +124,10 @@ class Proxy:
         limits: Limits | None = None,
         trusted: TrustedProxies | None = None,
         tls: TLSContexts | None = None,
+        https_redirect_port: int = 443,
     ) -> None:
         self.tls = tls
+        self.https_redirect_port = https_redirect_port
         if config is not None and tls is not None:
             tls.install(config)
         self._config = config
@@ -266,6 +270,7 @@ class Proxy:
                 target=request.target,
                 host=host,
                 scheme=client.scheme,
+                https_port=self.https_redirect_port,
             )
         except ProxyError as error:
             await self._respond_error(stream, conn, client, request, error)

@@ -1,0 +1,160 @@
+"""The controller on manifest files: serves them, follows edits, survives a broken file.
+
+A real controller (its HTTP and HTTPS listeners) runs on 127.0.0.1 with a real backend; the
+test edits the manifest folder and polls the proxy, with a deadline, until it follows.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import yaml
+from echo import Echo
+
+from controller.app import Controller, Options
+from controller.manifests import load_manifests
+
+DEADLINE = 10.0
+
+
+def _manifest(backend_port: int, path: str) -> str:
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"ports": [{"port": 80}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+            "ports": [{"port": backend_port}],
+            "endpoints": [{"addresses": ["127.0.0.1"]}],
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "site"},
+            "spec": {
+                "ingressClassName": "fastroute",
+                "rules": [
+                    {
+                        "host": "site.example.com",
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": path,
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "web", "port": {"number": 80}}},
+                                }
+                            ]
+                        },
+                    }
+                ],
+            },
+        },
+    ]
+    return yaml.safe_dump_all(objects)
+
+
+async def _status(port: int, path: str) -> int:
+    def call() -> int:
+        with httpx.Client(trust_env=False, timeout=DEADLINE) as client:
+            url = f"http://127.0.0.1:{port}{path}"
+            return client.get(url, headers={"host": "site.example.com"}).status_code
+
+    return await trio.to_thread.run_sync(call)
+
+
+async def _until(port: int, path: str, status: int) -> None:
+    """Poll until ``path`` answers ``status``; fail at the deadline."""
+    with trio.fail_after(DEADLINE):
+        while await _status(port, path) != status:
+            await trio.sleep(0.05)
+
+
+def test_the_controller_follows_manifest_edits_and_keeps_serving_through_a_broken_file(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            backend = Echo("web")
+            backend_port = await nursery.start(backend.serve)
+            manifest = tmp_path / "site.yaml"
+            manifest.write_text(_manifest(backend_port, "/old"))
+            controller = Controller(
+                Options(manifests=[tmp_path], bind="127.0.0.1", http_port=0, https_port=0)
+            )
+            listening = await nursery.start(controller.run)
+            port = listening.http_port
+            assert controller.proxy.ready
+            assert await _status(port, "/old/page") == 200
+            assert await _status(port, "/new/page") == 404
+
+            manifest.write_text(_manifest(backend_port, "/new"))
+            await _until(port, "/new/page", 200)
+            assert await _status(port, "/old/page") == 404
+
+            reloads = controller.reloads
+            manifest.write_text("kind: Ingress\nspec: [broken\n")
+            with trio.fail_after(DEADLINE):  # the watcher saw the broken file and kept the config
+                while not any("not valid YAML" in e for e in _errors(controller)):
+                    await trio.sleep(0.05)
+            assert controller.reloads == reloads
+            assert await _status(port, "/new/page") == 200
+
+            manifest.write_text(_manifest(backend_port, "/again"))
+            await _until(port, "/again/x", 200)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)
+
+
+def _errors(controller: Controller) -> list[str]:
+    return load_manifests(controller.options.manifests).errors
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "--manifests PATH is required"),
+        (["--manifests", ".", "--max-body-size", "lots"], "not a size: 'lots'"),
+        (["--manifests", ".", "--http-port", "70000"], "not a port"),
+        (["--manifests", ".", "--header-timeout", "-1"], "must be a positive number"),
+    ],
+)
+def test_the_command_line_names_what_is_wrong(arguments: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "controller", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_the_command_line_help_lists_the_flags() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "controller", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for flag in (
+        "--manifests",
+        "--http-port",
+        "--https-port",
+        "--ingress-class",
+        "--max-body-size",
+    ):
+        assert flag in result.stdout

@@ -1,0 +1,93 @@
+"""The README's main command: the demo serves the example manifests as their documents say."""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+DEADLINE = 30.0
+
+
+def _wait_for_ready(demo: subprocess.Popen[str]) -> tuple[int, int, str]:
+    """Read the demo's output until its ready line; (http port, https port, all output).
+
+    A thread reads the lines: a pipe read can block, and the deadline must hold.
+    """
+    assert demo.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in demo.stdout or []:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    output = ""
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        try:
+            line = lines.get(timeout=max(0.01, end - time.monotonic()))
+        except queue.Empty:
+            break
+        output += line
+        found = re.search(r"fastroute demo ready: http=(\d+) https=(\d+)", line)
+        if found:
+            return int(found[1]), int(found[2]), output
+    raise AssertionError(f"the demo did not get ready:\n{output}")
+
+
+def test_the_demo_routes_the_examples_as_their_documents_say() -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "controller", "demo", "--http-port", "0", "--https-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        http, https, output = _wait_for_ready(demo)
+        assert "curl -H 'Host: sample.example.com'" in output
+        with httpx.Client(trust_env=False, timeout=10) as client:
+
+            def get(host: str, path: str) -> httpx.Response:
+                return client.get(f"http://127.0.0.1:{http}{path}", headers={"host": host})
+
+            # 05-default-backend.yaml: /path1/* -> svc-1, /path2/* -> svc-2, else -> default
+            assert get("sample.example.com", "/path1/x").text.startswith(
+                "service sample-ingress-svc-1 "
+            )
+            assert get("sample.example.com", "/path2").text.startswith(
+                "service sample-ingress-svc-2 "
+            )
+            assert get("sample.example.com", "/else").text.startswith(
+                "service sample-ingress-default "
+            )
+            # 03: two versions on two host names
+            assert get("v2.echo.192.168.49.5.sslip.io", "/").text.startswith("service echo-v2 ")
+            # 01: rewrite-target / sends everything under the path to /
+            rewritten = get("alicek106.example.com", "/echo-hostname/deep").text
+            assert rewritten.startswith("service hostname-service answered GET /\n")
+            # 02: a TLS host redirects plain HTTP, to the demo's HTTPS port
+            redirect = get("https-example.foo.com", "/x")
+            assert redirect.status_code == 308
+            assert redirect.headers["location"] == f"https://https-example.foo.com:{https}/x"
+            assert get("nowhere.example", "/").status_code == 404
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        with httpx.Client(verify=insecure, trust_env=False, timeout=10) as client:
+            response = client.get(
+                f"https://127.0.0.1:{https}/scappy",
+                headers={"host": "niniz.com"},
+                extensions={"sni_hostname": "niniz.com"},
+            )
+            assert response.text.startswith("service scappy-node-port-svc ")
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=DEADLINE) == 0
