@@ -11,7 +11,7 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
@@ -100,24 +100,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CIDR",
         help="a peer whose X-Forwarded-* headers are believed (repeatable)",
     )
-    parser.add_argument(
-        "--max-header-size", type=_size, default=defaults.max_head_bytes, metavar="SIZE"
-    )
-    parser.add_argument(
-        "--max-body-size", type=_size, default=defaults.max_body_bytes, metavar="SIZE"
-    )
-    parser.add_argument(
-        "--header-timeout", type=_positive, default=defaults.head_timeout, metavar="SECONDS"
-    )
-    parser.add_argument(
-        "--connect-timeout", type=_positive, default=defaults.connect_timeout, metavar="SECONDS"
-    )
-    parser.add_argument(
-        "--upstream-timeout", type=_positive, default=defaults.upstream_timeout, metavar="SECONDS"
-    )
-    parser.add_argument(
-        "--max-connections", type=int, default=defaults.max_connections, metavar="N"
-    )
+    limits: list[
+        tuple[str, Callable[[str], object], float, str]
+    ] = [  # flag, parser, default, metavar
+        ("--max-header-size", _size, defaults.max_head_bytes, "SIZE"),
+        ("--max-body-size", _size, defaults.max_body_bytes, "SIZE"),
+        ("--header-timeout", _positive, defaults.head_timeout, "SECONDS"),
+        ("--connect-timeout", _positive, defaults.connect_timeout, "SECONDS"),
+        ("--upstream-timeout", _positive, defaults.upstream_timeout, "SECONDS"),
+        ("--max-connections", int, defaults.max_connections, "N"),
+    ]
+    for flag, parse, default, metavar in limits:
+        parser.add_argument(flag, type=parse, default=default, metavar=metavar)
     parser.add_argument("--no-watch", action="store_true", help="read the manifests once")
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]

@@ -337,19 +337,6 @@ cdef extern from *:
     #endif
     }
 
-    /* Do stored bytes (zero-padded to a multiple of 8) equal s[:n], which is
-       followed by 8 zero bytes? Word compares only. */
-    static inline int fr_same_padded(const char *stored, const char *s, size_t n) {
-        uint64_t a, b;
-        size_t i;
-        for (i = 0; i < n; i += 8) {
-            memcpy(&a, stored + i, 8);
-            memcpy(&b, s + i, 8);
-            if (a != b) return 0;
-        }
-        return 1;
-    }
-
     /* Do the stored element bytes equal s[:n]? Short elements are stored
        zero-padded in 8 bytes, so on little-endian machines one compare of
        words does it. */
@@ -402,7 +389,6 @@ cdef extern from *:
     size_t fr_host(const char* h, size_t n, char* out) nogil
     uint64_t fr_hash_padded(uint64_t seed, const char* s, size_t n, uint64_t* first) nogil
     void fr_prefetch(const void* p) nogil
-    bint fr_same_padded(const char* stored, const char* s, size_t n) nogil
 
 
 cdef inline int view_text(object o, const char** p, Py_ssize_t* n, bint none_ok) except -1:
@@ -769,20 +755,8 @@ cdef class Router:
     ) noexcept nogil:
         """``child`` of a host root, for a name in a zero-padded buffer (see fr_host)."""
         cdef uint64_t first
-        cdef uint64_t h = fr_hash_padded(fr_root_key(parent), s, n, &first)
-        cdef uint32_t i = <uint32_t>h & self.mask
-        cdef Node* nd
-        while True:
-            nd = &self.nodes[i]
-            if nd.parent == EMPTY:
-                return NO_NODE
-            if nd.hash == <uint32_t>h and nd.parent == parent and nd.seglen == n and (
-                fr_same_padded(nd.seg.heap, s, n) if n > INLINE_SEGMENT
-                else fr_same(nd.seg.chars, s, n, first)
-            ):
-                key[0] = h
-                return i
-            i = (i + 1) & self.mask
+        key[0] = fr_hash_padded(fr_root_key(parent), s, n, &first)
+        return self.child_hashed(parent, s, n, key[0], first)
 
     cdef int reserve(self, uint32_t extra) except -1:
         """Make room for ``extra`` new nodes, rebuilding the table if it is too full.

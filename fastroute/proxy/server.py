@@ -16,6 +16,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -298,7 +299,7 @@ class Proxy:
     ) -> None:
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # a response is already on its way: the connection just closes
-        body = f"{error.status} {h11_reason(error.status)}\n".encode()
+        body = f"{error.status} {_reason(error.status)}\n".encode()
         log.info("%s: %s", type(error).__name__, error.detail)
         try:
             await _respond(stream, conn, error.status, body, [], close=True)
@@ -499,7 +500,7 @@ async def _respond(
         all_headers.append((b"content-type", b"text/plain; charset=utf-8"))
     if close:
         all_headers.append((b"connection", b"close"))
-    reason = h11_reason(status).encode()
+    reason = _reason(status).encode()
     data = conn.send(h11.Response(status_code=status, headers=all_headers, reason=reason)) or b""
     if body:
         data += conn.send(h11.Data(data=body)) or b""
@@ -521,10 +522,7 @@ def _check_head(request: h11.Request, limits: Limits) -> None:
         + sum(len(n) + len(v) + 4 for n, v in request.headers)
     )
     if size > limits.max_head_bytes:
-        error = HeadersTooLargeError(
-            f"request head of {size} bytes is over {limits.max_head_bytes}"
-        )
-        raise error
+        raise HeadersTooLargeError(f"request head of {size} bytes is over {limits.max_head_bytes}")
     encodings = [v.strip().lower() for n, v in request.headers if n == b"transfer-encoding"]
     if encodings:
         if _header(request.headers, b"content-length") is not None:
@@ -545,9 +543,8 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
     return None
 
 
-def h11_reason(status: int) -> str:
-    from http import HTTPStatus
-
+def _reason(status: int) -> str:
+    """The standard reason phrase of a status code ("" for an unknown one)."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:
