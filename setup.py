@@ -5,7 +5,10 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=cythonize(
-        [Extension("fastroute._match", ["fastroute/_match.pyx"], extra_compile_args=["-O3"])],
+        [
+            Extension(name, [f"{name.replace('.', '/')}.pyx"], extra_compile_args=["-O3"])
+            for name in ("fastroute._match", "fastroute._http")
+        ],
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,
@@ -17,7 +20,7 @@ setup(
             # clinic-style signatures keep inspect.signature (and stubtest) working
             "binding": False,
             "embedsignature.format": "clinic",
-            # a Router owns C memory: no automatic pickling, no doctest dict
+            # a Router and a parsed head own C memory: no automatic pickling, no doctest dict
             "auto_pickle": False,
             "autotestdict": False,
         },

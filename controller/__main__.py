@@ -2,6 +2,8 @@
 
 ``fastroute-controller --manifests DIR`` serves the Ingresses in DIR and follows changes;
 ``fastroute-controller demo`` starts local echo backends and serves the example manifests.
+``--workers N`` makes this process a supervisor of N serving processes
+(``controller.supervisor``); otherwise it serves itself (``controller.lifecycle``).
 """
 
 from __future__ import annotations
@@ -9,24 +11,54 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import signal
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
 
-from controller.app import Controller, Options
+from controller.app import ListenError, Options
+from controller.lifecycle import serve_until_signalled
+from controller.supervisor import Supervisor, worker_command
 from fastroute.ingress import ClassPolicy
 from fastroute.proxy.server import Limits
 
 __all__ = ["main"]
+
+DEFAULT_STATUS_PORT = 10254  # ingress-nginx's, so probes and scrape configs carry over
 
 
 def _positive(text: str) -> float:
     value = float(text)
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
+    return value
+
+
+def _workers(text: str) -> int:
+    """``N`` processes, or ``auto``: one per CPU."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a number of workers: {text!r} (write a number or 'auto')"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 worker, got {text!r}")
     return value
 
 
@@ -112,7 +144,33 @@ def _parser() -> argparse.ArgumentParser:
     ]
     for flag, parse, default, metavar in limits:
         parser.add_argument(flag, type=parse, default=default, metavar=metavar)
-    parser.add_argument("--no-watch", action="store_true", help="read the manifests once")
+    parser.add_argument(
+        "--status-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="/healthz, /readyz and /metrics (default 10254, as ingress-nginx; 0: any free "
+        "port; the demo has none unless given)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=_seconds,
+        default=20.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long requests in flight may take to finish (default 20, "
+        "inside Kubernetes' 30 s terminationGracePeriodSeconds)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="serving processes sharing the ports (default 1; 'auto': one per CPU)",
+    )
+    parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-watch", action="store_true", help="read the manifests once (SIGHUP rereads them)"
+    )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
@@ -140,34 +198,34 @@ def _options(args: argparse.Namespace, manifests: Sequence[Path]) -> Options:
         ),
         https_redirect_port=args.https_redirect_port,
         watch=not args.no_watch,
+        status_port=_status_port(args),
+        reuse_port=args.worker_of is not None,
+        shutdown_grace=args.shutdown_grace,
     )
 
 
-async def _serve_until_signalled(options: Options) -> None:
-    controller = Controller(options)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            listening = await nursery.start(controller.run)
-            logging.getLogger("fastroute.controller").info(
-                "listening on %s: http %d, https %d",
-                options.bind,
-                listening.http_port,
-                listening.https_port,
-            )
-            async for signum in signals:
-                logging.getLogger("fastroute.controller").info(
-                    "%s: stopping", signal.Signals(signum).name
-                )
-                nursery.cancel_scope.cancel()
-                break
+def _status_port(args: argparse.Namespace) -> int | None:
+    """Where this process serves /healthz etc.: a worker never does (its supervisor does)."""
+    if args.worker_of is not None:
+        return None
+    if args.status_port is None and args.command == "serve":
+        return DEFAULT_STATUS_PORT
+    port: int | None = args.status_port
+    return port
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the controller (or the demo); return the exit status."""
+    """Run the controller (or the demo, or a supervisor of workers); return the exit status."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    several = args.workers > 1 or args.worker_of is not None
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level,
+        # with several processes, each line says which one wrote it
+        format="%(asctime)s %(levelname)s %(name)s"
+        + ("[%(process)d]" if several else "")
+        + ": %(message)s",
     )
     try:
         if args.command == "demo":
@@ -177,10 +235,52 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args.manifests:
             parser.error("--manifests PATH is required (a file or folder of Kubernetes manifests)")
-        trio.run(_serve_until_signalled, _options(args, args.manifests))
+        options = _options(args, args.manifests)
+        if args.workers > 1:
+            return _supervise(parser, args, argv, options)
+        return _run(partial(serve_until_signalled, options, supervisor=args.worker_of))
     except ValueError as error:  # an option that parsed but is out of range
         parser.error(str(error))
-    return 0
+
+
+def _run(serve: Callable[[], Awaitable[int | None]]) -> int:
+    """Run ``serve`` in trio; its exit status, or 1 when a listener cannot open its port."""
+    status: int | None = 1
+    try:
+        status = trio.run(serve)
+    except* ListenError as group:
+        for error in _leaves(group):
+            logging.getLogger("fastroute.controller").error("%s", error)
+    return status or 0
+
+
+def _leaves(group: BaseExceptionGroup[ListenError]) -> Iterator[ListenError]:
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            yield from _leaves(error)
+        else:
+            yield error
+
+
+def _supervise(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    options: Options,
+) -> int:
+    if 0 in (options.http_port, options.https_port):
+        parser.error(
+            "--workers N needs fixed --http-port and --https-port: "
+            "with 0 every worker would get a different port"
+        )
+    supervisor = Supervisor(
+        worker_command(argv),
+        args.workers,
+        bind=options.bind,
+        status_port=options.status_port,
+        grace=options.shutdown_grace,
+    )
+    return _run(supervisor.run)
 
 
 if __name__ == "__main__":

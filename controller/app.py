@@ -1,19 +1,26 @@
 """The controller: the proxy's listeners, fed from manifest files that are watched.
 
-A change to any watched file rebuilds the RouteConfig off the request path and swaps it
-in. If a file fails to parse, the last good config keeps serving and the reason is
-logged. At startup, with nothing to keep, the files that do parse are served. Objects
-that parse but cannot be used are skipped one by one, each with a logged reason (see
-``fastroute.ingress``).
+A change to any watched file (or ``reload``, which SIGHUP calls) rebuilds the RouteConfig
+off the request path and swaps it in. If a file fails to parse, the last good config
+keeps serving and the reason is logged. At startup, with nothing to keep, the files that
+do parse are served. Objects that parse but cannot be used are skipped one by one, each
+with a logged reason (see ``fastroute.ingress``). Every reload is counted in the
+metrics, a file that does not parse as a failure.
+
+With a status port, ``/healthz``, ``/readyz`` (a config is loaded and the controller is
+not draining) and ``/metrics`` are served there (``fastroute.proxy.status``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import trio
 import watchfiles
@@ -21,10 +28,12 @@ import watchfiles
 from controller.manifests import MANIFEST_SUFFIXES, load_manifests
 from fastroute.ingress import ClassPolicy, RouteConfig, build_config
 from fastroute.proxy.headers import TrustedProxies
+from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
+from fastroute.proxy.status import serve_status
 from fastroute.proxy.tls import TLSContexts
 
-__all__ = ["Controller", "Options"]
+__all__ = ["Controller", "ListenError", "Listening", "Options", "naming_the_listener"]
 
 log = logging.getLogger("fastroute.controller")
 
@@ -42,6 +51,13 @@ class Options:
     limits: Limits = field(default_factory=Limits)
     https_redirect_port: int = 443  # what HTTP-to-HTTPS redirects point to
     watch: bool = True
+    status_port: int | None = None  # /healthz, /readyz, /metrics; None: no status listener
+    reuse_port: bool = False  # SO_REUSEPORT: worker processes share the HTTP(S) ports
+    shutdown_grace: float = 20.0  # seconds a drain waits for requests in flight
+
+    def __post_init__(self) -> None:
+        if not (self.shutdown_grace >= 0 and math.isfinite(self.shutdown_grace)):
+            raise ValueError(f"shutdown grace must be 0 or more seconds, got {self.shutdown_grace}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,32 @@ class Listening:
 
     http_port: int
     https_port: int
+    status_port: int | None = None
+
+
+class Built(NamedTuple):
+    """What a reload built: the config to install (None: keep the current one) and
+    whether every manifest parsed (if not, the reload counts as failed)."""
+
+    config: RouteConfig | None
+    complete: bool
+
+
+class ListenError(OSError):
+    """A listener could not open its port; the message says which listener and where."""
+
+
+@contextmanager
+def naming_the_listener(what: str, host: str, port: int) -> Iterator[None]:
+    """Turn a failed bind into a ListenError that names the listener, host and port."""
+    try:
+        yield
+    except OSError as error:
+        failed = ListenError(
+            f"cannot listen for {what} on {host}:{port}: {error.strerror or error}"
+        )
+        failed.errno = error.errno
+        raise failed from None
 
 
 class Controller:
@@ -57,66 +99,113 @@ class Controller:
 
     def __init__(self, options: Options) -> None:
         self.options = options
+        self.metrics = Metrics()
         self.proxy = Proxy(
             None,
             limits=options.limits,
             trusted=TrustedProxies(options.trusted_proxies),
             tls=TLSContexts(),
             https_redirect_port=options.https_redirect_port,
+            metrics=self.metrics,
         )
         self.reloads = 0  # configs installed, the first one included
+        self.draining = False
+        # Reloads from the watch and from SIGHUP take turns, so an older build can never
+        # be swapped in after a newer one.
+        self._reloading = trio.Lock()
 
-    def build(self) -> RouteConfig | None:
-        """A config from the manifests, or None to keep the current one."""
+    @property
+    def ready(self) -> bool:
+        """What ``/readyz`` says: a config is loaded and no drain has begun."""
+        return self.proxy.ready and not self.draining
+
+    def build(self) -> Built:
+        """A config from the manifests (None to keep the current one); runs in a thread."""
         loaded = load_manifests(self.options.manifests)
         for error in loaded.errors:
             log.error("manifest: %s", error)
-        if not loaded.complete and self.proxy.ready:
+        if not loaded.complete and self.proxy.config is not None:
             log.error("keeping the last good configuration until the manifests parse again")
-            return None
+            return Built(None, complete=False)
         config = build_config(loaded.objects, classes=self.options.classes)
         for problem in config.problems:
             (log.warning if problem.warning else log.error)("%s", problem)
-        return config
+        return Built(config, complete=loaded.complete)
 
     async def reload(self) -> bool:
         """Rebuild from the manifests and swap the result in; whether anything changed."""
-        config = await trio.to_thread.run_sync(self.build)
-        if config is None:
-            return False
-        await self.proxy.load(config)
-        self.reloads += 1
-        log.info(
-            "serving %d Ingress(es): %s",
-            len(config.ingresses),
-            ", ".join(config.ingresses) or "none",
-        )
-        return True
+        async with self._reloading:
+            try:
+                config, complete = await trio.to_thread.run_sync(self.build)
+                if config is not None:
+                    await self.proxy.load(config)
+            except Exception:
+                # a reload that breaks must not take the watch (or the server) with it
+                log.exception("reload failed; the current configuration keeps serving")
+                self.metrics.config_reload(False)
+                return False
+            self.metrics.config_reload(complete)
+            if config is None:
+                return False
+            self.reloads += 1
+            log.info(
+                "serving %d Ingress(es): %s",
+                len(config.ingresses),
+                ", ".join(config.ingresses) or "none",
+            )
+            self.metrics.set_ready(self.ready)
+            return True
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking traffic: ``/readyz`` turns 503 at once, requests in flight get up
+        to ``grace`` seconds to finish. The caller cancels ``run`` afterwards."""
+        self.draining = True
+        self.metrics.set_ready(False)
+        await self.proxy.drain(grace)
 
     async def run(
         self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Serve until cancelled; ``task_status.started`` gets the bound ports."""
+        """Serve until cancelled; ``task_status.started`` gets the bound ports.
+
+        The status listener starts first, so liveness probes answer (and readiness says
+        no) while the manifests load.
+        """
         options = self.options
         async with trio.open_nursery() as nursery:
-            http = await nursery.start(
-                partial(self.proxy.serve, scheme="http"), options.bind, options.http_port
-            )
-            https = await nursery.start(
-                partial(self.proxy.serve, scheme="https"), options.bind, options.https_port
-            )
+            status_port = None
+            if options.status_port is not None:
+                with naming_the_listener("status", options.bind, options.status_port):
+                    status_port = await nursery.start(
+                        partial(
+                            serve_status, ready=lambda: self.ready, metrics_text=self.metrics.text
+                        ),
+                        options.bind,
+                        options.status_port,
+                    )
+            ports = []
+            for scheme, port in (("http", options.http_port), ("https", options.https_port)):
+                with naming_the_listener(scheme, options.bind, port):
+                    listeners = await nursery.start(
+                        partial(self.proxy.serve, scheme=scheme, reuse_port=options.reuse_port),
+                        options.bind,
+                        port,
+                    )
+                ports.append(listeners[0].socket.getsockname()[1])
             await self.reload()
             if options.watch:
                 nursery.start_soon(self._watch)
-            task_status.started(
-                Listening(http[0].socket.getsockname()[1], https[0].socket.getsockname()[1])
-            )
+            task_status.started(Listening(ports[0], ports[1], status_port))
 
     async def _watch(self) -> None:
         """Reload on every change to the manifests (bursts of changes reload once).
 
         Folders are watched rather than files: editors save by writing a new file and
         renaming it over the old one, which a watch on the file itself would lose.
+
+        watchfiles waits for changes in a thread that checks ``stop`` every ``step`` ms
+        but otherwise returns only every 5 s; setting ``stop`` as soon as the watch is
+        cancelled lets the process stop at once rather than up to 5 s later.
         """
         dirs = {p.resolve() for p in self.options.manifests if p.is_dir()}
         files = {p.resolve() for p in self.options.manifests if not p.is_dir()}
@@ -128,8 +217,21 @@ class Controller:
             )
 
         folders = dirs | {f.parent for f in files}
-        async for changes in watchfiles.awatch(*folders, debounce=200, step=50, recursive=False):
-            paths = sorted({path for _, path in changes if relevant(path)})
-            if paths:
-                log.info("manifests changed: %s", ", ".join(paths))
-                await self.reload()
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_set_when_cancelled, stop)
+            async for changes in watchfiles.awatch(
+                *folders, debounce=200, step=50, recursive=False, stop_event=stop
+            ):
+                paths = sorted({path for _, path in changes if relevant(path)})
+                if paths:
+                    log.info("manifests changed: %s", ", ".join(paths))
+                    await self.reload()
+            nursery.cancel_scope.cancel()
+
+
+async def _set_when_cancelled(event: trio.Event) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        event.set()

@@ -370,3 +370,115 @@ def test_not_ready_until_a_config_is_loaded() -> None:
 
 def _empty_config() -> RouteConfig:
     return build_config([])
+
+
+# ------------------------------------------------------------------ framing
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection() -> None:
+    async def scenario() -> None:
+        async with running() as setup:
+            one = b"GET /first HTTP/1.1\r\nHost: a.example.com\r\n\r\n"
+            two = b"GET /second HTTP/1.1\r\nHost: b.example.com\r\nConnection: close\r\n\r\n"
+            answer = await setup.raw(one + two)
+            assert answer.count(b"HTTP/1.1 200 ") == 2
+            split = answer.index(b"HTTP/1.1 200 ", 1)
+            first, second = answer[:split], answer[split:]
+            assert b'"backend": "a"' in first
+            assert b'"/first"' in first
+            assert b'"backend": "b"' in second
+            assert b'"/second"' in second
+
+    run(scenario)
+
+
+def test_a_chunked_request_body_reaches_the_backend_whole() -> None:
+    async def scenario() -> None:
+        async with running() as setup:
+            body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+            answer = await setup.raw(
+                b"POST /upload HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + body
+            )
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert b'"body_length": 11' in answer
+
+    run(scenario)
+
+
+def test_malformed_chunked_body_is_refused_with_400() -> None:
+    async def scenario() -> None:
+        async with running() as setup:
+            answer = await setup.raw(
+                b"POST / HTTP/1.1\r\nHost: a.example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\nhello\n0\n\n"  # bare LF framing: a classic smuggling vector
+            )
+            assert answer.startswith(b"HTTP/1.1 400 ")
+
+    run(scenario)
+
+
+def test_an_http10_client_gets_a_chunked_response_decoded_and_closed() -> None:
+    async def scenario() -> None:
+        async with running() as setup:
+            setup.a.release.set()  # /stream sends both chunks at once
+            answer = await setup.raw(b"GET /stream HTTP/1.0\r\nHost: a.example.com\r\n\r\n")
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert b"transfer-encoding" not in head.lower()
+            assert b"connection: close" in head.lower()
+            assert body == b"first\nlast\n"
+
+    run(scenario)
+
+
+def test_head_requests_get_no_body_and_keep_the_connection() -> None:
+    async def scenario() -> None:
+        async with running() as setup:
+            answer = await setup.raw(
+                b"HEAD / HTTP/1.1\r\nHost: a.example.com\r\n\r\n"
+                b"GET /after HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"
+            )
+            first, _, rest = answer.partition(b"\r\n\r\n")
+            assert first.startswith(b"HTTP/1.1 200 ")
+            assert b"content-length" in first.lower()
+            assert rest.startswith(b"HTTP/1.1 200 ")  # no body bytes in between
+            assert b'"/after"' in rest
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ draining
+
+
+def test_drain_finishes_requests_in_flight_and_takes_no_new_ones() -> None:
+    async def scenario() -> None:
+        async with running() as setup:
+            result: dict[str, Any] = {}
+
+            async def slow_request() -> None:
+                result["slow"] = (await setup.get("/slow", "a.example.com")).status_code
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow_request)
+                idle = await trio.open_tcp_stream("127.0.0.1", setup.port)  # keep-alive, idle
+                with trio.fail_after(DEADLINE):
+                    while setup.a.connections == 0:  # the slow request reached the backend
+                        await trio.sleep(0.01)
+
+                async def drain() -> None:
+                    with trio.fail_after(DEADLINE):
+                        await setup.proxy.drain(DEADLINE)
+                    result["drained"] = True
+
+                nursery.start_soon(drain)
+                with trio.fail_after(DEADLINE):
+                    assert await idle.receive_some(1) == b""  # the idle one is closed at once
+                assert not setup.proxy.ready
+                with pytest.raises(OSError, match="connect"):
+                    await trio.open_tcp_stream("127.0.0.1", setup.port)
+                assert "drained" not in result  # still waiting for the slow request
+                setup.a.release.set()
+            assert result == {"slow": 200, "drained": True}
+
+    run(scenario)

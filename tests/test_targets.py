@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from fastroute import Router
 from fastroute.errors import BadRequestError
-from fastroute.proxy.targets import RequestTarget, normalize_path, parse_target
+from fastroute.proxy.targets import RequestTarget, normalize_path, parse_target, simple_origin
 
 # ---------------------------------------------------------------------------------------------
 # parse_target: the forms that are served
@@ -414,3 +414,28 @@ def test_plain_paths_are_unchanged(segments: list[str], trailing_slash: bool) ->
     path = ("/" + "/".join(segments) + ("/" if trailing_slash and segments else "")).encode()
     assert normalize_path(path) == path
     assert parse_target(b"GET", path).match_path == path
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    method=st.sampled_from([b"GET", b"POST", b"OPTIONS", b"CONNECT"]),
+    target=st.lists(
+        st.sampled_from([b"/", b"//", b".", b"..", b"%", b"%2e", b"a", b"?", b"#", b"\x00", b" "]),
+        max_size=8,
+    ).map(b"".join),
+)
+def test_the_fast_path_agrees_with_parse_target(method: bytes, target: bytes) -> None:
+    """``simple_origin`` answers only for targets that parse to an unchanged match path."""
+    simple = simple_origin(method, target)
+    if simple is None:
+        return
+    parsed = parse_target(method, target)
+    assert simple == (parsed.path, parsed.query)
+    assert parsed.match_path == parsed.path
+    assert parsed.authority == b""
+
+
+def test_the_fast_path_takes_the_common_targets() -> None:
+    assert simple_origin(b"GET", b"/api/v1/items?page=2") == (b"/api/v1/items", b"page=2")
+    assert simple_origin(b"GET", b"/a/../b") is None
+    assert simple_origin(b"GET", b"/a%2Fb") is None

@@ -41,10 +41,11 @@ class Backend:
     endpoints: tuple[Endpoint, ...] = ()
     terminating: tuple[Endpoint, ...] = ()
     problem: str = ""
+    # "namespace/service:port", for logs and metrics; written once, read per request
+    name: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return f"{self.namespace}/{self.service}:{self.port}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.namespace}/{self.service}:{self.port}")
 
     def usable(self) -> tuple[Endpoint, ...]:
         """The endpoints to send to: ready ones, else terminating ones, else none."""

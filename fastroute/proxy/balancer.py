@@ -152,8 +152,8 @@ class Balancer:
         if now > self._now:
             self._now = now
         usable = backend.usable()
-        if not usable:
-            return []
+        if len(usable) < 2:  # nothing to rotate or to order by health
+            return list(usable)
         name = backend.name
         counter = self._counters.get(name, 0)
         self._counters[name] = counter + 1

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from fastroute.errors import BadRequestError, NoRouteError, ServiceUnavailableError
 from fastroute.ingress.model import RouteConfig, Target
-from fastroute.proxy.targets import parse_target
+from fastroute.proxy.targets import parse_target, simple_origin
 
 __all__ = ["ACME_CHALLENGE", "Decision", "Forward", "Redirect", "decide"]
 
@@ -81,30 +81,35 @@ def decide(
         NoRouteError: no rule matches and there is no default backend.
         ServiceUnavailableError: the route's Service has no endpoints.
     """
-    parsed = parse_target(method, target)
-    authority = parsed.authority or host
+    simple = simple_origin(method, target)
+    if simple is not None:  # the common case: nothing to decode or normalize
+        path, query_part = simple
+        match_path, authority = path, host
+    else:
+        parsed = parse_target(method, target)
+        path, query_part, match_path = parsed.path, parsed.query, parsed.match_path
+        authority = parsed.authority or host
     if authority is None:
         raise BadRequestError("no Host header and no host in the request target")
-    route = config.router.match(authority, parsed.match_path)
+    route = config.router.match(authority, match_path)
     if route is None:
         raise NoRouteError(
             f"no rule for host {authority.decode('latin-1')!r} path "
-            f"{parsed.match_path.decode('latin-1')!r} and no default backend"
+            f"{match_path.decode('latin-1')!r} and no default backend"
         )
     assert isinstance(route, Target)
-    query = b"?" + parsed.query if parsed.query else b""
+    query = b"?" + query_part if query_part else b""
     if (
         scheme == "http"
         and ((route.tls and route.policy.ssl_redirect) or route.policy.force_ssl_redirect)
-        and not parsed.match_path.startswith(ACME_CHALLENGE)
+        and not match_path.startswith(ACME_CHALLENGE)
     ):
         port = b"" if https_port == 443 else b":%d" % https_port
-        return Redirect(308, b"https://" + _host_name(authority) + port + parsed.path + query)
+        return Redirect(308, b"https://" + _host_name(authority) + port + path + query)
     if not route.backend.usable():
         raise ServiceUnavailableError(
             route.backend.problem or f"{route.backend.name} has no endpoints"
         )
-    path = parsed.path
     if route.policy.rewrite_target is not None:
         path = route.policy.rewrite_target.encode("utf-8")
     return Forward(route=route, host=authority, target=path + query)

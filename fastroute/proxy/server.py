@@ -1,32 +1,49 @@
-"""The trio + h11 server: the only module of the proxy that touches sockets.
+"""The trio server: the only module of the proxy that touches sockets.
 
-One task per client connection reads requests with h11, asks ``decide`` what to do with
-each, and either answers it (redirect or error status) or forwards it to an endpoint.
-Forwarding streams both bodies chunk by chunk; nothing is buffered whole. Upstream
-connections are kept alive in a ``Pool`` and chosen by the ``Balancer``.
+One task per client connection reads request heads with the compiled codec
+(``fastroute._http``), asks ``decide`` what to do with each, and either answers it
+(redirect or error status) or forwards it to an endpoint. Heads are rewritten once;
+bodies pass through as they came, chunked framing included, and are never buffered
+whole. Upstream connections are kept alive in a ``Pool`` and chosen by the ``Balancer``.
+A request that asks for a protocol upgrade (WebSocket) and gets ``101`` becomes a
+two-way byte tunnel.
 
 Each request uses the RouteConfig that was current when its head arrived. ``swap``
-replaces the reference for the requests that come after, and requests in flight finish
-on the config they started with.
+replaces the reference for the requests that come after; requests in flight and open
+tunnels finish on the config they started with.
+
+Timeouts cost nothing per read: each connection has one cancel scope whose deadline is
+moved as the exchange goes through its phases, and the phase it was in when the
+deadline passed says what the client is told (408 for a slow client, 504 for a slow
+upstream, nothing for an idle keep-alive connection).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING
 
-import h11
 import trio
+from trio.lowlevel import wait_readable
 
+from fastroute._http import (
+    ChunkedError,
+    ChunkedScanner,
+    RequestHead,
+    ResponseHead,
+    parse_request,
+    parse_response,
+)
 from fastroute.errors import (
     BadGatewayError,
     BadRequestError,
     GatewayTimeoutError,
-    HeadersTooLargeError,
     PayloadTooLargeError,
     ProxyError,
     RequestTimeoutError,
@@ -34,25 +51,34 @@ from fastroute.errors import (
 )
 from fastroute.ingress.model import Endpoint, RouteConfig
 from fastroute.proxy.balancer import Balancer, may_retry
+from fastroute.proxy.channel import Channel, SocketChannel, StreamChannel, connect
 from fastroute.proxy.decide import Forward, Redirect, decide
-from fastroute.proxy.headers import Client, TrustedProxies, request_headers, response_headers
+from fastroute.proxy.headers import Client, TrustedProxies
 from fastroute.proxy.pool import Pool
 from fastroute.proxy.tls import TLSContexts
+
+if TYPE_CHECKING:
+    from fastroute.proxy.metrics import Metrics
 
 __all__ = ["Limits", "Proxy"]
 
 log = logging.getLogger("fastroute.proxy")
 access_log = logging.getLogger("fastroute.access")
 
-READ_SIZE = 64 * 1024
+SWEEP_INTERVAL = 5.0  # seconds between closing upstream connections idle too long
+ERROR_SEND_TIMEOUT = 5.0  # for writing an error answer after a timeout
 
 
 class _ClientGoneError(Exception):
-    """The client's connection broke: nothing more can be sent to it."""
+    """The client's connection broke, or must close: nothing more can be sent to it."""
+
+
+class _UpstreamFailedError(Exception):
+    """The exchange with an upstream failed before its response head arrived."""
 
 
 # Connection-level failures of an upstream: the exchange cannot go on on this connection.
-UPSTREAM_FAILURES = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError)
+UPSTREAM_FAILURES = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 @dataclass(frozen=True)
@@ -76,33 +102,68 @@ class Limits:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value}")
 
 
+class _Phase(enum.Enum):
+    """Where a client connection is: what a passed deadline means there."""
+
+    IDLE = "idle"  # between requests: close quietly
+    HEAD = "head"  # part of a head received: 408
+    BODY = "body"  # reading the request body: 408
+    UPSTREAM = "upstream"  # waiting for the upstream: 504 (if nothing was answered yet)
+    RESPONSE = "response"  # relaying: the response is cut off
+
+
+class _Connection:
+    """One client connection's state, shared with ``drain`` and the timeout handling."""
+
+    __slots__ = (
+        "channel",
+        "client",
+        "forwarded",
+        "head",
+        "ingress",
+        "phase",
+        "responded",
+        "scope",
+        "service",
+        "started",
+        "upstream",
+    )
+
+    def __init__(
+        self, channel: Channel, client: Client, scope: trio.CancelScope, trusted: bool
+    ) -> None:
+        self.channel = channel
+        self.client = client
+        self.scope = scope
+        self.phase = _Phase.IDLE
+        # what X-Forwarded-* say about this connection, encoded once
+        self.forwarded = (
+            client.address.encode("ascii"),
+            client.scheme.encode("ascii"),
+            str(client.port).encode("ascii"),
+            trusted,
+        )
+        self.responded = False  # a response head went out for the current request
+        self.head: RequestHead | None = None
+        self.ingress = "-"  # the current request's route, once it has one (metrics, logs)
+        self.service = "-"
+        self.started = 0.0  # when the current request's head was parsed
+        self.upstream: _Upstream | None = None
+
+    def deadline(self, phase: _Phase, seconds: float) -> None:
+        self.phase = phase
+        self.scope.deadline = trio.current_time() + seconds
+
+
 class _Upstream:
-    """One connection to an endpoint and its h11 client state."""
+    """One connection to an endpoint."""
 
-    def __init__(self, stream: trio.SocketStream, endpoint: Endpoint) -> None:
-        self.stream = stream
+    __slots__ = ("channel", "endpoint", "reused")
+
+    def __init__(self, channel: SocketChannel, endpoint: Endpoint) -> None:
+        self.channel = channel
         self.endpoint = endpoint
-        self.h11 = h11.Connection(h11.CLIENT)
-
-    async def send(self, event: Any) -> None:
-        data = self.h11.send(event)
-        if data:
-            await self.stream.send_all(data)
-
-    async def next_event(self, timeout: float) -> Any:
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            with trio.move_on_after(timeout) as scope:
-                data = await self.stream.receive_some(READ_SIZE)
-            if scope.cancelled_caught:
-                raise GatewayTimeoutError(f"{self.endpoint} sent nothing for {timeout:g} s")
-            self.h11.receive_data(data)
-
-    def reusable(self) -> bool:
-        """Whether the exchange ended cleanly and the connection can carry another."""
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        self.reused = False
 
 
 class Proxy:
@@ -116,6 +177,7 @@ class Proxy:
         tls: certificates for HTTPS listeners (SNI picks one; else the default).
         https_redirect_port: where HTTP-to-HTTPS redirects point (clients see it: behind a
             load balancer that maps 443 to the HTTPS listener, leave it at 443).
+        metrics: where requests, upstream errors and their latency are counted.
     """
 
     def __init__(
@@ -126,6 +188,7 @@ class Proxy:
         trusted: TrustedProxies | None = None,
         tls: TLSContexts | None = None,
         https_redirect_port: int = 443,
+        metrics: Metrics | None = None,
     ) -> None:
         self.tls = tls
         self.https_redirect_port = https_redirect_port
@@ -134,9 +197,14 @@ class Proxy:
         self._config = config
         self.limits = limits or Limits()
         self.trusted = trusted or TrustedProxies()
+        self.metrics = metrics
         self.balancer = Balancer()
-        self.pool: Pool[_Upstream] = Pool()
-        self._connections = trio.CapacityLimiter(self.limits.max_connections)
+        self.pool: Pool[_Upstream] = Pool(max_idle=320)
+        self._connection_slots = trio.CapacityLimiter(self.limits.max_connections)
+        self._open: set[_Connection] = set()
+        self._listeners: list[trio.SocketListener] = []
+        self._draining = False
+        self._all_closed = trio.Event()
 
     @property
     def config(self) -> RouteConfig | None:
@@ -144,8 +212,8 @@ class Proxy:
 
     @property
     def ready(self) -> bool:
-        """Whether a config has been loaded (what ``/readyz`` reports)."""
-        return self._config is not None
+        """Whether requests can be served: a config is loaded and no drain has begun."""
+        return self._config is not None and not self._draining
 
     def swap(self, config: RouteConfig) -> None:
         """Serve ``config`` from the next request on; requests in flight keep theirs.
@@ -169,378 +237,696 @@ class Proxy:
         port: int,
         *,
         scheme: str = "http",
+        reuse_port: bool = False,
         task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept connections on ``host:port`` (0: an ephemeral port) until cancelled.
 
-        ``scheme="https"`` terminates TLS (the proxy needs ``tls``). ``task_status.started``
-        gets the listeners, so a caller learns the bound port:
-        ``listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)``.
+        ``scheme="https"`` terminates TLS (the proxy needs ``tls``). ``reuse_port`` lets
+        several processes listen on the same port (SO_REUSEPORT), the kernel spreading
+        connections among them. ``task_status.started`` gets the listeners, so a caller
+        learns the bound port: ``listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)``.
         """
         if scheme == "https" and self.tls is None:
             raise ValueError("an https listener needs the proxy's tls contexts")
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        sockets = _listening_sockets(host, port, reuse_port=reuse_port)
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
+        self._listeners.extend(listeners)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sweep_pool)
+            for sock in sockets:
+                nursery.start_soon(self._accept, sock, scheme, nursery)
             task_status.started(listeners)
 
-            async def handle(stream: trio.SocketStream) -> None:
-                peer, local = stream.socket.getpeername(), stream.socket.getsockname()
-                client = Client(address=peer[0], scheme=scheme, port=local[1])
-                if scheme == "https":
-                    await self._tls_connection(stream, client)
-                else:
-                    await self._connection(stream, client)
+    async def drain(self, grace: float) -> None:
+        """Stop taking connections and let the ones open finish, for up to ``grace`` s.
 
-            await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
+        ``ready`` turns False at once. Idle keep-alive connections close now; the others
+        close after the response in flight (with ``Connection: close``). Returns when none
+        are left or the grace period ends; then the caller cancels what runs ``serve``.
+        """
+        self._draining = True
+        for listener in self._listeners:
+            await listener.aclose()
+        for connection in list(self._open):
+            if connection.phase is _Phase.IDLE:
+                connection.scope.cancel()
+        with trio.move_on_after(grace):
+            if self._open:
+                await self._all_closed.wait()
+        for upstream in self.pool.drain():
+            upstream.channel.close()
 
     # ------------------------------------------------------------ client side
 
-    async def _tls_connection(self, stream: trio.SocketStream, client: Client) -> None:
+    async def _accept(self, sock: socket.socket, scheme: str, nursery: trio.Nursery) -> None:
+        local_port = sock.getsockname()[1]
+        while not self._draining:
+            try:
+                await wait_readable(sock)
+            except trio.ClosedResourceError:
+                return
+            while True:
+                try:
+                    client_sock, peer = sock.accept()
+                except BlockingIOError:
+                    break
+                except OSError as error:  # e.g. out of file descriptors: retry after a moment
+                    log.warning("accept failed: %s", error)
+                    await trio.sleep(0.1)
+                    break
+                client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                client = Client(address=peer[0], scheme=scheme, port=local_port)
+                nursery.start_soon(self._handle, client_sock, client)
+
+    async def _handle(self, sock: socket.socket, client: Client) -> None:
+        async with self._connection_slots:
+            if self._draining:
+                sock.close()
+                return
+            channel: Channel
+            if client.scheme == "https":
+                tls_stream = await self._tls_handshake(sock)
+                if tls_stream is None:
+                    return
+                channel = StreamChannel(tls_stream)
+            else:
+                channel = SocketChannel(sock)
+            await self._connection(channel, client)
+
+    async def _tls_handshake(self, sock: socket.socket) -> trio.SSLStream[trio.SocketStream] | None:
         assert self.tls is not None
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         tls_stream = trio.SSLStream(
             stream, self.tls.listener_context, server_side=True, https_compatible=True
         )
-        with trio.move_on_after(self.limits.head_timeout) as scope:
+        with trio.move_on_after(self.limits.head_timeout):
             try:
                 await tls_stream.do_handshake()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await stream.aclose()
-                return
-        if scope.cancelled_caught:
-            await stream.aclose()
-            return
-        await self._connection(tls_stream, client)
-
-    async def _connection(self, stream: trio.abc.Stream, client: Client) -> None:
-        async with self._connections, stream:
-            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head_bytes)
-            try:
-                await self._serve_requests(stream, conn, client)
-            except h11.RemoteProtocolError as error:
-                problem = BadRequestError(f"malformed request: {error}")
-                problem.status = error.error_status_hint  # 400, or 431 for an oversized head
-                await self._respond_error(stream, conn, client, None, problem)
-            except (_ClientGoneError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass  # the client went away, or a response was cut off: the connection closes
-            except Exception:
-                # a bug must cost one connection and a log line, never the server
-                log.exception("unexpected error serving %s", client.address)
-
-    async def _serve_requests(
-        self, stream: trio.abc.Stream, conn: h11.Connection, client: Client
-    ) -> None:
-        while True:
-            with trio.move_on_after(self.limits.head_timeout) as scope:
-                event = await _next_event(stream, conn)
-            if scope.cancelled_caught:
-                if conn.trailing_data[0] or conn.their_state is not h11.IDLE:
-                    await self._respond_error(
-                        stream, conn, client, None, RequestTimeoutError("request head too slow")
-                    )
-                return  # an idle keep-alive connection simply closes
-            if isinstance(event, h11.ConnectionClosed):
-                return
-            if not isinstance(event, h11.Request):
-                raise h11.RemoteProtocolError(
-                    f"unexpected {type(event).__name__}", error_status_hint=400
-                )
-            await self._request(stream, conn, client, event)
-            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                conn.start_next_cycle()
+                pass
             else:
-                return  # the exchange could not end cleanly (e.g. body left unread): close
+                return tls_stream
+        await stream.aclose()
+        return None
+
+    async def _connection(self, channel: Channel, client: Client) -> None:
+        trusted = self.trusted.trusts(client.address)
+        connection = _Connection(channel, client, trio.CancelScope(), trusted)
+        self._open.add(connection)
+        try:
+            with connection.scope:
+                try:
+                    await self._serve_requests(connection)
+                except ProxyError as error:
+                    await self._respond_error(connection, error)
+                except (_ClientGoneError, *UPSTREAM_FAILURES):
+                    pass  # the client went away, or a response was cut off: close
+                except Exception:
+                    # a bug must cost one connection and a log line, never the server
+                    log.exception("unexpected error serving %s", client.address)
+            if connection.scope.cancelled_caught:
+                await self._timed_out(connection)
+        finally:
+            if connection.upstream is not None:
+                connection.upstream.channel.close()
+            channel.close()
+            self._open.discard(connection)
+            if not self._open:
+                self._all_closed.set()
+                self._all_closed = trio.Event()
+
+    async def _timed_out(self, connection: _Connection) -> None:
+        """Tell the client what the passed deadline means for the phase it was in."""
+        error: ProxyError
+        if connection.phase is _Phase.HEAD:
+            error = RequestTimeoutError("request head too slow")
+        elif connection.phase is _Phase.BODY:
+            error = RequestTimeoutError("request body too slow")
+        elif connection.phase is _Phase.UPSTREAM:
+            upstream = connection.upstream
+            where = str(upstream.endpoint) if upstream else "the upstream"
+            error = GatewayTimeoutError(
+                f"{where} sent nothing for {self.limits.upstream_timeout:g} s"
+            )
+            if upstream is not None:
+                self._upstream_error(upstream.endpoint, connection, "timeout")
+        else:
+            return  # idle, draining, or mid-response: the connection just closes
+        with trio.move_on_after(ERROR_SEND_TIMEOUT):
+            await self._respond_error(connection, error)
+
+    async def _serve_requests(self, connection: _Connection) -> None:
+        limits = self.limits
+        channel = connection.channel
+        buffer = b""
+        while not self._draining or buffer:
+            connection.deadline(_Phase.HEAD if buffer else _Phase.IDLE, limits.head_timeout)
+            connection.head = None
+            connection.responded = False
+            connection.ingress = connection.service = "-"
+            head = parse_request(buffer, limits.max_head_bytes)
+            while head is None:
+                data = await channel.recv()
+                if not data:
+                    return
+                buffer = buffer + data if buffer else data
+                connection.phase = _Phase.HEAD
+                head = parse_request(buffer, limits.max_head_bytes)
+            connection.head = head
+            rest = await self._request(connection, head, buffer[head.size :])
+            if rest is None:
+                return
+            buffer = rest
 
     async def _request(
-        self, stream: trio.abc.Stream, conn: h11.Connection, client: Client, request: h11.Request
-    ) -> None:
+        self, connection: _Connection, head: RequestHead, body: bytes
+    ) -> bytes | None:
+        """Answer one request; what follows it on the connection, or None to close."""
         config = self._config  # this request's config, whatever swap does meanwhile
-        started = trio.current_time()
-        host = _header(request.headers, b"host")
+        started = connection.started = trio.current_time()
         try:
-            _check_head(request, self.limits)
             if config is None:
                 raise ServiceUnavailableError("no configuration loaded yet")
-            length = _header(request.headers, b"content-length")
-            if length is not None and int(length) > self.limits.max_body_bytes:
+            if head.content_length > self.limits.max_body_bytes:
                 raise PayloadTooLargeError(
-                    f"body of {int(length)} bytes is over the limit of {self.limits.max_body_bytes}"
+                    f"body of {head.content_length} bytes is over the limit of "
+                    f"{self.limits.max_body_bytes}"
                 )
             decision = decide(
                 config,
-                method=request.method,
-                target=request.target,
-                host=host,
-                scheme=client.scheme,
+                method=head.method,
+                target=head.target,
+                host=head.host,
+                scheme=connection.client.scheme,
                 https_port=self.https_redirect_port,
             )
         except ProxyError as error:
-            await self._respond_error(stream, conn, client, request, error)
-            return
+            await self._respond_error(connection, error)
+            return None
         if isinstance(decision, Redirect):
-            await _respond(
-                stream,
-                conn,
+            bodyless = head.content_length <= 0 and not head.chunked
+            close = not bodyless or not head.keep_alive or self._draining
+            await _answer(
+                connection.channel,
                 decision.status,
                 b"",
-                [(b"location", decision.location)],
-                close=_unread_body(conn),
+                [(b"Location", decision.location)],
+                close=close,
             )
-            _log_access(client, request, decision.status, started, "", "redirect")
-            return
-        await self._forward(stream, conn, client, request, decision, started)
+            self._done(connection, decision.status, started, "-", "-", "redirect")
+            return None if close else body
+        return await self._forward(connection, head, body, decision, started)
 
-    async def _respond_error(
-        self,
-        stream: trio.abc.Stream,
-        conn: h11.Connection,
-        client: Client,
-        request: h11.Request | None,
-        error: ProxyError,
-    ) -> None:
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+    async def _respond_error(self, connection: _Connection, error: ProxyError) -> None:
+        if connection.responded:
             return  # a response is already on its way: the connection just closes
-        body = f"{error.status} {_reason(error.status)}\n".encode()
         log.info("%s: %s", type(error).__name__, error.detail)
+        connection.responded = True
+        text = f"{error.status} {_reason(error.status)}\n".encode()
         try:
-            await _respond(stream, conn, error.status, body, [], close=True)
-        except (
-            trio.BrokenResourceError,
-            trio.ClosedResourceError,
-            OSError,
-            h11.LocalProtocolError,
-        ):
+            await _answer(connection.channel, error.status, text, [], close=True)
+        except (*UPSTREAM_FAILURES, _ClientGoneError):
             return
-        if request is not None:
-            _log_access(client, request, error.status, None, "", type(error).__name__)
+        # a request refused before its head parsed took no time the proxy can measure
+        started = connection.started if connection.head is not None else trio.current_time()
+        self._done(
+            connection,
+            error.status,
+            started,
+            connection.ingress,
+            connection.service,
+            type(error).__name__,
+        )
+
+    def _done(
+        self,
+        connection: _Connection,
+        status: int,
+        started: float,
+        ingress: str,
+        service: str,
+        upstream: str,
+    ) -> None:
+        """Count and log one answered request."""
+        took = trio.current_time() - started
+        if self.metrics is not None:
+            self.metrics.request(ingress, service, status, took)
+        if access_log.isEnabledFor(logging.INFO):
+            head = connection.head
+            access_log.info(
+                '%s "%s %s" %d %.1fms %s %s',
+                connection.client.address,
+                head.method.decode("latin-1") if head else "-",
+                head.target.decode("latin-1") if head else "-",
+                status,
+                took * 1000,
+                ingress,
+                upstream,
+            )
+
+    def _upstream_error(self, endpoint: Endpoint, connection: _Connection, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_error(connection.service, str(endpoint), reason)
 
     # ------------------------------------------------------------ upstream side
 
     async def _forward(
         self,
-        stream: trio.abc.Stream,
-        conn: h11.Connection,
-        client: Client,
-        request: h11.Request,
+        connection: _Connection,
+        head: RequestHead,
+        body: bytes,
         decision: Forward,
         started: float,
-    ) -> None:
+    ) -> bytes | None:
         route = decision.route
-        headers = request_headers(request.headers, client, self.trusted)
-        headers = [(n, v) for n, v in headers if n != b"expect"]  # 100 Continue is answered here
-        chunked = any(n == b"transfer-encoding" for n, _ in request.headers)
-        if chunked:
-            headers.append((b"transfer-encoding", b"chunked"))
-        has_body = chunked or _header(request.headers, b"content-length") not in (None, b"0")
-        outgoing = h11.Request(method=request.method, target=decision.target, headers=headers)
-        body_sent = False
-        last_error: ProxyError = ServiceUnavailableError(route.backend.problem or "no endpoints")
-        for endpoint in self.balancer.attempts(route.backend, now=trio.current_time()):
+        connection.ingress = route.ingress
+        connection.service = route.backend.name
+        outgoing = head.forward_head(decision.target, *connection.forwarded)
+        has_body = head.chunked or head.content_length > 0
+        # a request that cannot be sent twice only goes on a pooled connection that is
+        # seen to be still open (the upstream may have closed it while it sat idle)
+        fragile = has_body or head.method not in (b"GET", b"HEAD")
+        last_error: ProxyError | None = None
+        replayable = not has_body
+        attempts = self.balancer.attempts(route.backend, now=trio.current_time())
+        pooled = True  # False: a pooled connection just failed; the next one is new
+        while attempts:
+            endpoint = attempts[0]
             try:
-                upstream = await self._checkout(endpoint)
+                upstream = await self._checkout(
+                    endpoint, fresh=fragile, pooled=pooled, connection=connection
+                )
             except BadGatewayError as error:
                 last_error = error
-                continue  # nothing was sent: the next endpoint may take it
+                attempts.pop(0)  # nothing was sent: the next endpoint may take it
+                continue
+            connection.upstream = upstream
             try:
-                await upstream.send(outgoing)
-                if has_body:
-                    body_sent = True
-                    await self._copy_request_body(stream, conn, upstream)
-                else:
-                    await upstream.send(h11.EndOfMessage())
-                    await _drain_empty_body(stream, conn)
-                response = await upstream.next_event(self.limits.upstream_timeout)
-            except ProxyError as error:  # the upstream timed out, or the request body is bad
-                upstream.stream.socket.close()
-                await self._respond_error(stream, conn, client, request, error)
-                return
-            except _ClientGoneError:
-                upstream.stream.socket.close()
-                raise
-            except UPSTREAM_FAILURES as error:
-                upstream.stream.socket.close()
-                self.balancer.failed(
-                    endpoint, now=trio.current_time(), reason=str(error) or type(error).__name__
+                response, received, rest = await self._exchange(
+                    connection, upstream, outgoing, head, body
                 )
-                last_error = BadGatewayError(f"{endpoint}: {error or type(error).__name__}")
-                if may_retry(request.method, request_sent=body_sent, body_replayable=not has_body):
+            except _UpstreamFailedError as failure:
+                upstream.channel.close()
+                connection.upstream = None
+                retry = may_retry(head.method, request_sent=True, body_replayable=replayable)
+                if upstream.reused and retry:
+                    # the upstream closed it while it sat idle: not the endpoint's fault
+                    pooled = False
                     continue
-                break
+                reason = str(failure.__cause__ or failure) or "connection closed"
+                self.balancer.failed(endpoint, now=trio.current_time(), reason=reason)
+                self._upstream_error(endpoint, connection, "broken")
+                last_error = BadGatewayError(f"{endpoint}: {reason}")
+                if not retry:
+                    break
+                attempts.pop(0)
+                pooled = True
+                continue
             self.balancer.succeeded(endpoint)
-            await self._relay_response(stream, conn, upstream, response)
-            _log_access(
-                client, request, response.status_code, started, route.ingress, str(endpoint)
+            after = await self._relay(connection, upstream, head, response, received, rest)
+            self._done(
+                connection,
+                response.status,
+                started,
+                connection.ingress,
+                connection.service,
+                str(endpoint),
             )
-            return
-        await self._respond_error(stream, conn, client, request, last_error)
+            return after
+        if last_error is None:  # decide saw endpoints: they went away since
+            last_error = ServiceUnavailableError(route.backend.problem or "no endpoints")
+        await self._respond_error(connection, last_error)
+        return None
 
-    async def _checkout(self, endpoint: Endpoint) -> _Upstream:
-        """An idle pooled connection to ``endpoint``, or a new one."""
-        connection, expired = self.pool.take(endpoint, now=trio.current_time())
-        for old in expired:
-            old.stream.socket.close()
-        if connection is not None:
-            return connection
-        with trio.move_on_after(self.limits.connect_timeout) as scope:
+    async def _checkout(
+        self, endpoint: Endpoint, *, fresh: bool, pooled: bool, connection: _Connection
+    ) -> _Upstream:
+        """An idle pooled connection to ``endpoint`` (if ``pooled``), or a new one.
+
+        A request with a body cannot be sent again if a pooled connection turns out to be
+        dead, so for those a pooled connection is first checked for a close from the
+        upstream (``fresh``).
+        """
+        now = trio.current_time()
+        while pooled:
+            upstream, expired = self.pool.take(endpoint, now=now)
+            for old in expired:
+                old.channel.close()
+            if upstream is None:
+                break
+            if fresh and upstream.channel.peer_closed():
+                upstream.channel.close()
+                continue
+            upstream.reused = True
+            return upstream
+        with trio.move_on_after(self.limits.connect_timeout):
             try:
-                socket_stream = await trio.open_tcp_stream(endpoint.address, endpoint.port)
+                channel = await connect(endpoint.address, endpoint.port)
             except OSError as error:
                 self.balancer.failed(endpoint, now=trio.current_time(), reason=f"connect: {error}")
+                self._upstream_error(endpoint, connection, "connect")
                 raise BadGatewayError(f"connect to {endpoint}: {error}") from None
-        if scope.cancelled_caught:
-            self.balancer.failed(endpoint, now=trio.current_time(), reason="connect timed out")
-            raise BadGatewayError(f"connect to {endpoint} timed out") from None
-        return _Upstream(socket_stream, endpoint)
+            return _Upstream(channel, endpoint)
+        self.balancer.failed(endpoint, now=trio.current_time(), reason="connect timed out")
+        self._upstream_error(endpoint, connection, "connect")
+        raise BadGatewayError(f"connect to {endpoint} timed out")
 
-    async def _copy_request_body(
-        self, stream: trio.abc.Stream, conn: h11.Connection, upstream: _Upstream
-    ) -> None:
-        if conn.they_are_waiting_for_100_continue:
-            await _send(
-                stream,
-                conn,
-                h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"),
-            )
-        received = 0
-        while True:
-            with trio.move_on_after(self.limits.head_timeout) as scope:
-                try:
-                    event = await _next_event(stream, conn)
-                except h11.RemoteProtocolError as error:
-                    raise BadRequestError(f"malformed request body: {error}") from None
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    raise _ClientGoneError() from None
-            if scope.cancelled_caught:
-                raise RequestTimeoutError("request body too slow")
-            if isinstance(event, h11.Data):
-                received += len(event.data)
-                if received > self.limits.max_body_bytes:
-                    raise PayloadTooLargeError("request body over the limit")
-                await upstream.send(h11.Data(data=event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                await upstream.send(h11.EndOfMessage(headers=event.headers))
-                return
+    async def _exchange(
+        self,
+        connection: _Connection,
+        upstream: _Upstream,
+        outgoing: bytes,
+        head: RequestHead,
+        body: bytes,
+    ) -> tuple[ResponseHead, bytes, bytes]:
+        """Send the request and read the response head.
+
+        ``body`` is what the client sent after the head. Returns the response head, what
+        the upstream sent after it, and what follows the request on the client
+        connection. Raises _UpstreamFailedError when the upstream connection fails
+        before the response head arrived.
+        """
+        channel = upstream.channel
+        limits = self.limits
+        rest = body
+        try:
+            if head.chunked:
+                scanner = ChunkedScanner()
+                end = _scan(scanner, body, 0)
+                await channel.send(outgoing + body[:end])
+                rest = body[end:]
+                if not scanner.done:
+                    if head.expect_continue:
+                        await _send_client(connection, b"HTTP/1.1 100 Continue\r\n\r\n")
+                    rest = await self._copy_chunked(connection, channel, scanner)
+            elif head.content_length > 0:
+                first = body[: head.content_length]
+                await channel.send(outgoing + first)
+                rest = body[head.content_length :]
+                remaining = head.content_length - len(first)
+                if remaining:
+                    if head.expect_continue:
+                        await _send_client(connection, b"HTTP/1.1 100 Continue\r\n\r\n")
+                    rest = await self._copy_length(connection, channel, remaining)
             else:
-                raise BadRequestError(f"unexpected {type(event).__name__} in the request body")
-
-    async def _relay_response(
-        self, stream: trio.abc.Stream, conn: h11.Connection, upstream: _Upstream, response: Any
-    ) -> None:
-        while isinstance(response, h11.InformationalResponse):
-            response = await upstream.next_event(self.limits.upstream_timeout)
-        if not isinstance(response, h11.Response):
-            raise trio.BrokenResourceError(f"upstream sent {type(response).__name__}")
-        headers = response_headers(response.headers)
-        try:
-            await _send(
-                stream, conn, h11.Response(status_code=response.status_code, headers=headers)
-            )
+                await channel.send(outgoing)
+            connection.deadline(_Phase.UPSTREAM, limits.upstream_timeout)
+            data = await channel.recv_reply()
+            received = data
+            is_head = head.method == b"HEAD"
             while True:
-                try:
-                    event = await upstream.next_event(self.limits.upstream_timeout)
-                except (*UPSTREAM_FAILURES, GatewayTimeoutError):
-                    # half the response is sent: all a proxy can do is close, so the client
-                    # sees the response cut off rather than a wrong one
-                    log.info("%s failed mid-response", upstream.endpoint)
-                    raise _ClientGoneError() from None
-                if isinstance(event, h11.Data):
-                    await _send(stream, conn, h11.Data(data=event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    await _send(stream, conn, h11.EndOfMessage())
+                response = parse_response(received, limits.max_head_bytes, is_head)
+                if response is None:
+                    if not data:
+                        raise _UpstreamFailedError("closed before a response")
+                    connection.deadline(_Phase.UPSTREAM, limits.upstream_timeout)
+                    data = await channel.recv()
+                    received += data
+                    continue
+                received = received[response.size :]
+                if response.status >= 200 or response.status == 101:
                     break
-                else:
-                    raise _ClientGoneError()
-        except BaseException:
-            upstream.stream.socket.close()
-            raise
-        if upstream.reusable():
-            upstream.h11.start_next_cycle()
-            for old in self.pool.give(upstream.endpoint, upstream, now=trio.current_time()):
-                old.stream.socket.close()
-        else:
-            upstream.stream.socket.close()
+        except UPSTREAM_FAILURES as error:
+            raise _UpstreamFailedError(str(error) or type(error).__name__) from error
+        except BadGatewayError as error:
+            raise _UpstreamFailedError(error.detail) from error
+        return response, received, rest
 
+    async def _copy_length(
+        self, connection: _Connection, upstream: SocketChannel, remaining: int
+    ) -> bytes:
+        """Relay the rest of a Content-Length body; what follows it on the client side."""
+        while remaining:
+            connection.deadline(_Phase.BODY, self.limits.head_timeout)
+            data = await _recv_client(connection)
+            if len(data) > remaining:
+                await upstream.send(data[:remaining])
+                return data[remaining:]
+            await upstream.send(data)
+            remaining -= len(data)
+        return b""
 
-async def _drain_empty_body(stream: trio.abc.Stream, conn: h11.Connection) -> None:
-    """Read the EndOfMessage h11 yields for a request without a body."""
-    if conn.their_state is h11.SEND_BODY:
-        event = await _next_event(stream, conn)
-        if not isinstance(event, h11.EndOfMessage):
-            raise BadRequestError(f"unexpected {type(event).__name__} after a request without body")
+    async def _copy_chunked(
+        self, connection: _Connection, upstream: SocketChannel, scanner: ChunkedScanner
+    ) -> bytes:
+        """Relay the rest of a chunked body as it came; what follows it on the client side."""
+        while not scanner.done:
+            connection.deadline(_Phase.BODY, self.limits.head_timeout)
+            data = await _recv_client(connection)
+            end = _scan(scanner, data, 0)
+            if scanner.payload > self.limits.max_body_bytes:
+                raise PayloadTooLargeError("request body over the limit")
+            await upstream.send(data[:end])
+            if scanner.done:
+                return data[end:]
+        return b""
 
-
-async def _send(stream: trio.abc.Stream, conn: h11.Connection, event: Any) -> None:
-    """Send an event to the client; a broken client connection is _ClientGoneError."""
-    data = conn.send(event)
-    if data:
+    async def _relay(
+        self,
+        connection: _Connection,
+        upstream: _Upstream,
+        head: RequestHead,
+        response: ResponseHead,
+        received: bytes,
+        rest: bytes,
+    ) -> bytes | None:
+        """Send the response to the client; ``rest`` back, or None to close."""
+        client_gone = False
+        upgraded = response.status == 101 and head.upgrade is not None
+        close = (
+            not head.keep_alive
+            or self._draining
+            or response.until_close
+            or (head.version == 10 and response.chunked)
+        )
+        dechunk = head.version == 10 and response.chunked
+        out = response.client_head(close) if not dechunk else _unchunked_head(response)
+        connection.responded = True
+        connection.phase = _Phase.RESPONSE
+        channel = upstream.channel
+        reusable = response.keep_alive and not response.until_close
         try:
-            await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            raise _ClientGoneError() from None
+            if upgraded:
+                await _send_client(connection, out + received)
+                connection.upstream = None
+                await _tunnel(connection, channel, rest, self.limits.upstream_timeout)
+                channel.close()
+                return None
+            if response.bodyless:
+                await _send_client(connection, out)
+                reusable = reusable and not received
+            elif response.chunked:
+                scanner = ChunkedScanner()
+                reusable = await self._relay_chunked(
+                    connection, channel, scanner, out, received, dechunk
+                )
+            elif response.content_length >= 0:
+                reusable = await self._relay_length(
+                    connection, channel, response.content_length, out, received
+                )
+            else:
+                await _send_client(connection, out + received)
+                while True:
+                    connection.deadline(_Phase.RESPONSE, self.limits.upstream_timeout)
+                    data = await channel.recv()
+                    if not data:
+                        break
+                    await _send_client(connection, data)
+                reusable = False
+        except _ClientGoneError:
+            client_gone = True
+            reusable = False
+        except (*UPSTREAM_FAILURES, ChunkedError) as error:
+            log.info("%s failed mid-response: %s", upstream.endpoint, error)
+            self._upstream_error(upstream.endpoint, connection, "broken")
+            client_gone = True  # the client sees the response cut off rather than a wrong one
+            reusable = False
+        connection.upstream = None
+        if reusable:
+            for old in self.pool.give(upstream.endpoint, upstream, now=trio.current_time()):
+                old.channel.close()
+        else:
+            channel.close()
+        if client_gone:
+            raise _ClientGoneError()
+        return None if close else rest
+
+    async def _relay_length(
+        self,
+        connection: _Connection,
+        upstream: SocketChannel,
+        remaining: int,
+        out: bytes,
+        received: bytes,
+    ) -> bool:
+        """Relay a Content-Length body; whether the upstream connection can be reused."""
+        first = received[:remaining]
+        await _send_client(connection, out + first)
+        remaining -= len(first)
+        extra = len(received) > len(first)
+        while remaining:
+            connection.deadline(_Phase.RESPONSE, self.limits.upstream_timeout)
+            data = await upstream.recv()
+            if not data:
+                raise trio.BrokenResourceError("upstream closed mid-body")
+            if len(data) > remaining:
+                data = data[:remaining]
+                extra = True
+            await _send_client(connection, data)
+            remaining -= len(data)
+        return not extra
+
+    async def _relay_chunked(
+        self,
+        connection: _Connection,
+        upstream: SocketChannel,
+        scanner: ChunkedScanner,
+        out: bytes,
+        received: bytes,
+        dechunk: bool,
+    ) -> bool:
+        """Relay a chunked body (decoded for an HTTP/1.0 client); whether to reuse."""
+        data = received
+        while True:
+            if dechunk:
+                end, payload = scanner.decode(data)
+            else:
+                end = scanner.scan(data)
+                payload = data[:end]
+            await _send_client(connection, out + payload if out else payload)
+            out = b""
+            if scanner.done:
+                return end == len(data)
+            connection.deadline(_Phase.RESPONSE, self.limits.upstream_timeout)
+            data = await upstream.recv()
+            if not data:
+                raise trio.BrokenResourceError("upstream closed mid-body")
+
+    async def _sweep_pool(self) -> None:
+        """Close upstream connections that sat idle past the pool's timeout."""
+        while True:
+            await trio.sleep(SWEEP_INTERVAL)
+            for old in self.pool.sweep(now=trio.current_time()):
+                old.channel.close()
 
 
-async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> Any:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(bytes(await stream.receive_some(READ_SIZE)))
+# ---------------------------------------------------------------- helpers
 
 
-async def _respond(
-    stream: trio.abc.Stream,
-    conn: h11.Connection,
+def _listening_sockets(host: str, port: int, *, reuse_port: bool) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for every address ``host`` names."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(socket.SOMAXCONN)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _scan(scanner: ChunkedScanner, data: bytes, start: int) -> int:
+    try:
+        return scanner.scan(data, start)
+    except ChunkedError as error:
+        raise BadRequestError(f"malformed chunked request body: {error}") from None
+
+
+async def _recv_client(connection: _Connection) -> bytes:
+    try:
+        data = await connection.channel.recv()
+    except UPSTREAM_FAILURES:
+        raise _ClientGoneError() from None
+    if not data:
+        raise _ClientGoneError()
+    return data
+
+
+async def _send_client(connection: _Connection, data: bytes) -> None:
+    try:
+        await connection.channel.send(data)
+    except UPSTREAM_FAILURES:
+        raise _ClientGoneError() from None
+
+
+async def _tunnel(
+    connection: _Connection, upstream: SocketChannel, first: bytes, idle_timeout: float
+) -> None:
+    """Copy bytes both ways until either side closes (an upgraded connection).
+
+    Like nginx's proxy timeouts on a WebSocket, the tunnel closes after ``idle_timeout``
+    seconds with nothing sent either way.
+    """
+
+    async def pump(source: Channel, sink: Channel, nursery: trio.Nursery) -> None:
+        try:
+            while data := await source.recv():
+                connection.deadline(_Phase.RESPONSE, idle_timeout)
+                await sink.send(data)
+        except UPSTREAM_FAILURES:
+            pass
+        nursery.cancel_scope.cancel()
+
+    connection.deadline(_Phase.RESPONSE, idle_timeout)
+    if first:
+        await upstream.send(first)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump, connection.channel, upstream, nursery)
+        nursery.start_soon(pump, upstream, connection.channel, nursery)
+
+
+def _unchunked_head(response: ResponseHead) -> bytes:
+    """The head for an HTTP/1.0 client of a chunked response: decoded, ended by a close."""
+    lines = [b"HTTP/1.1 %d %s" % (response.status, response.reason)]
+    lines += [
+        name + b": " + value for name, value in response.headers if name not in _NOT_FOR_HTTP10
+    ]
+    return b"\r\n".join([*lines, b"Connection: close", b"", b""])
+
+
+_NOT_FOR_HTTP10 = frozenset(
+    {
+        b"connection",
+        b"content-length",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+async def _answer(
+    channel: Channel,
     status: int,
     body: bytes,
     headers: Sequence[tuple[bytes, bytes]],
     *,
     close: bool,
 ) -> None:
-    all_headers = [*headers, (b"content-length", str(len(body)).encode())]
+    """A complete response the proxy writes itself (redirects and errors)."""
+    lines = [b"HTTP/1.1 %d %s" % (status, _reason(status).encode())]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"Content-Length: %d" % len(body))
     if body:
-        all_headers.append((b"content-type", b"text/plain; charset=utf-8"))
+        lines.append(b"Content-Type: text/plain; charset=utf-8")
     if close:
-        all_headers.append((b"connection", b"close"))
-    reason = _reason(status).encode()
-    data = conn.send(h11.Response(status_code=status, headers=all_headers, reason=reason)) or b""
-    if body:
-        data += conn.send(h11.Data(data=body)) or b""
-    data += conn.send(h11.EndOfMessage()) or b""
-    await stream.send_all(data)
-
-
-def _check_head(request: h11.Request, limits: Limits) -> None:
-    """Refuse what h11 lets through but a proxy must not forward.
-
-    h11 limits the size of a head still being received; one that arrives whole in a
-    single read is not limited, so its size is checked here too. A request with both
-    Content-Length and Transfer-Encoding is what request smuggling looks like (RFC 9112
-    §6.3 says to treat it as an error), and so is anything but plain ``chunked``.
-    """
-    size = (
-        len(request.method)
-        + len(request.target)
-        + sum(len(n) + len(v) + 4 for n, v in request.headers)
-    )
-    if size > limits.max_head_bytes:
-        raise HeadersTooLargeError(f"request head of {size} bytes is over {limits.max_head_bytes}")
-    encodings = [v.strip().lower() for n, v in request.headers if n == b"transfer-encoding"]
-    if encodings:
-        if _header(request.headers, b"content-length") is not None:
-            raise BadRequestError("both Content-Length and Transfer-Encoding: refused as smuggling")
-        if encodings != [b"chunked"]:
-            raise BadRequestError(f"unsupported Transfer-Encoding {b', '.join(encodings)!r}")
-
-
-def _unread_body(conn: h11.Connection) -> bool:
-    """Whether the request's body is still unread (then the connection must close)."""
-    return conn.their_state is not h11.DONE
-
-
-def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return bytes(value)
-    return None
+        lines.append(b"Connection: close")
+    await channel.send(b"\r\n".join([*lines, b"", body]))
 
 
 def _reason(status: int) -> str:
@@ -549,24 +935,3 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return ""
-
-
-def _log_access(
-    client: Client,
-    request: h11.Request,
-    status: int,
-    started: float | None,
-    ingress: str,
-    upstream: str,
-) -> None:
-    took = f"{(trio.current_time() - started) * 1000:.1f}ms" if started is not None else "-"
-    access_log.info(
-        '%s "%s %s" %d %s %s %s',
-        client.address,
-        request.method.decode("latin-1"),
-        request.target.decode("latin-1"),
-        status,
-        took,
-        ingress or "-",
-        upstream or "-",
-    )

@@ -28,7 +28,7 @@ from typing import Final
 
 from fastroute.errors import BadRequestError
 
-__all__ = ["RequestTarget", "normalize_path", "parse_target"]
+__all__ = ["RequestTarget", "normalize_path", "parse_target", "simple_origin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +133,26 @@ def parse_target(method: bytes, target: bytes) -> RequestTarget:
         return RequestTarget(b"*", b"", b"/", b"", asterisk=True)
 
     return _parse_absolute(method, target)
+
+
+def simple_origin(method: bytes, target: bytes) -> tuple[bytes, bytes] | None:
+    """``(path, query)`` of an origin-form target that ``normalize_path`` leaves as it is.
+
+    Most requests look like this: no escapes, no dot segments, no repeated slashes. For
+    them ``parse_target`` would return ``match_path == path``; this says so in a few
+    byte searches. None means: call ``parse_target``.
+    """
+    if (
+        target[:1] != b"/"
+        or b"%" in target
+        or b"/." in target
+        or b"//" in target
+        or method == b"CONNECT"
+        or target.translate(None, _TARGET_CHARS)
+    ):
+        return None
+    path, _, query = target.partition(b"?")
+    return path, query
 
 
 def _parse_absolute(method: bytes, target: bytes) -> RequestTarget:

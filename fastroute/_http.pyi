@@ -1,0 +1,130 @@
+"""The proxy's compiled HTTP/1.1 codec: request and response heads, chunked framing.
+
+Parsing records where each field is in the received bytes; the head sent on is written
+in one allocation. Bodies are passed through as they came: ``ChunkedScanner`` follows
+chunked framing over raw bytes and says where the message ends.
+"""
+
+from typing_extensions import disjoint_base
+
+__all__ = [
+    "ChunkedError",
+    "ChunkedScanner",
+    "RequestHead",
+    "ResponseHead",
+    "parse_request",
+    "parse_response",
+]
+
+class ChunkedError(ValueError):
+    """Chunked framing that does not follow RFC 9112 §7.1."""
+
+@disjoint_base
+class _Head:
+    @property
+    def size(self) -> int:
+        """Bytes the head took: the body (or the next message) starts here."""
+    @property
+    def version(self) -> int:
+        """10 for HTTP/1.0, 11 for HTTP/1.1."""
+    @property
+    def content_length(self) -> int:
+        """The Content-Length, or -1 when there is none (or chunked framing overrides it)."""
+    @property
+    def chunked(self) -> bool:
+        """Whether the body is chunked."""
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the sender will keep the connection open after this message."""
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Every field as (lower-case name, value), in order."""
+    def header(self, name: bytes) -> bytes | None:
+        """The first field named ``name`` (any case), or None."""
+    @property
+    def upgrade(self) -> bytes | None:
+        """The protocol asked for (``Connection: upgrade`` with ``Upgrade``), or None."""
+
+@disjoint_base
+class RequestHead(_Head):
+    """A parsed request head (``parse_request``)."""
+
+    @property
+    def method(self) -> bytes: ...
+    @property
+    def target(self) -> bytes: ...
+    @property
+    def expect_continue(self) -> bool:
+        """Whether the client waits for ``100 Continue`` before sending its body."""
+    @property
+    def host(self) -> bytes | None:
+        """The Host field's value, or None."""
+    def forward_head(
+        self, target: bytes, client_ip: bytes, scheme: bytes, port: bytes, trusted: bool
+    ) -> bytes:
+        """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
+
+        End-to-end fields pass as they came. ``X-Forwarded-For`` gets ``client_ip``
+        appended to a trusted peer's chain, or replaces anyone else's;
+        ``X-Forwarded-Proto``/``-Host``/``-Port`` and ``X-Real-IP`` keep a trusted peer's
+        values and are set from this connection otherwise. ``Expect`` is answered by the
+        proxy and dropped; a chunked body stays chunked; an upgrade is asked for again.
+        """
+
+@disjoint_base
+class ResponseHead(_Head):
+    """A parsed response head (``parse_response``)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> bytes: ...
+    @property
+    def bodyless(self) -> bool:
+        """HEAD, 1xx, 204, 304: no body whatever the fields say."""
+    @property
+    def until_close(self) -> bool:
+        """Whether the body is delimited by the upstream closing the connection."""
+    def client_head(self, close: bool) -> bytes:
+        """The head to send the client: end-to-end fields as they came, status kept.
+
+        A chunked body is passed on chunked (its Content-Length, if any, dropped);
+        ``close`` says this is the connection's last response. A ``101 Switching
+        Protocols`` keeps ``Connection`` and ``Upgrade``: the client needs them.
+        """
+
+def parse_request(data: bytes, max_head: int) -> RequestHead | None:
+    """The request head at the start of ``data``, or None while it is incomplete.
+
+    Raises:
+        HeadersTooLargeError: the head is (or will be) over ``max_head`` bytes.
+        BadRequestError: anything malformed, named in the message.
+    """
+
+def parse_response(data: bytes, max_head: int, head_request: bool) -> ResponseHead | None:
+    """The response head at the start of ``data``, or None while it is incomplete.
+
+    Raises:
+        BadGatewayError: not a valid response head, one over ``max_head`` bytes, or
+            framing the proxy cannot pass on.
+    """
+
+@disjoint_base
+class ChunkedScanner:
+    """Follows chunked framing over raw bytes passed on unchanged."""
+
+    def __init__(self) -> None: ...
+    @property
+    def payload(self) -> int:
+        """Data bytes seen so far (for body limits)."""
+    @property
+    def done(self) -> bool:
+        """Whether the final chunk and trailers have been seen."""
+    def scan(self, data: bytes, start: int = 0) -> int:
+        """Where the body ends in ``data[start:]``: ``len(data)`` unless ``done``.
+
+        Raises:
+            ChunkedError: malformed framing, or extensions and trailers over 64 KiB.
+        """
+    def decode(self, data: bytes, start: int = 0) -> tuple[int, bytes]:
+        """``scan``, plus the data bytes the framing carries."""

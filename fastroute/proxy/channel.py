@@ -1,0 +1,157 @@
+"""Byte channels the server reads and writes: plain sockets and TLS streams.
+
+A plain TCP connection is driven directly: the non-blocking socket call is tried first,
+and the task waits for readiness only when the kernel has nothing (trio's
+``wait_readable``/``wait_writable``), so a request costs one trip through the scheduler
+per wait instead of several per call. A channel that keeps finding data ready still
+yields to the scheduler now and then, so one busy connection cannot starve the others.
+TLS goes through ``trio.SSLStream``, behind the same two methods.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Protocol
+
+import trio
+from trio.lowlevel import checkpoint, notify_closing, wait_readable, wait_writable
+
+__all__ = ["READ_SIZE", "Channel", "SocketChannel", "StreamChannel", "connect"]
+
+READ_SIZE = 64 * 1024
+_YIELD_EVERY = 32  # calls that found the socket ready before a forced checkpoint
+
+
+class Channel(Protocol):
+    """What the server needs of a connection."""
+
+    async def recv(self) -> bytes:
+        """The next bytes received; ``b""`` once the peer has closed its side."""
+        ...
+
+    async def send(self, data: bytes) -> None:
+        """Send all of ``data``; OSError or trio.BrokenResourceError if the peer is gone."""
+        ...
+
+    def close(self) -> None:
+        """Close at once (an abortive close for a half-finished exchange is fine)."""
+        ...
+
+
+class SocketChannel:
+    """A non-blocking TCP socket, driven from a trio task."""
+
+    __slots__ = ("_ready_calls", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._ready_calls = 0
+
+    async def recv(self) -> bytes:
+        sock = self.sock
+        while True:
+            try:
+                data = sock.recv(READ_SIZE)
+            except BlockingIOError:
+                self._ready_calls = 0
+                await wait_readable(sock)
+                continue
+            except ConnectionResetError:
+                return b""
+            self._ready_calls += 1
+            if self._ready_calls >= _YIELD_EVERY:
+                self._ready_calls = 0
+                await checkpoint()
+            return data
+
+    async def send(self, data: bytes) -> None:
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
+        while view:
+            await wait_writable(sock)
+            try:
+                view = view[sock.send(view) :]
+            except BlockingIOError:
+                continue
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            notify_closing(self.sock)
+            self.sock.close()
+
+    async def recv_reply(self) -> bytes:
+        """``recv`` for an answer to what was just sent: wait first, it cannot be there yet."""
+        self._ready_calls = 0
+        await wait_readable(self.sock)
+        return await self.recv()
+
+    def peer_closed(self) -> bool:
+        """Whether the peer closed an idle connection (checked without blocking)."""
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+class StreamChannel:
+    """A trio stream (TLS) behind the channel methods."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+    async def recv(self) -> bytes:
+        try:
+            return bytes(await self.stream.receive_some(READ_SIZE))
+        except trio.BrokenResourceError:
+            return b""
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    def close(self) -> None:
+        if isinstance(self.stream, trio.SSLStream):
+            transport = self.stream.transport_stream
+            if isinstance(transport, trio.SocketStream):
+                transport.socket.close()
+
+
+async def connect(address: str, port: int) -> SocketChannel:
+    """A new TCP connection to ``address`` (an IP, or a name resolved off the loop)."""
+    try:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        socket.inet_pton(family, address)
+        target: tuple[str, int] = (address, port)
+    except OSError:  # a name (ExternalName Services): resolve in a thread
+        infos = await trio.socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(errno.EHOSTUNREACH, f"{address} does not resolve") from None
+        family, *_, sockaddr = infos[0]
+        target = (str(sockaddr[0]), int(sockaddr[1]))
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        code = sock.connect_ex(target)
+        if code == errno.EINPROGRESS:
+            await wait_writable(sock)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, errno.errorcode.get(code, str(code)))
+    except BaseException:
+        if sock.fileno() >= 0:
+            notify_closing(sock)
+        sock.close()
+        raise
+    return SocketChannel(sock)

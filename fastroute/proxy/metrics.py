@@ -1,0 +1,158 @@
+"""The proxy's Prometheus metrics, named in the style of ingress-nginx's.
+
+ingress-nginx exposes ``nginx_ingress_controller_requests`` and
+``nginx_ingress_controller_request_duration_seconds`` by ingress and service, and
+``nginx_ingress_controller_config_last_reload_successful(_timestamp_seconds)``; the
+same dashboards and alerts carry over with the ``fastroute_`` prefix:
+
+- ``fastroute_requests_total{ingress,service,status}``: counter
+- ``fastroute_request_duration_seconds{ingress,service}``: histogram
+- ``fastroute_upstream_errors_total{service,endpoint,reason}``: counter
+- ``fastroute_config_reloads_total{result}``: counter (result: success, failure)
+- ``fastroute_config_last_reload_successful``: gauge, 1 or 0
+- ``fastroute_config_last_reload_successful_timestamp_seconds``: gauge, Unix time
+- ``fastroute_ready``: gauge, processes ready to serve
+
+Several worker processes share one set of metrics through prometheus_client's
+multiprocess mode: it is chosen when ``prometheus_client`` is first imported, by the
+``PROMETHEUS_MULTIPROC_DIR`` environment variable, and each gauge says how the
+processes' values combine (``fastroute_ready`` sums to the number of ready processes;
+the last reload counts as successful only if it was in every live process).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "NO_ROUTE", "Metrics"]
+
+# What ``generate_latest`` writes: the classic text format, version 0.0.4.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# The label value of requests that matched no Ingress (or no Service), as in ingress-nginx.
+NO_ROUTE = "-"
+
+# Prometheus' default buckets start at 5 ms, coarse for a proxy that adds well under one;
+# the top ones reach the default upstream timeout (60 s) so slow backends stay visible.
+DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+class Metrics:
+    """The proxy's Prometheus metrics.
+
+    Args:
+        registry: where the metrics are registered; a new registry by default, so that
+            several proxies in one process (tests, embedding) never collide in the global one.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._requests = Counter(
+            "fastroute_requests",
+            "Requests answered, by Ingress (namespace/name), Service (namespace/name:port) "
+            "and status code; '-' when none matched.",
+            ["ingress", "service", "status"],
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            "fastroute_request_duration_seconds",
+            "Time from a request's head to the end of its answer, by Ingress and Service.",
+            ["ingress", "service"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self._upstream_errors = Counter(
+            "fastroute_upstream_errors",
+            "Failed attempts to reach an endpoint, by Service, endpoint and reason "
+            "(connect, timeout, broken).",
+            ["service", "endpoint", "reason"],
+            registry=self.registry,
+        )
+        self._reloads = Counter(
+            "fastroute_config_reloads",
+            "Configuration reloads, by result: a failure is a manifest that did not parse "
+            "or a config that could not be built.",
+            ["result"],
+            registry=self.registry,
+        )
+        self._last_ok = Gauge(
+            "fastroute_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (in every worker process).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self._last_ok_time = Gauge(
+            "fastroute_config_last_reload_successful_timestamp_seconds",
+            "When the last successful configuration reload happened (Unix time).",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self._ready = Gauge(
+            "fastroute_ready",
+            "Proxy processes ready to serve: a config is loaded and they are not draining.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        # Both outcomes exist from the start, so a rate() over failures is 0, not absent.
+        self._reload_results = {
+            True: self._reloads.labels("success"),
+            False: self._reloads.labels("failure"),
+        }
+        # The hot path: one dict lookup for both label children of a request, instead of
+        # prometheus_client's label validation and locking on every call.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def request(self, ingress: str, service: str, status: int, seconds: float) -> None:
+        """Count one answered request and how long it took (``""`` ingress or service: none)."""
+        try:
+            count, duration = self._children[ingress, service, status]
+        except KeyError:
+            count, duration = self._add_children(ingress, service, status)
+        count.inc()
+        duration.observe(seconds)
+
+    def _add_children(self, ingress: str, service: str, status: int) -> tuple[Counter, Histogram]:
+        labels = (ingress or NO_ROUTE, service or NO_ROUTE)
+        children = (
+            self._requests.labels(*labels, str(status)),
+            self._duration.labels(*labels),
+        )
+        self._children[ingress, service, status] = children
+        return children
+
+    def upstream_error(self, service: str, endpoint: str, reason: str) -> None:
+        """Count one failed attempt to reach ``endpoint`` (reason: connect, timeout, broken)."""
+        self._upstream_errors.labels(service or NO_ROUTE, endpoint or NO_ROUTE, reason).inc()
+
+    def config_reload(self, ok: bool) -> None:
+        """Count one configuration reload and remember whether (and when) it succeeded."""
+        self._reload_results[ok].inc()
+        self._last_ok.set(1 if ok else 0)
+        if ok:
+            self._last_ok_time.set(time.time())
+
+    def set_ready(self, ready: bool) -> None:
+        """Report whether this process serves (``/readyz`` of a supervisor sums them)."""
+        self._ready.set(1 if ready else 0)
+
+    def text(self) -> bytes:
+        """The metrics in Prometheus' text format (``CONTENT_TYPE``)."""
+        return generate_latest(self.registry)
