@@ -19,12 +19,6 @@ C = TypeVar("C")
 
 
 @dataclass
-class _Idle(Generic[C]):
-    connection: C
-    since: float
-
-
-@dataclass
 class Pool(Generic[C]):
     """Idle connections by endpoint.
 
@@ -35,7 +29,8 @@ class Pool(Generic[C]):
 
     max_idle: int = 64
     idle_timeout: float = 30.0
-    _idle: dict[Hashable, list[_Idle[C]]] = field(default_factory=dict)
+    # per endpoint, oldest first: (when it went idle, the connection)
+    _idle: dict[Hashable, list[tuple[float, C]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_idle < 0:
@@ -48,10 +43,10 @@ class Pool(Generic[C]):
         idle = self._idle.get(endpoint)
         expired: list[C] = []
         while idle:
-            entry = idle.pop()
-            if now - entry.since < self.idle_timeout:
-                return entry.connection, expired
-            expired.append(entry.connection)
+            since, connection = idle.pop()
+            if now - since < self.idle_timeout:
+                return connection, expired
+            expired.append(connection)
         return None, expired
 
     def give(self, endpoint: Hashable, connection: C, *, now: float) -> list[C]:
@@ -59,10 +54,10 @@ class Pool(Generic[C]):
         if self.max_idle == 0:
             return [connection]
         idle = self._idle.setdefault(endpoint, [])
-        idle.append(_Idle(connection, now))
+        idle.append((now, connection))
         overflow = len(idle) - self.max_idle
         if overflow > 0:
-            dropped = [entry.connection for entry in idle[:overflow]]
+            dropped = [connection for _, connection in idle[:overflow]]
             del idle[:overflow]
             return dropped
         return []
@@ -71,10 +66,8 @@ class Pool(Generic[C]):
         """Every connection idle for longer than ``idle_timeout``, removed: close them."""
         expired: list[C] = []
         for endpoint in list(self._idle):
-            kept = [e for e in self._idle[endpoint] if now - e.since < self.idle_timeout]
-            expired += [
-                e.connection for e in self._idle[endpoint] if now - e.since >= self.idle_timeout
-            ]
+            kept = [e for e in self._idle[endpoint] if now - e[0] < self.idle_timeout]
+            expired += [c for since, c in self._idle[endpoint] if now - since >= self.idle_timeout]
             if kept:
                 self._idle[endpoint] = kept
             else:
@@ -83,7 +76,7 @@ class Pool(Generic[C]):
 
     def drain(self) -> list[C]:
         """Every idle connection, removed: close them (shutting down)."""
-        everything = [e.connection for idle in self._idle.values() for e in idle]
+        everything = [connection for idle in self._idle.values() for _, connection in idle]
         self._idle.clear()
         return everything
 

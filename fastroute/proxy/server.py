@@ -12,10 +12,11 @@ Each request uses the RouteConfig that was current when its head arrived. ``swap
 replaces the reference for the requests that come after; requests in flight and open
 tunnels finish on the config they started with.
 
-Timeouts cost nothing per read: each connection has one cancel scope whose deadline is
-moved as the exchange goes through its phases, and the phase it was in when the
-deadline passed says what the client is told (408 for a slow client, 504 for a slow
-upstream, nothing for an idle keep-alive connection).
+Timeouts cost one float per phase: each connection records when its current phase
+expires, and one watchdog task per proxy cancels the connections past theirs, a few times
+per shortest timeout (registering a trio deadline per read costs more than the read).
+The phase a connection was in says what the client is told (408 for a slow client, 504
+for a slow upstream, nothing for an idle keep-alive connection).
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class _Connection:
     __slots__ = (
         "channel",
         "client",
+        "expires",
         "forwarded",
         "head",
         "ingress",
@@ -136,6 +138,7 @@ class _Connection:
         self.client = client
         self.scope = scope
         self.phase = _Phase.IDLE
+        self.expires = math.inf
         # what X-Forwarded-* say about this connection, encoded once
         self.forwarded = (
             client.address.encode("ascii"),
@@ -151,8 +154,9 @@ class _Connection:
         self.upstream: _Upstream | None = None
 
     def deadline(self, phase: _Phase, seconds: float) -> None:
+        """Enter ``phase``, which the watchdog ends after ``seconds``."""
         self.phase = phase
-        self.scope.deadline = trio.current_time() + seconds
+        self.expires = trio.current_time() + seconds
 
 
 class _Upstream:
@@ -204,6 +208,7 @@ class Proxy:
         self._open: set[_Connection] = set()
         self._listeners: list[trio.SocketListener] = []
         self._draining = False
+        self._housekeeping = False
         self._all_closed = trio.Event()
 
     @property
@@ -253,7 +258,10 @@ class Proxy:
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
         self._listeners.extend(listeners)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sweep_pool)
+            if not self._housekeeping:  # one watchdog and sweeper for all listeners
+                self._housekeeping = True
+                nursery.start_soon(self._watchdog)
+                nursery.start_soon(self._sweep_pool)
             for sock in sockets:
                 nursery.start_soon(self._accept, sock, scheme, nursery)
             task_status.started(listeners)
@@ -721,6 +729,8 @@ class Proxy:
                 reusable = await self._relay_chunked(
                     connection, channel, scanner, out, received, dechunk
                 )
+            elif 0 <= response.content_length == len(received):  # all here: the usual case
+                await _send_client(connection, out + received)
             elif response.content_length >= 0:
                 reusable = await self._relay_length(
                     connection, channel, response.content_length, out, received
@@ -802,6 +812,16 @@ class Proxy:
             data = await upstream.recv()
             if not data:
                 raise trio.BrokenResourceError("upstream closed mid-body")
+
+    async def _watchdog(self) -> None:
+        """Cancel the connections whose phase has lasted past its timeout."""
+        limits = self.limits
+        tick = min(1.0, limits.head_timeout / 4, limits.upstream_timeout / 4)
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for connection in [c for c in self._open if c.expires <= now]:
+                connection.scope.cancel()
 
     async def _sweep_pool(self) -> None:
         """Close upstream connections that sat idle past the pool's timeout."""
