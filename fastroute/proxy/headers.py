@@ -83,13 +83,20 @@ class TrustedProxies:
         return f"TrustedProxies({[str(n) for n in self._networks]!r})"
 
 
+# A Connection header cannot make these hop-by-hop: a client could strip what the
+# upstream relies on (framing, the host, who the client is).
+NEVER_LISTED = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", *FORWARDED, b"x-real-ip"}
+)
+
+
 def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
     """The header names a ``Connection`` header lists (they are hop-by-hop too)."""
     tokens: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return tokens
+    return tokens - NEVER_LISTED
 
 
 def _end_to_end(headers: Sequence[tuple[bytes, bytes]]) -> Headers:

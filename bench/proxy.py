@@ -1,0 +1,370 @@
+"""The proxy benchmark: fastroute next to nginx and an aiohttp proxy, under wrk, on 127.0.0.1.
+
+One nginx backend answers every request; nginx (one worker), a minimal aiohttp proxy (one
+process) and fastroute (one worker) serve the same routes in front of it. Every proxy is
+first checked to return the backend's answer for every route, then loaded in turn with
+the same wrk command, which rotates through requests on several hosts and paths, for
+each connection count, round after round (interleaved, so a slow minute on a shared
+machine hurts all of them). The report gives the median of the rounds and the ratios the
+project aims for, from the same run. Then fastroute with ``--workers 2`` against 1, and
+fastroute while its config is swapped a thousand times under load (SIGHUP), when the
+controller has those features.
+
+Usage: ``python bench/proxy.py [--rounds 3] [--duration 10] [--connections 64,256]
+[--quick] [--skip-aiohttp] [--skip-nginx] [--json FILE]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import median
+from types import FrameType
+
+from proxy_peers import (
+    PROBES,
+    Fastroute,
+    Processes,
+    check_answers,
+    fastroute_flags,
+    find_tool,
+    start_aiohttp,
+    start_backend,
+    start_fastroute,
+    start_nginx_proxy,
+)
+from proxy_swaps import Swaps, run_swaps
+from wrk import WrkResult, rotation_script, run_wrk
+
+
+@dataclass
+class Summary:
+    """One proxy at one connection count: every round, and the medians reported."""
+
+    proxy: str
+    connections: int
+    rounds: list[WrkResult] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return median(r.rps for r in self.rounds)
+
+    @property
+    def p50_ms(self) -> float:
+        return median(r.p50_ms for r in self.rounds)
+
+    @property
+    def p99_ms(self) -> float:
+        return median(r.p99_ms for r in self.rounds)
+
+    @property
+    def non_2xx(self) -> int:
+        return sum(r.non_2xx for r in self.rounds)
+
+    @property
+    def socket_errors(self) -> int:
+        return sum(r.socket_errors for r in self.rounds)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A ratio from this run and the bound the project sets for it."""
+
+    connections: int
+    label: str
+    value: float | None  # None: a peer was skipped
+    bound: float | None  # None: reported, no target
+    at_least: bool = True
+
+    def verdict(self) -> str:
+        if self.value is None:
+            return "n/a (peer skipped)"
+        if self.bound is None:
+            return "(no target)"
+        if self.value >= self.bound if self.at_least else self.value <= self.bound:
+            return "met"
+        return f"MISSED by {abs(self.value - self.bound) / self.bound:.0%}"
+
+    def line(self) -> str:
+        value = "-" if self.value is None else f"{self.value:.2f}x"
+        head = f"c{self.connections:<4} {self.label:<28} {value:>7}"
+        if self.bound is None:
+            return f"{head}   {'':<14} {self.verdict()}"
+        bound = f"{'>=' if self.at_least else '<='} {self.bound:g}x"
+        return f"{head}   target {bound:<7} {self.verdict()}"
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM too runs the ``finally`` that stops everything
+
+
+def ensure_tools() -> None:
+    """nginx and wrk, installed with apt-get when missing and root, else a clear exit."""
+    missing = [tool for tool in ("nginx", "wrk") if find_tool(tool) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        sys.exit(
+            f"bench/proxy.py needs {' and '.join(missing)}: install them with "
+            "`apt-get install -y nginx-light wrk` (as root), then run it again"
+        )
+    print(f"installing {', '.join(missing)} with apt-get", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], check=True, env=env, timeout=600)
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "nginx-light", "wrk"]
+    subprocess.run(install, check=True, env=env, timeout=900)
+
+
+def _versions() -> str:
+    nginx = subprocess.run(
+        [find_tool("nginx") or "nginx", "-v"], capture_output=True, text=True, timeout=30
+    )
+    try:
+        from importlib.metadata import version
+
+        aiohttp = version("aiohttp")
+    except ImportError:
+        aiohttp = "?"
+    git = subprocess.run(
+        ["git", "-C", str(Path(__file__).resolve().parent), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return (
+        f"fastroute {git.stdout.strip() or '(not a git checkout)'}, "
+        f"{nginx.stderr.strip().removeprefix('nginx version: ')}, aiohttp {aiohttp}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _measure(
+    processes: Processes,
+    peers: dict[str, int],
+    script: Path,
+    connections: Sequence[int],
+    rounds: int,
+    seconds: int,
+) -> dict[tuple[str, int], Summary]:
+    """Every peer at every connection count, interleaved round by round."""
+    summaries = {(p, c): Summary(p, c) for c in connections for p in peers}
+    for port in peers.values():  # warm-up, untimed: pools filled, code paths hot
+        run_wrk(
+            processes,
+            port,
+            host=PROBES[0][0],
+            connections=max(connections),
+            seconds=1,
+            script=script,
+        )
+    for round_ in range(1, rounds + 1):
+        for c in connections:
+            for name, port in peers.items():
+                result = run_wrk(
+                    processes,
+                    port,
+                    host=PROBES[0][0],
+                    connections=c,
+                    seconds=seconds,
+                    script=script,
+                )
+                summaries[(name, c)].rounds.append(result)
+                _progress(
+                    f"round {round_}/{rounds} c{c} {name}: {result.rps:,.0f} req/s, "
+                    f"p99 {result.p99_ms:.2f} ms, {result.failed} failed"
+                )
+    return summaries
+
+
+def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[int]) -> list[Target]:
+    def ratio(a: str, b: str, c: int, what: str) -> float | None:
+        x, y = summaries.get((a, c)), summaries.get((b, c))
+        if x is None or y is None:
+            return None
+        return float(getattr(x, what) / getattr(y, what))
+
+    targets = []
+    for c in connections:
+        targets += [
+            Target(c, "fastroute/nginx req/s", ratio("fastroute", "nginx", c, "rps"),
+                   0.40 if c == 64 else None),
+            Target(c, "fastroute/aiohttp req/s", ratio("fastroute", "aiohttp", c, "rps"), 3.0),
+            Target(c, "fastroute/aiohttp p99", ratio("fastroute", "aiohttp", c, "p99_ms"), 0.5,
+                   at_least=False),
+            Target(c, "fastroute/nginx p99", ratio("fastroute", "nginx", c, "p99_ms"), 3.0,
+                   at_least=False),
+        ]  # fmt: skip
+    return targets
+
+
+def _table(summaries: dict[tuple[str, int], Summary]) -> list[str]:
+    lines = [
+        "| conns | proxy | req/s | req/s range | p50 ms | p99 ms | non-2xx | socket errors |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in summaries.values():
+        low, high = min(r.rps for r in s.rounds), max(r.rps for r in s.rounds)
+        lines.append(
+            f"| {s.connections} | {s.proxy} | {s.rps:,.0f} | {low:,.0f}-{high:,.0f} "
+            f"| {s.p50_ms:.2f} | {s.p99_ms:.2f} | {s.non_2xx} | {s.socket_errors} |"
+        )
+    return lines
+
+
+def _scaling(
+    processes: Processes, workdir: Path, backend: int, one: Fastroute, script: Path,
+    flags: set[str], connections: int, rounds: int, seconds: int,
+) -> tuple[float, float] | str:  # fmt: skip
+    """fastroute --workers 1 and --workers 2, interleaved: (rps 1, rps 2) or why not."""
+    if "--workers" not in flags:
+        return "skipped: the controller has no --workers flag yet"
+    two = start_fastroute(processes, workdir, backend, flags=flags, workers=2)
+    try:
+        check_answers("fastroute --workers 2", two.port)
+        peers = {"fastroute --workers 1": one.port, "fastroute --workers 2": two.port}
+        summaries = _measure(processes, peers, script, [connections], rounds, seconds)
+    finally:
+        processes.stop(two.process)
+    return summaries[("fastroute --workers 1", connections)].rps, summaries[
+        ("fastroute --workers 2", connections)
+    ].rps
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers like 64,256: {text!r}") from None
+    if min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"connection counts must be positive: {text!r}")
+    return counts
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, interleaved (default 3)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
+    parser.add_argument(
+        "--connections",
+        type=_counts,
+        default=[64, 256],
+        help="wrk connection counts, comma-separated (default 64,256)",
+    )
+    parser.add_argument("--swaps", type=int, default=1000, help="SIGHUPs under load (1000)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round of 2 s, no scaling, 100 swaps"
+    )
+    parser.add_argument("--skip-aiohttp", action="store_true")
+    parser.add_argument("--skip-nginx", action="store_true")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
+    return parser
+
+
+def run(
+    args: argparse.Namespace, tmp: Path, processes: Processes
+) -> tuple[list[str], dict[str, object]]:
+    """The whole benchmark: the report's lines and the same figures for JSON."""
+    flags = fastroute_flags()
+    load_before = os.getloadavg()
+    backend = start_backend(processes, tmp / "backend")
+    peers: dict[str, int] = {}
+    if not args.skip_nginx:
+        peers["nginx"] = start_nginx_proxy(processes, tmp / "nginx", backend)
+    if not args.skip_aiohttp:
+        peers["aiohttp"] = start_aiohttp(processes, tmp, backend)
+    fast = start_fastroute(processes, tmp / "fastroute", backend, flags=flags, workers=1)
+    peers["fastroute"] = fast.port
+    for name, port in peers.items():
+        check_answers(name, port)
+    script = rotation_script(tmp / "rotate.lua", PROBES)
+    summaries = _measure(processes, peers, script, args.connections, args.rounds, args.duration)
+    targets = _targets(summaries, args.connections)
+    scaling: tuple[float, float] | str = "skipped (--quick)"
+    scale_c = 256 if 256 in args.connections else max(args.connections)
+    if not args.quick:
+        scaling = _scaling(
+            processes, tmp / "fastroute-2", backend, fast, script, flags, scale_c,
+            args.rounds, args.duration,
+        )  # fmt: skip
+    swaps = run_swaps(processes, fast, script, args.swaps, args.duration)
+    load_after = os.getloadavg()
+
+    hosts = len({host for host, _ in PROBES})
+    lines = [
+        f"fastroute proxy benchmark, 127.0.0.1: wrk -t1 -d{args.duration}s --latency, "
+        f"{len(PROBES)} URLs on {hosts} hosts rotated, {args.rounds} round(s) interleaved",
+        f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, "
+        f"{load_after[0]:.2f} after; {_versions()}",
+        "nginx: 1 worker; aiohttp: 1 process; fastroute: 1 worker; one nginx backend",
+        "req/s, p50, p99: median of the rounds; errors: all rounds added up",
+        "",
+        *_table(summaries),
+        "",
+        "ratios (same run) against targets:",
+        *(t.line() for t in targets),
+        "",
+    ]
+    if isinstance(scaling, tuple):
+        lines.append(
+            f"workers: c{scale_c} --workers 1 {scaling[0]:,.0f} req/s, --workers 2 "
+            f"{scaling[1]:,.0f} req/s: {scaling[1] / scaling[0]:.2f}x"
+        )
+    else:
+        lines.append(f"workers: {scaling}")
+    lines += (
+        [f"swaps: {line}" for line in swaps.lines()]
+        if isinstance(swaps, Swaps)
+        else [f"swaps: {swaps}"]
+    )
+    data: dict[str, object] = {
+        "results": [
+            {**asdict(s), "rps": s.rps, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms}
+            for s in summaries.values()
+        ],
+        "targets": [{**asdict(t), "verdict": t.verdict()} for t in targets],
+        "scaling": list(scaling) if isinstance(scaling, tuple) else scaling,
+        "swaps": asdict(swaps) if isinstance(swaps, Swaps) else swaps,
+        "flags": sorted(flags),
+    }
+    return lines, data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.swaps = 1, 2, 100
+    if args.rounds < 1 or args.duration < 1 or args.swaps < 1:
+        _parser().error("--rounds, --duration and --swaps must be positive")
+    ensure_tools()
+    signal.signal(signal.SIGTERM, _interrupt)
+    processes = Processes()
+    with tempfile.TemporaryDirectory(prefix="fastroute-proxy-bench-") as tmp:
+        try:
+            lines, data = run(args, Path(tmp), processes)
+        except KeyboardInterrupt:
+            print("interrupted: everything started was stopped", file=sys.stderr)
+            return 130
+        finally:
+            processes.stop_all()
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
