@@ -60,12 +60,21 @@ class RequestHead(_Head):
     def host(self) -> bytes | None:
         """The Host field's value, or None."""
     def forward_head(
-        self, target: bytes, client_ip: bytes, scheme: bytes, port: bytes, trusted: bool
+        self,
+        target: bytes,
+        client_ip: bytes,
+        scheme: bytes,
+        port: bytes,
+        trusted: bool,
+        host: bytes = b"",
     ) -> bytes:
         """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
 
-        End-to-end fields pass as they came. ``X-Forwarded-For`` gets ``client_ip``
-        appended to a trusted peer's chain, or replaces anyone else's;
+        End-to-end fields pass as they came; ``host`` is the Host sent when the request
+        has none (an HTTP/1.0 request: HTTP/1.1 requires one). Content-Length is sent
+        once, in plain decimal, however the client repeated or padded it.
+        ``X-Forwarded-For`` gets ``client_ip`` appended to a trusted peer's chain, or
+        replaces anyone else's;
         ``X-Forwarded-Proto``/``-Host``/``-Port`` and ``X-Real-IP`` keep a trusted peer's
         values and are set from this connection otherwise. ``Expect`` is answered by the
         proxy and dropped; a chunked body stays chunked; an upgrade is asked for again.

@@ -371,6 +371,21 @@ cdef inline char* _put(char* out, const void* src, Py_ssize_t n) noexcept:
     return out + n
 
 
+cdef int _decimal(long long value, char* digits) noexcept:
+    """Write ``value`` (>= 0) in decimal into ``digits`` (20 bytes); its length."""
+    cdef char reverse[20]
+    cdef int n = 0, i
+    while True:
+        reverse[n] = <char>(48 + value % 10)
+        n += 1
+        value //= 10
+        if value == 0:
+            break
+    for i in range(n):
+        digits[i] = reverse[n - 1 - i]
+    return n
+
+
 # ---------------------------------------------------------------- requests
 
 cdef class RequestHead(_Head):
@@ -385,12 +400,21 @@ cdef class RequestHead(_Head):
         return self._value(self.host_field)
 
     def forward_head(
-        self, bytes target, bytes client_ip, bytes scheme, bytes port, bint trusted
+        self,
+        bytes target,
+        bytes client_ip,
+        bytes scheme,
+        bytes port,
+        bint trusted,
+        bytes host=b"",
     ) -> bytes:
         """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
 
-        End-to-end fields pass as they came. ``X-Forwarded-For`` gets ``client_ip``
-        appended to a trusted peer's chain, or replaces anyone else's;
+        End-to-end fields pass as they came; ``host`` is the Host sent when the request
+        has none (an HTTP/1.0 request: HTTP/1.1 requires one). Content-Length is sent
+        once, in plain decimal, however the client repeated or padded it.
+        ``X-Forwarded-For`` gets ``client_ip`` appended to a trusted peer's chain, or
+        replaces anyone else's;
         ``X-Forwarded-Proto``/``-Host``/``-Port`` and ``X-Real-IP`` keep a trusted peer's
         values and are set from this connection otherwise. ``Expect`` is answered by the
         proxy and dropped; a chunked body stays chunked; an upgrade is asked for again.
@@ -403,11 +427,17 @@ cdef class RequestHead(_Head):
         cdef Py_ssize_t host_len = 0
         cdef char* out
         cdef bytes upgrade = self.upgrade
+        cdef char length[20]
+        cdef int length_len = 0
+        cdef const char* host_value = PyBytes_AS_STRING(host)
         ours[0] = ours[1] = ours[2] = ours[3] = NULL
         size = PyBytes_GET_SIZE(self.method) + 1 + PyBytes_GET_SIZE(target) + 11 + 2
+        if self.content_length >= 0:
+            length_len = _decimal(self.content_length, length)
+            size += 16 + length_len + 2
         for i in range(self.nfields):
             f = &self.fields[i]
-            if f.kind == K_OTHER or f.kind == K_HOST or f.kind == K_CONTENT_LENGTH:
+            if f.kind == K_OTHER or f.kind == K_HOST:
                 size += f.name_len + f.value_len + 4
             elif trusted:
                 if f.kind == K_XFF:
@@ -417,6 +447,10 @@ cdef class RequestHead(_Head):
                     ours[f.kind - K_XF_PROTO] = f
         if self.host_field >= 0:
             host_len = self.fields[self.host_field].value_len
+            host_value = p + self.fields[self.host_field].value
+        else:
+            host_len = PyBytes_GET_SIZE(host)
+            size += 6 + host_len + 2
         size += 17 + xff_total + PyBytes_GET_SIZE(client_ip) + 2
         size += 19 + (ours[0].value_len if ours[0] else PyBytes_GET_SIZE(scheme)) + 2
         size += 18 + (ours[1].value_len if ours[1] else host_len) + 2
@@ -432,13 +466,21 @@ cdef class RequestHead(_Head):
         out = _put(out, b" ", 1)
         out = _put(out, PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target))
         out = _put(out, b" HTTP/1.1\r\n", 11)
+        if self.host_field < 0:
+            out = _put(out, b"Host: ", 6)
+            out = _put(out, host_value, host_len)
+            out = _put(out, b"\r\n", 2)
         for i in range(self.nfields):
             f = &self.fields[i]
-            if f.kind == K_OTHER or f.kind == K_HOST or f.kind == K_CONTENT_LENGTH:
+            if f.kind == K_OTHER or f.kind == K_HOST:
                 out = _put(out, p + f.name, f.name_len)
                 out = _put(out, b": ", 2)
                 out = _put(out, p + f.value, f.value_len)
                 out = _put(out, b"\r\n", 2)
+        if length_len:
+            out = _put(out, b"Content-Length: ", 16)
+            out = _put(out, length, length_len)
+            out = _put(out, b"\r\n", 2)
         out = _put(out, b"X-Forwarded-For: ", 17)
         if trusted and nxff:
             for i in range(self.nfields):
@@ -456,7 +498,7 @@ cdef class RequestHead(_Head):
         if ours[1]:
             out = _put(out, p + ours[1].value, ours[1].value_len)
         elif host_len:
-            out = _put(out, p + self.fields[self.host_field].value, host_len)
+            out = _put(out, host_value, host_len)
         out = _put(out, b"\r\nX-Forwarded-Port: ", 20)
         if ours[2]:
             out = _put(out, p + ours[2].value, ours[2].value_len)
@@ -545,12 +587,15 @@ def parse_request(bytes data, Py_ssize_t max_head) -> RequestHead | None:
         if head.transfer_encodings > 1 or not head.te_is_chunked or head.version == 10:
             raise BadRequestError(f"unsupported Transfer-Encoding (only chunked, once, in HTTP/1.1)")
         head.chunked = True
-    head.keep_alive = (not head.close_token) if head.version == 11 else head.keep_alive_token
+    if head.version == 11 and head.host_field < 0:
+        raise BadRequestError("HTTP/1.1 request without a Host header")  # RFC 9112 §3.2
+    head.keep_alive = not head.close_token and (head.version == 11 or head.keep_alive_token)
     cdef Field* f
-    for i in range(head.nfields):
-        f = &head.fields[i]
-        if f.kind == K_EXPECT:
-            head.expect_continue = f.value_len == 12 and _is(p + f.value, 12, b"100-continue")
+    if head.version == 11:  # an HTTP/1.0 client never waits for 100 Continue
+        for i in range(head.nfields):
+            f = &head.fields[i]
+            if f.kind == K_EXPECT:
+                head.expect_continue = f.value_len == 12 and _is(p + f.value, 12, b"100-continue")
     return head
 
 
@@ -582,7 +627,12 @@ cdef class ResponseHead(_Head):
         cdef char* out
         cdef bint switching = self.status == 101
         cdef char code[4]
+        cdef char length[20]
+        cdef int length_len = 0
         size = 9 + 3 + 1 + PyBytes_GET_SIZE(self.reason) + 2 + 2
+        if self.content_length >= 0 and not self.chunked:
+            length_len = _decimal(self.content_length, length)
+            size += 16 + length_len + 2
         for i in range(self.nfields):
             f = &self.fields[i]
             if _passes(f.kind, self.chunked, switching):
@@ -608,6 +658,10 @@ cdef class ResponseHead(_Head):
                 out = _put(out, b": ", 2)
                 out = _put(out, p + f.value, f.value_len)
                 out = _put(out, b"\r\n", 2)
+        if length_len:
+            out = _put(out, b"Content-Length: ", 16)
+            out = _put(out, length, length_len)
+            out = _put(out, b"\r\n", 2)
         if self.chunked:
             out = _put(out, b"Transfer-Encoding: chunked\r\n", 28)
         if close and not switching:
@@ -621,7 +675,7 @@ cdef class ResponseHead(_Head):
 
 cdef inline bint _passes(int kind, bint chunked, bint switching) noexcept:
     if kind == K_CONTENT_LENGTH:
-        return not chunked
+        return False  # written once, in plain decimal, unless chunked framing overrides it
     if kind == K_TRANSFER_ENCODING or kind == K_HOP:
         return False
     if kind == K_CONNECTION or kind == K_UPGRADE:
@@ -685,12 +739,15 @@ def parse_response(bytes data, Py_ssize_t max_head, bint head_request) -> Respon
     if head.ntokens:
         head._mark_listed(p)
     head.bodyless = head_request or head.status < 200 or head.status == 204 or head.status == 304
-    if head.transfer_encodings and not head.bodyless:
-        if head.transfer_encodings > 1 or not head.te_is_chunked:
-            raise BadGatewayError("upstream sent a Transfer-Encoding other than chunked")
-        head.chunked = True
+    if head.transfer_encodings:
         head.content_length = -1  # RFC 9112 §6.3: Transfer-Encoding overrides it
-    head.keep_alive = (not head.close_token) if head.version == 11 else head.keep_alive_token
+        if not head.bodyless:
+            if head.transfer_encodings > 1 or not head.te_is_chunked:
+                raise BadGatewayError("upstream sent a Transfer-Encoding other than chunked")
+            head.chunked = True
+    head.keep_alive = not head.close_token and (head.version == 11 or head.keep_alive_token)
+    if head.chunked and head.version == 10:
+        head.keep_alive = False  # RFC 9112 §6.1: such framing is suspect; close after it
     return head
 
 

@@ -30,6 +30,10 @@ class Channel(Protocol):
         """The next bytes received; ``b""`` once the peer has closed its side."""
         ...
 
+    async def recv_reply(self) -> bytes:
+        """``recv`` when the peer was just sent something and cannot have answered yet."""
+        ...
+
     async def send(self, data: bytes) -> None:
         """Send all of ``data``; OSError or trio.BrokenResourceError if the peer is gone."""
         ...
@@ -88,7 +92,7 @@ class SocketChannel:
             self.sock.close()
 
     async def recv_reply(self) -> bytes:
-        """``recv`` for an answer to what was just sent: wait first, it cannot be there yet."""
+        """Wait first, then ``recv``: trying first would be a wasted system call."""
         self._ready_calls = 0
         await wait_readable(self.sock)
         return await self.recv()
@@ -116,6 +120,9 @@ class StreamChannel:
             return bytes(await self.stream.receive_some(READ_SIZE))
         except trio.BrokenResourceError:
             return b""
+
+    async def recv_reply(self) -> bytes:
+        return await self.recv()
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)

@@ -10,7 +10,7 @@ client can send them too, and they are only believed when the peer is a trusted 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -99,9 +99,25 @@ def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
     return tokens - NEVER_LISTED
 
 
-def _end_to_end(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
+def _end_to_end(
+    headers: Sequence[tuple[bytes, bytes]], keep: Collection[bytes] = frozenset()
+) -> Headers:
+    """The end-to-end fields (and those in ``keep``); Content-Length once, at their end.
+
+    A client may repeat a Content-Length or pad it with zeros (``05``); sent on like
+    that, an upstream could read it otherwise, so it is written again in plain decimal.
+    """
     listed = _connection_tokens(headers)
-    return [(n, v) for n, v in headers if n not in HOP_BY_HOP and n not in listed]
+    out = [
+        (n, v)
+        for n, v in headers
+        if n in keep or (n not in HOP_BY_HOP and n not in listed and n != b"content-length")
+    ]
+    chunked = any(n == b"transfer-encoding" for n, _ in headers)
+    length = next((v for n, v in headers if n == b"content-length"), None)
+    if length is not None and not chunked:
+        out.append((b"content-length", b"%d" % int(length)))
+    return out
 
 
 def request_headers(
@@ -110,10 +126,12 @@ def request_headers(
     trusted: TrustedProxies,
     *,
     upgrade: bytes | None = None,
+    host: bytes = b"",
 ) -> Headers:
     """The headers to send upstream for a request that came in with ``headers``.
 
-    ``Host`` is passed through unchanged (the upstream may route on it too).
+    ``Host`` is passed through unchanged (the upstream may route on it too); a request
+    without one (HTTP/1.0) is sent ``host`` first, as HTTP/1.1 requires a Host.
     ``X-Forwarded-For`` gets the client's address appended to what a trusted proxy sent,
     or replaces what anyone else sent. ``X-Forwarded-Proto``/``-Host``/``-Port`` and
     ``X-Real-IP`` keep a trusted proxy's values and are set from this connection
@@ -123,8 +141,11 @@ def request_headers(
     believed = trusted.trusts(client.address)
     incoming = {n: v for n, v in headers if n in (*FORWARDED, b"x-real-ip")}
     forwarded_for = [v for n, v in headers if n == b"x-forwarded-for"]
-    host = next((v for n, v in headers if n == b"host"), b"")
+    sent_host = next((v for n, v in headers if n == b"host"), None)
     out = [(n, v) for n, v in _end_to_end(headers) if n not in FORWARDED and n != b"x-real-ip"]
+    if sent_host is None:
+        out.insert(0, (b"host", host))
+    host = host if sent_host is None else sent_host
 
     address = client.address.encode("ascii")
     chain = b", ".join([*forwarded_for, address]) if believed and forwarded_for else address
@@ -149,7 +170,4 @@ def response_headers(headers: Sequence[tuple[bytes, bytes]], *, upgraded: bool =
     A ``101 Switching Protocols`` answer (``upgraded``) keeps ``Connection`` and
     ``Upgrade``: the client needs them to complete the switch.
     """
-    if upgraded:
-        kept = {b"connection", b"upgrade"}
-        return [(n, v) for n, v in headers if n in kept or n not in HOP_BY_HOP]
-    return _end_to_end(headers)
+    return _end_to_end(headers, keep={b"connection", b"upgrade"} if upgraded else frozenset())

@@ -395,7 +395,8 @@ class Proxy:
             connection.ingress = connection.service = "-"
             head = parse_request(buffer, limits.max_head_bytes)
             while head is None:
-                data = await channel.recv()
+                # after a response, the client's next request cannot be here yet
+                data = await (channel.recv() if buffer else channel.recv_reply())
                 if not data:
                     return
                 buffer = buffer + data if buffer else data
@@ -510,7 +511,7 @@ class Proxy:
         route = decision.route
         connection.ingress = route.ingress
         connection.service = route.backend.name
-        outgoing = head.forward_head(decision.target, *connection.forwarded)
+        outgoing = head.forward_head(decision.target, *connection.forwarded, decision.host)
         has_body = head.chunked or head.content_length > 0
         # a request that cannot be sent twice only goes on a pooled connection that is
         # seen to be still open (the upstream may have closed it while it sat idle)

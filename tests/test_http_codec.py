@@ -1,0 +1,1307 @@
+"""The compiled HTTP/1.1 codec (``fastroute._http``) against h11 and ``proxy/headers.py``.
+
+h11 is the reference HTTP/1.1 parser: heads the codec accepts must mean to h11 what they
+mean to the codec (method, target, fields, framing, where the head ends, keep-alive), and
+what the proxy sends on must be what ``request_headers``/``response_headers`` say, read back
+by h11 as a peer would. The codec is stricter than h11 on purpose (a proxy that reads
+framing differently from its upstream is how requests get smuggled); where h11 is more
+lenient only the codec's refusal is asserted, and where the two deliberately differ the
+generators stay clear of it and a test names the difference.
+
+Deliberate differences from h11 (the tests below name each one):
+- leading blank lines before a request line are skipped (RFC 9112 §2.2); h11 refuses them;
+- refused by the codec, taken by h11: obs-fold (h11 unfolds it), control characters
+  other than HTAB in values (h11 takes \\x01-\\x08, \\x1b, \\x7f...), Content-Length with
+  Transfer-Encoding (h11 lets chunked win), Transfer-Encoding in HTTP/1.0, versions other
+  than 1.0/1.1, ``Content-Length: 1, 1``, Content-Lengths of 19 or 20 digits, a
+  Connection header listing more than 16 field names;
+- h11 keeps no HTTP/1.0 connection alive; the codec follows ``Connection: keep-alive``;
+- h11 collapses identical repeated Content-Length fields and lower-cases the
+  Transfer-Encoding value; the codec reports fields as they came;
+- chunked framing: the codec refuses bare-LF line ends in trailers and after the last
+  chunk, 16+ hex digits in a size, control characters in extensions and over 64 KiB of
+  extensions and trailers, all of which h11 takes; h11 refuses whitespace before a chunk
+  extension's ``;`` (RFC 9112's BWS), which the codec takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from itertools import pairwise
+
+import h11
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastroute._http import (
+    ChunkedError,
+    ChunkedScanner,
+    RequestHead,
+    ResponseHead,
+    parse_request,
+    parse_response,
+)
+from fastroute.errors import BadGatewayError, BadRequestError, HeadersTooLargeError
+from fastroute.proxy.headers import (
+    FORWARDED,
+    HOP_BY_HOP,
+    Client,
+    TrustedProxies,
+    request_headers,
+    response_headers,
+)
+
+# One shrunk counterexample per test is enough, and keeps a failing run short.
+SETTINGS = settings(max_examples=150, deadline=None, report_multiple_bugs=False)
+REFUSALS = settings(max_examples=50, deadline=None, report_multiple_bugs=False)
+FEW = settings(max_examples=15, deadline=None, report_multiple_bugs=False)
+FUZZ = settings(max_examples=250, deadline=None, report_multiple_bugs=False)
+
+MAX_HEAD = 1 << 20
+Headers = list[tuple[bytes, bytes]]
+
+# --------------------------------------------------------------------------- generators
+
+TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+VISIBLE = bytes(range(0x21, 0x7F))
+# Field value bytes: mostly visible ASCII, some interior whitespace, some obs-text.
+VALUE_ALPHABET = [*VISIBLE, *[0x20] * 12, *[0x09] * 3, 0x80, 0xA0, 0xC3, 0xE9, 0xFF]
+OWS = [b"", b"", b"", b" ", b"\t", b"  ", b" \t "]
+
+# Names the codec treats specially. Random names stay clear of them, and of "close":
+# a field named like a connection option is kept by the codec when ``Connection: close``
+# is sent but dropped by headers.py's ``_end_to_end`` (reported; not pinned here).
+SPECIAL_NAMES = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"expect",
+        b"x-real-ip",
+        b"close",
+        *HOP_BY_HOP,
+        *FORWARDED,
+    }
+)
+NEVER_LISTED = [b"Host", b"Content-Length", b"Transfer-Encoding", b"X-Forwarded-For", b"X-Real-IP"]
+HOP_FIELDS = [
+    (b"Keep-Alive", b"timeout=5, max=100"),
+    (b"TE", b"trailers"),
+    (b"Trailer", b"Expires"),
+    (b"Proxy-Connection", b"keep-alive"),
+    (b"Proxy-Authorization", b"Basic YTpi"),
+    (b"Proxy-Authenticate", b"Basic realm=x"),
+]
+IPS = [b"203.0.113.9", b"10.0.0.2", b"2001:db8::7", b"unknown", b""]
+
+
+def any_case(word: bytes) -> st.SearchStrategy[bytes]:
+    """``word`` spelled in some letter case."""
+    mixed = bytes(c ^ 0x20 if i % 2 and chr(c).isalpha() else c for i, c in enumerate(word))
+    return st.sampled_from([word.lower(), word.upper(), word.title(), mixed, mixed.swapcase()])
+
+
+tokens = st.text(alphabet=TCHARS, min_size=1, max_size=10).map(str.encode)
+plain_names = st.one_of(
+    st.sampled_from([b"Accept", b"accept", b"Cookie", b"X-Trace", b"x-trace", b"A", b"b"]),
+    tokens,
+).filter(lambda name: name.lower() not in SPECIAL_NAMES)
+values = st.lists(st.sampled_from(VALUE_ALPHABET), max_size=16).map(
+    lambda codes: bytes(codes).strip(b" \t")
+)
+host_values = st.one_of(
+    st.sampled_from(
+        [b"example.com", b"a.example:8080", b"[::1]:80", b"", b"xn--bcher-kva.example"]
+    ),
+    values,
+)
+methods = st.one_of(
+    st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH"]),
+    tokens,
+).filter(lambda method: method != b"CONNECT")  # h11 reads CONNECT as a switch proposal
+targets = st.one_of(
+    st.sampled_from([b"/", b"*", b"/a/b?c=d&e", b"http://x.example/p", b"/%2F/~"]),
+    st.text(alphabet=VISIBLE.decode(), min_size=1, max_size=24).map(str.encode),
+)
+
+
+@st.composite
+def content_lengths(draw: st.DrawFn, max_value: int) -> bytes:
+    """A Content-Length value, now and then with leading zeros (at most 18 digits)."""
+    digits = str(draw(st.integers(0, max_value)))
+    zeros = draw(st.integers(0, 18 - len(digits))) if draw(st.integers(0, 3)) == 0 else 0
+    return b"0" * zeros + digits.encode()
+
+
+@st.composite
+def connection_values(draw: st.DrawFn, names: Sequence[bytes]) -> bytes:
+    """A Connection value: options, the names of fields present or not, odd separators."""
+    choices = [st.sampled_from([b"close", b"keep-alive", b"upgrade"]), plain_names]
+    if names:
+        choices.append(st.sampled_from(list(names)))
+    choices.append(st.sampled_from([n for n, _ in HOP_FIELDS]))
+    choices.append(st.sampled_from(NEVER_LISTED))  # which a Connection header cannot drop
+    listed = draw(st.lists(st.one_of(*choices), max_size=5))
+    listed = [draw(any_case(token)) for token in listed]
+    out = b""
+    for i, token in enumerate(listed):
+        if i:
+            out += draw(st.sampled_from([b",", b", ", b" , ", b",\t", b", ,"]))
+        out += token
+    return out
+
+
+@dataclass(frozen=True)
+class Head:
+    """A generated head, with the structure it was built from (the oracle's view)."""
+
+    lead: bytes  # blank lines before the start line
+    start: bytes  # the request or status line, without its line end
+    lines: tuple[bytes, ...]  # the field lines as sent, without their line ends
+    eols: tuple[bytes, ...]  # line ends: the start line's, each field line's, the blank line
+    fields: tuple[tuple[bytes, bytes], ...]  # (name as sent, value without OWS)
+    version: int  # 10 or 11
+
+    @property
+    def raw(self) -> bytes:
+        out = self.lead + self.start + self.eols[0]
+        for line, eol in zip(self.lines, self.eols[1:-1], strict=True):
+            out += line + eol
+        return out + self.eols[-1]
+
+    @property
+    def headers(self) -> Headers:
+        """As h11 and headers.py have them: lower-case names, values."""
+        return [(name.lower(), value) for name, value in self.fields]
+
+    def with_lines(self, lines: Sequence[bytes]) -> bytes:
+        """The raw head with other field lines (all ending in CRLF)."""
+        body = b"".join(line + b"\r\n" for line in lines)
+        return self.lead + self.start + b"\r\n" + body + b"\r\n"
+
+
+@st.composite
+def assemble(
+    draw: st.DrawFn, start: bytes, fields: list[tuple[bytes, bytes]], version: int
+) -> Head:
+    ordered = draw(st.permutations(fields))
+    lines = tuple(
+        name + b":" + draw(st.sampled_from(OWS)) + value + draw(st.sampled_from(OWS))
+        for name, value in ordered
+    )
+    if draw(st.booleans()):
+        eols = (b"\r\n",) * (len(lines) + 2)
+    else:
+        eols = tuple(
+            draw(st.lists(st.sampled_from([b"\r\n", b"\n"]), min_size=len(lines) + 2,
+                          max_size=len(lines) + 2))
+        )  # fmt: skip
+    return Head(b"", start, lines, eols, tuple(ordered), version)
+
+
+def _common_fields(draw: st.DrawFn, plain: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Connection fields naming some of ``plain``, and fixed hop-by-hop ones."""
+    fields: list[tuple[bytes, bytes]] = []
+    names = [name for name, _ in plain]
+    for _ in range(draw(st.integers(0, 2))):
+        fields.append((draw(any_case(b"Connection")), draw(connection_values(names))))
+    fields += draw(st.lists(st.sampled_from(HOP_FIELDS), max_size=2))
+    return fields
+
+
+@st.composite
+def requests(draw: st.DrawFn, *, host: bool | None = None, framing: str | None = None) -> Head:
+    """A valid request head.
+
+    ``host``: whether it has a Host field (default: always in HTTP/1.1, which h11 insists
+    on, sometimes in HTTP/1.0). ``framing``: "none", "length", "lengths" (two identical
+    Content-Lengths) or "chunked"; default: any the version allows.
+    """
+    version = draw(st.sampled_from([10, 11]))
+    if framing is None:
+        framing = draw(
+            st.sampled_from(["none", "length", "lengths", *(["chunked"] if version == 11 else [])])
+        )
+    if framing == "chunked":
+        version = 11
+    start = draw(methods) + b" " + draw(targets) + b" HTTP/1." + str(version - 10).encode()
+    plain = draw(st.lists(st.tuples(plain_names, values), max_size=5))
+    fields = plain + _common_fields(draw, plain)
+    if host if host is not None else (version == 11 or draw(st.booleans())):
+        fields.append((draw(any_case(b"Host")), draw(host_values)))
+    if framing in ("length", "lengths"):
+        length = draw(content_lengths(10**18 - 1))
+        fields += [(draw(any_case(b"Content-Length")), length)] * (1 + (framing == "lengths"))
+    elif framing == "chunked":
+        fields.append((draw(any_case(b"Transfer-Encoding")), draw(any_case(b"chunked"))))
+    if draw(st.integers(0, 3)) == 0:
+        fields.append((draw(any_case(b"Upgrade")), draw(st.sampled_from([b"websocket", b"h2c"]))))
+    if draw(st.integers(0, 3)) == 0:
+        fields.append((draw(any_case(b"Expect")), draw(any_case(b"100-continue"))))
+    for name in (b"X-Forwarded-For", b"X-Forwarded-For", b"X-Real-IP"):
+        if draw(st.integers(0, 3)) == 0:
+            fields.append((draw(any_case(name)), draw(st.sampled_from(IPS))))
+    for name, choices in (
+        (b"X-Forwarded-Proto", [b"https", b"http"]),
+        (b"X-Forwarded-Host", [b"up.example", b""]),
+        (b"X-Forwarded-Port", [b"443", b"8443"]),
+    ):
+        if draw(st.integers(0, 3)) == 0:
+            fields.append((draw(any_case(name)), draw(st.sampled_from(choices))))
+    head = draw(assemble(start, fields, version))
+    lead = b"".join(draw(st.lists(st.sampled_from([b"\r\n", b"\n"]), max_size=2)))
+    return replace(head, lead=lead)
+
+
+@st.composite
+def responses(draw: st.DrawFn) -> Head:
+    """A valid response head (status 100-599), framing fields in any combination."""
+    status = draw(
+        st.one_of(st.sampled_from([100, 101, 103, 200, 204, 304, 404]), st.integers(100, 599))
+    )
+    version = 11 if status == 101 else draw(st.sampled_from([10, 11]))
+    reason = draw(st.one_of(st.sampled_from([b"OK", b"Not Found", b" odd  one "]), values))
+    start = b"HTTP/1.%d %d" % (version - 10, status)
+    if reason or draw(st.booleans()):
+        start += b" " + reason
+    plain = draw(st.lists(st.tuples(plain_names, values), max_size=5))
+    fields = list(plain)
+    if status == 101:
+        # A 101 keeps its Connection field. Listing other fields in it is left out: the
+        # codec drops them (RFC 9110 §7.6.1), response_headers(upgraded=True) keeps them.
+        fields.append((b"Connection", draw(any_case(b"upgrade"))))
+        fields.append((b"Upgrade", b"websocket"))
+        fields += draw(st.lists(st.sampled_from(HOP_FIELDS), max_size=2))
+    else:
+        fields += _common_fields(draw, plain)
+        if draw(st.integers(0, 4)) == 0:
+            fields.append((b"Upgrade", b"h2c"))
+    if draw(st.booleans()):
+        length = draw(content_lengths(40))
+        fields += [(draw(any_case(b"Content-Length")), length)] * draw(st.integers(1, 2))
+    if draw(st.integers(0, 2)) == 0:
+        fields.append((draw(any_case(b"Transfer-Encoding")), draw(any_case(b"chunked"))))
+    return draw(assemble(start, fields, version))
+
+
+def status_of(head: Head) -> int:
+    return int(head.start[9:12])
+
+
+# --------------------------------------------------------------------------- oracles
+
+
+def connection_tokens(headers: Headers) -> set[bytes]:
+    return {
+        token.strip(b" \t").lower()
+        for name, value in headers
+        if name == b"connection"
+        for token in value.split(b",")
+        if token.strip(b" \t")
+    }
+
+
+def rfc_keep_alive(version: int, headers: Headers) -> bool:
+    """RFC 9112 §9.3: close wins; HTTP/1.1 persists; HTTP/1.0 only with keep-alive.
+
+    An HTTP/1.0 message with Transfer-Encoding is faulty framing (§6.1): close after it.
+    """
+    listed = connection_tokens(headers)
+    if b"close" in listed:
+        return False
+    if version == 10 and any(n == b"transfer-encoding" for n, _ in headers):
+        return False
+    return version == 11 or b"keep-alive" in listed
+
+
+def first(headers: Headers, name: bytes) -> bytes | None:
+    return next((v for n, v in headers if n == name), None)
+
+
+def asked_upgrade(version: int, headers: Headers) -> bytes | None:
+    """The protocol a request asks to switch to (HTTP/1.1, Connection: upgrade, Upgrade)."""
+    upgrades = [v for n, v in headers if n == b"upgrade"]
+    if version == 11 and b"upgrade" in connection_tokens(headers) and upgrades:
+        return upgrades[-1]
+    return None
+
+
+def as_h11(headers: Headers) -> Headers:
+    """What h11 reports for ``headers``: one Content-Length, Transfer-Encoding lower-cased."""
+    out: Headers = []
+    for name, value in headers:
+        if name == b"content-length" and any(n == name for n, _ in out):
+            continue
+        out.append((name, value.lower() if name == b"transfer-encoding" else value))
+    return out
+
+
+def h11_request(data: bytes) -> tuple[h11.Request, h11.Connection]:
+    """h11 as a server reading ``data``: the request and the connection (for its state)."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    event = conn.next_event()
+    assert isinstance(event, h11.Request), event
+    return event, conn
+
+
+def h11_try_request(data: bytes) -> tuple[h11.Request, h11.Connection] | None:
+    """What h11 reads from ``data``: None when it refuses it or wants more."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError:
+        return None
+    return (event, conn) if isinstance(event, h11.Request) else None
+
+
+def h11_framing(headers: Headers) -> tuple[bool, int]:
+    """(chunked, Content-Length or -1), as h11 frames a body with ``headers``."""
+    if any(n == b"transfer-encoding" for n, _ in headers):
+        return True, -1
+    length = first(headers, b"content-length")
+    return False, -1 if length is None else int(length)
+
+
+def h11_rejects_request(data: bytes) -> bool:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    try:
+        conn.next_event()
+    except h11.RemoteProtocolError:
+        return True
+    return False
+
+
+def h11_client(method: bytes, *, upgrade: bool = False) -> h11.Connection:
+    """h11 as a client that has sent ``method`` and now waits for the response."""
+    conn = h11.Connection(h11.CLIENT)
+    headers = [(b"host", b"up.example")]
+    if upgrade:
+        headers += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
+    conn.send(h11.Request(method=method, target=b"/", headers=headers))
+    conn.send(h11.EndOfMessage())
+    return conn
+
+
+def h11_response(
+    data: bytes, method: bytes, *, upgrade: bool = False
+) -> tuple[h11.Response | h11.InformationalResponse, h11.Connection]:
+    conn = h11_client(method, upgrade=upgrade)
+    conn.receive_data(data)
+    event = conn.next_event()
+    assert isinstance(event, h11.Response | h11.InformationalResponse), event
+    return event, conn
+
+
+def h11_body(conn: h11.Connection, more: bytes, *, eof: bool) -> bytes:
+    """The body h11 reads from ``more`` (then EOF, if ``eof``) up to its EndOfMessage."""
+    conn.receive_data(more)
+    if eof:
+        conn.receive_data(b"")
+    body = b""
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.EndOfMessage):
+            return body
+        assert isinstance(event, h11.Data), event
+        body += event.data
+
+
+def h11_consumed(conn: h11.Connection, fed: bytes) -> int:
+    """How many of the bytes fed to ``conn`` h11 has used so far."""
+    return len(fed) - len(conn.trailing_data[0])
+
+
+def request_summary(head: RequestHead) -> tuple[object, ...]:
+    return (
+        head.method,
+        head.target,
+        head.version,
+        head.headers,
+        head.size,
+        head.content_length,
+        head.chunked,
+        head.keep_alive,
+        head.expect_continue,
+        head.upgrade,
+        head.host,
+    )
+
+
+def response_summary(head: ResponseHead) -> tuple[object, ...]:
+    return (
+        head.status,
+        head.reason,
+        head.version,
+        head.headers,
+        head.size,
+        head.content_length,
+        head.chunked,
+        head.keep_alive,
+        head.bodyless,
+        head.until_close,
+    )
+
+
+def parsed_request(data: bytes) -> RequestHead:
+    head = parse_request(data, MAX_HEAD)
+    assert head is not None, data
+    return head
+
+
+def parsed_response(data: bytes, head_request: bool = False) -> ResponseHead:
+    head = parse_response(data, MAX_HEAD, head_request)
+    assert head is not None, data
+    return head
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
+H = b"Host: a.example\r\n"
+
+
+def post(*lines: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+    return b"POST / " + version + b"\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+
+
+# --------------------------------------------------------------------------- 1. request heads
+
+
+@SETTINGS
+@given(req=requests(), body=st.binary(max_size=40))
+def test_a_request_head_means_to_the_codec_what_it_means_to_h11(req: Head, body: bytes) -> None:
+    raw = req.raw
+    head = parsed_request(raw + body)
+    headers = req.headers
+
+    fed = raw[len(req.lead) :] + body  # h11 refuses blank lines before the request line
+    event, conn = h11_request(fed)
+    assert head.method == event.method
+    assert head.target == event.target
+    assert head.version == (10 if event.http_version == b"1.0" else 11)
+    assert head.headers == headers
+    assert as_h11(head.headers) == list(event.headers)
+    assert head.size == len(raw) == len(req.lead) + h11_consumed(conn, fed)
+
+    lengths = [v for n, v in headers if n == b"content-length"]
+    assert head.content_length == (int(lengths[0]) if lengths else -1)
+    assert head.chunked == any(n == b"transfer-encoding" for n, _ in headers)
+    assert head.host == first(headers, b"host")
+    assert head.upgrade == asked_upgrade(req.version, headers)
+    for name, _ in req.fields:
+        assert head.header(name.swapcase()) == first(headers, name.lower())
+    assert head.header(b"x-not-sent") is None
+
+    # 100-continue: h11 ignores it in HTTP/1.0 requests, as RFC 9110 §10.1.1 says to.
+    assert head.expect_continue == conn.they_are_waiting_for_100_continue
+    assert head.keep_alive == rfc_keep_alive(req.version, headers)
+    if req.version == 11:  # h11 keeps no HTTP/1.0 connection alive
+        conn.send(h11.Response(status_code=204, headers=[]))
+        conn.send(h11.EndOfMessage())
+        assert head.keep_alive == (conn.our_state is h11.DONE)
+
+
+@pytest.mark.parametrize("lead", [b"\r\n", b"\n", b"\r\n\n\r\n"])
+def test_blank_lines_before_a_request_line_are_skipped(lead: bytes) -> None:
+    # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a request
+    # line. h11 refuses any, so the properties above hand it the bytes after them.
+    raw = lead + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert h11_rejects_request(raw)
+    head = parsed_request(raw + b"next")
+    assert (head.method, head.target, head.size) == (b"GET", b"/", len(raw))
+
+
+@SETTINGS
+@given(req=requests(), body=st.binary(min_size=1, max_size=40))
+def test_a_request_head_arriving_in_pieces_is_read_once_complete(req: Head, body: bytes) -> None:
+    raw = req.raw
+    for cut in range(len(raw)):
+        assert parse_request(raw[:cut], MAX_HEAD) is None, raw[:cut]
+    assert request_summary(parsed_request(raw)) == request_summary(parsed_request(raw + body))
+
+
+# --------------------------------------------------------------------------- 2. forwarding
+
+CLIENT_IPS = st.sampled_from(["203.0.113.9", "10.1.2.3", "2001:db8::1"])
+
+
+def expected_forward(req: Head, client: Client, trusted: bool) -> tuple[Headers, list[bytes]]:
+    """The fields the upstream must get (lower-case names), and the end-to-end ones' lines."""
+    headers = req.headers
+    peers = TrustedProxies([client.address] if trusted else [])
+    upgrade = asked_upgrade(req.version, headers)
+    out = request_headers(headers, client, peers, upgrade=upgrade)
+    out = [(n, v) for n, v in out if n != b"expect"]  # the proxy answers 100-continue itself
+    tail = 0 if upgrade is None else 2  # Connection: upgrade, Upgrade: ...
+    chunked = any(n == b"transfer-encoding" for n, _ in headers)
+    if chunked:
+        out.insert(len(out) - tail, (b"transfer-encoding", b"chunked"))
+    # The end-to-end fields come first, each as it was sent (name case kept): they are a
+    # subsequence of the fields received, and a greedy match finds it.
+    # (Content-Length is written again once, and a missing Host is added: not the client's)
+    end_to_end = [f for f in out[: len(out) - 5 - chunked - tail] if f[0] != b"content-length"]
+    if not any(name.lower() == b"host" for name, _ in req.fields):
+        end_to_end = end_to_end[1:]
+    lines: list[bytes] = []
+    for name, value in req.fields:
+        if len(lines) < len(end_to_end) and (name.lower(), value) == end_to_end[len(lines)]:
+            lines.append(name + b": " + value)
+    assert len(lines) == len(end_to_end)
+    return out, lines
+
+
+@SETTINGS
+@given(
+    req=requests(host=True),
+    ip=CLIENT_IPS,
+    scheme=st.sampled_from(["http", "https"]),
+    port=st.integers(1, 65535),
+    target=targets,
+    trusted=st.booleans(),
+)
+def test_the_forwarded_head_carries_what_request_headers_computes(
+    req: Head, ip: str, scheme: str, port: int, target: bytes, trusted: bool
+) -> None:
+    head = parsed_request(req.raw)
+    out = head.forward_head(target, ip.encode(), scheme.encode(), str(port).encode(), trusted)
+    expected, lines = expected_forward(req, Client(ip, scheme, port), trusted)
+
+    event, conn = h11_request(out)
+    assert h11_consumed(conn, out) == len(out)
+    assert (event.method, event.target, event.http_version) == (head.method, target, b"1.1")
+    assert list(event.headers) == as_h11(expected)
+    sent = out.split(b"\r\n")
+    assert sent[0] == head.method + b" " + target + b" HTTP/1.1"
+    assert [line for line in sent[1:] if line in lines] == lines
+    again = parsed_request(out)  # and the codec reads its own output the same way
+    assert again.headers == expected
+    assert again.size == len(out)
+    assert (again.content_length, again.chunked) == (head.content_length, head.chunked)
+
+
+@pytest.mark.parametrize(
+    ("listed", "field"),
+    [
+        (b"host", (b"host", b"a.example")),
+        (b"Content-Length", (b"content-length", b"3")),
+        (b"transfer-encoding", (b"transfer-encoding", b"chunked")),
+    ],
+)
+def test_connection_cannot_strip_host_or_framing_from_a_forwarded_request(
+    listed: bytes, field: tuple[bytes, bytes]
+) -> None:
+    # A client must not be able to strip the Host or the body's framing from what the
+    # upstream gets, so that it frames the body as the proxy does.
+    framing = (
+        b"Content-Length: 3" if field[0] != b"transfer-encoding" else b"Transfer-Encoding: chunked"
+    )
+    raw = b"POST / HTTP/1.1\r\nHost: a.example\r\nConnection: %s\r\n%s\r\n\r\n" % (listed, framing)
+    head = parsed_request(raw)
+    event, _ = h11_request(head.forward_head(b"/", b"203.0.113.9", b"http", b"80", False))
+    assert field in list(event.headers)
+    client = Client("203.0.113.9", "http", 80)
+    passed_on = request_headers(head.headers, client, TrustedProxies())
+    if head.chunked:
+        passed_on.append((b"transfer-encoding", b"chunked"))  # which the proxy adds back
+    assert field in passed_on
+
+
+def test_a_forwarded_http10_request_without_host_is_valid_http11() -> None:
+    # HTTP/1.0 needs no Host, but it is forwarded as HTTP/1.1, which must carry one
+    # (RFC 9112 §3.2; empty is allowed); nginx and h11 answer 400 without it.
+    head = parsed_request(b"GET / HTTP/1.0\r\n\r\n")
+    out = head.forward_head(b"/", b"203.0.113.9", b"http", b"80", False)
+    assert not h11_rejects_request(out), out
+
+
+def test_an_http11_request_without_host_is_refused() -> None:
+    # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    # HTTP/1.1 request message that lacks a Host header field". h11 does.
+    raw = b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"
+    assert h11_rejects_request(raw)
+    with pytest.raises(BadRequestError):
+        parse_request(raw, MAX_HEAD)
+
+
+@pytest.mark.parametrize("lengths", [(b"5", b"05"), (b"0", b"00"), (b"7", b"0007")])
+def test_equal_content_lengths_spelled_differently_never_reach_the_upstream(
+    lengths: tuple[bytes, bytes],
+) -> None:
+    # The codec compares Content-Lengths as numbers and forwards both fields as they came;
+    # an upstream that compares them as text (h11) then refuses the request with a 400.
+    # Either refusing them here or forwarding one Content-Length would do.
+    raw = post(H + b"Content-Length: " + lengths[0], b"Content-Length: " + lengths[1])
+    try:
+        head = parse_request(raw, MAX_HEAD)
+    except BadRequestError:
+        return
+    assert head is not None
+    out = head.forward_head(b"/", b"203.0.113.9", b"http", b"80", False)
+    assert not h11_rejects_request(out), out
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.0", b"HTTP/1.1"])
+def test_100_continue_is_awaited_only_by_http11_clients(version: bytes) -> None:
+    # RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0
+    # request, and §15.2: it MUST NOT send a 1xx response to an HTTP/1.0 client. The proxy
+    # sends "100 Continue" whenever expect_continue is set.
+    raw = b"POST / " + version + b"\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+    _, conn = h11_request(raw)
+    assert parsed_request(raw).expect_continue == conn.they_are_waiting_for_100_continue
+    assert parsed_request(raw).expect_continue == (version == b"HTTP/1.1")
+
+
+@pytest.mark.parametrize("connection", [b"keep-alive, close", b"close, keep-alive"])
+def test_close_wins_over_keep_alive_in_http10(connection: bytes) -> None:
+    # RFC 9112 §9.3: "close" ends the connection whatever else Connection says.
+    request = b"GET / HTTP/1.0\r\nConnection: " + connection + b"\r\n\r\n"
+    response = b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: " + connection + b"\r\n\r\n"
+    assert not parsed_request(request).keep_alive
+    assert not parsed_response(response).keep_alive
+
+
+def test_the_last_trusted_forwarded_value_wins_as_in_request_headers() -> None:
+    raw = (
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: http\r\nX-Forwarded-For: 1.1.1.1\r\n"
+        b"x-forwarded-proto: https\r\nX-Forwarded-For: 2.2.2.2\r\n\r\n"
+    )
+    head = parsed_request(raw)
+    out = head.forward_head(b"/", b"10.0.0.1", b"http", b"80", True)
+    event, _ = h11_request(out)
+    peers = TrustedProxies(["10.0.0.1"])
+    assert list(event.headers) == request_headers(
+        head.headers, Client("10.0.0.1", "http", 80), peers
+    )
+
+
+# --------------------------------------------------------------------------- 3. refusals
+
+# (request, whether h11 refuses it too): the codec answers 400 to every one.
+REFUSED_REQUESTS = [
+    pytest.param(post(b"Host: a", b"X: a", b" b"), False, id="obs-fold"),
+    pytest.param(post(b"Host: a", b"X: a", b"\tb"), False, id="obs-fold-tab"),
+    pytest.param(post(b" Host: a"), True, id="fold-first-line"),
+    pytest.param(post(b"Host : a"), True, id="space-before-colon"),
+    pytest.param(post(b"Host\t: a"), True, id="tab-before-colon"),
+    pytest.param(post(H + b"X(y): a"), True, id="paren-in-name"),
+    pytest.param(post(H + b"X@y: a"), True, id="at-in-name"),
+    pytest.param(post(H + b"\xc3\xa9: a"), True, id="non-ascii-name"),
+    pytest.param(post(H + b": a"), True, id="empty-name"),
+    pytest.param(post(H + b"no-colon"), True, id="no-colon"),
+    pytest.param(post(H + b"X: a\x00b"), True, id="nul-in-value"),
+    pytest.param(post(H + b"X: a\rb"), True, id="bare-cr-in-value"),
+    pytest.param(post(H + b"X: a\r"), True, id="cr-cr-lf"),
+    pytest.param(post(H + b"X: a\x0bb"), True, id="vt-in-value"),
+    pytest.param(post(H + b"X: a\x01b"), False, id="soh-in-value"),
+    pytest.param(post(H + b"X: a\x1bb"), False, id="esc-in-value"),
+    pytest.param(post(H + b"X: a\x7fb"), False, id="del-in-value"),
+    pytest.param(post(H + b"Content-Length: 1", b"Content-Length: 2"), True, id="two-lengths"),
+    pytest.param(post(H + b"Content-Length: 1, 2"), True, id="length-list"),
+    pytest.param(post(H + b"Content-Length: 1, 1"), False, id="length-list-same"),
+    pytest.param(post(H + b"Content-Length: abc"), True, id="length-letters"),
+    pytest.param(post(H + b"Content-Length: 0x10"), True, id="length-hex"),
+    pytest.param(post(H + b"Content-Length: -1"), True, id="length-negative"),
+    pytest.param(post(H + b"Content-Length: +1"), True, id="length-plus"),
+    pytest.param(post(H + b"Content-Length:"), True, id="length-empty"),
+    pytest.param(post(H + b"Content-Length: 1 2"), True, id="length-space"),
+    pytest.param(post(H + b"Content-Length: 1" + b"0" * 18), False, id="length-19-digits"),
+    pytest.param(post(H + b"Content-Length: 1" + b"0" * 20), True, id="length-21-digits"),
+    pytest.param(post(H + b"Content-Length: 3", b"Transfer-Encoding: chunked"), False, id="cl-te"),
+    pytest.param(post(H + b"Transfer-Encoding: chunked", b"Content-Length: 3"), False, id="te-cl"),
+    pytest.param(post(H + b"Transfer-Encoding: gzip"), True, id="te-gzip"),
+    pytest.param(post(H + b"Transfer-Encoding: gzip, chunked"), True, id="te-gzip-chunked"),
+    pytest.param(post(H + b"Transfer-Encoding: chunked, chunked"), True, id="te-list"),
+    pytest.param(post(H + b"Transfer-Encoding: identity"), True, id="te-identity"),
+    pytest.param(post(H + b"Transfer-Encoding:"), True, id="te-empty"),
+    pytest.param(
+        post(H + b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"), True, id="te-twice"
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked", version=b"HTTP/1.0"), False, id="te-in-http10"
+    ),
+    pytest.param(post(b"Host: a", b"Host: a"), True, id="two-hosts"),
+    pytest.param(post(b"Host: a", b"host: b"), True, id="two-hosts-differ"),
+    pytest.param(post(H, version=b"HTTP/1.2"), False, id="http12"),
+    pytest.param(post(H, version=b"HTTP/2.0"), False, id="http20"),
+    pytest.param(post(H, version=b"HTTP/0.9"), False, id="http09"),
+    pytest.param(post(H, version=b"HTTP/1.10"), True, id="http110"),
+    pytest.param(post(H, version=b"http/1.1"), True, id="lower-case-http"),
+    pytest.param(post(H, version=b"HTTP/1"), True, id="http1"),
+    pytest.param(post(H, version=b"HTTP/1.1 "), True, id="space-after-version"),
+    pytest.param(post(H, version=b"HTTP/1.1 x"), True, id="word-after-version"),
+    pytest.param(b"GET /\r\n\r\n", True, id="http09-simple"),
+    pytest.param(b"GET  / HTTP/1.1\r\n" + H + b"\r\n", True, id="two-spaces"),
+    pytest.param(b" GET / HTTP/1.1\r\n" + H + b"\r\n", True, id="space-first"),
+    pytest.param(b"GET/ HTTP/1.1\r\n" + H + b"\r\n", True, id="no-space"),
+    pytest.param(b"G(T / HTTP/1.1\r\n" + H + b"\r\n", True, id="bad-method"),
+    pytest.param(b"GET /\xc3\xa9 HTTP/1.1\r\n" + H + b"\r\n", True, id="non-ascii-target"),
+    pytest.param(b"GET /\x01 HTTP/1.1\r\n" + H + b"\r\n", True, id="control-in-target"),
+    pytest.param(b"GET /\tx HTTP/1.1\r\n" + H + b"\r\n", True, id="tab-in-target"),
+    pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\n", True, id="tls-hello"),
+    pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", False, id="h2-preface"),
+    pytest.param(
+        post(H + b"Connection: " + b", ".join(b"x%d" % i for i in range(17))), False, id="17-tokens"
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "h11_refuses"), REFUSED_REQUESTS)
+def test_malformed_requests_are_refused_with_400(raw: bytes, h11_refuses: bool) -> None:
+    with pytest.raises(BadRequestError) as refused:
+        parse_request(raw, MAX_HEAD)
+    assert refused.value.status == 400
+    if h11_refuses:  # where h11 is more lenient, only the codec's answer is asserted
+        assert h11_rejects_request(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        post(H + b"Content-Length: 5", b"content-length: 5"),
+        post(H + b"Content-Length: 18", b"X: y", b"CONTENT-LENGTH:18 "),
+        post(H + b"Content-Length: 999999999999999999"),
+        post(H + b"Transfer-Encoding: ChUnKeD"),
+        post(H + b"Connection: " + b", ".join(b"x%d" % i for i in range(16))),
+        post(H + b"X:", b"Y: \t "),
+        post(H + b"X: \x80\xff obs-text \t kept"),
+    ],
+    ids=["same-length-twice", "same-length-spelled", "18-digits", "chunked-any-case",
+         "16-tokens", "empty-values", "obs-text"],
+)  # fmt: skip
+def test_what_the_codec_and_h11_both_take(raw: bytes) -> None:
+    head = parsed_request(raw)
+    event, _ = h11_request(raw)
+    assert as_h11(head.headers) == list(event.headers)
+
+
+@REFUSALS
+@given(
+    req=requests(),
+    data=st.data(),
+    control=st.sampled_from([c for c in range(0x20) if c not in (0x09, 0x0A)] + [0x7F]),
+)
+def test_a_control_character_in_any_field_value_is_refused(
+    req: Head, data: st.DataObject, control: int
+) -> None:
+    lines = [*req.lines, b"X-Last: value"]
+    index = data.draw(st.integers(0, len(lines) - 1))
+    line = lines[index]
+    at = data.draw(st.integers(line.index(b":") + 1, len(line)))
+    lines[index] = line[:at] + bytes([control]) + b"x" + line[at:]  # never a CRLF's CR
+    with pytest.raises(BadRequestError):
+        parse_request(req.with_lines(lines), MAX_HEAD)
+
+
+@REFUSALS
+@given(req=requests(), data=st.data())
+def test_obs_fold_anywhere_is_refused(req: Head, data: st.DataObject) -> None:
+    lines = list(req.lines)
+    at = data.draw(st.integers(0, len(lines)))
+    fold = data.draw(st.sampled_from([b" ", b"\t", b"  "])) + data.draw(values)
+    lines.insert(at, fold)
+    with pytest.raises(BadRequestError):
+        parse_request(req.with_lines(lines), MAX_HEAD)
+
+
+@REFUSALS
+@given(
+    req=requests(framing="none", host=True),
+    lengths=st.lists(st.integers(0, 10**6), min_size=2, max_size=3, unique=True),
+)
+def test_differing_content_lengths_are_refused_by_both(req: Head, lengths: list[int]) -> None:
+    raw = req.with_lines([*req.lines, *(b"Content-Length: %d" % n for n in lengths)])
+    with pytest.raises(BadRequestError):
+        parse_request(raw, MAX_HEAD)
+    assert h11_rejects_request(raw[len(req.lead) :])
+
+
+@REFUSALS
+@given(req=requests(framing="chunked"), length=st.integers(0, 99), first=st.booleans())
+def test_content_length_with_chunked_is_refused(req: Head, length: int, first: bool) -> None:
+    extra = b"Content-Length: %d" % length
+    lines = [extra, *req.lines] if first else [*req.lines, extra]
+    with pytest.raises(BadRequestError):
+        parse_request(req.with_lines(lines), MAX_HEAD)
+
+
+@REFUSALS
+@given(req=requests(), data=st.data())
+def test_a_head_over_max_head_is_431_complete_or_not(req: Head, data: st.DataObject) -> None:
+    raw = req.raw
+    assert parsed_request(raw).size == len(raw)
+    assert parse_request(raw, len(raw)) is not None
+    with pytest.raises(HeadersTooLargeError) as refused:
+        parse_request(raw, data.draw(st.integers(0, len(raw) - 1)))
+    assert refused.value.status == 431
+    cut = data.draw(st.integers(1, len(raw) - 1))
+    assert parse_request(raw[:cut], cut) is None
+    with pytest.raises(HeadersTooLargeError):
+        parse_request(raw[:cut], data.draw(st.integers(0, cut - 1)))
+
+
+def test_endless_blank_lines_or_an_endless_field_are_431() -> None:
+    with pytest.raises(HeadersTooLargeError):
+        parse_request(b"\r\n" * 600, 1000)
+    with pytest.raises(HeadersTooLargeError):
+        parse_request(b"GET / HTTP/1.1\r\nX: " + b"a" * 2000, 1000)
+
+
+MUTATION_BYTES = b"\r\n \t:,;\x00\x7f\x80aA0-"
+
+
+@st.composite
+def mutated(draw: st.DrawFn, base: bytes) -> bytes:
+    """``base`` with a few bytes inserted, replaced or deleted."""
+    data = bytearray(base)
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(data)))
+        op = draw(st.integers(0, 2))
+        byte = draw(st.sampled_from(MUTATION_BYTES))
+        if op == 0:
+            data.insert(at, byte)
+        elif at < len(data):
+            if op == 1:
+                data[at] = byte
+            else:
+                del data[at]
+    return bytes(data)
+
+
+def fuzzed_requests() -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        st.binary(max_size=200),
+        (st.sampled_from([b"GET / HTTP/1.1\r\n", b"POST / HTTP/1.0\n"]) | st.just(b"")).flatmap(
+            lambda start: st.binary(max_size=100).map(lambda tail: start + tail)
+        ),
+        requests().flatmap(lambda r: mutated(r.raw)),
+    )
+
+
+@FUZZ
+@given(data=fuzzed_requests(), trusted=st.booleans())
+def test_any_bytes_are_a_request_head_or_a_400_or_431(data: bytes, trusted: bool) -> None:
+    try:
+        head = parse_request(data, 1000)
+    except (BadRequestError, HeadersTooLargeError):
+        return
+    if head is None:
+        return
+    assert 0 < head.size <= len(data)
+    # Whatever is accepted is forwarded as a head that frames the body the same way, for
+    # the codec and for h11 (which both read exactly the head the proxy wrote).
+    out = head.forward_head(b"/x", b"10.0.0.1", b"https", b"443", trusted)
+    again = parsed_request(out)
+    assert again.size == len(out)
+    assert (again.method, again.chunked, again.content_length) == (
+        head.method,
+        head.chunked,
+        head.content_length,
+    )
+    if head.host is not None:
+        event, conn = h11_request(out)
+        assert h11_consumed(conn, out) == len(out)
+        assert h11_framing(list(event.headers)) == (head.chunked, head.content_length)
+    # Where h11 reads the same bytes too, it sees the same head and the same framing.
+    lead = len(data) - len(data.lstrip(b"\r\n"))
+    read = h11_try_request(data[lead:])
+    if read is not None:
+        event, conn = read
+        assert head.size == lead + h11_consumed(conn, data[lead:])
+        assert (event.method, event.target) == (head.method, head.target)
+        assert h11_framing(list(event.headers)) == (head.chunked, head.content_length)
+
+
+# --------------------------------------------------------------------------- 4. responses
+
+
+def response_framing(status: int, headers: Headers, head_request: bool) -> tuple[bool, bool, int]:
+    """RFC 9112 §6.3: (bodyless, chunked, Content-Length or -1)."""
+    bodyless = head_request or status < 200 or status in (204, 304)
+    coded = any(n == b"transfer-encoding" for n, _ in headers)  # overrides Content-Length
+    length = first(headers, b"content-length")
+    return bodyless, coded and not bodyless, -1 if coded or length is None else int(length)
+
+
+@SETTINGS
+@given(resp=responses(), head_request=st.booleans(), payload=st.binary(max_size=60))
+def test_a_response_head_means_to_the_codec_what_it_means_to_h11(
+    resp: Head, head_request: bool, payload: bytes
+) -> None:
+    raw = resp.raw
+    status = status_of(resp)
+    head = parsed_response(raw, head_request)
+    headers = resp.headers
+    method = b"HEAD" if head_request and status != 101 else b"GET"
+    event, conn = h11_response(raw, method, upgrade=status == 101)
+
+    assert (head.status, head.reason) == (event.status_code, event.reason) == (status, head.reason)
+    assert head.version == (10 if event.http_version == b"1.0" else 11)
+    assert head.headers == headers
+    assert as_h11(head.headers) == list(event.headers)
+    assert head.size == len(raw) == h11_consumed(conn, raw)
+    bodyless, chunked, length = response_framing(status, headers, method == b"HEAD")
+    assert (head.bodyless, head.chunked, head.content_length) == (bodyless, chunked, length)
+    assert head.until_close == (not bodyless and not chunked and length < 0)
+    assert head.keep_alive == rfc_keep_alive(resp.version, headers)
+
+    if isinstance(event, h11.InformationalResponse):
+        return
+    # h11 reads the body where the codec's framing says it is.
+    if bodyless:
+        framed = b""
+    elif chunked:
+        framed = chunk(payload) + b"0\r\n\r\n"
+        assert ChunkedScanner().decode(framed) == (len(framed), payload)
+    elif length >= 0:
+        payload = (payload * (length // max(len(payload), 1) + 1))[:length] or b"\0" * length
+        framed = payload
+    else:
+        framed = payload
+    assert h11_body(conn, framed, eof=head.until_close) == (b"" if bodyless else payload)
+    if resp.version == 11 and not head.until_close:
+        assert head.keep_alive == (conn.their_state is h11.DONE)
+
+
+@SETTINGS
+@given(resp=responses(), head_request=st.booleans(), more=st.binary(min_size=1, max_size=40))
+def test_a_response_head_arriving_in_pieces_is_read_once_complete(
+    resp: Head, head_request: bool, more: bytes
+) -> None:
+    raw = resp.raw
+    for cut in range(len(raw)):
+        assert parse_response(raw[:cut], MAX_HEAD, head_request) is None, raw[:cut]
+    whole = response_summary(parsed_response(raw, head_request))
+    assert whole == response_summary(parsed_response(raw + more, head_request))
+    assert parse_response(raw, len(raw), head_request) is not None
+    with pytest.raises(BadGatewayError):
+        parse_response(raw, len(raw) - 1, head_request)
+    with pytest.raises(BadGatewayError):
+        parse_response(raw[:-1], len(raw) - 2, head_request)
+
+
+@SETTINGS
+@given(resp=responses(), head_request=st.booleans(), close=st.booleans())
+def test_the_head_sent_to_the_client_is_what_response_headers_computes(
+    resp: Head, head_request: bool, close: bool
+) -> None:
+    status = status_of(resp)
+    head = parsed_response(resp.raw, head_request)
+    out = head.client_head(close)
+
+    switching = status == 101
+    expected = response_headers(resp.headers, upgraded=switching)
+    if head.chunked:
+        expected = [(n, v) for n, v in expected if n != b"content-length"]
+        expected.append((b"transfer-encoding", b"chunked"))
+    if close and not switching:
+        expected.append((b"connection", b"close"))
+    method = b"HEAD" if head_request and not switching else b"GET"
+    event, conn = h11_response(out, method, upgrade=switching)
+    assert h11_consumed(conn, out) == len(out)
+    assert (event.status_code, event.reason, event.http_version) == (status, head.reason, b"1.1")
+    assert list(event.headers) == as_h11(expected)
+    assert out.split(b"\r\n")[0] == b"HTTP/1.1 %d %s" % (status, head.reason)
+    again = parsed_response(out, head_request)
+    assert again.headers == expected
+    assert (again.status, again.reason, again.size) == (status, head.reason, len(out))
+    assert (again.bodyless, again.chunked, again.content_length, again.until_close) == (
+        head.bodyless,
+        head.chunked,
+        head.content_length,
+        head.until_close,
+    )
+    if switching:
+        assert again.header(b"connection") == head.header(b"connection")
+        assert again.header(b"upgrade") == b"websocket"
+    else:
+        assert again.keep_alive == (not close) or not head.keep_alive
+
+
+def test_a_101_drops_the_fields_its_connection_header_lists() -> None:
+    # RFC 9110 §7.6.1, as for any other response; response_headers(upgraded=True) keeps
+    # them (reported), so this pins the codec alone.
+    raw = (
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade, X-Hop\r\n"
+        b"Upgrade: websocket\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-End: 2\r\n\r\n"
+    )
+    out = parsed_response(raw).client_head(True)
+    event, _ = h11_response(out, b"GET", upgrade=True)
+    assert list(event.headers) == [
+        (b"connection", b"Upgrade, X-Hop"),
+        (b"upgrade", b"websocket"),
+        (b"x-end", b"2"),
+    ]
+
+
+def reply(status_line: bytes, *lines: bytes) -> bytes:
+    return status_line + b"\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+
+
+OK = b"HTTP/1.1 200 OK"
+
+REFUSED_RESPONSES = [
+    pytest.param(reply(b"HTTP/1.1 20 OK"), id="two-digit-status"),
+    pytest.param(reply(b"HTTP/1.1 2000 OK"), id="four-digit-status"),
+    pytest.param(reply(b"HTTP/1.1 099 Low"), id="status-under-100"),
+    pytest.param(reply(b"HTTP/1.1 2x0 OK"), id="status-letters"),
+    pytest.param(reply(b"HTTP/1.1  200 OK"), id="two-spaces"),
+    pytest.param(reply(b"HTTP/1.1200 OK"), id="no-space"),
+    pytest.param(reply(b"HTTP/1.1 200OK"), id="no-space-before-reason"),
+    pytest.param(reply(b"HTTP/2 200 OK"), id="http2"),
+    pytest.param(reply(b"HTTP/1.2 200 OK"), id="http12"),
+    pytest.param(reply(b"HTTP/2.0 200 OK"), id="http20"),
+    pytest.param(reply(b"http/1.1 200 OK"), id="lower-case-http"),
+    pytest.param(reply(b"ICY 200 OK"), id="icy"),
+    pytest.param(reply(b"HTTP/1.1 200 O\x00K"), id="nul-in-reason"),
+    pytest.param(reply(b"HTTP/1.1 200 O\rK"), id="cr-in-reason"),
+    pytest.param(reply(b"\r\nHTTP/1.1 200 OK"), id="blank-line-first"),
+    pytest.param(reply(OK, b"X: a", b" b"), id="obs-fold"),
+    pytest.param(reply(OK, b"X : a"), id="space-before-colon"),
+    pytest.param(reply(OK, b"X(y): a"), id="bad-name"),
+    pytest.param(reply(OK, b"X: a\rb"), id="bare-cr"),
+    pytest.param(reply(OK, b"X: a\x01b"), id="control-in-value"),
+    pytest.param(reply(OK, b"Content-Length: 1", b"Content-Length: 2"), id="two-lengths"),
+    pytest.param(reply(OK, b"Content-Length: -1"), id="negative-length"),
+    pytest.param(reply(OK, b"Content-Length: 1" + b"0" * 20), id="huge-length"),
+    pytest.param(reply(OK, b"Content-Length: x"), id="letters-length"),
+    pytest.param(reply(OK, b"Transfer-Encoding: gzip"), id="te-gzip"),
+    pytest.param(reply(OK, b"Transfer-Encoding: gzip, chunked"), id="te-gzip-chunked"),
+    pytest.param(reply(OK, b"Transfer-Encoding: identity"), id="te-identity"),
+    pytest.param(
+        reply(OK, b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"), id="te-twice"
+    ),
+    pytest.param(b"<html><body>hello</body></html>", id="not-http-yet"),
+    pytest.param(b"HTTX/", id="not-http-five-bytes"),
+]
+
+
+@pytest.mark.parametrize("raw", REFUSED_RESPONSES)
+def test_malformed_responses_are_502(raw: bytes) -> None:
+    with pytest.raises(BadGatewayError) as refused:
+        parse_response(raw, MAX_HEAD, False)
+    assert refused.value.status == 502
+
+
+def test_an_endless_response_head_is_502() -> None:
+    with pytest.raises(BadGatewayError):
+        parse_response(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 2000, 1000, False)
+
+
+@FUZZ
+@given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        st.binary(max_size=100).map(lambda tail: b"HTTP/1.1 " + tail),
+        responses().flatmap(lambda r: mutated(r.raw)),
+    ),
+    head_request=st.booleans(),
+    close=st.booleans(),
+)
+def test_any_bytes_are_a_response_head_or_a_502(
+    data: bytes, head_request: bool, close: bool
+) -> None:
+    try:
+        head = parse_response(data, 1000, head_request)
+    except BadGatewayError:
+        return
+    if head is None:
+        return
+    out = head.client_head(close)
+    again = parsed_response(out, head_request)
+    assert (again.status, again.size) == (head.status, len(out))
+    assert (again.bodyless, again.chunked, again.content_length) == (
+        head.bodyless,
+        head.chunked,
+        head.content_length,
+    )
+
+
+# --------------------------------------------------------------------------- 5. chunked bodies
+
+
+@st.composite
+def size_lines(draw: st.DrawFn, size: int, *, last: bool = False) -> bytes:
+    """A chunk-size line for ``size``: any hex case, leading zeros, an extension or OWS."""
+    digits = draw(any_case(b"%x" % size))
+    digits = b"0" * draw(st.integers(0, 15 - len(digits))) + digits
+    ext = draw(st.sampled_from([b"", b"", b";a=b", b";name", b';q="x y"', b";a=b;c", b" ", b"\t"]))
+    return digits + ext + b"\r\n"
+
+
+@dataclass(frozen=True)
+class Chunked:
+    body: bytes  # the chunked body, trailers and all
+    data: bytes  # the data it carries
+
+
+@st.composite
+def chunked_bodies(draw: st.DrawFn) -> Chunked:
+    pieces = draw(st.lists(st.binary(min_size=1, max_size=300), max_size=5))
+    body = b"".join(draw(size_lines(len(p))) + p + b"\r\n" for p in pieces)
+    body += draw(size_lines(0))
+    for name, value in draw(st.lists(st.tuples(plain_names, values), max_size=3)):
+        body += name + b":" + draw(st.sampled_from(OWS)) + value + b"\r\n"
+    return Chunked(body + b"\r\n", b"".join(pieces))
+
+
+@st.composite
+def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
+    """``data`` cut into pieces at random points (empty pieces included)."""
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    edges = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in pairwise(edges)]
+
+
+@SETTINGS
+@given(
+    message=chunked_bodies(),
+    after=st.binary(min_size=1, max_size=20),
+    data=st.data(),
+    junk=st.binary(max_size=4),
+)
+def test_a_chunked_body_ends_where_h11_says_fed_any_way(
+    message: Chunked, after: bytes, data: st.DataObject, junk: bytes
+) -> None:
+    body = message.body
+    stream = body + after
+    pieces = data.draw(splits(stream))
+    scanner, decoder = ChunkedScanner(), ChunkedScanner()
+    decoded = b""
+    consumed = 0
+    for piece in pieces:
+        assert not scanner.done
+        assert not decoder.done
+        fed = junk + piece  # ``start`` skips what is not body
+        end = scanner.scan(fed, len(junk))
+        decode_end, out = decoder.decode(fed, len(junk))
+        decoded += out
+        assert decode_end == end
+        assert scanner.payload == decoder.payload <= len(message.data)
+        if consumed + len(piece) < len(body):
+            assert end == len(fed)
+            assert not scanner.done
+        else:
+            assert end == len(junk) + len(body) - consumed  # not a byte of what follows
+            assert scanner.done
+            assert decoder.done
+            break
+        consumed += len(piece)
+    assert scanner.done
+    assert scanner.payload == len(message.data)
+    assert decoded == message.data
+    # h11 reads the same body the same way and leaves the same bytes over.
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(conn.next_event(), h11.Request)
+    assert h11_body(conn, stream, eof=False) == message.data
+    assert conn.trailing_data[0] == after
+
+
+def test_whitespace_before_a_chunk_extension_is_taken() -> None:
+    # RFC 9112 §7.1.1 allows BWS before ";"; h11 refuses it (a deliberate difference).
+    body = b"3 ;a=b\r\nabc\r\n0\t; last\r\n\r\n"
+    assert ChunkedScanner().decode(body) == (len(body), b"abc")
+
+
+def h11_rejects_chunked(body: bytes) -> bool:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.next_event()
+    try:
+        h11_body(conn, body, eof=True)
+    except h11.RemoteProtocolError:
+        return True
+    return False
+
+
+BIG = 70 * 1024
+# (body, whether h11 refuses it too): the codec raises ChunkedError for every one.
+MALFORMED_CHUNKED = [
+    pytest.param(b"1\nA\r\n0\r\n\r\n", True, id="bare-lf-after-size"),
+    pytest.param(b"1\r\nA\n0\r\n\r\n", True, id="bare-lf-after-data"),
+    pytest.param(b"1\r\nA0\r\n\r\n", True, id="no-crlf-after-data"),
+    pytest.param(b"1\r\nAB\r\n0\r\n\r\n", True, id="data-longer-than-size"),
+    pytest.param(b"3\r\nA\r\n0\r\n\r\nXX", True, id="data-shorter-than-size"),
+    pytest.param(b"1\r\nA\r\r\n0\r\n\r\n", True, id="cr-cr-lf-after-data"),
+    pytest.param(b"g\r\nA\r\n0\r\n\r\n", True, id="non-hex-size"),
+    pytest.param(b"0x1\r\nA\r\n0\r\n\r\n", True, id="0x-size"),
+    pytest.param(b"-1\r\nA\r\n0\r\n\r\n", True, id="negative-size"),
+    pytest.param(b"\r\n0\r\n\r\n", True, id="empty-size"),
+    pytest.param(b" 1\r\nA\r\n0\r\n\r\n", True, id="space-before-size"),
+    pytest.param(b"1 1\r\nA\r\n0\r\n\r\n", True, id="space-in-size"),
+    pytest.param(b"0000000000000001\r\nA\r\n0\r\n\r\n", False, id="16-digit-size"),
+    pytest.param(b"1000000000000000\r\n", False, id="16-digit-huge-size"),
+    pytest.param(b"1" + b"0" * 20 + b"\r\n", True, id="21-digit-size"),
+    pytest.param(b"1;a\x00\r\nA\r\n0\r\n\r\n", False, id="nul-in-extension"),
+    pytest.param(b"1;a\rb\r\nA\r\n0\r\n\r\n", False, id="cr-in-extension"),
+    pytest.param(b"1;" + b"e" * BIG + b"\r\nA\r\n0\r\n\r\n", False, id="extension-over-64k"),
+    pytest.param(b"0\r\n\n", False, id="bare-lf-at-end"),
+    pytest.param(b"0\n\r\n", True, id="bare-lf-after-last-size"),
+    pytest.param(b"0\r\na: b\n\r\n", False, id="bare-lf-in-trailer"),
+    pytest.param(b"0\r\n b: c\r\n\r\n", True, id="trailer-starts-with-space"),
+    pytest.param(b"0\r\na: b\x00\r\n\r\n", True, id="nul-in-trailer"),
+    pytest.param(b"0\r\nx: " + b"t" * BIG + b"\r\n\r\n", False, id="trailers-over-64k"),
+    pytest.param(b"0\r\n" + b"x: yyyy\r\n" * (BIG // 7) + b"\r\n", False, id="many-trailers"),
+]
+
+
+@FEW
+@pytest.mark.parametrize(("body", "h11_refuses"), MALFORMED_CHUNKED)
+@given(data=st.data())
+def test_malformed_chunked_framing_is_refused_fed_any_way(
+    body: bytes, h11_refuses: bool, data: st.DataObject
+) -> None:
+    scanner = ChunkedScanner()
+    with pytest.raises(ChunkedError):  # noqa: PT012 - one of the pieces raises
+        for piece in data.draw(splits(body)):
+            end = scanner.scan(piece)
+            assert end == len(piece)
+            assert not scanner.done
+    if h11_refuses:
+        assert h11_rejects_chunked(body)
+
+
+def test_extensions_and_trailers_under_64k_are_taken() -> None:
+    body = b"1;" + b"e" * 30000 + b"\r\nA\r\n0\r\nx: " + b"t" * 30000 + b"\r\n\r\n"
+    assert ChunkedScanner().decode(body) == (len(body), b"A")
+
+
+@FUZZ
+@given(
+    stream=st.one_of(
+        st.binary(max_size=200),
+        chunked_bodies().flatmap(lambda c: mutated(c.body)),
+    ),
+    data=st.data(),
+)
+def test_any_bytes_are_chunked_framing_or_a_chunked_error(
+    stream: bytes, data: st.DataObject
+) -> None:
+    scanner = ChunkedScanner()
+    consumed = 0
+    try:
+        for piece in data.draw(splits(stream)):
+            end = scanner.scan(piece)
+            consumed += end
+            if scanner.done:
+                break
+            assert end == len(piece)
+    except ChunkedError:
+        return
+    if not scanner.done:
+        return
+    # Where h11 reads the same bytes, it ends the body at the same place, with the same data.
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(conn.next_event(), h11.Request)
+    try:
+        decoded = h11_body(conn, stream, eof=False)
+    except (h11.RemoteProtocolError, AssertionError):
+        return
+    assert ChunkedScanner().decode(stream) == (consumed, decoded)
+    assert h11_consumed(conn, stream) == consumed
