@@ -1,6 +1,8 @@
 """Command line: ``python -m controller`` (also installed as ``fastroute-controller``).
 
-``fastroute-controller --manifests DIR`` serves the Ingresses in DIR and follows changes;
+``fastroute-controller`` follows the Kubernetes API (in-cluster, ``--kubeconfig PATH`` or
+``~/.kube/config``) and serves its Ingresses; ``fastroute-controller --manifests DIR`` serves
+the Ingresses in DIR instead and follows changes to the files;
 ``fastroute-controller demo`` starts local echo backends and serves the example manifests.
 ``--workers N`` makes this process a supervisor of N serving processes
 (``controller.supervisor``); otherwise it serves itself (``controller.lifecycle``).
@@ -19,7 +21,9 @@ from pathlib import Path
 
 import trio
 
-from controller.app import ListenError, Options
+from controller.app import KubeOptions, ListenError, Options
+from controller.kube.client import KubeConfigError, connect, load_config
+from controller.kube.source import check_namespace
 from controller.lifecycle import serve_until_signalled
 from controller.supervisor import Supervisor, worker_command
 from fastroute.ingress import ClassPolicy
@@ -62,6 +66,13 @@ def _workers(text: str) -> int:
     return value
 
 
+def _namespace(text: str) -> str:
+    try:
+        return check_namespace(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -89,7 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     defaults = Limits()
     parser = argparse.ArgumentParser(
         prog="fastroute-controller",
-        description="A Kubernetes Ingress controller: routes HTTP(S) by Ingress rules.",
+        description="A Kubernetes Ingress controller: routes HTTP(S) by Ingress rules. "
+        "'serve' (the default) follows the Kubernetes API: in a pod, through its service "
+        "account; elsewhere through --kubeconfig, $KUBECONFIG or ~/.kube/config. With "
+        "--manifests it serves manifest files instead. /readyz turns ready once every kind "
+        "(Ingresses, IngressClasses, Services, EndpointSlices, TLS Secrets) has been listed.",
     )
     parser.add_argument("command", nargs="?", choices=["serve", "demo"], default="serve")
     parser.add_argument(
@@ -98,7 +113,31 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help="a manifest file or folder to serve and watch (repeatable)",
+        help="a manifest file or folder to serve and watch, instead of the Kubernetes API "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the kubeconfig to reach the API with (default: in-cluster, else $KUBECONFIG "
+        "or ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--context",
+        default=None,
+        metavar="NAME",
+        help="the kubeconfig context to use (default: its current context)",
+    )
+    parser.add_argument(
+        "--watch-namespace",
+        type=_namespace,
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch Ingresses, Services, EndpointSlices and TLS Secrets in this namespace "
+        "only (repeatable; default: all namespaces)",
     )
     parser.add_argument(
         "--bind", default=None, help="address to listen on (default 0.0.0.0; demo 127.0.0.1)"
@@ -177,9 +216,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args: argparse.Namespace, manifests: Sequence[Path]) -> Options:
+def _options(
+    args: argparse.Namespace, manifests: Sequence[Path], kubernetes: KubeOptions | None = None
+) -> Options:
     return Options(
         manifests=manifests,
+        kubernetes=kubernetes,
         bind=args.bind or ("127.0.0.1" if args.command == "demo" else "0.0.0.0"),
         http_port=args.http_port,
         https_port=args.https_port,
@@ -227,20 +269,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ("[%(process)d]" if several else "")
         + ": %(message)s",
     )
+    if args.log_level != "DEBUG":  # httpx logs every API request (watches reconnect often)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if args.command == "demo":
             from controller.demo import run_demo
 
             trio.run(run_demo, _options(args, []))
             return 0
-        if not args.manifests:
-            parser.error("--manifests PATH is required (a file or folder of Kubernetes manifests)")
-        options = _options(args, args.manifests)
+        options = _options(args, args.manifests, _kubernetes(parser, args))
         if args.workers > 1:
             return _supervise(parser, args, argv, options)
         return _run(partial(serve_until_signalled, options, supervisor=args.worker_of))
     except ValueError as error:  # an option that parsed but is out of range
         parser.error(str(error))
+
+
+def _kubernetes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> KubeOptions | None:
+    """Where the cluster is (None: ``--manifests`` are served); checked before serving."""
+    cluster_flags = args.kubeconfig is not None or args.context or args.watch_namespace
+    if args.manifests:
+        if cluster_flags:
+            parser.error(
+                "--kubeconfig, --context and --watch-namespace are for the Kubernetes API; "
+                "with --manifests the files are served"
+            )
+        return None
+    if args.no_watch:
+        parser.error("--no-watch is for --manifests: the Kubernetes API is always watched")
+    try:
+        connect(load_config(args.kubeconfig, args.context))  # files, certificates: checked now
+    except KubeConfigError as error:
+        parser.error(
+            f"no usable Kubernetes API configuration: {error}. Give --kubeconfig PATH, or "
+            "run in a pod; to serve files, --manifests PATH is required (a file or folder "
+            "of Kubernetes manifests)"
+        )
+    return KubeOptions(
+        kubeconfig=args.kubeconfig, context=args.context, namespaces=args.watch_namespace
+    )
 
 
 def _run(serve: Callable[[], Awaitable[int | None]]) -> int:

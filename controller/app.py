@@ -1,11 +1,18 @@
-"""The controller: the proxy's listeners, fed from manifest files that are watched.
+"""The controller: the proxy's listeners, fed from manifest files or from the Kubernetes API.
 
-A change to any watched file (or ``reload``, which SIGHUP calls) rebuilds the RouteConfig
-off the request path and swaps it in. If a file fails to parse, the last good config
-keeps serving and the reason is logged. At startup, with nothing to keep, the files that
-do parse are served. Objects that parse but cannot be used are skipped one by one, each
-with a logged reason (see ``fastroute.ingress``). Every reload is counted in the
-metrics, a file that does not parse as a failure.
+With ``Options.kubernetes`` the source is the cluster (``controller.kube``): every kind is
+listed and watched, bursts of changes rebuild the RouteConfig once, off the request path,
+and ``/readyz`` waits until every kind has been listed. While the API server is unreachable
+the last config keeps serving. ``reload`` (SIGHUP) rebuilds from the cached objects.
+
+Otherwise the source is manifest files, watched: a change to any of them (or ``reload``)
+rebuilds the RouteConfig off the request path and swaps it in. If a file fails to parse,
+the last good config keeps serving and the reason is logged. At startup, with nothing to
+keep, the files that do parse are served.
+
+Objects that parse but cannot be used are skipped one by one, each with a logged reason
+(see ``fastroute.ingress``). Every reload is counted in the metrics, a file that does not
+parse (or a rebuild that fails) as a failure.
 
 With a status port, ``/healthz``, ``/readyz`` (a config is loaded and the controller is
 not draining) and ``/metrics`` are served there (``fastroute.proxy.status``).
@@ -15,16 +22,20 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import trio
 import watchfiles
+from lightkube import AsyncClient, SingleConfig
 
+from controller.kube.client import connect, load_config
+from controller.kube.reflector import WatchOptions
+from controller.kube.source import KubeSource, check_namespace
 from controller.manifests import MANIFEST_SUFFIXES, load_manifests
 from fastroute.ingress import ClassPolicy, RouteConfig, build_config
 from fastroute.proxy.headers import TrustedProxies
@@ -33,9 +44,43 @@ from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.status import serve_status
 from fastroute.proxy.tls import TLSContexts
 
-__all__ = ["Controller", "ListenError", "Listening", "Options", "naming_the_listener"]
+__all__ = [
+    "Controller",
+    "KubeOptions",
+    "ListenError",
+    "Listening",
+    "Options",
+    "naming_the_listener",
+]
 
 log = logging.getLogger("fastroute.controller")
+
+
+@dataclass(frozen=True)
+class KubeOptions:
+    """Where the cluster is and what to follow in it (``controller.kube``).
+
+    Attributes:
+        kubeconfig: a kubeconfig file; None: in-cluster, else ``$KUBECONFIG`` or
+            ``~/.kube/config``.
+        context: a context of the kubeconfig (default: its current one).
+        namespaces: the namespaces to watch; empty: all.
+        service_account: where the in-cluster credentials are mounted (None: the standard
+            ``/var/run/secrets/kubernetes.io/serviceaccount``).
+        debounce: seconds without a change that end a burst of changes.
+        watch: the list-watch loops' paging, timeouts and backoff.
+    """
+
+    kubeconfig: Path | None = None
+    context: str | None = None
+    namespaces: Sequence[str] = ()
+    service_account: Path | None = None
+    debounce: float = 0.1
+    watch: WatchOptions = field(default_factory=WatchOptions)
+
+    def __post_init__(self) -> None:
+        for namespace in self.namespaces:
+            check_namespace(namespace)
 
 
 @dataclass(frozen=True)
@@ -54,10 +99,13 @@ class Options:
     status_port: int | None = None  # /healthz, /readyz, /metrics; None: no status listener
     reuse_port: bool = False  # SO_REUSEPORT: worker processes share the HTTP(S) ports
     shutdown_grace: float = 20.0  # seconds a drain waits for requests in flight
+    kubernetes: KubeOptions | None = None  # the source: the cluster, instead of ``manifests``
 
     def __post_init__(self) -> None:
         if not (self.shutdown_grace >= 0 and math.isfinite(self.shutdown_grace)):
             raise ValueError(f"shutdown grace must be 0 or more seconds, got {self.shutdown_grace}")
+        if self.kubernetes is not None and self.manifests:
+            raise ValueError("serve either manifest files or the Kubernetes API, not both")
 
 
 @dataclass(frozen=True)
@@ -95,7 +143,7 @@ def naming_the_listener(what: str, host: str, port: int) -> Iterator[None]:
 
 
 class Controller:
-    """Loads manifests into a proxy and keeps them in sync while it runs."""
+    """Loads manifests, or follows the cluster, into a proxy and keeps it in sync."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -113,10 +161,14 @@ class Controller:
         # Reloads from the watch and from SIGHUP take turns, so an older build can never
         # be swapped in after a newer one.
         self._reloading = trio.Lock()
+        self.source: KubeSource | None = None  # with ``options.kubernetes``, once running
 
     @property
     def ready(self) -> bool:
-        """What ``/readyz`` says: a config is loaded and no drain has begun."""
+        """What ``/readyz`` says: a config is loaded and no drain has begun; following a
+        cluster, also every kind listed (a proxy ready with no routes 404s everything)."""
+        if self.options.kubernetes is not None and not (self.source and self.source.ready):
+            return False
         return self.proxy.ready and not self.draining
 
     def build(self) -> Built:
@@ -133,7 +185,10 @@ class Controller:
         return Built(config, complete=loaded.complete)
 
     async def reload(self) -> bool:
-        """Rebuild from the manifests and swap the result in; whether anything changed."""
+        """Rebuild from the manifests (or the cluster's cached objects) and swap the result
+        in; whether anything changed."""
+        if self.options.kubernetes is not None:
+            return self.source is not None and await self.source.rebuild()
         async with self._reloading:
             try:
                 config, complete = await trio.to_thread.run_sync(self.build)
@@ -192,10 +247,51 @@ class Controller:
                         port,
                     )
                 ports.append(listeners[0].socket.getsockname()[1])
-            await self.reload()
-            if options.watch:
-                nursery.start_soon(self._watch)
+            if options.kubernetes is not None:
+                nursery.start_soon(self._follow_the_cluster, options.kubernetes)
+            else:
+                await self.reload()
+                if options.watch:
+                    nursery.start_soon(self._watch)
             task_status.started(Listening(ports[0], ports[1], status_port))
+
+    async def _follow_the_cluster(self, kube: KubeOptions) -> None:
+        """Serve what the Kubernetes API says, until cancelled (``ready`` once all is listed)."""
+
+        def connected() -> tuple[SingleConfig, AsyncClient]:  # reads files: in a thread
+            config = load_config(
+                kube.kubeconfig, kube.context, service_account=kube.service_account
+            )
+            return config, connect(config)
+
+        config, client = await trio.to_thread.run_sync(connected)
+        log.info(
+            "following the Kubernetes API at %s (context %s) in %s",
+            config.cluster.server,
+            config.context_name,
+            ", ".join(kube.namespaces) or "all namespaces",
+        )
+        async with client:
+            self.source = KubeSource(
+                client,
+                namespaces=kube.namespaces,
+                classes=self.options.classes,
+                on_config=self._install,
+                debounce=kube.debounce,
+                watch=kube.watch,
+                metrics=self.metrics,
+            )
+            await self.source.run()
+
+    async def _install(self, config: RouteConfig, objects: list[Mapping[str, Any]]) -> None:
+        """What a config built from the cluster does here: the proxy serves it.
+
+        ``objects`` is the snapshot it was built from; Ingress status and Events will
+        be written from here too.
+        """
+        await self.proxy.load(config)
+        self.reloads += 1
+        self.metrics.set_ready(self.ready)
 
     async def _watch(self) -> None:
         """Reload on every change to the manifests (bursts of changes reload once).

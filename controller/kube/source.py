@@ -1,0 +1,278 @@
+"""The Kubernetes API as the controller's source: reflectors in, RouteConfigs out.
+
+One reflector per kind (per watched namespace, for namespaced kinds): Ingresses,
+IngressClasses, Services, EndpointSlices, and the ``kubernetes.io/tls`` Secrets (selected by
+field, so the controller never holds the cluster's other Secrets). Once every reflector has
+listed, and then after every burst of changes, the snapshot of all caches is turned into a
+RouteConfig in a worker thread and handed to ``on_config``.
+
+Bursts are debounced: the first change opens a window that closes after ``debounce`` seconds
+without a change, or ``max_delay`` after it opened, whichever is first. Changes that arrive
+while a config is being built open the next window. A change to a TLS Secret that no Ingress
+names rebuilds nothing.
+
+While the API server is unreachable the caches, and so the last config, stay as they are:
+the proxy keeps serving, and ``ready`` stays true (a fleet that turned unready whenever the
+API server restarts would take the whole ingress down with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import trio
+from lightkube import AsyncClient
+from lightkube.core.resource import NamespacedResource, Resource
+from lightkube.resources.core_v1 import Secret, Service
+from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.resources.networking_v1 import Ingress, IngressClass
+
+from controller.kube.reflector import Reflector, WatchOptions
+from controller.kube.store import TLS_SECRET_TYPE, Change, Key, referenced_secrets, snapshot
+from fastroute.ingress import ClassPolicy, Problem, RouteConfig, build_config
+from fastroute.proxy.metrics import Metrics
+
+__all__ = ["KINDS", "Kind", "KubeSource", "OnConfig", "check_namespace"]
+
+log = logging.getLogger("fastroute.controller.kube")
+
+OnConfig = Callable[[RouteConfig, list[Mapping[str, Any]]], Awaitable[None]]
+
+# A namespace name is a DNS-1123 label.
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind the controller follows, and the field selector its list and watch use."""
+
+    resource: type[Resource]
+    field_selector: str | None = None
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind(IngressClass),
+    Kind(Ingress),
+    Kind(Service),
+    Kind(EndpointSlice),
+    Kind(Secret, field_selector=f"type={TLS_SECRET_TYPE}"),
+)
+
+
+def check_namespace(name: str) -> str:
+    """``name`` if it can be a namespace.
+
+    Raises:
+        ValueError: it is not a DNS-1123 label (lower case, digits, ``-``, 63 at most).
+    """
+    if not _NAMESPACE.fullmatch(name):
+        raise ValueError(
+            f"not a namespace name: {name!r} (lower-case letters, digits and '-', "
+            "63 characters at most, starting and ending with a letter or digit)"
+        )
+    return name
+
+
+class KubeSource:
+    """Follows the cluster and calls ``on_config`` with each RouteConfig it builds.
+
+    Args:
+        client: a lightkube client (``controller.kube.client.connect``).
+        namespaces: the namespaces to watch; empty: all of them. IngressClasses are
+            cluster-scoped and always watched cluster-wide.
+        classes: which Ingresses are ours (``build_config``'s ``classes``).
+        on_config: ``await on_config(config, objects)`` after each rebuild, where
+            ``objects`` is the snapshot the config was built from (plain dicts with
+            ``kind``/``apiVersion``; shared with the caches, so read them, never change
+            them). Calls never overlap and come in the order the configs were built; the
+            first comes once every kind has been listed. This is where the config is
+            swapped into the proxy, and where Ingress status, Events and leader-only work
+            belong. An exception escaping it is logged and counts as a failed reload;
+            the source keeps going and the next change tries again.
+        debounce: seconds without a change that close a burst.
+        max_delay: seconds at most between the first change of a burst and its rebuild.
+        watch: the reflectors' paging, timeouts and backoff.
+        metrics: where reloads are counted (``Metrics.config_reload``).
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        namespaces: Sequence[str] = (),
+        classes: ClassPolicy | None = None,
+        on_config: OnConfig,
+        debounce: float = 0.1,
+        max_delay: float = 1.0,
+        watch: WatchOptions | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if not (debounce >= 0 and math.isfinite(debounce)):
+            raise ValueError(f"debounce must be 0 or more seconds, got {debounce}")
+        if not (max_delay >= debounce and math.isfinite(max_delay)):
+            raise ValueError(f"max_delay must be at least debounce ({debounce}), got {max_delay}")
+        self.namespaces = tuple(dict.fromkeys(check_namespace(ns) for ns in namespaces))
+        self.classes = classes or ClassPolicy()
+        self.on_config = on_config
+        self.debounce = debounce
+        self.max_delay = max_delay
+        self.metrics = metrics
+        self.config: RouteConfig | None = None  # the last config on_config took
+        self.rebuilds = 0  # configs on_config took
+        self.reflectors: list[Reflector] = []
+        for kind in KINDS:
+            cluster_wide = not self.namespaces or not _namespaced(kind.resource)
+            for namespace in [None] if cluster_wide else self.namespaces:
+                self.reflectors.append(
+                    Reflector(
+                        client,
+                        kind.resource,
+                        namespace,
+                        field_selector=kind.field_selector,
+                        options=watch,
+                        on_change=self._changed,
+                    )
+                )
+        self._ingresses = [r for r in self.reflectors if r.cache.kind == "Ingress"]
+        self._secret_names: set[Key] | None = None  # what Ingresses name; None: recompute
+        self._changes = 0
+        self._dirty = trio.Event()
+        self._building = trio.Lock()
+        self._problems: set[Problem] = set()
+
+    @property
+    def ready(self) -> bool:
+        """Every kind has been listed once (it stays true if the API goes away later)."""
+        return all(r.synced.is_set() for r in self.reflectors)
+
+    @property
+    def pending(self) -> bool:
+        """Changes are waiting for a rebuild (a change that cannot matter never waits)."""
+        return self._dirty.is_set()
+
+    def objects(self) -> list[Mapping[str, Any]]:
+        """A snapshot of every cached object, as ``build_config`` takes them."""
+        return snapshot(r.cache for r in self.reflectors)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the cluster until cancelled; ``task_status.started()`` after the first config.
+
+        Never ends on its own: the reflectors retry an unreachable API server forever.
+        """
+        async with trio.open_nursery() as nursery:
+            for reflector in self.reflectors:
+                nursery.start_soon(reflector.run)
+            for reflector in self.reflectors:
+                await reflector.synced.wait()
+            log.info(
+                "listed every kind: %d objects from %d list-watches",
+                sum(len(r.cache) for r in self.reflectors),
+                len(self.reflectors),
+            )
+            self._dirty = trio.Event()
+            await self.rebuild()
+            task_status.started()
+            while True:  # until cancelled: one rebuild per burst of changes
+                await self._dirty.wait()
+                await self._settle()
+                await self.rebuild()
+
+    def _changed(self, change: Change) -> None:
+        """A reflector's cache changed: mark a rebuild due (unless it cannot matter)."""
+        if change.kind == "Ingress":
+            self._secret_names = None
+        elif change.kind == "Secret" and self.ready:
+            if self._secret_names is None:
+                self._secret_names = referenced_secrets(
+                    obj for r in self._ingresses for obj in r.cache
+                )
+            if change.key not in self._secret_names:
+                return
+        self._changes += 1
+        self._dirty.set()
+
+    async def _settle(self) -> None:
+        """Wait for the burst to end: ``debounce`` quiet seconds, ``max_delay`` at most."""
+        with trio.move_on_after(self.max_delay):
+            while True:  # bounded by max_delay
+                seen = self._changes
+                await trio.sleep(self.debounce)
+                if self._changes == seen:
+                    return
+
+    async def rebuild(self) -> bool:
+        """Build a config from the caches now and hand it to ``on_config``; whether it did.
+
+        Also what a SIGHUP asks for. Rebuilds take turns, so an older config is never
+        handed over after a newer one. Before every kind is listed there is nothing
+        whole to build from, and this does nothing.
+        """
+        if not self.ready:
+            return False
+        async with self._building:
+            self._dirty = trio.Event()  # changes from here on ask for the next rebuild
+            objects = self.objects()
+            started = trio.current_time()
+            try:
+                config = await trio.to_thread.run_sync(
+                    partial(build_config, objects, classes=self.classes)
+                )
+            except Exception:
+                log.exception("building the configuration failed; the last one keeps serving")
+                self._count(False)
+                return False
+            self._report(config)
+            try:
+                await self.on_config(config, objects)
+            except Exception:
+                log.exception("installing the configuration failed; the last one keeps serving")
+                self._count(False)
+                return False
+            previous, self.config = self.config, config
+            self.rebuilds += 1
+            self._count(True)
+            log.info(
+                "serving %d Ingress(es)%s, built from %d objects in %.0f ms",
+                len(config.ingresses),
+                _difference(previous.ingresses if previous else (), config.ingresses),
+                len(objects),
+                (trio.current_time() - started) * 1000,
+            )
+            return True
+
+    def _report(self, config: RouteConfig) -> None:
+        """Log the problems that are new since the last build, and those now gone.
+
+        Every rebuild (an EndpointSlice changes whenever a pod does) would otherwise
+        repeat every standing problem.
+        """
+        problems = set(config.problems)
+        for problem in config.problems:
+            if problem not in self._problems:
+                (log.warning if problem.warning else log.error)("%s", problem)
+        for problem in self._problems - problems:
+            log.info("resolved: %s", problem)
+        self._problems = problems
+
+    def _count(self, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.config_reload(ok)
+
+
+def _namespaced(resource: type[Resource]) -> bool:
+    return issubclass(resource, NamespacedResource)
+
+
+def _difference(before: Iterable[str], after: Iterable[str]) -> str:
+    """`` (+a/new, -a/old)``: the Ingresses served now and not before, and the reverse."""
+    old, new = set(before), set(after)
+    changes = [f"+{n}" for n in sorted(new - old)] + [f"-{n}" for n in sorted(old - new)]
+    if len(changes) > 10:
+        changes = [*changes[:10], f"and {len(changes) - 10} more"]
+    return f" ({', '.join(changes)})" if changes else ""

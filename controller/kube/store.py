@@ -1,0 +1,154 @@
+"""The local copy of one kind's objects, and the snapshot ``build_config`` reads.
+
+Sans-IO: a ``Cache`` is fed what a list or a watch event said and answers with the
+``Change`` it made, so the diff after a re-list (the only way to learn of deletions missed
+while a watch was away) is plain code, tested without a server.
+
+Objects are plain dicts as the API server sent them, with ``kind`` and ``apiVersion`` filled
+in (list items carry neither, and ``build_config`` dispatches on ``kind``). A stored dict is
+never changed afterwards: an update replaces it. That is what lets a snapshot (a new list of
+the same dicts) be read by ``build_config`` in a worker thread while the watches go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["Cache", "Change", "Key", "key_of", "referenced_secrets", "snapshot"]
+
+Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+ChangeType = Literal["ADDED", "MODIFIED", "DELETED"]
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One object added, modified or deleted in a cache (its last state for a deletion)."""
+
+    type: ChangeType
+    kind: str
+    key: Key
+    obj: Mapping[str, Any]
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    """The cache key of an object.
+
+    Raises:
+        ValueError: the object has no ``metadata.name`` (it cannot be kept or removed).
+    """
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping):
+        raise ValueError("the object has no metadata")
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("the object has no metadata.name")
+    namespace = metadata.get("namespace")
+    return (namespace if isinstance(namespace, str) else "", name)
+
+
+def _version(obj: Mapping[str, Any]) -> object:
+    metadata = obj.get("metadata")
+    return metadata.get("resourceVersion") if isinstance(metadata, Mapping) else None
+
+
+class Cache:
+    """The objects of one kind (in one namespace, or all) as last listed and watched."""
+
+    def __init__(self, kind: str, api_version: str) -> None:
+        self.kind = kind
+        self.api_version = api_version
+        self._objects: dict[Key, Mapping[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        return iter(self._objects.values())
+
+    def get(self, key: Key) -> Mapping[str, Any] | None:
+        return self._objects.get(key)
+
+    def _typed(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        typed = dict(obj)  # one shallow copy: the stored dict is ours alone
+        typed.setdefault("kind", self.kind)
+        typed.setdefault("apiVersion", self.api_version)
+        return typed
+
+    def replace(self, items: Iterable[Mapping[str, Any]]) -> tuple[list[Change], list[str]]:
+        """Take a complete list's items as the new content; the changes, and the items skipped.
+
+        An object missing from the list was deleted while nobody watched; one whose
+        ``resourceVersion`` differs was modified. Items without a name are skipped (and
+        named in the second list), so one bad object never hides the others.
+        """
+        fresh: dict[Key, Mapping[str, Any]] = {}
+        skipped: list[str] = []
+        for n, item in enumerate(items):
+            try:
+                fresh[key_of(item)] = self._typed(item)
+            except (ValueError, TypeError, AttributeError) as error:
+                skipped.append(f"item #{n}: {error}")
+        changes: list[Change] = []
+        for key, obj in self._objects.items():
+            if key not in fresh:
+                changes.append(Change("DELETED", self.kind, key, obj))
+        for key, obj in fresh.items():
+            old = self._objects.get(key)
+            if old is None:
+                changes.append(Change("ADDED", self.kind, key, obj))
+            elif _version(old) != _version(obj) or _version(obj) is None:
+                changes.append(Change("MODIFIED", self.kind, key, obj))
+            else:
+                fresh[key] = old  # unchanged: keep the dict snapshots already hold
+        self._objects = fresh
+        return changes, skipped
+
+    def apply(self, event_type: str, obj: Mapping[str, Any]) -> Change:
+        """Apply one watch event (``ADDED``, ``MODIFIED`` or ``DELETED``); the change made.
+
+        Raises:
+            ValueError: an unknown event type, or an object without a name.
+        """
+        key = key_of(obj)
+        if event_type == "DELETED":
+            last = self._objects.pop(key, None)
+            return Change("DELETED", self.kind, key, last if last is not None else obj)
+        if event_type not in ("ADDED", "MODIFIED"):
+            raise ValueError(f"unknown watch event type {event_type!r}")
+        typed = self._typed(obj)
+        existed = key in self._objects
+        self._objects[key] = typed
+        return Change("MODIFIED" if existed else "ADDED", self.kind, key, typed)
+
+
+def snapshot(caches: Iterable[Cache]) -> list[Mapping[str, Any]]:
+    """Every cached object, as one list for ``build_config`` (the dicts are shared: read only)."""
+    objects: list[Mapping[str, Any]] = []
+    for cache in caches:
+        objects.extend(cache)
+    return objects
+
+
+def referenced_secrets(ingresses: Iterable[Mapping[str, Any]]) -> set[Key]:
+    """The (namespace, name) of every Secret that an Ingress's ``spec.tls`` names.
+
+    Only these Secrets can change a RouteConfig; a change to any other TLS Secret in the
+    cluster (cert-manager renews many) needs no rebuild.
+    """
+    found: set[Key] = set()
+    for ingress in ingresses:
+        metadata = ingress.get("metadata")
+        spec = ingress.get("spec")
+        if not isinstance(metadata, Mapping) or not isinstance(spec, Mapping):
+            continue
+        namespace = metadata.get("namespace")
+        namespace = namespace if isinstance(namespace, str) and namespace else "default"
+        tls = spec.get("tls")
+        for entry in tls if isinstance(tls, list) else ():
+            name = entry.get("secretName") if isinstance(entry, Mapping) else None
+            if isinstance(name, str) and name:
+                found.add((namespace, name))
+    return found
