@@ -161,6 +161,8 @@ class Controller:
         # Reloads from the watch and from SIGHUP take turns, so an older build can never
         # be swapped in after a newer one.
         self._reloading = trio.Lock()
+        self._reload_again = False  # a reload was asked for while one was running
+        self._configured = trio.Event()  # the first config is in the proxy
         self.source: KubeSource | None = None  # with ``options.kubernetes``, once running
 
     @property
@@ -189,27 +191,41 @@ class Controller:
         in; whether anything changed."""
         if self.options.kubernetes is not None:
             return self.source is not None and await self.source.rebuild()
+        if self._reloading.locked():
+            # a burst of requests (SIGHUPs, changes) gives one more build, not one each,
+            # as nginx folds reload signals; the running reload builds again when done
+            self._reload_again = True
+            return False
         async with self._reloading:
-            try:
-                config, complete = await trio.to_thread.run_sync(self.build)
-                if config is not None:
-                    await self.proxy.load(config)
-            except Exception:
-                # a reload that breaks must not take the watch (or the server) with it
-                log.exception("reload failed; the current configuration keeps serving")
-                self.metrics.config_reload(False)
-                return False
-            self.metrics.config_reload(complete)
-            if config is None:
-                return False
-            self.reloads += 1
-            log.info(
-                "serving %d Ingress(es): %s",
-                len(config.ingresses),
-                ", ".join(config.ingresses) or "none",
-            )
-            self.metrics.set_ready(self.ready)
-            return True
+            changed = await self._reload_once()
+            while self._reload_again:
+                self._reload_again = False
+                changed = await self._reload_once() or changed
+            return changed
+
+    async def _reload_once(self) -> bool:
+        """One build from the manifests, swapped in; whether it changed the config."""
+        try:
+            config, complete = await trio.to_thread.run_sync(self.build)
+            if config is not None:
+                await self.proxy.load(config)
+        except Exception:
+            # a reload that breaks must not take the watch (or the server) with it
+            log.exception("reload failed; the current configuration keeps serving")
+            self.metrics.config_reload(False)
+            return False
+        self.metrics.config_reload(complete)
+        if config is None:
+            return False
+        self.reloads += 1
+        self._configured.set()
+        log.info(
+            "serving %d Ingress(es): %s",
+            len(config.ingresses),
+            ", ".join(config.ingresses) or "none",
+        )
+        self.metrics.set_ready(self.ready)
+        return True
 
     async def drain(self, grace: float) -> None:
         """Stop taking traffic: ``/readyz`` turns 503 at once, requests in flight get up
@@ -238,6 +254,14 @@ class Controller:
                         options.bind,
                         options.status_port,
                     )
+            # Worker processes share the ports: one that listened before its config is in
+            # would answer 503 to the connections the kernel hands it, so it waits.
+            if options.kubernetes is not None:
+                nursery.start_soon(self._follow_the_cluster, options.kubernetes)
+                if options.reuse_port:
+                    await self._configured.wait()
+            else:
+                await self.reload()
             ports = []
             for scheme, port in (("http", options.http_port), ("https", options.https_port)):
                 with naming_the_listener(scheme, options.bind, port):
@@ -247,12 +271,8 @@ class Controller:
                         port,
                     )
                 ports.append(listeners[0].socket.getsockname()[1])
-            if options.kubernetes is not None:
-                nursery.start_soon(self._follow_the_cluster, options.kubernetes)
-            else:
-                await self.reload()
-                if options.watch:
-                    nursery.start_soon(self._watch)
+            if options.kubernetes is None and options.watch:
+                nursery.start_soon(self._watch)
             task_status.started(Listening(ports[0], ports[1], status_port))
 
     async def _follow_the_cluster(self, kube: KubeOptions) -> None:
@@ -291,6 +311,7 @@ class Controller:
         """
         await self.proxy.load(config)
         self.reloads += 1
+        self._configured.set()
         self.metrics.set_ready(self.ready)
 
     async def _watch(self) -> None:

@@ -117,6 +117,38 @@ def test_the_controller_follows_manifest_edits_and_keeps_serving_through_a_broke
     trio.run(scenario)
 
 
+def test_a_burst_of_reloads_builds_a_few_times_and_ends_on_the_latest_files(
+    tmp_path: Path,
+) -> None:
+    """Reload requests that arrive while one runs fold into one more build (as nginx
+    folds reload signals), and the last build reads the files as they are at the end."""
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            backend = Echo("web")
+            backend_port = await nursery.start(backend.serve)
+            manifest = tmp_path / "site.yaml"
+            manifest.write_text(_manifest(backend_port, "/v0"))
+            controller = Controller(
+                Options(
+                    manifests=[tmp_path], bind="127.0.0.1", http_port=0, https_port=0, watch=False
+                )
+            )
+            listening = await nursery.start(controller.run)
+            before = controller.reloads
+            async with trio.open_nursery() as burst:
+                for version in range(1, 51):
+                    manifest.write_text(_manifest(backend_port, f"/v{version}"))
+                    burst.start_soon(controller.reload)
+                    await trio.lowlevel.checkpoint()
+            builds = controller.reloads - before
+            assert 1 <= builds <= 10, builds
+            assert await _status(listening.http_port, "/v50/x") == 200
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)
+
+
 def _errors(controller: Controller) -> list[str]:
     return load_manifests(controller.options.manifests).errors
 
