@@ -23,6 +23,7 @@ import trio
 
 from controller.app import KubeOptions, ListenError, Options
 from controller.kube.client import KubeConfigError, connect, load_config
+from controller.kube.publisher import PublishOptions, add_arguments
 from controller.kube.source import check_namespace
 from controller.lifecycle import serve_until_signalled
 from controller.supervisor import Supervisor, worker_command
@@ -213,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    add_arguments(parser)  # --publish-service, --election-id, ...: the cluster's writes
     return parser
 
 
@@ -306,7 +308,10 @@ def _kubernetes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Ku
             "of Kubernetes manifests)"
         )
     return KubeOptions(
-        kubeconfig=args.kubeconfig, context=args.context, namespaces=args.watch_namespace
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespaces=args.watch_namespace,
+        publish=PublishOptions.from_args(args),
     )
 
 

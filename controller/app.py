@@ -34,6 +34,7 @@ import watchfiles
 from lightkube import AsyncClient, SingleConfig
 
 from controller.kube.client import connect, load_config
+from controller.kube.publisher import Publisher, PublishOptions
 from controller.kube.reflector import WatchOptions
 from controller.kube.source import KubeSource, check_namespace
 from controller.manifests import MANIFEST_SUFFIXES, load_manifests
@@ -77,6 +78,7 @@ class KubeOptions:
     service_account: Path | None = None
     debounce: float = 0.1
     watch: WatchOptions = field(default_factory=WatchOptions)
+    publish: PublishOptions = field(default_factory=PublishOptions)  # status, Lease, Events
 
     def __post_init__(self) -> None:
         for namespace in self.namespaces:
@@ -291,25 +293,29 @@ class Controller:
             config.context_name,
             ", ".join(kube.namespaces) or "all namespaces",
         )
-        async with client:
-            self.source = KubeSource(
-                client,
-                namespaces=kube.namespaces,
-                classes=self.options.classes,
-                on_config=self._install,
-                debounce=kube.debounce,
-                watch=kube.watch,
-                metrics=self.metrics,
-            )
-            await self.source.run()
+        async with client:  # the publisher still writes while it shuts down: inside
+            publisher = kube.publish.publisher(client)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publisher.run)
+                self.source = KubeSource(
+                    client,
+                    namespaces=kube.namespaces,
+                    classes=self.options.classes,
+                    on_config=partial(self._install, publisher),
+                    debounce=kube.debounce,
+                    watch=kube.watch,
+                    metrics=self.metrics,
+                )
+                await self.source.run()
 
-    async def _install(self, config: RouteConfig, objects: list[Mapping[str, Any]]) -> None:
-        """What a config built from the cluster does here: the proxy serves it.
-
-        ``objects`` is the snapshot it was built from; Ingress status and Events will
-        be written from here too.
-        """
+    async def _install(
+        self, publisher: Publisher, config: RouteConfig, objects: list[Mapping[str, Any]]
+    ) -> None:
+        """What a config built from the cluster does here: the proxy serves it, and the
+        publisher (when this replica leads) writes Ingress statuses and Events from
+        ``objects``, the snapshot it was built from."""
         await self.proxy.load(config)
+        await publisher.on_config(config, objects)
         self.reloads += 1
         self._configured.set()
         self.metrics.set_ready(self.ready)

@@ -1,0 +1,385 @@
+"""What the elected leader tells the cluster after each rebuild: Ingress statuses, Events.
+
+``KubeSource`` calls ``Publisher.on_config`` after every rebuild; that only remembers the
+newest config and snapshot and wakes ``run``, which does the work in passes: a burst of
+rebuilds during a pass makes one more pass, from the newest snapshot. A pass also runs
+every ``status_interval`` seconds, since the publish Service's address (or the Nodes')
+can change without a rebuild.
+
+Only the leader acts (``LeaderElector``, which ``run`` runs): status, so N replicas do not
+race on the same field; Events too, so a rejection is reported once, not N times (the
+price: nothing is posted while no replica leads, and a new leader reports the current
+rejections once more). Losing leadership cancels a pass at once.
+
+On shutdown the statuses are kept by default: with several replicas another one takes
+over (the Lease is released at once), and clearing them would make the address flap
+(external-dns would drop its records). ingress-nginx's ``--update-status-on-shutdown``
+also keeps them when other replicas run; it clears them otherwise, which needs to list
+pods: here ``--update-status-on-shutdown`` clears them when the leader stops, for the
+single replica that goes away for good.
+
+Wiring: ``add_arguments(parser)`` declares the flags, ``PublishOptions.from_args(args)``
+reads them; then, next to the API client and the ``KubeSource``::
+
+    publisher = publish_options.publisher(client)  # or publisher_from_args(args, client)
+    nursery.start_soon(publisher.run)              # elects, writes, posts; until cancelled
+    await publisher.on_config(config, objects)     # in KubeSource's on_config, each rebuild
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import trio
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Node, Service
+
+from controller.kube.events import COMPONENT, EventRecorder
+from controller.kube.ingress_status import (
+    StatusWriter,
+    desired_status,
+    needs_nodes,
+    parse_addresses,
+)
+from controller.kube.leader import LeaderElector, describe_error
+from fastroute.ingress import Problem, RouteConfig
+from fastroute.ingress.objects import kind, object_key
+
+__all__ = [
+    "DEFAULT_ELECTION_ID",
+    "REJECTED",
+    "PublishOptions",
+    "Publisher",
+    "add_arguments",
+    "publisher_from_args",
+]
+
+log = logging.getLogger("fastroute.controller.publisher")
+
+DEFAULT_ELECTION_ID = "fastroute-leader"
+REJECTED = "Rejected"  # the Event reason for an Ingress, or a part of one, not served
+SHUTDOWN_TIMEOUT = 5.0  # seconds the shutdown status update may take
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+Snapshot = tuple[RouteConfig, tuple[Mapping[str, Any], ...]]
+
+
+class Publisher:
+    """Writes Ingress statuses and posts Events about rejected Ingresses, as leader.
+
+    Args:
+        client: the API client.
+        elector: decides who leads; ``run`` runs it.
+        publish_service: ``"namespace/name"`` of the Service whose address is published.
+        publish_addresses: IPs or hostnames to publish instead (``--publish-address``).
+            With neither, statuses are not written (Events still are).
+        recorder: posts the Events.
+        writer: writes the statuses.
+        status_interval: seconds between passes when nothing changes.
+        update_status_on_shutdown: clear the statuses when the leader stops.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        elector: LeaderElector,
+        *,
+        publish_service: str | None,
+        publish_addresses: Sequence[str],
+        recorder: EventRecorder,
+        writer: StatusWriter,
+        status_interval: float = 60.0,
+        update_status_on_shutdown: bool = False,
+    ) -> None:
+        if publish_service is not None and publish_addresses:
+            raise ValueError("--publish-service and --publish-address are mutually exclusive")
+        self.publish_service: tuple[str, str] | None = None
+        if publish_service is not None:
+            ns, _, svc = publish_service.partition("/")
+            if not ns or not svc or "/" in svc:
+                raise ValueError(
+                    f"--publish-service must be NAMESPACE/NAME, got {publish_service!r}"
+                )
+            self.publish_service = (ns, svc)
+        if not (status_interval > 0 and math.isfinite(status_interval)):
+            raise ValueError(f"the status interval must be positive, got {status_interval}")
+        self._client = client
+        self.elector = elector
+        self.publish_addresses = tuple(parse_addresses(publish_addresses))
+        self.recorder = recorder
+        self.writer = writer
+        self.status_interval = status_interval
+        self.update_status_on_shutdown = update_status_on_shutdown
+        self.passes = 0  # passes done as leader, for metrics and tests
+        self.published: RouteConfig | None = None  # the config of the last pass done
+        self._latest: Snapshot | None = None
+        self._wake = trio.Event()
+        self._service_failing = False
+
+    def __repr__(self) -> str:
+        return f"<Publisher passes={self.passes} {self.elector!r}>"
+
+    async def on_config(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
+        """The ``KubeSource`` callback: remember the newest snapshot and wake ``run``."""
+        self._latest = (config, tuple(objects))
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Take part in the election and, while leading, publish; until cancelled.
+
+        The elector is shielded from the cancellation that stops this, so that the
+        shutdown status update is still written as leader; the Lease is released after.
+        """
+        elector_scope = trio.CancelScope(shield=True)
+
+        async def elect() -> None:
+            with elector_scope:
+                await self.elector.run()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(elect)
+            task_status.started()
+            try:
+                await self._serve()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
+                    await self._shutdown()
+                elector_scope.cancel()
+
+    async def _serve(self) -> None:
+        while True:
+            await self.elector.wait_for(True)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._lead)
+                await self.elector.wait_for(False)
+                nursery.cancel_scope.cancel()
+
+    async def _lead(self) -> None:
+        """Passes, while leading: at once, on every new snapshot, every status_interval."""
+        while True:
+            self._wake = trio.Event()  # before reading _latest: a newer one wakes us again
+            latest = self._latest
+            if latest is not None:
+                try:
+                    await self._publish(*latest)
+                except Exception:
+                    # statuses and Events are secondary: a failure here must not take
+                    # the controller (and the traffic it serves) down with it
+                    log.exception("publishing failed; trying again at the next change")
+                self.passes += 1
+                self.published = latest[0]
+            with trio.move_on_after(self.status_interval):
+                await self._wake.wait()
+
+    async def _publish(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
+        ingresses = {object_key(o): o for o in objects if kind(o) == "Ingress"}
+        served = set(config.ingresses)
+        desired = await self._desired()
+        if desired is not None:
+            await self.writer.sync(
+                [o for key, o in ingresses.items() if key in served],
+                [o for key, o in ingresses.items() if key not in served],
+                desired,
+            )
+        for problem in config.rejected():
+            if problem.kind == "Ingress" and problem.name in ingresses:
+                await self.recorder.rejected(ingresses[problem.name], REJECTED, _message(problem))
+
+    async def _desired(self) -> list[dict[str, str]] | None:
+        """The status to publish; None: nothing to publish, or the Service cannot be read
+        (then statuses are left as they are rather than cleared)."""
+        if self.publish_addresses:
+            return desired_status(addresses=self.publish_addresses)
+        if self.publish_service is None:
+            return None
+        where, what = self.publish_service
+        try:
+            service = _plain(await self._client.get(Service, what, namespace=where))
+            nodes: list[dict[str, Any]] = []
+            if needs_nodes(service):
+                nodes = [_plain(node) async for node in self._client.list(Node, chunk_size=500)]
+        except httpx.HTTPError as error:
+            if not self._service_failing:
+                log.warning(
+                    "cannot read the publish Service %s/%s (statuses stay as they are): %s",
+                    where,
+                    what,
+                    describe_error(error),
+                )
+            self._service_failing = True
+            return None
+        if self._service_failing:
+            log.info("the publish Service %s/%s can be read again", where, what)
+        self._service_failing = False
+        return desired_status(service=service, nodes=nodes)
+
+    async def _shutdown(self) -> None:
+        if not (self.update_status_on_shutdown and self.elector.is_leader):
+            return
+        latest = self._latest
+        if latest is None or (self.publish_service is None and not self.publish_addresses):
+            return
+        config, objects = latest
+        served = set(config.ingresses)
+        owned = [o for o in objects if kind(o) == "Ingress" and object_key(o) in served]
+        log.info("shutting down: clearing the status of %d Ingress(es)", len(owned))
+        await self.writer.sync(owned, [], [])
+
+
+def _plain(model: object) -> dict[str, Any]:
+    """A lightkube model as the plain dict the pure code reads (its to_dict is untyped)."""
+    plain: dict[str, Any] = cast(Any, model).to_dict()
+    return plain
+
+
+def _message(problem: Problem) -> str:
+    return f"{problem.field}: {problem.reason}" if problem.field else problem.reason
+
+
+# -- command line ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    """The command line's say on statuses, Events and leader election."""
+
+    publish_service: str | None = None
+    publish_addresses: tuple[str, ...] = ()
+    election_id: str = DEFAULT_ELECTION_ID
+    namespace: str = "default"  # of the Lease
+    pod_name: str = ""  # this replica (Events' source.host; the Lease holder's prefix)
+    status_interval: float = 60.0
+    update_status_on_shutdown: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PublishOptions:
+        """From arguments that ``add_arguments`` declared; ValueError when they do not fit."""
+        addresses = tuple(parse_addresses(args.publish_address))
+        if args.publish_service is not None and addresses:
+            raise ValueError("--publish-service and --publish-address are mutually exclusive")
+        return cls(
+            publish_service=args.publish_service,
+            publish_addresses=addresses,
+            election_id=args.election_id,
+            namespace=args.pod_namespace or _own_namespace(),
+            pod_name=args.pod_name or socket.gethostname(),
+            status_interval=args.status_update_interval,
+            update_status_on_shutdown=args.update_status_on_shutdown,
+        )
+
+    def publisher(self, client: AsyncClient) -> Publisher:
+        """A Publisher, with its elector, recorder and writer, as these options say."""
+        pod = self.pod_name or socket.gethostname()
+        # Unique per process, as kube-controller-manager's: worker processes of one pod
+        # (--workers) must not take each other's Lease for their own.
+        identity = f"{pod}_{uuid.uuid4().hex[:8]}"
+        elector = LeaderElector(
+            client, namespace=self.namespace, name=self.election_id, identity=identity
+        )
+        return Publisher(
+            client,
+            elector,
+            publish_service=self.publish_service,
+            publish_addresses=self.publish_addresses,
+            recorder=EventRecorder(client, component=COMPONENT, instance=pod),
+            writer=StatusWriter(client),
+            status_interval=self.status_interval,
+            update_status_on_shutdown=self.update_status_on_shutdown,
+        )
+
+
+def publisher_from_args(args: argparse.Namespace, client: AsyncClient) -> Publisher:
+    """The Publisher the command line asks for (``add_arguments`` declared the flags)."""
+    return PublishOptions.from_args(args).publisher(client)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the flags of statuses, Events and leader election (ingress-nginx's names)."""
+    group = parser.add_argument_group("Ingress status and leader election")
+    group.add_argument(
+        "--publish-service",
+        metavar="NAMESPACE/NAME",
+        help="the Service in front of the controller: its address goes into Ingress statuses",
+    )
+    group.add_argument(
+        "--publish-address",
+        "--publish-status-address",
+        dest="publish_address",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="IPs or hostnames for Ingress statuses instead (repeatable, or comma-separated)",
+    )
+    group.add_argument(
+        "--election-id",
+        default=DEFAULT_ELECTION_ID,
+        metavar="NAME",
+        help=f"the Lease that elects the replica writing statuses (default {DEFAULT_ELECTION_ID})",
+    )
+    group.add_argument(
+        "--pod-namespace",
+        default=os.environ.get("POD_NAMESPACE", ""),
+        metavar="NAMESPACE",
+        help="the Lease's namespace (default $POD_NAMESPACE, else the service account's)",
+    )
+    group.add_argument(
+        "--pod-name",
+        default=os.environ.get("POD_NAME", ""),
+        metavar="NAME",
+        help="this replica's name in Events and (made unique) in the Lease "
+        "(default $POD_NAME, else the host name)",
+    )
+    group.add_argument(
+        "--status-update-interval",
+        type=_interval,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often the leader checks statuses when nothing changed (default 60)",
+    )
+    group.add_argument(
+        "--update-status-on-shutdown",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="clear Ingress statuses when the leader stops (default false: kept for the next)",
+    )
+
+
+def _own_namespace() -> str:
+    """The namespace of this pod's service account; ``default`` outside a cluster."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    """``true``/``false`` (and 1/0, yes/no), as Go's flag package takes ``--flag=false``."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "t"):
+        return True
+    if value in ("false", "0", "no", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"not true or false: {text!r}")
