@@ -68,7 +68,7 @@ def test_deploy_rbac_allows_every_call_the_controller_makes_and_nothing_more(
                 async def status_written() -> bool:
                     site_now = kubeapi.get("Ingress", "site", namespace="default") or {}
                     balancer = site_now.get("status", {}).get("loadBalancer", {})
-                    return balancer.get("ingress") == [{"ip": LOAD_BALANCER_IP}]
+                    return bool(balancer.get("ingress") == [{"ip": LOAD_BALANCER_IP}])
 
                 async def event_posted() -> bool:
                     events = kubeapi.list("Event", namespace="default")
