@@ -9,59 +9,18 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import trio
 import yaml
 from echo import Echo
+from sites import site_objects
 
 from controller.app import Controller, Options
 from controller.manifests import load_manifests
 
 DEADLINE = 10.0
-
-
-def _manifest(backend_port: int, path: str) -> str:
-    objects: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "web"},
-            "spec": {"ports": [{"port": 80}]},
-        },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
-            "ports": [{"port": backend_port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {"name": "site"},
-            "spec": {
-                "ingressClassName": "fastroute",
-                "rules": [
-                    {
-                        "host": "site.example.com",
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": path,
-                                    "pathType": "Prefix",
-                                    "backend": {"service": {"name": "web", "port": {"number": 80}}},
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
-        },
-    ]
-    return yaml.safe_dump_all(objects)
 
 
 async def _status(port: int, path: str) -> int:
@@ -88,7 +47,7 @@ def test_the_controller_follows_manifest_edits_and_keeps_serving_through_a_broke
             backend = Echo("web")
             backend_port = await nursery.start(backend.serve)
             manifest = tmp_path / "site.yaml"
-            manifest.write_text(_manifest(backend_port, "/old"))
+            manifest.write_text(yaml.safe_dump_all(site_objects(backend_port, "/old")))
             controller = Controller(
                 Options(manifests=[tmp_path], bind="127.0.0.1", http_port=0, https_port=0)
             )
@@ -98,7 +57,7 @@ def test_the_controller_follows_manifest_edits_and_keeps_serving_through_a_broke
             assert await _status(port, "/old/page") == 200
             assert await _status(port, "/new/page") == 404
 
-            manifest.write_text(_manifest(backend_port, "/new"))
+            manifest.write_text(yaml.safe_dump_all(site_objects(backend_port, "/new")))
             await _until(port, "/new/page", 200)
             assert await _status(port, "/old/page") == 404
 
@@ -110,7 +69,7 @@ def test_the_controller_follows_manifest_edits_and_keeps_serving_through_a_broke
             assert controller.reloads == reloads
             assert await _status(port, "/new/page") == 200
 
-            manifest.write_text(_manifest(backend_port, "/again"))
+            manifest.write_text(yaml.safe_dump_all(site_objects(backend_port, "/again")))
             await _until(port, "/again/x", 200)
             nursery.cancel_scope.cancel()
 
@@ -128,7 +87,7 @@ def test_a_burst_of_reloads_builds_a_few_times_and_ends_on_the_latest_files(
             backend = Echo("web")
             backend_port = await nursery.start(backend.serve)
             manifest = tmp_path / "site.yaml"
-            manifest.write_text(_manifest(backend_port, "/v0"))
+            manifest.write_text(yaml.safe_dump_all(site_objects(backend_port, "/v0")))
             controller = Controller(
                 Options(
                     manifests=[tmp_path], bind="127.0.0.1", http_port=0, https_port=0, watch=False
@@ -138,7 +97,9 @@ def test_a_burst_of_reloads_builds_a_few_times_and_ends_on_the_latest_files(
             before = controller.reloads
             async with trio.open_nursery() as burst:
                 for version in range(1, 51):
-                    manifest.write_text(_manifest(backend_port, f"/v{version}"))
+                    manifest.write_text(
+                        yaml.safe_dump_all(site_objects(backend_port, f"/v{version}"))
+                    )
                     burst.start_soon(controller.reload)
                     await trio.lowlevel.checkpoint()
             builds = controller.reloads - before

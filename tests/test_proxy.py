@@ -7,7 +7,6 @@ socket. Every wait is bounded by a deadline; nothing sleeps to wait for a server
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,20 +16,13 @@ import httpx
 import pytest
 import trio
 from echo import Echo
+from sites import closed_port
 
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Limits, Proxy
 
 DEADLINE = 10.0  # no test waits longer than this for anything
-
-
-def _closed_port() -> int:
-    """A port with nothing listening: connecting to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _objects(ports: dict[str, int]) -> list[dict[str, Any]]:
@@ -125,7 +117,7 @@ async def running(limits: Limits | None = None) -> AsyncIterator[Setup]:
         ports = {
             "a": await nursery.start(a.serve),
             "b": await nursery.start(b.serve),
-            "dead": _closed_port(),
+            "dead": closed_port(),
         }
         proxy = Proxy(build_config(_objects(ports)), limits=limits)
         listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)

@@ -7,7 +7,6 @@ real clients (httpx in a worker thread, a raw socket for malformed requests), an
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -19,6 +18,7 @@ import trio
 import yaml
 from echo import Echo
 from prometheus_client.parser import text_string_to_metric_families
+from sites import closed_port, site_objects
 
 from controller.app import Controller, Options
 from fastroute.ingress import build_config
@@ -29,45 +29,6 @@ from fastroute.proxy.status import serve_status
 DEADLINE = 10.0
 SITE = "default/site"
 WEB = "default/web:80"
-
-
-def _closed_port() -> int:
-    """A port with nothing listening: connecting to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def _objects(backend_port: int, path: str = "/") -> list[dict[str, Any]]:
-    """Service default/web (one endpoint on ``backend_port``) behind Ingress default/site."""
-    backend = {"service": {"name": "web", "port": {"number": 80}}}
-    return [
-        {"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}},
-        {
-            "kind": "EndpointSlice",
-            "apiVersion": "discovery.k8s.io/v1",
-            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
-            "ports": [{"port": backend_port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-        {
-            "kind": "Ingress",
-            "apiVersion": "networking.k8s.io/v1",
-            "metadata": {"name": "site"},
-            "spec": {
-                "ingressClassName": "fastroute",
-                "rules": [
-                    {
-                        "host": "site.example.com",
-                        "http": {
-                            "paths": [{"path": path, "pathType": "Prefix", "backend": backend}]
-                        },
-                    }
-                ],
-            },
-        },
-    ]
 
 
 def _get(port: int, path: str, host: str = "site.example.com") -> httpx.Response:
@@ -180,7 +141,7 @@ def test_readyz_is_503_until_the_proxy_has_a_config() -> None:
             )
             assert (await get(port, "/healthz")).status_code == 200  # alive, not ready
             assert (await get(port, "/readyz")).status_code == 503
-            proxy.swap(build_config(_objects(_closed_port())))
+            proxy.swap(build_config(site_objects(closed_port())))
             assert (await get(port, "/readyz")).status_code == 200
             nursery.cancel_scope.cancel()
 
@@ -195,7 +156,7 @@ def test_metrics_count_proxied_requests_by_ingress_service_and_status() -> None:
         metrics = Metrics()
         async with trio.open_nursery() as nursery:
             backend_port = await nursery.start(Echo("web").serve)
-            proxy = Proxy(build_config(_objects(backend_port)), metrics=metrics)
+            proxy = Proxy(build_config(site_objects(backend_port)), metrics=metrics)
             listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
             http = listeners[0].socket.getsockname()[1]
             status = await nursery.start(
@@ -236,9 +197,9 @@ def test_metrics_count_proxied_requests_by_ingress_service_and_status() -> None:
 def test_metrics_count_upstream_errors_of_a_refused_endpoint() -> None:
     async def scenario() -> None:
         metrics = Metrics()
-        dead = _closed_port()
+        dead = closed_port()
         async with trio.open_nursery() as nursery:
-            proxy = Proxy(build_config(_objects(dead)), metrics=metrics)
+            proxy = Proxy(build_config(site_objects(dead)), metrics=metrics)
             listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
             http = listeners[0].socket.getsockname()[1]
             status = await nursery.start(
@@ -285,7 +246,7 @@ def test_the_controller_serves_status_and_counts_reloads_and_failed_ones(tmp_pat
         async with trio.open_nursery() as nursery:
             backend_port = await nursery.start(Echo("web").serve)
             manifest = tmp_path / "site.yaml"
-            manifest.write_text(yaml.safe_dump_all(_objects(backend_port, "/old")))
+            manifest.write_text(yaml.safe_dump_all(site_objects(backend_port, "/old")))
             controller = Controller(
                 Options(
                     manifests=[tmp_path],
@@ -320,7 +281,7 @@ def test_the_controller_serves_status_and_counts_reloads_and_failed_ones(tmp_pat
             assert (await get(http, "/old/x")).status_code == 200  # the last good config serves
             assert (await get(status, "/readyz")).status_code == 200
 
-            manifest.write_text(yaml.safe_dump_all(_objects(backend_port, "/new")))
+            manifest.write_text(yaml.safe_dump_all(site_objects(backend_port, "/new")))
             await until(partial(at_least, "success", 2))
             text = (await get(status, "/metrics")).text
             assert value(text, "fastroute_config_last_reload_successful") == 1

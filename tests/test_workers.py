@@ -29,39 +29,10 @@ import trio
 import yaml
 from echo import Echo
 from prometheus_client.parser import text_string_to_metric_families
+from sites import site_objects
 
 DEADLINE = 10.0
 GRACE = 8.0  # the --shutdown-grace the drain tests give
-
-
-def _objects(backend_port: int, path: str) -> list[dict[str, Any]]:
-    backend = {"service": {"name": "web", "port": {"number": 80}}}
-    return [
-        {"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}},
-        {
-            "kind": "EndpointSlice",
-            "apiVersion": "discovery.k8s.io/v1",
-            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
-            "ports": [{"port": backend_port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-        {
-            "kind": "Ingress",
-            "apiVersion": "networking.k8s.io/v1",
-            "metadata": {"name": "site"},
-            "spec": {
-                "ingressClassName": "fastroute",
-                "rules": [
-                    {
-                        "host": "site.example.com",
-                        "http": {
-                            "paths": [{"path": path, "pathType": "Prefix", "backend": backend}]
-                        },
-                    }
-                ],
-            },
-        },
-    ]
 
 
 def _free_ports(count: int) -> list[int]:
@@ -140,7 +111,7 @@ async def controller(
     """Start the controller on the manifest of ``_objects``; stop it (and its workers) after."""
     manifests = tmp_path / "manifests"
     manifests.mkdir(exist_ok=True)
-    (manifests / "site.yaml").write_text(yaml.safe_dump_all(_objects(backend_port, "/")))
+    (manifests / "site.yaml").write_text(yaml.safe_dump_all(site_objects(backend_port, "/")))
     http, https, status = _free_ports(3)
     log = tmp_path / "controller.log"
     command = [
@@ -277,7 +248,7 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
                 await ready(running)
                 assert (await running.get("/old")).status_code == 200
                 manifest = tmp_path / "manifests" / "site.yaml"
-                manifest.write_text(yaml.safe_dump_all(_objects(backend_port, "/new")))
+                manifest.write_text(yaml.safe_dump_all(site_objects(backend_port, "/new")))
                 running.process.send_signal(signal.SIGHUP)
 
                 async def reloaded() -> bool:  # 2 workers x (startup + SIGHUP)
