@@ -159,6 +159,7 @@ cdef class _Head:
     cdef readonly bint keep_alive
     cdef Py_ssize_t host_field  # index, -1: none
     cdef Py_ssize_t upgrade_field
+    cdef Py_ssize_t expect_field
     cdef bint connection_upgrade
     cdef Py_ssize_t token_at[MAX_TOKENS]
     cdef Py_ssize_t token_len[MAX_TOKENS]
@@ -175,6 +176,7 @@ cdef class _Head:
         self.content_length = -1
         self.host_field = -1
         self.upgrade_field = -1
+        self.expect_field = -1
 
     def __dealloc__(self) -> None:
         PyMem_Free(self.fields)
@@ -244,6 +246,8 @@ cdef class _Head:
                     return -1
             elif kind == K_UPGRADE:
                 self.upgrade_field = self.nfields - 1
+            elif kind == K_EXPECT:
+                self.expect_field = self.nfields - 1
             pos = line_end + 1
 
     cdef int _content_length(self, const unsigned char* v, Py_ssize_t n) noexcept:
@@ -591,11 +595,9 @@ def parse_request(bytes data, Py_ssize_t max_head) -> RequestHead | None:
         raise BadRequestError("HTTP/1.1 request without a Host header")  # RFC 9112 §3.2
     head.keep_alive = not head.close_token and (head.version == 11 or head.keep_alive_token)
     cdef Field* f
-    if head.version == 11:  # an HTTP/1.0 client never waits for 100 Continue
-        for i in range(head.nfields):
-            f = &head.fields[i]
-            if f.kind == K_EXPECT:
-                head.expect_continue = f.value_len == 12 and _is(p + f.value, 12, b"100-continue")
+    if head.version == 11 and head.expect_field >= 0:  # HTTP/1.0 clients never wait for 100
+        f = &head.fields[head.expect_field]
+        head.expect_continue = f.value_len == 12 and _is(p + f.value, 12, b"100-continue")
     return head
 
 

@@ -54,7 +54,7 @@ from fastroute.ingress.model import Endpoint, RouteConfig
 from fastroute.proxy.balancer import Balancer, may_retry
 from fastroute.proxy.channel import Channel, SocketChannel, StreamChannel, connect
 from fastroute.proxy.decide import Forward, Redirect, decide
-from fastroute.proxy.headers import Client, TrustedProxies
+from fastroute.proxy.headers import Client, TrustedProxies, response_headers
 from fastroute.proxy.pool import Pool
 from fastroute.proxy.tls import TLSContexts
 
@@ -78,8 +78,8 @@ class _UpstreamFailedError(Exception):
     """The exchange with an upstream failed before its response head arrived."""
 
 
-# Connection-level failures of an upstream: the exchange cannot go on on this connection.
-UPSTREAM_FAILURES = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+# A connection (client or upstream) that broke: the exchange cannot go on on it.
+CONNECTION_FAILURES = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 @dataclass(frozen=True)
@@ -348,7 +348,7 @@ class Proxy:
                     await self._serve_requests(connection)
                 except ProxyError as error:
                     await self._respond_error(connection, error)
-                except (_ClientGoneError, *UPSTREAM_FAILURES):
+                except (_ClientGoneError, *CONNECTION_FAILURES):
                     pass  # the client went away, or a response was cut off: close
                 except Exception:
                     # a bug must cost one connection and a log line, never the server
@@ -455,7 +455,7 @@ class Proxy:
         text = f"{error.status} {_reason(error.status)}\n".encode()
         try:
             await _answer(connection.channel, error.status, text, [], close=True)
-        except (*UPSTREAM_FAILURES, _ClientGoneError):
+        except (*CONNECTION_FAILURES, _ClientGoneError):
             return
         # a request refused before its head parsed took no time the proxy can measure
         started = connection.started if connection.head is not None else trio.current_time()
@@ -656,7 +656,7 @@ class Proxy:
                 received = received[response.size :]
                 if response.status >= 200 or response.status == 101:
                     break
-        except UPSTREAM_FAILURES as error:
+        except CONNECTION_FAILURES as error:
             raise _UpstreamFailedError(str(error) or type(error).__name__) from error
         except BadGatewayError as error:
             raise _UpstreamFailedError(error.detail) from error
@@ -730,8 +730,6 @@ class Proxy:
                 reusable = await self._relay_chunked(
                     connection, channel, scanner, out, received, dechunk
                 )
-            elif 0 <= response.content_length == len(received):  # all here: the usual case
-                await _send_client(connection, out + received)
             elif response.content_length >= 0:
                 reusable = await self._relay_length(
                     connection, channel, response.content_length, out, received
@@ -748,7 +746,7 @@ class Proxy:
         except _ClientGoneError:
             client_gone = True
             reusable = False
-        except (*UPSTREAM_FAILURES, ChunkedError) as error:
+        except (*CONNECTION_FAILURES, ChunkedError) as error:
             log.info("%s failed mid-response: %s", upstream.endpoint, error)
             self._upstream_error(upstream.endpoint, connection, "broken")
             client_gone = True  # the client sees the response cut off rather than a wrong one
@@ -868,7 +866,7 @@ def _scan(scanner: ChunkedScanner, data: bytes, start: int) -> int:
 async def _recv_client(connection: _Connection) -> bytes:
     try:
         data = await connection.channel.recv()
-    except UPSTREAM_FAILURES:
+    except CONNECTION_FAILURES:
         raise _ClientGoneError() from None
     if not data:
         raise _ClientGoneError()
@@ -878,7 +876,7 @@ async def _recv_client(connection: _Connection) -> bytes:
 async def _send_client(connection: _Connection, data: bytes) -> None:
     try:
         await connection.channel.send(data)
-    except UPSTREAM_FAILURES:
+    except CONNECTION_FAILURES:
         raise _ClientGoneError() from None
 
 
@@ -896,7 +894,7 @@ async def _tunnel(
             while data := await source.recv():
                 connection.deadline(_Phase.RESPONSE, idle_timeout)
                 await sink.send(data)
-        except UPSTREAM_FAILURES:
+        except CONNECTION_FAILURES:
             pass
         nursery.cancel_scope.cancel()
 
@@ -911,24 +909,8 @@ async def _tunnel(
 def _unchunked_head(response: ResponseHead) -> bytes:
     """The head for an HTTP/1.0 client of a chunked response: decoded, ended by a close."""
     lines = [b"HTTP/1.1 %d %s" % (response.status, response.reason)]
-    lines += [
-        name + b": " + value for name, value in response.headers if name not in _NOT_FOR_HTTP10
-    ]
+    lines += [name + b": " + value for name, value in response_headers(response.headers)]
     return b"\r\n".join([*lines, b"Connection: close", b"", b""])
-
-
-_NOT_FOR_HTTP10 = frozenset(
-    {
-        b"connection",
-        b"content-length",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
 
 
 async def _answer(
