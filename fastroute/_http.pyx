@@ -748,8 +748,8 @@ def parse_response(bytes data, Py_ssize_t max_head, bint head_request) -> Respon
                 raise BadGatewayError("upstream sent a Transfer-Encoding other than chunked")
             head.chunked = True
     head.keep_alive = not head.close_token and (head.version == 11 or head.keep_alive_token)
-    if head.chunked and head.version == 10:
-        head.keep_alive = False  # RFC 9112 §6.1: such framing is suspect; close after it
+    if head.transfer_encodings and head.version == 10:
+        head.keep_alive = False  # RFC 9112 §6.1: faulty framing, bodyless or not; close after
     return head
 
 

@@ -1305,3 +1305,12 @@ def test_any_bytes_are_chunked_framing_or_a_chunked_error(
         return
     assert ChunkedScanner().decode(stream) == (consumed, decoded)
     assert h11_consumed(conn, stream) == consumed
+
+
+@pytest.mark.parametrize("status", [b"100 Continue", b"200 OK", b"204 No Content"])
+def test_an_http10_response_with_transfer_encoding_closes_the_connection(status: bytes) -> None:
+    # RFC 9112 §6.1: its framing is faulty, even when the status says there is no body.
+    raw = (
+        b"HTTP/1.0 " + status + b"\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    assert not parsed_response(raw, False).keep_alive
