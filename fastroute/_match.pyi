@@ -61,6 +61,14 @@ class Router:
             InvalidRuleError: the rule is malformed.
             RouteNotFoundError: no such rule (a ``LookupError``).
         """
+    def copy(self) -> Router:
+        """An independent router with the same rules, default backend and ``routes()`` order.
+
+        Much cheaper than adding every rule again: derive a new router from an old one
+        by copying it and then adding or removing the rules that changed, while the old
+        one keeps serving. Backends are shared, not copied.
+        """
+    def __copy__(self) -> Router: ...
     def set_default(self, backend: Any) -> None:
         """Set the backend returned when no rule matches (``spec.defaultBackend``).
 
