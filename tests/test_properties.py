@@ -7,6 +7,7 @@ trailing-slash twins, conflicts and host-selection corner cases turn up in most 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -226,7 +227,8 @@ def test_match_and_explain_agree_with_reference(scenario: Scenario) -> None:
 
 @dataclass(frozen=True)
 class Op:
-    """add / remove a rule spec, remove the n-th present rule respelled, or set the default."""
+    """add / remove a rule spec, remove the n-th present rule respelled, set the default,
+    or go on with a copy of the router (the original must not change after that)."""
 
     kind: str
     rule: RuleSpec
@@ -236,7 +238,9 @@ class Op:
 
 ops = st.builds(
     Op,
-    kind=st.sampled_from(["add"] * 4 + ["remove", "remove-present", "remove-present", "default"]),
+    kind=st.sampled_from(
+        ["add"] * 4 + ["remove", "remove-present", "remove-present", "default", "copy"]
+    ),
     rule=rule_specs,
     index=st.integers(0, 50),
     respell=st.booleans(),
@@ -278,8 +282,12 @@ def test_add_remove_sequences_agree_with_reference(
     op_list: list[Op], probes: list[Request]
 ) -> None:
     router, reference = Router(), ReferenceRouter()
+    left: list[tuple[Router, ReferenceRouter]] = []  # routers copied, and what they held
     for i, op in enumerate(op_list):
-        if op.kind == "add":
+        if op.kind == "copy":
+            left.append((router, copy.deepcopy(reference)))
+            router = copy.copy(router) if op.respell else router.copy()
+        elif op.kind == "add":
             _add_both(router, reference, op.rule, f"backend-{i}")
         elif op.kind == "remove":
             _remove_both(router, reference, op.rule)
@@ -295,3 +303,7 @@ def test_add_remove_sequences_agree_with_reference(
         _assert_same_rules(router, reference)
         for host, path in probes:
             _assert_agree(router, reference, host, path)
+    for original, held in left:
+        _assert_same_rules(original, held)
+        for host, path in probes:
+            _assert_agree(original, held, host, path)

@@ -6,13 +6,14 @@ proxy serves from what it returns. Every object or field that cannot be used is
 skipped with a ``Problem`` naming it and saying why; the rest still work.
 """
 
-from fastroute.ingress.build import CONTROLLER_NAME, ClassPolicy, build_config
+from fastroute.ingress.build import CONTROLLER_NAME, ClassPolicy, ConfigBuilder, build_config
 from fastroute.ingress.model import Backend, Endpoint, Policy, Problem, RouteConfig, Target
 
 __all__ = [
     "CONTROLLER_NAME",
     "Backend",
     "ClassPolicy",
+    "ConfigBuilder",
     "Endpoint",
     "Policy",
     "Problem",

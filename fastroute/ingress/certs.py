@@ -74,10 +74,13 @@ class CertificateError(FastrouteError, ValueError):
     Attributes:
         source: the Secret it came from, "namespace/name" ("?/?" when it has no name).
         reason: what is wrong, in words.
+        validity: for a certificate refused as not yet valid or expired, when it is
+            valid (its not-before and not-after times).
     """
 
     source: str
     reason: str
+    validity: tuple[datetime, datetime] | None = None
 
     def __init__(self, source: str, reason: str) -> None:
         self.source = source
@@ -187,16 +190,20 @@ def load_tls_secret(secret: Mapping[str, Any], *, now: datetime | None = None) -
 
     leaf = chain[0]
     certificate = _certificate(source, chain_pem, key, leaf)
+    untimely = None
     if checked_now < certificate.not_before:
-        raise fail(
+        untimely = fail(
             f"certificate is not yet valid: valid from {_when(certificate.not_before)} "
-            f"to {_when(certificate.not_after)}, it is now {_when(checked_now)}"
+            f"to {_when(certificate.not_after)}"
         )
-    if checked_now > certificate.not_after:
-        raise fail(
+    elif checked_now > certificate.not_after:
+        untimely = fail(
             f"certificate expired on {_when(certificate.not_after)} "
-            f"(valid from {_when(certificate.not_before)}), it is now {_when(checked_now)}"
+            f"(valid from {_when(certificate.not_before)})"
         )
+    if untimely is not None:
+        untimely.validity = (certificate.not_before, certificate.not_after)
+        raise untimely
     return certificate
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from fastroute.ingress.model import Backend, Endpoint
 from fastroute.ingress.objects import kind, labels, mapping, name, namespace, sequence, text
 
-__all__ = ["ServiceIndex"]
+__all__ = ["ServiceIndex", "ServiceKey"]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 Obj = Mapping[str, Any]
@@ -36,28 +36,57 @@ def _condition(conditions: Obj, key: str, default: bool) -> bool:
     return value if isinstance(value, bool) else default
 
 
+ServiceKey = tuple[str, str]  # (namespace, Service name)
+
+
 @dataclass
 class ServiceIndex:
-    """Services, EndpointSlices and Endpoints by namespace and Service name."""
+    """Services, EndpointSlices and Endpoints by namespace and Service name, kept as they
+    change: ``put`` and ``drop`` answer which Service's endpoints a change can move."""
 
-    services: dict[tuple[str, str], Obj] = field(default_factory=dict)
-    slices: dict[tuple[str, str], list[Obj]] = field(default_factory=dict)
-    endpoints: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    services: dict[ServiceKey, Obj] = field(default_factory=dict)
+    slices: dict[ServiceKey, dict[str, Obj]] = field(default_factory=dict)  # by slice name
+    endpoints: dict[ServiceKey, Obj] = field(default_factory=dict)
 
-    @classmethod
-    def of(cls, objects: Iterable[Obj]) -> ServiceIndex:
-        index = cls()
-        for obj in objects:
-            k = kind(obj)
-            if k == "Service":
-                index.services[(namespace(obj), name(obj))] = obj
-            elif k == "EndpointSlice":
-                service = text(labels(obj).get(SERVICE_NAME_LABEL))
-                if service:
-                    index.slices.setdefault((namespace(obj), service), []).append(obj)
-            elif k == "Endpoints":
-                index.endpoints[(namespace(obj), name(obj))] = obj
-        return index
+    def put(self, obj: Obj) -> ServiceKey | None:
+        """Add or replace a Service, EndpointSlice or Endpoints; the Service it is about.
+
+        Replacing an EndpointSlice: ``drop`` its old version first (its label may change).
+        """
+        k, ns = kind(obj), namespace(obj)
+        if k == "Service":
+            self.services[(ns, name(obj))] = obj
+            return ns, name(obj)
+        if k == "EndpointSlice":
+            service = text(labels(obj).get(SERVICE_NAME_LABEL))
+            if not service:
+                return None
+            self.slices.setdefault((ns, service), {})[name(obj)] = obj
+            return ns, service
+        if k == "Endpoints":
+            self.endpoints[(ns, name(obj))] = obj
+            return ns, name(obj)
+        return None
+
+    def drop(self, obj: Obj) -> ServiceKey | None:
+        """Remove what ``put(obj)`` added; the Service it was about."""
+        k, ns = kind(obj), namespace(obj)
+        if k == "Service":
+            self.services.pop((ns, name(obj)), None)
+            return ns, name(obj)
+        if k == "EndpointSlice":
+            service = text(labels(obj).get(SERVICE_NAME_LABEL))
+            slices = self.slices.get((ns, service))
+            if slices is None:
+                return None
+            slices.pop(name(obj), None)
+            if not slices:
+                del self.slices[(ns, service)]
+            return ns, service
+        if k == "Endpoints":
+            self.endpoints.pop((ns, name(obj)), None)
+            return ns, name(obj)
+        return None
 
     def resolve(self, ns: str, service: str, port: int | str) -> Backend:
         """The Backend for ``service:port`` in namespace ``ns``; ``problem`` says what's missing."""
@@ -84,7 +113,7 @@ class ServiceIndex:
         port_name = text(service_port.get("name"))
         slices = self.slices.get((ns, service))
         if slices:
-            ready, terminating = _from_slices(slices, port_name)
+            ready, terminating = _from_slices(slices.values(), port_name)
         else:
             ready, terminating = _from_endpoints(self.endpoints.get((ns, service)), port_name)
         if not ready and not terminating:
@@ -108,7 +137,7 @@ class ServiceIndex:
 
 
 def _from_slices(
-    slices: list[Obj], port_name: str
+    slices: Iterable[Obj], port_name: str
 ) -> tuple[tuple[Endpoint, ...], tuple[Endpoint, ...]]:
     """Ready and serving-but-terminating endpoints of ``port_name`` across the slices."""
     ready: set[Endpoint] = set()

@@ -1,0 +1,168 @@
+"""What one Ingress asks for, read once per version of it.
+
+Everything here depends on the Ingress alone: its hosts, paths and backends as written,
+its TLS entries, its annotations' policy and the problems that are its own (a backend
+without a Service, a malformed annotation). What depends on other objects (Services,
+Secrets, older Ingresses claiming the same route) is decided when the config is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastroute.ingress.annotations import read_policy
+from fastroute.ingress.model import Policy, Problem
+from fastroute.ingress.objects import (
+    annotations_of,
+    created,
+    mapping,
+    name,
+    namespace,
+    object_key,
+    sequence,
+    text,
+    to_v1_ingress,
+)
+
+__all__ = ["BackendRef", "IngressSpec", "PathRule", "TlsEntry", "fold_host", "read_ingress"]
+
+# (service, port number or name) of a usable backend, else the reason it is unusable
+BackendRef = tuple[str, int | str] | str
+
+
+def fold_host(host: str) -> str:
+    """A host as the router keys it: lower case, without a fully qualified name's dot."""
+    if host.endswith(".") and len(host) > 1:
+        host = host[:-1]
+    return host.lower() if host.isascii() else host
+
+
+@dataclass(frozen=True, slots=True)
+class PathRule:
+    """One ``spec.rules[i].http.paths[j]``."""
+
+    host: str  # as written
+    bucket: str  # fold_host(host): the rules of one bucket share a host in the router
+    path: str
+    path_type: str
+    backend: BackendRef
+    where: str  # "spec.rules[i].http.paths[j]"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsEntry:
+    """One ``spec.tls[i]``."""
+
+    where: str  # "spec.tls[i]"
+    hosts: tuple[str, ...]  # folded
+    secret: str  # "" when the entry names none
+
+
+@dataclass(frozen=True, slots=True)
+class IngressSpec:
+    """An Ingress in the form the build reads, with the problems that are its own."""
+
+    key: str  # "namespace/name"
+    namespace: str
+    order: tuple[str, str, str]  # (creationTimestamp, namespace, name): older wins
+    policy: Policy
+    problems: tuple[Problem, ...]
+    tls: tuple[TlsEntry, ...]
+    rules: tuple[PathRule, ...]
+    hosts: tuple[str, ...]  # buckets of the non-empty rule hosts, each once, in order
+    has_rules: bool  # spec.rules is not empty (even if no path in it is usable)
+    default: BackendRef | None  # spec.defaultBackend, if set
+
+    @property
+    def buckets(self) -> frozenset[str]:
+        """Every host the rules name, folded (``""`` for paths without a host)."""
+        return frozenset(rule.bucket for rule in self.rules).union(self.hosts)
+
+    @property
+    def tls_hosts(self) -> frozenset[str]:
+        return frozenset(host for entry in self.tls for host in entry.hosts)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return frozenset(entry.secret for entry in self.tls if entry.secret)
+
+
+def backend_ref(backend: Mapping[str, Any]) -> BackendRef:
+    """(service, port) of an Ingress backend, or the reason it cannot be used."""
+    if "resource" in backend:
+        return "resource backends are not supported; use a Service"
+    service = mapping(backend.get("service"))
+    service_name = text(service.get("name"))
+    if not service_name:
+        return "backend needs service.name"
+    port = mapping(service.get("port"))
+    number, port_name = port.get("number"), port.get("name")
+    if isinstance(number, int) and not isinstance(number, bool) and 0 < number < 65536:
+        return service_name, number
+    if isinstance(port_name, str) and port_name:
+        return service_name, port_name
+    return "backend needs service.port.number (1-65535) or service.port.name"
+
+
+def read_ingress(obj: Mapping[str, Any]) -> IngressSpec:
+    """Read an Ingress (v1, or a removed v1beta1 form, converted)."""
+    ingress, conversion = to_v1_ingress(obj)
+    key = object_key(ingress)
+    problems: list[Problem] = []
+    if conversion:
+        problems.append(Problem("Ingress", key, "apiVersion", conversion, warning=True))
+    policy, notes = read_policy(annotations_of(ingress))
+    for annotation, reason, is_warning in notes:
+        where = f"metadata.annotations[{annotation}]"
+        problems.append(Problem("Ingress", key, where, reason, warning=is_warning))
+    spec = mapping(ingress.get("spec"))
+
+    tls = []
+    for i, entry in enumerate(sequence(spec.get("tls"))):
+        entry = mapping(entry)
+        tls_hosts = tuple(
+            h.lower().rstrip(".") for h in sequence(entry.get("hosts")) if isinstance(h, str)
+        )
+        tls.append(TlsEntry(f"spec.tls[{i}]", tls_hosts, text(entry.get("secretName"))))
+
+    rules: list[PathRule] = []
+    hosts: dict[str, None] = {}
+    raw_rules = sequence(spec.get("rules"))
+    for i, rule in enumerate(raw_rules):
+        rule = mapping(rule)
+        host = text(rule.get("host"))
+        bucket = fold_host(host)
+        if bucket:
+            hosts[bucket] = None
+        for j, path in enumerate(sequence(mapping(rule.get("http")).get("paths"))):
+            path = mapping(path)
+            where = f"spec.rules[{i}].http.paths[{j}]"
+            ref = backend_ref(mapping(path.get("backend")))
+            if isinstance(ref, str):
+                problems.append(Problem("Ingress", key, f"{where}.backend", ref))
+            rules.append(
+                PathRule(
+                    host, bucket, text(path.get("path")), text(path.get("pathType")), ref, where
+                )
+            )
+
+    default: BackendRef | None = None
+    raw_default = mapping(spec.get("defaultBackend"))
+    if raw_default:
+        default = backend_ref(raw_default)
+        if isinstance(default, str):
+            problems.append(Problem("Ingress", key, "spec.defaultBackend", default))
+    return IngressSpec(
+        key=key,
+        namespace=namespace(ingress),
+        order=(created(ingress), namespace(ingress), name(ingress)),
+        policy=policy,
+        problems=tuple(problems),
+        tls=tuple(tls),
+        rules=tuple(rules),
+        hosts=tuple(hosts),
+        has_rules=bool(raw_rules),
+        default=default,
+    )
