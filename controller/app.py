@@ -76,7 +76,7 @@ class KubeOptions:
     context: str | None = None
     namespaces: Sequence[str] = ()
     service_account: Path | None = None
-    debounce: float = 0.1
+    debounce: float = 0.02
     watch: WatchOptions = field(default_factory=WatchOptions)
     publish: PublishOptions = field(default_factory=PublishOptions)  # status, Lease, Events
 

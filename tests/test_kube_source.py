@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +38,7 @@ from controller.app import Controller, KubeOptions, Listening, Options
 from controller.kube.client import ExecAuth, TokenFileAuth
 from controller.kube.reflector import Backoff, Reflector, WatchOptions
 from controller.kube.store import Cache
+from fastroute.ingress import ConfigBuilder
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 
 pytest_plugins = ["kubeapi.fixtures"]
@@ -576,6 +577,56 @@ def test_a_burst_of_200_changes_rebuilds_a_handful_of_times(
                 assert 1 <= rebuilds <= 10, f"{rebuilds} rebuilds for 200 changes"
 
     trio.run(scenario)
+
+
+def test_a_failed_build_keeps_the_last_config_and_the_next_starts_from_the_caches(
+    kubeapi: KubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build that breaks while taking changes leaves the builder with some of them and
+    not others; the next build must not build on that, but on all the caches hold."""
+    api = kubeapi
+    real_put = ConfigBuilder.put
+    failures: list[Mapping[str, Any]] = []
+    armed = False
+
+    def put_failing_once(builder: ConfigBuilder, obj: Mapping[str, Any]) -> None:
+        if armed and not failures and obj.get("kind") == "EndpointSlice":
+            failures.append(obj)
+            raise RuntimeError("a build that breaks")
+        real_put(builder, obj)
+
+    monkeypatch.setattr(ConfigBuilder, "put", put_failing_once)
+
+    async def scenario() -> None:
+        nonlocal armed
+        async with backends("a", "b") as ports:
+            site(api, ports["a"])
+            async with running(plain_kubeconfig(api, tmp_path), ports) as run:
+                failed_reloads = _failed_reloads(run.controller)
+                armed = True
+                api.update(endpoints(ports["b"]))  # the build taking this change fails
+                await eventually(lambda: _true(bool(failures)), "the build failed")
+                await eventually(
+                    lambda: _true(_failed_reloads(run.controller) == failed_reloads + 1),
+                    "the failed build is counted",
+                )
+                assert await fetch(run.listening.http_port) == Reply(200, "a")  # the last one
+                api.create(service("unrelated"))  # the next build has the lost change too
+                await served_by(run.listening.http_port, "b")
+
+    trio.run(scenario)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def _failed_reloads(controller: Controller) -> float:
+    """``fastroute_config_reloads_total{result="failure"}``, as /metrics shows it."""
+    for line in controller.metrics.text().decode().splitlines():
+        if line.startswith('fastroute_config_reloads_total{result="failure"}'):
+            return float(line.split()[-1])
+    return 0.0
 
 
 # -- namespaces -------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 One reflector per kind (per watched namespace, for namespaced kinds): Ingresses,
 IngressClasses, Services, EndpointSlices, and the ``kubernetes.io/tls`` Secrets (selected by
 field, so the controller never holds the cluster's other Secrets). Once every reflector has
-listed, and then after every burst of changes, the snapshot of all caches is turned into a
-RouteConfig in a worker thread and handed to ``on_config``.
+listed, and then after every burst of changes, the changes are handed to a
+``ConfigBuilder`` in a worker thread, and the RouteConfig it builds to ``on_config``. The
+builder redoes only the hosts the changes touch, so a change to one Ingress among 10,000
+costs milliseconds, not the seconds of translating everything again.
 
 Bursts are debounced: the first change opens a window that closes after ``debounce`` seconds
 without a change, or ``max_delay`` after it opened, whichever is first. Changes that arrive
@@ -23,7 +25,6 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import trio
@@ -35,7 +36,7 @@ from lightkube.resources.networking_v1 import Ingress, IngressClass
 
 from controller.kube.reflector import Reflector, WatchOptions
 from controller.kube.store import TLS_SECRET_TYPE, Change, Key, referenced_secrets, snapshot
-from fastroute.ingress import ClassPolicy, Problem, RouteConfig, build_config
+from fastroute.ingress import ClassPolicy, ConfigBuilder, Problem, RouteConfig
 from fastroute.proxy.metrics import Metrics
 
 __all__ = ["KINDS", "Kind", "KubeSource", "OnConfig", "check_namespace"]
@@ -108,7 +109,7 @@ class KubeSource:
         namespaces: Sequence[str] = (),
         classes: ClassPolicy | None = None,
         on_config: OnConfig,
-        debounce: float = 0.1,
+        debounce: float = 0.02,
         max_delay: float = 1.0,
         watch: WatchOptions | None = None,
         metrics: Metrics | None = None,
@@ -142,6 +143,9 @@ class KubeSource:
         self._ingresses = [r for r in self.reflectors if r.cache.kind == "Ingress"]
         self._secret_names: set[Key] | None = None  # what Ingresses name; None: recompute
         self._changes = 0
+        self._pending: dict[tuple[str, Key], Change] = {}  # for the builder: the last of each
+        self._builder = ConfigBuilder(classes=self.classes)
+        self._start_over = False  # after a failed build: a new builder, fed every object
         self._dirty = trio.Event()
         self._building = trio.Lock()
         self._problems: set[Problem] = set()
@@ -185,6 +189,7 @@ class KubeSource:
 
     def _changed(self, change: Change) -> None:
         """A reflector's cache changed: mark a rebuild due (unless it cannot matter)."""
+        self._pending[(change.kind, change.key)] = change
         if change.kind == "Ingress":
             self._secret_names = None
         elif change.kind == "Secret" and self.ready:
@@ -218,13 +223,16 @@ class KubeSource:
         async with self._building:
             self._dirty = trio.Event()  # changes from here on ask for the next rebuild
             objects = self.objects()
+            changes, self._pending = self._pending, {}
+            everything, self._start_over = self._start_over, False
             started = trio.current_time()
             try:
                 config = await trio.to_thread.run_sync(
-                    partial(build_config, objects, classes=self.classes)
+                    self._build, changes.values(), objects if everything else None
                 )
             except Exception:
                 log.exception("building the configuration failed; the last one keeps serving")
+                self._start_over = True  # the builder may have taken only some changes
                 self._count(False)
                 return False
             self._report(config)
@@ -245,6 +253,27 @@ class KubeSource:
                 (trio.current_time() - started) * 1000,
             )
             return True
+
+    def _build(
+        self, changes: Iterable[Change], everything: list[Mapping[str, Any]] | None
+    ) -> RouteConfig:
+        """The builder takes the changes (or, given ``everything``, a new builder takes
+        every object) and builds.
+
+        In a worker thread: it is the builder's only user, and it never reads the
+        caches, which change meanwhile.
+        """
+        if everything is not None:
+            self._builder = ConfigBuilder(classes=self.classes)
+            for obj in everything:
+                self._builder.put(obj)
+        else:
+            for change in changes:
+                if change.type == "DELETED":
+                    self._builder.delete(change.obj)
+                else:
+                    self._builder.put(change.obj)
+        return self._builder.build()
 
     def _report(self, config: RouteConfig) -> None:
         """Log the problems that are new since the last build, and those now gone.
