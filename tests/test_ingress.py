@@ -457,6 +457,30 @@ def test_one_bad_object_never_takes_the_others_down() -> None:
     assert "not a Kubernetes object: str" in problems[("#7", "")]
 
 
+def test_a_bad_host_with_a_default_backend_is_reported_and_the_rest_served() -> None:
+    """The host's implicit ``/`` rule for the default backend is refused like its paths."""
+    bad = ingress("bad-host", defaultBackend={"service": {"name": "web", "port": {"number": 80}}})
+    bad["spec"]["rules"] = [{"host": "foo.*.com"}]
+    config = build_config(
+        [service("web", 80), bad, ingress("good", ("good.com", "/", "Prefix", "web", 80))]
+    )
+    assert routed(config, "good.com", "/") == "web"
+    problems = {(p.name, p.field): p.reason for p in config.rejected()}
+    assert "'*' is only allowed" in problems[("default/bad-host", "spec.defaultBackend")]
+
+
+def test_an_object_given_twice_counts_once_as_its_last_version_with_a_warning() -> None:
+    first = ingress("site", ("a.com", "/", "Prefix", "web", 80))
+    second = ingress("site", ("a.com", "/", "Prefix", "api", 80))
+    config = build_config([service("web", 80), service("api", 80), first, second])
+    assert routed(config, "a.com", "/") == "api"
+    assert config.ingresses == ("default/site",)
+    (warning,) = config.warnings()
+    assert (warning.kind, warning.name) == ("Ingress", "default/site")
+    assert "more than once" in warning.reason
+    assert not config.rejected()  # not a conflict with itself
+
+
 def test_problem_text_names_object_and_field() -> None:
     config = build_config(
         [ingress("a", ("a.com", "/", "Prefix", "web", 80), ("a.com", "x", "Prefix", "web", 80))]

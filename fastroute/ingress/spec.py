@@ -74,19 +74,9 @@ class IngressSpec:
     hosts: tuple[str, ...]  # buckets of the non-empty rule hosts, each once, in order
     has_rules: bool  # spec.rules is not empty (even if no path in it is usable)
     default: BackendRef | None  # spec.defaultBackend, if set
-
-    @property
-    def buckets(self) -> frozenset[str]:
-        """Every host the rules name, folded (``""`` for paths without a host)."""
-        return frozenset(rule.bucket for rule in self.rules).union(self.hosts)
-
-    @property
-    def tls_hosts(self) -> frozenset[str]:
-        return frozenset(host for entry in self.tls for host in entry.hosts)
-
-    @property
-    def secrets(self) -> frozenset[str]:
-        return frozenset(entry.secret for entry in self.tls if entry.secret)
+    buckets: frozenset[str]  # every host the rules name, folded ("" for no host)
+    tls_hosts: frozenset[str]  # every host the TLS entries name
+    secrets: frozenset[str]  # every Secret the TLS entries name
 
 
 def backend_ref(backend: Mapping[str, Any]) -> BackendRef:
@@ -165,4 +155,7 @@ def read_ingress(obj: Mapping[str, Any]) -> IngressSpec:
         hosts=tuple(hosts),
         has_rules=bool(raw_rules),
         default=default,
+        buckets=frozenset(rule.bucket for rule in rules).union(hosts),
+        tls_hosts=frozenset(host for entry in tls for host in entry.hosts),
+        secrets=frozenset(entry.secret for entry in tls if entry.secret),
     )
