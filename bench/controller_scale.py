@@ -141,10 +141,16 @@ def endpoint_slice(service_name: str, namespace: str, port: int) -> dict[str, An
 
 
 def ingress(
-    index: int, namespaces: int, paths: int, switched: Mapping[int, str] | None = None
+    index: int,
+    namespaces: int,
+    paths: int,
+    switched: Mapping[int, str] | None = None,
+    published: str | None = None,
 ) -> dict[str, Any]:
     """Ingress ``app-{index}``: paths ``/p0``... to its own Service ``app-{index}``, except
-    those in ``switched`` (path number -> ``blue`` or ``green``), which go to that Service."""
+    those in ``switched`` (path number -> ``blue`` or ``green``), which go to that Service;
+    with ``published``, its status already names that address (as a restarted controller
+    finds it)."""
     switched = switched or {}
     own = f"app-{index}"
     rules = [
@@ -157,7 +163,7 @@ def ingress(
         }
         for k in range(paths)
     ]
-    return {
+    made: dict[str, Any] = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
         "metadata": {"name": own, "namespace": namespace_of(index, namespaces)},
@@ -166,10 +172,17 @@ def ingress(
             "rules": [{"host": host_of(index), "http": {"paths": rules}}],
         },
     }
+    if published:
+        made["status"] = {"loadBalancer": {"ingress": [{"ip": published}]}}
+    return made
 
 
 def cluster_objects(
-    ingresses: int, paths: int, ports: Mapping[str, int], namespaces: int = NAMESPACES
+    ingresses: int,
+    paths: int,
+    ports: Mapping[str, int],
+    namespaces: int = NAMESPACES,
+    published: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Everything the emulator holds: the class; per namespace, the Namespace and the blue
     and green Services with their slices; per Ingress, itself, its Service and its slice,
@@ -190,7 +203,7 @@ def cluster_objects(
         ns = namespace_of(i, namespaces)
         yield service(f"app-{i}", ns)
         yield endpoint_slice(f"app-{i}", ns, ports["blue"])
-        yield ingress(i, namespaces, paths)
+        yield ingress(i, namespaces, paths, published=published)
 
 
 # -- the two backends ---------------------------------------------------------------------
@@ -521,7 +534,8 @@ def run_updates(
                 updates.stale_before += 1
             switched[i] = {**switched.get(i, {}), k: new}
             written = time.perf_counter()
-            api.update(ingress(i, NAMESPACES, args.paths, switched[i]))
+            # the status stays, as on a real API server, which ignores it in a PUT
+            api.update(ingress(i, NAMESPACES, args.paths, switched[i], args.publish_address))
             seen = _follow(client, host, path, want, old, written, updates)
             if isinstance(seen, float):
                 updates.latencies_ms.append((seen - written) * 1000)
@@ -695,7 +709,9 @@ def run(args: argparse.Namespace, workdir: Path, logs: Path) -> tuple[list[str],
         cleanup.callback(processes.stop_all)
         ports = {color: backend.port for color, backend in backends.items()}
         setup = time.perf_counter()
-        objects = api.create_many(cluster_objects(args.ingresses, args.paths, ports))
+        objects = api.create_many(
+            cluster_objects(args.ingresses, args.paths, ports, published=args.publish_address)
+        )
         _progress(f"{objects:,} objects in the emulator in {time.perf_counter() - setup:.1f} s")
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
 
@@ -763,7 +779,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--publish-address",
         metavar="ADDR",
-        help="passed to the controller, which then writes every Ingress's status",
+        help="passed to the controller, which then publishes every Ingress's status "
+        "(the emulator starts with it published, as a restarted controller finds it)",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     parser.add_argument(

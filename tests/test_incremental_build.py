@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
+from fastroute.ingress.spec import reads_the_same
 
 Obj = dict[str, Any]
 
@@ -354,3 +355,23 @@ def test_an_object_without_a_name_is_refused_and_the_rest_kept() -> None:
         builder.put({"apiVersion": "v1", "kind": "Service", "metadata": {}})
     builder.put(SECRET_OBJECTS["default/wild"])
     assert len(builder) == 1
+
+
+def test_an_ingress_whose_status_changes_reads_the_same() -> None:
+    ingress: Obj = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "a", "namespace": "default", "resourceVersion": "1"},
+        "spec": {"ingressClassName": "fastroute", "rules": [{"host": "a.example.com"}]},
+    }
+    published = ingress | {
+        "metadata": ingress["metadata"] | {"resourceVersion": "2", "labels": {"team": "x"}},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}},
+    }
+    assert reads_the_same(ingress, published)
+    annotated = ingress | {
+        "metadata": ingress["metadata"]
+        | {"annotations": {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}}
+    }
+    assert not reads_the_same(ingress, annotated)
+    assert not reads_the_same(ingress, ingress | {"spec": {"ingressClassName": "other"}})

@@ -579,6 +579,34 @@ def test_a_burst_of_200_changes_rebuilds_a_handful_of_times(
     trio.run(scenario)
 
 
+def test_a_status_change_rebuilds_nothing(kubeapi: KubeAPI, tmp_path: Path) -> None:
+    """A controller publishing the status of 10,000 Ingresses gets 10,000 new versions back
+    from its watch; none of them changes a route, so none may cost a rebuild."""
+    api = kubeapi
+
+    async def scenario() -> None:
+        async with backends("a", "b") as ports:
+            site(api, ports["a"])
+            async with running(plain_kubeconfig(api, tmp_path), ports) as run:
+                source = run.controller.source
+                assert source is not None
+                await eventually(lambda: _true(not source.pending), "the first build is done")
+                status = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+                api.patch("ingresses", "site", {"status": status}, namespace="default")
+
+                async def seen() -> bool:
+                    cached = run.reflector("Ingress").cache.get(("default", "site"))
+                    return cached is not None and cached.get("status") == status
+
+                await eventually(seen, "the status change reached the cache")
+                assert not source.pending
+                # and a change that matters still does (the builder has the new version too)
+                api.update(endpoints(ports["b"]))
+                await served_by(run.listening.http_port, "b")
+
+    trio.run(scenario)
+
+
 def test_a_failed_build_keeps_the_last_config_and_the_next_starts_from_the_caches(
     kubeapi: KubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

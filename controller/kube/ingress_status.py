@@ -210,6 +210,22 @@ class StatusWriter:
         want = _normalized((text(d.get("ip")), text(d.get("hostname"))) for d in desired)
         if want not in self._published:
             self._published = [*self._published, want][-_PUBLISHED_KEPT:]
+        # reading every Ingress takes a while with thousands: in a thread, so the proxy's
+        # event loop goes on meanwhile (no write is in flight, so _written holds still)
+        plan = await trio.to_thread.run_sync(self._plan, owned, disowned, want)
+        limiter = trio.CapacityLimiter(self._concurrency)
+        async with trio.open_nursery() as nursery:
+            for ingress, value in plan:
+                nursery.start_soon(self._write, ingress, value, limiter)
+        return len(plan)
+
+    def _plan(
+        self,
+        owned: Iterable[Mapping[str, Any]],
+        disowned: Iterable[Mapping[str, Any]],
+        want: Status,
+    ) -> list[tuple[Mapping[str, Any], Status]]:
+        """The writes ``sync`` sends: (Ingress, value)."""
         plan: list[tuple[Mapping[str, Any], Status]] = []
         seen = set()
         for ingress in owned:
@@ -222,11 +238,7 @@ class StatusWriter:
             if current and current in self._published:
                 plan.append((ingress, ()))
         self._written = {k: v for k, v in self._written.items() if k in seen}
-        limiter = trio.CapacityLimiter(self._concurrency)
-        async with trio.open_nursery() as nursery:
-            for ingress, value in plan:
-                nursery.start_soon(self._write, ingress, value, limiter)
-        return len(plan)
+        return plan
 
     def _current(self, ingress: Mapping[str, Any]) -> Status:
         written = self._written.get(object_key(ingress))

@@ -37,6 +37,7 @@ from lightkube.resources.networking_v1 import Ingress, IngressClass
 from controller.kube.reflector import Reflector, WatchOptions
 from controller.kube.store import TLS_SECRET_TYPE, Change, Key, referenced_secrets, snapshot
 from fastroute.ingress import ClassPolicy, ConfigBuilder, Problem, RouteConfig
+from fastroute.ingress.spec import reads_the_same
 from fastroute.proxy.metrics import Metrics
 
 __all__ = ["KINDS", "Kind", "KubeSource", "OnConfig", "check_namespace"]
@@ -190,6 +191,12 @@ class KubeSource:
     def _changed(self, change: Change) -> None:
         """A reflector's cache changed: mark a rebuild due (unless it cannot matter)."""
         self._pending[(change.kind, change.key)] = change
+        if (
+            change.kind == "Ingress"
+            and change.previous is not None
+            and reads_the_same(change.previous, change.obj)
+        ):
+            return  # its status, most likely, and ours: the builder takes it with the next
         if change.kind == "Ingress":
             self._secret_names = None
         elif change.kind == "Secret" and self.ready:

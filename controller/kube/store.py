@@ -31,6 +31,7 @@ class Change:
     kind: str
     key: Key
     obj: Mapping[str, Any]
+    previous: Mapping[str, Any] | None = None  # what a modification replaced
 
 
 def key_of(obj: Mapping[str, Any]) -> Key:
@@ -100,7 +101,7 @@ class Cache:
             if old is None:
                 changes.append(Change("ADDED", self.kind, key, obj))
             elif _version(old) != _version(obj) or _version(obj) is None:
-                changes.append(Change("MODIFIED", self.kind, key, obj))
+                changes.append(Change("MODIFIED", self.kind, key, obj, old))
             else:
                 fresh[key] = old  # unchanged: keep the dict snapshots already hold
         self._objects = fresh
@@ -119,9 +120,11 @@ class Cache:
         if event_type not in ("ADDED", "MODIFIED"):
             raise ValueError(f"unknown watch event type {event_type!r}")
         typed = self._typed(obj)
-        existed = key in self._objects
+        previous = self._objects.get(key)
         self._objects[key] = typed
-        return Change("MODIFIED" if existed else "ADDED", self.kind, key, typed)
+        if previous is None:
+            return Change("ADDED", self.kind, key, typed)
+        return Change("MODIFIED", self.kind, key, typed, previous)
 
 
 def snapshot(caches: Iterable[Cache]) -> list[Mapping[str, Any]]:

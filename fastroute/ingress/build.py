@@ -44,7 +44,7 @@ from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secr
 from fastroute.ingress.model import Backend, Problem, RouteConfig, Target
 from fastroute.ingress.objects import annotations_of, kind, mapping, name, namespace, text
 from fastroute.ingress.services import ServiceIndex, ServiceKey
-from fastroute.ingress.spec import IngressSpec, read_ingress
+from fastroute.ingress.spec import IngressSpec, read_ingress, reads_the_same
 
 __all__ = ["CONTROLLER_NAME", "ClassPolicy", "ConfigBuilder", "build_config"]
 
@@ -166,6 +166,8 @@ class ConfigBuilder:
         key = object_key_of(obj)
         old = self._objects.get(key)
         self._objects[key] = obj
+        if old is not None and key[0] == "Ingress" and reads_the_same(old, obj):
+            return
         self._changed(key, old, obj)
 
     def delete(self, obj: Obj) -> None:

@@ -26,7 +26,15 @@ from fastroute.ingress.objects import (
     to_v1_ingress,
 )
 
-__all__ = ["BackendRef", "IngressSpec", "PathRule", "TlsEntry", "fold_host", "read_ingress"]
+__all__ = [
+    "BackendRef",
+    "IngressSpec",
+    "PathRule",
+    "TlsEntry",
+    "fold_host",
+    "read_ingress",
+    "reads_the_same",
+]
 
 # (service, port number or name) of a usable backend, else the reason it is unusable
 BackendRef = tuple[str, int | str] | str
@@ -77,6 +85,24 @@ class IngressSpec:
     buckets: frozenset[str]  # every host the rules name, folded ("" for no host)
     tls_hosts: frozenset[str]  # every host the TLS entries name
     secrets: frozenset[str]  # every Secret the TLS entries name
+
+
+def reads_the_same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether two versions of an Ingress say the same to the build: they differ only in
+    what it never reads (status, resourceVersion, labels, managedFields...).
+
+    Writing an Ingress's status sends its new version to every watcher; for a controller
+    that publishes the status of 10,000 Ingresses, that is 10,000 changes to skip.
+    """
+    old_meta, new_meta = mapping(old.get("metadata")), mapping(new.get("metadata"))
+    return (
+        old.get("apiVersion") == new.get("apiVersion")
+        and old.get("spec") == new.get("spec")
+        and old_meta.get("annotations") == new_meta.get("annotations")
+        and old_meta.get("creationTimestamp") == new_meta.get("creationTimestamp")
+        and old_meta.get("name") == new_meta.get("name")
+        and old_meta.get("namespace") == new_meta.get("namespace")
+    )
 
 
 def backend_ref(backend: Mapping[str, Any]) -> BackendRef:
