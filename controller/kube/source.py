@@ -24,7 +24,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
@@ -190,7 +190,9 @@ class KubeSource:
 
     def _changed(self, change: Change) -> None:
         """A reflector's cache changed: mark a rebuild due (unless it cannot matter)."""
-        self._pending[(change.kind, change.key)] = change
+        # the builder needs the new version only: holding the old one too until the next
+        # rebuild would keep two copies of every Ingress whose status was just written
+        self._pending[(change.kind, change.key)] = replace(change, previous=None)
         if (
             change.kind == "Ingress"
             and change.previous is not None
