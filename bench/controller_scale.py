@@ -50,7 +50,7 @@ if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))  # the API server emulator lives with the tests
 
 from kubeapi import KubeAPI  # noqa: E402
-from proxy_peers import Processes, free_port  # noqa: E402
+from proxy_peers import Processes, free_port, get  # noqa: E402
 
 __all__ = [
     "Memory",
@@ -337,19 +337,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def http_get(
-    port: int, path: str, host: str = "127.0.0.1", timeout: float = REQUEST_TIMEOUT
-) -> tuple[int, bytes]:
-    """One GET on a fresh connection to 127.0.0.1:``port``: (status, body)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", path, headers={"Host": host})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
 class ProxyClient:
     """One keep-alive HTTP/1.1 connection to the proxy, opened again when it breaks."""
 
@@ -383,7 +370,7 @@ class Controller:
     log: Path
 
     def metrics(self) -> str:
-        status, body = http_get(self.status_port, "/metrics")
+        status, body = get(self.status_port, "127.0.0.1", "/metrics")
         if status != 200:
             raise RuntimeError(f"/metrics answered {status}")
         return body.decode()
@@ -421,7 +408,7 @@ def start_controller(
                 + processes.log_tail(process)
             )
         with contextlib.suppress(OSError, http.client.HTTPException):
-            if http_get(status_port, "/readyz", timeout=1.0)[0] == 200:
+            if get(status_port, "127.0.0.1", "/readyz", timeout=1.0)[0] == 200:
                 ready = time.perf_counter() - spawned
                 return controller, Start(ready, read_memory(process.pid))
         if time.perf_counter() > deadline:
@@ -440,7 +427,7 @@ def check_serving(
     wrong = []
     for i in sorted({0, args.ingresses // 2, args.ingresses - 1}):
         for k in sorted({0, args.paths - 1}):
-            answer = http_get(controller.http_port, f"/p{k}", host=host_of(i))
+            answer = get(controller.http_port, host_of(i), f"/p{k}", timeout=REQUEST_TIMEOUT)
             if answer != (200, backends["blue"].body):
                 wrong.append(f"  {host_of(i)}/p{k}: {answer!r}")
     if wrong:
