@@ -129,7 +129,7 @@ class ConfigBuilder:
         self._loaded: dict[tuple[str, str], Certificate | str] = {}
         # while a loaded result holds: (from, until), both included; None: no bound
         self._recheck: dict[tuple[str, str], tuple[datetime | None, datetime | None]] = {}
-        self._backends: dict[tuple[str, str, int | str], Backend] = {}
+        self._backends: dict[ServiceKey, dict[int | str, Backend]] = {}  # by Service, port
         # the last build
         self._router: Router | None = None
         self._hosts: dict[str, _Host] = {}
@@ -178,10 +178,6 @@ class ConfigBuilder:
         old = self._objects.pop(key, None)
         if old is not None:
             self._changed(key, old, None)
-
-    def objects(self) -> list[Obj]:
-        """Every object held."""
-        return list(self._objects.values())
 
     def _changed(self, key: ObjectKey, old: Obj | None, new: Obj | None) -> None:
         what = key[0]
@@ -264,8 +260,7 @@ class ConfigBuilder:
                     self._dirty_tls.update(entry.hosts)
 
     def _service_changed(self, service: ServiceKey) -> None:
-        for cached in [k for k in self._backends if k[:2] == service]:
-            del self._backends[cached]
+        self._backends.pop(service, None)
         self._dirty_hosts.update(self._by_service.get(service, ()))
         if service in self._catch_all_services:
             self._dirty_catch_all = True
@@ -338,10 +333,10 @@ class ConfigBuilder:
         yield from self._catch_all_problems
 
     def _backend(self, ns: str, service: str, port: int | str) -> Backend:
-        key = (ns, service, port)
-        backend = self._backends.get(key)
+        ports = self._backends.setdefault((ns, service), {})
+        backend = ports.get(port)
         if backend is None:
-            backend = self._backends[key] = self._services.resolve(ns, service, port)
+            backend = ports[port] = self._services.resolve(ns, service, port)
         return backend
 
     def _has_tls(self, host: str) -> bool:
