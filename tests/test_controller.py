@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 import yaml
+from cli import run_controller
 from echo import Echo
 from sites import site_objects
 
@@ -124,13 +125,7 @@ def _errors(controller: Controller) -> list[str]:
     ],
 )
 def test_the_command_line_names_what_is_wrong(arguments: list[str], message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "controller", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_controller(*arguments)
     assert result.returncode == 2
     assert message in result.stderr
 

@@ -28,6 +28,7 @@ import httpx
 import pytest
 import trio
 import yaml
+from cli import run_controller
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from echo import Echo
@@ -902,13 +903,7 @@ def test_the_command_line_serves_a_cluster_until_sigterm(
     ],
 )
 def test_the_cluster_flags_say_what_is_wrong(arguments: list[str], message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "controller", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_controller(*arguments)
     assert result.returncode == 2
     assert message in result.stderr
 

@@ -27,6 +27,7 @@ import httpx
 import pytest
 import trio
 import yaml
+from cli import run_controller
 from echo import Echo
 from prometheus_client.parser import text_string_to_metric_families
 from sites import site_objects
@@ -186,13 +187,7 @@ async def ready(running: Running) -> None:
 def test_the_command_line_names_what_is_wrong_with_workers_and_grace(
     tmp_path: Path, arguments: list[str], message: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "controller", "--manifests", str(tmp_path), *arguments],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_controller("--manifests", str(tmp_path), *arguments)
     assert result.returncode == 2
     assert message in result.stderr
 
