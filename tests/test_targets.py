@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import string
+import urllib.parse
 
 import pytest
 from hypothesis import given, settings
@@ -15,7 +16,13 @@ from hypothesis import strategies as st
 
 from fastroute import Router
 from fastroute.errors import BadRequestError
-from fastroute.proxy.targets import RequestTarget, normalize_path, parse_target, simple_origin
+from fastroute.proxy.targets import (
+    RequestTarget,
+    forward_path,
+    normalize_path,
+    parse_target,
+    simple_origin,
+)
 
 # ---------------------------------------------------------------------------------------------
 # parse_target: the forms that are served
@@ -37,8 +44,8 @@ from fastroute.proxy.targets import RequestTarget, normalize_path, parse_target,
         ),
         pytest.param(
             b"/a%20b/../c%2Fd?q",
-            RequestTarget(b"/a%20b/../c%2Fd", b"q", b"/c/d", b""),
-            id="forwarded-path-untouched",
+            RequestTarget(b"/c%2Fd", b"q", b"/c/d", b""),
+            id="forwarded-path-normalized-keeping-reserved-escapes",
         ),
         pytest.param(
             b'/search|x^y?q={"a":[1]}',
@@ -46,12 +53,12 @@ from fastroute.proxy.targets import RequestTarget, normalize_path, parse_target,
             id="unencoded-unsafe-chars-accepted-as-nginx-does",
         ),
         pytest.param(
-            b"//a//b?x", RequestTarget(b"//a//b", b"x", b"/a/b", b""), id="double-slash-is-a-path"
+            b"//a//b?x", RequestTarget(b"/a/b", b"x", b"/a/b", b""), id="double-slash-merged"
         ),
     ],
 )
 def test_origin_form(target: bytes, expected: RequestTarget) -> None:
-    """The normal case: the path is forwarded as sent, the router sees it normalized."""
+    """The router sees the path decoded and normalized; the upstream gets the same path."""
     assert parse_target(b"GET", target) == expected
 
 
@@ -60,7 +67,7 @@ def test_origin_form(target: bytes, expected: RequestTarget) -> None:
     [
         pytest.param(
             b"HTTP://Foo.Example:8080/a/./b?q=1",
-            RequestTarget(b"/a/./b", b"q=1", b"/a/b", b"Foo.Example:8080"),
+            RequestTarget(b"/a/b", b"q=1", b"/a/b", b"Foo.Example:8080"),
             id="uppercase-scheme-with-port",
         ),
         pytest.param(
@@ -89,8 +96,8 @@ def test_origin_form(target: bytes, expected: RequestTarget) -> None:
         ),
         pytest.param(
             b"http://foo.com/a//b/%2e%2e/c",
-            RequestTarget(b"/a//b/%2e%2e/c", b"", b"/a/c", b"foo.com"),
-            id="path-normalized-for-matching",
+            RequestTarget(b"/a/c", b"", b"/a/c", b"foo.com"),
+            id="path-normalized-for-matching-and-forwarding",
         ),
     ],
 )
@@ -322,9 +329,10 @@ def test_any_target_is_served_or_a_400(method: bytes, target: bytes) -> None:
         assert result.path.startswith(b"/")
         assert result.match_path == normalize_path(result.path)
     if target.startswith(b"/"):
-        # origin-form: what is forwarded is exactly what was sent
-        assert result.path + (b"?" + result.query if b"?" in target else b"") == target
         assert result.authority == b""
+        if simple_origin(method, target) is not None:
+            # nothing to normalize: what is forwarded is exactly what was sent
+            assert result.path + (b"?" + result.query if b"?" in target else b"") == target
 
 
 def _reference_normalize(path: bytes) -> bytes:
@@ -439,3 +447,79 @@ def test_the_fast_path_takes_the_common_targets() -> None:
     assert simple_origin(b"GET", b"/api/v1/items?page=2") == (b"/api/v1/items", b"page=2")
     assert simple_origin(b"GET", b"/a/../b") is None
     assert simple_origin(b"GET", b"/a%2Fb") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the forwarded path: what the upstream receives is what the router decided on
+
+
+@pytest.mark.parametrize(
+    ("target", "forwarded", "match_path"),
+    [
+        pytest.param(b"/admin/../public", b"/public", b"/public", id="dot-dot"),
+        pytest.param(b"/admin/%2e%2e/public", b"/public", b"/public", id="encoded-dot-dot"),
+        pytest.param(b"/admin/%2E./public", b"/public", b"/public", id="half-encoded-dot-dot"),
+        pytest.param(b"/public/./x", b"/public/x", b"/public/x", id="dot"),
+        pytest.param(b"/public//x", b"/public/x", b"/public/x", id="merged-slashes"),
+        pytest.param(b"/%7Euser/%41", b"/~user/A", b"/~user/A", id="unreserved-decoded"),
+        pytest.param(
+            b"/api/group%2Fproject", b"/api/group%2Fproject", b"/api/group/project", id="slash-kept"
+        ),
+        pytest.param(b"/a%25b/../c", b"/c", b"/c", id="percent-kept-dots-resolved"),
+        pytest.param(b"/caf%c3%a9/", b"/caf%c3%a9/", b"/caf\xc3\xa9/", id="non-ascii-kept"),
+        pytest.param(b"/a%3Fb", b"/a%3Fb", b"/a?b", id="question-mark-kept"),
+    ],
+)
+def test_the_forwarded_path_is_the_one_routed(
+    target: bytes, forwarded: bytes, match_path: bytes
+) -> None:
+    """Routing on ``/public`` while the upstream reads ``/admin/..`` is how rules get bypassed."""
+    parsed = parse_target(b"GET", target)
+    assert (parsed.path, parsed.match_path) == (forwarded, match_path)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/admin/..%2fpublic",
+        b"/admin%2f..%2fpublic",
+        b"/admin%2F..%2Fpublic",
+        b"/public%2f..",
+        b"/a/b/..%2F..%2Fadmin",
+        b"/a%2f.%2fb",
+        b"/a%2Fa/..",
+    ],
+)
+def test_an_encoded_slash_next_to_a_dot_segment_is_refused(target: bytes) -> None:
+    """Whether the upstream decodes ``%2F`` before resolving dots decides where it lands."""
+    with pytest.raises(BadRequestError) as caught:
+        parse_target(b"GET", target)
+    assert caught.value.detail == "encoded slash ('%2F') in a path with dot segments"
+
+
+def _decode_all(path: bytes) -> bytes:
+    """What an application that decodes every escape reads."""
+    return urllib.parse.unquote_to_bytes(path)
+
+
+@settings(max_examples=500, deadline=None)
+@given(path=_PATHS)
+def test_every_reading_of_the_forwarded_path_is_the_routed_one(path: bytes) -> None:
+    """Decoded or not, with dot segments resolved before or after, the upstream's path is
+    the one the router matched: nothing left to normalize, no dot segment to climb out by."""
+    try:
+        parsed = parse_target(b"GET", path)
+    except BadRequestError:
+        return
+    forwarded = parsed.path
+    for reading in (forwarded, _decode_all(forwarded)):
+        segments = reading.split(b"/")
+        assert b"." not in segments
+        assert b".." not in segments
+    assert b"//" not in forwarded
+    assert normalize_path(forwarded) == parsed.match_path
+    assert forward_path(forwarded) == forwarded  # stable: forwarding it again changes nothing
+    escapes = {
+        forwarded[i + 1 : i + 3].upper() for i in range(len(forwarded)) if forwarded[i] == 37
+    }
+    assert not escapes & {b"2E", b"41", b"7E"}  # unreserved characters are sent plainly

@@ -1,8 +1,14 @@
 """The request target: which form it takes (RFC 9112 §3.2), and the path the router matches on.
 
 Pure functions, no I/O. The proxy calls :func:`parse_target` once per request, before it asks
-``Router.match(host, match_path)`` for a route, and forwards ``path`` (and ``query``) upstream
-exactly as the client sent them.
+``Router.match(host, match_path)`` for a route, and forwards ``path`` (and ``query``) upstream.
+
+The path forwarded is the one routing decided on. A proxy that routes on the normalized path but
+forwards the raw one lets ``/admin/../public`` reach the ``/public`` Service as ``/admin/...``
+(an application that routes on the raw path then serves its admin pages). So ``path`` is
+normalized the way :func:`forward_path` says, and an encoded slash that would make a dot segment
+once the upstream decodes it (``/admin%2F..%2Fpublic``) is a 400: no spelling of that path means
+the same thing to the router and to every application.
 
 Accepted forms:
 
@@ -28,7 +34,7 @@ from typing import Final
 
 from fastroute.errors import BadRequestError
 
-__all__ = ["RequestTarget", "normalize_path", "parse_target", "simple_origin"]
+__all__ = ["RequestTarget", "forward_path", "normalize_path", "parse_target", "simple_origin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +42,8 @@ class RequestTarget:
     """A parsed request target.
 
     Attributes:
-        path: the path as sent (percent-encoding untouched), at least ``b"/"``; this is what is
-            forwarded upstream. ``b"*"`` for the asterisk form.
+        path: the path forwarded upstream (:func:`forward_path` of the one sent), at least
+            ``b"/"``; ``b"*"`` for the asterisk form.
         query: the query without the ``?``; ``b""`` if there is none. Not validated or decoded.
         match_path: the normalized path the router matches on (see :func:`normalize_path`);
             ``b"/"`` for the asterisk form.
@@ -61,6 +67,11 @@ _SLASH: Final = 0x2F
 _DOT: Final = 0x2E
 _PERCENT: Final = 0x25
 _NUL: Final = 0x00
+# RFC 3986 §2.3: escapes of these mean the character itself (§6.2.2.2), so decoding them
+# changes nothing an application can tell apart. Every other escape is kept as sent.
+_UNRESERVED: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+)
 # RFC 3986 §3.1 scheme, followed by ":".
 _SCHEME: Final = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*):")
 # RFC 3986 §3.2.2 host (IP-literal without IPvFuture or zone, or reg-name without
@@ -122,7 +133,8 @@ def parse_target(method: bytes, target: bytes) -> RequestTarget:
 
     if target[0] == _SLASH:  # origin-form, the normal case
         path, _, query = target.partition(b"?")
-        return RequestTarget(path, query, normalize_path(path), b"")
+        forwarded, match_path = _paths(path)
+        return RequestTarget(forwarded, query, match_path, b"")
 
     if target == b"*":
         if method != b"OPTIONS":
@@ -185,7 +197,8 @@ def _parse_absolute(method: bytes, target: bytes) -> RequestTarget:
         if method == b"OPTIONS" and not question:
             return RequestTarget(b"*", b"", b"/", authority, asterisk=True)
         path = b"/"
-    return RequestTarget(path, query, normalize_path(path), authority)
+    forwarded, match_path = _paths(path)
+    return RequestTarget(forwarded, query, match_path, authority)
 
 
 def _check_authority(authority: bytes) -> None:
@@ -204,6 +217,66 @@ def _check_authority(authority: bytes) -> None:
     port = matched.group(1)
     if port and int(port) > 65535:
         raise BadRequestError(f"port {port.decode('ascii')} out of range in request target")
+
+
+def _paths(path: bytes) -> tuple[bytes, bytes]:
+    """``(forward_path(path), normalize_path(path))``, or a 400 where they cannot agree."""
+    match_path = normalize_path(path)
+    if _PERCENT not in path:
+        return match_path, match_path  # nothing decoded: the two normalizations are one
+    forwarded = forward_path(path)
+    if path.find(b"%2F") >= 0 or path.find(b"%2f") >= 0:
+        # The upstream may decode %2F into "/" before it resolves dot segments; routing
+        # did not. Where that order changes the path ("..%2F", "/a%2Fb/.."), no spelling
+        # means one thing to every application, so the request is refused.
+        decoded = _percent_decode(forwarded)
+        segments = decoded.split(b"/")
+        if b"." in segments or b".." in segments or _merge_and_remove_dots(decoded) != match_path:
+            raise BadRequestError("encoded slash ('%2F') in a path with dot segments")
+    return forwarded, match_path
+
+
+def forward_path(path: bytes) -> bytes:
+    """The path sent upstream: the one the router matched, spelled as the client spelled it.
+
+    1. escapes of unreserved characters (letters, digits, ``-._~``) are decoded, so
+       ``%2e%2e`` is the ``..`` it means; every other escape (``%2F``, ``%25``, ``%3F``,
+       non-ASCII, ...) is kept as sent, since decoding it would change what the path says;
+    2. runs of ``/`` are merged, as they are for matching;
+    3. ``.`` and ``..`` segments are removed (RFC 3986 §5.2.4).
+
+    So the upstream never sees a dot segment the router did not resolve, and decoding the
+    result fully gives :func:`normalize_path` of the original (except for encoded slashes
+    next to dot segments, which :func:`parse_target` refuses).
+
+    Raises:
+        BadRequestError: as :func:`normalize_path`.
+    """
+    if not path or path[0] != _SLASH:
+        raise BadRequestError(f"path {_show(path[:64])} does not start with '/'")
+    if _PERCENT in path:
+        path = _decode_unreserved(path)
+    if path.find(b"//") < 0 and path.find(b"/.") < 0:
+        return path
+    return _merge_and_remove_dots(path)
+
+
+def _decode_unreserved(path: bytes) -> bytes:
+    """Decode the escapes of unreserved characters; check (and keep) every other escape."""
+    decoded = _percent_decode(path)  # validates every escape, and refuses NUL
+    if _NUL in decoded:
+        raise BadRequestError("NUL byte ('%00') in path")
+    pieces = path.split(b"%")
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        byte = _UNHEX[piece[:2]]
+        if byte[0] in _UNRESERVED:
+            out.append(byte)
+            out.append(piece[2:])
+        else:
+            out.append(b"%")
+            out.append(piece)
+    return b"".join(out)
 
 
 def normalize_path(path: bytes) -> bytes:
@@ -226,9 +299,9 @@ def normalize_path(path: bytes) -> bytes:
     Decoding happens once: ``/%2541`` matches as ``/%41``, never as ``/A``. So the result is
     stable under normalization only if its ``%`` signs are escaped again as ``%25``.
 
-    The path forwarded upstream stays as the client sent it; this is for matching only.
-    The raw bytes are expected to have passed :func:`parse_target`; apart from NUL, they are
-    not checked again here.
+    This is for matching only; :func:`forward_path` is what is sent upstream. The raw bytes
+    are expected to have passed :func:`parse_target`; apart from NUL, they are not checked
+    again here.
 
     Raises:
         BadRequestError: the path does not start with ``/``, has a bad escape or a NUL byte, or
