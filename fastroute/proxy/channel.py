@@ -42,6 +42,10 @@ class Channel(Protocol):
         """Close at once (an abortive close for a half-finished exchange is fine)."""
         ...
 
+    def peer_gone(self) -> bool:
+        """Whether the peer has closed or reset the connection (checked without blocking)."""
+        ...
+
 
 class SocketChannel:
     """A non-blocking TCP socket, driven from a trio task."""
@@ -97,23 +101,37 @@ class SocketChannel:
         await wait_readable(self.sock)
         return await self.recv()
 
-    def peer_closed(self) -> bool:
-        """Whether the peer closed an idle connection (checked without blocking)."""
+    def stale(self) -> bool:
+        """Whether an idle connection received anything (bytes or a close) since it went idle.
+
+        Either way it cannot carry another exchange: bytes nobody asked for would be read
+        as the next response. Checked without blocking.
+        """
         try:
-            return self.sock.recv(1, socket.MSG_PEEK) == b""
+            self.sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             return False
         except OSError:
             return True
+        return True
+
+    def peer_gone(self) -> bool:
+        """Whether the peer closed or reset the connection (bytes it sent are no sign of that)."""
+        return _peer_gone(self.sock)
 
 
 class StreamChannel:
-    """A trio stream (TLS) behind the channel methods."""
+    """A trio stream (TLS) behind the channel methods.
 
-    __slots__ = ("stream",)
+    ``sock`` is the TCP socket under the stream, when there is one: it tells whether the
+    peer is still there, and closes the connection at once.
+    """
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    __slots__ = ("sock", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, sock: socket.socket | None = None) -> None:
         self.stream = stream
+        self.sock = sock
 
     async def recv(self) -> bytes:
         try:
@@ -132,6 +150,24 @@ class StreamChannel:
             transport = self.stream.transport_stream
             if isinstance(transport, trio.SocketStream):
                 transport.socket.close()
+
+    def peer_gone(self) -> bool:
+        """Whether the peer closed or reset the TCP connection under the stream."""
+        return self.sock is not None and self.sock.fileno() >= 0 and _peer_gone(self.sock)
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """A non-blocking look at a socket: has the peer's FIN or RST arrived?
+
+    Pipelined bytes waiting to be read mean the peer is still there; only end of file
+    or an error say it left.
+    """
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 async def connect(address: str, port: int) -> SocketChannel:

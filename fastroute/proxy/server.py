@@ -68,6 +68,12 @@ access_log = logging.getLogger("fastroute.access")
 
 SWEEP_INTERVAL = 5.0  # seconds between closing upstream connections idle too long
 ERROR_SEND_TIMEOUT = 5.0  # for writing an error answer after a timeout
+# A request body up to this size is read whole before an upstream connection is taken
+# (nginx's client_body_buffer_size on 64-bit), so a slow client holds none while it
+# sends one, and a failed attempt can be sent again elsewhere.
+BODY_BUFFER = 16 * 1024
+BODY_RATE_GRACE = 5.0  # seconds of body before Limits.min_body_rate applies
+CLIENT_CLOSED = 499  # nginx's status for a client that left before its response
 
 
 class _ClientGoneError(Exception):
@@ -92,11 +98,17 @@ class Limits:
     connect_timeout: float = 5.0  # to connect to an endpoint: the next one is tried
     upstream_timeout: float = 60.0  # between reads from an upstream: 504 beyond
     max_connections: int = 10_000  # client connections served at once; more wait to be accepted
+    # A request body must average this many bytes per second once BODY_RATE_GRACE has
+    # passed (0: no minimum), so a client trickling a body cannot hold an upstream
+    # connection for as long as it likes: 408 beyond.
+    min_body_rate: int = 1024
 
     def __post_init__(self) -> None:
         for name in ("max_head_bytes", "max_body_bytes", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.min_body_rate < 0:
+            raise ValueError(f"min_body_rate must be 0 or more, got {self.min_body_rate}")
         for name in ("head_timeout", "connect_timeout", "upstream_timeout"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -119,6 +131,7 @@ class _Connection:
     __slots__ = (
         "channel",
         "client",
+        "client_left",
         "expires",
         "forwarded",
         "head",
@@ -147,6 +160,7 @@ class _Connection:
             trusted,
         )
         self.responded = False  # a response head went out for the current request
+        self.client_left = False  # the client closed while its request was upstream
         self.head: RequestHead | None = None
         self.ingress = "-"  # the current request's route, once it has one (metrics, logs)
         self.service = "-"
@@ -168,6 +182,31 @@ class _Upstream:
         self.channel = channel
         self.endpoint = endpoint
         self.reused = False
+
+
+class _RequestBody:
+    """The request body of one forwarded request, as far as the proxy has taken it."""
+
+    __slots__ = (
+        "buffered",
+        "complete",
+        "continued",
+        "received",
+        "remaining",
+        "rest",
+        "scanner",
+        "started",
+    )
+
+    def __init__(self, started: float) -> None:
+        self.started = started  # when the head was in: the body's rate counts from here
+        self.received = 0  # body bytes read after the head
+        self.buffered = b""  # the start of the body (all of it if ``complete``), not yet sent
+        self.complete = True  # ``buffered`` is the whole body: it can be sent again
+        self.rest = b""  # what followed the body on the connection (once complete)
+        self.remaining = 0  # Content-Length bytes still to read
+        self.scanner: ChunkedScanner | None = None  # a chunked body's framing
+        self.continued = False  # 100 Continue went out
 
 
 class Proxy:
@@ -231,9 +270,15 @@ class Proxy:
         self._config = config
 
     async def load(self, config: RouteConfig) -> None:
-        """``swap``, with the certificates loaded off the event loop."""
+        """``swap``, with the certificates loaded off the event loop.
+
+        Both references change in one step of the event loop, after the await: no
+        handshake or request can see the new certificates with the old config, or the
+        other way round.
+        """
         if self.tls is not None:
-            await trio.to_thread.run_sync(self.tls.install, config)
+            prepared = await trio.to_thread.run_sync(self.tls.prepare, config)
+            self.tls.use(prepared)
         self._config = config
 
     async def serve(
@@ -317,7 +362,7 @@ class Proxy:
                 tls_stream = await self._tls_handshake(sock)
                 if tls_stream is None:
                     return
-                channel = StreamChannel(tls_stream)
+                channel = StreamChannel(tls_stream, sock)
             else:
                 channel = SocketChannel(sock)
             await self._connection(channel, client)
@@ -367,6 +412,22 @@ class Proxy:
     async def _timed_out(self, connection: _Connection) -> None:
         """Tell the client what the passed deadline means for the phase it was in."""
         error: ProxyError
+        if connection.client_left:
+            upstream = connection.upstream
+            log.info(
+                "%s closed the connection while %s had its request: given up",
+                connection.client.address,
+                upstream.endpoint if upstream else "the upstream",
+            )
+            self._done(
+                connection,
+                CLIENT_CLOSED,
+                connection.started,
+                connection.ingress,
+                connection.service,
+                str(upstream.endpoint) if upstream else "-",
+            )
+            return
         if connection.phase is _Phase.HEAD:
             error = RequestTimeoutError("request head too slow")
         elif connection.phase is _Phase.BODY:
@@ -399,8 +460,9 @@ class Proxy:
                 data = await (channel.recv() if buffer else channel.recv_reply())
                 if not data:
                     return
+                if not buffer:  # the head's time runs from its first byte, not from idle
+                    connection.deadline(_Phase.HEAD, limits.head_timeout)
                 buffer = buffer + data if buffer else data
-                connection.phase = _Phase.HEAD
                 head = parse_request(buffer, limits.max_head_bytes)
             connection.head = head
             rest = await self._request(connection, head, buffer[head.size :])
@@ -511,34 +573,34 @@ class Proxy:
         route = decision.route
         connection.ingress = route.ingress
         connection.service = route.backend.name
+        request_body = await self._start_body(connection, head, body)
         outgoing = head.forward_head(decision.target, *connection.forwarded, decision.host)
-        has_body = head.chunked or head.content_length > 0
-        # a request that cannot be sent twice only goes on a pooled connection that is
-        # seen to be still open (the upstream may have closed it while it sat idle)
-        fragile = has_body or head.method not in (b"GET", b"HEAD")
         last_error: ProxyError | None = None
-        replayable = not has_body
         attempts = self.balancer.attempts(route.backend, now=trio.current_time())
         pooled = True  # False: a pooled connection just failed; the next one is new
         while attempts:
             endpoint = attempts[0]
+            # connecting is the upstream's time: a slow connect is a 504, never a 408
+            connection.deadline(
+                _Phase.UPSTREAM, self.limits.connect_timeout + self.limits.upstream_timeout
+            )
             try:
-                upstream = await self._checkout(
-                    endpoint, fresh=fragile, pooled=pooled, connection=connection
-                )
-            except BadGatewayError as error:
+                upstream = await self._checkout(endpoint, pooled=pooled, connection=connection)
+            except ProxyError as error:
                 last_error = error
                 attempts.pop(0)  # nothing was sent: the next endpoint may take it
                 continue
             connection.upstream = upstream
             try:
                 response, received, rest = await self._exchange(
-                    connection, upstream, outgoing, head, body
+                    connection, upstream, outgoing, head, request_body
                 )
             except _UpstreamFailedError as failure:
                 upstream.channel.close()
                 connection.upstream = None
-                retry = may_retry(head.method, request_sent=True, body_replayable=replayable)
+                retry = may_retry(
+                    head.method, request_sent=True, body_replayable=request_body.complete
+                )
                 if upstream.reused and retry:
                     # the upstream closed it while it sat idle: not the endpoint's fault
                     pooled = False
@@ -552,6 +614,14 @@ class Proxy:
                 attempts.pop(0)
                 pooled = True
                 continue
+            if response.status == 101 and head.upgrade is None:
+                # a switch nobody asked for would make the rest of the connection a tunnel
+                # past routing (or desync it): the client gets a 502, the upstream a close
+                upstream.channel.close()
+                connection.upstream = None
+                self._upstream_error(endpoint, connection, "unasked-upgrade")
+                last_error = BadGatewayError(f"{endpoint} switched protocols unasked")
+                break
             self.balancer.succeeded(endpoint)
             after = await self._relay(connection, upstream, head, response, received, rest)
             self._done(
@@ -569,13 +639,13 @@ class Proxy:
         return None
 
     async def _checkout(
-        self, endpoint: Endpoint, *, fresh: bool, pooled: bool, connection: _Connection
+        self, endpoint: Endpoint, *, pooled: bool, connection: _Connection
     ) -> _Upstream:
         """An idle pooled connection to ``endpoint`` (if ``pooled``), or a new one.
 
-        A request with a body cannot be sent again if a pooled connection turns out to be
-        dead, so for those a pooled connection is first checked for a close from the
-        upstream (``fresh``).
+        A pooled connection that received anything while idle (bytes nobody asked for, or
+        the upstream's close) is closed, never used: a late or extra response left on it
+        would become the next client's answer, and every answer after it off by one.
         """
         now = trio.current_time()
         while pooled:
@@ -584,7 +654,7 @@ class Proxy:
                 old.channel.close()
             if upstream is None:
                 break
-            if fresh and upstream.channel.peer_closed():
+            if upstream.channel.stale():
                 upstream.channel.close()
                 continue
             upstream.reused = True
@@ -599,7 +669,82 @@ class Proxy:
             return _Upstream(channel, endpoint)
         self.balancer.failed(endpoint, now=trio.current_time(), reason="connect timed out")
         self._upstream_error(endpoint, connection, "connect")
-        raise BadGatewayError(f"connect to {endpoint} timed out")
+        # ingress-nginx answers a connect timeout 504 (after trying the next endpoint)
+        raise GatewayTimeoutError(f"connect to {endpoint} timed out")
+
+    async def _start_body(
+        self, connection: _Connection, head: RequestHead, body: bytes
+    ) -> _RequestBody:
+        """Take the start of the request body: all of it when it is small (``BODY_BUFFER``).
+
+        ``body`` is what came after the head. The body limit is checked here on every byte
+        in hand, however the bytes were split, so nothing over it is ever forwarded.
+        """
+        state = _RequestBody(trio.current_time())
+        if head.chunked:
+            scanner = state.scanner = ChunkedScanner()
+            end = self._scan_body(scanner, body, 0)
+            state.buffered, state.rest = body[:end], body[end:]
+            while not scanner.done and len(state.buffered) < BODY_BUFFER:
+                await self._continue(connection, head, state)
+                data = await self._recv_body(connection, state)
+                end = self._scan_body(scanner, data, 0)
+                state.buffered += data[:end]
+                state.rest = data[end:]
+            state.complete = scanner.done
+        elif head.content_length > 0:
+            state.buffered, state.rest = body[: head.content_length], body[head.content_length :]
+            missing = head.content_length - len(state.buffered)
+            if missing and head.content_length <= BODY_BUFFER:
+                await self._continue(connection, head, state)
+                pieces = [state.buffered]
+                while missing:
+                    data = await self._recv_body(connection, state)
+                    pieces.append(data[:missing])
+                    state.rest = data[missing:]
+                    missing -= len(pieces[-1])
+                state.buffered = b"".join(pieces)
+            state.complete = not missing
+            state.remaining = missing
+        else:
+            state.rest = body
+        return state
+
+    def _scan_body(self, scanner: ChunkedScanner, data: bytes, start: int) -> int:
+        """``_scan``, refusing a body (declared chunk sizes included) over the limit."""
+        end = _scan(scanner, data, start)
+        if scanner.payload > self.limits.max_body_bytes:
+            raise PayloadTooLargeError(
+                f"chunked body over the limit of {self.limits.max_body_bytes} bytes"
+            )
+        return end
+
+    async def _continue(
+        self, connection: _Connection, head: RequestHead, body: _RequestBody
+    ) -> None:
+        """Send ``100 Continue`` once, before the proxy first waits for the body."""
+        if head.expect_continue and not body.continued:
+            body.continued = True
+            await _send_client(connection, b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    async def _recv_body(self, connection: _Connection, body: _RequestBody) -> bytes:
+        """The next piece of the request body, within both body deadlines.
+
+        Each read must come within ``head_timeout`` (nginx's client_body_timeout), and
+        the body as a whole must keep up ``min_body_rate`` after a grace period: a client
+        sending a byte now and then cannot keep the slot and the upstream connection.
+        """
+        limits = self.limits
+        expires = trio.current_time() + limits.head_timeout
+        if limits.min_body_rate:
+            expires = min(
+                expires, body.started + BODY_RATE_GRACE + body.received / limits.min_body_rate
+            )
+        connection.phase = _Phase.BODY
+        connection.expires = expires
+        data = await _recv_client(connection)
+        body.received += len(data)
+        return data
 
     async def _exchange(
         self,
@@ -607,39 +752,25 @@ class Proxy:
         upstream: _Upstream,
         outgoing: bytes,
         head: RequestHead,
-        body: bytes,
+        body: _RequestBody,
     ) -> tuple[ResponseHead, bytes, bytes]:
         """Send the request and read the response head.
 
-        ``body`` is what the client sent after the head. Returns the response head, what
-        the upstream sent after it, and what follows the request on the client
-        connection. Raises _UpstreamFailedError when the upstream connection fails
-        before the response head arrived.
+        Returns the response head, what the upstream sent after it, and what follows the
+        request on the client connection. Raises _UpstreamFailedError when the upstream
+        connection fails before the response head arrived.
         """
         channel = upstream.channel
         limits = self.limits
-        rest = body
+        rest = body.rest
         try:
-            if head.chunked:
-                scanner = ChunkedScanner()
-                end = _scan(scanner, body, 0)
-                await channel.send(outgoing + body[:end])
-                rest = body[end:]
-                if not scanner.done:
-                    if head.expect_continue:
-                        await _send_client(connection, b"HTTP/1.1 100 Continue\r\n\r\n")
-                    rest = await self._copy_chunked(connection, channel, scanner)
-            elif head.content_length > 0:
-                first = body[: head.content_length]
-                await channel.send(outgoing + first)
-                rest = body[head.content_length :]
-                remaining = head.content_length - len(first)
-                if remaining:
-                    if head.expect_continue:
-                        await _send_client(connection, b"HTTP/1.1 100 Continue\r\n\r\n")
-                    rest = await self._copy_length(connection, channel, remaining)
-            else:
-                await channel.send(outgoing)
+            await channel.send(outgoing + body.buffered if body.buffered else outgoing)
+            if not body.complete:
+                await self._continue(connection, head, body)
+                if body.scanner is not None:
+                    rest = await self._copy_chunked(connection, channel, body)
+                else:
+                    rest = await self._copy_length(connection, channel, body)
             connection.deadline(_Phase.UPSTREAM, limits.upstream_timeout)
             data = await channel.recv_reply()
             received = data
@@ -663,29 +794,29 @@ class Proxy:
         return response, received, rest
 
     async def _copy_length(
-        self, connection: _Connection, upstream: SocketChannel, remaining: int
+        self, connection: _Connection, upstream: SocketChannel, body: _RequestBody
     ) -> bytes:
         """Relay the rest of a Content-Length body; what follows it on the client side."""
-        while remaining:
-            connection.deadline(_Phase.BODY, self.limits.head_timeout)
-            data = await _recv_client(connection)
-            if len(data) > remaining:
-                await upstream.send(data[:remaining])
-                return data[remaining:]
+        while body.remaining:
+            data = await self._recv_body(connection, body)
+            if len(data) > body.remaining:
+                await upstream.send(data[: body.remaining])
+                rest = data[body.remaining :]
+                body.remaining = 0
+                return rest
             await upstream.send(data)
-            remaining -= len(data)
+            body.remaining -= len(data)
         return b""
 
     async def _copy_chunked(
-        self, connection: _Connection, upstream: SocketChannel, scanner: ChunkedScanner
+        self, connection: _Connection, upstream: SocketChannel, body: _RequestBody
     ) -> bytes:
         """Relay the rest of a chunked body as it came; what follows it on the client side."""
+        scanner = body.scanner
+        assert scanner is not None
         while not scanner.done:
-            connection.deadline(_Phase.BODY, self.limits.head_timeout)
-            data = await _recv_client(connection)
-            end = _scan(scanner, data, 0)
-            if scanner.payload > self.limits.max_body_bytes:
-                raise PayloadTooLargeError("request body over the limit")
+            data = await self._recv_body(connection, body)
+            end = self._scan_body(scanner, data, 0)
             await upstream.send(data[:end])
             if scanner.done:
                 return data[end:]
@@ -746,6 +877,13 @@ class Proxy:
         except _ClientGoneError:
             client_gone = True
             reusable = False
+        except BadGatewayError:
+            # nothing of the response reached the client yet: it gets a 502 instead
+            connection.responded = False
+            connection.upstream = None
+            channel.close()
+            self._upstream_error(upstream.endpoint, connection, "broken")
+            raise
         except (*CONNECTION_FAILURES, ChunkedError) as error:
             log.info("%s failed mid-response: %s", upstream.endpoint, error)
             self._upstream_error(upstream.endpoint, connection, "broken")
@@ -798,11 +936,18 @@ class Proxy:
         """Relay a chunked body (decoded for an HTTP/1.0 client); whether to reuse."""
         data = received
         while True:
-            if dechunk:
-                end, payload = scanner.decode(data)
-            else:
-                end = scanner.scan(data)
-                payload = data[:end]
+            try:
+                if dechunk:
+                    end, payload = scanner.decode(data)
+                else:
+                    end = scanner.scan(data)
+                    payload = data[:end]
+            except ChunkedError as error:
+                if out:  # the head has not gone out: the client can still get a 502
+                    raise BadGatewayError(
+                        f"upstream sent malformed chunked framing: {error}"
+                    ) from None
+                raise
             await _send_client(connection, out + payload if out else payload)
             out = b""
             if scanner.done:
@@ -813,14 +958,25 @@ class Proxy:
                 raise trio.BrokenResourceError("upstream closed mid-body")
 
     async def _watchdog(self) -> None:
-        """Cancel the connections whose phase has lasted past its timeout."""
+        """Cancel the connections whose phase has lasted past its timeout, and the ones
+        whose client left while their request was upstream.
+
+        nginx notices a client's close while it waits for the upstream and gives the
+        upstream request up; so does this, within a tick: otherwise clients that send a
+        request to a slow endpoint and reset would keep their slot and an upstream
+        connection until ``upstream_timeout``.
+        """
         limits = self.limits
-        tick = min(1.0, limits.head_timeout / 4, limits.upstream_timeout / 4)
+        tick = min(0.5, limits.head_timeout / 4, limits.upstream_timeout / 4)
         while True:
             await trio.sleep(tick)
             now = trio.current_time()
-            for connection in [c for c in self._open if c.expires <= now]:
-                connection.scope.cancel()
+            for connection in list(self._open):
+                if connection.expires <= now:
+                    connection.scope.cancel()
+                elif connection.phase is _Phase.UPSTREAM and connection.channel.peer_gone():
+                    connection.client_left = True
+                    connection.scope.cancel()
 
     async def _sweep_pool(self) -> None:
         """Close upstream connections that sat idle past the pool's timeout."""

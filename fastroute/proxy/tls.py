@@ -17,11 +17,12 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from fastroute.ingress.certs import Certificate, self_signed_certificate
 from fastroute.ingress.model import RouteConfig
 
-__all__ = ["TLSContexts", "context_for"]
+__all__ = ["TLSContexts", "TLSState", "context_for"]
 
 ALPN = ["http/1.1"]
 
@@ -54,40 +55,54 @@ def context_for(certificate: Certificate) -> ssl.SSLContext:
     return context
 
 
+class TLSState(NamedTuple):
+    """A config and the SSLContexts of its certificates: what handshakes are served from."""
+
+    config: RouteConfig | None
+    contexts: dict[Certificate, ssl.SSLContext]
+
+
 class TLSContexts:
     """The SSLContexts of one RouteConfig plus the default, and the SNI callback.
 
     ``listener_context`` is what the HTTPS listener wraps connections with; its SNI
     callback swaps in the context of the certificate for the name the client asked for.
-    ``install`` builds the contexts of a new config (call it in a worker thread) and
-    swaps them in at once.
+    ``prepare`` builds the contexts of a new config (call it in a worker thread) and
+    ``use`` swaps them in: one reference, so a handshake sees the old config and its
+    contexts or the new ones, never a mix. ``install`` does both.
     """
 
     def __init__(self, default: Certificate | None = None) -> None:
         self.default = default or self_signed_certificate()
         self._default_context = context_for(self.default)
-        self._config: RouteConfig | None = None
-        self._contexts: dict[Certificate, ssl.SSLContext] = {}
+        self._state: TLSState = TLSState(None, {})
         self.listener_context = context_for(self.default)
         self.listener_context.sni_callback = self._pick
 
-    def install(self, config: RouteConfig) -> None:
-        """Build contexts for ``config``'s certificates, reusing those already built."""
+    def prepare(self, config: RouteConfig) -> TLSState:
+        """Contexts for ``config``'s certificates, reusing those already built (no swap)."""
+        built = self._state.contexts
         contexts: dict[Certificate, ssl.SSLContext] = {}
         for certificate in set(config.certificates.values()):
-            existing = self._contexts.get(certificate)
-            contexts[certificate] = existing or context_for(certificate)
-        # one assignment each: a handshake sees the old pair or the new one
-        self._contexts, self._config = contexts, config
+            contexts[certificate] = built.get(certificate) or context_for(certificate)
+        return TLSState(config, contexts)
+
+    def use(self, state: TLSState) -> None:
+        """Serve handshakes from ``state`` on: one assignment."""
+        self._state = state
+
+    def install(self, config: RouteConfig) -> None:
+        """``prepare`` and ``use`` in one call."""
+        self.use(self.prepare(config))
 
     def certificate_for(self, server_name: str | None) -> Certificate:
         """The certificate a handshake for ``server_name`` gets."""
-        config = self._config
+        config = self._state.config
         found = config.certificate_for(server_name) if config is not None else None
         return found or self.default
 
     def _pick(self, connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-        config, contexts = self._config, self._contexts
+        config, contexts = self._state
         found = config.certificate_for(server_name) if config is not None else None
         chosen = contexts.get(found) if found is not None else None
         connection.context = chosen or self._default_context
