@@ -46,6 +46,14 @@ class Channel(Protocol):
         """Whether the peer has closed or reset the connection (checked without blocking)."""
         ...
 
+    async def linger(self, seconds: float) -> None:
+        """Before a close: read and drop what the peer still sends, for up to ``seconds``.
+
+        Closing a socket with unread bytes sends an RST, and the peer may then lose the
+        answer it was sent (a 413 to a client still uploading). nginx lingers the same way.
+        """
+        ...
+
 
 class SocketChannel:
     """A non-blocking TCP socket, driven from a trio task."""
@@ -119,6 +127,13 @@ class SocketChannel:
         """Whether the peer closed or reset the connection (bytes it sent are no sign of that)."""
         return _peer_gone(self.sock)
 
+    async def linger(self, seconds: float) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)  # the answer is complete: say so at once
+        except OSError:
+            return
+        await _drain(self, seconds)
+
 
 class StreamChannel:
     """A trio stream (TLS) behind the channel methods.
@@ -154,6 +169,19 @@ class StreamChannel:
     def peer_gone(self) -> bool:
         """Whether the peer closed or reset the TCP connection under the stream."""
         return self.sock is not None and self.sock.fileno() >= 0 and _peer_gone(self.sock)
+
+    async def linger(self, seconds: float) -> None:
+        await _drain(self, seconds)
+
+
+async def _drain(channel: SocketChannel | StreamChannel, seconds: float) -> None:
+    """Read and drop until the peer closes, ``seconds`` pass, or the connection breaks."""
+    with trio.move_on_after(seconds):
+        try:
+            while await channel.recv():
+                pass
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
 
 def _peer_gone(sock: socket.socket) -> bool:

@@ -68,6 +68,9 @@ access_log = logging.getLogger("fastroute.access")
 
 SWEEP_INTERVAL = 5.0  # seconds between closing upstream connections idle too long
 ERROR_SEND_TIMEOUT = 5.0  # for writing an error answer after a timeout
+# After an error answer to a request whose body was not read (413, ...), how long the
+# client may go on sending before the close: long enough to finish an upload in flight.
+LINGER = 2.0
 # A request body up to this size is read whole before an upstream connection is taken
 # (nginx's client_body_buffer_size on 64-bit), so a slow client holds none while it
 # sends one, and a failed attempt can be sent again elsewhere.
@@ -520,7 +523,8 @@ class Proxy:
         except (*CONNECTION_FAILURES, _ClientGoneError):
             return
         # a request refused before its head parsed took no time the proxy can measure
-        started = connection.started if connection.head is not None else trio.current_time()
+        head = connection.head
+        started = connection.started if head is not None else trio.current_time()
         self._done(
             connection,
             error.status,
@@ -529,6 +533,10 @@ class Proxy:
             connection.service,
             type(error).__name__,
         )
+        if head is not None and (head.chunked or head.content_length > 0):
+            # the client may still be sending the body: let it, so it reads the answer
+            connection.deadline(_Phase.IDLE, LINGER + 1.0)
+            await connection.channel.linger(LINGER)
 
     def _done(
         self,

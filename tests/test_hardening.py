@@ -1,0 +1,475 @@
+"""The proxy under attack: pool poisoning, path tricks, body limits, slow and vanishing clients,
+misbehaving backends. Each test drives the real proxy over real sockets on 127.0.0.1, with a
+raw client and a raw backend (``raw.py``), so it sees exactly what the backend received and
+what the client was sent.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import trio
+from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response, wait_for
+
+from fastroute.ingress import build_config
+from fastroute.proxy import server
+from fastroute.proxy.server import Limits, Proxy
+
+HOST = b"site.example.com"
+
+
+def _objects(routes: list[tuple[str, str, str, int]]) -> list[dict[str, Any]]:
+    """One Service per distinct name (its one endpoint on 127.0.0.1:port) and an Ingress
+    routing (host, Prefix path) to it."""
+    objects: list[dict[str, Any]] = []
+    for name, port in sorted({(name, port) for _, _, name, port in routes}):
+        objects.append(
+            {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
+        )
+        objects.append(
+            {
+                "kind": "EndpointSlice",
+                "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
+                "ports": [{"port": port}],
+                "endpoints": [{"addresses": ["127.0.0.1"]}],
+            }
+        )
+    rules = [
+        {
+            "host": host,
+            "http": {
+                "paths": [
+                    {
+                        "path": path,
+                        "pathType": "Prefix",
+                        "backend": {"service": {"name": name, "port": {"number": 80}}},
+                    }
+                ]
+            },
+        }
+        for host, path, name, _ in routes
+    ]
+    ingress = {"ingressClassName": "fastroute", "tls": [{"hosts": ["secure.example.com"]}]}
+    ingress["rules"] = rules
+    objects.append({"kind": "Ingress", "metadata": {"name": "site"}, "spec": ingress})
+    return objects
+
+
+@dataclass
+class Site:
+    proxy: Proxy
+    port: int
+    backend: RawBackend
+
+    async def client(self) -> RawClient:
+        return await RawClient.connect(self.port)
+
+    async def ask(self, data: bytes, method: bytes = b"GET") -> tuple[int, bytes] | None:
+        """One request on a new connection: the status and body, or None if closed."""
+        client = await self.client()
+        try:
+            await client.send(data)
+            reply = await client.reply(method)
+            return None if reply is None else (reply.status, reply.body)
+        finally:
+            await client.aclose()
+
+
+@asynccontextmanager
+async def serving(
+    backend: RawBackend | None = None,
+    limits: Limits | None = None,
+    routes: Callable[[int], list[tuple[str, str, str, int]]] | None = None,
+) -> AsyncIterator[Site]:
+    """The proxy in front of ``backend``, routing site.example.com/ to it (or ``routes``)."""
+    backend = backend or RawBackend()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(backend.serve)
+        table = routes(port) if routes else [(HOST.decode(), "/", "web", port)]
+        proxy = Proxy(build_config(_objects(table)), limits=limits)
+        listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
+        yield Site(proxy, listeners[0].socket.getsockname()[1], backend)
+        nursery.cancel_scope.cancel()
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        with trio.fail_after(DEADLINE * 3):
+            await test()
+
+    trio.run(bounded)
+
+
+def get(path: bytes = b"/", host: bytes = HOST, extra: bytes = b"") -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path, host, extra)
+
+
+# ------------------------------------------------------------------ pool poisoning
+
+
+def test_a_late_extra_response_on_an_idle_upstream_connection_never_reaches_another_client() -> (
+    None
+):
+    """A backend that writes a second response later must not answer the next client."""
+    release, extra_sent = trio.Event(), trio.Event()
+
+    async def answer(connection: BackendConnection, request: Request) -> None:
+        await connection.send(response(b"c%d-r%d" % (connection.index, len(connection.requests))))
+        if connection.index == 0 and len(connection.requests) == 1:
+            await release.wait()
+            await connection.send(response(b"EVIL"))
+            extra_sent.set()
+
+    async def scenario() -> None:
+        async with serving(RawBackend(answer)) as site:
+            assert await site.ask(get()) == (200, b"c0-r1")
+            release.set()
+            await extra_sent.wait()
+            # the extra bytes are in the proxy's socket buffer now (loopback delivers at once)
+            second = await site.client()
+            await second.send(get())
+            reply = await second.reply()
+            assert reply is not None
+            assert (reply.status, reply.body) == (200, b"c1-r1")
+            await second.send(get())
+            reply = await second.reply()
+            assert reply is not None
+            assert (reply.status, reply.body) == (200, b"c1-r2")  # and nothing is off by one
+            await wait_for(site.backend.connections[0].closed.is_set, "the poisoned one closed")
+            await second.aclose()
+
+    run(scenario)
+
+
+def test_a_body_sent_after_a_head_answer_never_reaches_the_next_client() -> None:
+    """HEAD answered, then a body in a separate write: the next GET gets its own answer."""
+    release, body_sent = trio.Event(), trio.Event()
+
+    async def answer(connection: BackendConnection, request: Request) -> None:
+        if request.method == b"HEAD":
+            await connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+            await release.wait()
+            await connection.send(b"EVIL")
+            body_sent.set()
+        else:
+            await connection.send(response(b"c%d" % connection.index))
+
+    async def scenario() -> None:
+        async with serving(RawBackend(answer)) as site:
+            head = b"HEAD / HTTP/1.1\r\nHost: site.example.com\r\n\r\n"
+            assert await site.ask(head, method=b"HEAD") == (200, b"")
+            release.set()
+            await body_sent.wait()
+            for _ in range(3):
+                assert await site.ask(get()) == (200, b"c1")
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ paths
+
+
+def _public_only(port: int) -> list[tuple[str, str, str, int]]:
+    return [(HOST.decode(), "/public", "public", port)]
+
+
+@pytest.mark.parametrize(
+    ("target", "forwarded"),
+    [
+        (b"/admin/../public", b"/public"),
+        (b"/admin/%2e%2e/public", b"/public"),
+        (b"/admin/%2E%2e/public/x?q=/../admin", b"/public/x?q=/../admin"),
+        (b"/public//./x", b"/public/x"),
+    ],
+)
+def test_the_upstream_receives_the_path_the_route_was_chosen_on(
+    target: bytes, forwarded: bytes
+) -> None:
+    """Only /public is routed: its Service must never see a path that starts /admin."""
+
+    async def scenario() -> None:
+        async with serving(routes=_public_only) as site:
+            assert await site.ask(get(target)) == (200, b"c0-r0")
+            assert [r.target for r in site.backend.requests] == [forwarded]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "target", [b"/admin/..%2fpublic", b"/admin%2f..%2fpublic", b"/admin%2F..%2Fpublic"]
+)
+def test_an_encoded_slash_with_dot_segments_is_refused_before_any_backend(target: bytes) -> None:
+    async def scenario() -> None:
+        async with serving(routes=_public_only) as site:
+            reply = await site.ask(get(target))
+            assert reply is not None
+            assert reply[0] == 400
+            assert site.backend.connections == []
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ body limits
+
+
+def _chunked(body: bytes, chunk: int = 4096) -> bytes:
+    pieces = [
+        b"%x\r\n%s\r\n" % (len(body[i : i + chunk]), body[i : i + chunk])
+        for i in range(0, len(body), chunk)
+    ]
+    return b"".join(pieces) + b"0\r\n\r\n"
+
+
+def _post_chunked(body: bytes) -> bytes:
+    head = b"POST / HTTP/1.1\r\nHost: site.example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head + _chunked(body)
+
+
+def _body_bytes_received(backend: RawBackend) -> int:
+    """Request body bytes that reached the backend, complete requests or not."""
+    total = 0
+    for connection in backend.connections:
+        data = bytes(connection.received)
+        head_end = data.find(b"\r\n\r\n")
+        total += len(data) - (head_end + 4) if head_end >= 0 else 0
+    return total
+
+
+@pytest.mark.parametrize("size", [10 * 1024, 60 * 1024, 200 * 1024])
+def test_a_chunked_body_over_the_limit_is_refused_however_it_arrives(size: int) -> None:
+    """Sent in the same write as the head: 413, and at most the limit reached the backend."""
+
+    async def scenario() -> None:
+        async with serving(limits=Limits(max_body_bytes=1024)) as site:
+            reply = await site.ask(_post_chunked(b"x" * size))
+            assert reply is not None
+            assert reply[0] == 413
+            assert _body_bytes_received(site.backend) <= 1024
+
+    run(scenario)
+
+
+def test_a_large_body_over_the_limit_forwards_at_most_the_limit() -> None:
+    """Past the buffered start, a streamed chunked body stops at the limit too."""
+
+    async def scenario() -> None:
+        limit = 40 * 1024
+        async with serving(limits=Limits(max_body_bytes=limit)) as site:
+            reply = await site.ask(_post_chunked(b"x" * 200 * 1024))
+            assert reply is not None
+            assert reply[0] == 413
+            # the framing counts too: the data forwarded stays under the limit
+            assert _body_bytes_received(site.backend) <= limit + 1024
+
+    run(scenario)
+
+
+def test_a_chunk_declaring_more_than_the_limit_is_refused_before_any_of_it_is_sent() -> None:
+    async def scenario() -> None:
+        async with serving(limits=Limits(max_body_bytes=1024)) as site:
+            head = (
+                b"POST / HTTP/1.1\r\nHost: site.example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            reply = await site.ask(head + b"100000\r\n" + b"x" * 500)
+            assert reply is not None
+            assert reply[0] == 413
+            assert site.backend.connections == []
+
+    run(scenario)
+
+
+def test_the_body_limit_holds_for_the_second_request_on_a_keep_alive_connection() -> None:
+    async def scenario() -> None:
+        async with serving(limits=Limits(max_body_bytes=1024)) as site:
+            client = await site.client()
+            small = _post_chunked(b"y" * 100)
+            await client.send(small + _post_chunked(b"x" * 10 * 1024))
+            first = await client.reply(b"POST")
+            second = await client.reply(b"POST")
+            assert first is not None
+            assert second is not None
+            assert (first.status, second.status) == (200, 413)
+            assert [len(r.body) for r in site.backend.requests] == [100]
+            await client.aclose()
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ slow and vanishing clients
+
+
+def test_a_small_body_trickled_in_never_holds_an_upstream_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bodies up to 16 KiB are read whole first; one that stalls gets 408 (minimum rate)."""
+    monkeypatch.setattr(server, "BODY_RATE_GRACE", 0.3)
+
+    async def scenario() -> None:
+        async with serving(limits=Limits(min_body_rate=1024)) as site:
+            clients = [await site.client() for _ in range(20)]
+            head = b"POST / HTTP/1.1\r\nHost: site.example.com\r\nContent-Length: 100\r\n\r\nx"
+            for client in clients:
+                await client.send(head)
+            for client in clients:
+                reply = await client.reply(b"POST")
+                assert reply is not None
+                assert reply.status == 408
+                await client.aclose()
+            assert site.backend.connections == []
+
+    run(scenario)
+
+
+def test_a_large_body_trickled_in_is_cut_off_and_its_upstream_connection_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server, "BODY_RATE_GRACE", 0.3)
+
+    async def scenario() -> None:
+        async with serving(limits=Limits(min_body_rate=1024)) as site:
+            client = await site.client()
+            head = b"POST / HTTP/1.1\r\nHost: site.example.com\r\nContent-Length: 1000000\r\n\r\n"
+            await client.send(head + b"x" * 100)
+            await wait_for(lambda: len(site.backend.connections) == 1, "the upstream connection")
+            with trio.move_on_after(DEADLINE):  # a byte every 0.1 s: far under 1 KiB/s
+                while not site.backend.connections[0].closed.is_set():
+                    try:
+                        await client.send(b"x")
+                    except trio.BrokenResourceError:
+                        break
+                    await trio.sleep(0.1)
+            await wait_for(site.backend.connections[0].closed.is_set, "the upstream closed")
+            reply = await client.reply(b"POST")
+            assert reply is not None
+            assert reply.status == 408
+            await client.aclose()
+
+    run(scenario)
+
+
+def _reset(client: RawClient) -> None:
+    """Close with an RST, as a client that crashed or gave up does."""
+    sock = client.stream.socket
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_clients_that_reset_while_their_request_is_upstream_free_their_slots() -> None:
+    """Their upstream requests are given up at once, and a normal client is served."""
+    given_up: list[int] = []
+
+    async def answer(connection: BackendConnection, request: Request) -> None:
+        if request.target == b"/slow":
+            # a slow endpoint: it answers nothing, and sees the proxy give the request up
+            if await connection.stream.receive_some(1) == b"":
+                given_up.append(connection.index)
+            return
+        await connection.send(response(b"ok"))
+
+    async def scenario() -> None:
+        limits = Limits(max_connections=20, upstream_timeout=60.0)
+        async with serving(RawBackend(answer), limits=limits) as site:
+            clients = [await site.client() for _ in range(20)]
+            for client in clients:
+                await client.send(get(b"/slow"))
+            await wait_for(lambda: len(site.backend.requests) == 20, "20 requests upstream")
+            for client in clients:
+                _reset(client)
+            await wait_for(lambda: len(given_up) == 20, "every upstream request given up", 5.0)
+            with trio.fail_after(5):
+                assert await site.ask(get(b"/fast")) == (200, b"ok")
+
+    run(scenario)
+
+
+def test_the_head_timeout_runs_from_the_first_byte_not_from_idle_time() -> None:
+    async def scenario() -> None:
+        async with serving(limits=Limits(head_timeout=1.0)) as site:
+            client = await site.client()
+            await client.send(get())
+            assert (await client.reply()) is not None
+            await trio.sleep(0.7)  # idle on keep-alive, within the idle timeout
+            await client.send(b"G")
+            await trio.sleep(0.6)  # 1.3 s after the last response, 0.6 s into the head
+            await client.send(get()[1:])
+            reply = await client.reply()
+            assert reply is not None
+            assert reply.status == 200
+            await client.aclose()
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ slow and misbehaving upstreams
+
+
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A port whose TCP connects hang: a listener with a full backlog that never accepts."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_a_connect_timeout_is_a_504_not_a_408_or_a_502() -> None:
+    """Connect time is the upstream's: even past the client's head timeout it is a 504."""
+
+    async def scenario() -> None:
+        with unanswered_port() as port:
+            limits = Limits(head_timeout=0.5, connect_timeout=1.0)
+            async with serving(
+                limits=limits, routes=lambda _: [(HOST.decode(), "/", "hung", port)]
+            ) as site:
+                reply = await site.ask(get())
+                assert reply is not None
+                assert reply[0] == 504
+
+    run(scenario)
+
+
+def test_malformed_chunked_framing_before_anything_was_sent_is_a_502() -> None:
+    async def answer(connection: BackendConnection, request: Request) -> None:
+        await connection.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+
+    async def scenario() -> None:
+        async with serving(RawBackend(answer)) as site:
+            reply = await site.ask(get())
+            assert reply is not None
+            assert reply[0] == 502
+
+    run(scenario)
+
+
+def test_a_switch_of_protocols_nobody_asked_for_is_a_502_and_the_upstream_closed() -> None:
+    async def answer(connection: BackendConnection, request: Request) -> None:
+        await connection.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"
+        )
+
+    async def scenario() -> None:
+        async with serving(RawBackend(answer)) as site:
+            reply = await site.ask(get())
+            assert reply is not None
+            assert reply[0] == 502
+            await wait_for(site.backend.connections[0].closed.is_set, "the upstream closed")
+
+    run(scenario)
