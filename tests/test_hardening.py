@@ -153,9 +153,10 @@ def test_a_body_sent_after_a_head_answer_never_reaches_the_next_client() -> None
 
     async def answer(connection: BackendConnection, request: Request) -> None:
         if request.method == b"HEAD":
-            await connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+            await connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
             await release.wait()
-            await connection.send(b"EVIL")
+            # the body a HEAD answer must not have, shaped like the next answer
+            await connection.send(response(b"EVIL"))
             body_sent.set()
         else:
             await connection.send(response(b"c%d" % connection.index))
@@ -231,8 +232,11 @@ def _post_chunked(body: bytes) -> bytes:
     return head + _chunked(body)
 
 
-def _body_bytes_received(backend: RawBackend) -> int:
-    """Request body bytes that reached the backend, complete requests or not."""
+async def _body_bytes_received(backend: RawBackend) -> int:
+    """Request body bytes that reached the backend, complete requests or not, once the
+    proxy has closed every connection to it."""
+    for connection in backend.connections:
+        await wait_for(connection.closed.is_set, "the proxy's close of the upstream")
     total = 0
     for connection in backend.connections:
         data = bytes(connection.received)
@@ -250,7 +254,7 @@ def test_a_chunked_body_over_the_limit_is_refused_however_it_arrives(size: int) 
             reply = await site.ask(_post_chunked(b"x" * size))
             assert reply is not None
             assert reply[0] == 413
-            assert _body_bytes_received(site.backend) <= 1024
+            assert await _body_bytes_received(site.backend) <= 1024
 
     run(scenario)
 
@@ -265,7 +269,7 @@ def test_a_large_body_over_the_limit_forwards_at_most_the_limit() -> None:
             assert reply is not None
             assert reply[0] == 413
             # the framing counts too: the data forwarded stays under the limit
-            assert _body_bytes_received(site.backend) <= limit + 1024
+            assert await _body_bytes_received(site.backend) <= limit + 1024
 
     run(scenario)
 
