@@ -10,8 +10,13 @@ project aims for, from the same run. Then fastroute with ``--workers 2`` against
 fastroute while its config is swapped a thousand times under load (SIGHUP), when the
 controller has those features.
 
+With ``--baseline PYTHON`` (an interpreter with another build of fastroute installed, e.g.
+a virtualenv made from an earlier commit), that build runs beside this one as
+"fastroute-baseline", in the same interleaved rounds: a change's cost on the plain routes,
+measured side by side.
+
 Usage: ``python bench/proxy.py [--rounds 3] [--duration 10] [--connections 64,256]
-[--quick] [--skip-aiohttp] [--skip-nginx] [--json FILE]``
+[--quick] [--skip-aiohttp] [--skip-nginx] [--baseline PYTHON] [--swaps N] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -207,8 +212,10 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
                    at_least=False),
             Target(c, "fastroute/nginx p99", ratio("fastroute", "nginx", c, "p99_ms"), 3.0,
                    at_least=False),
+            Target(c, "fastroute/baseline req/s",
+                   ratio("fastroute", "fastroute-baseline", c, "rps"), 0.95),
         ]  # fmt: skip
-    return targets
+    return [t for t in targets if t.value is not None or "baseline" not in t.label]
 
 
 def _table(summaries: dict[tuple[str, int], Summary]) -> list[str]:
@@ -264,7 +271,17 @@ def _parser() -> argparse.ArgumentParser:
         default=[64, 256],
         help="wrk connection counts, comma-separated (default 64,256)",
     )
-    parser.add_argument("--swaps", type=int, default=1000, help="SIGHUPs under load (1000)")
+    parser.add_argument(
+        "--swaps", type=int, default=1000, help="SIGHUPs under load (1000; 0: skip)"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="also measure the fastroute installed for this interpreter, side by side",
+    )
+    parser.add_argument(
+        "--skip-scaling", action="store_true", help="no --workers 2 against --workers 1"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 round of 2 s, no scaling, 100 swaps"
     )
@@ -288,6 +305,11 @@ def run(
         peers["aiohttp"] = start_aiohttp(processes, tmp, backend)
     fast = start_fastroute(processes, tmp / "fastroute", backend, flags=flags, workers=1)
     peers["fastroute"] = fast.port
+    if args.baseline:
+        baseline = start_fastroute(
+            processes, tmp / "baseline", backend, flags=flags, workers=1, python=args.baseline
+        )
+        peers["fastroute-baseline"] = baseline.port
     for name, port in peers.items():
         check_answers(name, port)
     script = rotation_script(tmp / "rotate.lua", PROBES)
@@ -295,12 +317,16 @@ def run(
     targets = _targets(summaries, args.connections)
     scaling: tuple[float, float] | str = "skipped (--quick)"
     scale_c = 256 if 256 in args.connections else max(args.connections)
-    if not args.quick:
+    if args.skip_scaling:
+        scaling = "skipped (--skip-scaling)"
+    elif not args.quick:
         scaling = _scaling(
             processes, tmp / "fastroute-2", backend, fast, script, flags, scale_c,
             args.rounds, args.duration,
         )  # fmt: skip
-    swaps = run_swaps(processes, fast, script, args.swaps, args.duration)
+    swaps: Swaps | str = "skipped (--swaps 0)"
+    if args.swaps:
+        swaps = run_swaps(processes, fast, script, args.swaps, args.duration)
     load_after = os.getloadavg()
 
     hosts = len({host for host, _ in PROBES})
@@ -347,8 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.swaps = 1, 2, 100
-    if args.rounds < 1 or args.duration < 1 or args.swaps < 1:
-        _parser().error("--rounds, --duration and --swaps must be positive")
+    if args.rounds < 1 or args.duration < 1 or args.swaps < 0:
+        _parser().error("--rounds and --duration must be positive, --swaps not negative")
     ensure_tools()
     signal.signal(signal.SIGTERM, _interrupt)
     processes = Processes()

@@ -112,6 +112,7 @@ class Processes:
         *,
         log: Path | None = None,
         stdout: int | None = None,
+        cwd: Path = REPO,
     ) -> subprocess.Popen[str]:
         """Start ``command`` in a new session; stderr goes to ``log`` (or with stdout)."""
         err: IO[str] | int = log.open("w") if log else subprocess.STDOUT
@@ -122,7 +123,7 @@ class Processes:
                 stdout=subprocess.DEVNULL if stdout is None else stdout,
                 stderr=err,
                 text=True,
-                cwd=REPO,
+                cwd=cwd,
                 start_new_session=True,
             )
         finally:
@@ -445,14 +446,20 @@ def start_fastroute(
     *,
     flags: set[str],
     workers: int | None = None,
+    python: str | None = None,
 ) -> Fastroute:
-    """The controller on generated manifests, with the status listener if it has one."""
+    """The controller on generated manifests, with the status listener if it has one.
+
+    ``python``: another interpreter whose installed fastroute to run (a baseline build),
+    started outside this source tree so that it imports its own.
+    """
     workdir.mkdir()
     manifests = workdir / "manifests"
     manifests.mkdir()
     write_manifests(manifests, backend_port)
     port, https_port = free_port(), free_port()
-    command = [sys.executable, "-m", "controller", "serve", "--manifests", str(manifests)]
+    command = [python or sys.executable, "-m", "controller", "serve"]
+    command += ["--manifests", str(manifests)]
     command += ["--bind", "127.0.0.1", "--http-port", str(port), "--https-port", str(https_port)]
     command += ["--no-watch", "--watch-ingress-without-class", "--log-level", "WARNING"]
     if workers is not None and "--workers" in flags:
@@ -463,7 +470,11 @@ def start_fastroute(
     if "--shutdown-grace" in flags:  # idle at the end of a bench: no need to wait long
         command += ["--shutdown-grace", "2"]
     name = f"fastroute ({workers or 1} worker{'s' if (workers or 1) > 1 else ''})"
-    process = processes.start(name, command, log=workdir / "controller.log")
+    if python is not None:
+        name += " baseline"
+    process = processes.start(
+        name, command, log=workdir / "controller.log", cwd=workdir if python else REPO
+    )
     if status_port is not None:  # 200 once every worker has loaded its config
         status_name = f"{name} status listener"
         _wait_ready(processes, process, status_name, status_port, path="/readyz", status=200)

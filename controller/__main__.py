@@ -97,6 +97,11 @@ def _size(text: str) -> int:
     return value
 
 
+def _rate(text: str) -> int:
+    """Bytes per second as a size (``1k``), or ``0`` for no minimum."""
+    return 0 if text.strip() == "0" else _size(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     defaults = Limits()
     parser = argparse.ArgumentParser(
@@ -181,6 +186,7 @@ def _parser() -> argparse.ArgumentParser:
         ("--connect-timeout", _positive, defaults.connect_timeout, "SECONDS"),
         ("--upstream-timeout", _positive, defaults.upstream_timeout, "SECONDS"),
         ("--max-connections", int, defaults.max_connections, "N"),
+        ("--min-body-rate", _rate, defaults.min_body_rate, "BYTES_PER_SECOND"),
     ]
     for flag, parse, default, metavar in limits:
         parser.add_argument(flag, type=parse, default=default, metavar=metavar)
@@ -239,6 +245,7 @@ def _options(
             connect_timeout=args.connect_timeout,
             upstream_timeout=args.upstream_timeout,
             max_connections=args.max_connections,
+            min_body_rate=args.min_body_rate,
         ),
         https_redirect_port=args.https_redirect_port,
         watch=not args.no_watch,

@@ -122,6 +122,7 @@ def _errors(controller: Controller) -> list[str]:
         (["--manifests", ".", "--max-body-size", "lots"], "not a size: 'lots'"),
         (["--manifests", ".", "--http-port", "70000"], "not a port"),
         (["--manifests", ".", "--header-timeout", "-1"], "must be a positive number"),
+        (["--manifests", ".", "--min-body-rate", "slow"], "not a size: 'slow'"),
     ],
 )
 def test_the_command_line_names_what_is_wrong(arguments: list[str], message: str) -> None:
@@ -144,5 +145,6 @@ def test_the_command_line_help_lists_the_flags() -> None:
         "--https-port",
         "--ingress-class",
         "--max-body-size",
+        "--min-body-rate",
     ):
         assert flag in result.stdout

@@ -3,7 +3,7 @@
 The order is ingress-nginx's:
 
 1. Read the request target and the host. An absolute-form target's authority replaces the
-   ``Host`` header (RFC 9112 §3.2.2).
+   ``Host`` header (RFC 9112 §3.2.2), for routing, redirects and the Host sent upstream.
 2. Match the host and the normalized path against the config's router. With no match and
    no default backend, answer 404.
 3. A plain-HTTP request for a host listed under TLS is redirected to HTTPS with 308,
@@ -36,6 +36,9 @@ class Forward:
     route: Target
     host: bytes  # the host the request is for, as sent (for logs and X-Forwarded-Host)
     target: bytes  # path and query to send upstream
+    # ``host`` came from an absolute-form target: it replaces the client's Host field, so
+    # the upstream is told the host the route was chosen on (RFC 9112 §3.2.2)
+    host_from_target: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +87,11 @@ def decide(
     simple = simple_origin(method, target)
     if simple is not None:  # the common case: nothing to decode or normalize
         path, query_part = simple
-        match_path, authority = path, host
+        match_path, authority, from_target = path, host, False
     else:
         parsed = parse_target(method, target)
         path, query_part, match_path = parsed.path, parsed.query, parsed.match_path
-        authority = parsed.authority or host
+        authority, from_target = parsed.authority or host, bool(parsed.authority)
     if authority is None:
         raise BadRequestError("no Host header and no host in the request target")
     route = config.router.match(authority, match_path)
@@ -112,4 +115,4 @@ def decide(
         )
     if route.policy.rewrite_target is not None:
         path = route.policy.rewrite_target.encode("utf-8")
-    return Forward(route=route, host=authority, target=path + query)
+    return Forward(route=route, host=authority, target=path + query, host_from_target=from_target)
