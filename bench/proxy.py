@@ -41,6 +41,7 @@ from proxy_peers import (
     Fastroute,
     Processes,
     check_answers,
+    cpu_seconds,
     fastroute_flags,
     find_tool,
     start_aiohttp,
@@ -59,6 +60,7 @@ class Summary:
     proxy: str
     connections: int
     rounds: list[WrkResult] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # per request, per round (fastroute)
 
     @property
     def rps(self) -> float:
@@ -71,6 +73,10 @@ class Summary:
     @property
     def p99_ms(self) -> float:
         return median(r.p99_ms for r in self.rounds)
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        return median(self.cpu_us) if self.cpu_us else None
 
     @property
     def non_2xx(self) -> int:
@@ -164,8 +170,13 @@ def _measure(
     connections: Sequence[int],
     rounds: int,
     seconds: int,
+    pids: dict[str, int] | None = None,
 ) -> dict[tuple[str, int], Summary]:
-    """Every peer at every connection count, interleaved round by round."""
+    """Every peer at every connection count, interleaved round by round.
+
+    For the peers in ``pids``, the CPU time their processes spent per request, too.
+    """
+    pids = pids or {}
     summaries = {(p, c): Summary(p, c) for c in connections for p in peers}
     for port in peers.values():  # warm-up, untimed: pools filled, code paths hot
         run_wrk(
@@ -179,6 +190,7 @@ def _measure(
     for round_ in range(1, rounds + 1):
         for c in connections:
             for name, port in peers.items():
+                cpu_before = cpu_seconds(pids[name]) if name in pids else 0.0
                 result = run_wrk(
                     processes,
                     port,
@@ -187,10 +199,16 @@ def _measure(
                     seconds=seconds,
                     script=script,
                 )
-                summaries[(name, c)].rounds.append(result)
+                summary = summaries[(name, c)]
+                summary.rounds.append(result)
+                cpu = ""
+                if name in pids and result.requests:
+                    spent = cpu_seconds(pids[name]) - cpu_before
+                    summary.cpu_us.append(spent / result.requests * 1e6)
+                    cpu = f", {summary.cpu_us[-1]:.1f} us CPU/request"
                 _progress(
                     f"round {round_}/{rounds} c{c} {name}: {result.rps:,.0f} req/s, "
-                    f"p99 {result.p99_ms:.2f} ms, {result.failed} failed"
+                    f"p99 {result.p99_ms:.2f} ms, {result.failed} failed{cpu}"
                 )
     return summaries
 
@@ -214,20 +232,26 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
                    at_least=False),
             Target(c, "fastroute/baseline req/s",
                    ratio("fastroute", "fastroute-baseline", c, "rps"), 0.95),
+            Target(c, "fastroute/baseline CPU/req",
+                   ratio("fastroute", "fastroute-baseline", c, "cpu_us_per_request"), 1.05,
+                   at_least=False),
         ]  # fmt: skip
     return [t for t in targets if t.value is not None or "baseline" not in t.label]
 
 
 def _table(summaries: dict[tuple[str, int], Summary]) -> list[str]:
     lines = [
-        "| conns | proxy | req/s | req/s range | p50 ms | p99 ms | non-2xx | socket errors |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| conns | proxy | req/s | req/s range | p50 ms | p99 ms | CPU us/req "
+        "| non-2xx | socket errors |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in summaries.values():
         low, high = min(r.rps for r in s.rounds), max(r.rps for r in s.rounds)
+        cpu = s.cpu_us_per_request
         lines.append(
             f"| {s.connections} | {s.proxy} | {s.rps:,.0f} | {low:,.0f}-{high:,.0f} "
-            f"| {s.p50_ms:.2f} | {s.p99_ms:.2f} | {s.non_2xx} | {s.socket_errors} |"
+            f"| {s.p50_ms:.2f} | {s.p99_ms:.2f} | {'-' if cpu is None else f'{cpu:.1f}'} "
+            f"| {s.non_2xx} | {s.socket_errors} |"
         )
     return lines
 
@@ -305,15 +329,19 @@ def run(
         peers["aiohttp"] = start_aiohttp(processes, tmp, backend)
     fast = start_fastroute(processes, tmp / "fastroute", backend, flags=flags, workers=1)
     peers["fastroute"] = fast.port
+    pids = {"fastroute": fast.process.pid}
     if args.baseline:
         baseline = start_fastroute(
             processes, tmp / "baseline", backend, flags=flags, workers=1, python=args.baseline
         )
         peers["fastroute-baseline"] = baseline.port
+        pids["fastroute-baseline"] = baseline.process.pid
     for name, port in peers.items():
         check_answers(name, port)
     script = rotation_script(tmp / "rotate.lua", PROBES)
-    summaries = _measure(processes, peers, script, args.connections, args.rounds, args.duration)
+    summaries = _measure(
+        processes, peers, script, args.connections, args.rounds, args.duration, pids
+    )
     targets = _targets(summaries, args.connections)
     scaling: tuple[float, float] | str = "skipped (--quick)"
     scale_c = 256 if 256 in args.connections else max(args.connections)
@@ -358,7 +386,13 @@ def run(
     )
     data: dict[str, object] = {
         "results": [
-            {**asdict(s), "rps": s.rps, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms}
+            {
+                **asdict(s),
+                "rps": s.rps,
+                "p50_ms": s.p50_ms,
+                "p99_ms": s.p99_ms,
+                "cpu_us_per_request": s.cpu_us_per_request,
+            }
             for s in summaries.values()
         ],
         "targets": [{**asdict(t), "verdict": t.verdict()} for t in targets],

@@ -119,6 +119,9 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
         assert only["requests"] > 0, result
         assert only["non_2xx"] == 0, result
         assert only["socket_errors"] == 0, result
+    cpu = {r["proxy"]: r["cpu_us_per_request"] for r in results}
+    assert cpu["fastroute"] > 0  # read from /proc for the fastroute process
+    assert cpu["nginx"] is None
     for ratio in ("fastroute/nginx req/s", "fastroute/nginx p99"):
         assert any(line.startswith("c64") and ratio in line for line in run.stdout.splitlines())
     assert "fastroute/aiohttp req/s" in run.stdout  # reported as skipped, not left out
