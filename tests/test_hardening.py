@@ -19,6 +19,7 @@ from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, res
 
 from fastroute.ingress import build_config
 from fastroute.proxy import server
+from fastroute.proxy.headers import TrustedProxies
 from fastroute.proxy.server import Limits, Proxy
 
 HOST = b"site.example.com"
@@ -475,5 +476,172 @@ def test_a_switch_of_protocols_nobody_asked_for_is_a_502_and_the_upstream_closed
             assert reply is not None
             assert reply[0] == 502
             await wait_for(site.backend.connections[0].closed.is_set, "the upstream closed")
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ what the upstream is told
+
+
+def _two_sites(port: int) -> list[tuple[str, str, str, int]]:
+    return [
+        (HOST.decode(), "/", "site", port),
+        ("admin.example.com", "/", "admin", port),
+        ("secure.example.com", "/", "secure", port),
+    ]
+
+
+def test_an_absolute_form_target_names_the_host_the_upstream_is_sent() -> None:
+    """RFC 9112 §3.2.2: the target's authority, not the Host field, says which host it is."""
+
+    async def scenario() -> None:
+        async with serving(routes=_two_sites) as site:
+            request = b"GET http://admin.example.com/x HTTP/1.1\r\nHost: site.example.com\r\n\r\n"
+            assert await site.ask(request) == (200, b"c0-r0")
+            (received,) = site.backend.requests
+            assert received.header(b"host") == [b"admin.example.com"]
+            assert received.header(b"x-forwarded-host") == [b"admin.example.com"]
+
+    run(scenario)
+
+
+def test_an_absolute_form_target_for_a_tls_host_is_redirected_like_its_host() -> None:
+    async def scenario() -> None:
+        async with serving(routes=_two_sites) as site:
+            client = await site.client()
+            await client.send(
+                b"GET http://secure.example.com/x HTTP/1.1\r\nHost: site.example.com\r\n\r\n"
+            )
+            reply = await client.reply()
+            assert reply is not None
+            assert reply.status == 308
+            assert reply.header(b"location") == b"https://secure.example.com/x"
+            assert site.backend.connections == []
+            await client.aclose()
+
+    run(scenario)
+
+
+SPOOFED = [
+    (b"X_Forwarded_For", b"6.6.6.6"),
+    (b"X_Real_IP", b"6.6.6.6"),
+    (b"X_Forwarded_Host", b"admin.example.com"),
+    (b"Forwarded", b"for=6.6.6.6;host=admin.example.com"),
+    (b"X-Original-URL", b"/admin"),
+    (b"X-Rewrite-URL", b"/admin"),
+    (b"ssl-client-verify", b"SUCCESS"),
+    (b"SSL-Client-Cert", b"-----BEGIN%20CERTIFICATE-----"),
+    (b"ssl-client-subject-dn", b"CN=admin"),
+    (b"ssl-client-issuer-dn", b"CN=ca"),
+]
+
+
+def _spoofing_request() -> bytes:
+    fields = b"".join(name + b": " + value + b"\r\n" for name, value in SPOOFED)
+    return get(extra=fields + b"X-Kept: yes\r\n")
+
+
+def test_identity_headers_a_client_can_spoof_never_reach_the_upstream() -> None:
+    async def scenario() -> None:
+        async with serving() as site:
+            assert await site.ask(_spoofing_request()) == (200, b"c0-r0")
+            (received,) = site.backend.requests
+            names = {name for name, _ in received.headers}
+            assert not names & {name.lower() for name, _ in SPOOFED}
+            assert received.header(b"x-kept") == [b"yes"]
+            assert received.header(b"x-forwarded-for") == [b"127.0.0.1"]
+
+    run(scenario)
+
+
+def test_a_trusted_proxy_may_send_identity_headers_but_never_underscored_ones() -> None:
+    async def scenario() -> None:
+        backend = RawBackend()
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(backend.serve)
+            proxy = Proxy(
+                build_config(_objects([(HOST.decode(), "/", "web", port)])),
+                trusted=TrustedProxies(["127.0.0.1"]),
+            )
+            listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
+            site = Site(proxy, listeners[0].socket.getsockname()[1], backend)
+            assert await site.ask(_spoofing_request()) == (200, b"c0-r0")
+            (received,) = backend.requests
+            names = {name for name, _ in received.headers}
+            assert b"ssl-client-verify" in names
+            assert b"forwarded" in names
+            assert not {n for n in names if b"_" in n}
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        b"site.example.com:80@admin.example.com",
+        b"site.example.com:x/../evil",
+        b"site.example.com/admin",
+        b"site.example.com:99999x",
+        b"[::1",
+    ],
+)
+def test_a_malformed_host_is_refused_before_any_backend(host: bytes) -> None:
+    async def scenario() -> None:
+        async with serving() as site:
+            reply = await site.ask(get(host=host))
+            assert reply is not None
+            assert reply[0] == 400
+            assert site.backend.connections == []
+
+    run(scenario)
+
+
+def test_an_h2c_upgrade_is_not_tunnelled_past_routing() -> None:
+    """An h2c connection would carry requests the proxy never routes: it is a plain request."""
+
+    async def scenario() -> None:
+        async with serving() as site:
+            extra = (
+                b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+            )
+            assert await site.ask(get(extra=extra)) == (200, b"c0-r0")
+            (received,) = site.backend.requests
+            names = {name for name, _ in received.headers}
+            assert not names & {b"upgrade", b"http2-settings", b"connection"}
+
+    run(scenario)
+
+
+def test_trailers_follow_the_head_rules_and_lose_their_framing_fields() -> None:
+    async def scenario() -> None:
+        async with serving() as site:
+            head = (
+                b"POST / HTTP/1.1\r\nHost: site.example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            trailers = b"X-Checksum: abc\r\nContent-Length: 5\r\nTransfer-Encoding: gzip\r\n"
+            assert await site.ask(head + b"3\r\nabc\r\n0\r\n" + trailers + b"\r\n", b"POST") == (
+                200,
+                b"c0-r0",
+            )
+            await wait_for(lambda: len(site.backend.requests) == 1, "the request")
+            received = bytes(site.backend.connections[0].received)
+            assert b"X-Checksum: abc\r\n" in received
+            assert b"Content-Length: 5" not in received
+            assert b"gzip" not in received
+
+    run(scenario)
+
+
+def test_a_trailer_line_without_a_colon_is_a_400() -> None:
+    async def scenario() -> None:
+        async with serving() as site:
+            head = (
+                b"POST / HTTP/1.1\r\nHost: site.example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            reply = await site.ask(head + b"3\r\nabc\r\n0\r\nGET /admin HTTP/1.1\r\n\r\n", b"POST")
+            assert reply is not None
+            assert reply[0] == 400
 
     run(scenario)
