@@ -237,3 +237,16 @@ def test_openssl_s_client_sees_the_certificate_for_its_server_name() -> None:
         assert "CN = wildcard" in out
 
     run_with_proxy(check)
+
+
+def test_prepared_certificates_serve_no_handshake_until_used_with_their_config() -> None:
+    """``prepare`` runs in a worker thread while handshakes go on: it must swap nothing, and
+    ``use`` swaps the config and its contexts as one, so no handshake sees a mix."""
+    renewed = self_signed_certificate(["secure.example.com"], common_name="renewed")
+    tls = TLSContexts()
+    tls.install(_config(1))
+    prepared = tls.prepare(_config(1, exact=renewed))
+    assert tls.certificate_for("secure.example.com").chain_pem == EXACT.chain_pem
+    tls.use(prepared)
+    assert tls.certificate_for("secure.example.com").chain_pem == renewed.chain_pem
+    assert tls.certificate_for("a.wild.example.com").chain_pem == WILDCARD.chain_pem
