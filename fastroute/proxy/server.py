@@ -3,8 +3,10 @@
 One task per client connection reads request heads with the compiled codec
 (``fastroute._http``), asks ``decide`` what to do with each, and either answers it
 (redirect or error status) or forwards it to an endpoint. Heads are rewritten once;
-bodies pass through as they came, chunked framing included, and are never buffered
-whole. Upstream connections are kept alive in a ``Pool`` and chosen by the ``Balancer``.
+bodies pass through as they came, chunked framing included; only a small one (up to
+``BODY_BUFFER``) is read whole before an upstream connection is taken. Upstream
+connections are kept alive in a ``Pool`` and chosen by the ``Balancer``; one that
+received anything while idle is never reused.
 A request that asks for a protocol upgrade (WebSocket) and gets ``101`` becomes a
 two-way byte tunnel.
 
