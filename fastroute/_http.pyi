@@ -139,7 +139,11 @@ def parse_response(data: bytes, max_head: int, head_request: bool) -> ResponseHe
 
 @disjoint_base
 class ChunkedScanner:
-    """Follows chunked framing over raw bytes passed on unchanged."""
+    """Follows chunked framing over raw bytes passed on unchanged.
+
+    Trailer fields follow a head's field rules (else ``ChunkedError``); ``relay`` passes
+    the trailer section on without the fields that must not come in a trailer.
+    """
 
     def __init__(self) -> None: ...
     @property
@@ -156,3 +160,18 @@ class ChunkedScanner:
         """
     def decode(self, data: bytes, start: int = 0) -> tuple[int, bytes]:
         """``scan``, plus the data bytes the framing carries."""
+    def relay(self, data: bytes, start: int = 0) -> tuple[int, bytes]:
+        """``scan``, plus the bytes of ``data[start:end]`` to pass on: ``(end, out)``.
+
+        ``out`` is ``data[start:end]`` itself (``data`` when that is all of it) until the
+        trailer section (what follows the last chunk's line ``0\\r\\n``, up to the final
+        CRLF). That section is held (within the 64 KiB limit on extensions and trailers)
+        and passed on when the body ends, without its Content-Length, Transfer-Encoding,
+        Host, Expect, hop-by-hop (Connection, Keep-Alive, TE, Trailer, Upgrade, Proxy-*,
+        HTTP2-Settings), X-Forwarded-*, X-Real-IP and identity fields and names with
+        ``_``. A body without trailers costs what ``scan`` does.
+
+        Raises:
+            ChunkedError: as ``scan``; nothing of a trailer section is passed on before
+                all of it is seen valid.
+        """

@@ -6,12 +6,15 @@ the received bytes (no per-field objects); the head sent on is then written in o
 allocation: the request line, every end-to-end field as it came (name case kept), and
 the fields the proxy sets. Bodies are never re-encoded: ``ChunkedScanner`` follows
 chunked framing over the raw bytes so they can be passed through unchanged, and says
-where the message ends.
+where the message ends; only a trailer section is held back and passed on filtered.
 
 The grammar is RFC 9112's, strictly, because a proxy that reads framing differently
 from its upstream is how requests get smuggled: no obs-fold, no space before a field's
-colon, field values of visible characters, a single valid Content-Length (or identical
-repeats), ``Transfer-Encoding: chunked`` and nothing else, never with a Content-Length.
+colon, field values of visible characters (trailer fields too), a single valid
+Content-Length (or identical repeats), ``Transfer-Encoding: chunked`` and nothing else,
+never with a Content-Length. What a client could use to make the upstream believe
+something about it (``_`` names, identity fields, a malformed Host, an upgrade past
+routing) is refused or dropped: see ``_parse_fields``, ``_kind`` and ``_host_problem``.
 Chunk framing needs CRLF exactly. Head lines may end in a bare LF, as nginx and h11
 accept; heads are rewritten with CRLF, so that cannot reach an upstream.
 """
@@ -921,7 +924,9 @@ def parse_response(bytes data, Py_ssize_t max_head, bint head_request) -> Respon
 
 cdef enum State:
     S_SIZE_START, S_SIZE, S_SIZE_WS, S_EXT, S_SIZE_LF, S_DATA, S_DATA_CR, S_DATA_LF,
-    S_TRAILER_START, S_TRAILER, S_TRAILER_LF, S_END_LF, S_DONE
+    # the trailer section: everything after the last chunk's line, up to the final CRLF
+    S_TRAILER_START, S_TRAILER_NAME, S_TRAILER_VALUE, S_TRAILER_LF, S_END_LF,
+    S_DONE
 
 cdef enum:
     MAX_EXTRA = 65536  # chunk extensions and trailers, in all
@@ -932,6 +937,9 @@ cdef class ChunkedScanner:
 
     ``scan`` returns how far the body goes in the bytes given; once ``done``, the rest
     belongs to the next message. ``payload`` counts the data bytes (for body limits).
+    ``relay`` also says which bytes to pass on: the same ones up to the trailer section,
+    which it holds until the body ends and passes on without the fields that must not
+    be taken from a trailer.
     """
 
     cdef int state
@@ -940,6 +948,11 @@ cdef class ChunkedScanner:
     cdef Py_ssize_t extra
     cdef readonly unsigned long long payload
     cdef readonly bint done
+    cdef Py_ssize_t section  # where the trailer section began in this call's data; -1
+    cdef bytearray held  # the trailer section so far (relay), None outside it
+
+    def __cinit__(self) -> None:
+        self.section = -1
 
     def scan(self, bytes data, Py_ssize_t start=0) -> int:
         """Where the body ends in ``data[start:]``: ``len(data)`` unless ``done``.
@@ -955,12 +968,51 @@ cdef class ChunkedScanner:
         end = self._run(data, start, out)
         return end, bytes(out)
 
+    def relay(self, bytes data, Py_ssize_t start=0) -> tuple:
+        """``scan``, plus the bytes of ``data[start:end]`` to pass on: ``(end, out)``.
+
+        ``out`` is ``data[start:end]`` itself (``data`` when that is all of it) until the
+        trailer section (what follows the last chunk's line ``0\\r\\n``, up to the final
+        CRLF). That section is held (within the 64 KiB limit on extensions and trailers)
+        and passed on when the body ends, without the fields ``_trailer_dropped`` names.
+        A body without trailers costs what ``scan`` does: no copy, nothing held.
+
+        Raises:
+            ChunkedError: as ``scan``; nothing of a trailer section is passed on before
+                all of it is seen valid.
+        """
+        cdef Py_ssize_t end, at, n = PyBytes_GET_SIZE(data)
+        cdef bint holding = S_TRAILER_START <= self.state < S_DONE  # since an earlier call
+        end = self._run(data, start, None)
+        if holding:
+            at = start
+        elif self.section >= 0:
+            at = self.section
+        else:
+            at = end  # no trailer section in these bytes
+        if self.held is None and (at == end or (self.done and end - at == 2)):
+            # nothing to hold back: no trailer section so far, or an empty one ("\r\n")
+            if start == 0 and end == n:
+                return end, data
+            return end, data[start:end]
+        if self.held is None:
+            self.held = bytearray()
+        self.held += data[at:end]
+        if not self.done:
+            return end, data[start:at]
+        out = data[start:at] + _kept_trailers(bytes(self.held))
+        self.held = None
+        return end, out
+
     cdef Py_ssize_t _run(self, bytes data, Py_ssize_t i, bytearray out) except -1:
         cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         cdef Py_ssize_t take
         cdef unsigned char c
         cdef int state = self.state
+        if i < 0 or i > n:
+            raise ValueError(f"start {i} is outside data of {n} bytes")
+        self.section = -1
         while i < n and state != S_DONE:
             c = p[i]
             if state == S_DATA:
@@ -1013,6 +1065,7 @@ cdef class ChunkedScanner:
                 self.digits = 0
                 if self.remaining == 0:
                     state = S_TRAILER_START
+                    self.section = i
                 else:
                     self.payload += self.remaining
                     state = S_DATA
@@ -1024,15 +1077,25 @@ cdef class ChunkedScanner:
                 if c != b'\n':
                     raise ChunkedError("chunk data not followed by CRLF")
                 state = S_SIZE_START
+            # trailer fields follow a head's field rules (RFC 9112 §7.1.2, §5): a token,
+            # a colon straight after it, a value of visible characters, CRLF
             elif state == S_TRAILER_START:
                 if c == b'\r':
                     state = S_END_LF
                 elif TCHAR[c]:
                     self.extra += 1
-                    state = S_TRAILER
+                    state = S_TRAILER_NAME
                 else:
                     raise ChunkedError("invalid trailer field")
-            elif state == S_TRAILER:
+            elif state == S_TRAILER_NAME:
+                self.extra += 1
+                if c == b':':
+                    state = S_TRAILER_VALUE
+                elif c == b' ' or c == b'\t':
+                    raise ChunkedError("whitespace between a trailer field name and its colon")
+                elif not TCHAR[c]:
+                    raise ChunkedError("invalid trailer field name")
+            elif state == S_TRAILER_VALUE:
                 self.extra += 1
                 if c == b'\r':
                     state = S_TRAILER_LF
@@ -1051,3 +1114,37 @@ cdef class ChunkedScanner:
         self.state = state
         self.done = state == S_DONE
         return i
+
+
+cdef bint _trailer_dropped(const unsigned char* name, Py_ssize_t n) noexcept:
+    """Whether a trailer field named name[:n] is left out of what is passed on.
+
+    A recipient may merge trailers into the head (RFC 9110 §6.5.2), so what a head field
+    could not do must not come in a trailer: framing (Content-Length,
+    Transfer-Encoding), routing (Host), hop-by-hop fields (Connection, Keep-Alive, TE,
+    Trailer, Upgrade, Proxy-*, HTTP2-Settings), Expect, what the proxy sets
+    (X-Forwarded-*, X-Real-IP), identity fields and names with "_". The trailer section
+    is not tied to a peer, so these go whoever sent them.
+    """
+    if memchr(name, b'_', n) != NULL:
+        return True
+    if n >= 6 and _is(name, 6, b"proxy-"):
+        return True
+    return _kind(name, n) != K_OTHER
+
+
+cdef bytes _kept_trailers(bytes section):
+    """``section`` (a whole trailer section, already valid) without dropped fields."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(section)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(section), pos = 0, eol, colon
+    out = bytearray()
+    while pos < n:
+        eol = <const unsigned char*>memchr(p + pos, b'\n', n - pos) - p + 1
+        if eol - pos == 2:  # the final CRLF
+            out += b"\r\n"
+        else:
+            colon = <const unsigned char*>memchr(p + pos, b':', eol - pos) - p
+            if not _trailer_dropped(p + pos, colon - pos):
+                out += section[pos:eol]
+        pos = eol
+    return bytes(out)

@@ -23,14 +23,16 @@ Deliberate differences from h11 (the tests below name each one):
 - chunked framing: the codec refuses bare-LF line ends in trailers and after the last
   chunk, 16+ hex digits in a size, control characters in extensions and over 64 KiB of
   extensions and trailers, all of which h11 takes; h11 refuses whitespace before a chunk
-  extension's ``;`` (RFC 9112's BWS), which the codec takes.
+  extension's ``;`` (RFC 9112's BWS), which the codec takes; ``relay`` drops trailer
+  fields h11 passes on (``trailer_kept`` in headers.py is the rule), so h11 reads what
+  ``relay`` passes on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from itertools import pairwise
+from itertools import accumulate, pairwise
 
 import h11
 import pytest
@@ -54,6 +56,7 @@ from fastroute.proxy.headers import (
     TrustedProxies,
     request_headers,
     response_headers,
+    trailer_kept,
     valid_host,
     websocket_upgrade,
 )
@@ -1505,6 +1508,15 @@ MALFORMED_CHUNKED = [
     pytest.param(b"0\r\na: b\x00\r\n\r\n", True, id="nul-in-trailer"),
     pytest.param(b"0\r\nx: " + b"t" * BIG + b"\r\n\r\n", False, id="trailers-over-64k"),
     pytest.param(b"0\r\n" + b"x: yyyy\r\n" * (BIG // 7) + b"\r\n", False, id="many-trailers"),
+    # trailer fields follow a head's field rules (RFC 9112 §7.1.2)
+    pytest.param(b"0\r\nab\r\n\r\n", True, id="trailer-without-colon"),
+    pytest.param(b"0\r\nGET / HTTP/1.1\r\n\r\n", True, id="request-line-in-trailer"),
+    pytest.param(b"0\r\nHTTP/1.1 200 OK\r\n\r\n", True, id="status-line-in-trailer"),
+    pytest.param(b"0\r\na : b\r\n\r\n", True, id="space-before-trailer-colon"),
+    pytest.param(b"0\r\na\t: b\r\n\r\n", True, id="tab-before-trailer-colon"),
+    pytest.param(b"0\r\na(b): c\r\n\r\n", True, id="bad-trailer-name"),
+    pytest.param(b"0\r\n:b\r\n\r\n", True, id="empty-trailer-name"),
+    pytest.param(b"0\r\na: b\x7f\r\n\r\n", False, id="del-in-trailer"),
 ]
 
 
@@ -1522,6 +1534,14 @@ def test_malformed_chunked_framing_is_refused_fed_any_way(
             assert not scanner.done
     if h11_refuses:
         assert h11_rejects_chunked(body)
+
+
+def test_a_malformed_trailer_is_refused_before_any_of_the_trailers_is_passed_on() -> None:
+    scanner = ChunkedScanner()
+    start = b"1\r\nA\r\n0\r\nX-Ok: 1\r\n"
+    assert scanner.relay(start) == (len(start), b"1\r\nA\r\n0\r\n")
+    with pytest.raises(ChunkedError, match="trailer field"):
+        scanner.relay(b"GET /admin HTTP/1.1\r\n\r\n")
 
 
 def test_extensions_and_trailers_under_64k_are_taken() -> None:
@@ -1563,6 +1583,163 @@ def test_any_bytes_are_chunked_framing_or_a_chunked_error(
         return
     assert ChunkedScanner().decode(stream) == (consumed, decoded)
     assert h11_consumed(conn, stream) == consumed
+
+
+# Trailer fields relay() leaves out, whoever sent them (any case in the tests).
+DROPPED_TRAILERS = [
+    b"Content-Length", b"Transfer-Encoding", b"Host", b"Trailer", b"Connection",
+    b"Keep-Alive", b"Upgrade", b"TE", b"Expect", b"Proxy-Authorization", b"Proxy-Connection",
+    b"Proxy-Authenticate", b"Proxy-Anything", b"HTTP2-Settings", b"X-Forwarded-For",
+    b"X-Forwarded-Proto", b"X-Forwarded-Host", b"X-Forwarded-Port", b"X-Real-IP",
+    b"Forwarded", b"X-Original-URL", b"X-Rewrite-URL", b"ssl-client-verify",
+    b"ssl-client-cert", b"ssl-client-subject-dn", b"ssl-client-issuer-dn", b"X_Custom",
+]  # fmt: skip
+trailer_names = st.one_of(plain_names, st.sampled_from(DROPPED_TRAILERS).flatmap(any_case))
+
+
+@dataclass(frozen=True)
+class Trailered:
+    body: bytes  # the chunked body, trailers and all
+    data: bytes  # the data it carries
+    trailers: tuple[tuple[bytes, bytes], ...]  # (name as sent, value without OWS)
+
+
+@st.composite
+def trailered_bodies(draw: st.DrawFn) -> Trailered:
+    pieces = draw(st.lists(st.binary(min_size=1, max_size=100), max_size=4))
+    body = b"".join(draw(size_lines(len(p))) + p + b"\r\n" for p in pieces)
+    body += draw(size_lines(0))
+    trailers = draw(st.lists(st.tuples(trailer_names, values), max_size=5))
+    for name, value in trailers:
+        body += name + b":" + draw(st.sampled_from(OWS)) + value + b"\r\n"
+    return Trailered(body + b"\r\n", b"".join(pieces), tuple(trailers))
+
+
+def trailer_section(body: bytes) -> int:
+    """Where the trailer section of a valid chunked ``body`` starts: chunk by chunk in Python."""
+    pos = 0
+    while True:
+        eol = body.index(b"\r\n", pos)
+        size = int(body[pos:eol].split(b";")[0].strip(b" \t"), 16)
+        pos = eol + 2
+        if size == 0:
+            return pos
+        pos += size + 2
+
+
+def naive_relay(body: bytes) -> bytes:
+    """What relay() passes on for a whole, valid chunked ``body``."""
+    pos = trailer_section(body)
+    lines = body[pos:].split(b"\r\n")[:-2]  # the trailer fields, without the final CRLF
+    kept = [line + b"\r\n" for line in lines if trailer_kept(line.split(b":")[0])]
+    return body[:pos] + b"".join(kept) + b"\r\n"
+
+
+def relayed(scanner: ChunkedScanner, pieces: Sequence[bytes], junk: bytes) -> tuple[bytes, int]:
+    """What relay() passes on for ``pieces`` fed one by one after ``junk``; bytes consumed."""
+    out, consumed = b"", 0
+    for piece in pieces:
+        fed = junk + piece  # ``start`` skips what is not body
+        end, passed = scanner.relay(fed, len(junk))
+        assert len(junk) <= end <= len(fed)
+        if not scanner.done:
+            assert end == len(fed)
+        out += passed
+        consumed += end - len(junk)
+        if scanner.done:
+            break
+    return out, consumed
+
+
+@SETTINGS
+@given(
+    message=trailered_bodies(),
+    after=st.binary(max_size=20),
+    data=st.data(),
+    junk=st.binary(max_size=4),
+)
+def test_relay_passes_on_what_the_naive_reference_does_fed_any_way(
+    message: Trailered, after: bytes, data: st.DataObject, junk: bytes
+) -> None:
+    pieces = data.draw(splits(message.body + after))
+    scanner = ChunkedScanner()
+    out, consumed = relayed(scanner, pieces, junk)
+    assert scanner.done
+    assert consumed == len(message.body)  # not a byte of what follows
+    assert out == naive_relay(message.body)
+    assert scanner.payload == len(message.data)
+    # scan() ends the body at the same place and passes every byte of it
+    again = ChunkedScanner()
+    assert again.scan(message.body + after) == len(message.body)
+
+    # h11, as the upstream, reads the data and the trailers that were kept
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(conn.next_event(), h11.Request)
+    conn.receive_data(out)
+    body = b""
+    while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+        assert isinstance(event, h11.Data), event
+        body += event.data
+    assert body == message.data
+    kept = [(n.lower(), v) for n, v in message.trailers if trailer_kept(n)]
+    assert list(event.headers) == kept
+    assert conn.trailing_data == (b"", False)
+
+
+@SETTINGS
+@given(message=chunked_bodies(), data=st.data())
+def test_relay_passes_the_bytes_it_was_given_until_the_trailers(
+    message: Chunked, data: st.DataObject
+) -> None:
+    # the common case costs what scan() does: the caller's bytes, not a copy
+    body = message.body
+    section = trailer_section(body)
+    pieces = data.draw(splits(body))
+    ends = set(accumulate(map(len, pieces)))
+    # with no trailers, only a final CRLF cut in two is held (its "\r", one call)
+    untouched = len(body) if body[section:] == b"\r\n" and len(body) - 1 not in ends else section
+    scanner = ChunkedScanner()
+    seen = 0
+    for piece in pieces:
+        _, out = scanner.relay(piece)
+        seen += len(piece)
+        if seen <= untouched:
+            assert out is piece
+    assert scanner.done
+
+
+def test_a_body_without_trailers_is_passed_as_it_came() -> None:
+    body = b"3\r\nabc\r\n0\r\n\r\n"
+    assert ChunkedScanner().relay(body)[1] is body
+    end, out = ChunkedScanner().relay(b"xx" + body + b"GET", 2)
+    assert (end, out) == (2 + len(body), body)
+    scanner = ChunkedScanner()
+    assert scanner.relay(body[:-1]) == (len(body) - 1, body[:-2])  # "\r" held
+    assert scanner.relay(body[-1:]) == (1, b"\r\n")
+
+
+@pytest.mark.parametrize("name", DROPPED_TRAILERS)
+def test_framing_routing_hop_by_hop_and_identity_trailers_are_dropped(name: bytes) -> None:
+    # A recipient may merge trailers into the head (RFC 9110 §6.5.2): a Content-Length
+    # or Host there would frame or route what the proxy did not.
+    body = b"1\r\nA\r\n0\r\nX-Before: 1\r\n%s: 5\r\nx-after: 2\r\n\r\n" % name.swapcase()
+    end, out = ChunkedScanner().relay(body)
+    assert (end, out) == (len(body), b"1\r\nA\r\n0\r\nX-Before: 1\r\nx-after: 2\r\n\r\n")
+    assert ChunkedScanner().scan(body) == len(body)  # scan() still takes them (unfiltered)
+
+
+def test_relay_after_the_end_takes_nothing() -> None:
+    scanner = ChunkedScanner()
+    assert scanner.relay(b"0\r\nA: 1\r\n\r\n") == (11, b"0\r\nA: 1\r\n\r\n")
+    assert scanner.relay(b"next", 0) == (0, b"")
+
+
+@pytest.mark.parametrize("start", [-1, 5])
+def test_a_start_outside_the_data_is_a_value_error(start: int) -> None:
+    for method in (ChunkedScanner().scan, ChunkedScanner().relay, ChunkedScanner().decode):
+        with pytest.raises(ValueError, match="outside"):
+            method(b"0\r\n", start)
 
 
 @pytest.mark.parametrize("status", [b"100 Continue", b"200 OK", b"204 No Content"])

@@ -27,6 +27,7 @@ __all__ = [
     "TrustedProxies",
     "request_headers",
     "response_headers",
+    "trailer_kept",
     "valid_host",
     "websocket_upgrade",
 ]
@@ -244,3 +245,28 @@ def valid_host(value: bytes) -> bool:
     if not name.startswith(b"[") and (b".." in name or name == b"."):
         return False
     return not port or int(port) <= 65535
+
+
+# Trailer fields never passed on: a recipient may merge trailers into the head (RFC 9110
+# §6.5.2), so nothing a head field could not do may come in one (see ``trailer_kept``).
+TRAILER_DROPPED = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"expect",
+        *HOP_BY_HOP,
+        *FORWARDED,
+        b"x-real-ip",
+        *IDENTITY,
+    }
+)
+
+
+def trailer_kept(name: bytes) -> bool:
+    """Whether a trailer field named ``name`` (any case) is passed on.
+
+    Not framing, routing, hop-by-hop (``Proxy-*`` included), ``Expect``, what the proxy
+    sets (X-Forwarded-*, X-Real-IP), identity fields or a name with "_", whoever sent it.
+    """
+    lower = name.lower()
+    return not (b"_" in lower or lower.startswith(b"proxy-") or lower in TRAILER_DROPPED)
