@@ -635,11 +635,13 @@ cdef const char* _host_problem(const unsigned char* v, Py_ssize_t n) noexcept:
     this value and the upstream gets it, so what an upstream or a log could read as a
     path, a user or a second host (``a/b``, ``a@b``, ``a b``, ``a:80@b``) is refused.
 
-    nginx's ``ngx_http_validate_host`` also refuses an empty value, "..", a lone ".",
-    anything after "]" but a port, and ports over 65535; it takes more than this does:
-    "~", "%" and RFC 3986's sub-delims (``!$&'()*+,;=``) in names, letters and the
-    same in IP literals, an empty "[]", ports of more than 5 digits (leading zeros).
-    No Kubernetes Ingress host uses any of them.
+    nginx's ``ngx_http_validate_host`` (src/http/ngx_http_request.c, as rewritten in
+    1.29.4, "Improved host header validation") also refuses an empty value, "..", a lone
+    ".", anything after "]" but a port, and ports over 65535; it takes more than this
+    does: "~", "%" and RFC 3986's sub-delims (``!$&'()*+,;=``) in names, other letters,
+    "-", "_" and the same in IP literals, an empty "[]", ports of more than 5 digits
+    (leading zeros). No Kubernetes Ingress host uses any of them. nginx before 1.29.4
+    (what ingress-nginx ships) took anything after the first ":" (``a:80@b``).
     """
     cdef Py_ssize_t i = 0, digits = 0
     cdef long port = 0
@@ -648,6 +650,8 @@ cdef const char* _host_problem(const unsigned char* v, Py_ssize_t n) noexcept:
     if v[0] == b'[':
         i = 1
         while i < n and (HEX[v[i]] >= 0 or v[i] == b':' or v[i] == b'.'):
+            if v[i] == b'.' and v[i - 1] == b'.':
+                return b"empty label ('..') in the IP literal"
             i += 1
         if i == n or v[i] != b']':
             return b"malformed IP literal"

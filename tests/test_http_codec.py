@@ -789,9 +789,10 @@ def test_identity_fields_reach_the_upstream_from_a_trusted_peer_only(
 
 
 def test_identity_fields_in_a_response_are_passed_on() -> None:
-    raw = reply(OK, b"Forwarded: for=x", b"Connection: forwarded", b"Content-Length: 0")
+    raw = reply(OK, b"Forwarded: for=x", b"X-Original-URL: /a", b"Content-Length: 0")
     event, _ = h11_response(parsed_response(raw).client_head(False), b"GET")
     assert (b"forwarded", b"for=x") in list(event.headers)
+    assert (b"x-original-url", b"/a") in list(event.headers)
 
 
 UPGRADE_REQUEST = b"GET /chat HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, Upgrade\r\n"
@@ -970,6 +971,7 @@ REFUSED_HOSTS = [
     pytest.param(b"host:123456", "port of more than 5 digits", id="port-digits"),
     pytest.param(b"host:80:80", "invalid character in the port", id="two-ports"),
     pytest.param(b"a..b", "empty label", id="empty-label"),
+    pytest.param(b"[::ffff:10..1]", "empty label", id="empty-label-in-literal"),
     pytest.param(b".", "no host name", id="dot"),
     pytest.param(b":80", "no host name", id="port-only"),
     pytest.param(b"", "empty", id="empty"),

@@ -236,13 +236,13 @@ _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{0,5}))?")
 def valid_host(value: bytes) -> bool:
     """Whether ``value`` is a Host header the proxy takes (else 400, as nginx answers).
 
-    Not empty, no ``..`` and not ``.`` alone; a trailing dot is fine.
+    Not empty, no ``..`` (as nginx) and not ``.`` alone; a trailing dot is fine.
     """
     matched = _HOST.fullmatch(value)
     if matched is None:
         return False
     name, port = matched.groups()
-    if not name.startswith(b"[") and (b".." in name or name == b"."):
+    if b".." in name or name == b".":
         return False
     return not port or int(port) <= 65535
 
