@@ -156,7 +156,10 @@ class ChunkedScanner:
         """Where the body ends in ``data[start:]``: ``len(data)`` unless ``done``.
 
         Raises:
-            ChunkedError: malformed framing, or extensions and trailers over 64 KiB.
+            ChunkedError: malformed framing (trailer fields included: a token, a colon
+                straight after it, a value of visible characters), or extensions and
+                trailers over 64 KiB.
+            ValueError: ``start`` outside ``data``.
         """
     def decode(self, data: bytes, start: int = 0) -> tuple[int, bytes]:
         """``scan``, plus the data bytes the framing carries."""

@@ -962,7 +962,10 @@ cdef class ChunkedScanner:
         """Where the body ends in ``data[start:]``: ``len(data)`` unless ``done``.
 
         Raises:
-            ChunkedError: malformed framing, or extensions and trailers over 64 KiB.
+            ChunkedError: malformed framing (trailer fields included: a token, a colon
+                straight after it, a value of visible characters), or extensions and
+                trailers over 64 KiB.
+            ValueError: ``start`` outside ``data``.
         """
         return self._run(data, start, None)
 
