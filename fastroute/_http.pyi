@@ -43,7 +43,14 @@ class _Head:
         """The first field named ``name`` (any case), or None."""
     @property
     def upgrade(self) -> bytes | None:
-        """The protocol asked for (``Connection: upgrade`` with ``Upgrade``), or None."""
+        """``b"websocket"`` when that is asked for (``Connection: upgrade``), else None.
+
+        An upgrade turns the connection into a tunnel that no later request on it is
+        routed through, so only WebSocket (RFC 6455) is asked for again upstream; ``h2c``
+        above all is not (its HTTP/2 requests would reach the backend unrouted). Every
+        Upgrade field must list ``websocket`` alone (any case, optional whitespace,
+        repeats); anything else and the request goes on as a plain one.
+        """
 
 @disjoint_base
 class RequestHead(_Head):
@@ -67,17 +74,27 @@ class RequestHead(_Head):
         port: bytes,
         trusted: bool,
         host: bytes = b"",
+        *,
+        override_host: bool = False,
     ) -> bytes:
         """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
 
         End-to-end fields pass as they came; ``host`` is the Host sent when the request
-        has none (an HTTP/1.0 request: HTTP/1.1 requires one). Content-Length is sent
+        has none (an HTTP/1.0 request: HTTP/1.1 requires one), or whatever it has when
+        ``override_host``: for an absolute-form target, whose authority ``host`` is and
+        whose Host field a server must ignore (RFC 9112 §3.2.2). Content-Length is sent
         once, in plain decimal, however the client repeated or padded it.
         ``X-Forwarded-For`` gets ``client_ip`` appended to a trusted peer's chain, or
         replaces anyone else's;
         ``X-Forwarded-Proto``/``-Host``/``-Port`` and ``X-Real-IP`` keep a trusted peer's
-        values and are set from this connection otherwise. ``Expect`` is answered by the
-        proxy and dropped; a chunked body stays chunked; an upgrade is asked for again.
+        values and are set from this connection otherwise (``-Host`` from the Host
+        sent). ``Forwarded``, ``X-Original-URL``, ``X-Rewrite-URL`` and ``ssl-client-*``
+        pass from a trusted peer only; fields named with ``_`` never do. ``Expect`` is
+        answered by the proxy and dropped; a chunked body stays chunked; a WebSocket
+        upgrade is asked for again (see ``upgrade``), no other.
+
+        Raises:
+            ValueError: ``override_host`` without a ``host``.
         """
 
 @disjoint_base
@@ -107,7 +124,9 @@ def parse_request(data: bytes, max_head: int) -> RequestHead | None:
 
     Raises:
         HeadersTooLargeError: the head is (or will be) over ``max_head`` bytes.
-        BadRequestError: anything malformed, named in the message.
+        BadRequestError: anything malformed, named in the message; a Host that is not
+            ``host[:port]`` (reg-name of letters, digits, "-", "." and "_", or an IP
+            literal; port of up to 5 digits, at most 65535), empty included.
     """
 
 def parse_response(data: bytes, max_head: int, head_request: bool) -> ResponseHead | None:
@@ -120,7 +139,11 @@ def parse_response(data: bytes, max_head: int, head_request: bool) -> ResponseHe
 
 @disjoint_base
 class ChunkedScanner:
-    """Follows chunked framing over raw bytes passed on unchanged."""
+    """Follows chunked framing over raw bytes passed on unchanged.
+
+    Trailer fields follow a head's field rules (else ``ChunkedError``); ``relay`` passes
+    the trailer section on without the fields that must not come in a trailer.
+    """
 
     def __init__(self) -> None: ...
     @property
@@ -133,7 +156,25 @@ class ChunkedScanner:
         """Where the body ends in ``data[start:]``: ``len(data)`` unless ``done``.
 
         Raises:
-            ChunkedError: malformed framing, or extensions and trailers over 64 KiB.
+            ChunkedError: malformed framing (trailer fields included: a token, a colon
+                straight after it, a value of visible characters), or extensions and
+                trailers over 64 KiB.
+            ValueError: ``start`` outside ``data``.
         """
     def decode(self, data: bytes, start: int = 0) -> tuple[int, bytes]:
         """``scan``, plus the data bytes the framing carries."""
+    def relay(self, data: bytes, start: int = 0) -> tuple[int, bytes]:
+        """``scan``, plus the bytes of ``data[start:end]`` to pass on: ``(end, out)``.
+
+        ``out`` is ``data[start:end]`` itself (``data`` when that is all of it) until the
+        trailer section (what follows the last chunk's line ``0\\r\\n``, up to the final
+        CRLF). That section is held (within the 64 KiB limit on extensions and trailers)
+        and passed on when the body ends, without its Content-Length, Transfer-Encoding,
+        Host, Expect, hop-by-hop (Connection, Keep-Alive, TE, Trailer, Upgrade, Proxy-*,
+        HTTP2-Settings), X-Forwarded-*, X-Real-IP and identity fields and names with
+        ``_``. A body without trailers costs what ``scan`` does.
+
+        Raises:
+            ChunkedError: as ``scan``; nothing of a trailer section is passed on before
+                all of it is seen valid.
+        """

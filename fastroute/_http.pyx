@@ -6,12 +6,15 @@ the received bytes (no per-field objects); the head sent on is then written in o
 allocation: the request line, every end-to-end field as it came (name case kept), and
 the fields the proxy sets. Bodies are never re-encoded: ``ChunkedScanner`` follows
 chunked framing over the raw bytes so they can be passed through unchanged, and says
-where the message ends.
+where the message ends; only a trailer section is held back and passed on filtered.
 
 The grammar is RFC 9112's, strictly, because a proxy that reads framing differently
 from its upstream is how requests get smuggled: no obs-fold, no space before a field's
-colon, field values of visible characters, a single valid Content-Length (or identical
-repeats), ``Transfer-Encoding: chunked`` and nothing else, never with a Content-Length.
+colon, field values of visible characters (trailer fields too), a single valid
+Content-Length (or identical repeats), ``Transfer-Encoding: chunked`` and nothing else,
+never with a Content-Length. What a client could use to make the upstream believe
+something about it (``_`` names, identity fields, a malformed Host, an upgrade past
+routing) is refused or dropped: see ``_parse_fields``, ``_kind`` and ``_host_problem``.
 Chunk framing needs CRLF exactly. Head lines may end in a bare LF, as nginx and h11
 accept; heads are rewritten with CRLF, so that cannot reach an upstream.
 """
@@ -31,10 +34,13 @@ class ChunkedError(ValueError):
 
 # ---------------------------------------------------------------- character classes
 
-cdef unsigned char TCHAR[256]   # token characters: method, field names
+cdef unsigned char TCHAR[256]   # token characters: method, field names ("_" also has UNDERSCORE)
+cdef unsigned char HOSTCHAR[256]  # Host reg-name characters: letters, digits, "-", ".", "_"
 cdef unsigned char VCHAR[256]   # field value characters: HTAB, SP, visible, obs-text
 cdef unsigned char TARGET[256]  # request-target characters: visible ASCII
 cdef unsigned char LOWER[256]
+cdef enum:
+    UNDERSCORE = 2  # the TCHAR bit of "_", so a field name's loop notices it for free
 cdef signed char HEX[256]
 
 
@@ -52,8 +58,12 @@ cdef void _init_tables() noexcept:
             HEX[c] = c - 87
         elif 65 <= c <= 70:
             HEX[c] = c - 55
+        HOSTCHAR[c] = TCHAR[c]
     for c in b"!#$%&'*+-.^_`|~":
         TCHAR[c] = 1
+    TCHAR[b'_'] = 1 | UNDERSCORE
+    for c in b"-._":
+        HOSTCHAR[c] = 1
 
 
 _init_tables()
@@ -75,6 +85,9 @@ cdef enum Kind:
     K_XF_PORT
     K_X_REAL_IP
     K_HOP                  # other hop-by-hop fields, and the ones Connection lists
+    K_IDENTITY             # who the client is or what it asked for, as a proxy in front
+                           # would say it: passed on from trusted peers only
+    K_UNDERSCORE           # a name with "_": never passed upstream (see _parse_fields)
 
 
 ctypedef struct Field:
@@ -95,15 +108,29 @@ cdef bint _is(const unsigned char* p, Py_ssize_t n, const char* lower) noexcept:
 
 
 cdef int _kind(const unsigned char* p, Py_ssize_t n) noexcept:
+    """The kind of the field named p[:n] (any case).
+
+    K_IDENTITY: ``Forwarded`` (RFC 7239's X-Forwarded-*), ``X-Original-URL`` and
+    ``X-Rewrite-URL`` (some frameworks route on them instead of the request target, past
+    the Ingress's path rules) and ``ssl-client-*`` (ingress-nginx's verified client
+    certificate, which backends believe): a client must not be able to send them itself.
+    """
     if n == 4 and _is(p, n, b"host"):
         return K_HOST
-    if n == 14 and _is(p, n, b"content-length"):
-        return K_CONTENT_LENGTH
+    if n == 14:
+        if _is(p, n, b"content-length"):
+            return K_CONTENT_LENGTH
+        if _is(p, n, b"x-original-url"):
+            return K_IDENTITY
+        if _is(p, n, b"http2-settings"):
+            return K_HOP  # RFC 9113 §3.2.1 (RFC 7540): h2c's, connection-specific
     if n == 17:
         if _is(p, n, b"transfer-encoding"):
             return K_TRANSFER_ENCODING
         if _is(p, n, b"x-forwarded-proto"):
             return K_XF_PROTO
+        if _is(p, n, b"ssl-client-verify"):
+            return K_IDENTITY
     elif n == 10:
         if _is(p, n, b"connection"):
             return K_CONNECTION
@@ -120,6 +147,8 @@ cdef int _kind(const unsigned char* p, Py_ssize_t n) noexcept:
     elif n == 15:
         if _is(p, n, b"x-forwarded-for"):
             return K_XFF
+        if _is(p, n, b"ssl-client-cert"):
+            return K_IDENTITY
     elif n == 16:
         if _is(p, n, b"x-forwarded-host"):
             return K_XF_HOST
@@ -130,6 +159,8 @@ cdef int _kind(const unsigned char* p, Py_ssize_t n) noexcept:
     elif n == 9:
         if _is(p, n, b"x-real-ip"):
             return K_X_REAL_IP
+        if _is(p, n, b"forwarded"):
+            return K_IDENTITY  # RFC 7239
     elif n == 2:
         if _is(p, n, b"te"):
             return K_HOP
@@ -139,6 +170,15 @@ cdef int _kind(const unsigned char* p, Py_ssize_t n) noexcept:
     elif n == 19:
         if _is(p, n, b"proxy-authorization"):
             return K_HOP
+    elif n == 13:
+        if _is(p, n, b"x-rewrite-url"):
+            return K_IDENTITY
+    elif n == 21:
+        if _is(p, n, b"ssl-client-subject-dn"):
+            return K_IDENTITY
+    elif n == 20:
+        if _is(p, n, b"ssl-client-issuer-dn"):
+            return K_IDENTITY
     return K_OTHER
 
 
@@ -159,6 +199,7 @@ cdef class _Head:
     cdef readonly bint keep_alive
     cdef Py_ssize_t host_field  # index, -1: none
     cdef Py_ssize_t upgrade_field
+    cdef bint upgrade_other  # an Upgrade field asks for something besides websocket
     cdef Py_ssize_t expect_field
     cdef bint connection_upgrade
     cdef Py_ssize_t token_at[MAX_TOKENS]
@@ -192,6 +233,7 @@ cdef class _Head:
         cdef const unsigned char* lf
         cdef Field* f
         cdef int kind
+        cdef unsigned char seen  # the TCHAR bits of the name's characters, or-ed
         room = (end - pos) // 3 + 1  # a field line takes at least 3 bytes ("a:\n")
         self.fields = <Field*>PyMem_Malloc(room * sizeof(Field))
         if self.fields == NULL:
@@ -207,7 +249,9 @@ cdef class _Head:
             if p[pos] == b' ' or p[pos] == b'\t':
                 return self._fail(b"obsolete line folding in a header field", pos)
             i = pos
+            seen = 0
             while i < content_end and TCHAR[p[i]]:
+                seen |= TCHAR[p[i]]
                 i += 1
             if i == pos or i == content_end or p[i] != b':':
                 if i < content_end and (p[i] == b' ' or p[i] == b'\t'):
@@ -229,7 +273,11 @@ cdef class _Head:
             f.name_len = name_end - pos
             f.value = v0
             f.value_len = v1 - v0
-            kind = _kind(p + pos, f.name_len)
+            # A name with "_" is dropped from requests, as nginx drops it by default
+            # (underscores_in_headers off): behind a proxy that maps "-" and "_" alike
+            # (CGI, PHP, WSGI's HTTP_X_FORWARDED_FOR), X_Forwarded_For would pass for the
+            # X-Forwarded-For this proxy sets. No name the codec knows has one.
+            kind = K_UNDERSCORE if seen & UNDERSCORE else _kind(p + pos, f.name_len)
             f.kind = kind
             if kind == K_HOST:
                 if self.host_field >= 0:
@@ -246,6 +294,8 @@ cdef class _Head:
                     return -1
             elif kind == K_UPGRADE:
                 self.upgrade_field = self.nfields - 1
+                if not _websocket_only(p + v0, v1 - v0):
+                    self.upgrade_other = True
             elif kind == K_EXPECT:
                 self.expect_field = self.nfields - 1
             pos = line_end + 1
@@ -299,7 +349,8 @@ cdef class _Head:
             f = &self.fields[i]
             for t in range(self.ntokens):
                 if f.name_len == self.token_len[t] and _same(p + f.name, p + self.token_at[t], f.name_len):
-                    if f.kind == K_OTHER:  # framing, Host and X-Forwarded-* are never dropped
+                    # framing, Host, X-Forwarded-* and identity fields are never dropped
+                    if f.kind == K_OTHER or f.kind == K_UNDERSCORE:
                         f.kind = K_HOP
                     break
 
@@ -338,10 +389,44 @@ cdef class _Head:
 
     @property
     def upgrade(self) -> bytes | None:
-        """The protocol asked for (``Connection: upgrade`` with ``Upgrade``), or None."""
-        if self.connection_upgrade and self.upgrade_field >= 0 and self.version == 11:
-            return self._value(self.upgrade_field)
+        """``b"websocket"`` when that is asked for (``Connection: upgrade``), else None.
+
+        An upgrade turns the connection into a tunnel that no later request on it is
+        routed through, so only WebSocket (RFC 6455), which backends expect behind an
+        Ingress, is asked for again upstream; ``h2c`` above all is not (its HTTP/2
+        requests would reach the backend unrouted). Every Upgrade field must list
+        ``websocket`` alone (any case, optional whitespace, repeats); anything else and
+        the request goes on as a plain one, its Upgrade dropped as hop-by-hop.
+        """
+        if (
+            self.connection_upgrade
+            and self.upgrade_field >= 0
+            and not self.upgrade_other
+            and self.version == 11
+        ):
+            return b"websocket"
         return None
+
+
+cdef bint _websocket_only(const unsigned char* v, Py_ssize_t n) noexcept:
+    """Whether the list v[:n] names ``websocket`` and nothing else (RFC 9110 §7.8, §5.6.1)."""
+    cdef Py_ssize_t i = 0, t0, t1
+    cdef bint named = False
+    while i < n:
+        while i < n and (v[i] == b' ' or v[i] == b'\t' or v[i] == b','):
+            i += 1
+        t0 = i
+        while i < n and v[i] != b',':
+            i += 1
+        t1 = i
+        while t1 > t0 and (v[t1 - 1] == b' ' or v[t1 - 1] == b'\t'):
+            t1 -= 1
+        if t1 == t0:
+            continue
+        if t1 - t0 != 9 or not _is(v + t0, 9, b"websocket"):
+            return False  # another protocol, or a version ("websocket/13"): not ours to pass
+        named = True
+    return named
 
 
 cdef bint _same(const unsigned char* a, const unsigned char* b, Py_ssize_t n) noexcept:
@@ -411,17 +496,27 @@ cdef class RequestHead(_Head):
         bytes port,
         bint trusted,
         bytes host=b"",
+        *,
+        bint override_host=False,
     ) -> bytes:
         """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
 
         End-to-end fields pass as they came; ``host`` is the Host sent when the request
-        has none (an HTTP/1.0 request: HTTP/1.1 requires one). Content-Length is sent
+        has none (an HTTP/1.0 request: HTTP/1.1 requires one), or whatever it has when
+        ``override_host``: for an absolute-form target, whose authority ``host`` is and
+        whose Host field a server must ignore (RFC 9112 §3.2.2). Content-Length is sent
         once, in plain decimal, however the client repeated or padded it.
         ``X-Forwarded-For`` gets ``client_ip`` appended to a trusted peer's chain, or
         replaces anyone else's;
         ``X-Forwarded-Proto``/``-Host``/``-Port`` and ``X-Real-IP`` keep a trusted peer's
-        values and are set from this connection otherwise. ``Expect`` is answered by the
-        proxy and dropped; a chunked body stays chunked; an upgrade is asked for again.
+        values and are set from this connection otherwise (``-Host`` from the Host
+        sent). ``Forwarded``, ``X-Original-URL``, ``X-Rewrite-URL`` and ``ssl-client-*``
+        pass from a trusted peer only; fields named with ``_`` never do. ``Expect`` is
+        answered by the proxy and dropped; a chunked body stays chunked; a WebSocket
+        upgrade is asked for again (see ``upgrade``), no other.
+
+        Raises:
+            ValueError: ``override_host`` without a ``host``.
         """
         cdef const char* p = PyBytes_AS_STRING(self.raw)
         cdef Py_ssize_t size, xff_total = 0
@@ -434,6 +529,9 @@ cdef class RequestHead(_Head):
         cdef char length[20]
         cdef int length_len = 0
         cdef const char* host_value = PyBytes_AS_STRING(host)
+        cdef bint own_host = override_host or self.host_field < 0  # Host: ``host``
+        if override_host and PyBytes_GET_SIZE(host) == 0:
+            raise ValueError("override_host needs the target's authority as host")
         ours[0] = ours[1] = ours[2] = ours[3] = NULL
         size = PyBytes_GET_SIZE(self.method) + 1 + PyBytes_GET_SIZE(target) + 11 + 2
         if self.content_length >= 0:
@@ -441,7 +539,7 @@ cdef class RequestHead(_Head):
             size += 16 + length_len + 2
         for i in range(self.nfields):
             f = &self.fields[i]
-            if f.kind == K_OTHER or f.kind == K_HOST:
+            if _forwarded(f.kind, trusted, own_host):
                 size += f.name_len + f.value_len + 4
             elif trusted:
                 if f.kind == K_XFF:
@@ -449,12 +547,12 @@ cdef class RequestHead(_Head):
                     nxff += 1
                 elif K_XF_PROTO <= f.kind <= K_X_REAL_IP:
                     ours[f.kind - K_XF_PROTO] = f
-        if self.host_field >= 0:
-            host_len = self.fields[self.host_field].value_len
-            host_value = p + self.fields[self.host_field].value
-        else:
+        if own_host:
             host_len = PyBytes_GET_SIZE(host)
             size += 6 + host_len + 2
+        else:
+            host_len = self.fields[self.host_field].value_len
+            host_value = p + self.fields[self.host_field].value
         size += 17 + xff_total + PyBytes_GET_SIZE(client_ip) + 2
         size += 19 + (ours[0].value_len if ours[0] else PyBytes_GET_SIZE(scheme)) + 2
         size += 18 + (ours[1].value_len if ours[1] else host_len) + 2
@@ -470,13 +568,13 @@ cdef class RequestHead(_Head):
         out = _put(out, b" ", 1)
         out = _put(out, PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target))
         out = _put(out, b" HTTP/1.1\r\n", 11)
-        if self.host_field < 0:
+        if own_host:
             out = _put(out, b"Host: ", 6)
             out = _put(out, host_value, host_len)
             out = _put(out, b"\r\n", 2)
         for i in range(self.nfields):
             f = &self.fields[i]
-            if f.kind == K_OTHER or f.kind == K_HOST:
+            if _forwarded(f.kind, trusted, own_host):
                 out = _put(out, p + f.name, f.name_len)
                 out = _put(out, b": ", 2)
                 out = _put(out, p + f.value, f.value_len)
@@ -528,6 +626,72 @@ cdef class RequestHead(_Head):
         return f"<RequestHead {self.method.decode('latin-1')} {self.target.decode('latin-1')!r}>"
 
 
+cdef const char* _host_problem(const unsigned char* v, Py_ssize_t n) noexcept:
+    """Why v[:n] is not a Host value the proxy takes, or NULL when it is.
+
+    ``host[:port]``: host a reg-name of letters, digits, "-", "." and "_" (no "..", a
+    trailing dot allowed) or an IP-literal "[...]" of hex digits, ":" and "."; port up
+    to 5 digits, at most 65535, possibly empty (RFC 3986 §3.2.3). The router matches on
+    this value and the upstream gets it, so what an upstream or a log could read as a
+    path, a user or a second host (``a/b``, ``a@b``, ``a b``, ``a:80@b``) is refused.
+
+    nginx's ``ngx_http_validate_host`` (src/http/ngx_http_request.c, as rewritten in
+    1.29.4, "Improved host header validation") also refuses an empty value, "..", a lone
+    ".", anything after "]" but a port, and ports over 65535; it takes more than this
+    does: "~", "%" and RFC 3986's sub-delims (``!$&'()*+,;=``) in names, other letters,
+    "-", "_" and the same in IP literals, an empty "[]", ports of more than 5 digits
+    (leading zeros). No Kubernetes Ingress host uses any of them. nginx before 1.29.4
+    (what ingress-nginx ships) took anything after the first ":" (``a:80@b``).
+    """
+    cdef Py_ssize_t i = 0, digits = 0
+    cdef long port = 0
+    if n == 0:
+        return b"empty"  # RFC 9112 §3.2 allows it for a target without authority; nginx: 400
+    if v[0] == b'[':
+        i = 1
+        while i < n and (HEX[v[i]] >= 0 or v[i] == b':' or v[i] == b'.'):
+            if v[i] == b'.' and v[i - 1] == b'.':
+                return b"empty label ('..') in the IP literal"
+            i += 1
+        if i == n or v[i] != b']':
+            return b"malformed IP literal"
+        if i == 1:
+            return b"empty IP literal"
+        i += 1
+    else:
+        while i < n and HOSTCHAR[v[i]]:
+            if v[i] == b'.' and i > 0 and v[i - 1] == b'.':
+                return b"empty label ('..') in the host name"
+            i += 1
+        if i == 0 or (i == 1 and v[0] == b'.'):
+            return b"no host name"
+    if i == n:
+        return NULL
+    if v[i] != b':':
+        return b"invalid character in the host"
+    for i in range(i + 1, n):
+        if not (b'0' <= v[i] <= b'9'):
+            return b"invalid character in the port"
+        digits += 1
+        if digits > 5:
+            return b"port of more than 5 digits"
+        port = port * 10 + (v[i] - 48)
+    if port > 65535:
+        return b"port over 65535"
+    return NULL
+
+
+cdef inline bint _forwarded(int kind, bint trusted, bint own_host) noexcept:
+    """Whether a request field of ``kind`` is sent upstream as it came."""
+    if kind == K_OTHER:
+        return True
+    if kind == K_HOST:
+        return not own_host
+    if kind == K_IDENTITY:
+        return trusted
+    return False  # hop-by-hop, framing and X-Forwarded-* (written again), "_" names
+
+
 def parse_request(bytes data, Py_ssize_t max_head) -> RequestHead | None:
     """The request head at the start of ``data``, or None while it is incomplete.
 
@@ -536,7 +700,8 @@ def parse_request(bytes data, Py_ssize_t max_head) -> RequestHead | None:
 
     Raises:
         HeadersTooLargeError: the head is (or will be) over ``max_head`` bytes.
-        BadRequestError: anything malformed, named in the message.
+        BadRequestError: anything malformed, named in the message; a Host that is not
+            ``host[:port]`` (see ``_host_problem``), empty included.
     """
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
@@ -595,6 +760,12 @@ def parse_request(bytes data, Py_ssize_t max_head) -> RequestHead | None:
         raise BadRequestError("HTTP/1.1 request without a Host header")  # RFC 9112 §3.2
     head.keep_alive = not head.close_token and (head.version == 11 or head.keep_alive_token)
     cdef Field* f
+    cdef const char* why
+    if head.host_field >= 0:
+        f = &head.fields[head.host_field]
+        why = _host_problem(p + f.value, f.value_len)
+        if why != NULL:
+            raise BadRequestError(f"invalid Host header: {why.decode()}")
     if head.version == 11 and head.expect_field >= 0:  # HTTP/1.0 clients never wait for 100
         f = &head.fields[head.expect_field]
         head.expect_continue = f.value_len == 12 and _is(p + f.value, 12, b"100-continue")
@@ -757,7 +928,9 @@ def parse_response(bytes data, Py_ssize_t max_head, bint head_request) -> Respon
 
 cdef enum State:
     S_SIZE_START, S_SIZE, S_SIZE_WS, S_EXT, S_SIZE_LF, S_DATA, S_DATA_CR, S_DATA_LF,
-    S_TRAILER_START, S_TRAILER, S_TRAILER_LF, S_END_LF, S_DONE
+    # the trailer section: everything after the last chunk's line, up to the final CRLF
+    S_TRAILER_START, S_TRAILER_NAME, S_TRAILER_VALUE, S_TRAILER_LF, S_END_LF,
+    S_DONE
 
 cdef enum:
     MAX_EXTRA = 65536  # chunk extensions and trailers, in all
@@ -768,6 +941,9 @@ cdef class ChunkedScanner:
 
     ``scan`` returns how far the body goes in the bytes given; once ``done``, the rest
     belongs to the next message. ``payload`` counts the data bytes (for body limits).
+    ``relay`` also says which bytes to pass on: the same ones up to the trailer section,
+    which it holds until the body ends and passes on without the fields that must not
+    be taken from a trailer.
     """
 
     cdef int state
@@ -776,12 +952,20 @@ cdef class ChunkedScanner:
     cdef Py_ssize_t extra
     cdef readonly unsigned long long payload
     cdef readonly bint done
+    cdef Py_ssize_t section  # where the trailer section began in this call's data; -1
+    cdef bytearray held  # the trailer section so far (relay), None outside it
+
+    def __cinit__(self) -> None:
+        self.section = -1
 
     def scan(self, bytes data, Py_ssize_t start=0) -> int:
         """Where the body ends in ``data[start:]``: ``len(data)`` unless ``done``.
 
         Raises:
-            ChunkedError: malformed framing, or extensions and trailers over 64 KiB.
+            ChunkedError: malformed framing (trailer fields included: a token, a colon
+                straight after it, a value of visible characters), or extensions and
+                trailers over 64 KiB.
+            ValueError: ``start`` outside ``data``.
         """
         return self._run(data, start, None)
 
@@ -791,12 +975,51 @@ cdef class ChunkedScanner:
         end = self._run(data, start, out)
         return end, bytes(out)
 
+    def relay(self, bytes data, Py_ssize_t start=0) -> tuple:
+        """``scan``, plus the bytes of ``data[start:end]`` to pass on: ``(end, out)``.
+
+        ``out`` is ``data[start:end]`` itself (``data`` when that is all of it) until the
+        trailer section (what follows the last chunk's line ``0\\r\\n``, up to the final
+        CRLF). That section is held (within the 64 KiB limit on extensions and trailers)
+        and passed on when the body ends, without the fields ``_trailer_dropped`` names.
+        A body without trailers costs what ``scan`` does: no copy, nothing held.
+
+        Raises:
+            ChunkedError: as ``scan``; nothing of a trailer section is passed on before
+                all of it is seen valid.
+        """
+        cdef Py_ssize_t end, at, n = PyBytes_GET_SIZE(data)
+        cdef bint holding = S_TRAILER_START <= self.state < S_DONE  # since an earlier call
+        end = self._run(data, start, None)
+        if holding:
+            at = start
+        elif self.section >= 0:
+            at = self.section
+        else:
+            at = end  # no trailer section in these bytes
+        if self.held is None and (at == end or (self.done and end - at == 2)):
+            # nothing to hold back: no trailer section so far, or an empty one ("\r\n")
+            if start == 0 and end == n:
+                return end, data
+            return end, data[start:end]
+        if self.held is None:
+            self.held = bytearray()
+        self.held += data[at:end]
+        if not self.done:
+            return end, data[start:at]
+        out = data[start:at] + _kept_trailers(bytes(self.held))
+        self.held = None
+        return end, out
+
     cdef Py_ssize_t _run(self, bytes data, Py_ssize_t i, bytearray out) except -1:
         cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         cdef Py_ssize_t take
         cdef unsigned char c
         cdef int state = self.state
+        if i < 0 or i > n:
+            raise ValueError(f"start {i} is outside data of {n} bytes")
+        self.section = -1
         while i < n and state != S_DONE:
             c = p[i]
             if state == S_DATA:
@@ -849,6 +1072,7 @@ cdef class ChunkedScanner:
                 self.digits = 0
                 if self.remaining == 0:
                     state = S_TRAILER_START
+                    self.section = i
                 else:
                     self.payload += self.remaining
                     state = S_DATA
@@ -860,15 +1084,25 @@ cdef class ChunkedScanner:
                 if c != b'\n':
                     raise ChunkedError("chunk data not followed by CRLF")
                 state = S_SIZE_START
+            # trailer fields follow a head's field rules (RFC 9112 §7.1.2, §5): a token,
+            # a colon straight after it, a value of visible characters, CRLF
             elif state == S_TRAILER_START:
                 if c == b'\r':
                     state = S_END_LF
                 elif TCHAR[c]:
                     self.extra += 1
-                    state = S_TRAILER
+                    state = S_TRAILER_NAME
                 else:
                     raise ChunkedError("invalid trailer field")
-            elif state == S_TRAILER:
+            elif state == S_TRAILER_NAME:
+                self.extra += 1
+                if c == b':':
+                    state = S_TRAILER_VALUE
+                elif c == b' ' or c == b'\t':
+                    raise ChunkedError("whitespace between a trailer field name and its colon")
+                elif not TCHAR[c]:
+                    raise ChunkedError("invalid trailer field name")
+            elif state == S_TRAILER_VALUE:
                 self.extra += 1
                 if c == b'\r':
                     state = S_TRAILER_LF
@@ -887,3 +1121,37 @@ cdef class ChunkedScanner:
         self.state = state
         self.done = state == S_DONE
         return i
+
+
+cdef bint _trailer_dropped(const unsigned char* name, Py_ssize_t n) noexcept:
+    """Whether a trailer field named name[:n] is left out of what is passed on.
+
+    A recipient may merge trailers into the head (RFC 9110 §6.5.2), so what a head field
+    could not do must not come in a trailer: framing (Content-Length,
+    Transfer-Encoding), routing (Host), hop-by-hop fields (Connection, Keep-Alive, TE,
+    Trailer, Upgrade, Proxy-*, HTTP2-Settings), Expect, what the proxy sets
+    (X-Forwarded-*, X-Real-IP), identity fields and names with "_". The trailer section
+    is not tied to a peer, so these go whoever sent them.
+    """
+    if memchr(name, b'_', n) != NULL:
+        return True
+    if n >= 6 and _is(name, 6, b"proxy-"):
+        return True
+    return _kind(name, n) != K_OTHER
+
+
+cdef bytes _kept_trailers(bytes section):
+    """``section`` (a whole trailer section, already valid) without dropped fields."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(section)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(section), pos = 0, eol, colon
+    out = bytearray()
+    while pos < n:
+        eol = <const unsigned char*>memchr(p + pos, b'\n', n - pos) - p + 1
+        if eol - pos == 2:  # the final CRLF
+            out += b"\r\n"
+        else:
+            colon = <const unsigned char*>memchr(p + pos, b':', eol - pos) - p
+            if not _trailer_dropped(p + pos, colon - pos):
+                out += section[pos:eol]
+        pos = eol
+    return bytes(out)

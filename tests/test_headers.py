@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fastroute.proxy.headers import Client, TrustedProxies, request_headers, response_headers
+from fastroute.proxy.headers import (
+    IDENTITY,
+    Client,
+    TrustedProxies,
+    request_headers,
+    response_headers,
+    websocket_upgrade,
+)
 
 CLIENT = Client(address="203.0.113.9", scheme="https", port=443)
 NOBODY = TrustedProxies()
@@ -131,3 +138,49 @@ def test_trusted_proxies(networks: list[str], address: str, trusted: bool) -> No
 def test_a_malformed_trusted_network_is_named() -> None:
     with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33' is not an IP address or network"):
         TrustedProxies(["10.0.0.0/33"])
+
+
+def test_underscore_names_never_reach_the_upstream_even_from_a_trusted_proxy() -> None:
+    # nginx's underscores_in_headers off: X_Forwarded_For reads as X-Forwarded-For to a
+    # backend that maps "_" and "-" alike (CGI, PHP, WSGI).
+    incoming = [(b"host", b"a.example"), (b"x_forwarded_for", b"10.9.9.9"), (b"x-ok", b"1")]
+    for peers in (NOBODY, TrustedProxies([CLIENT.address])):
+        out = request_headers(incoming, CLIENT, peers)
+        assert b"x_forwarded_for" not in names(out)
+        assert value(out, b"x-ok") == b"1"
+    assert names(response_headers([(b"x_backend", b"1")])) == [b"x_backend"]
+
+
+@pytest.mark.parametrize("name", sorted(IDENTITY))
+def test_identity_headers_pass_from_a_trusted_proxy_only(name: bytes) -> None:
+    incoming = [(b"host", b"a.example"), (b"connection", name), (name, b"SUCCESS")]
+    assert name not in names(request_headers(incoming, CLIENT, NOBODY))
+    trusted = TrustedProxies([CLIENT.address])
+    assert value(request_headers(incoming, CLIENT, trusted), name) == b"SUCCESS"
+
+
+def test_an_absolute_form_target_overrides_the_host() -> None:
+    incoming = [(b"host", b"site.example.com"), (b"accept", b"*/*")]
+    out = request_headers(incoming, CLIENT, NOBODY, host=b"admin.example.com", override_host=True)
+    assert out[0] == (b"host", b"admin.example.com")
+    assert value(out, b"host") == b"admin.example.com"
+    assert value(out, b"x-forwarded-host") == b"admin.example.com"
+
+
+@pytest.mark.parametrize(
+    ("upgrades", "websocket"),
+    [
+        ([b"websocket"], True),
+        ([b"WebSocket, websocket"], True),
+        ([b"websocket", b"websocket"], True),
+        ([b"h2c"], False),
+        ([b"websocket", b"h2c"], False),
+        ([b"websocket, TLS/1.0"], False),
+        ([b""], False),
+        ([], False),
+    ],
+)
+def test_only_websocket_upgrades_are_passed_on(upgrades: list[bytes], websocket: bool) -> None:
+    headers = [(b"connection", b"keep-alive, Upgrade"), *((b"upgrade", u) for u in upgrades)]
+    assert websocket_upgrade(headers) is websocket
+    assert not websocket_upgrade([(b"upgrade", b"websocket")])  # no Connection: upgrade

@@ -15,20 +15,24 @@ Deliberate differences from h11 (the tests below name each one):
   Transfer-Encoding (h11 lets chunked win), Transfer-Encoding in HTTP/1.0, versions other
   than 1.0/1.1, ``Content-Length: 1, 1``, Content-Lengths of 19 or 20 digits, a
   Connection header listing more than 16 field names;
+- refused by the codec, taken by h11: a Host value that is not ``host[:port]`` (empty
+  included; ``valid_host`` in headers.py is the rule), so generated hosts are valid ones;
 - h11 keeps no HTTP/1.0 connection alive; the codec follows ``Connection: keep-alive``;
 - h11 collapses identical repeated Content-Length fields and lower-cases the
   Transfer-Encoding value; the codec reports fields as they came;
 - chunked framing: the codec refuses bare-LF line ends in trailers and after the last
   chunk, 16+ hex digits in a size, control characters in extensions and over 64 KiB of
   extensions and trailers, all of which h11 takes; h11 refuses whitespace before a chunk
-  extension's ``;`` (RFC 9112's BWS), which the codec takes.
+  extension's ``;`` (RFC 9112's BWS), which the codec takes; ``relay`` drops trailer
+  fields h11 passes on (``trailer_kept`` in headers.py is the rule), so h11 reads what
+  ``relay`` passes on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from itertools import pairwise
+from itertools import accumulate, pairwise
 
 import h11
 import pytest
@@ -47,10 +51,14 @@ from fastroute.errors import BadGatewayError, BadRequestError, HeadersTooLargeEr
 from fastroute.proxy.headers import (
     FORWARDED,
     HOP_BY_HOP,
+    IDENTITY,
     Client,
     TrustedProxies,
     request_headers,
     response_headers,
+    trailer_kept,
+    valid_host,
+    websocket_upgrade,
 )
 
 # One shrunk counterexample per test is enough, and keeps a failing run short.
@@ -82,6 +90,7 @@ SPECIAL_NAMES = frozenset(
         b"close",
         *HOP_BY_HOP,
         *FORWARDED,
+        *IDENTITY,
     }
 )
 NEVER_LISTED = [b"Host", b"Content-Length", b"Transfer-Encoding", b"X-Forwarded-For", b"X-Real-IP"]
@@ -92,7 +101,28 @@ HOP_FIELDS = [
     (b"Proxy-Connection", b"keep-alive"),
     (b"Proxy-Authorization", b"Basic YTpi"),
     (b"Proxy-Authenticate", b"Basic realm=x"),
+    (b"HTTP2-Settings", b"AAMAAABkAARAAAAAAAIAAAAA"),
 ]
+IDENTITY_FIELDS = [
+    (b"Forwarded", b"for=10.9.9.9;proto=https"),
+    (b"X-Original-URL", b"/admin"),
+    (b"X-Rewrite-URL", b"/admin"),
+    (b"ssl-client-verify", b"SUCCESS"),
+    (b"SSL-Client-Cert", b"-----BEGIN%20CERTIFICATE-----"),
+    (b"ssl-client-subject-dn", b"CN=admin"),
+    (b"ssl-client-issuer-dn", b"CN=Corp CA"),
+]
+UNDERSCORE_FIELDS = [
+    (b"X_Forwarded_For", b"10.9.9.9"),
+    (b"X_Real_IP", b"10.9.9.9"),
+    (b"X_Forwarded_Host", b"admin.example.com"),
+    (b"_", b"x"),
+    (b"x-trace_id", b"1"),
+]
+UPGRADES = [
+    b"websocket", b"WebSocket", b"websocket, websocket", b"websocket ,\tWEBSOCKET,", b"h2c", b"H2C",
+    b"websocket, h2c", b"h2c, websocket", b"TLS/1.0", b"websocket/13", b"", b",",
+]  # fmt: skip
 IPS = [b"203.0.113.9", b"10.0.0.2", b"2001:db8::7", b"unknown", b""]
 
 
@@ -110,12 +140,18 @@ plain_names = st.one_of(
 values = st.lists(st.sampled_from(VALUE_ALPHABET), max_size=16).map(
     lambda codes: bytes(codes).strip(b" \t")
 )
+HOST_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 host_values = st.one_of(
     st.sampled_from(
-        [b"example.com", b"a.example:8080", b"[::1]:80", b"", b"xn--bcher-kva.example"]
+        [b"example.com", b"a.example:8080", b"[::1]:80", b"example.com.", b"xn--bcher-kva.example",
+         b"10.0.0.1:", b"[2001:db8::7]", b"a_b.example:65535", b"localhost:0"]
     ),
-    values,
-)
+    st.tuples(
+        st.lists(st.text(HOST_NAME_CHARS, min_size=1, max_size=8), min_size=1, max_size=3),
+        st.sampled_from(["", "."]),
+        st.sampled_from(["", ":", ":80", ":08080"]),
+    ).map(lambda parts: (".".join(parts[0]) + parts[1] + parts[2]).encode()),
+)  # fmt: skip
 methods = st.one_of(
     st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH"]),
     tokens,
@@ -235,8 +271,9 @@ def requests(draw: st.DrawFn, *, host: bool | None = None, framing: str | None =
         fields += [(draw(any_case(b"Content-Length")), length)] * (1 + (framing == "lengths"))
     elif framing == "chunked":
         fields.append((draw(any_case(b"Transfer-Encoding")), draw(any_case(b"chunked"))))
-    if draw(st.integers(0, 3)) == 0:
-        fields.append((draw(any_case(b"Upgrade")), draw(st.sampled_from([b"websocket", b"h2c"]))))
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2]))):
+        fields.append((draw(any_case(b"Upgrade")), draw(st.sampled_from(UPGRADES))))
+    fields += draw(st.lists(st.sampled_from(IDENTITY_FIELDS + UNDERSCORE_FIELDS), max_size=2))
     if draw(st.integers(0, 3)) == 0:
         fields.append((draw(any_case(b"Expect")), draw(any_case(b"100-continue"))))
     for name in (b"X-Forwarded-For", b"X-Forwarded-For", b"X-Real-IP"):
@@ -320,11 +357,8 @@ def first(headers: Headers, name: bytes) -> bytes | None:
 
 
 def asked_upgrade(version: int, headers: Headers) -> bytes | None:
-    """The protocol a request asks to switch to (HTTP/1.1, Connection: upgrade, Upgrade)."""
-    upgrades = [v for n, v in headers if n == b"upgrade"]
-    if version == 11 and b"upgrade" in connection_tokens(headers) and upgrades:
-        return upgrades[-1]
-    return None
+    """The protocol a request asks to switch to and the proxy passes on: WebSocket only."""
+    return b"websocket" if version == 11 and websocket_upgrade(headers) else None
 
 
 def as_h11(headers: Headers) -> Headers:
@@ -530,12 +564,24 @@ def test_a_request_head_arriving_in_pieces_is_read_once_complete(req: Head, body
 CLIENT_IPS = st.sampled_from(["203.0.113.9", "10.1.2.3", "2001:db8::1"])
 
 
-def expected_forward(req: Head, client: Client, trusted: bool) -> tuple[Headers, list[bytes]]:
-    """The fields the upstream must get (lower-case names), and the end-to-end ones' lines."""
+def expected_forward(
+    req: Head, client: Client, trusted: bool, authority: bytes | None = None
+) -> tuple[Headers, list[bytes]]:
+    """The fields the upstream must get (lower-case names), and the end-to-end ones' lines.
+
+    ``authority``: the target was absolute-form, with this authority.
+    """
     headers = req.headers
     peers = TrustedProxies([client.address] if trusted else [])
     upgrade = asked_upgrade(req.version, headers)
-    out = request_headers(headers, client, peers, upgrade=upgrade)
+    out = request_headers(
+        headers,
+        client,
+        peers,
+        upgrade=upgrade,
+        host=authority or b"",
+        override_host=authority is not None,
+    )
     out = [(n, v) for n, v in out if n != b"expect"]  # the proxy answers 100-continue itself
     tail = 0 if upgrade is None else 2  # Connection: upgrade, Upgrade: ...
     chunked = any(n == b"transfer-encoding" for n, _ in headers)
@@ -545,7 +591,7 @@ def expected_forward(req: Head, client: Client, trusted: bool) -> tuple[Headers,
     # subsequence of the fields received, and a greedy match finds it.
     # (Content-Length is written again once, and a missing Host is added: not the client's)
     end_to_end = [f for f in out[: len(out) - 5 - chunked - tail] if f[0] != b"content-length"]
-    if not any(name.lower() == b"host" for name, _ in req.fields):
+    if authority is not None or not any(name.lower() == b"host" for name, _ in req.fields):
         end_to_end = end_to_end[1:]
     lines: list[bytes] = []
     for name, value in req.fields:
@@ -563,13 +609,24 @@ def expected_forward(req: Head, client: Client, trusted: bool) -> tuple[Headers,
     port=st.integers(1, 65535),
     target=targets,
     trusted=st.booleans(),
+    authority=st.none() | host_values.filter(bool),
 )
 def test_the_forwarded_head_carries_what_request_headers_computes(
-    req: Head, ip: str, scheme: str, port: int, target: bytes, trusted: bool
+    req: Head,
+    ip: str,
+    scheme: str,
+    port: int,
+    target: bytes,
+    trusted: bool,
+    authority: bytes | None,
 ) -> None:
     head = parsed_request(req.raw)
-    out = head.forward_head(target, ip.encode(), scheme.encode(), str(port).encode(), trusted)
-    expected, lines = expected_forward(req, Client(ip, scheme, port), trusted)
+    forwarded = (target, ip.encode(), scheme.encode(), str(port).encode(), trusted)
+    if authority is None:
+        out = head.forward_head(*forwarded)
+    else:
+        out = head.forward_head(*forwarded, authority, override_host=True)
+    expected, lines = expected_forward(req, Client(ip, scheme, port), trusted, authority)
 
     event, conn = h11_request(out)
     assert h11_consumed(conn, out) == len(out)
@@ -679,6 +736,138 @@ def test_the_last_trusted_forwarded_value_wins_as_in_request_headers() -> None:
     )
 
 
+# --------------------------------------------------------------------------- 2b. spoofing
+
+
+def forwarded(
+    raw: bytes, *, trusted: bool = False, host: bytes = b"", override_host: bool = False
+) -> Headers:
+    """The fields the upstream gets for the request head ``raw``, as h11 reads them."""
+    head = parsed_request(raw)
+    client = (b"203.0.113.9", b"https", b"443", trusted, host)
+    out = head.forward_head(b"/", *client, override_host=override_host)
+    event, conn = h11_request(out)
+    assert h11_consumed(conn, out) == len(out)
+    return list(event.headers)
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+@pytest.mark.parametrize(("name", "value"), UNDERSCORE_FIELDS)
+def test_a_request_field_named_with_an_underscore_never_reaches_the_upstream(
+    name: bytes, value: bytes, trusted: bool
+) -> None:
+    # nginx's default (underscores_in_headers off, ignore_invalid_headers on), which
+    # ingress-nginx keeps: behind a backend that reads "_" as "-" (CGI, PHP, WSGI)
+    # X_Forwarded_For would pass for the X-Forwarded-For the proxy sets.
+    raw = b"GET / HTTP/1.1\r\nHost: a.example\r\n%s: %s\r\nX-Kept: 1\r\n\r\n" % (name, value)
+    sent = forwarded(raw, trusted=trusted)
+    assert name.lower() not in [n for n, _ in sent]
+    assert (b"x-kept", b"1") in sent
+    assert (b"x-forwarded-for", b"203.0.113.9") in sent
+    assert parsed_request(raw).header(name) == value  # parsed, only not passed on
+
+
+def test_a_response_field_named_with_an_underscore_is_passed_on() -> None:
+    raw = reply(OK, b"X_Backend_Id: 7", b"Content-Length: 0")
+    event, _ = h11_response(parsed_response(raw).client_head(False), b"GET")
+    assert (b"x_backend_id", b"7") in list(event.headers)
+
+
+@pytest.mark.parametrize(("name", "value"), IDENTITY_FIELDS)
+def test_identity_fields_reach_the_upstream_from_a_trusted_peer_only(
+    name: bytes, value: bytes
+) -> None:
+    # A client must not be able to say its certificate was verified (ssl-client-verify:
+    # SUCCESS) or which URL it asked for (X-Original-URL, past the Ingress's path rules).
+    raw = b"GET / HTTP/1.1\r\nHost: a.example\r\n%s: %s\r\n\r\n" % (name.swapcase(), value)
+    assert name.lower() not in [n for n, _ in forwarded(raw)]
+    assert (name.lower(), value) in forwarded(raw, trusted=True)
+    # and a Connection header listing them changes neither
+    listed = raw.replace(b"\r\n\r\n", b"\r\nConnection: %s\r\n\r\n" % name)
+    assert name.lower() not in [n for n, _ in forwarded(listed)]
+    assert (name.lower(), value) in forwarded(listed, trusted=True)
+
+
+def test_identity_fields_in_a_response_are_passed_on() -> None:
+    raw = reply(OK, b"Forwarded: for=x", b"X-Original-URL: /a", b"Content-Length: 0")
+    event, _ = h11_response(parsed_response(raw).client_head(False), b"GET")
+    assert (b"forwarded", b"for=x") in list(event.headers)
+    assert (b"x-original-url", b"/a") in list(event.headers)
+
+
+UPGRADE_REQUEST = b"GET /chat HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, Upgrade\r\n"
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "websocket"),
+    [
+        (b"websocket", True),
+        (b"WebSocket", True),
+        (b"websocket, websocket", True),
+        (b"websocket ,\t", True),
+        (b"h2c", False),
+        (b"h2c, websocket", False),
+        (b"websocket, h2c", False),
+        (b"TLS/1.0", False),
+        (b"websocket/13", False),
+        (b"", False),
+        (b",", False),
+    ],
+)
+def test_only_a_websocket_upgrade_is_asked_for_again(upgrade: bytes, websocket: bool) -> None:
+    # Any other upgrade is a tunnel past routing (h2c above all: its HTTP/2 requests
+    # would reach the backend unrouted); it goes on as a plain request.
+    raw = UPGRADE_REQUEST + b"Upgrade: %s\r\nHTTP2-Settings: AAMAAABk\r\n\r\n" % upgrade
+    head = parsed_request(raw)
+    sent = forwarded(raw)
+    names = [n for n, _ in sent]
+    assert b"http2-settings" not in names
+    if websocket:
+        assert head.upgrade == b"websocket"
+        assert sent[-2:] == [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
+    else:
+        assert head.upgrade is None
+        assert b"upgrade" not in names
+        assert b"connection" not in names
+
+
+def test_every_upgrade_field_must_ask_for_websocket_alone() -> None:
+    raw = UPGRADE_REQUEST + b"Upgrade: websocket\r\nUpgrade: h2c\r\n\r\n"
+    assert parsed_request(raw).upgrade is None
+    assert parsed_request(raw.replace(b"h2c", b"WEBSOCKET")).upgrade == b"websocket"
+
+
+ABSOLUTE = b"GET http://admin.example.com/x HTTP/1.1\r\nHost: site.example.com\r\n"
+
+
+def test_an_absolute_form_target_names_the_host_sent_upstream() -> None:
+    # RFC 9112 §3.2.2: the server MUST ignore the Host header; the target's authority
+    # is what decide() routed on, so it is what the upstream and X-Forwarded-Host say.
+    sent = forwarded(ABSOLUTE + b"\r\n", host=b"admin.example.com", override_host=True)
+    assert sent[0] == (b"host", b"admin.example.com")
+    assert [v for n, v in sent if n == b"host"] == [b"admin.example.com"]
+    assert (b"x-forwarded-host", b"admin.example.com") in sent
+    assert b"site.example.com" not in b"".join(v for _, v in sent)
+
+
+def test_an_absolute_form_target_keeps_a_trusted_forwarded_host() -> None:
+    raw = ABSOLUTE + b"X-Forwarded-Host: lb.example\r\n\r\n"
+    sent = forwarded(raw, trusted=True, host=b"admin.example.com", override_host=True)
+    assert sent[0] == (b"host", b"admin.example.com")
+    assert (b"x-forwarded-host", b"lb.example") in sent
+
+
+def test_without_override_host_the_clients_host_is_sent() -> None:
+    sent = forwarded(ABSOLUTE + b"\r\n", host=b"admin.example.com")
+    assert sent[0] == (b"host", b"site.example.com")
+
+
+def test_override_host_needs_a_host() -> None:
+    head = parsed_request(ABSOLUTE + b"\r\n")
+    with pytest.raises(ValueError, match="override_host"):
+        head.forward_head(b"/", b"203.0.113.9", b"https", b"443", False, override_host=True)
+
+
 # --------------------------------------------------------------------------- 3. refusals
 
 # (request, whether h11 refuses it too): the codec answers 400 to every one.
@@ -757,6 +946,80 @@ def test_malformed_requests_are_refused_with_400(raw: bytes, h11_refuses: bool) 
     assert refused.value.status == 400
     if h11_refuses:  # where h11 is more lenient, only the codec's answer is asserted
         assert h11_rejects_request(raw)
+
+
+REFUSED_HOSTS = [
+    pytest.param(
+        b"site.example.com:80@admin.example.com", "invalid character in the port", id="port-user"
+    ),
+    pytest.param(b"admin@site.example.com", "invalid character in the host", id="userinfo"),
+    pytest.param(b"site.example.com:x/../evil", "invalid character in the port", id="path-in-port"),
+    pytest.param(b"a/b", "invalid character in the host", id="slash"),
+    pytest.param(b"a\\b", "invalid character in the host", id="backslash"),
+    pytest.param(b"a b", "invalid character in the host", id="space"),
+    pytest.param(b"a\tb", "invalid character in the host", id="tab"),
+    pytest.param(b"a?b", "invalid character in the host", id="query"),
+    pytest.param(b"a#b", "invalid character in the host", id="fragment"),
+    pytest.param(b"a%2eb", "invalid character in the host", id="percent"),
+    pytest.param(b"caf\xc3\xa9.example", "invalid character in the host", id="non-ascii"),
+    pytest.param(b"[::1", "malformed IP literal", id="open-literal"),
+    pytest.param(b"[::1]x", "invalid character in the host", id="after-literal"),
+    pytest.param(b"[::g]", "malformed IP literal", id="literal-letter"),
+    pytest.param(b"[]", "empty IP literal", id="empty-literal"),
+    pytest.param(b"host:99999x", "invalid character in the port", id="port-letter"),
+    pytest.param(b"host:99999", "port over 65535", id="port-range"),
+    pytest.param(b"host:123456", "port of more than 5 digits", id="port-digits"),
+    pytest.param(b"host:80:80", "invalid character in the port", id="two-ports"),
+    pytest.param(b"a..b", "empty label", id="empty-label"),
+    pytest.param(b"[::ffff:10..1]", "empty label", id="empty-label-in-literal"),
+    pytest.param(b".", "no host name", id="dot"),
+    pytest.param(b":80", "no host name", id="port-only"),
+    pytest.param(b"", "empty", id="empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
+@pytest.mark.parametrize(("host", "reason"), REFUSED_HOSTS)
+def test_a_malformed_host_is_refused_with_400_naming_why(
+    host: bytes, reason: str, version: bytes
+) -> None:
+    # The router matches on Host and the upstream gets it: what could read as a user, a
+    # path or a second host must not get that far. nginx answers 400 too (except where
+    # ngx_http_validate_host is more lenient: "%", "@"; the codec's docstring lists them).
+    raw = b"GET / " + version + b"\r\nHost: " + host + b"\r\n\r\n"
+    with pytest.raises(BadRequestError, match="invalid Host header: " + reason) as refused:
+        parse_request(raw, MAX_HEAD)
+    assert refused.value.status == 400
+    assert not valid_host(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"a", b"A.EXAMPLE", b"example.com.", b"under_score.example", b"-x-", b".lead",
+     b"a.example:", b"a.example:0", b"a.example:65535", b"a.example:00080", b"10.0.0.1:80",
+     b"[::1]", b"[2001:DB8::7]:443", b"[::ffff:10.0.0.1]", b"xn--bcher-kva.example"],
+)  # fmt: skip
+def test_well_formed_hosts_are_taken(host: bytes) -> None:
+    raw = b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    assert parsed_request(raw).host == host
+    assert valid_host(host)
+
+
+@SETTINGS
+@given(
+    host=st.one_of(
+        st.lists(st.sampled_from(b"aZ09-._:[]/@%x \x80"), max_size=14).map(bytes),
+        host_values,
+    )
+)
+def test_the_codec_takes_a_host_exactly_when_the_reference_does(host: bytes) -> None:
+    raw = b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    host = host.strip(b" ")  # the field's OWS
+    if valid_host(host):
+        assert parsed_request(raw).host == host
+    else:
+        with pytest.raises(BadRequestError, match="invalid Host header"):
+            parse_request(raw, MAX_HEAD)
 
 
 @pytest.mark.parametrize(
@@ -894,7 +1157,8 @@ def test_any_bytes_are_a_request_head_or_a_400_or_431(data: bytes, trusted: bool
     assert 0 < head.size <= len(data)
     # Whatever is accepted is forwarded as a head that frames the body the same way, for
     # the codec and for h11 (which both read exactly the head the proxy wrote).
-    out = head.forward_head(b"/x", b"10.0.0.1", b"https", b"443", trusted)
+    # (the server always has a host for a request without one: decide() refuses it else)
+    out = head.forward_head(b"/x", b"10.0.0.1", b"https", b"443", trusted, b"fallback.example")
     again = parsed_request(out)
     assert again.size == len(out)
     assert (again.method, again.chunked, again.content_length) == (
@@ -902,10 +1166,9 @@ def test_any_bytes_are_a_request_head_or_a_400_or_431(data: bytes, trusted: bool
         head.chunked,
         head.content_length,
     )
-    if head.host is not None:
-        event, conn = h11_request(out)
-        assert h11_consumed(conn, out) == len(out)
-        assert h11_framing(list(event.headers)) == (head.chunked, head.content_length)
+    event, conn = h11_request(out)
+    assert h11_consumed(conn, out) == len(out)
+    assert h11_framing(list(event.headers)) == (head.chunked, head.content_length)
     # Where h11 reads the same bytes too, it sees the same head and the same framing.
     lead = len(data) - len(data.lstrip(b"\r\n"))
     read = h11_try_request(data[lead:])
@@ -1247,6 +1510,15 @@ MALFORMED_CHUNKED = [
     pytest.param(b"0\r\na: b\x00\r\n\r\n", True, id="nul-in-trailer"),
     pytest.param(b"0\r\nx: " + b"t" * BIG + b"\r\n\r\n", False, id="trailers-over-64k"),
     pytest.param(b"0\r\n" + b"x: yyyy\r\n" * (BIG // 7) + b"\r\n", False, id="many-trailers"),
+    # trailer fields follow a head's field rules (RFC 9112 §7.1.2)
+    pytest.param(b"0\r\nab\r\n\r\n", True, id="trailer-without-colon"),
+    pytest.param(b"0\r\nGET / HTTP/1.1\r\n\r\n", True, id="request-line-in-trailer"),
+    pytest.param(b"0\r\nHTTP/1.1 200 OK\r\n\r\n", True, id="status-line-in-trailer"),
+    pytest.param(b"0\r\na : b\r\n\r\n", True, id="space-before-trailer-colon"),
+    pytest.param(b"0\r\na\t: b\r\n\r\n", True, id="tab-before-trailer-colon"),
+    pytest.param(b"0\r\na(b): c\r\n\r\n", True, id="bad-trailer-name"),
+    pytest.param(b"0\r\n:b\r\n\r\n", True, id="empty-trailer-name"),
+    pytest.param(b"0\r\na: b\x7f\r\n\r\n", False, id="del-in-trailer"),
 ]
 
 
@@ -1264,6 +1536,14 @@ def test_malformed_chunked_framing_is_refused_fed_any_way(
             assert not scanner.done
     if h11_refuses:
         assert h11_rejects_chunked(body)
+
+
+def test_a_malformed_trailer_is_refused_before_any_of_the_trailers_is_passed_on() -> None:
+    scanner = ChunkedScanner()
+    start = b"1\r\nA\r\n0\r\nX-Ok: 1\r\n"
+    assert scanner.relay(start) == (len(start), b"1\r\nA\r\n0\r\n")
+    with pytest.raises(ChunkedError, match="trailer field"):
+        scanner.relay(b"GET /admin HTTP/1.1\r\n\r\n")
 
 
 def test_extensions_and_trailers_under_64k_are_taken() -> None:
@@ -1305,6 +1585,163 @@ def test_any_bytes_are_chunked_framing_or_a_chunked_error(
         return
     assert ChunkedScanner().decode(stream) == (consumed, decoded)
     assert h11_consumed(conn, stream) == consumed
+
+
+# Trailer fields relay() leaves out, whoever sent them (any case in the tests).
+DROPPED_TRAILERS = [
+    b"Content-Length", b"Transfer-Encoding", b"Host", b"Trailer", b"Connection",
+    b"Keep-Alive", b"Upgrade", b"TE", b"Expect", b"Proxy-Authorization", b"Proxy-Connection",
+    b"Proxy-Authenticate", b"Proxy-Anything", b"HTTP2-Settings", b"X-Forwarded-For",
+    b"X-Forwarded-Proto", b"X-Forwarded-Host", b"X-Forwarded-Port", b"X-Real-IP",
+    b"Forwarded", b"X-Original-URL", b"X-Rewrite-URL", b"ssl-client-verify",
+    b"ssl-client-cert", b"ssl-client-subject-dn", b"ssl-client-issuer-dn", b"X_Custom",
+]  # fmt: skip
+trailer_names = st.one_of(plain_names, st.sampled_from(DROPPED_TRAILERS).flatmap(any_case))
+
+
+@dataclass(frozen=True)
+class Trailered:
+    body: bytes  # the chunked body, trailers and all
+    data: bytes  # the data it carries
+    trailers: tuple[tuple[bytes, bytes], ...]  # (name as sent, value without OWS)
+
+
+@st.composite
+def trailered_bodies(draw: st.DrawFn) -> Trailered:
+    pieces = draw(st.lists(st.binary(min_size=1, max_size=100), max_size=4))
+    body = b"".join(draw(size_lines(len(p))) + p + b"\r\n" for p in pieces)
+    body += draw(size_lines(0))
+    trailers = draw(st.lists(st.tuples(trailer_names, values), max_size=5))
+    for name, value in trailers:
+        body += name + b":" + draw(st.sampled_from(OWS)) + value + b"\r\n"
+    return Trailered(body + b"\r\n", b"".join(pieces), tuple(trailers))
+
+
+def trailer_section(body: bytes) -> int:
+    """Where the trailer section of a valid chunked ``body`` starts: chunk by chunk in Python."""
+    pos = 0
+    while True:
+        eol = body.index(b"\r\n", pos)
+        size = int(body[pos:eol].split(b";")[0].strip(b" \t"), 16)
+        pos = eol + 2
+        if size == 0:
+            return pos
+        pos += size + 2
+
+
+def naive_relay(body: bytes) -> bytes:
+    """What relay() passes on for a whole, valid chunked ``body``."""
+    pos = trailer_section(body)
+    lines = body[pos:].split(b"\r\n")[:-2]  # the trailer fields, without the final CRLF
+    kept = [line + b"\r\n" for line in lines if trailer_kept(line.split(b":")[0])]
+    return body[:pos] + b"".join(kept) + b"\r\n"
+
+
+def relayed(scanner: ChunkedScanner, pieces: Sequence[bytes], junk: bytes) -> tuple[bytes, int]:
+    """What relay() passes on for ``pieces`` fed one by one after ``junk``; bytes consumed."""
+    out, consumed = b"", 0
+    for piece in pieces:
+        fed = junk + piece  # ``start`` skips what is not body
+        end, passed = scanner.relay(fed, len(junk))
+        assert len(junk) <= end <= len(fed)
+        if not scanner.done:
+            assert end == len(fed)
+        out += passed
+        consumed += end - len(junk)
+        if scanner.done:
+            break
+    return out, consumed
+
+
+@SETTINGS
+@given(
+    message=trailered_bodies(),
+    after=st.binary(max_size=20),
+    data=st.data(),
+    junk=st.binary(max_size=4),
+)
+def test_relay_passes_on_what_the_naive_reference_does_fed_any_way(
+    message: Trailered, after: bytes, data: st.DataObject, junk: bytes
+) -> None:
+    pieces = data.draw(splits(message.body + after))
+    scanner = ChunkedScanner()
+    out, consumed = relayed(scanner, pieces, junk)
+    assert scanner.done
+    assert consumed == len(message.body)  # not a byte of what follows
+    assert out == naive_relay(message.body)
+    assert scanner.payload == len(message.data)
+    # scan() ends the body at the same place and passes every byte of it
+    again = ChunkedScanner()
+    assert again.scan(message.body + after) == len(message.body)
+
+    # h11, as the upstream, reads the data and the trailers that were kept
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(conn.next_event(), h11.Request)
+    conn.receive_data(out)
+    body = b""
+    while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+        assert isinstance(event, h11.Data), event
+        body += event.data
+    assert body == message.data
+    kept = [(n.lower(), v) for n, v in message.trailers if trailer_kept(n)]
+    assert list(event.headers) == kept
+    assert conn.trailing_data == (b"", False)
+
+
+@SETTINGS
+@given(message=chunked_bodies(), data=st.data())
+def test_relay_passes_the_bytes_it_was_given_until_the_trailers(
+    message: Chunked, data: st.DataObject
+) -> None:
+    # the common case costs what scan() does: the caller's bytes, not a copy
+    body = message.body
+    section = trailer_section(body)
+    pieces = data.draw(splits(body))
+    ends = set(accumulate(map(len, pieces)))
+    # with no trailers, only a final CRLF cut in two is held (its "\r", one call)
+    untouched = len(body) if body[section:] == b"\r\n" and len(body) - 1 not in ends else section
+    scanner = ChunkedScanner()
+    seen = 0
+    for piece in pieces:
+        _, out = scanner.relay(piece)
+        seen += len(piece)
+        if seen <= untouched:
+            assert out is piece
+    assert scanner.done
+
+
+def test_a_body_without_trailers_is_passed_as_it_came() -> None:
+    body = b"3\r\nabc\r\n0\r\n\r\n"
+    assert ChunkedScanner().relay(body)[1] is body
+    end, out = ChunkedScanner().relay(b"xx" + body + b"GET", 2)
+    assert (end, out) == (2 + len(body), body)
+    scanner = ChunkedScanner()
+    assert scanner.relay(body[:-1]) == (len(body) - 1, body[:-2])  # "\r" held
+    assert scanner.relay(body[-1:]) == (1, b"\r\n")
+
+
+@pytest.mark.parametrize("name", DROPPED_TRAILERS)
+def test_framing_routing_hop_by_hop_and_identity_trailers_are_dropped(name: bytes) -> None:
+    # A recipient may merge trailers into the head (RFC 9110 §6.5.2): a Content-Length
+    # or Host there would frame or route what the proxy did not.
+    body = b"1\r\nA\r\n0\r\nX-Before: 1\r\n%s: 5\r\nx-after: 2\r\n\r\n" % name.swapcase()
+    end, out = ChunkedScanner().relay(body)
+    assert (end, out) == (len(body), b"1\r\nA\r\n0\r\nX-Before: 1\r\nx-after: 2\r\n\r\n")
+    assert ChunkedScanner().scan(body) == len(body)  # scan() still takes them (unfiltered)
+
+
+def test_relay_after_the_end_takes_nothing() -> None:
+    scanner = ChunkedScanner()
+    assert scanner.relay(b"0\r\nA: 1\r\n\r\n") == (11, b"0\r\nA: 1\r\n\r\n")
+    assert scanner.relay(b"next", 0) == (0, b"")
+
+
+@pytest.mark.parametrize("start", [-1, 5])
+def test_a_start_outside_the_data_is_a_value_error(start: int) -> None:
+    for method in (ChunkedScanner().scan, ChunkedScanner().relay, ChunkedScanner().decode):
+        with pytest.raises(ValueError, match="outside"):
+            method(b"0\r\n", start)
 
 
 @pytest.mark.parametrize("status", [b"100 Continue", b"200 OK", b"204 No Content"])

@@ -5,21 +5,31 @@ forwarded (RFC 9110 §7.6.1): the fixed ones below, plus any header the ``Connec
 header names. ``X-Forwarded-*`` and ``X-Real-IP`` tell the upstream who the client is. A
 client can send them too, and they are only believed when the peer is a trusted proxy
 (for example a load balancer in front of the cluster); otherwise they are replaced.
+The ``IDENTITY`` headers are passed on from a trusted proxy only, and a request header
+whose name has an underscore never is.
+
+These are the reference rules: the compiled codec (``fastroute._http``) applies the
+same ones, and the tests check the two against each other.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "HOP_BY_HOP",
+    "IDENTITY",
     "Client",
     "Headers",
     "TrustedProxies",
     "request_headers",
     "response_headers",
+    "trailer_kept",
+    "valid_host",
+    "websocket_upgrade",
 ]
 
 Headers = list[tuple[bytes, bytes]]  # as h11 has them: lower-case names, raw values
@@ -35,9 +45,24 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+        b"http2-settings",  # h2c's (RFC 7540 §3.2.1)
     }
 )
 FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port")
+# Who the client is or what it asked for, as only a proxy in front should say it:
+# RFC 7239's Forwarded; the URL some frameworks route on instead of the request target
+# (past the Ingress's path rules); ingress-nginx's verified client certificate.
+IDENTITY = frozenset(
+    {
+        b"forwarded",
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"ssl-client-verify",
+        b"ssl-client-cert",
+        b"ssl-client-subject-dn",
+        b"ssl-client-issuer-dn",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +111,7 @@ class TrustedProxies:
 # A Connection header cannot make these hop-by-hop: a client could strip what the
 # upstream relies on (framing, the host, who the client is).
 NEVER_LISTED = frozenset(
-    {b"host", b"content-length", b"transfer-encoding", *FORWARDED, b"x-real-ip"}
+    {b"host", b"content-length", b"transfer-encoding", *FORWARDED, b"x-real-ip", *IDENTITY}
 )
 
 
@@ -127,25 +152,38 @@ def request_headers(
     *,
     upgrade: bytes | None = None,
     host: bytes = b"",
+    override_host: bool = False,
 ) -> Headers:
     """The headers to send upstream for a request that came in with ``headers``.
 
     ``Host`` is passed through unchanged (the upstream may route on it too); a request
-    without one (HTTP/1.0) is sent ``host`` first, as HTTP/1.1 requires a Host.
+    without one (HTTP/1.0), or one whose target was absolute-form (``override_host``:
+    its Host must be ignored, RFC 9112 §3.2.2), is sent ``host`` first instead.
     ``X-Forwarded-For`` gets the client's address appended to what a trusted proxy sent,
     or replaces what anyone else sent. ``X-Forwarded-Proto``/``-Host``/``-Port`` and
     ``X-Real-IP`` keep a trusted proxy's values and are set from this connection
-    otherwise. ``upgrade`` (e.g. ``b"websocket"``) keeps a protocol upgrade going:
-    ``Upgrade`` is hop-by-hop, so it is sent again explicitly.
+    otherwise. ``IDENTITY`` headers pass from a trusted proxy only; names with "_"
+    never pass (nginx's ``underscores_in_headers off``: a backend that reads ``_`` as
+    ``-`` would take ``X_Forwarded_For`` for ours). ``upgrade`` (``b"websocket"``, see
+    ``websocket_upgrade``) keeps a protocol upgrade going: ``Upgrade`` is hop-by-hop, so
+    it is sent again explicitly.
     """
     believed = trusted.trusts(client.address)
     incoming = {n: v for n, v in headers if n in (*FORWARDED, b"x-real-ip")}
     forwarded_for = [v for n, v in headers if n == b"x-forwarded-for"]
     sent_host = next((v for n, v in headers if n == b"host"), None)
-    out = [(n, v) for n, v in _end_to_end(headers) if n not in FORWARDED and n != b"x-real-ip"]
-    if sent_host is None:
+    ours_only = (*FORWARDED, b"x-real-ip")
+    out = [
+        (n, v)
+        for n, v in _end_to_end(headers)
+        if n not in ours_only
+        and b"_" not in n
+        and (believed or n not in IDENTITY)
+        and not (override_host and n == b"host")
+    ]
+    if sent_host is None or override_host:
         out.insert(0, (b"host", host))
-    host = host if sent_host is None else sent_host
+    host = host if sent_host is None or override_host else sent_host
 
     address = client.address.encode("ascii")
     chain = b", ".join([*forwarded_for, address]) if believed and forwarded_for else address
@@ -171,3 +209,64 @@ def response_headers(headers: Sequence[tuple[bytes, bytes]], *, upgraded: bool =
     ``Upgrade``: the client needs them to complete the switch.
     """
     return _end_to_end(headers, keep={b"connection", b"upgrade"} if upgraded else frozenset())
+
+
+def websocket_upgrade(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether an HTTP/1.1 request with ``headers`` asks for WebSocket and only that.
+
+    ``Connection`` lists ``upgrade`` and every ``Upgrade`` field lists ``websocket``
+    alone (any case, repeats allowed). Any other protocol (``h2c``: HTTP/2 past the
+    router) and the request goes on as a plain one.
+    """
+    if b"upgrade" not in {
+        t.strip(b" \t").lower() for n, v in headers if n == b"connection" for t in v.split(b",")
+    }:
+        return False
+    upgrades = [v for n, v in headers if n == b"upgrade"]
+    return bool(upgrades) and all(
+        {t.strip(b" \t").lower() for t in v.split(b",")} - {b""} == {b"websocket"} for v in upgrades
+    )
+
+
+# host[:port]: a reg-name of letters, digits, "-", "." and "_", or an IP-literal of hex
+# digits, ":" and "."; a port of up to 5 digits (RFC 3986 §3.2.2, §3.2.3), at most 65535.
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{0,5}))?")
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether ``value`` is a Host header the proxy takes (else 400, as nginx answers).
+
+    Not empty, no ``..`` (as nginx) and not ``.`` alone; a trailing dot is fine.
+    """
+    matched = _HOST.fullmatch(value)
+    if matched is None:
+        return False
+    name, port = matched.groups()
+    if b".." in name or name == b".":
+        return False
+    return not port or int(port) <= 65535
+
+
+# Trailer fields never passed on: a recipient may merge trailers into the head (RFC 9110
+# §6.5.2), so nothing a head field could not do may come in one (see ``trailer_kept``).
+TRAILER_DROPPED = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"expect",
+        *HOP_BY_HOP,
+        *FORWARDED,
+        b"x-real-ip",
+        *IDENTITY,
+    }
+)
+
+
+def trailer_kept(name: bytes) -> bool:
+    """Whether a trailer field named ``name`` (any case) is passed on.
+
+    Not framing, routing, hop-by-hop (``Proxy-*`` included), ``Expect``, what the proxy
+    sets (X-Forwarded-*, X-Real-IP), identity fields or a name with "_", whoever sent it.
+    """
+    lower = name.lower()
+    return not (b"_" in lower or lower.startswith(b"proxy-") or lower in TRAILER_DROPPED)
