@@ -172,6 +172,10 @@ def test_options(target: bytes, expected: RequestTarget) -> None:
         ),
         pytest.param(b"GET", b"http://[v1.x]/", "invalid host or port", id="ipvfuture"),
         pytest.param(b"GET", b"http://[::1/", "invalid host or port", id="unclosed-ipv6"),
+        pytest.param(
+            b"GET", b"http://a$b.com/", "invalid host in request target", id="not-a-host-header"
+        ),
+        pytest.param(b"GET", b"http://a..b/", "invalid host in request target", id="dot-dot-host"),
         pytest.param(b"GET", b"/%zz", "invalid percent-encoding '%zz' in path", id="bad-escape"),
         pytest.param(b"GET", b"/%", "truncated percent-encoding '%'", id="lone-percent"),
         pytest.param(b"GET", b"/..", "climbs above the root", id="dotdot-root"),

@@ -584,7 +584,12 @@ class Proxy:
         connection.ingress = route.ingress
         connection.service = route.backend.name
         request_body = await self._start_body(connection, head, body)
-        outgoing = head.forward_head(decision.target, *connection.forwarded, decision.host)
+        outgoing = head.forward_head(
+            decision.target,
+            *connection.forwarded,
+            decision.host,
+            override_host=decision.host_from_target,
+        )
         last_error: ProxyError | None = None
         attempts = self.balancer.attempts(route.backend, now=trio.current_time())
         pooled = True  # False: a pooled connection just failed; the next one is new
@@ -693,13 +698,13 @@ class Proxy:
         state = _RequestBody(trio.current_time())
         if head.chunked:
             scanner = state.scanner = ChunkedScanner()
-            end = self._scan_body(scanner, body, 0)
-            state.buffered, state.rest = body[:end], body[end:]
-            while not scanner.done and len(state.buffered) < BODY_BUFFER:
+            end, state.buffered = self._relay_body(scanner, body)
+            state.rest = body[end:]
+            while not scanner.done and state.received < BODY_BUFFER:
                 await self._continue(connection, head, state)
                 data = await self._recv_body(connection, state)
-                end = self._scan_body(scanner, data, 0)
-                state.buffered += data[:end]
+                end, out = self._relay_body(scanner, data)
+                state.buffered += out
                 state.rest = data[end:]
             state.complete = scanner.done
         elif head.content_length > 0:
@@ -720,14 +725,21 @@ class Proxy:
             state.rest = body
         return state
 
-    def _scan_body(self, scanner: ChunkedScanner, data: bytes, start: int) -> int:
-        """``_scan``, refusing a body (declared chunk sizes included) over the limit."""
-        end = _scan(scanner, data, start)
+    def _relay_body(self, scanner: ChunkedScanner, data: bytes) -> tuple[int, bytes]:
+        """Where a chunked request body ends in ``data`` and the bytes to send on.
+
+        Refuses malformed framing (400) and a body over the limit (413), declared chunk
+        sizes included, before any byte of it is sent.
+        """
+        try:
+            end, out = scanner.relay(data)
+        except ChunkedError as error:
+            raise BadRequestError(f"malformed chunked request body: {error}") from None
         if scanner.payload > self.limits.max_body_bytes:
             raise PayloadTooLargeError(
                 f"chunked body over the limit of {self.limits.max_body_bytes} bytes"
             )
-        return end
+        return end, out
 
     async def _continue(
         self, connection: _Connection, head: RequestHead, body: _RequestBody
@@ -826,8 +838,9 @@ class Proxy:
         assert scanner is not None
         while not scanner.done:
             data = await self._recv_body(connection, body)
-            end = self._scan_body(scanner, data, 0)
-            await upstream.send(data[:end])
+            end, out = self._relay_body(scanner, data)
+            if out:  # nothing while a trailer section is held
+                await upstream.send(out)
             if scanner.done:
                 return data[end:]
         return b""
@@ -950,15 +963,15 @@ class Proxy:
                 if dechunk:
                     end, payload = scanner.decode(data)
                 else:
-                    end = scanner.scan(data)
-                    payload = data[:end]
+                    end, payload = scanner.relay(data)
             except ChunkedError as error:
                 if out:  # the head has not gone out: the client can still get a 502
                     raise BadGatewayError(
                         f"upstream sent malformed chunked framing: {error}"
                     ) from None
                 raise
-            await _send_client(connection, out + payload if out else payload)
+            if out or payload:  # nothing while a trailer section is held
+                await _send_client(connection, out + payload if out else payload)
             out = b""
             if scanner.done:
                 return end == len(data)
@@ -1020,13 +1033,6 @@ def _listening_sockets(host: str, port: int, *, reuse_port: bool) -> list[socket
             sock.close()
         raise
     return sockets
-
-
-def _scan(scanner: ChunkedScanner, data: bytes, start: int) -> int:
-    try:
-        return scanner.scan(data, start)
-    except ChunkedError as error:
-        raise BadRequestError(f"malformed chunked request body: {error}") from None
 
 
 async def _recv_client(connection: _Connection) -> bytes:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from fastroute.errors import BadRequestError
+from fastroute.proxy.headers import valid_host
 
 __all__ = ["RequestTarget", "forward_path", "normalize_path", "parse_target", "simple_origin"]
 
@@ -217,6 +218,9 @@ def _check_authority(authority: bytes) -> None:
     port = matched.group(1)
     if port and int(port) > 65535:
         raise BadRequestError(f"port {port.decode('ascii')} out of range in request target")
+    if not valid_host(authority):
+        # it would be the Host sent upstream: the same rule as for a Host header
+        raise BadRequestError(f"invalid host in request target {_show(authority[:64])}")
 
 
 def _paths(path: bytes) -> tuple[bytes, bytes]:
