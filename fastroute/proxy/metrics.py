@@ -12,6 +12,8 @@ same dashboards and alerts carry over with the ``fastroute_`` prefix:
 - ``fastroute_config_last_reload_successful``: gauge, 1 or 0
 - ``fastroute_config_last_reload_successful_timestamp_seconds``: gauge, Unix time
 - ``fastroute_ready``: gauge, processes ready to serve
+- ``fastroute_accept_errors_total{error}``: counter (errno name: EMFILE, ENFILE, ...)
+- ``fastroute_idle_connections_closed_total``: counter, closed for room at --max-connections
 
 Several worker processes share one set of metrics through prometheus_client's
 multiprocess mode: it is chosen when ``prometheus_client`` is first imported, by the
@@ -111,6 +113,19 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self._accept_errors = Counter(
+            "fastroute_accept_errors",
+            "Failed accepts on the traffic listeners, by errno name: EMFILE or ENFILE means "
+            "out of file descriptors (accepting pauses until it works again).",
+            ["error"],
+            registry=self.registry,
+        )
+        self._idle_closed = Counter(
+            "fastroute_idle_connections_closed",
+            "Idle client connections (keep-alive, or no request sent yet) closed to make room "
+            "for a new one at the --max-connections limit.",
+            registry=self.registry,
+        )
         # Both outcomes exist from the start, so a rate() over failures is 0, not absent.
         self._reload_results = {
             True: self._reloads.labels("success"),
@@ -141,6 +156,14 @@ class Metrics:
     def upstream_error(self, service: str, endpoint: str, reason: str) -> None:
         """Count one failed attempt to reach ``endpoint`` (reason: connect, timeout, broken)."""
         self._upstream_errors.labels(service or NO_ROUTE, endpoint or NO_ROUTE, reason).inc()
+
+    def accept_error(self, error: str) -> None:
+        """Count one failed accept on a traffic listener (``error``: the errno's name)."""
+        self._accept_errors.labels(error).inc()
+
+    def idle_connection_closed(self) -> None:
+        """Count one idle client connection closed to make room at the connection limit."""
+        self._idle_closed.inc()
 
     def config_reload(self, ok: bool) -> None:
         """Count one configuration reload and remember whether (and when) it succeeded."""

@@ -33,7 +33,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import trio
-from trio.lowlevel import wait_readable
+from trio.lowlevel import notify_closing, wait_readable
 
 from fastroute._http import (
     ChunkedError,
@@ -57,6 +57,13 @@ from fastroute.proxy.balancer import Balancer, may_retry
 from fastroute.proxy.channel import Channel, SocketChannel, StreamChannel, connect
 from fastroute.proxy.decide import Forward, Redirect, decide
 from fastroute.proxy.headers import Client, TrustedProxies, response_headers
+from fastroute.proxy.listener import (
+    AcceptBackoff,
+    LogThrottle,
+    accept_error,
+    error_name,
+)
+from fastroute.proxy.listener import listening_sockets as _listening_sockets
 from fastroute.proxy.pool import Pool
 from fastroute.proxy.tls import TLSContexts
 
@@ -79,6 +86,8 @@ LINGER = 2.0
 BODY_BUFFER = 16 * 1024
 BODY_RATE_GRACE = 5.0  # seconds of body before Limits.min_body_rate applies
 CLIENT_CLOSED = 499  # nginx's status for a client that left before its response
+RECLAIM_INTERVAL = 0.25  # at --max-connections, how often to look for idle connections
+_RECLAIMS_LOG = LogThrottle(log, interval=60.0)  # idle connections closed for room
 
 
 class _ClientGoneError(Exception):
@@ -102,7 +111,9 @@ class Limits:
     head_timeout: float = 60.0  # to receive a request head: 408 beyond (idle keep-alive: close)
     connect_timeout: float = 5.0  # to connect to an endpoint: the next one is tried
     upstream_timeout: float = 60.0  # between reads from an upstream: 504 beyond
-    max_connections: int = 10_000  # client connections served at once; more wait to be accepted
+    # client connections open at once; at the limit the idle ones close to make room,
+    # else more wait in the kernel's backlog (not accepted)
+    max_connections: int = 10_000
     # A request body must average this many bytes per second once BODY_RATE_GRACE has
     # passed (0: no minimum), so a client trickling a body cannot hold an upstream
     # connection for as long as it likes: 408 beyond.
@@ -338,29 +349,81 @@ class Proxy:
     # ------------------------------------------------------------ client side
 
     async def _accept(self, sock: socket.socket, scheme: str, nursery: trio.Nursery) -> None:
+        """Accept connections while a slot is free (``Limits.max_connections``).
+
+        At the limit, the oldest idle connection is closed to make room (``_reclaim``); when
+        none is idle, accepting stops and new connections wait in the kernel's backlog, as
+        nginx does, so open connections never exceed the limit. Out of descriptors or
+        memory, accepting pauses (longer while it goes on), with a log line per burst.
+        """
         local_port = sock.getsockname()[1]
+        backoff = AcceptBackoff(log, f"{scheme} listener on port {local_port}")
         while not self._draining:
             try:
                 await wait_readable(sock)
             except trio.ClosedResourceError:
                 return
-            while True:
+            while not self._draining:
+                slot = object()  # the borrower of one connection slot, released by _handle
+                await self._take_slot(slot)
                 try:
                     client_sock, peer = sock.accept()
                 except BlockingIOError:
+                    self._connection_slots.release_on_behalf_of(slot)
                     break
-                except OSError as error:  # e.g. out of file descriptors: retry after a moment
-                    log.warning("accept failed: %s", error)
-                    await trio.sleep(0.1)
+                except OSError as error:
+                    self._connection_slots.release_on_behalf_of(slot)
+                    if self._draining:
+                        return  # drain closed the listening socket
+                    if self.metrics is not None:
+                        self.metrics.accept_error(error_name(error))
+                    if accept_error(error) == "retry":
+                        continue  # that connection went away; the next one may be fine
+                    await trio.sleep(backoff.failed(error))
                     break
+                backoff.succeeded()
                 client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 client = Client(address=peer[0], scheme=scheme, port=local_port)
-                nursery.start_soon(self._handle, client_sock, client)
+                nursery.start_soon(self._handle, client_sock, client, slot)
 
-    async def _handle(self, sock: socket.socket, client: Client) -> None:
-        async with self._connection_slots:
+    async def _take_slot(self, borrower: object) -> None:
+        """Take a connection slot for ``borrower``, reclaiming idle connections at the limit."""
+        slots = self._connection_slots
+        while True:
+            try:
+                slots.acquire_on_behalf_of_nowait(borrower)
+                return
+            except trio.WouldBlock:
+                pass
+            self._reclaim()
+            # a reclaimed connection frees its slot as soon as its task ends; else a
+            # connection may turn idle meanwhile: look again now and then
+            with trio.move_on_after(RECLAIM_INTERVAL):
+                await slots.acquire_on_behalf_of(borrower)
+                return
+
+    def _reclaim(self) -> None:
+        """Close the connection idle the longest (keep-alive, or no request sent yet).
+
+        nginx does the same with its "reusable" connections when it runs out. Connections
+        in the middle of a request are never closed for room: they end by their timeouts.
+        """
+        idle = [c for c in self._open if c.phase is _Phase.IDLE and not c.scope.cancel_called]
+        if not idle:
+            return
+        oldest = min(idle, key=lambda c: c.expires)  # idle since the earliest
+        oldest.scope.cancel()  # _timed_out: an idle connection just closes
+        if self.metrics is not None:
+            self.metrics.idle_connection_closed()
+        _RECLAIMS_LOG.log(
+            logging.WARNING,
+            "%d client connections open (--max-connections): closing idle ones to make room",
+            self.limits.max_connections,
+        )
+
+    async def _handle(self, sock: socket.socket, client: Client, slot: object) -> None:
+        try:
             if self._draining:
-                sock.close()
                 return
             channel: Channel
             if client.scheme == "https":
@@ -371,6 +434,11 @@ class Proxy:
             else:
                 channel = SocketChannel(sock)
             await self._connection(channel, client)
+        finally:
+            if sock.fileno() >= 0:  # the channel closes it, unless it never got one
+                notify_closing(sock)
+                sock.close()
+            self._connection_slots.release_on_behalf_of(slot)
 
     async def _tls_handshake(self, sock: socket.socket) -> trio.SSLStream[trio.SocketStream] | None:
         assert self.tls is not None
@@ -1010,29 +1078,6 @@ class Proxy:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _listening_sockets(host: str, port: int, *, reuse_port: bool) -> list[socket.socket]:
-    """Bound, listening, non-blocking sockets for every address ``host`` names."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(socket.SOMAXCONN)
-            sock.setblocking(False)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
 
 
 async def _recv_client(connection: _Connection) -> bytes:
