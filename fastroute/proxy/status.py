@@ -11,26 +11,54 @@ scrapes never queue behind client connections or count in the request metrics.
 
 One request per connection (``Connection: close``): probes and scrapes open a connection
 per request anyway, and it keeps the listener trivially bounded.
+
+Probes must get through whatever else connects here (a probe that misses its timeout a few
+times restarts the pod, or takes it out of its Service), so:
+
+- a connection has ``HEAD_TIMEOUT`` (2 s) from its accept to send a complete request head
+  (a probe sends it at once), then ``ANSWER_TIMEOUT`` for the answer (/metrics may take a
+  while to render);
+- up to ``MAX_CONNECTIONS`` are open at once (a task and a descriptor each), and when all
+  are taken, the oldest one that has not sent a complete request is closed to make room
+  for the new one, rather than the new one waiting: a flood of idle or slow connections
+  costs the flood, not the probe. nginx does the same with its "reusable" connections
+  (idle ones, and those that have not sent a request yet) when it runs out of them. If
+  every connection is busy answering, accepting waits: answers end within their timeout;
+- ``RESERVE_DESCRIPTORS`` descriptors are held open, so that at the process's descriptor
+  limit (the proxy's connections took them all) a probe can still be accepted: one is
+  closed for it and taken back once it is answered.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Callable
 from http import HTTPStatus
 
 import h11
 import trio
+from trio.lowlevel import wait_readable
 
+from fastroute.proxy.listener import (
+    AcceptBackoff,
+    LogThrottle,
+    ReserveDescriptors,
+    accept_error,
+    listening_sockets,
+)
 from fastroute.proxy.metrics import CONTENT_TYPE
 
 __all__ = ["serve_status"]
 
 log = logging.getLogger("fastroute.status")
 
-HEAD_TIMEOUT = 10.0  # a probe's request arrives at once; a slow one is not a probe
+HEAD_TIMEOUT = 2.0  # from accept to a complete request head: a probe sends it at once
+ANSWER_TIMEOUT = 10.0  # from the head to the end of the answer (rendering /metrics)
 MAX_HEAD_BYTES = 8 * 1024
-MAX_CONNECTIONS = 64  # probes and scrapes are few; more wait to be accepted
+MAX_CONNECTIONS = 256  # open at once; then the oldest without a request gives way
+RESERVE_DESCRIPTORS = 4  # probes answered at the descriptor limit, at once
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -50,38 +78,152 @@ async def serve_status(
             rendering many series (or reading worker processes' files) takes a while.
         task_status: ``started`` gets the bound port (``port=0`` picks a free one).
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    connections = trio.CapacityLimiter(MAX_CONNECTIONS)
+    sockets = listening_sockets(host, port)
+    reserve = ReserveDescriptors(RESERVE_DESCRIPTORS)
+    connections = _Connections(MAX_CONNECTIONS)
+    backoff = AcceptBackoff(log, "status listener")
 
-    async def handle(stream: trio.SocketStream) -> None:
-        async with connections, stream:
-            try:
-                await _answer(stream, ready, metrics_text)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass  # the prober went away
-            except Exception:
-                # a bug must cost one probe and a log line, never the listener
-                log.exception("unexpected error answering a status request")
+    async def handle(sock: socket.socket, scope: trio.CancelScope) -> None:
+        def answering() -> None:
+            connections.answering(scope)
+            scope.deadline = trio.current_time() + ANSWER_TIMEOUT
 
-    task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(handle, listeners)
+        try:
+            with scope:
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+                async with stream:
+                    try:
+                        await _answer(stream, ready, metrics_text, answering)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass  # the prober went away
+                    except Exception:
+                        # a bug must cost one probe and a log line, never the listener
+                        log.exception("unexpected error answering a status request")
+        finally:
+            sock.close()  # already closed unless the stream was never made
+            connections.closed(scope)
+            reserve.refill()
+
+    async def accept(sock: socket.socket, nursery: trio.Nursery) -> None:
+        while True:
+            await wait_readable(sock)
+            while True:
+                if not connections.make_room():
+                    await connections.wait_for_room()
+                    continue
+                try:
+                    client, _ = _accept(sock, reserve)
+                except BlockingIOError:
+                    break
+                except OSError as error:
+                    if accept_error(error) == "retry":
+                        continue
+                    await trio.sleep(backoff.failed(error))
+                    break
+                backoff.succeeded()
+                # counted now, not when its task starts: a burst of accepts sees the limit
+                scope = trio.CancelScope(deadline=trio.current_time() + HEAD_TIMEOUT)
+                connections.opened(scope)
+                nursery.start_soon(handle, client, scope)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for sock in sockets:
+                nursery.start_soon(accept, sock, nursery)
+            task_status.started(sockets[0].getsockname()[1])
+    finally:
+        for sock in sockets:
+            sock.close()
+        reserve.close()
+
+
+def _accept(sock: socket.socket, reserve: ReserveDescriptors) -> tuple[socket.socket, object]:
+    """``sock.accept()``; out of descriptors, one reserve descriptor is given up for it."""
+    try:
+        return sock.accept()
+    except OSError as error:
+        if error.errno in (errno.EMFILE, errno.ENFILE) and reserve.release():
+            return sock.accept()  # the descriptor just freed: nothing ran in between
+        raise
+
+
+class _Connections:
+    """The open status connections; those without a complete request yet, oldest first.
+
+    ``make_room`` closes the oldest of those when the limit is reached (by cancelling its
+    scope: its task closes it at once), so a new connection never waits behind idle ones.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0  # open, not counting those already told to close
+        self._waiting: dict[trio.CancelScope, None] = {}  # no request yet, in accept order
+        self._evicted: set[trio.CancelScope] = set()  # closing to make room: not counted
+        self._room = trio.Event()
+        self._evictions = LogThrottle(log, interval=60.0)
+
+    def opened(self, scope: trio.CancelScope) -> None:
+        self.count += 1
+        self._waiting[scope] = None
+
+    def answering(self, scope: trio.CancelScope) -> None:
+        """The connection sent its request: it is no longer one to close for room."""
+        self._waiting.pop(scope, None)
+
+    def closed(self, scope: trio.CancelScope) -> None:
+        self._waiting.pop(scope, None)
+        if scope in self._evicted:
+            self._evicted.discard(scope)  # no longer counted since make_room closed it
+        else:
+            self.count -= 1
+        self._room.set()
+
+    def make_room(self) -> bool:
+        """Whether one more connection may be accepted, closing the oldest waiting one if
+        that is what it takes; False when every connection is busy answering."""
+        if self.count < self.limit:
+            return True
+        if not self._waiting:
+            return False
+        oldest = next(iter(self._waiting))
+        del self._waiting[oldest]
+        oldest.cancel()
+        self._evicted.add(oldest)
+        self.count -= 1
+        self._evictions.log(
+            logging.WARNING,
+            "status port: %d connections open; closed the oldest that had sent no request "
+            "yet to make room (a flood of idle connections?)",
+            self.limit,
+        )
+        return True
+
+    async def wait_for_room(self) -> None:
+        if self._room.is_set():
+            self._room = trio.Event()
+        await self._room.wait()
 
 
 async def _answer(
-    stream: trio.SocketStream, ready: Callable[[], bool], metrics_text: Callable[[], bytes]
+    stream: trio.SocketStream,
+    ready: Callable[[], bool],
+    metrics_text: Callable[[], bytes],
+    answering: Callable[[], None],
 ) -> None:
+    """Read one request and answer it; ``answering()`` once its head is complete."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-    with trio.move_on_after(HEAD_TIMEOUT):
-        try:
-            request = await _next_request(stream, conn)
-        except h11.RemoteProtocolError as error:
-            await _respond(stream, conn, error.error_status_hint, b"bad request\n", TEXT, False)
-            return
-        if request is None:
-            return
-        head = request.method == b"HEAD"
-        status, body, content_type = await _route(request, ready, metrics_text)
-        await _respond(stream, conn, status, body, content_type, head)
+    try:
+        request = await _next_request(stream, conn)
+    except h11.RemoteProtocolError as error:
+        answering()
+        await _respond(stream, conn, error.error_status_hint, b"bad request\n", TEXT, False)
+        return
+    if request is None:
+        return
+    answering()
+    head = request.method == b"HEAD"
+    status, body, content_type = await _route(request, ready, metrics_text)
+    await _respond(stream, conn, status, body, content_type, head)
 
 
 async def _next_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
