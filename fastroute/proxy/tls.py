@@ -8,23 +8,79 @@ The stdlib ``ssl`` module loads certificates only from files, so each one goes t
 an anonymous in-memory file (``memfd_create`` on Linux), or a private temporary file
 that is removed at once elsewhere. That happens when a config is installed, in a worker
 thread, never during a handshake.
+
+A ClientHello whose server name is not ASCII (raw UTF-8 instead of an ``xn--`` A-label)
+never reaches the SNI callback: CPython's ``_servername_callback`` (Modules/_ssl.c) decodes
+the name as ASCII first and, when that fails, reports the error through
+``sys.unraisablehook`` (a traceback on stderr, per handshake, outside logging) and ends the
+handshake with an ``internal_error`` alert. The refusal is right; the report is not: a
+``sys.unraisablehook`` wrapper (``_SNIErrorHook``) turns exactly that report into a
+rate-limited line on the ``fastroute.proxy`` logger and passes every other one on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
 from fastroute.ingress.certs import Certificate, self_signed_certificate
 from fastroute.ingress.model import RouteConfig
+from fastroute.proxy.listener import LogThrottle
 
 __all__ = ["TLSContexts", "TLSState", "context_for"]
 
 ALPN = ["http/1.1"]
+
+log = logging.getLogger("fastroute.proxy")
+_BAD_SERVER_NAMES = LogThrottle(log, interval=10.0)  # any client can send them at will
+
+
+def _is_undecodable_server_name(args: sys.UnraisableHookArgs) -> bool:
+    """Whether ``args`` is ``_ssl``'s report of a ClientHello server name that is not ASCII.
+
+    ``_servername_callback`` calls ``PyErr_WriteUnraisable(servername_bytes)`` when
+    ``PyUnicode_FromEncodedObject(servername_bytes, "ascii")`` fails: the object is the
+    name's bytes, the error an ASCII UnicodeDecodeError of those same bytes.
+    """
+    error = args.exc_value
+    return (
+        isinstance(error, UnicodeDecodeError)
+        and error.encoding == "ascii"
+        and isinstance(args.object, bytes)
+        and error.object == args.object
+    )
+
+
+class _SNIErrorHook:
+    """A ``sys.unraisablehook`` that logs undecodable SNI names and passes the rest on."""
+
+    def __init__(self, previous: Callable[[sys.UnraisableHookArgs], object]) -> None:
+        self.previous = previous
+
+    def __call__(self, args: sys.UnraisableHookArgs) -> None:
+        if _is_undecodable_server_name(args):
+            name = args.object
+            assert isinstance(name, bytes)
+            _BAD_SERVER_NAMES.log(
+                logging.WARNING,
+                "TLS handshake refused: the SNI server name %r is not ASCII "
+                "(an internationalized name must be sent as its xn-- A-label)",
+                name[:100],
+            )
+            return
+        self.previous(args)
+
+
+def _install_sni_error_hook() -> None:
+    """Route ``_ssl``'s reports of undecodable SNI names to the log (once per process)."""
+    if not isinstance(sys.unraisablehook, _SNIErrorHook):
+        sys.unraisablehook = _SNIErrorHook(sys.unraisablehook)
 
 
 @contextmanager
@@ -73,6 +129,7 @@ class TLSContexts:
     """
 
     def __init__(self, default: Certificate | None = None) -> None:
+        _install_sni_error_hook()
         self.default = default or self_signed_certificate()
         self._default_context = context_for(self.default)
         self._state: TLSState = TLSState(None, {})
