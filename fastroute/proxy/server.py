@@ -65,7 +65,7 @@ from fastroute.proxy.listener import (
 )
 from fastroute.proxy.listener import listening_sockets as _listening_sockets
 from fastroute.proxy.pool import Pool
-from fastroute.proxy.tls import TLSContexts
+from fastroute.proxy.tls import TLSContexts, send_handshake_alert
 
 if TYPE_CHECKING:
     from fastroute.proxy.metrics import Metrics
@@ -358,33 +358,42 @@ class Proxy:
         """
         local_port = sock.getsockname()[1]
         backoff = AcceptBackoff(log, f"{scheme} listener on port {local_port}")
+        slots = self._connection_slots
         while not self._draining:
             try:
                 await wait_readable(sock)
             except trio.ClosedResourceError:
                 return
-            while not self._draining:
-                slot = object()  # the borrower of one connection slot, released by _handle
-                await self._take_slot(slot)
+            # a connection is waiting: worth a slot, even one an idle connection gives up
+            slot: object | None = object()  # the slot's borrower; _handle releases it
+            await self._take_slot(slot)
+            while slot is not None and not self._draining:
                 try:
                     client_sock, peer = sock.accept()
                 except BlockingIOError:
-                    self._connection_slots.release_on_behalf_of(slot)
                     break
                 except OSError as error:
-                    self._connection_slots.release_on_behalf_of(slot)
                     if self._draining:
-                        return  # drain closed the listening socket
+                        break  # drain closed the listening socket
                     if self.metrics is not None:
                         self.metrics.accept_error(error_name(error))
                     if accept_error(error) == "retry":
                         continue  # that connection went away; the next one may be fine
+                    slots.release_on_behalf_of(slot)
+                    slot = None
                     await trio.sleep(backoff.failed(error))
                     break
                 backoff.succeeded()
                 client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 client = Client(address=peer[0], scheme=scheme, port=local_port)
                 nursery.start_soon(self._handle, client_sock, client, slot)
+                slot = object()
+                try:  # more of the burst while slots are free; at the limit, wait again
+                    slots.acquire_on_behalf_of_nowait(slot)
+                except trio.WouldBlock:
+                    slot = None
+            if slot is not None:
+                slots.release_on_behalf_of(slot)
 
     async def _take_slot(self, borrower: object) -> None:
         """Take a connection slot for ``borrower``, reclaiming idle connections at the limit."""
@@ -449,7 +458,9 @@ class Proxy:
         with trio.move_on_after(self.limits.head_timeout):
             try:
                 await tls_stream.do_handshake()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except trio.BrokenResourceError:
+                await send_handshake_alert(tls_stream)  # refused: tell the client why
+            except (trio.ClosedResourceError, OSError):
                 pass
             else:
                 return tls_stream

@@ -16,6 +16,7 @@ the name as ASCII first and, when that fails, reports the error through
 handshake with an ``internal_error`` alert. The refusal is right; the report is not: a
 ``sys.unraisablehook`` wrapper (``_SNIErrorHook``) turns exactly that report into a
 rate-limited line on the ``fastroute.proxy`` logger and passes every other one on.
+``send_handshake_alert`` makes sure the client gets the alert.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ import ssl
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import NamedTuple
+
+import trio
 
 from fastroute.ingress.certs import Certificate, self_signed_certificate
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.listener import LogThrottle
 
-__all__ = ["TLSContexts", "TLSState", "context_for"]
+__all__ = ["TLSContexts", "TLSState", "context_for", "send_handshake_alert"]
 
 ALPN = ["http/1.1"]
 
@@ -75,6 +78,21 @@ class _SNIErrorHook:
             )
             return
         self.previous(args)
+
+
+async def send_handshake_alert(tls_stream: trio.SSLStream[trio.SocketStream]) -> None:
+    """Send what OpenSSL wrote before it refused a handshake: the fatal alert saying why.
+
+    ``trio.SSLStream`` turns the SSLError into BrokenResourceError without sending the
+    bytes OpenSSL left in its outgoing buffer, so the client would see the connection just
+    close ("unexpected EOF") instead of, say, ``internal_error`` for an SNI name that is not
+    ASCII. That buffer is trio's private ``_outgoing`` MemoryBIO: without it, nothing is sent.
+    """
+    outgoing = getattr(tls_stream, "_outgoing", None)
+    if not isinstance(outgoing, ssl.MemoryBIO) or not outgoing.pending:
+        return
+    with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):  # client gone
+        await tls_stream.transport_stream.send_all(outgoing.read())
 
 
 def _install_sni_error_hook() -> None:
