@@ -132,11 +132,15 @@ class LogThrottle:
 
 
 class AcceptBackoff:
-    """How long a listener pauses after ``accept()`` failed for lack of resources.
+    """How long a listener pauses after ``accept()`` failed for lack of resources, and its log.
 
-    The pause doubles from ``first`` up to ``longest`` while the failures go on, and resets
-    on the first accepted connection. Logging is per burst: one line when it starts, one a
-    ``remind`` seconds while it lasts, one when it ends (how many attempts failed, how long).
+    The pause doubles from ``first`` up to ``longest`` while accepts fail, and starts over
+    after one works (descriptors are free again: take the waiting connections at once).
+
+    Logging is per episode, not per attempt: one line when accepts start failing, a
+    reminder every ``remind`` seconds while they go on, and one line once an accept works
+    ``quiet`` seconds or more after the last failure. At the limit, every connection that
+    closes lets one accept through before the next fails: that flapping is one episode.
     """
 
     def __init__(
@@ -146,6 +150,7 @@ class AcceptBackoff:
         *,
         first: float = 0.01,
         longest: float = 1.0,
+        quiet: float = 2.0,
         remind: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -153,46 +158,54 @@ class AcceptBackoff:
         self.what = what
         self.first = first
         self.longest = longest
+        self.quiet = quiet
         self.remind = remind
         self._clock = clock
-        self.failures = 0  # in the current burst
-        self._since = 0.0
-        self._reminded = 0.0
+        self.failing = False  # in an episode of failures
+        self.failures = 0  # in the current episode
+        self._streak = 0  # failures since the last accept that worked: sets the pause
+        self._since = self._last = self._logged = 0.0
 
     def failed(self, error: OSError) -> float:
         """Record a failed accept; the seconds to pause before trying again."""
         now = self._clock()
-        if self.failures == 0:
-            self._since = self._reminded = now
+        reason = error.strerror or str(error)
+        if not self.failing:
+            self.failing = True
+            self.failures = 0
+            self._since = self._logged = now
             self.logger.warning(
                 "%s: accept failed: %s; pausing accepts (up to %g s at a time) until it works "
                 "again. Raise the descriptor limit (ulimit -n) or lower --max-connections",
                 self.what,
-                error.strerror or error,
+                reason,
                 self.longest,
             )
-        elif now - self._reminded >= self.remind:
-            self._reminded = now
+        elif now - self._logged >= self.remind:
+            self._logged = now
             self.logger.warning(
                 "%s: accept still failing: %s (%d attempts in %.0f s)",
                 self.what,
-                error.strerror or error,
+                reason,
                 self.failures + 1,
                 now - self._since,
             )
         self.failures += 1
-        return float(min(self.first * 2 ** min(self.failures - 1, 30), self.longest))
+        self._streak += 1
+        self._last = now
+        return float(min(self.first * 2 ** min(self._streak - 1, 30), self.longest))
 
     def succeeded(self) -> None:
-        """Record an accepted connection: ends a burst of failures (logged once)."""
-        if self.failures:
+        """Record an accept that worked: the end of the episode if it came after a lull."""
+        self._streak = 0
+        if self.failing and self._clock() - self._last >= self.quiet:
+            self.failing = False
             self.logger.warning(
                 "%s: accepting again after %d failed attempts over %.1f s",
                 self.what,
                 self.failures,
-                self._clock() - self._since,
+                self._last - self._since,
             )
-            self.failures = 0
 
 
 class ReserveDescriptors:

@@ -88,26 +88,27 @@ async def serve_status(
             connections.answering(scope)
             scope.deadline = trio.current_time() + ANSWER_TIMEOUT
 
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         try:
             with scope:
-                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-                async with stream:
-                    try:
-                        await _answer(stream, ready, metrics_text, answering)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        pass  # the prober went away
-                    except Exception:
-                        # a bug must cost one probe and a log line, never the listener
-                        log.exception("unexpected error answering a status request")
+                await _answer(stream, ready, metrics_text, answering)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the prober went away
+        except Exception:
+            # a bug must cost one probe and a log line, never the listener
+            log.exception("unexpected error answering a status request")
         finally:
-            sock.close()  # already closed unless the stream was never made
-            connections.closed(scope)
+            # closed and its descriptor taken back into the reserve with no checkpoint in
+            # between (``aclose`` has one), so no other listener can take it meanwhile
+            stream.socket.close()
             reserve.refill()
+            connections.closed(scope)
 
     async def accept(sock: socket.socket, nursery: trio.Nursery) -> None:
         while True:
             await wait_readable(sock)
             while True:
+                reserve.refill()  # in case a refill after a close found none free
                 if not connections.make_room():
                     await connections.wait_for_room()
                     continue
