@@ -14,6 +14,8 @@ subprocess with a low RLIMIT_NOFILE, and reads its stderr. Every wait is bounded
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
 import resource
@@ -39,7 +41,7 @@ from sites import HOST, closed_port, site_objects
 
 import fastroute.proxy.tls
 from fastroute.ingress import build_config
-from fastroute.proxy.listener import LogThrottle
+from fastroute.proxy.listener import AcceptBackoff, LogThrottle
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.status import HEAD_TIMEOUT, serve_status
@@ -113,6 +115,48 @@ def test_status_probes_answer_promptly_under_hundreds_of_idle_and_slow_connectio
 
 
 # ------------------------------------------------------------ 8: --max-connections, EMFILE
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_accept_backoff_grows_and_logs_an_episode_once(caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Clock()
+    backoff = AcceptBackoff(logging.getLogger("test.backoff"), "http", clock=clock)
+    emfile = OSError(errno.EMFILE, "Too many open files")
+    with caplog.at_level("WARNING", logger="test.backoff"):
+        pauses = []
+        for _ in range(10):
+            pauses.append(backoff.failed(emfile))
+            clock.now += pauses[-1]
+        assert pauses == [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0, 1.0, 1.0]
+        backoff.succeeded()  # one connection closed, one accept went through: same episode
+        assert backoff.failed(emfile) == 0.01  # but no pause after descriptors came back
+        clock.now += 5.0
+        backoff.succeeded()  # accepts work again, 5 s after the last failure
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("http: accept failed: Too many open files; pausing")
+    assert lines[1].startswith("http: accepting again after 11 failed attempts")
+
+
+def test_log_throttle_says_how_many_it_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Clock()
+    throttle = LogThrottle(logging.getLogger("test.throttle"), interval=10.0, clock=clock)
+    with caplog.at_level("INFO", logger="test.throttle"):
+        for second in range(25):
+            clock.now = float(second)
+            throttle.log(logging.INFO, "bad hello from %s", "x")
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad hello from x",
+        "bad hello from x (and 9 more like it in the last 10 s)",
+        "bad hello from x (and 9 more like it in the last 10 s)",
+    ]
 
 
 def _open_descriptors() -> int:

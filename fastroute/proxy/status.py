@@ -107,11 +107,12 @@ async def serve_status(
     async def accept(sock: socket.socket, nursery: trio.Nursery) -> None:
         while True:
             await wait_readable(sock)
+            reserve.refill()  # in case a refill after a close found none free
+            # a connection is waiting: worth closing the oldest idle one for it
+            if not connections.make_room():
+                await connections.wait_for_room()
+                continue
             while True:
-                reserve.refill()  # in case a refill after a close found none free
-                if not connections.make_room():
-                    await connections.wait_for_room()
-                    continue
                 try:
                     client, _ = _accept(sock, reserve)
                 except BlockingIOError:
@@ -126,6 +127,8 @@ async def serve_status(
                 scope = trio.CancelScope(deadline=trio.current_time() + HEAD_TIMEOUT)
                 connections.opened(scope)
                 nursery.start_soon(handle, client, scope)
+                if connections.count >= connections.limit:
+                    break  # room is made only for a connection seen waiting
 
     try:
         async with trio.open_nursery() as nursery:
