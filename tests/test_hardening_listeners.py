@@ -410,13 +410,17 @@ def test_a_non_ascii_sni_name_is_refused_with_one_log_line_and_no_traceback(
                 for name in ("ü.example.com", "例え.テスト", "ü.example.com"):
                     hello = partial(_client_hello, port, name.encode())
                     outcomes.append(await trio.to_thread.run_sync(hello))
-                outcomes.append(await trio.to_thread.run_sync(_client_hello, port, HOST.encode()))
+                # ASCII that is no valid IDNA reaches the SNI callback: the default certificate,
+                # as nginx and Envoy serve for a name they have none for
+                for ascii_name in (HOST, "xn--a.example.com"):
+                    hello = partial(_client_hello, port, ascii_name.encode())
+                    outcomes.append(await trio.to_thread.run_sync(hello))
             nursery.cancel_scope.cancel()
 
     with caplog.at_level("WARNING", logger="fastroute.proxy"):
         trio.run(scenario)
     assert unraisable == []
-    assert [o.split(":")[0] for o in outcomes] == ["refused", "refused", "refused", "completed"]
+    assert [o.split(":")[0] for o in outcomes] == ["refused"] * 3 + ["completed"] * 2
     assert all("alert" in outcome for outcome in outcomes[:3]), outcomes  # a TLS alert
     lines = [r for r in caplog.records if r.name == "fastroute.proxy"]
     assert len(lines) == 1  # rate-limited: one line for the three
