@@ -231,7 +231,8 @@ def test_at_max_connections_the_longest_idle_keep_alive_connection_makes_room() 
             await newcomer.send_all(GET)  # the others, and the newcomer, stay usable
             with trio.fail_after(DEADLINE):
                 assert (await _read_response(newcomer))[0] == 200
-            assert b"fastroute_idle_connections_closed_total 1.0" in metrics.text()
+            closed = b'fastroute_idle_connections_closed_total{limit="max_connections"} 1.0'
+            assert closed in metrics.text()
             for stream in [*idle, newcomer]:
                 await stream.aclose()
             nursery.cancel_scope.cancel()
@@ -331,7 +332,7 @@ def _http_status(port: int, request: bytes, timeout: float) -> int:
 def test_at_the_descriptor_limit_probes_answer_and_accept_errors_log_once(
     tmp_path: Path,
 ) -> None:
-    """The real controller with 64 descriptors; 100 idle clients take every one of them."""
+    """The real controller with 64 descriptors; 100 idle clients would take every one."""
     with _controller(tmp_path, max_descriptors=64) as controller:
         flood: list[socket.socket] = []
         try:
@@ -348,6 +349,8 @@ def test_at_the_descriptor_limit_probes_answer_and_accept_errors_log_once(
                 assert time.monotonic() - probe_started < PROMPT
                 time.sleep(0.1)  # spacing the probes, not waiting for the server
             assert time.monotonic() - started >= 1.0
+            # a client with a request gets in: idle connections give it their descriptors
+            assert _http_status(controller.http, GET, DEADLINE) in (404, 502, 503)
             failures = [line for line in controller.lines if "accept failed" in line]
             assert len(failures) == 1, "".join(failures)  # per burst, not per attempt
         finally:
@@ -360,10 +363,13 @@ def test_at_the_descriptor_limit_probes_answer_and_accept_errors_log_once(
             assert time.monotonic() < deadline, "".join(controller.lines)
             assert _http_status(controller.http, GET, DEADLINE) in (404, 502, 503)
             time.sleep(0.1)
-        assert (
-            _http_status(controller.status, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", DEADLINE)
-            == 200
-        )
+        readyz = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert _http_status(controller.status, readyz, DEADLINE) == 200
+        with socket.create_connection(("127.0.0.1", controller.status), timeout=DEADLINE) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            metrics = b"".join(iter(partial(sock.recv, 65536), b"")).decode()
+        assert re.search(r'fastroute_accept_errors_total\{error="EMFILE"\} [1-9]', metrics)
+        assert re.search(r'idle_connections_closed_total\{limit="descriptors"\} [1-9]', metrics)
     output = "".join(controller.lines)
     assert "Traceback" not in output
     assert output.count("accepting again after") == 1

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 __all__ = [
-    "RESOURCE_ERRORS",
+    "DESCRIPTOR_ERRORS",
     "AcceptBackoff",
     "LogThrottle",
     "ReserveDescriptors",
@@ -36,8 +36,9 @@ __all__ = [
     "listening_sockets",
 ]
 
-# accept() fails with these while the process or the system is out of descriptors or memory
-RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# accept() fails with these while the process (EMFILE) or the system (ENFILE) is out of
+# descriptors: closing a descriptor of ours lets the next accept() through
+DESCRIPTOR_ERRORS = frozenset({errno.EMFILE, errno.ENFILE})
 
 # accept(2) on Linux: "already-pending network errors on the new socket" and a connection
 # reset before it was accepted are reported by accept(); the next accept works.

@@ -13,7 +13,8 @@ same dashboards and alerts carry over with the ``fastroute_`` prefix:
 - ``fastroute_config_last_reload_successful_timestamp_seconds``: gauge, Unix time
 - ``fastroute_ready``: gauge, processes ready to serve
 - ``fastroute_accept_errors_total{error}``: counter (errno name: EMFILE, ENFILE, ...)
-- ``fastroute_idle_connections_closed_total``: counter, closed for room at --max-connections
+- ``fastroute_idle_connections_closed_total{limit}``: counter, closed for room (limit:
+  max_connections, descriptors)
 
 Several worker processes share one set of metrics through prometheus_client's
 multiprocess mode: it is chosen when ``prometheus_client`` is first imported, by the
@@ -123,7 +124,9 @@ class Metrics:
         self._idle_closed = Counter(
             "fastroute_idle_connections_closed",
             "Idle client connections (keep-alive, or no request sent yet) closed to make room "
-            "for a new one at the --max-connections limit.",
+            "for new ones, by the limit reached: max_connections (--max-connections) or "
+            "descriptors (the process's file descriptor limit).",
+            ["limit"],
             registry=self.registry,
         )
         # Both outcomes exist from the start, so a rate() over failures is 0, not absent.
@@ -161,9 +164,9 @@ class Metrics:
         """Count one failed accept on a traffic listener (``error``: the errno's name)."""
         self._accept_errors.labels(error).inc()
 
-    def idle_connection_closed(self) -> None:
-        """Count one idle client connection closed to make room at the connection limit."""
-        self._idle_closed.inc()
+    def idle_connection_closed(self, limit: str) -> None:
+        """Count one idle client connection closed to make room (``limit``: which one)."""
+        self._idle_closed.labels(limit).inc()
 
     def config_reload(self, ok: bool) -> None:
         """Count one configuration reload and remember whether (and when) it succeeded."""

@@ -58,6 +58,7 @@ from fastroute.proxy.channel import Channel, SocketChannel, StreamChannel, conne
 from fastroute.proxy.decide import Forward, Redirect, decide
 from fastroute.proxy.headers import Client, TrustedProxies, response_headers
 from fastroute.proxy.listener import (
+    DESCRIPTOR_ERRORS,
     AcceptBackoff,
     LogThrottle,
     accept_error,
@@ -354,7 +355,9 @@ class Proxy:
         At the limit, the oldest idle connection is closed to make room (``_reclaim``); when
         none is idle, accepting stops and new connections wait in the kernel's backlog, as
         nginx does, so open connections never exceed the limit. Out of descriptors or
-        memory, accepting pauses (longer while it goes on), with a log line per burst.
+        memory, accepting pauses (longer while it goes on), with a log line per episode;
+        out of descriptors, the oldest idle connection is closed as well, so that clients
+        with a request to make get in rather than idle ones holding every descriptor.
         """
         local_port = sock.getsockname()[1]
         backoff = AcceptBackoff(log, f"{scheme} listener on port {local_port}")
@@ -381,6 +384,8 @@ class Proxy:
                         continue  # that connection went away; the next one may be fine
                     slots.release_on_behalf_of(slot)
                     slot = None
+                    if error.errno in DESCRIPTOR_ERRORS:
+                        self._reclaim("descriptors")  # the descriptor limit bounds them too
                     await trio.sleep(backoff.failed(error))
                     break
                 backoff.succeeded()
@@ -404,18 +409,20 @@ class Proxy:
                 return
             except trio.WouldBlock:
                 pass
-            self._reclaim()
+            self._reclaim("max_connections")
             # a reclaimed connection frees its slot as soon as its task ends; else a
             # connection may turn idle meanwhile: look again now and then
             with trio.move_on_after(RECLAIM_INTERVAL):
                 await slots.acquire_on_behalf_of(borrower)
                 return
 
-    def _reclaim(self) -> None:
+    def _reclaim(self, limit: str) -> None:
         """Close the connection idle the longest (keep-alive, or no request sent yet).
 
-        nginx does the same with its "reusable" connections when it runs out. Connections
-        in the middle of a request are never closed for room: they end by their timeouts.
+        ``limit`` says which was reached: ``max_connections`` or ``descriptors`` (the
+        process's). nginx does the same with its "reusable" connections when it runs out.
+        Connections in the middle of a request are never closed for room: they end by
+        their timeouts.
         """
         idle = [c for c in self._open if c.phase is _Phase.IDLE and not c.scope.cancel_called]
         if not idle:
@@ -423,11 +430,13 @@ class Proxy:
         oldest = min(idle, key=lambda c: c.expires)  # idle since the earliest
         oldest.scope.cancel()  # _timed_out: an idle connection just closes
         if self.metrics is not None:
-            self.metrics.idle_connection_closed()
+            self.metrics.idle_connection_closed(limit)
         _RECLAIMS_LOG.log(
             logging.WARNING,
-            "%d client connections open (--max-connections): closing idle ones to make room",
-            self.limits.max_connections,
+            "closing idle client connections to make room for new ones: %s",
+            f"{self.limits.max_connections} open (--max-connections)"
+            if limit == "max_connections"
+            else "out of file descriptors",
         )
 
     async def _handle(self, sock: socket.socket, client: Client, slot: object) -> None:

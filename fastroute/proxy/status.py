@@ -31,7 +31,6 @@ times restarts the pod, or takes it out of its Service), so:
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 from collections.abc import Callable
@@ -42,6 +41,7 @@ import trio
 from trio.lowlevel import wait_readable
 
 from fastroute.proxy.listener import (
+    DESCRIPTOR_ERRORS,
     AcceptBackoff,
     LogThrottle,
     ReserveDescriptors,
@@ -146,7 +146,7 @@ def _accept(sock: socket.socket, reserve: ReserveDescriptors) -> tuple[socket.so
     try:
         return sock.accept()
     except OSError as error:
-        if error.errno in (errno.EMFILE, errno.ENFILE) and reserve.release():
+        if error.errno in DESCRIPTOR_ERRORS and reserve.release():
             return sock.accept()  # the descriptor just freed: nothing ran in between
         raise
 
