@@ -424,7 +424,12 @@ class Proxy:
         Connections in the middle of a request are never closed for room: they end by
         their timeouts.
         """
-        idle = [c for c in self._open if c.phase is _Phase.IDLE and not c.scope.cancel_called]
+        idle = [
+            c
+            for c in self._open
+            # no head: between requests (after an error answer, IDLE means lingering)
+            if c.phase is _Phase.IDLE and c.head is None and not c.scope.cancel_called
+        ]
         if not idle:
             return
         oldest = min(idle, key=lambda c: c.expires)  # idle since the earliest
