@@ -28,6 +28,7 @@ import logging
 import math
 import socket
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -389,7 +390,8 @@ class Proxy:
                     await trio.sleep(backoff.failed(error))
                     break
                 backoff.succeeded()
-                client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with suppress(OSError):  # a client gone already: _handle finds out
+                    client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 client = Client(address=peer[0], scheme=scheme, port=local_port)
                 nursery.start_soon(self._handle, client_sock, client, slot)
                 slot = object()

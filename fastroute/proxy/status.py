@@ -38,7 +38,7 @@ from http import HTTPStatus
 
 import h11
 import trio
-from trio.lowlevel import wait_readable
+from trio.lowlevel import notify_closing, wait_readable
 
 from fastroute.proxy.listener import (
     DESCRIPTOR_ERRORS,
@@ -88,8 +88,8 @@ async def serve_status(
             connections.answering(scope)
             scope.deadline = trio.current_time() + ANSWER_TIMEOUT
 
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         try:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             with scope:
                 await _answer(stream, ready, metrics_text, answering)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -100,7 +100,8 @@ async def serve_status(
         finally:
             # closed and its descriptor taken back into the reserve with no checkpoint in
             # between (``aclose`` has one), so no other listener can take it meanwhile
-            stream.socket.close()
+            notify_closing(sock)
+            sock.close()
             reserve.refill()
             connections.closed(scope)
 
