@@ -373,6 +373,8 @@ def test_at_the_descriptor_limit_probes_answer_and_accept_errors_log_once(
     output = "".join(controller.lines)
     assert "Traceback" not in output
     assert output.count("accepting again after") == 1
+    # as nginx warns when worker_connections exceed the open file limit (once, at start)
+    assert output.count("--max-connections 10000 exceeds the open file limit 64") == 1
 
 
 # ---------------------------------------------------------------- 9: non-ASCII SNI

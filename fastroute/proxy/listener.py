@@ -15,6 +15,8 @@ Shared by the traffic listeners (``server.Proxy``) and the status listener (``st
   This is the "idle descriptor" trick of libev and Node.js, used for probes rather than to
   turn clients away.
 - ``LogThrottle``: at most one line per interval for an event a client can cause at will.
+- ``warn_about_descriptor_limit``: nginx's "worker_connections exceed open file resource
+  limit" warning, for ``--max-connections``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import errno
 import logging
 import math
 import os
+import resource
 import socket
 import time
 from collections.abc import Callable
@@ -34,6 +37,7 @@ __all__ = [
     "ReserveDescriptors",
     "accept_error",
     "listening_sockets",
+    "warn_about_descriptor_limit",
 ]
 
 # accept() fails with these while the process (EMFILE) or the system (ENFILE) is out of
@@ -243,3 +247,24 @@ class ReserveDescriptors:
     def close(self) -> None:
         while self._fds:
             os.close(self._fds.pop())
+
+
+_warned_limits: set[tuple[int, int]] = set()
+
+
+def warn_about_descriptor_limit(max_connections: int, logger: logging.Logger) -> None:
+    """Warn (once per process and figures) when the descriptor limit is below the
+    connection limit: then the descriptor limit is the one that holds, and it is hit
+    sooner, since a proxied connection also holds one to its upstream."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= max_connections:
+        return
+    if (soft, max_connections) in _warned_limits:
+        return
+    _warned_limits.add((soft, max_connections))
+    logger.warning(
+        "--max-connections %d exceeds the open file limit %d (ulimit -n): raise the limit, "
+        "or lower --max-connections",
+        max_connections,
+        soft,
+    )

@@ -64,6 +64,7 @@ from fastroute.proxy.listener import (
     LogThrottle,
     accept_error,
     error_name,
+    warn_about_descriptor_limit,
 )
 from fastroute.proxy.listener import listening_sockets as _listening_sockets
 from fastroute.proxy.pool import Pool
@@ -361,6 +362,7 @@ class Proxy:
         with a request to make get in rather than idle ones holding every descriptor.
         """
         local_port = sock.getsockname()[1]
+        warn_about_descriptor_limit(self.limits.max_connections, log)
         backoff = AcceptBackoff(log, f"{scheme} listener on port {local_port}")
         slots = self._connection_slots
         while not self._draining:
