@@ -139,6 +139,10 @@ def test_accept_backoff_grows_and_logs_an_episode_once(caplog: pytest.LogCapture
         assert backoff.failed(emfile) == 0.01  # but no pause after descriptors came back
         clock.now += 5.0
         backoff.succeeded()  # accepts work again, 5 s after the last failure
+    aborted = OSError(errno.ECONNABORTED, "Software caused connection abort")
+    assert not backoff.retry(emfile)
+    assert all(backoff.retry(aborted) for _ in range(AcceptBackoff.MAX_RETRIES))
+    assert not backoff.retry(aborted)  # an error that repeats must not spin the loop
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2, lines
     assert lines[0].startswith("http: accept failed: Too many open files; pausing")

@@ -3,13 +3,13 @@
 Shared by the traffic listeners (``server.Proxy``) and the status listener (``status``):
 
 - ``listening_sockets``: bound, non-blocking listening sockets for a host and port.
-- ``accept_error``: what a failed ``accept()`` means. Some errors belong to one connection
-  that went away before it was accepted (retry at once); the others (``EMFILE``, ``ENFILE``,
-  ``ENOBUFS``, ``ENOMEM``: the process or the system is out of descriptors or memory) will
-  fail again at once, so the listener must pause, or it spins and floods the log.
-- ``AcceptBackoff``: that pause, growing while the failures go on (as nginx stops accepting
-  for a while on ``EMFILE``), with one log line when a burst starts, a reminder a minute,
-  and one when accepting works again, instead of a line per attempt.
+- ``AcceptBackoff``: what to do when ``accept()`` fails. Some errors belong to one
+  connection that went away before it was accepted (retry at once); the others
+  (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``: the process or the system is out of
+  descriptors or memory) would fail again at once, so the listener pauses, longer while
+  the failures go on (as nginx stops accepting for a while on ``EMFILE``), with one log
+  line when an episode starts, a reminder a minute and one when accepting works again,
+  instead of a line per attempt.
 - ``ReserveDescriptors``: a few descriptors held open so a listener that must keep answering
   at the descriptor limit (the status port: liveness probes) can close one and accept.
   This is the "idle descriptor" trick of libev and Node.js, used for probes rather than to
@@ -35,7 +35,7 @@ __all__ = [
     "AcceptBackoff",
     "LogThrottle",
     "ReserveDescriptors",
-    "accept_error",
+    "error_name",
     "listening_sockets",
     "warn_about_descriptor_limit",
 ]
@@ -46,12 +46,13 @@ DESCRIPTOR_ERRORS = frozenset({errno.EMFILE, errno.ENFILE})
 
 # accept(2) on Linux: "already-pending network errors on the new socket" and a connection
 # reset before it was accepted are reported by accept(); the next accept works.
+# (EPERM: a firewall rule refused that connection.)
 _ONE_CONNECTION_ERRORS = frozenset(
     getattr(errno, name)
     for name in (
         "ECONNABORTED",
         "EPROTO",
-        "EPERM",  # a firewall rule refused this connection
+        "EPERM",
         "EINTR",
         "ENETDOWN",
         "ENOPROTOOPT",
@@ -63,11 +64,6 @@ _ONE_CONNECTION_ERRORS = frozenset(
     )
     if hasattr(errno, name)
 )
-
-
-def accept_error(error: OSError) -> str:
-    """``"retry"`` when the failure was one connection's, else ``"pause"``."""
-    return "retry" if error.errno in _ONE_CONNECTION_ERRORS else "pause"
 
 
 def error_name(error: OSError) -> str:
@@ -137,7 +133,11 @@ class LogThrottle:
 
 
 class AcceptBackoff:
-    """How long a listener pauses after ``accept()`` failed for lack of resources, and its log.
+    """What a listener does after ``accept()`` failed: retry at once, or pause; and its log.
+
+    ``retry`` says whether to try again at once: yes for an error of one connection, up
+    to ``MAX_RETRIES`` in a row (an error that does not consume the connection must not
+    spin the event loop); else ``failed`` gives the pause.
 
     The pause doubles from ``first`` up to ``longest`` while accepts fail, and starts over
     after one works (descriptors are free again: take the waiting connections at once).
@@ -170,6 +170,16 @@ class AcceptBackoff:
         self.failures = 0  # in the current episode
         self._streak = 0  # failures since the last accept that worked: sets the pause
         self._since = self._last = self._logged = 0.0
+        self._retries = 0  # one-connection errors in a row
+
+    MAX_RETRIES = 64
+
+    def retry(self, error: OSError) -> bool:
+        """Whether to accept again at once: the error was one connection's."""
+        if error.errno not in _ONE_CONNECTION_ERRORS or self._retries >= self.MAX_RETRIES:
+            return False
+        self._retries += 1
+        return True
 
     def failed(self, error: OSError) -> float:
         """Record a failed accept; the seconds to pause before trying again."""
@@ -197,12 +207,13 @@ class AcceptBackoff:
             )
         self.failures += 1
         self._streak += 1
+        self._retries = 0
         self._last = now
         return float(min(self.first * 2 ** min(self._streak - 1, 30), self.longest))
 
     def succeeded(self) -> None:
         """Record an accept that worked: the end of the episode if it came after a lull."""
-        self._streak = 0
+        self._streak = self._retries = 0
         if self.failing and self._clock() - self._last >= self.quiet:
             self.failing = False
             self.logger.warning(

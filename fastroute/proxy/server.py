@@ -62,7 +62,6 @@ from fastroute.proxy.listener import (
     DESCRIPTOR_ERRORS,
     AcceptBackoff,
     LogThrottle,
-    accept_error,
     error_name,
     warn_about_descriptor_limit,
 )
@@ -383,7 +382,7 @@ class Proxy:
                         break  # drain closed the listening socket
                     if self.metrics is not None:
                         self.metrics.accept_error(error_name(error))
-                    if accept_error(error) == "retry":
+                    if backoff.retry(error):
                         continue  # that connection went away; the next one may be fine
                     slots.release_on_behalf_of(slot)
                     slot = None

@@ -45,7 +45,6 @@ from fastroute.proxy.listener import (
     AcceptBackoff,
     LogThrottle,
     ReserveDescriptors,
-    accept_error,
     listening_sockets,
 )
 from fastroute.proxy.metrics import CONTENT_TYPE
@@ -119,7 +118,7 @@ async def serve_status(
                 except BlockingIOError:
                     break
                 except OSError as error:
-                    if accept_error(error) == "retry":
+                    if backoff.retry(error):
                         continue
                     await trio.sleep(backoff.failed(error))
                     break
