@@ -561,10 +561,12 @@ class Proxy:
                 data = await (channel.recv() if buffer else channel.recv_reply())
                 if not data:
                     return
-                if not buffer:  # the head's time runs from its first byte, not from idle
-                    connection.deadline(_Phase.HEAD, limits.head_timeout)
+                first = not buffer
                 buffer = buffer + data if buffer else data
+                connection.phase = _Phase.HEAD
                 head = parse_request(buffer, limits.max_head_bytes)
+                if head is None and first:  # the head's time runs from its first byte
+                    connection.deadline(_Phase.HEAD, limits.head_timeout)
             connection.head = head
             rest = await self._request(connection, head, buffer[head.size :])
             if rest is None:
@@ -679,22 +681,22 @@ class Proxy:
         route = decision.route
         connection.ingress = route.ingress
         connection.service = route.backend.name
-        request_body = await self._start_body(connection, head, body)
-        outgoing = head.forward_head(
-            decision.target,
-            *connection.forwarded,
-            decision.host,
-            override_host=decision.host_from_target,
+        request_body = (
+            await self._start_body(connection, head, body)
+            if head.chunked or head.content_length > 0
+            else None  # the common case: nothing to read, nothing to time
         )
+        if decision.host_from_target:
+            outgoing = head.forward_head(
+                decision.target, *connection.forwarded, decision.host, override_host=True
+            )
+        else:
+            outgoing = head.forward_head(decision.target, *connection.forwarded, decision.host)
         last_error: ProxyError | None = None
         attempts = self.balancer.attempts(route.backend, now=trio.current_time())
         pooled = True  # False: a pooled connection just failed; the next one is new
         while attempts:
             endpoint = attempts[0]
-            # connecting is the upstream's time: a slow connect is a 504, never a 408
-            connection.deadline(
-                _Phase.UPSTREAM, self.limits.connect_timeout + self.limits.upstream_timeout
-            )
             try:
                 upstream = await self._checkout(endpoint, pooled=pooled, connection=connection)
             except ProxyError as error:
@@ -704,13 +706,15 @@ class Proxy:
             connection.upstream = upstream
             try:
                 response, received, rest = await self._exchange(
-                    connection, upstream, outgoing, head, request_body
+                    connection, upstream, outgoing, head, request_body, body
                 )
             except _UpstreamFailedError as failure:
                 upstream.channel.close()
                 connection.upstream = None
                 retry = may_retry(
-                    head.method, request_sent=True, body_replayable=request_body.complete
+                    head.method,
+                    request_sent=True,
+                    body_replayable=request_body is None or request_body.complete,
                 )
                 if upstream.reused and retry:
                     # the upstream closed it while it sat idle: not the endpoint's fault
@@ -770,7 +774,10 @@ class Proxy:
                 continue
             upstream.reused = True
             return upstream
-        with trio.move_on_after(self.limits.connect_timeout):
+        # connecting is the upstream's time: a slow connect is a 504, never a 408
+        limits = self.limits
+        connection.deadline(_Phase.UPSTREAM, limits.connect_timeout + limits.upstream_timeout)
+        with trio.move_on_after(limits.connect_timeout):
             try:
                 channel = await connect(endpoint.address, endpoint.port)
             except OSError as error:
@@ -786,9 +793,10 @@ class Proxy:
     async def _start_body(
         self, connection: _Connection, head: RequestHead, body: bytes
     ) -> _RequestBody:
-        """Take the start of the request body: all of it when it is small (``BODY_BUFFER``).
+        """Take the start of a request body: all of it when it is small (``BODY_BUFFER``).
 
-        ``body`` is what came after the head. The body limit is checked here on every byte
+        ``body`` is what came after the head (the request has a body: Content-Length or
+        chunked). The body limit is checked here on every byte
         in hand, however the bytes were split, so nothing over it is ever forwarded.
         """
         state = _RequestBody(trio.current_time())
@@ -803,7 +811,7 @@ class Proxy:
                 state.buffered += out
                 state.rest = data[end:]
             state.complete = scanner.done
-        elif head.content_length > 0:
+        else:
             state.buffered, state.rest = body[: head.content_length], body[head.content_length :]
             missing = head.content_length - len(state.buffered)
             if missing and head.content_length <= BODY_BUFFER:
@@ -817,8 +825,6 @@ class Proxy:
                 state.buffered = b"".join(pieces)
             state.complete = not missing
             state.remaining = missing
-        else:
-            state.rest = body
         return state
 
     def _relay_body(self, scanner: ChunkedScanner, data: bytes) -> tuple[int, bytes]:
@@ -870,26 +876,34 @@ class Proxy:
         upstream: _Upstream,
         outgoing: bytes,
         head: RequestHead,
-        body: _RequestBody,
+        body: _RequestBody | None,
+        after: bytes,
     ) -> tuple[ResponseHead, bytes, bytes]:
         """Send the request and read the response head.
 
-        Returns the response head, what the upstream sent after it, and what follows the
-        request on the client connection. Raises _UpstreamFailedError when the upstream
-        connection fails before the response head arrived.
+        ``body`` is the request body as far as taken (None: the request has none), and
+        ``after`` what followed the head on the client connection. Returns the response
+        head, what the upstream sent after it, and what follows the request on the client
+        connection. Raises _UpstreamFailedError when the upstream connection fails before
+        the response head arrived.
         """
         channel = upstream.channel
         limits = self.limits
-        rest = body.rest
         try:
-            await channel.send(outgoing + body.buffered if body.buffered else outgoing)
-            if not body.complete:
-                await self._continue(connection, head, body)
-                if body.scanner is not None:
-                    rest = await self._copy_chunked(connection, channel, body)
-                else:
-                    rest = await self._copy_length(connection, channel, body)
             connection.deadline(_Phase.UPSTREAM, limits.upstream_timeout)
+            if body is None:
+                rest = after
+                await channel.send(outgoing)
+            else:
+                rest = body.rest
+                await channel.send(outgoing + body.buffered if body.buffered else outgoing)
+                if not body.complete:
+                    await self._continue(connection, head, body)
+                    if body.scanner is not None:
+                        rest = await self._copy_chunked(connection, channel, body)
+                    else:
+                        rest = await self._copy_length(connection, channel, body)
+                    connection.deadline(_Phase.UPSTREAM, limits.upstream_timeout)
             data = await channel.recv_reply()
             received = data
             is_head = head.method == b"HEAD"
