@@ -7,10 +7,12 @@ what the client was sent.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from fastroute.ingress import build_config
 from fastroute.proxy import server
 from fastroute.proxy.headers import TrustedProxies
 from fastroute.proxy.server import Limits, Proxy
+from fastroute.proxy.tls import TLSContexts
 
 HOST = b"site.example.com"
 
@@ -643,5 +646,41 @@ def test_a_trailer_line_without_a_colon_is_a_400() -> None:
             reply = await site.ask(head + b"3\r\nabc\r\n0\r\nGET /admin HTTP/1.1\r\n\r\n", b"POST")
             assert reply is not None
             assert reply[0] == 400
+
+    run(scenario)
+
+
+def test_the_body_limit_holds_over_tls_too() -> None:
+    """The same 10 KiB chunked body in one TLS record with its head: 413, nothing forwarded."""
+
+    def post_over_tls(port: int) -> bytes:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the proxy's self-signed default certificate
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as raw,
+            context.wrap_socket(raw, server_hostname=HOST.decode()) as tls,
+        ):
+            tls.sendall(_post_chunked(b"x" * 10 * 1024))
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+            return answer
+
+    async def scenario() -> None:
+        backend = RawBackend()
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(backend.serve)
+            proxy = Proxy(
+                build_config(_objects([(HOST.decode(), "/", "web", port)])),
+                limits=Limits(max_body_bytes=1024),
+                tls=TLSContexts(),
+            )
+            listeners = await nursery.start(partial(proxy.serve, scheme="https"), "127.0.0.1", 0)
+            https_port = listeners[0].socket.getsockname()[1]
+            answer = await trio.to_thread.run_sync(post_over_tls, https_port)
+            assert answer.startswith(b"HTTP/1.1 413 ")
+            assert backend.connections == []
+            nursery.cancel_scope.cancel()
 
     run(scenario)
