@@ -398,13 +398,13 @@ def test_clients_that_reset_while_their_request_is_upstream_free_their_slots() -
 
 def test_the_head_timeout_runs_from_the_first_byte_not_from_idle_time() -> None:
     async def scenario() -> None:
-        async with serving(limits=Limits(head_timeout=1.0)) as site:
+        async with serving(limits=Limits(head_timeout=2.0)) as site:
             client = await site.client()
             await client.send(get())
             assert (await client.reply()) is not None
-            await trio.sleep(0.7)  # idle on keep-alive, within the idle timeout
+            await trio.sleep(1.6)  # idle on keep-alive, within the idle timeout
             await client.send(b"G")
-            await trio.sleep(0.6)  # 1.3 s after the last response, 0.6 s into the head
+            await trio.sleep(1.0)  # 2.6 s after the last response, 1 s into the head
             await client.send(get()[1:])
             reply = await client.reply()
             assert reply is not None
