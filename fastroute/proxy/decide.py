@@ -5,7 +5,8 @@ The order is ingress-nginx's:
 1. Read the request target and the host. An absolute-form target's authority replaces the
    ``Host`` header (RFC 9112 §3.2.2), for routing, redirects and the Host sent upstream.
 2. Match the host and the normalized path against the config's router. With no match and
-   no default backend, answer 404.
+   no default backend, answer 404. The path forwarded is the one matched
+   (``targets.forward_path``), so the upstream never reads a path routing did not see.
 3. A plain-HTTP request for a host listed under TLS is redirected to HTTPS with 308,
    which keeps the method and body, unless the route's Ingress says ``ssl-redirect:
    "false"``. ``force-ssl-redirect`` redirects even without TLS. ACME HTTP-01 challenges
