@@ -316,17 +316,7 @@ cdef class _Head:
 
     cdef int _connection_tokens(self, const unsigned char* p, Py_ssize_t i, Py_ssize_t end) noexcept:
         cdef Py_ssize_t t0, t1
-        while i < end:
-            while i < end and (p[i] == b' ' or p[i] == b'\t' or p[i] == b','):
-                i += 1
-            t0 = i
-            while i < end and p[i] != b',':
-                i += 1
-            t1 = i
-            while t1 > t0 and (p[t1 - 1] == b' ' or p[t1 - 1] == b'\t'):
-                t1 -= 1
-            if t1 == t0:
-                continue
+        while _next_item(p, &i, end, &t0, &t1):
             if t1 - t0 == 5 and _is(p + t0, 5, b"close"):
                 self.close_token = True
             elif t1 - t0 == 10 and _is(p + t0, 10, b"keep-alive"):
@@ -412,21 +402,36 @@ cdef bint _websocket_only(const unsigned char* v, Py_ssize_t n) noexcept:
     """Whether the list v[:n] names ``websocket`` and nothing else (RFC 9110 §7.8, §5.6.1)."""
     cdef Py_ssize_t i = 0, t0, t1
     cdef bint named = False
-    while i < n:
-        while i < n and (v[i] == b' ' or v[i] == b'\t' or v[i] == b','):
-            i += 1
-        t0 = i
-        while i < n and v[i] != b',':
-            i += 1
-        t1 = i
-        while t1 > t0 and (v[t1 - 1] == b' ' or v[t1 - 1] == b'\t'):
-            t1 -= 1
-        if t1 == t0:
-            continue
+    while _next_item(v, &i, n, &t0, &t1):
         if t1 - t0 != 9 or not _is(v + t0, 9, b"websocket"):
             return False  # another protocol, or a version ("websocket/13"): not ours to pass
         named = True
     return named
+
+
+cdef inline bint _next_item(
+    const unsigned char* p, Py_ssize_t* at, Py_ssize_t end, Py_ssize_t* start, Py_ssize_t* stop
+) noexcept:
+    """The next element of the comma-separated list in p[at[0]:end] (RFC 9110 §5.6.1).
+
+    Empty elements and the whitespace around an element are skipped; the element is
+    p[start[0]:stop[0]], and ``at`` moves past it. False once no element is left.
+    """
+    cdef Py_ssize_t i = at[0], t1
+    while i < end and (p[i] == b' ' or p[i] == b'\t' or p[i] == b','):
+        i += 1
+    if i == end:
+        at[0] = i
+        return False
+    start[0] = i
+    while i < end and p[i] != b',':
+        i += 1
+    t1 = i
+    while p[t1 - 1] == b' ' or p[t1 - 1] == b'\t':  # p[start] is neither: the loop stops there
+        t1 -= 1
+    stop[0] = t1
+    at[0] = i
+    return True
 
 
 cdef bint _same(const unsigned char* a, const unsigned char* b, Py_ssize_t n) noexcept:
