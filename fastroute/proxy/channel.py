@@ -139,8 +139,8 @@ class SocketChannel:
 class StreamChannel:
     """A trio stream (TLS) behind the channel methods.
 
-    ``sock`` is the TCP socket under the stream, when there is one: it tells whether the
-    peer is still there, and closes the connection at once.
+    ``sock`` is the TCP socket under the stream, when there is one: a look at it tells
+    whether the peer is still there, which the TLS layer cannot say without reading.
     """
 
     __slots__ = ("sock", "stream")
