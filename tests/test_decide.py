@@ -119,6 +119,9 @@ def test_an_absolute_form_target_names_the_host(config: RouteConfig) -> None:
     decision = forward(config, b"http://plain.example.com/api", b"other.example.com")
     assert decision.route.backend.service == "api"
     assert decision.target == b"/api"
+    # the Host sent upstream must be the one routed on, not the client's Host field
+    assert (decision.host, decision.host_from_target) == (b"plain.example.com", True)
+    assert not forward(config, b"/api", b"plain.example.com").host_from_target
 
 
 def test_plain_http_to_a_tls_host_is_redirected_with_308(config: RouteConfig) -> None:
