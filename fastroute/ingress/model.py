@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING
 
 from fastroute import Router
+from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 
 if TYPE_CHECKING:
     from fastroute.ingress.certs import Certificate
 
-__all__ = ["Backend", "Endpoint", "Policy", "Problem", "RouteConfig", "Target"]
+__all__ = [
+    "Backend",
+    "Cors",
+    "Endpoint",
+    "HeaderList",
+    "Networks",
+    "Policy",
+    "Problem",
+    "RateLimit",
+    "RouteConfig",
+    "Target",
+    "UpstreamTLS",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +66,107 @@ class Backend:
         return self.endpoints or self.terminating
 
 
+Networks = tuple[IPv4Network | IPv6Network, ...]
+HeaderList = tuple[tuple[str, str], ...]  # (name, value) pairs, as written in the ConfigMap
+
+
+@dataclass(frozen=True, slots=True)
+class Cors:
+    """``enable-cors`` and its ``cors-*`` settings (ingress-nginx's defaults)."""
+
+    origins: tuple[str, ...] = ("*",)  # "*", exact origins, or "https://*.example.com"
+    methods: str = "GET, PUT, POST, DELETE, PATCH, OPTIONS"
+    headers: str = (
+        "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,"
+        "Content-Type,Range,Authorization"
+    )
+    expose_headers: str = ""
+    credentials: bool = True
+    max_age: int = 1728000
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``limit-rps``, ``limit-rpm``, ``limit-connections``: per client address, per replica."""
+
+    rps: int = 0  # 0: no per-second limit
+    rpm: int = 0  # 0: no per-minute limit
+    burst_multiplier: int = 5  # burst = rate x this
+    connections: int = 0  # requests in progress at once; 0: no limit
+    exempt: Networks = ()  # limit-whitelist: never limited
+    status: int = 503  # limit-req-status-code
+    connections_status: int = 503  # limit-conn-status-code
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTLS:
+    """``backend-protocol: HTTPS``: how the proxy speaks TLS to the pods."""
+
+    verify: bool = False  # proxy-ssl-verify
+    ca: bytes = b""  # PEM CA bundle (proxy-ssl-secret's ca.crt)
+    certificate: bytes = b""  # PEM client certificate and key (proxy-ssl-secret's tls.*)
+    key: bytes = b""
+    name: str = ""  # proxy-ssl-name: the name verified; "" the Service's host
+    send_sni: bool = False  # proxy-ssl-server-name
+    verify_depth: int = 1
+    protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Per-route behaviour set by Ingress annotations (ingress-nginx's names)."""
+    """Per-route behaviour from Ingress annotations and the ConfigMap (ingress-nginx's names).
+
+    The defaults are what a route without annotations does; ``None`` means the proxy's own
+    limit (its flags). ``plain`` says nothing beyond those defaults is set, so ``decide``
+    can take its shortest path.
+    """
 
     ssl_redirect: bool = True  # redirect plain HTTP to HTTPS when the host has TLS
     force_ssl_redirect: bool = False  # redirect even when the host has no TLS section
     rewrite_target: str | None = None  # replaces the matched path prefix
+    # limits and timeouts; None: the proxy's flag
+    max_body_bytes: int | None = None  # 0: no limit
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+    send_timeout: float | None = None
+    next_upstream: frozenset[str] | None = None  # "error", "timeout", "http_502", "off", ...
+    next_upstream_tries: int | None = None  # 0: every endpoint
+    next_upstream_timeout: float | None = None  # 0: no limit
+    # who may send requests
+    allow: Networks | None = None  # None: everyone; else only these (403)
+    deny: Networks = ()  # 403
+    limit: RateLimit | None = None
+    # answered by the proxy
+    cors: Cors | None = None
+    redirect: tuple[int, str] | None = None  # permanent-/temporal-redirect: (status, URL)
+    app_root: str | None = None  # "/" redirects here (302)
+    from_to_www: bool = False  # www.host <-> host redirect (308)
+    # what is sent
+    upstream_vhost: str | None = None  # the Host the upstream is sent
+    forwarded_prefix: str | None = None  # X-Forwarded-Prefix
+    upstream_headers: HeaderList = ()  # set on the upstream request, replacing the client's
+    response_headers: HeaderList = ()  # set on the response, replacing the upstream's
+    hsts: str = ""  # Strict-Transport-Security on HTTPS responses of TLS hosts
+    proxy_http_version: str = "1.1"
+    access_log: bool = True
+    # where it goes
+    upstream_tls: UpstreamTLS | None = None  # backend-protocol: HTTPS
+    service_upstream: bool = False  # the Service's cluster IP instead of its endpoints
+    default_backend: tuple[str, int | str] | None = None  # default-backend: (Service, port)
+    custom_http_errors: frozenset[int] = frozenset()  # answered by the default backend
+    # a protection annotation was rejected: every request is answered 503 with this reason
+    refused: str = ""
+    plain: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        plain = all(
+            getattr(self, f.name) == f.default for f in fields(self) if f.name not in _ALWAYS_READ
+        )
+        object.__setattr__(self, "plain", plain)
+
+
+# what decide reads for every route, plain or not
+_ALWAYS_READ = frozenset({"ssl_redirect", "force_ssl_redirect", "rewrite_target", "hsts", "plain"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +207,7 @@ class RouteConfig:
     certificates: Mapping[str, Certificate]  # TLS host ("a.com" or "*.a.com") -> certificate
     ingresses: tuple[str, ...]  # the Ingresses served, "namespace/name"
     problems: tuple[Problem, ...]  # rejected objects and fields, and warnings
+    settings: Settings = DEFAULT_SETTINGS  # the ConfigMap's, for what is not per route
 
     def certificate_for(self, server_name: str | None) -> Certificate | None:
         """The certificate for an SNI name: its exact host, then its wildcard, else None."""
