@@ -141,6 +141,7 @@ class Policy:
     redirect: tuple[int, str] | None = None  # permanent-/temporal-redirect: (status, URL)
     app_root: str | None = None  # "/" redirects here (302)
     from_to_www: bool = False  # www.host <-> host redirect (308)
+    aliases: tuple[str, ...] = ()  # server-alias: more hosts with the same rules
     # what is sent
     upstream_vhost: str | None = None  # the Host the upstream is sent
     forwarded_prefix: str | None = None  # X-Forwarded-Prefix
@@ -166,7 +167,9 @@ class Policy:
 
 
 # what decide reads for every route, plain or not
-_ALWAYS_READ = frozenset({"ssl_redirect", "force_ssl_redirect", "rewrite_target", "hsts", "plain"})
+_ALWAYS_READ = frozenset(
+    {"ssl_redirect", "force_ssl_redirect", "rewrite_target", "hsts", "aliases", "plain"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,8 @@ class Target:
     backend: Backend
     policy: Policy = field(default_factory=Policy)
     tls: bool = False  # the request's host is listed in a TLS section
+    # where custom-http-errors and a route without endpoints go (default-backend), if set
+    error_backend: Backend | None = None
 
 
 @dataclass(frozen=True, slots=True)
