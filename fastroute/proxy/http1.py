@@ -33,7 +33,7 @@ from fastroute.errors import (
     ServiceUnavailableError,
 )
 from fastroute.proxy.channel import Channel
-from fastroute.proxy.decide import Forward, Redirect, decide
+from fastroute.proxy.decide import Redirect, decide
 from fastroute.proxy.forwarding import Forwarder, Upstream
 from fastroute.proxy.headers import Client
 from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
@@ -156,14 +156,11 @@ class Connection:
         return data
 
     def finished(self, status: int, upstream: str) -> None:
-        self.done(status, self.started, self.ingress, self.service, upstream)
-
-    def done(self, status: int, started: float, ingress: str, service: str, upstream: str) -> None:
-        """Count and log one answered request."""
-        took = trio.current_time() - started
+        """Count and log the current request, answered ``status`` by ``upstream``."""
+        took = trio.current_time() - self.started
         metrics = self.state.metrics
         if metrics is not None:
-            metrics.request(ingress, service, status, took)
+            metrics.request(self.ingress, self.service, status, took)
         if access_log.isEnabledFor(logging.INFO):
             head = self.head
             access_log.info(
@@ -173,7 +170,7 @@ class Connection:
                 head.target.decode("latin-1") if head else "-",
                 status,
                 took * 1000,
-                ingress,
+                self.ingress,
                 upstream,
             )
 
@@ -317,13 +314,7 @@ class Http1:
                 connection.client.address,
                 upstream.endpoint if upstream else "the upstream",
             )
-            connection.done(
-                CLIENT_CLOSED,
-                connection.started,
-                connection.ingress,
-                connection.service,
-                str(upstream.endpoint) if upstream else "-",
-            )
+            connection.finished(CLIENT_CLOSED, str(upstream.endpoint) if upstream else "-")
             return
         if connection.phase is Phase.HEAD:
             error = RequestTimeoutError("request head too slow")
@@ -376,7 +367,7 @@ class Http1:
         """Answer one request; what follows it on the connection, or None to close."""
         state = self.state
         config = state.config  # this request's config, whatever swap does meanwhile
-        started = connection.started = trio.current_time()
+        connection.started = trio.current_time()
         try:
             if config is None:
                 raise ServiceUnavailableError("no configuration loaded yet")
@@ -406,16 +397,9 @@ class Http1:
                 [(b"Location", decision.location)],
                 close=close,
             )
-            connection.done(decision.status, started, "-", "-", "redirect")
+            connection.finished(decision.status, "redirect")
             return None if close else body
-        return await self._forward(connection, head, body, decision)
-
-    async def _forward(
-        self, connection: Connection, head: RequestHead, body: bytes, decision: Forward
-    ) -> bytes | None:
-        """Forward one request as ``decision`` says; when no endpoint answers, the
-        ProxyError raised (502, 503, 504) is the client's answer.
-        """
+        # Forward: a ProxyError raised from here on (413, 502, 504...) is the answer (serve)
         route = decision.route
         connection.ingress = route.ingress
         connection.service = route.backend.name
@@ -447,16 +431,10 @@ class Http1:
             await _answer(connection.channel, error.status, text, [], close=True)
         except (*CONNECTION_FAILURES, ClientGoneError):
             return
-        # a request refused before its head parsed took no time the proxy can measure
         head = connection.head
-        started = connection.started if head is not None else trio.current_time()
-        connection.done(
-            error.status,
-            started,
-            connection.ingress,
-            connection.service,
-            type(error).__name__,
-        )
+        if head is None:  # refused before its head parsed: no time the proxy can measure
+            connection.started = trio.current_time()
+        connection.finished(error.status, type(error).__name__)
         if head is not None and (head.chunked or head.content_length > 0):
             # the client may still be sending the body: let it, so it reads the answer
             connection.deadline(Phase.IDLE, LINGER + 1.0)
