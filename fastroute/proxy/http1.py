@@ -141,12 +141,14 @@ class Connection:
         self.expires = trio.current_time() + seconds
 
     async def send(self, data: bytes) -> None:
+        """Send ``data`` to the client (ClientGoneError: it is gone)."""
         try:
             await self.channel.send(data)
         except CONNECTION_FAILURES:
             raise ClientGoneError() from None
 
     async def recv(self) -> bytes:
+        """The client's next bytes (ClientGoneError: it closed or broke the connection)."""
         try:
             data = await self.channel.recv()
         except CONNECTION_FAILURES:
