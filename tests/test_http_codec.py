@@ -669,7 +669,7 @@ def test_a_route_plan_sets_the_host_drops_and_adds_fields_upstream(
     if vhost is not None:  # written first, as a Host the proxy sets always is
         expected = [(b"host", vhost)] + [(n, v) for n, v in expected if n != b"host"]
     expected += [(name.lower(), value) for name, value in extra]
-    event, conn = h11_request(out)
+    _, conn = h11_request(out)
     assert h11_consumed(conn, out) == len(out)
     assert parsed_request(out).headers == expected
     # the upstream still learns the host the client asked for
