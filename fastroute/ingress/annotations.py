@@ -467,18 +467,23 @@ def _present(annotations: Mapping[str, Any]) -> tuple[dict[str, tuple[str, str]]
     return found, overridden
 
 
-def _defaults(settings: Settings) -> dict[str, Any]:
+def _configured_networks(settings: Settings, key: str, refused: list[str]) -> Networks | None:
+    """The ConfigMap's list for ``key`` (None when empty); a malformed one fails closed."""
+    entries = getattr(settings, key.replace("-", "_"))
+    if not any(entries):
+        return None
+    try:
+        return read_networks(",".join(entries))
+    except Malformed as error:
+        field = "allow" if key == "whitelist-source-range" else "deny"
+        refused[field] = f"the ConfigMap's {key} is malformed ({error})"
+        return None
+
+
+def _defaults(settings: Settings, refused: dict[str, str]) -> dict[str, Any]:
     """The Policy fields the ConfigMap sets; an annotation overrides each one."""
-    allow = (
-        read_networks(",".join(settings.whitelist_source_range))
-        if any(settings.whitelist_source_range)
-        else None
-    )
-    deny = (
-        read_networks(",".join(settings.denylist_source_range))
-        if any(settings.denylist_source_range)
-        else ()
-    )
+    allow = _configured_networks(settings, "whitelist-source-range", refused)
+    deny = _configured_networks(settings, "denylist-source-range", refused) or ()
     return {
         "ssl_redirect": settings.ssl_redirect,
         "force_ssl_redirect": settings.force_ssl_redirect,
@@ -563,7 +568,9 @@ def read_policy(
         else:
             notes.append((key, "not a fastroute annotation; ignored", True))
 
-    fields = _defaults(settings)
+    configured_refusals: dict[str, str] = {}  # Policy field -> why
+    fields = _defaults(settings, configured_refusals)
+    refused += [why for field, why in configured_refusals.items() if field not in values]
     groups: dict[str, dict[str, tuple[str, Any]]] = {group: {} for group in _GROUPS}
     for field_name, (key, value) in values.items():
         group, dot, member = field_name.partition(".")
