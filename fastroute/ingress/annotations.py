@@ -467,8 +467,9 @@ def _present(annotations: Mapping[str, Any]) -> tuple[dict[str, tuple[str, str]]
     return found, overridden
 
 
-def _configured_networks(settings: Settings, key: str, refused: list[str]) -> Networks | None:
-    """The ConfigMap's list for ``key`` (None when empty); a malformed one fails closed."""
+def _configured_networks(settings: Settings, key: str, refused: dict[str, str]) -> Networks | None:
+    """The ConfigMap's list for ``key`` (None when empty); a malformed one fails closed
+    unless an annotation replaces it."""
     entries = getattr(settings, key.replace("-", "_"))
     if not any(entries):
         return None
