@@ -199,16 +199,27 @@ _ORIGIN = re.compile(
 )
 
 
+class _PartlyMalformed(Malformed):
+    """A list with bad items: it is rejected, and the good items are used instead of the
+    default, when the default would allow more than the list (as ingress-nginx does)."""
+
+    def __init__(self, message: str, kept: Any) -> None:
+        super().__init__(message)
+        self.kept = kept
+
+
 def _origins(text: str, _: Reading) -> tuple[str, ...]:
+    """The origins allowed. A bad one is dropped, never widened to the default "*"."""
     origins = [item.strip() for item in text.split(",") if item.strip()]
     if "*" in origins:
         return ("*",)
     bad = [o for o in origins if o != "null" and _ORIGIN.fullmatch(o) is None]
     if not origins or bad:
-        raise Malformed(
-            f"{', '.join(map(repr, bad)) or repr(text)}: expected '*' or comma-separated "
-            "origins such as https://app.example.com or https://*.example.com"
+        message = (
+            f"{', '.join(map(repr, bad)) or 'nothing'} in {text!r}: expected '*' or "
+            "comma-separated origins such as https://app.example.com or https://*.example.com"
         )
+        raise _PartlyMalformed(message, tuple(o for o in origins if o not in bad))
     return tuple(origins)
 
 
@@ -258,15 +269,29 @@ def _aliases(text: str, _: Reading) -> tuple[str, ...]:
     hosts = [item for item in text.split(",") if item.strip()]
     if not hosts:
         raise Malformed(f"expected a comma-separated list of host names, got {text!r}")
-    return tuple(dict.fromkeys(read_host(host, wildcard=True) for host in hosts))
+    aliases = []
+    for host in hosts:
+        try:
+            aliases.append(read_host(host, wildcard=True))
+        except Malformed as error:
+            raise Malformed(f"in {text!r}: {error}") from None
+    return tuple(dict.fromkeys(aliases))
 
 
 def _vhost(text: str, _: Reading) -> str:
-    host, colon, port = text.strip().rpartition(":") if ":" in text else (text, "", "")
-    read_host(host)
-    if colon:
-        read_int(port, 1, 65535)
-    return text.strip().lower()
+    """``host`` or ``host:port``."""
+    word = text.strip()
+    host, colon, port = word.rpartition(":") if ":" in word else (word, "", "")
+    try:
+        read_host(host)
+        if colon:
+            read_int(port, 1, 65535)
+    except Malformed:
+        raise Malformed(
+            f"expected a host name with an optional port (1 to 65535), such as "
+            f"app.example.com:8080, got {text!r}"
+        ) from None
+    return word.lower()
 
 
 def _header_value(text: str, _: Reading) -> str:
@@ -537,6 +562,8 @@ def read_policy(
             notes.append((key, str(error), False))
             if entry.protection:
                 refused.append(f"{key} is malformed ({error})")
+            if isinstance(error, _PartlyMalformed):
+                values[entry.field] = key, error.kept
             continue
         if entry.no_op:
             notes.append((key, NO_EFFECT, True))
