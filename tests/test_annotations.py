@@ -511,6 +511,8 @@ def test_custom_headers_may_name_another_namespace_and_replace_add_headers() -> 
         ({"X-Ok": "1\r\nSet-Cookie: stolen=1"}, "control character"),
         ({"X-Ok": "a\nb"}, "control character"),
         ({"X-Ok": "a\x00"}, "control character"),
+        ({"X-Ok": "a\x85b"}, "control character"),
+        ({"X-Ok": "a\x7fb"}, "control character"),
     ],
 )
 def test_custom_headers_that_could_inject_a_header_are_rejected(
@@ -797,3 +799,19 @@ def test_a_bad_protection_refuses_only_its_own_ingress_s_routes() -> None:
     assert problem.name == "default/admin"
     assert problem.field == f"metadata.annotations[{NGINX}whitelist-source-range]"
     assert "'10.0.0.0/33'" in problem.reason
+
+
+def test_custom_headers_keep_non_ascii_text_in_values() -> None:
+    lookup = ConfigMaps(shop__extra={"X-Team": "café crème"})
+    policy, notes = read({"custom-headers": "extra"}, namespace="shop", configmap=lookup)
+    assert policy.response_headers == (("X-Team", "café crème"),)
+    assert notes == []
+
+
+def test_yaml_booleans_and_numbers_in_a_manifest_read_as_their_text() -> None:
+    policy, notes = read({"enable-cors": True, "limit-rps": 5, "ssl-redirect": False})
+    assert notes == []
+    assert policy.cors == Cors()
+    assert policy.limit is not None
+    assert policy.limit.rps == 5
+    assert policy.ssl_redirect is False

@@ -147,8 +147,8 @@ def read_codes(text: str, low: int = 400, high: int = 599) -> frozenset[int]:
 # RFC 9110 section 5.6.2: a header name is a token
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # a value may hold visible characters, spaces and tabs; never CR, LF, NUL or another
-# control character, so that no value can end its header line and start another
-_VALUE = re.compile(r"[\t\x20-\x7e\x80-\U0010ffff]*")
+# control character (C0, DEL, C1), so that no value can end its header line and start another
+_VALUE = re.compile(r"[\t\x20-\x7e\xa0-\U0010ffff]*")
 
 
 def read_header_name(text: str) -> str:
