@@ -19,6 +19,7 @@ __all__ = [
     "GatewayTimeoutError",
     "HeadersTooLargeError",
     "InvalidRuleError",
+    "MalformedValueError",
     "NoRouteError",
     "PayloadTooLargeError",
     "ProxyError",
@@ -88,6 +89,14 @@ class RouteNotFoundError(FastrouteError, LookupError):
         self.path = path
         self.path_type = path_type
         super().__init__(f"no rule {_describe(host, path, path_type)} to remove")
+
+
+class MalformedValueError(FastrouteError, ValueError):
+    """An annotation or ConfigMap value that does not follow its syntax.
+
+    The message names the value and says what was expected; the caller adds which
+    annotation or key it came from.
+    """
 
 
 class ProxyError(FastrouteError):
