@@ -14,11 +14,14 @@ from typing import Any
 
 import yaml
 from cli import run_controller
+from kubeapi import KubeAPI
 
 from fastroute.ingress.catalogue import ANNOTATIONS, CONFIGMAP_KEYS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NGINX = "nginx.ingress.kubernetes.io/"
+
+pytest_plugins = ["kubeapi.fixtures"]
 
 
 def _ingress(name: str, annotations: dict[str, str], path: str = "/") -> dict[str, Any]:
@@ -207,3 +210,22 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     both = run_controller("check", "-f", str(path), "--context", "prod")
     assert both.returncode == 2
     assert "--context" in both.stderr
+
+
+def test_the_cluster_is_checked_through_the_api(kubeapi: KubeAPI, tmp_path: Path) -> None:
+    kubeapi.create(_ingress("api", {NGINX + "limit-rps": "5", NGINX + "affinity": "cookie"}))
+    kubeconfig = kubeapi.write_kubeconfig(tmp_path / "kubeconfig")
+    code, report = _json("--kubeconfig", str(kubeconfig), "--timeout", "20")
+    assert code == 1
+    assert _statuses(report, "shop/api") == {
+        NGINX + "limit-rps": "honoured",
+        NGINX + "affinity": "planned",
+    }
+
+
+def test_a_cluster_that_does_not_answer_is_an_error(tmp_path: Path) -> None:
+    with KubeAPI() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    done = run_controller("check", "--kubeconfig", str(kubeconfig), "--timeout", "1")
+    assert done.returncode == 2
+    assert "did not list" in done.stderr
