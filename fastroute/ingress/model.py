@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING
@@ -157,13 +157,43 @@ class Policy:
     custom_http_errors: frozenset[int] = frozenset()  # answered by the default backend
     # a protection annotation was rejected: every request is answered 503 with this reason
     refused: str = ""
+    # derived once, for the codec: whole header lines, and the names they replace
     plain: bool = field(init=False, repr=False, compare=False)
+    upstream_lines: bytes = field(init=False, repr=False, compare=False)
+    upstream_drop: frozenset[bytes] | None = field(init=False, repr=False, compare=False)
+    response_lines: bytes = field(init=False, repr=False, compare=False)
+    response_drop: frozenset[bytes] | None = field(init=False, repr=False, compare=False)
+    hsts_line: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         plain = all(
-            getattr(self, f.name) == f.default for f in fields(self) if f.name not in _ALWAYS_READ
+            getattr(self, f.name) == f.default
+            for f in fields(self)
+            if f.init and f.name not in _ALWAYS_READ
         )
-        object.__setattr__(self, "plain", plain)
+        upstream = list(self.upstream_headers)
+        if self.forwarded_prefix is not None:
+            upstream.append(("X-Forwarded-Prefix", self.forwarded_prefix))
+        derived = {
+            "plain": plain,
+            "upstream_lines": _lines(upstream),
+            "upstream_drop": _names(upstream),
+            "response_lines": _lines(self.response_headers),
+            "response_drop": _names(self.response_headers),
+            "hsts_line": _lines([("Strict-Transport-Security", self.hsts)]) if self.hsts else b"",
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
+
+def _lines(headers: Iterable[tuple[str, str]]) -> bytes:
+    """Header fields as the codec writes them (validated when they were read)."""
+    return b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
+
+
+def _names(headers: Iterable[tuple[str, str]]) -> frozenset[bytes] | None:
+    names = frozenset(name.lower().encode("latin-1") for name, _ in headers)
+    return names or None
 
 
 # what decide reads for every route, plain or not

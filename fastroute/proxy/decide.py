@@ -1,38 +1,67 @@
-"""Per request: forward it, redirect it, or answer it with an error. No I/O.
+"""Per request: the whole plan for it, from the config in force. No I/O.
 
-The order is ingress-nginx's:
+``decide`` returns either a ``Forward`` (the route, the target to send, the fields to set,
+drop and add each way; the route's limits and timeouts are on ``route.policy``) or an
+``Answer`` the proxy writes itself (a redirect, a CORS preflight, 403, 503...). The server
+carries plans out and knows nothing of annotations. The order is ingress-nginx's (its
+server block, then the location's rewrite, preaccess and access phases):
 
 1. Read the request target and the host. An absolute-form target's authority replaces the
    ``Host`` header (RFC 9112 §3.2.2), for routing, redirects and the Host sent upstream.
-2. Match the host and the normalized path against the config's router. With no match and
-   no default backend, answer 404. The path forwarded is the one matched
-   (``targets.forward_path``), so the upstream never reads a path routing did not see.
-3. A plain-HTTP request for a host listed under TLS is redirected to HTTPS with 308,
-   which keeps the method and body, unless the route's Ingress says ``ssl-redirect:
-   "false"``. ``force-ssl-redirect`` redirects even without TLS. ACME HTTP-01 challenges
-   (``/.well-known/acme-challenge/``) are never redirected, so certificates can be issued
-   before HTTPS works.
-4. A route whose Service has no endpoints is answered 503, with the reason in the log.
-5. ``rewrite-target`` replaces the forwarded path (nginx's ``rewrite`` replaces the whole
+2. Match the host and the normalized path. With no match, ``from-to-www-redirect`` of the
+   other spelling of the host redirects (308); else 404. The path forwarded is the one
+   matched (``targets.forward_path``), so the upstream never reads a path routing did not
+   see.
+3. An Ingress whose protection annotation was rejected answers 503: it is never served
+   unprotected (ingress-nginx's "location denied").
+4. ``app-root`` (302 for ``/``), ``permanent-redirect``/``temporal-redirect``, then a CORS
+   preflight (204), then HTTPS: a plain-HTTP request for a host listed under TLS is
+   redirected with 308 unless ``ssl-redirect: "false"``; ``force-ssl-redirect`` redirects
+   without TLS too. ACME HTTP-01 challenges (``/.well-known/acme-challenge/``) are never
+   redirected to HTTPS, so certificates can be issued before HTTPS works.
+5. Rate and connection limits (per client address: 503 or the ConfigMap's status), then
+   the deny and allow lists (403), judged on the real client address.
+6. A route whose Service has no endpoints goes to its ``default-backend`` if that has
+   some, else is answered 503 with the reason in the log.
+7. ``rewrite-target`` replaces the forwarded path (nginx's ``rewrite`` replaces the whole
    URI when the route's path matches); the query is kept.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from fastroute.errors import BadRequestError, NoRouteError, ServiceUnavailableError
-from fastroute.ingress.model import RouteConfig, Target
+from fastroute.ingress.model import Policy, RouteConfig, Target
+from fastroute.proxy.access import allowed
+from fastroute.proxy.cors import preflight_headers, response_lines
+from fastroute.proxy.limiter import ClientLimits, Held
 from fastroute.proxy.targets import parse_target, simple_origin
 
-__all__ = ["ACME_CHALLENGE", "Decision", "Forward", "Redirect", "decide"]
+__all__ = ["ACME_CHALLENGE", "Answer", "Decision", "Forward", "decide"]
 
 ACME_CHALLENGE = b"/.well-known/acme-challenge/"
+CORS_DROPPED = frozenset(
+    {
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-allow-methods",
+        b"access-control-allow-headers",
+        b"access-control-expose-headers",
+        b"access-control-max-age",
+    }
+)
+
+
+def _no_fields(name: bytes) -> bytes | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Send the request to ``route.backend``, with this target."""
+    """Send the request to ``route.backend``, with this target and these fields."""
 
     route: Target
     host: bytes  # the host the request is for, as sent (for logs and X-Forwarded-Host)
@@ -40,17 +69,29 @@ class Forward:
     # ``host`` came from an absolute-form target: it replaces the client's Host field, so
     # the upstream is told the host the route was chosen on (RFC 9112 §3.2.2)
     host_from_target: bool = False
+    # what the route adds to the request: whole "Name: value\r\n" lines, the client's
+    # fields they replace (lower-case names), and the Host sent instead (upstream-vhost)
+    upstream_lines: bytes = b""
+    upstream_drop: frozenset[bytes] | None = None
+    vhost: bytes = b""
+    # what the route sets on the response (custom headers, CORS, HSTS)
+    client_lines: bytes = b""
+    client_drop: frozenset[bytes] | None = None
+    # a limit-connections slot: released when the request is done
+    held: Held | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
-class Redirect:
-    """Answer with a redirect instead of forwarding."""
+class Answer:
+    """Answer the request without forwarding it."""
 
     status: int
-    location: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    body: bytes = b""
+    reason: str = field(default="", compare=False)  # for the access log and metrics
 
 
-Decision = Forward | Redirect
+Decision = Forward | Answer
 
 
 def _host_name(host: bytes) -> bytes:
@@ -61,6 +102,10 @@ def _host_name(host: bytes) -> bytes:
     return host.partition(b":")[0]
 
 
+def redirect(status: int, location: bytes, reason: str) -> Answer:
+    return Answer(status, ((b"Location", location),), reason=reason)
+
+
 def decide(
     config: RouteConfig,
     *,
@@ -69,8 +114,12 @@ def decide(
     host: bytes | None,
     scheme: str,
     https_port: int = 443,
+    client: str = "",
+    header: Callable[[bytes], bytes | None] = _no_fields,
+    limits: ClientLimits | None = None,
+    now: float = 0.0,
 ) -> Decision:
-    """What to do with one request.
+    """The plan for one request.
 
     Args:
         config: the RouteConfig in force when the request arrived.
@@ -79,6 +128,10 @@ def decide(
         host: the ``Host`` header's value, or None if there was none.
         scheme: ``"http"`` or ``"https"``: the listener the request came in on.
         https_port: the port HTTPS redirects point to; written in the Location unless 443.
+        client: the real client address (allow and deny lists, rate limits).
+        header: a request field's value by lower-case name (CORS reads ``Origin``).
+        limits: the per-client rate and connection state (None: limits not enforced).
+        now: the time, in seconds of any monotonic clock, for rate limits.
 
     Raises:
         BadRequestError: malformed target, or no host at all.
@@ -97,23 +150,143 @@ def decide(
         raise BadRequestError("no Host header and no host in the request target")
     route = config.router.match(authority, match_path)
     if route is None:
-        raise NoRouteError(
-            f"no rule for host {authority.decode('latin-1')!r} path "
-            f"{match_path.decode('latin-1')!r} and no default backend"
-        )
+        return _www_redirect(config, authority, match_path, path, query_part, scheme)
     assert isinstance(route, Target)
+    policy = route.policy
     query = b"?" + query_part if query_part else b""
+    if not policy.plain:
+        answer = _answered(policy, route, method, authority, path, query, scheme, header)
+        if answer is not None:
+            return answer
     if (
         scheme == "http"
-        and ((route.tls and route.policy.ssl_redirect) or route.policy.force_ssl_redirect)
+        and ((route.tls and policy.ssl_redirect) or policy.force_ssl_redirect)
         and not match_path.startswith(ACME_CHALLENGE)
     ):
         port = b"" if https_port == 443 else b":%d" % https_port
-        return Redirect(308, b"https://" + _host_name(authority) + port + path + query)
+        return redirect(308, b"https://" + _host_name(authority) + port + path + query, "https")
+    if policy.rewrite_target is not None:
+        path = policy.rewrite_target.encode("utf-8")
+    if policy.plain:
+        if not route.backend.usable():
+            raise ServiceUnavailableError(
+                route.backend.problem or f"{route.backend.name} has no endpoints"
+            )
+        if scheme == "https" and route.tls and policy.hsts:
+            return Forward(
+                route, authority, path + query, from_target, client_lines=policy.hsts_line
+            )
+        return Forward(route, authority, path + query, from_target)
+    return _guarded(
+        config, route, authority, path + query, from_target, scheme, client, header, limits, now
+    )
+
+
+def _www_redirect(
+    config: RouteConfig,
+    authority: bytes,
+    match_path: bytes,
+    path: bytes,
+    query_part: bytes,
+    scheme: str,
+) -> Answer:
+    """``from-to-www-redirect``: the other spelling of an unrouted host, if it asks for it."""
+    name = _host_name(authority).lower()
+    other = name[4:] if name.startswith(b"www.") else b"www." + name
+    route = config.router.match(other, match_path)
+    if isinstance(route, Target) and route.policy.from_to_www and not route.policy.refused:
+        query = b"?" + query_part if query_part else b""
+        location = scheme.encode() + b"://" + other + path + query
+        return redirect(308, location, "from-to-www-redirect")
+    raise NoRouteError(
+        f"no rule for host {authority.decode('latin-1')!r} path "
+        f"{match_path.decode('latin-1')!r} and no default backend"
+    )
+
+
+def _answered(
+    policy: Policy,
+    route: Target,
+    method: bytes,
+    authority: bytes,
+    path: bytes,
+    query: bytes,
+    scheme: str,
+    header: Callable[[bytes], bytes | None],
+) -> Answer | None:
+    """What the route answers itself before HTTPS redirects: ingress-nginx's rewrite phase."""
+    if policy.refused:
+        raise ServiceUnavailableError(f"{route.ingress}: {policy.refused}")
+    if policy.app_root is not None and path == b"/":
+        location = scheme.encode() + b"://" + authority + policy.app_root.encode() + query
+        return redirect(302, location, "app-root")
+    if policy.redirect is not None:
+        status, url = policy.redirect
+        return redirect(status, url.encode(), "redirect")
+    if policy.cors is not None and method == b"OPTIONS":
+        headers = preflight_headers(policy.cors, header(b"origin"))
+        if headers is not None:
+            return Answer(204, headers, reason="cors-preflight")
+    return None
+
+
+def _guarded(
+    config: RouteConfig,
+    route: Target,
+    authority: bytes,
+    target: bytes,
+    from_target: bool,
+    scheme: str,
+    client: str,
+    header: Callable[[bytes], bytes | None],
+    limits: ClientLimits | None,
+    now: float,
+) -> Decision:
+    """A route with annotations: its limits and lists, its endpoints, its fields."""
+    policy = route.policy
+    held: Held | None = None
+    limit = policy.limit
+    if limit is not None and limits is not None:
+        status = limits.admit(route.ingress, limit, client, now)
+        if status is not None:
+            return Answer(status, reason="limit-rps")
+        if limit.connections:
+            held = limits.enter(route.ingress, limit, client)
+            if held is None:
+                return Answer(limit.connections_status, reason="limit-connections")
+    if not allowed(client, policy.allow, policy.deny):
+        if held is not None:
+            held.release()
+        return Answer(403, reason="source-range")
     if not route.backend.usable():
-        raise ServiceUnavailableError(
-            route.backend.problem or f"{route.backend.name} has no endpoints"
-        )
-    if route.policy.rewrite_target is not None:
-        path = route.policy.rewrite_target.encode("utf-8")
-    return Forward(route=route, host=authority, target=path + query, host_from_target=from_target)
+        fallback = route.error_backend
+        if policy.default_backend is not None and fallback is not None and fallback.usable():
+            route = dataclasses.replace(route, backend=fallback)
+        else:
+            if held is not None:
+                held.release()
+            raise ServiceUnavailableError(
+                route.backend.problem or f"{route.backend.name} has no endpoints"
+            )
+    client_lines = policy.response_lines
+    client_drop = policy.response_drop
+    if scheme == "https" and route.tls and policy.hsts:
+        client_lines += policy.hsts_line
+    if policy.cors is not None:
+        lines = response_lines(policy.cors, header(b"origin"))
+        if lines:
+            client_lines += lines
+            client_drop = CORS_DROPPED | (client_drop or frozenset())
+    vhost = policy.upstream_vhost.encode() if policy.upstream_vhost is not None else b""
+    return Forward(
+        route,
+        authority,
+        target,
+        from_target,
+        upstream_lines=policy.upstream_lines,
+        upstream_drop=policy.upstream_drop,
+        vhost=vhost,
+        client_lines=client_lines,
+        client_drop=client_drop,
+        held=held,
+    )
