@@ -22,6 +22,7 @@ __all__ = [
     "NoRouteError",
     "PayloadTooLargeError",
     "ProxyError",
+    "ProxyProtocolError",
     "RequestTimeoutError",
     "RouteConflictError",
     "RouteError",
@@ -88,6 +89,21 @@ class RouteNotFoundError(FastrouteError, LookupError):
         self.path = path
         self.path_type = path_type
         super().__init__(f"no rule {_describe(host, path, path_type)} to remove")
+
+
+class ProxyProtocolError(FastrouteError, ValueError):
+    """A connection's PROXY protocol header is missing, malformed or not to be believed.
+
+    There is no HTTP status for it: the bytes before the header are not HTTP yet, so the
+    connection is closed unanswered, as nginx and HAProxy do.
+
+    Attributes:
+        reason: what is wrong, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"PROXY protocol: {reason}")
 
 
 class ProxyError(FastrouteError):
