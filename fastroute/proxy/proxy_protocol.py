@@ -34,7 +34,7 @@ from typing import Final, Literal
 import trio
 
 from fastroute.errors import ProxyProtocolError
-from fastroute.proxy.headers import TrustedProxies
+from fastroute.proxy.headers import Client, TrustedProxies
 
 __all__ = [
     "HEADER_TIMEOUT",
@@ -42,10 +42,12 @@ __all__ = [
     "V1_MAX",
     "V2_MAX",
     "V2_SIGNATURE",
+    "Kind",
     "NeedMore",
     "ProxiedConnection",
     "ProxyHeader",
     "parse_proxy_header",
+    "proxied_client",
     "read_proxy_header",
     "trusts_peer",
 ]
@@ -134,19 +136,14 @@ def _looks_like(data: bytes) -> str:
 
 def _parse_v1(data: bytes) -> ProxyHeader | NeedMore:
     end = data.find(b"\r\n", 0, V1_MAX)
+    # before the CRLF, or until it arrives (a last CR may be its first half)
+    line = data[:end] if end >= 0 else data[:V1_MAX].removesuffix(b"\r")
+    if b"\r" in line or b"\n" in line:
+        raise ProxyProtocolError("v1 header line has a CR or LF that is not its final CRLF")
     if end < 0:
-        window = data[:V1_MAX]
-        if b"\n" in window:
-            raise ProxyProtocolError("v1 header line ends in a bare LF, not CRLF")
-        carriage = window.find(b"\r")
-        if 0 <= carriage < len(window) - 1:
-            raise ProxyProtocolError("v1 header line has a CR not followed by LF")
         if len(data) >= V1_MAX:
             raise ProxyProtocolError(f"v1 header line has no CRLF within {V1_MAX} bytes")
         return NEED_MORE
-    line = data[:end]
-    if b"\r" in line or b"\n" in line:
-        raise ProxyProtocolError("v1 header line has a CR or LF before its CRLF")
     fields = line.split(b" ")
     protocol = fields[1]
     if protocol == b"UNKNOWN":  # the spec: ignore whatever else is on the line
@@ -261,6 +258,23 @@ def _check_tlvs(tlvs: bytes) -> None:
                 f"{len(tlvs) - at - 3} are left in the header"
             )
         at += 3 + size
+
+
+def proxied_client(client: Client, header: ProxyHeader) -> Client:
+    """The connection's client as the header tells it, for every later decision.
+
+    The address becomes the header's source (X-Forwarded-For, X-Real-IP, allowlists,
+    rate limits). The port becomes the one the client reached on the balancer, and a
+    client that reached port 443 came over HTTPS (the balancer terminated TLS): ingress-nginx
+    sends both on as X-Forwarded-Port and X-Forwarded-Proto. LOCAL and UNKNOWN headers
+    leave the client as the connection has it.
+    """
+    if header.source is None or header.destination is None:
+        return client
+    port = header.destination[1]
+    return Client(
+        address=header.source[0], scheme="https" if port == 443 else client.scheme, port=port
+    )
 
 
 def trusts_peer(trusted: TrustedProxies | None, peer_address: str) -> bool:
