@@ -23,6 +23,7 @@ __all__ = [
     "NoRouteError",
     "PayloadTooLargeError",
     "ProxyError",
+    "ProxyProtocolError",
     "RequestTimeoutError",
     "RouteConflictError",
     "RouteError",
@@ -97,6 +98,21 @@ class MalformedValueError(FastrouteError, ValueError):
     The message names the value and says what was expected; the caller adds which
     annotation or key it came from.
     """
+
+
+class ProxyProtocolError(FastrouteError, ValueError):
+    """A connection's PROXY protocol header is missing, malformed or not to be believed.
+
+    There is no HTTP status for it: the bytes before the header are not HTTP yet, so the
+    connection is closed unanswered, as nginx and HAProxy do.
+
+    Attributes:
+        reason: what is wrong, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"PROXY protocol: {reason}")
 
 
 class ProxyError(FastrouteError):
