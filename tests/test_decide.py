@@ -10,7 +10,7 @@ from fastroute.errors import BadRequestError, NoRouteError, ProxyError, ServiceU
 from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from fastroute.ingress.model import RouteConfig
-from fastroute.proxy.decide import Forward, Redirect, decide
+from fastroute.proxy.decide import Answer, Forward, decide
 
 Obj = dict[str, Any]
 
@@ -128,7 +128,7 @@ def test_plain_http_to_a_tls_host_is_redirected_with_308(config: RouteConfig) ->
     decision = decide(
         config, method=b"POST", target=b"/cart?id=7", host=b"secure.example.com:80", scheme="http"
     )
-    assert decision == Redirect(308, b"https://secure.example.com/cart?id=7")
+    assert decision == Answer(308, ((b"Location", b"https://secure.example.com/cart?id=7"),))
     assert forward(config, b"/cart", b"secure.example.com", scheme="https").route.tls
 
 
@@ -141,7 +141,7 @@ def test_a_redirect_names_the_https_port_unless_it_is_443(config: RouteConfig) -
         scheme="http",
         https_port=8443,
     )
-    assert decision == Redirect(308, b"https://secure.example.com:8443/a")
+    assert decision == Answer(308, ((b"Location", b"https://secure.example.com:8443/a"),))
 
 
 def test_acme_challenges_are_never_redirected(config: RouteConfig) -> None:
@@ -152,7 +152,7 @@ def test_acme_challenges_are_never_redirected(config: RouteConfig) -> None:
 def test_ssl_redirect_false_and_force_ssl_redirect(config: RouteConfig) -> None:
     assert forward(config, b"/", b"optout.example.com").route.tls
     forced = decide(config, method=b"GET", target=b"/x", host=b"forced.example.com", scheme="http")
-    assert forced == Redirect(308, b"https://forced.example.com/x")
+    assert forced == Answer(308, ((b"Location", b"https://forced.example.com/x"),))
 
 
 def test_rewrite_target_replaces_the_path_and_keeps_the_query(config: RouteConfig) -> None:

@@ -7,6 +7,7 @@ terminates TLS on an HTTPS listener and hands the connection to the HTTP/1 front
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from contextlib import suppress
@@ -14,8 +15,9 @@ from contextlib import suppress
 import trio
 from trio.lowlevel import notify_closing, wait_readable
 
+from fastroute.errors import ProxyProtocolError
 from fastroute.proxy.channel import Channel, SocketChannel, StreamChannel
-from fastroute.proxy.headers import Client
+from fastroute.proxy.headers import Client, TrustedProxies
 from fastroute.proxy.http1 import Http1
 from fastroute.proxy.listener import (
     DESCRIPTOR_ERRORS,
@@ -24,6 +26,7 @@ from fastroute.proxy.listener import (
     error_name,
     warn_about_descriptor_limit,
 )
+from fastroute.proxy.proxy_protocol_socket import accept_proxy_header
 from fastroute.proxy.state import Phase, ProxyState
 from fastroute.proxy.tls import send_handshake_alert
 
@@ -33,6 +36,19 @@ log = logging.getLogger("fastroute.proxy")
 
 RECLAIM_INTERVAL = 0.25  # at --max-connections, how often to look for idle connections
 _RECLAIMS_LOG = LogThrottle(log, interval=60.0)  # idle connections closed for room
+_PROXY_PROTOCOL_LOG = LogThrottle(log, interval=10.0)  # connections without a good header
+
+
+@functools.lru_cache(maxsize=8)
+def _proxy_peers(cidrs: tuple[str, ...]) -> TrustedProxies:
+    """The peers whose PROXY header is believed (``proxy-real-ip-cidr``).
+
+    ingress-nginx's default, ``0.0.0.0/0``, means any peer; it is read so for IPv6 peers
+    too, as a dual-stack listener sees them.
+    """
+    if "0.0.0.0/0" in cidrs:
+        cidrs = (*cidrs, "::/0")
+    return TrustedProxies(cidrs)
 
 
 class Acceptor:
@@ -147,6 +163,18 @@ class Acceptor:
         try:
             if self.state.draining:
                 return
+            config = self.state.config
+            if config is not None and config.settings.use_proxy_protocol:
+                # the balancer in front says who the client is, before TLS or HTTP
+                try:
+                    client = await accept_proxy_header(
+                        sock, client, _proxy_peers(config.settings.proxy_real_ip_cidr)
+                    )
+                except ProxyProtocolError as error:
+                    _PROXY_PROTOCOL_LOG.log(
+                        logging.INFO, "closed a connection from %s", f"{client.address}: {error}"
+                    )
+                    return
             channel: Channel
             if client.scheme == "https":
                 tls_stream = await self._tls_handshake(sock)

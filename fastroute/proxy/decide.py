@@ -36,23 +36,13 @@ from dataclasses import dataclass, field
 from fastroute.errors import BadRequestError, NoRouteError, ServiceUnavailableError
 from fastroute.ingress.model import Policy, RouteConfig, Target
 from fastroute.proxy.access import allowed
-from fastroute.proxy.cors import preflight_headers, response_lines
+from fastroute.proxy.cors import cors_rules
 from fastroute.proxy.limiter import ClientLimits, Held
 from fastroute.proxy.targets import parse_target, simple_origin
 
 __all__ = ["ACME_CHALLENGE", "Answer", "Decision", "Forward", "decide"]
 
 ACME_CHALLENGE = b"/.well-known/acme-challenge/"
-CORS_DROPPED = frozenset(
-    {
-        b"access-control-allow-origin",
-        b"access-control-allow-credentials",
-        b"access-control-allow-methods",
-        b"access-control-allow-headers",
-        b"access-control-expose-headers",
-        b"access-control-max-age",
-    }
-)
 
 
 def _no_fields(name: bytes) -> bytes | None:
@@ -88,6 +78,7 @@ class Answer:
     status: int
     headers: tuple[tuple[bytes, bytes], ...] = ()
     body: bytes = b""
+    lines: bytes = b""  # more fields, as whole "Name: value\r\n" lines
     reason: str = field(default="", compare=False)  # for the access log and metrics
 
 
@@ -224,9 +215,9 @@ def _answered(
         status, url = policy.redirect
         return redirect(status, url.encode(), "redirect")
     if policy.cors is not None and method == b"OPTIONS":
-        headers = preflight_headers(policy.cors, header(b"origin"))
-        if headers is not None:
-            return Answer(204, headers, reason="cors-preflight")
+        lines = cors_rules(policy.cors).preflight(method, header(b"origin"))
+        if lines is not None:
+            return Answer(204, lines=lines, reason="cors-preflight")
     return None
 
 
@@ -273,10 +264,11 @@ def _guarded(
     if scheme == "https" and route.tls and policy.hsts:
         client_lines += policy.hsts_line
     if policy.cors is not None:
-        lines = response_lines(policy.cors, header(b"origin"))
+        rules = cors_rules(policy.cors)
+        lines = rules.response_headers(header(b"origin"))
         if lines:
             client_lines += lines
-            client_drop = CORS_DROPPED | (client_drop or frozenset())
+            client_drop = rules.names | (client_drop or frozenset())
     vhost = policy.upstream_vhost.encode() if policy.upstream_vhost is not None else b""
     return Forward(
         route,

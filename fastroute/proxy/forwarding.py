@@ -12,7 +12,8 @@ idle is never reused. A request that asks for a protocol upgrade (WebSocket) and
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+import math
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import trio
 
@@ -30,14 +31,15 @@ from fastroute.errors import (
     ServiceUnavailableError,
 )
 from fastroute.ingress.model import Endpoint
-from fastroute.proxy.balancer import Balancer, may_retry
+from fastroute.proxy.balancer import IDEMPOTENT_METHODS, Balancer, may_retry
 from fastroute.proxy.channel import Channel, SocketChannel, connect
 from fastroute.proxy.headers import response_headers
 from fastroute.proxy.pool import Pool
 from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
 
 if TYPE_CHECKING:
-    from fastroute.ingress.model import Backend
+    from fastroute.ingress.model import Policy
+    from fastroute.proxy.decide import Forward
 
 __all__ = ["ClientSide", "Forwarder", "RequestBodyStart", "Upstream"]
 
@@ -46,6 +48,19 @@ log = logging.getLogger("fastroute.proxy")
 
 class _UpstreamFailedError(Exception):
     """The exchange with an upstream failed before its response head arrived."""
+
+
+# ingress-nginx's proxy-next-upstream default: another endpoint after a connection error
+# or a connect timeout
+DEFAULT_NEXT_UPSTREAM = frozenset({"error", "timeout"})
+
+
+class Timeouts(NamedTuple):
+    """One route's upstream timeouts, in seconds."""
+
+    connect: float  # to connect (the next endpoint is tried)
+    send: float  # between two writes of the request
+    read: float  # between two reads of the response
 
 
 class Upstream:
@@ -108,48 +123,66 @@ class Forwarder:
         self.limits = state.limits
         self.balancer = Balancer()
         self.pool: Pool[Upstream] = Pool(max_idle=320)
+        self._default_timeouts = Timeouts(
+            self.limits.connect_timeout, self.limits.upstream_timeout, self.limits.upstream_timeout
+        )
 
     async def forward(
         self,
         client: ClientSide,
         head: RequestHead,
         outgoing: bytes,
-        backend: Backend,
+        plan: Forward,
         body: RequestBodyStart | None,
         after: bytes,
     ) -> bytes | None:
-        """Send the request to an endpoint of ``backend`` and its response to the client.
+        """Send the request to an endpoint of the plan's backend and its response to the
+        client, under the route's timeouts and retry rules.
 
         ``outgoing`` is the head to send, ``body`` the start of the request body (None:
         the request has none), ``after`` what followed the head on the client connection.
         Returns what follows the request on the client connection, or None to close.
         Raises the ProxyError the client is to be answered with when no endpoint answered.
         """
+        backend = plan.route.backend
+        policy = plan.route.policy
+        timeouts = self._timeouts(policy)
         last_error: ProxyError | None = None
         attempts = self.balancer.attempts(backend, now=trio.current_time())
+        rules = DEFAULT_NEXT_UPSTREAM
+        give_up = math.inf
+        if not policy.plain:
+            if policy.next_upstream is not None:
+                rules = policy.next_upstream
+            if policy.next_upstream_tries:
+                del attempts[policy.next_upstream_tries :]
+            give_up = trio.current_time() + (policy.next_upstream_timeout or math.inf)
+        replayable = body is None or body.complete
         pooled = True  # False: a pooled connection just failed; the next one is new
         while attempts:
             endpoint = attempts[0]
             try:
-                upstream = await self._checkout(endpoint, pooled=pooled, client=client)
+                upstream = await self._checkout(
+                    endpoint, pooled=pooled, client=client, timeouts=timeouts
+                )
             except ProxyError as error:
                 last_error = error
+                kind = "timeout" if isinstance(error, GatewayTimeoutError) else "error"
+                if kind not in rules or trio.current_time() >= give_up:
+                    break
                 attempts.pop(0)  # nothing was sent: the next endpoint may take it
                 continue
             client.upstream = upstream
             try:
                 response, received, rest = await self._exchange(
-                    client, upstream, outgoing, head, body, after
+                    client, upstream, outgoing, head, body, after, timeouts
                 )
             except _UpstreamFailedError as failure:
                 upstream.channel.close()
                 client.upstream = None
-                retry = may_retry(
-                    head.method,
-                    request_sent=True,
-                    body_replayable=body is None or body.complete,
-                )
-                if upstream.reused and retry:
+                if upstream.reused and may_retry(
+                    head.method, request_sent=True, body_replayable=replayable
+                ):
                     # the upstream closed it while it sat idle: not the endpoint's fault
                     pooled = False
                     continue
@@ -157,7 +190,12 @@ class Forwarder:
                 self.balancer.failed(endpoint, now=trio.current_time(), reason=reason)
                 self.state.upstream_error(client.service, endpoint, "broken")
                 last_error = BadGatewayError(f"{endpoint}: {reason}")
-                if not retry:
+                retry = "error" in rules and may_retry(
+                    b"GET" if "non_idempotent" in rules else head.method,
+                    request_sent=True,
+                    body_replayable=replayable,
+                )
+                if not retry or trio.current_time() >= give_up:
                     break
                 attempts.pop(0)
                 pooled = True
@@ -170,15 +208,46 @@ class Forwarder:
                 self.state.upstream_error(client.service, endpoint, "unasked-upgrade")
                 last_error = BadGatewayError(f"{endpoint} switched protocols unasked")
                 break
+            if (
+                len(attempts) > 1
+                and f"http_{response.status}" in rules
+                and replayable
+                and (head.method in IDEMPOTENT_METHODS or "non_idempotent" in rules)
+                and trio.current_time() < give_up
+            ):
+                # proxy-next-upstream http_5xx: this answer is not passed on, the next
+                # endpoint is asked instead
+                upstream.channel.close()
+                client.upstream = None
+                self.state.upstream_error(client.service, endpoint, f"http_{response.status}")
+                attempts.pop(0)
+                continue
             self.balancer.succeeded(endpoint)
-            following = await self._relay(client, upstream, head, response, received, rest)
+            following = await self._relay(
+                client, upstream, head, response, received, rest, plan, timeouts
+            )
             client.finished(response.status, str(endpoint))
             return following
         if last_error is None:  # decide saw endpoints: they went away since
             last_error = ServiceUnavailableError(backend.problem or "no endpoints")
         raise last_error
 
-    async def _checkout(self, endpoint: Endpoint, *, pooled: bool, client: ClientSide) -> Upstream:
+    def _timeouts(self, policy: Policy) -> Timeouts:
+        """The route's connect, send and read timeouts: its own, else the proxy's."""
+        limits = self.limits
+        if policy.plain:
+            return self._default_timeouts
+        timeouts = Timeouts(
+            policy.connect_timeout or limits.connect_timeout,
+            policy.send_timeout or limits.upstream_timeout,
+            policy.read_timeout or limits.upstream_timeout,
+        )
+        self.state.shortest_timeout(min(timeouts))
+        return timeouts
+
+    async def _checkout(
+        self, endpoint: Endpoint, *, pooled: bool, client: ClientSide, timeouts: Timeouts
+    ) -> Upstream:
         """An idle pooled connection to ``endpoint`` (if ``pooled``), or a new one.
 
         A pooled connection that received anything while idle (bytes nobody asked for, or
@@ -198,9 +267,8 @@ class Forwarder:
             upstream.reused = True
             return upstream
         # connecting is the upstream's time: a slow connect is a 504, never a 408
-        limits = self.limits
-        client.deadline(Phase.UPSTREAM, limits.connect_timeout + limits.upstream_timeout)
-        with trio.move_on_after(limits.connect_timeout):
+        client.deadline(Phase.UPSTREAM, timeouts.connect + timeouts.read)
+        with trio.move_on_after(timeouts.connect):
             try:
                 channel = await connect(endpoint.address, endpoint.port)
             except OSError as error:
@@ -221,6 +289,7 @@ class Forwarder:
         head: RequestHead,
         body: RequestBodyStart | None,
         after: bytes,
+        timeouts: Timeouts,
     ) -> tuple[ResponseHead, bytes, bytes]:
         """Send the request and read the response head.
 
@@ -233,7 +302,7 @@ class Forwarder:
         channel = upstream.channel
         limits = self.limits
         try:
-            client.deadline(Phase.UPSTREAM, limits.upstream_timeout)
+            client.deadline(Phase.UPSTREAM, timeouts.send)
             if body is None:
                 rest = after
                 await channel.send(outgoing)
@@ -241,9 +310,10 @@ class Forwarder:
                 await channel.send(outgoing + body.buffered if body.buffered else outgoing)
                 if not body.complete:
                     while data := await client.read_body():
+                        client.deadline(Phase.UPSTREAM, timeouts.send)
                         await channel.send(data)
-                    client.deadline(Phase.UPSTREAM, limits.upstream_timeout)
                 rest = body.rest
+            client.deadline(Phase.UPSTREAM, timeouts.read)
             data = await channel.recv_reply()
             received = data
             is_head = head.method == b"HEAD"
@@ -252,7 +322,7 @@ class Forwarder:
                 if response is None:
                     if not data:
                         raise _UpstreamFailedError("closed before a response")
-                    client.deadline(Phase.UPSTREAM, limits.upstream_timeout)
+                    client.deadline(Phase.UPSTREAM, timeouts.read)
                     data = await channel.recv()
                     received += data
                     continue
@@ -273,8 +343,11 @@ class Forwarder:
         response: ResponseHead,
         received: bytes,
         rest: bytes,
+        plan: Forward,
+        timeouts: Timeouts,
     ) -> bytes | None:
-        """Send the response to the client; ``rest`` back, or None to close."""
+        """Send the response to the client, with the plan's fields; ``rest`` back, or
+        None to close."""
         client_gone = False
         upgraded = response.status == 101 and head.upgrade is not None
         close = (
@@ -284,7 +357,13 @@ class Forwarder:
             or (head.version == 10 and response.chunked)
         )
         dechunk = head.version == 10 and response.chunked
-        out = response.client_head(close) if not dechunk else _unchunked_head(response)
+        if dechunk:
+            out = _unchunked_head(response, plan.client_lines, plan.client_drop)
+        elif plan.client_lines or plan.client_drop:
+            out = response.client_head(close, plan.client_lines, plan.client_drop)
+        else:
+            out = response.client_head(close)
+        read = timeouts.read
         client.responded = True
         client.phase = Phase.RESPONSE
         channel = upstream.channel
@@ -293,7 +372,7 @@ class Forwarder:
             if upgraded:
                 await client.send(out + received)
                 client.upstream = None
-                await _tunnel(client, channel, rest, self.limits.upstream_timeout)
+                await _tunnel(client, channel, rest, read)
                 channel.close()
                 return None
             if response.bodyless:
@@ -302,16 +381,16 @@ class Forwarder:
             elif response.chunked:
                 scanner = ChunkedScanner()
                 reusable = await self._relay_chunked(
-                    client, channel, scanner, out, received, dechunk
+                    client, channel, scanner, out, received, dechunk, read
                 )
             elif response.content_length >= 0:
                 reusable = await self._relay_length(
-                    client, channel, response.content_length, out, received
+                    client, channel, response.content_length, out, received, read
                 )
             else:
                 await client.send(out + received)
                 while True:
-                    client.deadline(Phase.RESPONSE, self.limits.upstream_timeout)
+                    client.deadline(Phase.RESPONSE, read)
                     data = await channel.recv()
                     if not data:
                         break
@@ -349,6 +428,7 @@ class Forwarder:
         remaining: int,
         out: bytes,
         received: bytes,
+        read: float,
     ) -> bool:
         """Relay a Content-Length body; whether the upstream connection can be reused."""
         first = received[:remaining]
@@ -356,7 +436,7 @@ class Forwarder:
         remaining -= len(first)
         extra = len(received) > len(first)
         while remaining:
-            client.deadline(Phase.RESPONSE, self.limits.upstream_timeout)
+            client.deadline(Phase.RESPONSE, read)
             data = await upstream.recv()
             if not data:
                 raise trio.BrokenResourceError("upstream closed mid-body")
@@ -375,6 +455,7 @@ class Forwarder:
         out: bytes,
         received: bytes,
         dechunk: bool,
+        read: float,
     ) -> bool:
         """Relay a chunked body (decoded for an HTTP/1.0 client); whether to reuse."""
         data = received
@@ -395,7 +476,7 @@ class Forwarder:
             out = b""
             if scanner.done:
                 return end == len(data)
-            client.deadline(Phase.RESPONSE, self.limits.upstream_timeout)
+            client.deadline(Phase.RESPONSE, read)
             data = await upstream.recv()
             if not data:
                 raise trio.BrokenResourceError("upstream closed mid-body")
@@ -427,8 +508,12 @@ async def _tunnel(
         nursery.start_soon(pump, upstream, client.channel, nursery)
 
 
-def _unchunked_head(response: ResponseHead) -> bytes:
+def _unchunked_head(response: ResponseHead, extra: bytes, drop: frozenset[bytes] | None) -> bytes:
     """The head for an HTTP/1.0 client of a chunked response: decoded, ended by a close."""
     lines = [b"HTTP/1.1 %d %s" % (response.status, response.reason)]
-    lines += [name + b": " + value for name, value in response_headers(response.headers)]
-    return b"\r\n".join([*lines, b"Connection: close", b"", b""])
+    lines += [
+        name + b": " + value
+        for name, value in response_headers(response.headers)
+        if drop is None or name not in drop
+    ]
+    return b"\r\n".join([*lines, b"Connection: close", b""]) + extra + b"\r\n"

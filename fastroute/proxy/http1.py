@@ -33,9 +33,10 @@ from fastroute.errors import (
     ServiceUnavailableError,
 )
 from fastroute.proxy.channel import Channel
-from fastroute.proxy.decide import Redirect, decide
+from fastroute.proxy.decide import Answer, decide
 from fastroute.proxy.forwarding import Forwarder, Upstream
 from fastroute.proxy.headers import Client
+from fastroute.proxy.limiter import ClientLimits
 from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
 
 __all__ = ["Connection", "Http1"]
@@ -53,6 +54,7 @@ LINGER = 2.0
 BODY_BUFFER = 16 * 1024
 BODY_RATE_GRACE = 5.0  # seconds of body before Limits.min_body_rate applies
 CLIENT_CLOSED = 499  # nginx's status for a client that left before its response
+NO_BODY_LIMIT = 1 << 62  # proxy-body-size "0": no limit
 
 
 class _RequestBody:
@@ -62,6 +64,7 @@ class _RequestBody:
         "buffered",
         "complete",
         "continued",
+        "max_bytes",
         "received",
         "remaining",
         "rest",
@@ -69,7 +72,8 @@ class _RequestBody:
         "started",
     )
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, max_bytes: int) -> None:
+        self.max_bytes = max_bytes  # the route's body limit
         self.started = started  # when the head was in: the body's rate counts from here
         self.received = 0  # body bytes read after the head
         self.buffered = b""  # the start of the body (all of it if ``complete``), not yet sent
@@ -95,6 +99,7 @@ class Connection:
         "forwarded",
         "head",
         "ingress",
+        "logged",
         "phase",
         "responded",
         "scope",
@@ -128,6 +133,7 @@ class Connection:
         self.responded = False  # a response head went out for the current request
         self.client_left = False  # the client closed while its request was upstream
         self.head: RequestHead | None = None
+        self.logged = True  # the current request goes to the access log (enable-access-log)
         self.ingress = "-"  # the current request's route, once it has one (metrics, logs)
         self.service = "-"
         self.started = 0.0  # when the current request's head was parsed
@@ -163,7 +169,7 @@ class Connection:
         metrics = self.state.metrics
         if metrics is not None:
             metrics.request(self.ingress, self.service, status, took)
-        if access_log.isEnabledFor(logging.INFO):
+        if self.logged and access_log.isEnabledFor(logging.INFO):
             head = self.head
             access_log.info(
                 '%s "%s %s" %d %.1fms %s %s',
@@ -178,15 +184,14 @@ class Connection:
 
     # ------------------------------------------------------------ request bodies
 
-    async def start_body(self, head: RequestHead, body: bytes) -> _RequestBody:
+    async def start_body(self, head: RequestHead, body: bytes, max_body_bytes: int) -> _RequestBody:
         """Take the start of a request body: all of it when it is small (``BODY_BUFFER``).
 
         ``body`` is what came after the head (the request has a body: Content-Length or
         chunked). The body limit is checked here on every byte
         in hand, however the bytes were split, so nothing over it is ever forwarded.
         """
-        max_body_bytes = self.state.limits.max_body_bytes
-        state = self.body = _RequestBody(trio.current_time())
+        state = self.body = _RequestBody(trio.current_time(), max_body_bytes)
         if head.chunked:
             scanner = state.scanner = ChunkedScanner()
             end, state.buffered = _relay_chunks(scanner, body, max_body_bytes)
@@ -227,7 +232,7 @@ class Connection:
         if scanner is not None:
             while not scanner.done:
                 data = await self._recv_body(body)
-                end, out = _relay_chunks(scanner, data, self.state.limits.max_body_bytes)
+                end, out = _relay_chunks(scanner, data, body.max_bytes)
                 if scanner.done:
                     body.rest = data[end:]
                 if out:  # nothing while a trailer section is held
@@ -276,6 +281,7 @@ class Http1:
         self.state = state
         self.limits = state.limits
         self.forwarder = forwarder
+        self.client_limits = ClientLimits()  # limit-rps, limit-connections: per replica
         self.open: set[Connection] = set()  # every connection being served
         self.all_closed = trio.Event()  # set (and replaced) each time ``open`` empties
 
@@ -345,6 +351,7 @@ class Http1:
             connection.head = None
             connection.responded = False
             connection.ingress = connection.service = "-"
+            connection.logged = True
             head = parse_request(buffer, limits.max_head_bytes)
             while head is None:
                 # after a response, the client's next request cannot be here yet
@@ -366,62 +373,94 @@ class Http1:
     async def _request(
         self, connection: Connection, head: RequestHead, body: bytes
     ) -> bytes | None:
-        """Answer one request; what follows it on the connection, or None to close."""
+        """Carry out ``decide``'s plan for one request; what follows it on the connection,
+        or None to close."""
         state = self.state
         config = state.config  # this request's config, whatever swap does meanwhile
-        connection.started = trio.current_time()
+        connection.started = now = trio.current_time()
         try:
             if config is None:
                 raise ServiceUnavailableError("no configuration loaded yet")
-            if head.content_length > self.limits.max_body_bytes:
-                raise PayloadTooLargeError(
-                    f"body of {head.content_length} bytes is over the limit of "
-                    f"{self.limits.max_body_bytes}"
-                )
-            decision = decide(
+            plan = decide(
                 config,
                 method=head.method,
                 target=head.target,
                 host=head.host,
                 scheme=connection.client.scheme,
                 https_port=state.https_redirect_port,
+                client=connection.client.address,
+                header=head.header,
+                limits=self.client_limits,
+                now=now,
             )
         except ProxyError as error:
             await self._respond_error(connection, error)
             return None
-        if isinstance(decision, Redirect):
-            bodyless = head.content_length <= 0 and not head.chunked
-            close = not bodyless or not head.keep_alive or state.draining
-            await _answer(
-                connection.channel,
-                decision.status,
-                b"",
-                [(b"Location", decision.location)],
-                close=close,
-            )
-            connection.finished(decision.status, "redirect")
-            return None if close else body
+        if isinstance(plan, Answer):
+            return await self._answer_plan(connection, head, body, plan)
         # Forward: a ProxyError raised from here on (413, 502, 504...) is the answer (serve)
-        route = decision.route
+        route = plan.route
+        policy = route.policy
         connection.ingress = route.ingress
         connection.service = route.backend.name
-        request_body = (
-            await connection.start_body(head, body)
-            if head.chunked or head.content_length > 0
-            else None  # the common case: nothing to read, nothing to time
-        )
-        if decision.host_from_target:
-            outgoing = head.forward_head(
-                decision.target, *connection.forwarded, decision.host, override_host=True
+        connection.logged = policy.access_log
+        try:
+            max_body = self.limits.max_body_bytes
+            if policy.max_body_bytes is not None:
+                max_body = policy.max_body_bytes or NO_BODY_LIMIT
+            if head.content_length > max_body:
+                raise PayloadTooLargeError(
+                    f"body of {head.content_length} bytes is over the limit of {max_body}"
+                )
+            request_body = (
+                await connection.start_body(head, body, max_body)
+                if head.chunked or head.content_length > 0
+                else None  # the common case: nothing to read, nothing to time
             )
-        else:
-            outgoing = head.forward_head(decision.target, *connection.forwarded, decision.host)
-        after = await self.forwarder.forward(
-            connection, head, outgoing, route.backend, request_body, body
-        )
+            if policy.plain:
+                outgoing = head.forward_head(
+                    plan.target,
+                    *connection.forwarded,
+                    plan.host,
+                    override_host=plan.host_from_target,
+                )
+            else:
+                outgoing = head.forward_head(
+                    plan.target,
+                    *connection.forwarded,
+                    plan.host,
+                    override_host=plan.host_from_target,
+                    vhost=plan.vhost,
+                    extra=plan.upstream_lines,
+                    drop=plan.upstream_drop,
+                )
+            after = await self.forwarder.forward(
+                connection, head, outgoing, plan, request_body, body
+            )
+        finally:
+            if plan.held is not None:
+                plan.held.release()
         if request_body is not None:
             connection.body = None  # its bytes are not kept while the connection idles
         return after
+
+    async def _answer_plan(
+        self, connection: Connection, head: RequestHead, body: bytes, plan: Answer
+    ) -> bytes | None:
+        """Write an answer the plan made (redirect, preflight, 403, 503...)."""
+        if plan.status >= 400:
+            log.info("%d for %s: %s", plan.status, connection.client.address, plan.reason)
+        bodyless = head.content_length <= 0 and not head.chunked
+        close = not bodyless or not head.keep_alive or self.state.draining
+        if plan.body or plan.status >= 400:
+            text = plan.body or f"{plan.status} {_reason(plan.status)}\n".encode()
+        else:
+            text = b""
+        await _answer(
+            connection.channel, plan.status, text, plan.headers, close=close, lines=plan.lines
+        )
+        connection.finished(plan.status, plan.reason or "answered")
+        return None if close else body
 
     async def _respond_error(self, connection: Connection, error: ProxyError) -> None:
         if connection.responded:
@@ -465,16 +504,20 @@ async def _answer(
     headers: Sequence[tuple[bytes, bytes]],
     *,
     close: bool,
+    lines: bytes = b"",
 ) -> None:
-    """A complete response the proxy writes itself (redirects and errors)."""
-    lines = [b"HTTP/1.1 %d %s" % (status, _reason(status).encode())]
-    lines += [name + b": " + value for name, value in headers]
-    lines.append(b"Content-Length: %d" % len(body))
+    """A complete response the proxy writes itself (redirects and errors); ``lines`` are
+    more fields, whole."""
+    head = [b"HTTP/1.1 %d %s" % (status, _reason(status).encode())]
+    head += [name + b": " + value for name, value in headers]
+    # a 204 has no Content-Length (RFC 9110 §8.6)
+    if status != 204:
+        head.append(b"Content-Length: %d" % len(body))
     if body:
-        lines.append(b"Content-Type: text/plain; charset=utf-8")
+        head.append(b"Content-Type: text/plain; charset=utf-8")
     if close:
-        lines.append(b"Connection: close")
-    await channel.send(b"\r\n".join([*lines, b"", body]))
+        head.append(b"Connection: close")
+    await channel.send(b"\r\n".join(head) + b"\r\n" + lines + b"\r\n" + body)
 
 
 def _reason(status: int) -> str:

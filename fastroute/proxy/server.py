@@ -180,18 +180,18 @@ class Proxy:
 
     async def _watchdog(self) -> None:
         """Cancel the connections whose phase has lasted past its timeout, and the ones
-        whose client left while their request was upstream.
+        whose client left while their request was upstream. It looks a few times per
+        shortest timeout in use, a route's own included (``ProxyState.tick``).
 
         nginx notices a client's close while it waits for the upstream and gives the
         upstream request up; so does this, within a tick: otherwise clients that send a
         request to a slow endpoint and reset would keep their slot and an upstream
         connection until ``upstream_timeout``.
         """
-        limits = self.limits
         open_connections = self._http1.open
-        tick = min(0.5, limits.head_timeout / 4, limits.upstream_timeout / 4)
+        state = self._state
         while True:
-            await trio.sleep(tick)
+            await trio.sleep(state.tick)
             now = trio.current_time()
             for connection in list(open_connections):
                 if connection.expires <= now:

@@ -76,7 +76,16 @@ class ProxyState:
     the parts read them here each time; the others are fixed for the proxy's life.
     """
 
-    __slots__ = ("config", "draining", "https_redirect_port", "limits", "metrics", "tls", "trusted")
+    __slots__ = (
+        "config",
+        "draining",
+        "https_redirect_port",
+        "limits",
+        "metrics",
+        "tick",
+        "tls",
+        "trusted",
+    )
 
     def __init__(
         self,
@@ -94,6 +103,14 @@ class ProxyState:
         self.https_redirect_port = https_redirect_port
         self.metrics = metrics
         self.draining = False  # drain has begun: no new connections, no keep-alive
+        # how often the watchdog looks for passed deadlines: a quarter of the shortest
+        # timeout in use, at most half a second
+        self.tick = min(0.5, limits.head_timeout / 4, limits.upstream_timeout / 4)
+
+    def shortest_timeout(self, seconds: float) -> None:
+        """A route uses a timeout of ``seconds``: the watchdog must look often enough."""
+        if seconds / 4 < self.tick:
+            self.tick = max(seconds / 4, 0.01)
 
     def upstream_error(self, service: str, endpoint: Endpoint, reason: str) -> None:
         """Count an exchange with ``endpoint`` that failed (``reason``: connect, broken...)."""
