@@ -49,9 +49,13 @@ def _no_fields(name: bytes) -> bytes | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forward:
-    """Send the request to ``route.backend``, with this target and these fields."""
+    """Send the request to ``route.backend``, with this target and these fields.
+
+    Made for every forwarded request, and never changed after: not frozen, because a
+    frozen dataclass's ``__init__`` costs several times as much.
+    """
 
     route: Target
     host: bytes  # the host the request is for, as sent (for logs and X-Forwarded-Host)
