@@ -150,11 +150,13 @@ class TLSBackend:
 
     served: Issued
     client_ca: bytes = b""
+    newest: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED  # the newest version spoken
     connections: int = 0
     said_bye: trio.Event = field(default_factory=trio.Event)
 
     def __post_init__(self) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.maximum_version = self.newest
         with pem_path(self.served.chain_pem + self.served.key_pem) as path:
             context.load_cert_chain(path)
         if self.client_ca:
@@ -459,6 +461,27 @@ def test_proxy_ssl_verify_depth_bounds_the_intermediates(depth: str | None, stat
             port = await started(nursery, TLSBackend(pod))
             config = build_config(objects(port, annotations, secret("pods-ca", ROOT.pem)))
             async with proxying(config) as running:
+                assert (await running.get()).status_code == status
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("protocols", "status"), [(None, 200), ("TLSv1.2 TLSv1.3", 200), ("TLSv1.3", 502)]
+)
+def test_proxy_ssl_protocols_bounds_the_versions_offered(
+    protocols: str | None, status: int
+) -> None:
+    """A pod that speaks TLS 1.2 at most is refused only when TLSv1.3 alone is allowed."""
+    annotations = dict(HTTPS)
+    if protocols is not None:
+        annotations["proxy-ssl-protocols"] = protocols
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await started(nursery, TLSBackend(POD, newest=ssl.TLSVersion.TLSv1_2))
+            async with proxying(build_config(objects(port, annotations))) as running:
                 assert (await running.get()).status_code == status
             nursery.cancel_scope.cancel()
 
