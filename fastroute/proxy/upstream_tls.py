@@ -122,12 +122,10 @@ def check_peer(
         return
     if not settings.send_sni:
         wanted = verified_name(settings, endpoint)
-        peer = stream.getpeercert()
-        names = [value for kind, value in (peer or {}).get("subjectAltName", ())]
-        if not _names_match(wanted, (peer or {}).get("subjectAltName", ())):
-            raise UpstreamTLSError(
-                f"certificate does not name {wanted!r} (it names {', '.join(names) or 'nothing'})"
-            )
+        alt_names = (stream.getpeercert() or {}).get("subjectAltName", ())
+        if not _names_match(wanted, alt_names):
+            names = ", ".join(value for _, value in alt_names) or "nothing"
+            raise UpstreamTLSError(f"certificate does not name {wanted!r} (it names {names})")
     length = _verified_chain_length(stream)
     if length is not None and length > settings.verify_depth + 2:
         raise UpstreamTLSError(
