@@ -374,6 +374,22 @@ def test_without_verification_any_certificate_is_accepted_and_with_it_only_the_c
     run(scenario)
 
 
+def test_verification_without_a_secret_trusts_only_the_system_s_cas() -> None:
+    """ingress-nginx ignores proxy-ssl-verify without proxy-ssl-secret and does not verify;
+    fastroute verifies against the system's trust store, which a private CA is not in."""
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await started(nursery, TLSBackend(POD))
+            config = build_config(objects(port, HTTPS | {"proxy-ssl-verify": "on"}))
+            assert not config.rejected()
+            async with proxying(config) as running:
+                assert (await running.get()).status_code == 502
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("send_sni", [False, True])
 @pytest.mark.parametrize(
     ("name", "status"),
