@@ -40,8 +40,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastroute import InvalidRuleError, RouteConflictError, Router
+from fastroute.ingress.backend_tls import (
+    SecretRef,
+    has_client_certificate,
+    secret_reference,
+    upstream_policy,
+)
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
-from fastroute.ingress.model import Backend, Problem, RouteConfig, Target
+from fastroute.ingress.model import Backend, Policy, Problem, RouteConfig, Target
 from fastroute.ingress.objects import annotations_of, kind, mapping, name, namespace, text
 from fastroute.ingress.services import ServiceIndex, ServiceKey
 from fastroute.ingress.spec import IngressSpec, read_ingress, reads_the_same
@@ -123,6 +129,9 @@ class ConfigBuilder:
         self._by_host: dict[str, set[str]] = {}  # host -> Ingresses with rules on it
         self._by_tls_host: dict[str, set[str]] = {}  # TLS host -> Ingresses listing it
         self._by_secret: dict[tuple[str, str], set[str]] = {}  # Secret -> Ingresses naming it
+        self._backend_secrets: dict[str, SecretRef] = {}  # Ingress -> its proxy-ssl-secret
+        self._policies: dict[str, tuple[Policy, Problem | None]] = {}  # with that Secret's
+        self._now = _utc(now)  # the time of the build in progress
         self._by_parent: dict[str, set[str]] = {}  # "b.com" -> hosts "a.b.com" (for *.b.com)
         self._by_service: dict[ServiceKey, set[str]] = {}  # Service -> hosts routed to it
         self._catch_all_candidates: set[str] = set()
@@ -200,6 +209,10 @@ class ConfigBuilder:
         new = read_ingress(obj) if obj is not None and self._is_ours(obj) else None
         if new is not None:
             self._specs[key] = new
+        self._policies.pop(key, None)
+        ref = self._backend_secrets.pop(key, None)
+        if ref is not None:
+            _index(self._by_secret, ref.key, key, False)
         if old is None or new is None or old.order != new.order:
             if old is not None:
                 del self._ordered[bisect.bisect_left(self._ordered, (old.order, key))]
@@ -228,6 +241,10 @@ class ConfigBuilder:
             if spec.default is not None and not spec.has_rules:
                 _index_set(self._catch_all_candidates, key, adding)
                 self._dirty_catch_all = True
+        ref = secret_reference(annotations_of(obj), new.namespace) if obj and new else None
+        if ref is not None:
+            self._backend_secrets[key] = ref
+            _index(self._by_secret, ref.key, key, True)
         self._dirty_secrets.add(key)
 
     def _tls_listing_changed(self, tls_host: str) -> None:
@@ -258,6 +275,11 @@ class ConfigBuilder:
             for entry in spec.tls:
                 if entry.secret == secret[1]:
                     self._dirty_tls.update(entry.hosts)
+            ref = self._backend_secrets.get(key)
+            if ref is not None and ref.key == secret:  # its routes' policy changes
+                self._policies.pop(key, None)
+                self._dirty_hosts.update(spec.buckets)
+                self._dirty_catch_all = self._dirty_catch_all or key in self._catch_all_candidates
 
     def _service_changed(self, service: ServiceKey) -> None:
         self._backends.pop(service, None)
@@ -279,7 +301,7 @@ class ConfigBuilder:
 
     def build(self) -> RouteConfig:
         """The config of the objects held now."""
-        now = _utc(self.now)
+        now = self._now = _utc(self.now)
         self._expire_certificates(now)
         try:
             router = Router() if self._router is None else self._router.copy()
@@ -318,6 +340,7 @@ class ConfigBuilder:
         self._dirty_tls = set(self._by_tls_host) | set(self._tls_problems)
         self._dirty_secrets = set(self._specs) | set(self._secret_problems)
         self._certificates.clear()
+        self._policies.clear()
         self._dirty_catch_all = True
         self._problem_list = None
 
@@ -410,7 +433,21 @@ class ConfigBuilder:
     ) -> Target:
         service, port = ref
         done.services.add((spec.namespace, service))
-        return Target(spec.key, self._backend(spec.namespace, service, port), spec.policy, tls)
+        backend = self._backend(spec.namespace, service, port)
+        return Target(spec.key, backend, self._policy(spec)[0], tls)
+
+    def _policy(self, spec: IngressSpec) -> tuple[Policy, Problem | None]:
+        """The Ingress's policy with its proxy-ssl-secret resolved, and that one's problem."""
+        found = self._policies.get(spec.key)
+        if found is None:
+            ref = self._backend_secrets.get(spec.key)
+            secret = self._objects.get(("Secret", *ref.key)) if ref is not None else None
+            client = None
+            if ref is not None and secret is not None and has_client_certificate(secret):
+                client = self._certificate(*ref.key, self._now)
+            found = upstream_policy(spec.key, spec.policy, ref, secret, client)
+            self._policies[spec.key] = found
+        return found
 
     def _problems_changed(self, before: list[Problem], after: list[Problem]) -> None:
         if before != after:
@@ -429,7 +466,7 @@ class ConfigBuilder:
                 service, port = spec.default
                 self._catch_all_services.add((spec.namespace, service))
                 backend = self._backend(spec.namespace, service, port)
-                self._catch_all = Target(spec.key, backend, spec.policy, False)
+                self._catch_all = Target(spec.key, backend, self._policy(spec)[0], False)
             else:
                 self._catch_all_problems.append(
                     Problem(
@@ -479,6 +516,9 @@ class ConfigBuilder:
         if spec is None:
             self._problems_changed(before, problems)
             return
+        backend_problem = self._policy(spec)[1]
+        if backend_problem is not None:
+            problems.append(backend_problem)
         for entry in spec.tls:
             if not entry.secret:
                 problems.append(

@@ -5,14 +5,17 @@ the request head to send upstream, the start of its body, and itself as a ``Clie
 (send bytes to the client, read the next piece of request body, enter a phase with a
 deadline, say the request is done). Upstream connections speak HTTP/1.1; they are kept
 alive in a ``Pool`` and chosen by the ``Balancer``; one that received anything while
-idle is never reused. A request that asks for a protocol upgrade (WebSocket) and gets
-``101`` becomes a two-way byte tunnel.
+idle is never reused. A route with ``backend-protocol: HTTPS`` speaks TLS to its
+endpoints (``upstream_tls``); its connections are pooled apart from plain ones, and apart
+from those made with other TLS settings. A request that asks for a protocol upgrade
+(WebSocket) and gets ``101`` becomes a two-way byte tunnel.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import trio
@@ -30,12 +33,13 @@ from fastroute.errors import (
     ProxyError,
     ServiceUnavailableError,
 )
-from fastroute.ingress.model import Endpoint
+from fastroute.ingress.model import Endpoint, UpstreamTLS
 from fastroute.proxy.balancer import IDEMPOTENT_METHODS, Balancer, may_retry
-from fastroute.proxy.channel import Channel, SocketChannel, connect
+from fastroute.proxy.channel import Channel, TLSChannel, UpstreamChannel, connect, connect_tls
 from fastroute.proxy.headers import response_headers
 from fastroute.proxy.pool import Pool
 from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
+from fastroute.proxy.upstream_tls import UpstreamContexts, check_peer, server_hostname
 
 if TYPE_CHECKING:
     from fastroute.ingress.model import Policy
@@ -64,13 +68,14 @@ class Timeouts(NamedTuple):
 
 
 class Upstream:
-    """One connection to an endpoint."""
+    """One connection to an endpoint; ``key`` is where the pool keeps it."""
 
-    __slots__ = ("channel", "endpoint", "reused")
+    __slots__ = ("channel", "endpoint", "key", "reused")
 
-    def __init__(self, channel: SocketChannel, endpoint: Endpoint) -> None:
+    def __init__(self, channel: UpstreamChannel, endpoint: Endpoint, key: Hashable) -> None:
         self.channel = channel
         self.endpoint = endpoint
+        self.key = key  # the endpoint; with TLS, the endpoint and the TLS settings
         self.reused = False
 
 
@@ -123,6 +128,7 @@ class Forwarder:
         self.limits = state.limits
         self.balancer = Balancer()
         self.pool: Pool[Upstream] = Pool(max_idle=320)
+        self.tls_contexts = UpstreamContexts()
         self._default_timeouts = Timeouts(
             self.limits.connect_timeout, self.limits.upstream_timeout, self.limits.upstream_timeout
         )
@@ -151,7 +157,9 @@ class Forwarder:
         attempts = self.balancer.attempts(backend, now=trio.current_time())
         rules = DEFAULT_NEXT_UPSTREAM
         give_up = math.inf
+        tls: UpstreamTLS | None = None
         if not policy.plain:
+            tls = policy.upstream_tls
             if policy.next_upstream is not None:
                 rules = policy.next_upstream
             if policy.next_upstream_tries:
@@ -163,7 +171,7 @@ class Forwarder:
             endpoint = attempts[0]
             try:
                 upstream = await self._checkout(
-                    endpoint, pooled=pooled, client=client, timeouts=timeouts
+                    endpoint, tls, pooled=pooled, client=client, timeouts=timeouts
                 )
             except ProxyError as error:
                 last_error = error
@@ -246,7 +254,13 @@ class Forwarder:
         return timeouts
 
     async def _checkout(
-        self, endpoint: Endpoint, *, pooled: bool, client: ClientSide, timeouts: Timeouts
+        self,
+        endpoint: Endpoint,
+        tls: UpstreamTLS | None,
+        *,
+        pooled: bool,
+        client: ClientSide,
+        timeouts: Timeouts,
     ) -> Upstream:
         """An idle pooled connection to ``endpoint`` (if ``pooled``), or a new one.
 
@@ -255,8 +269,9 @@ class Forwarder:
         would become the next client's answer, and every answer after it off by one.
         """
         now = trio.current_time()
+        key: Hashable = endpoint if tls is None else (endpoint, tls)
         while pooled:
-            upstream, expired = self.pool.take(endpoint, now=now)
+            upstream, expired = self.pool.take(key, now=now)
             for old in expired:
                 old.channel.close()
             if upstream is None:
@@ -270,16 +285,38 @@ class Forwarder:
         client.deadline(Phase.UPSTREAM, timeouts.connect + timeouts.read)
         with trio.move_on_after(timeouts.connect):
             try:
-                channel = await connect(endpoint.address, endpoint.port)
+                channel: UpstreamChannel
+                if tls is None:
+                    channel = await connect(endpoint.address, endpoint.port)
+                else:
+                    channel = await self._connect_tls(endpoint, tls)
             except OSError as error:
                 self.balancer.failed(endpoint, now=trio.current_time(), reason=f"connect: {error}")
                 self.state.upstream_error(client.service, endpoint, "connect")
                 raise BadGatewayError(f"connect to {endpoint}: {error}") from None
-            return Upstream(channel, endpoint)
+            return Upstream(channel, endpoint, key)
         self.balancer.failed(endpoint, now=trio.current_time(), reason="connect timed out")
         self.state.upstream_error(client.service, endpoint, "connect")
         # ingress-nginx answers a connect timeout 504 (after trying the next endpoint)
         raise GatewayTimeoutError(f"connect to {endpoint} timed out")
+
+    async def _connect_tls(self, endpoint: Endpoint, tls: UpstreamTLS) -> TLSChannel:
+        """A TLS connection to ``endpoint``, its certificate checked as ``tls`` says.
+
+        Raises:
+            OSError: connecting or the handshake failed, or the certificate was refused.
+        """
+        try:
+            context = await self.tls_contexts.context(tls)
+        except ValueError as error:
+            raise OSError(f"backend TLS settings unusable: {error}") from None
+        return await connect_tls(
+            endpoint.address,
+            endpoint.port,
+            context,
+            server_hostname(tls, endpoint),
+            lambda stream: check_peer(stream, tls, endpoint),
+        )
 
     async def _exchange(
         self,
@@ -413,7 +450,7 @@ class Forwarder:
             reusable = False
         client.upstream = None
         if reusable:
-            for old in self.pool.give(upstream.endpoint, upstream, now=trio.current_time()):
+            for old in self.pool.give(upstream.key, upstream, now=trio.current_time()):
                 old.channel.close()
         else:
             channel.close()
@@ -424,7 +461,7 @@ class Forwarder:
     async def _relay_length(
         self,
         client: ClientSide,
-        upstream: SocketChannel,
+        upstream: UpstreamChannel,
         remaining: int,
         out: bytes,
         received: bytes,
@@ -450,7 +487,7 @@ class Forwarder:
     async def _relay_chunked(
         self,
         client: ClientSide,
-        upstream: SocketChannel,
+        upstream: UpstreamChannel,
         scanner: ChunkedScanner,
         out: bytes,
         received: bytes,
@@ -483,7 +520,7 @@ class Forwarder:
 
 
 async def _tunnel(
-    client: ClientSide, upstream: SocketChannel, first: bytes, idle_timeout: float
+    client: ClientSide, upstream: UpstreamChannel, first: bytes, idle_timeout: float
 ) -> None:
     """Copy bytes both ways until either side closes (an upgraded connection).
 
