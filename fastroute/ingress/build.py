@@ -525,9 +525,9 @@ class ConfigBuilder:
         done.services.add((spec.namespace, service))
         backend = self._backend(spec.namespace, service, port)
         error_backend = self._error_backend(spec, done.services)
-        if error_backend is None and spec.policy.custom_http_errors and self._catch_all:
-            done.uses_catch_all = True
-            error_backend = self._catch_all.backend
+        if error_backend is None and spec.policy.custom_http_errors:
+            done.uses_catch_all = True  # also when there is none yet: one may come
+            error_backend = _backend_of(self._catch_all)
         return Target(spec.key, backend, spec.policy, tls, error_backend)
 
     def _error_backend(self, spec: IngressSpec, services: set[ServiceKey]) -> Backend | None:
