@@ -177,7 +177,8 @@ manifests (edit them and watch the routes follow): {manifest}
   TLS by SNI         {secure("https-example.foo.com")}
                      {secure("niniz.com", "/scappy")}
   HTTP -> HTTPS 308  curl -i -H 'Host: https-example.foo.com' {plain}/
-  no route: 404      curl -i -H 'Host: nowhere.example' {plain}/
+  catch-all          curl -H 'Host: nowhere.example' {plain}/
+                     curl {plain}/
 
 fastroute demo ready: http={http} https={https}
 """
