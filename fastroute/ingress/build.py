@@ -34,11 +34,11 @@ The rules, in the order they apply:
 Every rule above is decided per *host*: which rules a host has, its default, whether it
 has TLS and which certificate it gets depend only on the Ingresses naming that host (or
 aliasing it, or naming the hosts it is an alias of; for TLS, its wildcard), the Services
-they name and their Secrets. So ``ConfigBuilder``
-keeps its last result per host and, after a change, redoes only the hosts the change
-touches, in a copy of the last Router. With 100,000 rules a change costs milliseconds
-where translating everything again costs seconds. ``build_config`` is the same builder
-run once over a whole snapshot.
+they name and their Secrets (and, for routes with ``custom-http-errors`` and no
+``default-backend``, the catch-all). So ``ConfigBuilder`` keeps its last result per host
+and, after a change, redoes only the hosts the change touches, in a copy of the last
+Router. With 100,000 rules a change costs milliseconds where translating everything
+again costs seconds. ``build_config`` is the same builder run once over a whole snapshot.
 """
 
 from __future__ import annotations
