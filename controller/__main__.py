@@ -3,7 +3,9 @@
 ``fastroute-controller`` follows the Kubernetes API (in-cluster, ``--kubeconfig PATH`` or
 ``~/.kube/config``) and serves its Ingresses; ``fastroute-controller --manifests DIR`` serves
 the Ingresses in DIR instead and follows changes to the files;
-``fastroute-controller demo`` starts local echo backends and serves the example manifests.
+``fastroute-controller demo`` starts local echo backends and serves the example manifests;
+``fastroute-controller check`` reports what a migration from ingress-nginx keeps
+(``controller.check_command``, with its own options).
 ``--workers N`` makes this process a supervisor of N serving processes
 (``controller.supervisor``); otherwise it serves itself (``controller.lifecycle``).
 """
@@ -112,7 +114,13 @@ def _parser() -> argparse.ArgumentParser:
         "--manifests it serves manifest files instead. /readyz turns ready once every kind "
         "(Ingresses, IngressClasses, Services, EndpointSlices, TLS Secrets) has been listed.",
     )
-    parser.add_argument("command", nargs="?", choices=["serve", "demo"], default="serve")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["serve", "demo", "check"],
+        default="serve",
+        help="'check': the ingress-nginx migration report (see 'check --help')",
+    )
     parser.add_argument(
         "--manifests",
         type=Path,
@@ -269,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the controller (or the demo, or a supervisor of workers); return the exit status."""
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:
+        from controller.check_command import main as check
+
+        return check(argv[1:])
     args = parser.parse_args(argv)
     several = args.workers > 1 or args.worker_of is not None
     logging.basicConfig(

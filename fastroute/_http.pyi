@@ -76,6 +76,9 @@ class RequestHead(_Head):
         host: bytes = b"",
         *,
         override_host: bool = False,
+        vhost: bytes = b"",
+        extra: bytes = b"",
+        drop: frozenset[bytes] | None = None,
     ) -> bytes:
         """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
 
@@ -92,6 +95,11 @@ class RequestHead(_Head):
         pass from a trusted peer only; fields named with ``_`` never do. ``Expect`` is
         answered by the proxy and dropped; a chunked body stays chunked; a WebSocket
         upgrade is asked for again (see ``upgrade``), no other.
+
+        A route's plan adds to this: ``vhost`` is the Host sent instead (``-Host`` keeps
+        the client's), ``extra`` is written as it is before the end of the head (whole
+        ``Name: value\r\n`` lines, validated when the config was built), and fields whose
+        lower-case name is in ``drop`` are not passed on (``extra`` sets them instead).
 
         Raises:
             ValueError: ``override_host`` without a ``host``.
@@ -111,12 +119,16 @@ class ResponseHead(_Head):
     @property
     def until_close(self) -> bool:
         """Whether the body is delimited by the upstream closing the connection."""
-    def client_head(self, close: bool) -> bytes:
+    def client_head(
+        self, close: bool, extra: bytes = b"", drop: frozenset[bytes] | None = None
+    ) -> bytes:
         """The head to send the client: end-to-end fields as they came, status kept.
 
         A chunked body is passed on chunked (its Content-Length, if any, dropped);
         ``close`` says this is the connection's last response. A ``101 Switching
         Protocols`` keeps ``Connection`` and ``Upgrade``: the client needs them.
+        A route's plan adds ``extra`` (whole ``Name: value\r\n`` lines) and leaves out
+        the fields whose lower-case name is in ``drop`` (the ones ``extra`` sets).
         """
 
 def parse_request(data: bytes, max_head: int) -> RequestHead | None:

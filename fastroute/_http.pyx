@@ -503,6 +503,9 @@ cdef class RequestHead(_Head):
         bytes host=b"",
         *,
         bint override_host=False,
+        bytes vhost=b"",
+        bytes extra=b"",
+        frozenset drop=None,
     ) -> bytes:
         """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
 
@@ -520,10 +523,16 @@ cdef class RequestHead(_Head):
         answered by the proxy and dropped; a chunked body stays chunked; a WebSocket
         upgrade is asked for again (see ``upgrade``), no other.
 
+        A route's plan adds to this: ``vhost`` is the Host sent instead (``-Host`` keeps
+        the client's), ``extra`` is written as it is before the end of the head (whole
+        ``Name: value\r\n`` lines, validated when the config was built), and fields whose
+        lower-case name is in ``drop`` are not passed on (``extra`` sets them instead).
+
         Raises:
             ValueError: ``override_host`` without a ``host``.
         """
         cdef const char* p = PyBytes_AS_STRING(self.raw)
+        cdef bint dropping = drop is not None and len(drop) > 0
         cdef Py_ssize_t size, xff_total = 0
         cdef int i, nxff = 0
         cdef Field* f
@@ -535,16 +544,25 @@ cdef class RequestHead(_Head):
         cdef int length_len = 0
         cdef const char* host_value = PyBytes_AS_STRING(host)
         cdef bint own_host = override_host or self.host_field < 0  # Host: ``host``
+        cdef bint virtual = PyBytes_GET_SIZE(vhost) > 0
+        cdef bytes kept = None  # which fields pass when ``drop`` names some: b"\1" or b"\0"
+        cdef const char* keep = NULL
         if override_host and PyBytes_GET_SIZE(host) == 0:
             raise ValueError("override_host needs the target's authority as host")
         ours[0] = ours[1] = ours[2] = ours[3] = NULL
         size = PyBytes_GET_SIZE(self.method) + 1 + PyBytes_GET_SIZE(target) + 11 + 2
+        size += PyBytes_GET_SIZE(extra)
         if self.content_length >= 0:
             length_len = _decimal(self.content_length, length)
             size += 16 + length_len + 2
+        if dropping:
+            kept = _kept_fields(p, self.fields, self.nfields, drop)
+            keep = PyBytes_AS_STRING(kept)
         for i in range(self.nfields):
             f = &self.fields[i]
-            if _forwarded(f.kind, trusted, own_host):
+            if keep != NULL and not keep[i]:
+                continue
+            if _forwarded(f.kind, trusted, own_host or virtual):
                 size += f.name_len + f.value_len + 4
             elif trusted:
                 if f.kind == K_XFF:
@@ -558,6 +576,8 @@ cdef class RequestHead(_Head):
         else:
             host_len = self.fields[self.host_field].value_len
             host_value = p + self.fields[self.host_field].value
+        if virtual:
+            size += 6 + PyBytes_GET_SIZE(vhost) + 2 - (6 + host_len + 2 if own_host else 0)
         size += 17 + xff_total + PyBytes_GET_SIZE(client_ip) + 2
         size += 19 + (ours[0].value_len if ours[0] else PyBytes_GET_SIZE(scheme)) + 2
         size += 18 + (ours[1].value_len if ours[1] else host_len) + 2
@@ -573,13 +593,19 @@ cdef class RequestHead(_Head):
         out = _put(out, b" ", 1)
         out = _put(out, PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target))
         out = _put(out, b" HTTP/1.1\r\n", 11)
-        if own_host:
+        if virtual:
+            out = _put(out, b"Host: ", 6)
+            out = _put(out, PyBytes_AS_STRING(vhost), PyBytes_GET_SIZE(vhost))
+            out = _put(out, b"\r\n", 2)
+        elif own_host:
             out = _put(out, b"Host: ", 6)
             out = _put(out, host_value, host_len)
             out = _put(out, b"\r\n", 2)
         for i in range(self.nfields):
             f = &self.fields[i]
-            if _forwarded(f.kind, trusted, own_host):
+            if keep != NULL and not keep[i]:
+                continue
+            if _forwarded(f.kind, trusted, own_host or virtual):
                 out = _put(out, p + f.name, f.name_len)
                 out = _put(out, b": ", 2)
                 out = _put(out, p + f.value, f.value_len)
@@ -624,11 +650,26 @@ cdef class RequestHead(_Head):
             out = _put(out, b"Upgrade: ", 9)
             out = _put(out, PyBytes_AS_STRING(upgrade), PyBytes_GET_SIZE(upgrade))
             out = _put(out, b"\r\n", 2)
+        out = _put(out, PyBytes_AS_STRING(extra), PyBytes_GET_SIZE(extra))
         out = _put(out, b"\r\n", 2)
         return result
 
     def __repr__(self) -> str:
         return f"<RequestHead {self.method.decode('latin-1')} {self.target.decode('latin-1')!r}>"
+
+
+cdef bytes _kept_fields(const char* p, Field* fields, int n, frozenset drop):
+    """One byte per field: 1 when its name (any case) is not in ``drop`` (lower-case names)."""
+    cdef bytearray kept = bytearray(n)
+    cdef bytearray name
+    cdef int i
+    cdef Py_ssize_t j
+    for i in range(n):
+        name = bytearray(p[fields[i].name:fields[i].name + fields[i].name_len])
+        for j in range(fields[i].name_len):
+            name[j] = LOWER[name[j]]
+        kept[i] = bytes(name) not in drop
+    return bytes(kept)
 
 
 cdef const char* _host_problem(const unsigned char* v, Py_ssize_t n) noexcept:
@@ -791,14 +832,21 @@ cdef class ResponseHead(_Head):
         """Whether the body is delimited by the upstream closing the connection."""
         return not self.bodyless and not self.chunked and self.content_length < 0
 
-    def client_head(self, bint close) -> bytes:
+    def client_head(self, bint close, bytes extra=b"", frozenset drop=None) -> bytes:
         """The head to send the client: end-to-end fields as they came, status kept.
 
         A chunked body is passed on chunked (its Content-Length, if any, dropped);
         ``close`` says this is the connection's last response. A ``101 Switching
         Protocols`` keeps ``Connection`` and ``Upgrade``: the client needs them.
+        A route's plan adds ``extra`` (whole ``Name: value\r\n`` lines) and leaves out
+        the fields whose lower-case name is in ``drop`` (the ones ``extra`` sets).
         """
         cdef const char* p = PyBytes_AS_STRING(self.raw)
+        cdef bytes kept = None
+        cdef const char* keep = NULL
+        if drop is not None and len(drop) > 0:
+            kept = _kept_fields(p, self.fields, self.nfields, drop)
+            keep = PyBytes_AS_STRING(kept)
         cdef Py_ssize_t size
         cdef int i
         cdef Field* f
@@ -807,12 +855,14 @@ cdef class ResponseHead(_Head):
         cdef char code[4]
         cdef char length[20]
         cdef int length_len = 0
-        size = 9 + 3 + 1 + PyBytes_GET_SIZE(self.reason) + 2 + 2
+        size = 9 + 3 + 1 + PyBytes_GET_SIZE(self.reason) + 2 + 2 + PyBytes_GET_SIZE(extra)
         if self.content_length >= 0 and not self.chunked:
             length_len = _decimal(self.content_length, length)
             size += 16 + length_len + 2
         for i in range(self.nfields):
             f = &self.fields[i]
+            if keep != NULL and not keep[i]:
+                continue
             if _passes(f.kind, self.chunked, switching):
                 size += f.name_len + f.value_len + 4
         if self.chunked:
@@ -831,6 +881,8 @@ cdef class ResponseHead(_Head):
         out = _put(out, b"\r\n", 2)
         for i in range(self.nfields):
             f = &self.fields[i]
+            if keep != NULL and not keep[i]:
+                continue
             if _passes(f.kind, self.chunked, switching):
                 out = _put(out, p + f.name, f.name_len)
                 out = _put(out, b": ", 2)
@@ -844,6 +896,7 @@ cdef class ResponseHead(_Head):
             out = _put(out, b"Transfer-Encoding: chunked\r\n", 28)
         if close and not switching:
             out = _put(out, b"Connection: close\r\n", 19)
+        out = _put(out, PyBytes_AS_STRING(extra), PyBytes_GET_SIZE(extra))
         out = _put(out, b"\r\n", 2)
         return result
 

@@ -19,9 +19,11 @@ __all__ = [
     "GatewayTimeoutError",
     "HeadersTooLargeError",
     "InvalidRuleError",
+    "MalformedValueError",
     "NoRouteError",
     "PayloadTooLargeError",
     "ProxyError",
+    "ProxyProtocolError",
     "RequestTimeoutError",
     "RouteConflictError",
     "RouteError",
@@ -88,6 +90,29 @@ class RouteNotFoundError(FastrouteError, LookupError):
         self.path = path
         self.path_type = path_type
         super().__init__(f"no rule {_describe(host, path, path_type)} to remove")
+
+
+class MalformedValueError(FastrouteError, ValueError):
+    """An annotation or ConfigMap value that does not follow its syntax.
+
+    The message names the value and says what was expected; the caller adds which
+    annotation or key it came from.
+    """
+
+
+class ProxyProtocolError(FastrouteError, ValueError):
+    """A connection's PROXY protocol header is missing, malformed or not to be believed.
+
+    There is no HTTP status for it: the bytes before the header are not HTTP yet, so the
+    connection is closed unanswered, as nginx and HAProxy do.
+
+    Attributes:
+        reason: what is wrong, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"PROXY protocol: {reason}")
 
 
 class ProxyError(FastrouteError):

@@ -20,7 +20,7 @@ import trio
 from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response, wait_for
 
 from fastroute.ingress import build_config
-from fastroute.proxy import server
+from fastroute.proxy import http1
 from fastroute.proxy.headers import TrustedProxies
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts
@@ -314,7 +314,7 @@ def test_a_small_body_trickled_in_never_holds_an_upstream_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Bodies up to 16 KiB are read whole first; one that stalls gets 408 (minimum rate)."""
-    monkeypatch.setattr(server, "BODY_RATE_GRACE", 0.3)
+    monkeypatch.setattr(http1, "BODY_RATE_GRACE", 0.3)
 
     async def scenario() -> None:
         async with serving(limits=Limits(min_body_rate=1024)) as site:
@@ -335,7 +335,7 @@ def test_a_small_body_trickled_in_never_holds_an_upstream_connection(
 def test_a_large_body_trickled_in_is_cut_off_and_its_upstream_connection_closed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(server, "BODY_RATE_GRACE", 0.3)
+    monkeypatch.setattr(http1, "BODY_RATE_GRACE", 0.3)
 
     async def scenario() -> None:
         async with serving(limits=Limits(min_body_rate=1024)) as site:

@@ -641,6 +641,69 @@ def test_the_forwarded_head_carries_what_request_headers_computes(
     assert (again.content_length, again.chunked) == (head.content_length, head.chunked)
 
 
+@SETTINGS
+@given(
+    req=requests(host=True),
+    trusted=st.booleans(),
+    vhost=st.none() | host_values.filter(bool),
+    dropped=st.lists(plain_names, max_size=3),
+    extra=st.lists(st.tuples(plain_names, values), max_size=3),
+)
+def test_a_route_plan_sets_the_host_drops_and_adds_fields_upstream(
+    req: Head,
+    trusted: bool,
+    vhost: bytes | None,
+    dropped: list[bytes],
+    extra: list[tuple[bytes, bytes]],
+) -> None:
+    # upstream-vhost, proxy-set-headers and x-forwarded-prefix: the plan's fields replace
+    # the client's of the same name, everything else is what a plain route sends
+    head = parsed_request(req.raw)
+    forwarded = (b"/t", b"203.0.113.9", b"http", b"80", trusted)
+    drop = frozenset(name.lower() for name in dropped)
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in extra)
+    out = head.forward_head(*forwarded, vhost=vhost or b"", extra=lines, drop=drop)
+    plain = parsed_request(head.forward_head(*forwarded)).headers
+    expected = [(n, v) for n, v in plain if n not in drop or n == b"host"]
+    assert dict(plain)[b"x-forwarded-host"] in (head.host, head.header(b"x-forwarded-host"))
+    if vhost is not None:  # written first, as a Host the proxy sets always is
+        expected = [(b"host", vhost)] + [(n, v) for n, v in expected if n != b"host"]
+    expected += [(name.lower(), value) for name, value in extra]
+    _, conn = h11_request(out)
+    assert h11_consumed(conn, out) == len(out)
+    assert parsed_request(out).headers == expected
+    # the upstream still learns the host the client asked for
+    assert dict(expected)[b"x-forwarded-host"] == dict(plain)[b"x-forwarded-host"]
+
+
+@SETTINGS
+@given(
+    resp=responses(),
+    close=st.booleans(),
+    dropped=st.lists(plain_names, max_size=3),
+    extra=st.lists(st.tuples(plain_names, values), max_size=3),
+)
+def test_a_route_plan_sets_response_fields_for_the_client(
+    resp: Head, close: bool, dropped: list[bytes], extra: list[tuple[bytes, bytes]]
+) -> None:
+    # custom-headers, CORS, HSTS: the plan's fields replace the upstream's of that name
+    head = parsed_response(resp.raw)
+    drop = frozenset(name.lower() for name in dropped)
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in extra)
+    out = head.client_head(close, lines, drop)
+    plain = parsed_response(head.client_head(close)).headers
+    expected = [(n, v) for n, v in plain if n not in drop]
+    expected += [(name.lower(), value) for name, value in extra]
+    again = parsed_response(out)
+    assert again.headers == expected
+    assert again.size == len(out)
+    assert (again.status, again.chunked, again.content_length) == (
+        head.status,
+        head.chunked,
+        head.content_length,
+    )
+
+
 @pytest.mark.parametrize(
     ("listed", "field"),
     [

@@ -162,7 +162,9 @@ def test_legacy_v1beta1_manifests_are_converted_with_a_warning() -> None:
 
 def test_rewrite_target_and_unknown_nginx_annotations() -> None:
     objects = manifest("01-basic-rewrite.yaml")
-    objects[0]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] = "8m"
+    objects[0]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-cookie-path"] = (
+        "/ /app"
+    )
     objects += [
         service("hostname-service", 80),
         endpoint_slice("hostname-service", 9000, "127.0.0.1"),
@@ -171,7 +173,7 @@ def test_rewrite_target_and_unknown_nginx_annotations() -> None:
     target = config.router.match("alicek106.example.com", "/echo-hostname/x")
     assert target is not None
     assert target.policy.rewrite_target == "/"
-    ignored = [p for p in config.problems if "proxy-body-size" in p.field]
+    ignored = [p for p in config.problems if "proxy-cookie-path" in p.field]
     assert len(ignored) == 1
     assert ignored[0].warning
     assert "ignored" in ignored[0].reason

@@ -1,76 +1,666 @@
-"""Per-route policy from Ingress annotations, under ingress-nginx's names.
+"""Per-route policy from Ingress annotations, under ingress-nginx's names: one table.
 
-Users leaving ingress-nginx bring its annotations. The ones fastroute implements are
-read under both the ``nginx.ingress.kubernetes.io/`` and the ``fastroute.io/`` prefix.
-Every other ingress-nginx annotation is reported as ignored, so that a migration does
-not lose behaviour without anyone noticing.
+Users leaving ingress-nginx bring its annotations. ``ANNOTATIONS`` maps each name
+fastroute reads to its parser and the ``Policy`` field it sets; ``read_policy`` walks
+that table once per Ingress. Names are read under ``nginx.ingress.kubernetes.io/`` and
+``fastroute.io/``; when both are set, ``fastroute.io/`` wins (it is the one written
+for fastroute, so a migration can override a value without deleting the original),
+and a warning says the other was overridden.
+
+A malformed value rejects that annotation on that Ingress, with a reason naming the
+value; the ConfigMap's default applies. A rejected *protection* (an allow or deny
+list, a rate or connection limit, any ``auth-*``) fails closed instead: the policy's
+``refused`` is set and the Ingress's routes answer 503, as ingress-nginx answers for a
+location whose access rules it could not read. Snippets are never executed, and every
+other ingress-nginx annotation is reported as ignored, so that a migration does not
+lose behaviour without anyone noticing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from fastroute.ingress.model import Policy
+from fastroute.ingress.model import Cors, HeaderList, Networks, Policy, RateLimit, UpstreamTLS
+from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
+from fastroute.ingress.syntax import (
+    Malformed,
+    read_bool,
+    read_codes,
+    read_header_name,
+    read_header_value,
+    read_headers,
+    read_host,
+    read_int,
+    read_networks,
+    read_on_off,
+    read_size,
+    read_time,
+)
 
-__all__ = ["PREFIXES", "read_policy"]
+__all__ = [
+    "ANNOTATIONS",
+    "FAMILIES",
+    "FIRST_PORT",
+    "PREFIXES",
+    "SNIPPETS",
+    "Annotation",
+    "ConfigMapLookup",
+    "Family",
+    "Reading",
+    "read_policy",
+]
 
-PREFIXES = ("nginx.ingress.kubernetes.io/", "fastroute.io/")
-_BOOLEANS = {"true": True, "false": False}
+PREFIXES = ("fastroute.io/", "nginx.ingress.kubernetes.io/")  # the first one set wins
+# default-backend names a Service, not a port: ingress-nginx sends to its first port,
+# which the build resolves (an unnamed port is always a single-port Service's first)
+FIRST_PORT = ""
+NO_EFFECT = "fastroute streams bodies; accepted, no effect"
+
+ConfigMapLookup = Callable[[str], Mapping[str, str] | None]  # "namespace/name" -> data
 
 
-def _setting(annotations: Mapping[str, Any], name: str) -> tuple[str, str] | None:
-    """(annotation, value) for the first prefix that sets ``name``."""
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What a parser may consult besides the value: where the Ingress lives, the defaults."""
+
+    namespace: str
+    settings: Settings
+    configmap: ConfigMapLookup | None
+
+
+Parser = Callable[[str, Reading], Any]  # raises Malformed
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """One annotation fastroute reads (its name without prefix)."""
+
+    name: str
+    # the Policy field it sets; "group.field" for a field of Policy.cors, .limit,
+    # .upstream_tls or .redirect, assembled once the group is read; "" for no effect
+    field: str
+    parse: Parser | None  # None: read where its data lives (the build, for a Secret)
+    summary: str
+    protection: bool = False  # malformed: the routes answer 503 rather than serve
+    no_op: bool = False  # validated, accepted, changes nothing (fastroute streams)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """Annotations fastroute does not implement yet, recognised by their name's start."""
+
+    start: str
+    feature: str  # what will implement them
+    protection: bool = False  # present at all: the routes answer 503 (never unprotected)
+
+
+# -- parsers: text -> value, or Malformed naming the value and the reason ------------
+
+
+def _bool(text: str, _: Reading) -> bool:
+    return read_bool(text)
+
+
+def _on_off(text: str, _: Reading) -> bool:
+    return read_on_off(text)
+
+
+def _size(text: str, _: Reading) -> int:
+    return read_size(text)
+
+
+def _count(text: str, _: Reading) -> int:
+    return read_int(text, low=1)
+
+
+def _whole(text: str, _: Reading) -> int:
+    return read_int(text, low=0)
+
+
+def _timeout(text: str, _: Reading) -> float:
+    seconds = read_time(text)
+    if seconds <= 0:
+        raise Malformed(f"a timeout must be longer than 0, got {text!r}")
+    return seconds
+
+
+def _duration(text: str, _: Reading) -> float:
+    return read_time(text)
+
+
+def _networks(text: str, _: Reading) -> Networks:
+    return read_networks(text)
+
+
+def _codes(text: str, _: Reading) -> frozenset[int]:
+    return read_codes(text)
+
+
+_PATH = re.compile(r"/[!-~]*")  # visible ASCII, no space: it goes into a request line
+
+
+def _path(text: str) -> str:
+    path = text.strip()
+    if _PATH.fullmatch(path) is None:
+        raise Malformed(f"expected a path starting with '/' without spaces, got {text!r}")
+    return path
+
+
+def _rewrite_target(text: str, _: Reading) -> str:
+    if "$" in text:
+        raise Malformed(
+            f"{text!r} refers to regex captures, which need use-regex paths; fastroute "
+            "does not implement them, so nothing is rewritten"
+        )
+    return _path(text)
+
+
+def _app_root(text: str, _: Reading) -> str:
+    return _path(text)
+
+
+_NEXT_UPSTREAM = frozenset(
+    [
+        "error",
+        "timeout",
+        "invalid_header",
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_504",
+        "http_403",
+        "http_404",
+        "http_429",
+        "non_idempotent",
+        "off",
+    ]
+)
+
+
+def _next_upstream(text: str, _: Reading) -> frozenset[str]:
+    tokens = text.split()
+    unknown = [t for t in tokens if t not in _NEXT_UPSTREAM]
+    if not tokens or unknown:
+        raise Malformed(
+            f"{' '.join(unknown) or text!r} in {text!r}: expected space-separated "
+            f"conditions among {', '.join(sorted(_NEXT_UPSTREAM))}"
+        )
+    if "off" in tokens and len(set(tokens)) > 1:
+        raise Malformed(f"'off' cannot be combined with other conditions, got {text!r}")
+    return frozenset(tokens)
+
+
+# "*", "null", or scheme://host[:port] where the host may start with "*."
+_ORIGIN = re.compile(
+    r"[a-z][a-z0-9+.-]*://(\*\.)?(?!-)[A-Za-z0-9-]{1,63}(\.(?!-)[A-Za-z0-9-]{1,63})*(:[0-9]{1,5})?"
+)
+
+
+class _PartlyMalformed(Malformed):
+    """A list with bad items: it is rejected, and the good items are used instead of the
+    default, when the default would allow more than the list (as ingress-nginx does)."""
+
+    def __init__(self, message: str, kept: Any) -> None:
+        super().__init__(message)
+        self.kept = kept
+
+
+def _origins(text: str, _: Reading) -> tuple[str, ...]:
+    """The origins allowed. A bad one is dropped, never widened to the default "*"."""
+    origins = [item.strip() for item in text.split(",") if item.strip()]
+    if "*" in origins:
+        return ("*",)
+    bad = [o for o in origins if o != "null" and _ORIGIN.fullmatch(o) is None]
+    if not origins or bad:
+        message = (
+            f"{', '.join(map(repr, bad)) or 'nothing'} in {text!r}: expected '*' or "
+            "comma-separated origins such as https://app.example.com or https://*.example.com"
+        )
+        raise _PartlyMalformed(message, tuple(o for o in origins if o not in bad))
+    return tuple(origins)
+
+
+def _token_list(text: str, what: str, star: bool = False) -> str:
+    items = [item.strip() for item in re.split(r"[,\s]+", text) if item.strip()]
+    for item in items:
+        if not (star and item == "*"):
+            try:
+                read_header_name(item)
+            except Malformed:
+                raise Malformed(f"{item!r} in {text!r} is not a {what}") from None
+    if not items:
+        raise Malformed(f"expected a comma-separated list of {what}s, got {text!r}")
+    return ", ".join(items)
+
+
+def _methods(text: str, _: Reading) -> str:
+    return _token_list(text, "method")
+
+
+def _headers_list(text: str, _: Reading) -> str:
+    return _token_list(text, "header name")
+
+
+def _expose_headers(text: str, _: Reading) -> str:
+    return _token_list(text, "header name", star=True)
+
+
+def _url(text: str, _: Reading) -> str:
+    url = text.strip()
+    if re.fullmatch(r"https?://[^/\s?#]+[!-~]*", url) is None:
+        raise Malformed(
+            f"expected an absolute http:// or https:// URL without spaces, got {text!r}"
+        )
+    return url
+
+
+def _permanent_code(text: str, _: Reading) -> int:
+    return read_int(text, 300, 308)
+
+
+def _temporal_code(text: str, _: Reading) -> int:
+    return read_int(text, 300, 307)
+
+
+def _aliases(text: str, _: Reading) -> tuple[str, ...]:
+    hosts = [item for item in text.split(",") if item.strip()]
+    if not hosts:
+        raise Malformed(f"expected a comma-separated list of host names, got {text!r}")
+    aliases = []
+    for host in hosts:
+        try:
+            aliases.append(read_host(host, wildcard=True))
+        except Malformed as error:
+            raise Malformed(f"in {text!r}: {error}") from None
+    return tuple(dict.fromkeys(aliases))
+
+
+def _vhost(text: str, _: Reading) -> str:
+    """``host`` or ``host:port``."""
+    word = text.strip()
+    host, colon, port = word.rpartition(":") if ":" in word else (word, "", "")
+    try:
+        read_host(host)
+        if colon:
+            read_int(port, 1, 65535)
+    except Malformed:
+        raise Malformed(
+            f"expected a host name with an optional port (1 to 65535), such as "
+            f"app.example.com:8080, got {text!r}"
+        ) from None
+    return word.lower()
+
+
+def _header_value(text: str, _: Reading) -> str:
+    value = read_header_value(text)
+    if not value:
+        raise Malformed("expected a value, got ''")
+    return value
+
+
+def _http_version(text: str, _: Reading) -> str:
+    if text.strip() not in ("1.0", "1.1"):
+        raise Malformed(f"expected '1.0' or '1.1', got {text!r}")
+    return text.strip()
+
+
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # DNS-1123 label
+_CONFIGMAP_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")  # DNS-1123 subdomain
+
+
+def _custom_headers(text: str, reading: Reading) -> HeaderList:
+    """The ConfigMap's data as response headers, replacing add-headers' of the same name."""
+    namespace, slash, name = text.strip().rpartition("/")
+    if not slash:
+        namespace = reading.namespace
+    if _NAME.fullmatch(namespace) is None or _CONFIGMAP_NAME.fullmatch(name) is None:
+        raise Malformed(f"expected a ConfigMap as 'name' or 'namespace/name', got {text!r}")
+    data = reading.configmap(f"{namespace}/{name}") if reading.configmap else None
+    if data is None:
+        raise Malformed(f"ConfigMap {namespace}/{name} (from {text!r}) does not exist")
+    try:
+        headers = read_headers(dict(data))
+    except Malformed as error:
+        raise Malformed(f"ConfigMap {namespace}/{name}: {error}") from None
+    names = {header.lower() for header, _ in headers}
+    kept = tuple(h for h in reading.settings.add_headers if h[0].lower() not in names)
+    return kept + headers
+
+
+def _default_backend(text: str, _: Reading) -> tuple[str, int | str]:
+    name = text.strip()
+    if _NAME.fullmatch(name) is None:
+        raise Malformed(f"expected the name of a Service in the Ingress's namespace, got {text!r}")
+    return name, FIRST_PORT
+
+
+_PROTOCOLS = {"HTTP": "HTTP", "HTTPS": "HTTPS", "AUTO_HTTP": "HTTP"}
+_UNSUPPORTED_PROTOCOLS = {"GRPC": "HTTP/2", "GRPCS": "HTTP/2", "FCGI": "FastCGI"}
+
+
+def _backend_protocol(text: str, _: Reading) -> str:
+    word = text.strip().upper()
+    if word in _UNSUPPORTED_PROTOCOLS:
+        raise Malformed(
+            f"{text!r} needs {_UNSUPPORTED_PROTOCOLS[word]}, not supported yet; "
+            "the backend is spoken to in HTTP"
+        )
+    if word not in _PROTOCOLS:
+        raise Malformed(f"expected HTTP, HTTPS or AUTO_HTTP, got {text!r}")
+    return _PROTOCOLS[word]
+
+
+def _ssl_name(text: str, _: Reading) -> str:
+    return read_host(text)
+
+
+def _ssl_protocols(text: str, _: Reading) -> tuple[str, ...]:
+    protocols = text.split()
+    bad = [p for p in protocols if p not in ("TLSv1.2", "TLSv1.3")]
+    if not protocols or bad:
+        raise Malformed(f"expected space-separated TLSv1.2 and/or TLSv1.3, got {text!r}")
+    return tuple(dict.fromkeys(protocols))
+
+
+# -- the table -----------------------------------------------------------------------
+
+
+def _table(*entries: Annotation) -> dict[str, Annotation]:
+    return {entry.name: entry for entry in entries}
+
+
+A = Annotation
+ANNOTATIONS: Mapping[str, Annotation] = _table(
+    # HTTPS and paths
+    A("ssl-redirect", "ssl_redirect", _bool, "redirect HTTP to HTTPS on TLS hosts (308)"),
+    A("force-ssl-redirect", "force_ssl_redirect", _bool, "redirect to HTTPS even without TLS"),
+    A("rewrite-target", "rewrite_target", _rewrite_target, "replace the matched prefix"),
+    # bodies
+    A("proxy-body-size", "max_body_bytes", _size, "largest request body (413); 0: no limit"),
+    A("client-body-buffer-size", "", _size, NO_EFFECT, no_op=True),
+    A("proxy-request-buffering", "", _on_off, NO_EFFECT, no_op=True),
+    A("proxy-buffering", "", _on_off, NO_EFFECT, no_op=True),
+    A("proxy-buffer-size", "", _size, NO_EFFECT, no_op=True),
+    A("proxy-buffers-number", "", _count, NO_EFFECT, no_op=True),
+    A("proxy-max-temp-file-size", "", _size, NO_EFFECT, no_op=True),
+    # timeouts and retries
+    A("proxy-connect-timeout", "connect_timeout", _timeout, "time to connect to a pod"),
+    A("proxy-read-timeout", "read_timeout", _timeout, "time between two reads from a pod"),
+    A("proxy-send-timeout", "send_timeout", _timeout, "time between two writes to a pod"),
+    A("proxy-next-upstream", "next_upstream", _next_upstream, "when to try another pod"),
+    A("proxy-next-upstream-tries", "next_upstream_tries", _whole, "attempts; 0: every pod"),
+    A("proxy-next-upstream-timeout", "next_upstream_timeout", _duration, "time for all tries"),
+    # who may send requests
+    A("whitelist-source-range", "allow", _networks, "only these clients (403)", True),
+    A("allowlist-source-range", "allow", _networks, "only these clients (403)", True),
+    A("denylist-source-range", "deny", _networks, "never these clients (403)", True),
+    A("limit-rps", "limit.rps", _whole, "requests per second per client", True),
+    A("limit-rpm", "limit.rpm", _whole, "requests per minute per client", True),
+    A("limit-burst-multiplier", "limit.burst_multiplier", _count, "burst = rate x this", True),
+    A("limit-connections", "limit.connections", _whole, "requests at once per client", True),
+    A("limit-whitelist", "limit.exempt", _networks, "clients never rate limited", True),
+    # CORS
+    A("enable-cors", "cors.enabled", _bool, "answer preflights, add CORS headers"),
+    A("cors-allow-origin", "cors.origins", _origins, "origins allowed (wildcards too)"),
+    A("cors-allow-methods", "cors.methods", _methods, "Access-Control-Allow-Methods"),
+    A("cors-allow-headers", "cors.headers", _headers_list, "Access-Control-Allow-Headers"),
+    A("cors-expose-headers", "cors.expose_headers", _expose_headers, "...-Expose-Headers"),
+    A("cors-allow-credentials", "cors.credentials", _bool, "...-Allow-Credentials"),
+    A("cors-max-age", "cors.max_age", _whole, "Access-Control-Max-Age"),
+    # answered by the proxy
+    A("permanent-redirect", "redirect.permanent", _url, "redirect every request (301)"),
+    A("permanent-redirect-code", "redirect.permanent_code", _permanent_code, "its status"),
+    A("temporal-redirect", "redirect.temporal", _url, "redirect every request (302)"),
+    A("temporal-redirect-code", "redirect.temporal_code", _temporal_code, "its status"),
+    A("app-root", "app_root", _app_root, "redirect / to this path (302)"),
+    A("from-to-www-redirect", "from_to_www", _bool, "redirect www.host <-> host (308)"),
+    A("server-alias", "aliases", _aliases, "more hosts with the same rules"),
+    # what is sent
+    A("upstream-vhost", "upstream_vhost", _vhost, "the Host sent to the pods"),
+    A("x-forwarded-prefix", "forwarded_prefix", _header_value, "X-Forwarded-Prefix"),
+    A("custom-headers", "response_headers", _custom_headers, "response headers (ConfigMap)"),
+    A("proxy-http-version", "proxy_http_version", _http_version, "HTTP version to the pods"),
+    A("enable-access-log", "access_log", _bool, "log this route's requests"),
+    # where it goes
+    A("service-upstream", "service_upstream", _bool, "the Service's cluster IP, not its pods"),
+    A("default-backend", "default_backend", _default_backend, "no pods, or an error status"),
+    A("custom-http-errors", "custom_http_errors", _codes, "statuses the default backend answers"),
+    A("backend-protocol", "upstream_tls.protocol", _backend_protocol, "HTTP or HTTPS to pods"),
+    A("proxy-ssl-verify", "upstream_tls.verify", _on_off, "verify the pods' certificates"),
+    A("proxy-ssl-name", "upstream_tls.name", _ssl_name, "the name verified"),
+    A("proxy-ssl-server-name", "upstream_tls.send_sni", _on_off, "send SNI to the pods"),
+    A("proxy-ssl-verify-depth", "upstream_tls.verify_depth", _whole, "chain depth verified"),
+    A("proxy-ssl-protocols", "upstream_tls.protocols", _ssl_protocols, "TLS versions to pods"),
+    A("proxy-ssl-secret", "upstream_tls", None, "CA and client certificate (a Secret)"),
+)
+del A
+
+# never executed: what to use instead
+SNIPPETS: Mapping[str, str] = {
+    "configuration-snippet": (
+        "add-headers or custom-headers for response headers, proxy-set-headers for request "
+        "headers, and the redirect annotations (permanent-redirect, temporal-redirect, "
+        "app-root, from-to-www-redirect) for returns"
+    ),
+    "server-snippet": (
+        "server-alias for more names, the redirect annotations for returns, custom-headers "
+        "for response headers"
+    ),
+    "stream-snippet": "nothing yet: fastroute does not proxy TCP or UDP streams",
+    "auth-snippet": "the auth-* annotations, when authentication is implemented",
+    "modsecurity-snippet": (
+        "allowlist-source-range, denylist-source-range and the limit-* annotations for access "
+        "rules; fastroute has no WAF"
+    ),
+}
+
+FAMILIES: tuple[Family, ...] = (
+    Family("auth-", "authentication (a later issue)", protection=True),
+    Family("canary", "canary releases (a later issue)"),
+    Family("affinity", "session affinity (a later issue)"),
+    Family("session-cookie-", "session affinity (a later issue)"),
+    Family("use-regex", "regex paths (a later issue)"),
+    Family("upstream-hash-by", "load-balancing choices (a later issue)"),
+    Family("load-balance", "load-balancing choices (a later issue)"),
+    Family("ssl-passthrough", "TLS passthrough (a later issue)"),
+)
+
+_GROUPS = ("cors", "limit", "upstream_tls", "redirect")
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def _present(annotations: Mapping[str, Any]) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """name -> (annotation, text) for the prefix that wins, and the overridden keys."""
+    found: dict[str, tuple[str, str]] = {}
+    overridden = []
     for prefix in PREFIXES:
-        value = annotations.get(prefix + name)
-        if value is not None:
-            return prefix + name, str(value)
-    return None
+        for key, value in annotations.items():
+            if not isinstance(key, str) or not key.startswith(prefix):
+                continue
+            name = key[len(prefix) :]
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            if name in found:
+                if found[name][1] != text:
+                    overridden.append(key)
+            else:
+                found[name] = key, text
+    return found, overridden
 
 
-def read_policy(annotations: Mapping[str, Any]) -> tuple[Policy, list[tuple[str, str, bool]]]:
-    """The policy the annotations ask for, and (annotation, reason, is_warning) notes.
+def _configured_networks(settings: Settings, key: str, refused: dict[str, str]) -> Networks | None:
+    """The ConfigMap's list for ``key`` (None when empty); a malformed one fails closed
+    unless an annotation replaces it."""
+    entries = getattr(settings, key.replace("-", "_"))
+    if not any(entries):
+        return None
+    try:
+        return read_networks(",".join(entries))
+    except Malformed as error:
+        field = "allow" if key == "whitelist-source-range" else "deny"
+        refused[field] = f"the ConfigMap's {key} is malformed ({error})"
+        return None
 
-    A malformed value is a rejection of that annotation (the default applies); an
-    annotation fastroute does not implement is a warning.
+
+def _defaults(settings: Settings, refused: dict[str, str]) -> dict[str, Any]:
+    """The Policy fields the ConfigMap sets; an annotation overrides each one."""
+    allow = _configured_networks(settings, "whitelist-source-range", refused)
+    deny = _configured_networks(settings, "denylist-source-range", refused) or ()
+    return {
+        "ssl_redirect": settings.ssl_redirect,
+        "force_ssl_redirect": settings.force_ssl_redirect,
+        "max_body_bytes": settings.proxy_body_size,
+        "connect_timeout": settings.proxy_connect_timeout,
+        "read_timeout": settings.proxy_read_timeout,
+        "send_timeout": settings.proxy_send_timeout,
+        "next_upstream": settings.proxy_next_upstream,
+        "next_upstream_tries": settings.proxy_next_upstream_tries,
+        "allow": allow,
+        "deny": deny,
+        "response_headers": settings.add_headers,
+        "upstream_headers": settings.proxy_set_headers,
+        "custom_http_errors": settings.custom_http_errors,
+        "hsts": settings.hsts_value,
+    }
+
+
+def read_policy(
+    annotations: Mapping[str, Any],
+    settings: Settings = DEFAULT_SETTINGS,
+    namespace: str = "",
+    configmap: ConfigMapLookup | None = None,
+) -> tuple[Policy, list[tuple[str, str, bool]]]:
+    """The policy an Ingress's annotations ask for over the ConfigMap's defaults, and
+    (annotation, reason, is_warning) notes.
+
+    Args:
+        annotations: the Ingress's ``metadata.annotations``.
+        settings: the controller ConfigMap's values: the defaults annotations override.
+        namespace: the Ingress's, for the ConfigMaps and Services annotations name.
+        configmap: "namespace/name" -> its data, or None when it does not exist.
     """
+    reading = Reading(namespace, settings, configmap)
     notes: list[tuple[str, str, bool]] = []
-    flags: dict[str, bool] = {}
-    for setting in ("ssl-redirect", "force-ssl-redirect"):
-        found = _setting(annotations, setting)
-        if found is None:
+    refused: list[str] = []
+    present, overridden = _present(annotations)
+    for key in overridden:
+        name = key.partition("/")[2]
+        notes.append((key, f"overridden by {present[name][0]}, which is also set", True))
+
+    values: dict[str, tuple[str, Any]] = {}  # field -> (annotation, value)
+    for name, entry in ANNOTATIONS.items():
+        if name not in present or entry.parse is None:
             continue
-        key, value = found
-        parsed = _BOOLEANS.get(value.strip().lower())
-        if parsed is None:
-            notes.append((key, f"expected 'true' or 'false', got {value!r}", False))
-        else:
-            flags[setting] = parsed
-    rewrite = _setting(annotations, "rewrite-target")
-    rewrite_target = None
-    if rewrite is not None:
-        key, value = rewrite
-        if "$" in value:
-            notes.append(
-                (
-                    key,
-                    f"{value!r} refers to regex captures, which need use-regex paths; fastroute "
-                    "does not implement them, so nothing is rewritten",
-                    False,
-                )
+        key, text = present[name]
+        try:
+            value = entry.parse(text, reading)
+        except Malformed as error:
+            notes.append((key, str(error), False))
+            if entry.protection:
+                refused.append(f"{key} is malformed ({error})")
+            if isinstance(error, _PartlyMalformed):
+                values[entry.field] = key, error.kept
+            continue
+        if entry.no_op:
+            notes.append((key, NO_EFFECT, True))
+        elif entry.field in values:
+            earlier = values[entry.field][0]
+            notes.append((earlier, f"overridden by {key}, which sets the same thing", True))
+        if entry.field:
+            values[entry.field] = key, value
+
+    for name, (key, _) in present.items():
+        if name in ANNOTATIONS:
+            continue
+        if name in SNIPPETS:
+            notes.append((key, f"snippets are never executed; use {SNIPPETS[name]}", True))
+            continue
+        family = next((f for f in FAMILIES if name.startswith(f.start)), None)
+        if family is not None and family.protection:
+            reason = (
+                f"not implemented by fastroute yet ({family.feature}); the routes answer 503 "
+                "rather than serve without it"
             )
-        elif value.startswith("/"):
-            rewrite_target = value
+            notes.append((key, reason, False))
+            refused.append(f"{key}: {reason}")
+        elif family is not None:
+            notes.append(
+                (key, f"not implemented by fastroute yet ({family.feature}); ignored", True)
+            )
+        elif key.startswith("nginx.ingress.kubernetes.io/"):
+            notes.append((key, "not implemented by fastroute; ignored", True))
         else:
-            notes.append((key, f"must be a path starting with '/', got {value!r}", False))
-    known = {"ssl-redirect", "force-ssl-redirect", "rewrite-target"}
-    for key in annotations:
-        for prefix in PREFIXES:
-            if key.startswith(prefix) and key[len(prefix) :] not in known:
-                notes.append((key, "not implemented by fastroute; ignored", True))
-    policy = Policy(
-        ssl_redirect=flags.get("ssl-redirect", True),
-        force_ssl_redirect=flags.get("force-ssl-redirect", False),
-        rewrite_target=rewrite_target,
-    )
-    return policy, notes
+            notes.append((key, "not a fastroute annotation; ignored", True))
+
+    configured_refusals: dict[str, str] = {}  # Policy field -> why
+    fields = _defaults(settings, configured_refusals)
+    refused += [why for field, why in configured_refusals.items() if field not in values]
+    groups: dict[str, dict[str, tuple[str, Any]]] = {group: {} for group in _GROUPS}
+    for field_name, (key, value) in values.items():
+        group, dot, member = field_name.partition(".")
+        if dot:
+            groups[group][member] = key, value
+        else:
+            fields[field_name] = value
+    fields.update(_assemble(groups, settings, notes))
+    if refused:
+        fields["refused"] = "; ".join(refused)
+    return Policy(**fields), notes
+
+
+def _assemble(
+    groups: dict[str, dict[str, tuple[str, Any]]],
+    settings: Settings,
+    notes: list[tuple[str, str, bool]],
+) -> dict[str, Any]:
+    """The Policy fields made of several annotations, each only when its switch is on."""
+
+    def unused(group: str, switch: str, skip: str = "") -> None:
+        for member, (key, _) in groups[group].items():
+            if member != skip:
+                notes.append((key, f"has no effect without {switch}; ignored", True))
+
+    def members(group: str, *skip: str) -> dict[str, Any]:
+        return {m: v for m, (_, v) in groups[group].items() if m not in skip}
+
+    fields: dict[str, Any] = {}
+    cors = members("cors", "enabled")
+    if members("cors").get("enabled"):
+        fields["cors"] = Cors(**cors)
+    else:
+        unused("cors", 'enable-cors: "true"', skip="enabled")
+
+    limit = members("limit")
+    if limit.get("rps") or limit.get("rpm") or limit.get("connections"):
+        fields["limit"] = RateLimit(
+            **limit,
+            status=settings.limit_req_status_code,
+            connections_status=settings.limit_conn_status_code,
+        )
+    else:
+        unused("limit", "a non-zero limit-rps, limit-rpm or limit-connections")
+
+    tls = members("upstream_tls", "protocol")
+    if members("upstream_tls").get("protocol") == "HTTPS":
+        fields["upstream_tls"] = UpstreamTLS(**tls)
+    else:
+        unused("upstream_tls", 'backend-protocol: "HTTPS"', skip="protocol")
+
+    redirect = members("redirect")
+    for kind, default_code in (("temporal", 302), ("permanent", 301)):
+        if kind in redirect:
+            fields["redirect"] = redirect.get(f"{kind}_code", default_code), redirect[kind]
+            if kind == "temporal" and "permanent" in redirect:
+                notes.append(
+                    (groups["redirect"]["permanent"][0], "temporal-redirect wins; ignored", True)
+                )
+            break
+    for kind in ("temporal", "permanent"):
+        if f"{kind}_code" in redirect and kind not in redirect:
+            key = groups["redirect"][f"{kind}_code"][0]
+            notes.append((key, f"has no effect without {kind}-redirect; ignored", True))
+    return fields

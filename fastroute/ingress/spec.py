@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastroute.ingress.annotations import read_policy
+from fastroute.ingress.annotations import ConfigMapLookup, read_policy
 from fastroute.ingress.model import Policy, Problem
 from fastroute.ingress.objects import (
     annotations_of,
@@ -25,6 +25,7 @@ from fastroute.ingress.objects import (
     text,
     to_v1_ingress,
 )
+from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 
 __all__ = [
     "BackendRef",
@@ -122,14 +123,22 @@ def backend_ref(backend: Mapping[str, Any]) -> BackendRef:
     return "backend needs service.port.number (1-65535) or service.port.name"
 
 
-def read_ingress(obj: Mapping[str, Any]) -> IngressSpec:
-    """Read an Ingress (v1, or a removed v1beta1 form, converted)."""
+def read_ingress(
+    obj: Mapping[str, Any],
+    settings: Settings = DEFAULT_SETTINGS,
+    configmap: ConfigMapLookup | None = None,
+) -> IngressSpec:
+    """Read an Ingress (v1, or a removed v1beta1 form, converted).
+
+    ``settings`` are the ConfigMap's defaults its annotations override; ``configmap``
+    finds the ConfigMaps they name (custom-headers).
+    """
     ingress, conversion = to_v1_ingress(obj)
     key = object_key(ingress)
     problems: list[Problem] = []
     if conversion:
         problems.append(Problem("Ingress", key, "apiVersion", conversion, warning=True))
-    policy, notes = read_policy(annotations_of(ingress))
+    policy, notes = read_policy(annotations_of(ingress), settings, namespace(ingress), configmap)
     for annotation, reason, is_warning in notes:
         where = f"metadata.annotations[{annotation}]"
         problems.append(Problem("Ingress", key, where, reason, warning=is_warning))

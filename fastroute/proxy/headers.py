@@ -95,6 +95,11 @@ class TrustedProxies:
                 ) from None
         self._networks = tuple(parsed)
 
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The networks trusted, as parsed; empty when none was given."""
+        return self._networks
+
     def trusts(self, address: str) -> bool:
         if not self._networks:
             return False

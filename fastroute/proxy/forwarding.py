@@ -1,0 +1,434 @@
+"""The upstream side of a request: endpoints tried in turn, the exchange, the relay back.
+
+Nothing here knows how the client speaks: the front end (``http1`` today) hands over
+the request head to send upstream, the start of its body, and itself as a ``ClientSide``
+(send bytes to the client, read the next piece of request body, enter a phase with a
+deadline, say the request is done). Upstream connections speak HTTP/1.1; they are kept
+alive in a ``Pool`` and chosen by the ``Balancer``; one that received anything while
+idle is never reused. A request that asks for a protocol upgrade (WebSocket) and gets
+``101`` becomes a two-way byte tunnel.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from fastroute._http import (
+    ChunkedError,
+    ChunkedScanner,
+    RequestHead,
+    ResponseHead,
+    parse_response,
+)
+from fastroute.errors import (
+    BadGatewayError,
+    GatewayTimeoutError,
+    ProxyError,
+    ServiceUnavailableError,
+)
+from fastroute.ingress.model import Endpoint
+from fastroute.proxy.balancer import Balancer, may_retry
+from fastroute.proxy.channel import Channel, SocketChannel, connect
+from fastroute.proxy.headers import response_headers
+from fastroute.proxy.pool import Pool
+from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
+
+if TYPE_CHECKING:
+    from fastroute.ingress.model import Backend
+
+__all__ = ["ClientSide", "Forwarder", "RequestBodyStart", "Upstream"]
+
+log = logging.getLogger("fastroute.proxy")
+
+
+class _UpstreamFailedError(Exception):
+    """The exchange with an upstream failed before its response head arrived."""
+
+
+class Upstream:
+    """One connection to an endpoint."""
+
+    __slots__ = ("channel", "endpoint", "reused")
+
+    def __init__(self, channel: SocketChannel, endpoint: Endpoint) -> None:
+        self.channel = channel
+        self.endpoint = endpoint
+        self.reused = False
+
+
+class RequestBodyStart(Protocol):
+    """A request body as far as the client side took it before an upstream was chosen."""
+
+    @property
+    def buffered(self) -> bytes:
+        """The start of the body (all of it if ``complete``), not yet sent."""
+
+    @property
+    def complete(self) -> bool:
+        """``buffered`` is the whole body: it can be sent again to another endpoint."""
+
+    @property
+    def rest(self) -> bytes:
+        """What followed the body on the client connection, once the body is all read."""
+
+
+class ClientSide(Protocol):
+    """The client side of one forwarded request, as the upstream side needs it.
+
+    ``send`` and ``read_body`` raise ``ClientGoneError`` when the client is gone.
+    """
+
+    phase: Phase  # what a passed deadline means (the watchdog reads it)
+    responded: bool  # a response head went out for the request
+    upstream: Upstream | None  # the upstream connection in use, closed if the client goes
+    service: str  # the backend's name, for metrics
+    channel: Channel  # the client's byte stream: an upgraded request tunnels over it
+
+    def deadline(self, phase: Phase, seconds: float) -> None:
+        """Enter ``phase``, which ends after ``seconds``."""
+
+    async def send(self, data: bytes) -> None:
+        """Send ``data`` to the client."""
+
+    async def read_body(self) -> bytes:
+        """The next piece of request body to send upstream; b"" once it is all read."""
+
+    def finished(self, status: int, upstream: str) -> None:
+        """The response (``status``, from ``upstream``) went out: count and log it."""
+
+
+class Forwarder:
+    """Forwards requests to the endpoints of a backend, for every front end of one proxy."""
+
+    def __init__(self, state: ProxyState) -> None:
+        self.state = state
+        self.limits = state.limits
+        self.balancer = Balancer()
+        self.pool: Pool[Upstream] = Pool(max_idle=320)
+
+    async def forward(
+        self,
+        client: ClientSide,
+        head: RequestHead,
+        outgoing: bytes,
+        backend: Backend,
+        body: RequestBodyStart | None,
+        after: bytes,
+    ) -> bytes | None:
+        """Send the request to an endpoint of ``backend`` and its response to the client.
+
+        ``outgoing`` is the head to send, ``body`` the start of the request body (None:
+        the request has none), ``after`` what followed the head on the client connection.
+        Returns what follows the request on the client connection, or None to close.
+        Raises the ProxyError the client is to be answered with when no endpoint answered.
+        """
+        last_error: ProxyError | None = None
+        attempts = self.balancer.attempts(backend, now=trio.current_time())
+        pooled = True  # False: a pooled connection just failed; the next one is new
+        while attempts:
+            endpoint = attempts[0]
+            try:
+                upstream = await self._checkout(endpoint, pooled=pooled, client=client)
+            except ProxyError as error:
+                last_error = error
+                attempts.pop(0)  # nothing was sent: the next endpoint may take it
+                continue
+            client.upstream = upstream
+            try:
+                response, received, rest = await self._exchange(
+                    client, upstream, outgoing, head, body, after
+                )
+            except _UpstreamFailedError as failure:
+                upstream.channel.close()
+                client.upstream = None
+                retry = may_retry(
+                    head.method,
+                    request_sent=True,
+                    body_replayable=body is None or body.complete,
+                )
+                if upstream.reused and retry:
+                    # the upstream closed it while it sat idle: not the endpoint's fault
+                    pooled = False
+                    continue
+                reason = str(failure.__cause__ or failure) or "connection closed"
+                self.balancer.failed(endpoint, now=trio.current_time(), reason=reason)
+                self.state.upstream_error(client.service, endpoint, "broken")
+                last_error = BadGatewayError(f"{endpoint}: {reason}")
+                if not retry:
+                    break
+                attempts.pop(0)
+                pooled = True
+                continue
+            if response.status == 101 and head.upgrade is None:
+                # a switch nobody asked for would make the rest of the connection a tunnel
+                # past routing (or desync it): the client gets a 502, the upstream a close
+                upstream.channel.close()
+                client.upstream = None
+                self.state.upstream_error(client.service, endpoint, "unasked-upgrade")
+                last_error = BadGatewayError(f"{endpoint} switched protocols unasked")
+                break
+            self.balancer.succeeded(endpoint)
+            following = await self._relay(client, upstream, head, response, received, rest)
+            client.finished(response.status, str(endpoint))
+            return following
+        if last_error is None:  # decide saw endpoints: they went away since
+            last_error = ServiceUnavailableError(backend.problem or "no endpoints")
+        raise last_error
+
+    async def _checkout(self, endpoint: Endpoint, *, pooled: bool, client: ClientSide) -> Upstream:
+        """An idle pooled connection to ``endpoint`` (if ``pooled``), or a new one.
+
+        A pooled connection that received anything while idle (bytes nobody asked for, or
+        the upstream's close) is closed, never used: a late or extra response left on it
+        would become the next client's answer, and every answer after it off by one.
+        """
+        now = trio.current_time()
+        while pooled:
+            upstream, expired = self.pool.take(endpoint, now=now)
+            for old in expired:
+                old.channel.close()
+            if upstream is None:
+                break
+            if upstream.channel.stale():
+                upstream.channel.close()
+                continue
+            upstream.reused = True
+            return upstream
+        # connecting is the upstream's time: a slow connect is a 504, never a 408
+        limits = self.limits
+        client.deadline(Phase.UPSTREAM, limits.connect_timeout + limits.upstream_timeout)
+        with trio.move_on_after(limits.connect_timeout):
+            try:
+                channel = await connect(endpoint.address, endpoint.port)
+            except OSError as error:
+                self.balancer.failed(endpoint, now=trio.current_time(), reason=f"connect: {error}")
+                self.state.upstream_error(client.service, endpoint, "connect")
+                raise BadGatewayError(f"connect to {endpoint}: {error}") from None
+            return Upstream(channel, endpoint)
+        self.balancer.failed(endpoint, now=trio.current_time(), reason="connect timed out")
+        self.state.upstream_error(client.service, endpoint, "connect")
+        # ingress-nginx answers a connect timeout 504 (after trying the next endpoint)
+        raise GatewayTimeoutError(f"connect to {endpoint} timed out")
+
+    async def _exchange(
+        self,
+        client: ClientSide,
+        upstream: Upstream,
+        outgoing: bytes,
+        head: RequestHead,
+        body: RequestBodyStart | None,
+        after: bytes,
+    ) -> tuple[ResponseHead, bytes, bytes]:
+        """Send the request and read the response head.
+
+        ``body`` is the request body as far as taken (None: the request has none), and
+        ``after`` what followed the head on the client connection. Returns the response
+        head, what the upstream sent after it, and what follows the request on the client
+        connection. Raises _UpstreamFailedError when the upstream connection fails before
+        the response head arrived.
+        """
+        channel = upstream.channel
+        limits = self.limits
+        try:
+            client.deadline(Phase.UPSTREAM, limits.upstream_timeout)
+            if body is None:
+                rest = after
+                await channel.send(outgoing)
+            else:
+                await channel.send(outgoing + body.buffered if body.buffered else outgoing)
+                if not body.complete:
+                    while data := await client.read_body():
+                        await channel.send(data)
+                    client.deadline(Phase.UPSTREAM, limits.upstream_timeout)
+                rest = body.rest
+            data = await channel.recv_reply()
+            received = data
+            is_head = head.method == b"HEAD"
+            while True:
+                response = parse_response(received, limits.max_head_bytes, is_head)
+                if response is None:
+                    if not data:
+                        raise _UpstreamFailedError("closed before a response")
+                    client.deadline(Phase.UPSTREAM, limits.upstream_timeout)
+                    data = await channel.recv()
+                    received += data
+                    continue
+                received = received[response.size :]
+                if response.status >= 200 or response.status == 101:
+                    break
+        except CONNECTION_FAILURES as error:
+            raise _UpstreamFailedError(str(error) or type(error).__name__) from error
+        except BadGatewayError as error:
+            raise _UpstreamFailedError(error.detail) from error
+        return response, received, rest
+
+    async def _relay(
+        self,
+        client: ClientSide,
+        upstream: Upstream,
+        head: RequestHead,
+        response: ResponseHead,
+        received: bytes,
+        rest: bytes,
+    ) -> bytes | None:
+        """Send the response to the client; ``rest`` back, or None to close."""
+        client_gone = False
+        upgraded = response.status == 101 and head.upgrade is not None
+        close = (
+            not head.keep_alive
+            or self.state.draining
+            or response.until_close
+            or (head.version == 10 and response.chunked)
+        )
+        dechunk = head.version == 10 and response.chunked
+        out = response.client_head(close) if not dechunk else _unchunked_head(response)
+        client.responded = True
+        client.phase = Phase.RESPONSE
+        channel = upstream.channel
+        reusable = response.keep_alive and not response.until_close
+        try:
+            if upgraded:
+                await client.send(out + received)
+                client.upstream = None
+                await _tunnel(client, channel, rest, self.limits.upstream_timeout)
+                channel.close()
+                return None
+            if response.bodyless:
+                await client.send(out)
+                reusable = reusable and not received
+            elif response.chunked:
+                scanner = ChunkedScanner()
+                reusable = await self._relay_chunked(
+                    client, channel, scanner, out, received, dechunk
+                )
+            elif response.content_length >= 0:
+                reusable = await self._relay_length(
+                    client, channel, response.content_length, out, received
+                )
+            else:
+                await client.send(out + received)
+                while True:
+                    client.deadline(Phase.RESPONSE, self.limits.upstream_timeout)
+                    data = await channel.recv()
+                    if not data:
+                        break
+                    await client.send(data)
+                reusable = False
+        except ClientGoneError:
+            client_gone = True
+            reusable = False
+        except BadGatewayError:
+            # nothing of the response reached the client yet: it gets a 502 instead
+            client.responded = False
+            client.upstream = None
+            channel.close()
+            self.state.upstream_error(client.service, upstream.endpoint, "broken")
+            raise
+        except (*CONNECTION_FAILURES, ChunkedError) as error:
+            log.info("%s failed mid-response: %s", upstream.endpoint, error)
+            self.state.upstream_error(client.service, upstream.endpoint, "broken")
+            client_gone = True  # the client sees the response cut off rather than a wrong one
+            reusable = False
+        client.upstream = None
+        if reusable:
+            for old in self.pool.give(upstream.endpoint, upstream, now=trio.current_time()):
+                old.channel.close()
+        else:
+            channel.close()
+        if client_gone:
+            raise ClientGoneError()
+        return None if close else rest
+
+    async def _relay_length(
+        self,
+        client: ClientSide,
+        upstream: SocketChannel,
+        remaining: int,
+        out: bytes,
+        received: bytes,
+    ) -> bool:
+        """Relay a Content-Length body; whether the upstream connection can be reused."""
+        first = received[:remaining]
+        await client.send(out + first)
+        remaining -= len(first)
+        extra = len(received) > len(first)
+        while remaining:
+            client.deadline(Phase.RESPONSE, self.limits.upstream_timeout)
+            data = await upstream.recv()
+            if not data:
+                raise trio.BrokenResourceError("upstream closed mid-body")
+            if len(data) > remaining:
+                data = data[:remaining]
+                extra = True
+            await client.send(data)
+            remaining -= len(data)
+        return not extra
+
+    async def _relay_chunked(
+        self,
+        client: ClientSide,
+        upstream: SocketChannel,
+        scanner: ChunkedScanner,
+        out: bytes,
+        received: bytes,
+        dechunk: bool,
+    ) -> bool:
+        """Relay a chunked body (decoded for an HTTP/1.0 client); whether to reuse."""
+        data = received
+        while True:
+            try:
+                if dechunk:
+                    end, payload = scanner.decode(data)
+                else:
+                    end, payload = scanner.relay(data)
+            except ChunkedError as error:
+                if out:  # the head has not gone out: the client can still get a 502
+                    raise BadGatewayError(
+                        f"upstream sent malformed chunked framing: {error}"
+                    ) from None
+                raise
+            if out or payload:  # nothing while a trailer section is held
+                await client.send(out + payload if out else payload)
+            out = b""
+            if scanner.done:
+                return end == len(data)
+            client.deadline(Phase.RESPONSE, self.limits.upstream_timeout)
+            data = await upstream.recv()
+            if not data:
+                raise trio.BrokenResourceError("upstream closed mid-body")
+
+
+async def _tunnel(
+    client: ClientSide, upstream: SocketChannel, first: bytes, idle_timeout: float
+) -> None:
+    """Copy bytes both ways until either side closes (an upgraded connection).
+
+    Like nginx's proxy timeouts on a WebSocket, the tunnel closes after ``idle_timeout``
+    seconds with nothing sent either way.
+    """
+
+    async def pump(source: Channel, sink: Channel, nursery: trio.Nursery) -> None:
+        try:
+            while data := await source.recv():
+                client.deadline(Phase.RESPONSE, idle_timeout)
+                await sink.send(data)
+        except CONNECTION_FAILURES:
+            pass
+        nursery.cancel_scope.cancel()
+
+    client.deadline(Phase.RESPONSE, idle_timeout)
+    if first:
+        await upstream.send(first)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump, client.channel, upstream, nursery)
+        nursery.start_soon(pump, upstream, client.channel, nursery)
+
+
+def _unchunked_head(response: ResponseHead) -> bytes:
+    """The head for an HTTP/1.0 client of a chunked response: decoded, ended by a close."""
+    lines = [b"HTTP/1.1 %d %s" % (response.status, response.reason)]
+    lines += [name + b": " + value for name, value in response_headers(response.headers)]
+    return b"\r\n".join([*lines, b"Connection: close", b"", b""])

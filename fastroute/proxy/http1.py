@@ -1,0 +1,485 @@
+"""The HTTP/1 front end: one task per client connection, requests in turn.
+
+Request heads are read with the compiled codec (``fastroute._http``); ``decide`` says
+what to do with each (``Http1._request``, the one place a decision is carried out):
+answer it (redirect or error status) or forward it (``forwarding``). Heads are
+rewritten once; bodies pass through as they came, chunked framing included; only a
+small one (up to ``BODY_BUFFER``) is read whole before an upstream connection is taken.
+
+Each request uses the RouteConfig that was current when its head arrived.
+
+Timeouts cost one float per phase: each connection records when its current phase
+expires (``Connection.deadline``) and the proxy's watchdog cancels the connections past
+theirs. The phase a connection was in says what the client is told (``_timed_out``: 408
+for a slow client, 504 for a slow upstream, nothing for an idle keep-alive connection).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from http import HTTPStatus
+
+import trio
+
+from fastroute._http import ChunkedError, ChunkedScanner, RequestHead, parse_request
+from fastroute.errors import (
+    BadRequestError,
+    GatewayTimeoutError,
+    PayloadTooLargeError,
+    ProxyError,
+    RequestTimeoutError,
+    ServiceUnavailableError,
+)
+from fastroute.proxy.channel import Channel
+from fastroute.proxy.decide import Redirect, decide
+from fastroute.proxy.forwarding import Forwarder, Upstream
+from fastroute.proxy.headers import Client
+from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
+
+__all__ = ["Connection", "Http1"]
+
+log = logging.getLogger("fastroute.proxy")
+access_log = logging.getLogger("fastroute.access")
+
+ERROR_SEND_TIMEOUT = 5.0  # for writing an error answer after a timeout
+# After an error answer to a request whose body was not read (413, ...), how long the
+# client may go on sending before the close: long enough to finish an upload in flight.
+LINGER = 2.0
+# A request body up to this size is read whole before an upstream connection is taken
+# (nginx's client_body_buffer_size on 64-bit), so a slow client holds none while it
+# sends one, and a failed attempt can be sent again elsewhere.
+BODY_BUFFER = 16 * 1024
+BODY_RATE_GRACE = 5.0  # seconds of body before Limits.min_body_rate applies
+CLIENT_CLOSED = 499  # nginx's status for a client that left before its response
+
+
+class _RequestBody:
+    """The request body of one forwarded request, as far as the proxy has taken it."""
+
+    __slots__ = (
+        "buffered",
+        "complete",
+        "continued",
+        "received",
+        "remaining",
+        "rest",
+        "scanner",
+        "started",
+    )
+
+    def __init__(self, started: float) -> None:
+        self.started = started  # when the head was in: the body's rate counts from here
+        self.received = 0  # body bytes read after the head
+        self.buffered = b""  # the start of the body (all of it if ``complete``), not yet sent
+        self.complete = True  # ``buffered`` is the whole body: it can be sent again
+        self.rest = b""  # what followed the body on the connection (once complete)
+        self.remaining = 0  # Content-Length bytes still to read
+        self.scanner: ChunkedScanner | None = None  # a chunked body's framing
+        self.continued = False  # 100 Continue went out
+
+
+class Connection:
+    """One client connection's state, shared with ``drain`` and the timeout handling.
+
+    It is the ``forwarding.ClientSide`` of the request it is serving.
+    """
+
+    __slots__ = (
+        "body",
+        "channel",
+        "client",
+        "client_left",
+        "expires",
+        "forwarded",
+        "head",
+        "ingress",
+        "phase",
+        "responded",
+        "scope",
+        "service",
+        "started",
+        "state",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        channel: Channel,
+        client: Client,
+        scope: trio.CancelScope,
+        trusted: bool,
+        state: ProxyState,
+    ) -> None:
+        self.channel = channel
+        self.client = client
+        self.scope = scope
+        self.state = state
+        self.phase = Phase.IDLE
+        self.expires = math.inf
+        # what X-Forwarded-* say about this connection, encoded once
+        self.forwarded = (
+            client.address.encode("ascii"),
+            client.scheme.encode("ascii"),
+            str(client.port).encode("ascii"),
+            trusted,
+        )
+        self.responded = False  # a response head went out for the current request
+        self.client_left = False  # the client closed while its request was upstream
+        self.head: RequestHead | None = None
+        self.ingress = "-"  # the current request's route, once it has one (metrics, logs)
+        self.service = "-"
+        self.started = 0.0  # when the current request's head was parsed
+        self.upstream: Upstream | None = None
+        # the current request's body, once ``start_body`` took its start
+        self.body: _RequestBody | None = None
+
+    def deadline(self, phase: Phase, seconds: float) -> None:
+        """Enter ``phase``, which the watchdog ends after ``seconds``."""
+        self.phase = phase
+        self.expires = trio.current_time() + seconds
+
+    async def send(self, data: bytes) -> None:
+        """Send ``data`` to the client (ClientGoneError: it is gone)."""
+        try:
+            await self.channel.send(data)
+        except CONNECTION_FAILURES:
+            raise ClientGoneError() from None
+
+    async def recv(self) -> bytes:
+        """The client's next bytes (ClientGoneError: it closed or broke the connection)."""
+        try:
+            data = await self.channel.recv()
+        except CONNECTION_FAILURES:
+            raise ClientGoneError() from None
+        if not data:
+            raise ClientGoneError()
+        return data
+
+    def finished(self, status: int, upstream: str) -> None:
+        """Count and log the current request, answered ``status`` by ``upstream``."""
+        took = trio.current_time() - self.started
+        metrics = self.state.metrics
+        if metrics is not None:
+            metrics.request(self.ingress, self.service, status, took)
+        if access_log.isEnabledFor(logging.INFO):
+            head = self.head
+            access_log.info(
+                '%s "%s %s" %d %.1fms %s %s',
+                self.client.address,
+                head.method.decode("latin-1") if head else "-",
+                head.target.decode("latin-1") if head else "-",
+                status,
+                took * 1000,
+                self.ingress,
+                upstream,
+            )
+
+    # ------------------------------------------------------------ request bodies
+
+    async def start_body(self, head: RequestHead, body: bytes) -> _RequestBody:
+        """Take the start of a request body: all of it when it is small (``BODY_BUFFER``).
+
+        ``body`` is what came after the head (the request has a body: Content-Length or
+        chunked). The body limit is checked here on every byte
+        in hand, however the bytes were split, so nothing over it is ever forwarded.
+        """
+        max_body_bytes = self.state.limits.max_body_bytes
+        state = self.body = _RequestBody(trio.current_time())
+        if head.chunked:
+            scanner = state.scanner = ChunkedScanner()
+            end, state.buffered = _relay_chunks(scanner, body, max_body_bytes)
+            state.rest = body[end:]
+            while not scanner.done and state.received < BODY_BUFFER:
+                await self._continue(head, state)
+                data = await self._recv_body(state)
+                end, out = _relay_chunks(scanner, data, max_body_bytes)
+                state.buffered += out
+                state.rest = data[end:]
+            state.complete = scanner.done
+        else:
+            state.buffered, state.rest = body[: head.content_length], body[head.content_length :]
+            missing = head.content_length - len(state.buffered)
+            if missing and head.content_length <= BODY_BUFFER:
+                await self._continue(head, state)
+                pieces = [state.buffered]
+                while missing:
+                    data = await self._recv_body(state)
+                    pieces.append(data[:missing])
+                    state.rest = data[missing:]
+                    missing -= len(pieces[-1])
+                state.buffered = b"".join(pieces)
+            state.complete = not missing
+            state.remaining = missing
+        return state
+
+    async def read_body(self) -> bytes:
+        """The next piece of the request body to send upstream, as it came (chunked
+        framing included); b"" once it is all read, ``rest`` then holding what followed it.
+        """
+        body, head = self.body, self.head
+        assert body is not None
+        assert head is not None
+        if not body.continued and head.expect_continue:
+            await self._continue(head, body)
+        scanner = body.scanner
+        if scanner is not None:
+            while not scanner.done:
+                data = await self._recv_body(body)
+                end, out = _relay_chunks(scanner, data, self.state.limits.max_body_bytes)
+                if scanner.done:
+                    body.rest = data[end:]
+                if out:  # nothing while a trailer section is held
+                    return out
+            return b""
+        remaining = body.remaining
+        if not remaining:
+            return b""
+        data = await self._recv_body(body)
+        if len(data) > remaining:
+            body.rest = data[remaining:]
+            data = data[:remaining]
+        body.remaining = remaining - len(data)
+        return data
+
+    async def _continue(self, head: RequestHead, body: _RequestBody) -> None:
+        """Send ``100 Continue`` once, before the proxy first waits for the body."""
+        if head.expect_continue and not body.continued:
+            body.continued = True
+            await self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    async def _recv_body(self, body: _RequestBody) -> bytes:
+        """The next piece of the request body, within both body deadlines.
+
+        Each read must come within ``head_timeout`` (nginx's client_body_timeout), and
+        the body as a whole must keep up ``min_body_rate`` after a grace period: a client
+        sending a byte now and then cannot keep the slot and the upstream connection.
+        """
+        limits = self.state.limits
+        expires = trio.current_time() + limits.head_timeout
+        if limits.min_body_rate:
+            expires = min(
+                expires, body.started + BODY_RATE_GRACE + body.received / limits.min_body_rate
+            )
+        self.phase = Phase.BODY
+        self.expires = expires
+        data = await self.recv()
+        body.received += len(data)
+        return data
+
+
+class Http1:
+    """Serves HTTP/1 client connections; forwards their requests through ``forwarder``."""
+
+    def __init__(self, state: ProxyState, forwarder: Forwarder) -> None:
+        self.state = state
+        self.limits = state.limits
+        self.forwarder = forwarder
+        self.open: set[Connection] = set()  # every connection being served
+        self.all_closed = trio.Event()  # set (and replaced) each time ``open`` empties
+
+    async def serve(self, channel: Channel, client: Client) -> None:
+        """Serve ``channel`` until the client or the proxy closes it; close it then."""
+        trusted = self.state.trusted.trusts(client.address)
+        connection = Connection(channel, client, trio.CancelScope(), trusted, self.state)
+        self.open.add(connection)
+        try:
+            with connection.scope:
+                try:
+                    await self._serve_requests(connection)
+                except ProxyError as error:
+                    await self._respond_error(connection, error)
+                except (ClientGoneError, *CONNECTION_FAILURES):
+                    pass  # the client went away, or a response was cut off: close
+                except Exception:
+                    # a bug must cost one connection and a log line, never the server
+                    log.exception("unexpected error serving %s", client.address)
+            if connection.scope.cancelled_caught:
+                await self._timed_out(connection)
+        finally:
+            if connection.upstream is not None:
+                connection.upstream.channel.close()
+            channel.close()
+            self.open.discard(connection)
+            if not self.open:
+                self.all_closed.set()
+                self.all_closed = trio.Event()
+
+    async def _timed_out(self, connection: Connection) -> None:
+        """Tell the client what the passed deadline means for the phase it was in."""
+        error: ProxyError
+        if connection.client_left:
+            upstream = connection.upstream
+            log.info(
+                "%s closed the connection while %s had its request: given up",
+                connection.client.address,
+                upstream.endpoint if upstream else "the upstream",
+            )
+            connection.finished(CLIENT_CLOSED, str(upstream.endpoint) if upstream else "-")
+            return
+        if connection.phase is Phase.HEAD:
+            error = RequestTimeoutError("request head too slow")
+        elif connection.phase is Phase.BODY:
+            error = RequestTimeoutError("request body too slow")
+        elif connection.phase is Phase.UPSTREAM:
+            upstream = connection.upstream
+            where = str(upstream.endpoint) if upstream else "the upstream"
+            error = GatewayTimeoutError(
+                f"{where} sent nothing for {self.limits.upstream_timeout:g} s"
+            )
+            if upstream is not None:
+                self.state.upstream_error(connection.service, upstream.endpoint, "timeout")
+        else:
+            return  # idle, draining, or mid-response: the connection just closes
+        with trio.move_on_after(ERROR_SEND_TIMEOUT):
+            await self._respond_error(connection, error)
+
+    async def _serve_requests(self, connection: Connection) -> None:
+        limits = self.limits
+        state = self.state
+        channel = connection.channel
+        buffer = b""
+        while not state.draining or buffer:
+            connection.deadline(Phase.HEAD if buffer else Phase.IDLE, limits.head_timeout)
+            connection.head = None
+            connection.responded = False
+            connection.ingress = connection.service = "-"
+            head = parse_request(buffer, limits.max_head_bytes)
+            while head is None:
+                # after a response, the client's next request cannot be here yet
+                data = await (channel.recv() if buffer else channel.recv_reply())
+                if not data:
+                    return
+                first = not buffer
+                buffer = buffer + data if buffer else data
+                connection.phase = Phase.HEAD
+                head = parse_request(buffer, limits.max_head_bytes)
+                if head is None and first:  # the head's time runs from its first byte
+                    connection.deadline(Phase.HEAD, limits.head_timeout)
+            connection.head = head
+            rest = await self._request(connection, head, buffer[head.size :])
+            if rest is None:
+                return
+            buffer = rest
+
+    async def _request(
+        self, connection: Connection, head: RequestHead, body: bytes
+    ) -> bytes | None:
+        """Answer one request; what follows it on the connection, or None to close."""
+        state = self.state
+        config = state.config  # this request's config, whatever swap does meanwhile
+        connection.started = trio.current_time()
+        try:
+            if config is None:
+                raise ServiceUnavailableError("no configuration loaded yet")
+            if head.content_length > self.limits.max_body_bytes:
+                raise PayloadTooLargeError(
+                    f"body of {head.content_length} bytes is over the limit of "
+                    f"{self.limits.max_body_bytes}"
+                )
+            decision = decide(
+                config,
+                method=head.method,
+                target=head.target,
+                host=head.host,
+                scheme=connection.client.scheme,
+                https_port=state.https_redirect_port,
+            )
+        except ProxyError as error:
+            await self._respond_error(connection, error)
+            return None
+        if isinstance(decision, Redirect):
+            bodyless = head.content_length <= 0 and not head.chunked
+            close = not bodyless or not head.keep_alive or state.draining
+            await _answer(
+                connection.channel,
+                decision.status,
+                b"",
+                [(b"Location", decision.location)],
+                close=close,
+            )
+            connection.finished(decision.status, "redirect")
+            return None if close else body
+        # Forward: a ProxyError raised from here on (413, 502, 504...) is the answer (serve)
+        route = decision.route
+        connection.ingress = route.ingress
+        connection.service = route.backend.name
+        request_body = (
+            await connection.start_body(head, body)
+            if head.chunked or head.content_length > 0
+            else None  # the common case: nothing to read, nothing to time
+        )
+        if decision.host_from_target:
+            outgoing = head.forward_head(
+                decision.target, *connection.forwarded, decision.host, override_host=True
+            )
+        else:
+            outgoing = head.forward_head(decision.target, *connection.forwarded, decision.host)
+        after = await self.forwarder.forward(
+            connection, head, outgoing, route.backend, request_body, body
+        )
+        if request_body is not None:
+            connection.body = None  # its bytes are not kept while the connection idles
+        return after
+
+    async def _respond_error(self, connection: Connection, error: ProxyError) -> None:
+        if connection.responded:
+            return  # a response is already on its way: the connection just closes
+        log.info("%s: %s", type(error).__name__, error.detail)
+        connection.responded = True
+        text = f"{error.status} {_reason(error.status)}\n".encode()
+        try:
+            await _answer(connection.channel, error.status, text, [], close=True)
+        except (*CONNECTION_FAILURES, ClientGoneError):
+            return
+        head = connection.head
+        if head is None:  # refused before its head parsed: no time the proxy can measure
+            connection.started = trio.current_time()
+        connection.finished(error.status, type(error).__name__)
+        if head is not None and (head.chunked or head.content_length > 0):
+            # the client may still be sending the body: let it, so it reads the answer
+            connection.deadline(Phase.IDLE, LINGER + 1.0)
+            await connection.channel.linger(LINGER)
+
+
+def _relay_chunks(scanner: ChunkedScanner, data: bytes, max_body_bytes: int) -> tuple[int, bytes]:
+    """Where a chunked request body ends in ``data`` and the bytes to send on.
+
+    Refuses malformed framing (400) and a body over the limit (413), declared chunk
+    sizes included, before any byte of it is sent.
+    """
+    try:
+        end, out = scanner.relay(data)
+    except ChunkedError as error:
+        raise BadRequestError(f"malformed chunked request body: {error}") from None
+    if scanner.payload > max_body_bytes:
+        raise PayloadTooLargeError(f"chunked body over the limit of {max_body_bytes} bytes")
+    return end, out
+
+
+async def _answer(
+    channel: Channel,
+    status: int,
+    body: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    close: bool,
+) -> None:
+    """A complete response the proxy writes itself (redirects and errors)."""
+    lines = [b"HTTP/1.1 %d %s" % (status, _reason(status).encode())]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"Content-Length: %d" % len(body))
+    if body:
+        lines.append(b"Content-Type: text/plain; charset=utf-8")
+    if close:
+        lines.append(b"Connection: close")
+    await channel.send(b"\r\n".join([*lines, b"", body]))
+
+
+def _reason(status: int) -> str:
+    """The standard reason phrase of a status code ("" for an unknown one)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

@@ -1,0 +1,101 @@
+"""What the parts of the proxy share: its limits, the config in use, the phases of a client.
+
+``Proxy`` (``server``) owns one ``ProxyState``; the accept loop (``accepting``), the
+HTTP/1 front end (``http1``) and the upstream side (``forwarding``) each keep a
+reference to it, so a ``swap`` or a ``drain`` is seen by all of them at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from fastroute.ingress.model import Endpoint, RouteConfig
+    from fastroute.proxy.headers import TrustedProxies
+    from fastroute.proxy.metrics import Metrics
+    from fastroute.proxy.tls import TLSContexts
+
+__all__ = ["CONNECTION_FAILURES", "ClientGoneError", "Limits", "Phase", "ProxyState"]
+
+# A connection (client or upstream) that broke: the exchange cannot go on on it.
+CONNECTION_FAILURES = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class ClientGoneError(Exception):
+    """The client's connection broke, or must close: nothing more can be sent to it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every limit the proxy enforces, with defaults close to nginx's."""
+
+    max_head_bytes: int = 32 * 1024  # request line and headers: 431 beyond
+    max_body_bytes: int = 100 * 1024 * 1024  # request body: 413 beyond
+    head_timeout: float = 60.0  # to receive a request head: 408 beyond (idle keep-alive: close)
+    connect_timeout: float = 5.0  # to connect to an endpoint: the next one is tried
+    upstream_timeout: float = 60.0  # between reads from an upstream: 504 beyond
+    # client connections open at once; at the limit the idle ones close to make room,
+    # else more wait in the kernel's backlog (not accepted)
+    max_connections: int = 10_000
+    # A request body must average this many bytes per second once BODY_RATE_GRACE
+    # (``http1``) has passed (0: no minimum), so a client trickling a body cannot hold
+    # an upstream connection for as long as it likes: 408 beyond.
+    min_body_rate: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_head_bytes", "max_body_bytes", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.min_body_rate < 0:
+            raise ValueError(f"min_body_rate must be 0 or more, got {self.min_body_rate}")
+        for name in ("head_timeout", "connect_timeout", "upstream_timeout"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+
+
+class Phase(enum.Enum):
+    """Where a client connection is: what a passed deadline means there."""
+
+    IDLE = "idle"  # between requests: close quietly
+    HEAD = "head"  # part of a head received: 408
+    BODY = "body"  # reading the request body: 408
+    UPSTREAM = "upstream"  # waiting for the upstream: 504 (if nothing was answered yet)
+    RESPONSE = "response"  # relaying: the response is cut off
+
+
+class ProxyState:
+    """The settings and switches every part of one proxy reads.
+
+    ``config``, ``https_redirect_port`` and ``draining`` change while the proxy runs, so
+    the parts read them here each time; the others are fixed for the proxy's life.
+    """
+
+    __slots__ = ("config", "draining", "https_redirect_port", "limits", "metrics", "tls", "trusted")
+
+    def __init__(
+        self,
+        config: RouteConfig | None,
+        limits: Limits,
+        trusted: TrustedProxies,
+        tls: TLSContexts | None,
+        https_redirect_port: int,
+        metrics: Metrics | None,
+    ) -> None:
+        self.config = config
+        self.limits = limits
+        self.trusted = trusted
+        self.tls = tls
+        self.https_redirect_port = https_redirect_port
+        self.metrics = metrics
+        self.draining = False  # drain has begun: no new connections, no keep-alive
+
+    def upstream_error(self, service: str, endpoint: Endpoint, reason: str) -> None:
+        """Count an exchange with ``endpoint`` that failed (``reason``: connect, broken...)."""
+        if self.metrics is not None:
+            self.metrics.upstream_error(service, str(endpoint), reason)
