@@ -2,19 +2,15 @@
 
 A ``defaultBackend`` takes the requests that match no rule of any host; an alias host
 serves the rules of the hosts it aliases; ``default-backend`` and ``custom-http-errors``
-give a route its ``error_backend``. Policies are given to the Ingresses directly (the
-annotation parser is tested on its own), through a marker annotation read here.
+give a route its ``error_backend``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Any
 
 import httpx
-import pytest
 import trio
 from echo import Echo
 from hypothesis import HealthCheck, given, settings
@@ -22,37 +18,30 @@ from hypothesis import strategies as st
 from test_incremental_build import summary
 from test_ingress import endpoint_slice, ingress, reasons, routed, service
 
-import fastroute.ingress.spec as spec_module
 from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
-from fastroute.ingress.annotations import read_policy
-from fastroute.ingress.model import Policy, Target
+from fastroute.ingress.model import Target
 from fastroute.proxy.server import Proxy
 
 Obj = dict[str, Any]
-MARK = "tests.fastroute.invalid/policy"  # names a Policy in POLICIES
-POLICIES: dict[str, Policy] = {}
+PREFIX = "nginx.ingress.kubernetes.io/"
 DEADLINE = 10.0
 
 
-@pytest.fixture(autouse=True)
-def given_policies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ingresses marked with ``MARK`` read the Policy it names instead of their annotations'."""
-    real = read_policy
-
-    def read(annotations: Mapping[str, Any]) -> tuple[Policy, list[tuple[str, str, bool]]]:
-        policy, notes = real(annotations)
-        marked = annotations.get(MARK)
-        return (POLICIES[marked] if isinstance(marked, str) else policy), notes
-
-    monkeypatch.setattr(spec_module, "read_policy", read)
-
-
-def with_policy(obj: Obj, **fields: Any) -> Obj:
-    """``obj`` with a policy of these fields."""
-    policy = Policy(**fields)
-    POLICIES[repr(policy)] = policy
-    metadata = obj["metadata"]
-    metadata["annotations"] = {**metadata.get("annotations", {}), MARK: repr(policy)}
+def annotated(
+    obj: Obj,
+    *,
+    aliases: tuple[str, ...] = (),
+    default_backend: str = "",
+    custom_http_errors: tuple[int, ...] = (),
+) -> Obj:
+    """``obj`` with ``server-alias``, ``default-backend`` and ``custom-http-errors``."""
+    annotations = obj["metadata"].setdefault("annotations", {})
+    if aliases:
+        annotations[PREFIX + "server-alias"] = ", ".join(aliases)
+    if default_backend:
+        annotations[PREFIX + "default-backend"] = default_backend
+    if custom_http_errors:
+        annotations[PREFIX + "custom-http-errors"] = ",".join(map(str, custom_http_errors))
     return obj
 
 
@@ -213,7 +202,7 @@ def test_an_alias_serves_every_rule_of_the_hosts_of_its_ingress() -> None:
             # another Ingress's rules on the same host are served on the alias too, as the
             # alias names the host's server in ingress-nginx
             ingress("app-a", ("foo.com", "/app-a", "Prefix", "a", 80)),
-            with_policy(
+            annotated(
                 ingress(
                     "app-b",
                     ("foo.com", "/app-b", "Prefix", "b", 80),
@@ -242,7 +231,7 @@ def test_an_alias_another_ingress_names_as_a_host_is_refused_and_the_others_serv
     config = build_config(
         [
             *services("a", "b"),
-            with_policy(
+            annotated(
                 ingress("aliasing", ("foo.com", "/", "Prefix", "a", 80)),
                 aliases=("bar.com", "baz.com"),
             ),
@@ -263,13 +252,13 @@ def test_an_alias_already_aliasing_other_hosts_is_refused_for_the_newer_ingress(
     config = build_config(
         [
             *services("a", "b"),
-            with_policy(
+            annotated(
                 ingress(
                     "older", ("foo.com", "/", "Prefix", "a", 80), created="2026-01-01T00:00:00Z"
                 ),
                 aliases=("alias.com",),
             ),
-            with_policy(
+            annotated(
                 ingress(
                     "newer", ("qux.com", "/", "Prefix", "b", 80), created="2026-02-01T00:00:00Z"
                 ),
@@ -283,25 +272,11 @@ def test_an_alias_already_aliasing_other_hosts_is_refused_for_the_newer_ingress(
     assert "default/older" in refused.reason
 
 
-def test_a_malformed_alias_is_refused_with_the_reason() -> None:
-    config = build_config(
-        [
-            *services("a"),
-            with_policy(
-                ingress("app", ("foo.com", "/", "Prefix", "a", 80)),
-                aliases=("foo.*.com", "ok.com"),
-            ),
-        ]
-    )
-    assert routed(config, "ok.com", "/") == "a"
-    assert "'*' is only allowed" in reasons(config)
-
-
 def test_an_alias_host_gets_its_own_tls_redirect_flag() -> None:
     config = build_config(
         [
             *services("a"),
-            with_policy(
+            annotated(
                 ingress(
                     "app",
                     ("foo.com", "/", "Prefix", "a", 80),
@@ -319,9 +294,7 @@ def test_alias_hosts_are_rebuilt_when_their_hosts_change() -> None:
     builder = ConfigBuilder()
     for obj in services("a", "b"):
         builder.put(obj)
-    aliasing = with_policy(
-        ingress("app", ("foo.com", "/", "Prefix", "a", 80)), aliases=("bar.com",)
-    )
+    aliasing = annotated(ingress("app", ("foo.com", "/", "Prefix", "a", 80)), aliases=("bar.com",))
     builder.put(aliasing)
     assert routed(builder.build(), "bar.com", "/x") == "a"
     # another Ingress adds a path on the aliased host: the alias serves it too
@@ -330,13 +303,13 @@ def test_alias_hosts_are_rebuilt_when_their_hosts_change() -> None:
     assert routed(builder.build(), "bar.com", "/x") == "b"
     # the Ingress changes its rules, then its aliases
     builder.put(
-        with_policy(ingress("app", ("foo.com", "/y", "Exact", "a", 80)), aliases=("bar.com",))
+        annotated(ingress("app", ("foo.com", "/y", "Exact", "a", 80)), aliases=("bar.com",))
     )
     config = builder.build()
     assert routed(config, "bar.com", "/y") == "a"
     assert routed(config, "bar.com", "/") is None
     builder.put(
-        with_policy(ingress("app", ("foo.com", "/y", "Exact", "a", 80)), aliases=("qux.com",))
+        annotated(ingress("app", ("foo.com", "/y", "Exact", "a", 80)), aliases=("qux.com",))
     )
     config = builder.build()
     assert routed(config, "bar.com", "/y") is None
@@ -357,10 +330,10 @@ def test_default_backend_annotation_is_the_error_backend_of_the_ingress_routes()
             *services("web", "errors", "global"),
             endpoint_slice("errors", 80, "127.0.0.9"),
             ingress("global", defaultBackend=backend("global")),
-            with_policy(
+            annotated(
                 ingress("app", ("a.com", "/", "Prefix", "web", 80)),
-                default_backend=("errors", 80),
-                custom_http_errors=frozenset({404, 503}),
+                default_backend="errors",
+                custom_http_errors=(404, 503),
             ),
             ingress("plain", ("b.com", "/", "Prefix", "web", 80)),
         ]
@@ -380,9 +353,9 @@ def test_custom_http_errors_without_default_backend_use_the_catch_all() -> None:
         [
             *services("web", "global"),
             ingress("global", defaultBackend=backend("global")),
-            with_policy(
+            annotated(
                 ingress("app", ("a.com", "/", "Prefix", "web", 80)),
-                custom_http_errors=frozenset({404}),
+                custom_http_errors=(404,),
             ),
         ]
     )
@@ -396,9 +369,9 @@ def test_a_default_backend_naming_a_missing_service_is_a_problem_and_the_route_s
     config = build_config(
         [
             *services("web"),
-            with_policy(
+            annotated(
                 ingress("app", ("a.com", "/", "Prefix", "web", 80)),
-                default_backend=("missing", 80),
+                default_backend="missing",
             ),
         ]
     )
@@ -415,9 +388,7 @@ def test_the_error_backend_follows_its_service_and_endpoints() -> None:
     builder = ConfigBuilder()
     builder.put(service("web", 80))
     builder.put(
-        with_policy(
-            ingress("app", ("a.com", "/", "Prefix", "web", 80)), default_backend=("errors", 80)
-        )
+        annotated(ingress("app", ("a.com", "/", "Prefix", "web", 80)), default_backend="errors")
     )
     assert target(builder.build(), "a.com", "/").error_backend is None
     builder.put(service("errors", 80))
@@ -438,9 +409,9 @@ def test_the_catch_all_as_error_backend_follows_its_endpoints() -> None:
         builder.put(obj)
     builder.put(ingress("global", defaultBackend=backend("global")))
     builder.put(
-        with_policy(
+        annotated(
             ingress("app", ("a.com", "/", "Prefix", "web", 80)),
-            custom_http_errors=frozenset({500}),
+            custom_http_errors=(500,),
         )
     )
     builder.put(ingress("plain", ("b.com", "/", "Prefix", "web", 80)))
@@ -458,14 +429,15 @@ def test_the_catch_all_as_error_backend_follows_its_endpoints() -> None:
 
 
 HOSTS = ["a.example.com", "b.example.com", "c.example.com", "*.example.com", ""]
-POLICY_CHOICES = [
-    Policy(),
-    Policy(),
-    Policy(aliases=("c.example.com",)),
-    Policy(aliases=("b.example.com", "d.example.com")),
-    Policy(default_backend=("errors", 80)),
-    Policy(custom_http_errors=frozenset({404})),
-    Policy(aliases=("d.example.com",), default_backend=("web", 80)),
+ANNOTATIONS: list[dict[str, Any]] = [
+    {},
+    {},
+    {"aliases": ("c.example.com",)},
+    {"aliases": ("b.example.com", "d.example.com")},
+    {"default_backend": "errors"},
+    {"default_backend": "gone", "custom_http_errors": (404,)},
+    {"custom_http_errors": (404,)},
+    {"aliases": ("d.example.com",), "default_backend": "web"},
 ]
 
 
@@ -484,31 +456,18 @@ def ingresses(draw: st.DrawFn) -> Obj:
         created=draw(st.sampled_from(["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"])),
         **spec,
     )
-    policy = draw(st.sampled_from(POLICY_CHOICES))
-    return with_policy(obj, **{f: getattr(policy, f) for f in ("aliases", "default_backend")})
-
-
-def _with_errors(obj: Obj, codes: frozenset[int]) -> Obj:
-    marked = obj["metadata"]["annotations"][MARK]
-    return with_policy(obj, **_fields(replace(POLICIES[marked], custom_http_errors=codes)))
-
-
-def _fields(policy: Policy) -> dict[str, Any]:
-    return {
-        "aliases": policy.aliases,
-        "default_backend": policy.default_backend,
-        "custom_http_errors": policy.custom_http_errors,
-    }
+    return annotated(obj, **draw(st.sampled_from(ANNOTATIONS)))
 
 
 changes = st.lists(
     st.tuples(
         st.sampled_from(["put", "put", "delete"]),
         st.one_of(
-            st.builds(_with_errors, ingresses(), st.sampled_from([frozenset(), frozenset({404})])),
+            ingresses(),
             st.sampled_from(
                 [
                     *services("web", "errors"),
+                    service("errors", 8080),  # default-backend's first port changes
                     endpoint_slice("errors", 80, "127.0.0.5"),
                     endpoint_slice("web", 80, "127.0.0.6"),
                 ]
@@ -524,7 +483,7 @@ changes = st.lists(
 @settings(
     max_examples=150,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 @given(changes)
 def test_builds_after_changes_equal_a_full_translation(steps: list[tuple[str, Obj, bool]]) -> None:
@@ -573,7 +532,7 @@ async def backend_seen(url: str, host: str, path: str) -> tuple[int, str]:
 def test_end_to_end_unknown_hosts_and_ip_hosts_reach_the_default_backend() -> None:
     async def scenario() -> None:
         objects = [
-            with_policy(
+            annotated(
                 ingress(
                     "site",
                     ("site.example.com", "/app", "Prefix", "site", 80),

@@ -50,9 +50,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastroute import InvalidRuleError, RouteConflictError, Router
+from fastroute.ingress.annotations import FIRST_PORT
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
 from fastroute.ingress.model import Backend, Problem, RouteConfig, Target
-from fastroute.ingress.objects import annotations_of, kind, mapping, name, namespace, text
+from fastroute.ingress.objects import (
+    annotations_of,
+    kind,
+    mapping,
+    name,
+    namespace,
+    sequence,
+    text,
+)
 from fastroute.ingress.services import ServiceIndex, ServiceKey
 from fastroute.ingress.spec import IngressSpec, fold_host, read_ingress, reads_the_same
 
@@ -224,6 +233,8 @@ class ConfigBuilder:
             self._ingresses = None
         if (old is not None and old.problems) or (new is not None and new.problems):
             self._problem_list = None
+        elif old is not None and new is not None and old.order != new.order:
+            self._problem_list = None  # its problems, the same, sort elsewhere
         for spec, adding in ((old, False), (new, True)):
             if spec is None:
                 continue
@@ -536,8 +547,11 @@ class ConfigBuilder:
             return None
         service, port = spec.policy.default_backend
         services.add((spec.namespace, service))
-        if (spec.namespace, service) not in self._services.services:
+        obj = self._services.services.get((spec.namespace, service))
+        if obj is None:
             return None  # reported by _check_error_backend
+        if port == FIRST_PORT:
+            port = _first_port(obj)
         return self._backend(spec.namespace, service, port)
 
     def _check_error_backend(self, key: str) -> None:
@@ -801,6 +815,16 @@ def _order(spec: IngressSpec) -> tuple[str, str, str]:
 def _aliases(spec: IngressSpec) -> frozenset[str]:
     """The ``server-alias`` hosts of an Ingress, as the router keys them."""
     return frozenset(fold_host(alias) for alias in spec.policy.aliases if alias)
+
+
+def _first_port(service: Obj) -> int | str:
+    """The number of a Service's first port (``default-backend`` names none), else
+    ``FIRST_PORT``, which resolves to a Backend saying the Service has no such port."""
+    ports = sequence(mapping(service.get("spec")).get("ports"))
+    number = mapping(ports[0]).get("port") if ports else None
+    if isinstance(number, int) and not isinstance(number, bool):
+        return number
+    return FIRST_PORT
 
 
 def _backend_of(target: Target | None) -> Backend | None:
