@@ -348,6 +348,23 @@ def test_default_backend_annotation_is_the_error_backend_of_the_ingress_routes()
     assert not config.problems
 
 
+def test_default_backend_uses_the_first_port_of_its_service() -> None:
+    two_ports = service("errors", 8080)
+    two_ports["spec"]["ports"].append({"port": 80, "protocol": "TCP"})
+    config = build_config(
+        [
+            *services("web"),
+            two_ports,
+            annotated(
+                ingress("app", ("a.com", "/", "Prefix", "web", 80)), default_backend="errors"
+            ),
+        ]
+    )
+    error_backend = target(config, "a.com", "/").error_backend
+    assert error_backend is not None
+    assert (error_backend.service, error_backend.port) == ("errors", 8080)
+
+
 def test_custom_http_errors_without_default_backend_use_the_catch_all() -> None:
     config = build_config(
         [
