@@ -182,7 +182,8 @@ manifests (edit them and watch the routes follow): {manifest}
   allowlist: 403     curl -i -H 'Host: shop.example.com' {plain}/admin
   body limit: 413    curl -i -H 'Host: shop.example.com' --data-binary @/etc/services {plain}/api
   migration report   fastroute-controller check -f examples/
-  no route: 404      curl -i -H 'Host: nowhere.example' {plain}/
+  catch-all          curl -H 'Host: nowhere.example' {plain}/
+                     curl {plain}/
 
 fastroute demo ready: http={http} https={https}
 """
