@@ -733,3 +733,32 @@ def test_a_rejected_protection_closes_only_its_own_ingress() -> None:
         assert [r.target for r in backend.requests] == [b"/b"]
 
     run(scenario)
+
+
+def test_a_read_timeout_is_retried_on_the_next_endpoint_as_nginx_does_by_default() -> None:
+    """ingress-nginx's default proxy-next-upstream is "error timeout": an endpoint that
+    sends no response head within the read timeout is given up for the next one."""
+
+    async def scenario(s: Stack) -> None:
+        slow, good = answering_after(3.0), answering(200)
+        ports = [await s.backend(slow), await s.backend(good)]
+        objects = [
+            *service("web", *ports),
+            ingress("default", {"/": "web"}, proxy_read_timeout="1"),
+            ingress(
+                "errors", {"/errors": "web"}, proxy_read_timeout="1", proxy_next_upstream="error"
+            ),
+        ]
+        served = await s.proxy(objects, Limits(upstream_timeout=30.0))
+        # a POST may have been acted on: it is not sent again, the client gets the 504
+        posted = [(await served.ask(post(b"/", b"once"), b"POST")).status for _ in range(2)]
+        assert sorted(posted) == [200, 504]
+        # without "timeout" in the rules the first endpoint's silence is the answer
+        assert await statuses(served, get(b"/errors"), 2) == [200, 504]
+        for _ in range(2):
+            status, took = await served.timed(get())
+            assert status == 200
+            assert took < 2.5
+        assert (len(slow.requests), len(good.requests)) == (3, 4)
+
+    run(scenario)
