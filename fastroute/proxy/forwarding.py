@@ -48,7 +48,15 @@ log = logging.getLogger("fastroute.proxy")
 
 
 class _UpstreamFailedError(Exception):
-    """The exchange with an upstream failed before its response head arrived."""
+    """The exchange with an upstream failed before its response head arrived.
+
+    ``condition`` is the proxy-next-upstream condition it meets: "error" for a connection
+    that broke or closed, "invalid_header" for a response that is not valid HTTP.
+    """
+
+    def __init__(self, reason: str, condition: str = "error") -> None:
+        super().__init__(reason)
+        self.condition = condition
 
 
 class _UpstreamTimedOutError(Exception):
@@ -215,7 +223,7 @@ class Forwarder:
                 self.balancer.failed(endpoint, now=trio.current_time(), reason=reason)
                 self.state.upstream_error(client.service, endpoint, "broken")
                 last_error = BadGatewayError(f"{endpoint}: {reason}")
-                retry = "error" in rules and may_retry(
+                retry = failure.condition in rules and may_retry(
                     b"GET" if "non_idempotent" in rules else head.method,
                     request_sent=True,
                     body_replayable=replayable,
@@ -356,7 +364,7 @@ class Forwarder:
         except CONNECTION_FAILURES as error:
             raise _UpstreamFailedError(str(error) or type(error).__name__) from error
         except BadGatewayError as error:
-            raise _UpstreamFailedError(error.detail) from error
+            raise _UpstreamFailedError(error.detail, "invalid_header") from error
         return response, received, rest
 
     async def _relay(
