@@ -762,3 +762,26 @@ def test_a_read_timeout_is_retried_on_the_next_endpoint_as_nginx_does_by_default
         assert (len(slow.requests), len(good.requests)) == (3, 4)
 
     run(scenario)
+
+
+def test_an_invalid_response_head_is_retried_under_invalid_header_not_under_error() -> None:
+    """nginx tells the two apart: "error" is a connection that failed or closed early,
+    "invalid_header" a response that is not HTTP."""
+
+    async def garbage(connection: BackendConnection, request: Request) -> None:
+        await connection.send(b"SPAM 200 nonsense\r\n\r\n")
+
+    async def scenario(s: Stack) -> None:
+        pairs = [(RawBackend(garbage), answering(200)) for _ in range(2)]
+        objects = [
+            *service("lenient", *[await s.backend(b) for b in pairs[0]]),
+            *service("strict", *[await s.backend(b) for b in pairs[1]]),
+            ingress("a", {"/": "lenient"}, proxy_next_upstream="invalid_header"),
+            ingress("b", {"/strict": "strict"}, proxy_next_upstream="error"),
+        ]
+        served = await s.proxy(objects)
+        assert await statuses(served, get(), 2) == [200, 200]
+        assert await statuses(served, get(b"/strict"), 2) == [200, 502]
+        assert [len(b.requests) for b in pairs[0]] == [1, 2]
+
+    run(scenario)
