@@ -785,3 +785,49 @@ def test_an_invalid_response_head_is_retried_under_invalid_header_not_under_erro
         assert [len(b.requests) for b in pairs[0]] == [1, 2]
 
     run(scenario)
+
+
+def test_a_route_limit_above_the_proxy_one_is_honoured() -> None:
+    """The annotation replaces the proxy's limit for its route, upwards too."""
+
+    async def scenario(s: Stack) -> None:
+        backend = RawBackend()
+        port = await s.backend(backend)
+        objects = [
+            *service("web", port),
+            ingress("big", {"/big": "web"}, proxy_body_size="64k"),
+            ingress("plain", {"/": "web"}),
+        ]
+        served = await s.proxy(objects, Limits(max_body_bytes=1024))
+        body = b"b" * 64 * 1024
+        assert (await served.ask(post(b"/big", body), b"POST")).status == 200
+        assert (await streamed(served.port, chunked_head(b"/big"), chunks(body))).status == 200
+        assert await served.status(declared(b"/big", len(body) + 1), b"POST") == 413
+        assert await served.status(declared(b"/", 1025), b"POST") == 413
+        assert [r.body for r in backend.requests] == [body, body]
+
+    run(scenario)
+
+
+def test_a_read_timeout_between_two_reads_of_the_body_cuts_the_response_off() -> None:
+    """The head came in time, then the body stalls: the route's read timeout (1 s, not
+    the proxy's 30 s) closes the connection, and the client sees a truncated response."""
+
+    async def stalling(connection: BackendConnection, request: Request) -> None:
+        await connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf-")
+        await trio.sleep(DEADLINE)
+
+    async def scenario(s: Stack) -> None:
+        port = await s.backend(RawBackend(stalling))
+        served = await s.proxy(
+            [*service("web", port), ingress("a", {"/": "web"}, proxy_read_timeout="1")],
+            Limits(upstream_timeout=30.0),
+        )
+        client = await RawClient.connect(served.port)
+        started = trio.current_time()
+        await client.send(get())
+        assert await client.reply() is None  # closed before the whole response
+        assert 0.9 <= trio.current_time() - started < 2.0
+        await client.aclose()
+
+    run(scenario)
