@@ -835,3 +835,28 @@ def test_a_read_timeout_between_two_reads_of_the_body_cuts_the_response_off() ->
         await client.aclose()
 
     run(scenario)
+
+
+def test_a_declared_body_over_the_limit_gets_413_instead_of_100_continue() -> None:
+    """A client that waits for 100 Continue learns at once that its upload is too big,
+    without sending any of it."""
+
+    async def scenario(s: Stack) -> None:
+        backend = RawBackend()
+        port = await s.backend(backend)
+        served = await s.proxy(
+            [*service("web", port), ingress("a", {"/": "web"}, proxy_body_size="1k")]
+        )
+        client = await RawClient.connect(served.port)
+        await client.send(declared(b"/", 2048)[:-2] + b"Expect: 100-continue\r\n\r\n")
+        received = b""
+        with trio.fail_after(DEADLINE):
+            while b"\r\n\r\n" not in received:
+                data = await client.stream.receive_some(65536)
+                assert data, "closed without an answer"
+                received += data
+        assert received.startswith(b"HTTP/1.1 413 ")
+        assert backend.connections == []
+        await client.aclose()
+
+    run(scenario)
