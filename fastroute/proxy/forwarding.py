@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import trio
@@ -51,12 +51,27 @@ log = logging.getLogger("fastroute.proxy")
 
 
 class _UpstreamFailedError(Exception):
-    """The exchange with an upstream failed before its response head arrived."""
+    """The exchange with an upstream failed before its response head arrived.
+
+    ``condition`` is the proxy-next-upstream condition it meets: "error" for a connection
+    that broke or closed, "invalid_header" for a response that is not valid HTTP.
+    """
+
+    def __init__(self, reason: str, condition: str = "error") -> None:
+        super().__init__(reason)
+        self.condition = condition
+
+
+class _UpstreamTimedOutError(Exception):
+    """An upstream sent no response head within the read timeout, and another may be asked."""
 
 
 # ingress-nginx's proxy-next-upstream default: another endpoint after a connection error
-# or a connect timeout
+# or a timeout (to connect, or waiting for the response head)
 DEFAULT_NEXT_UPSTREAM = frozenset({"error", "timeout"})
+# When a response head that is late may go to the next endpoint, a timer in the exchange
+# ends the wait; the watchdog's deadline is this much later, as a backstop only.
+BACKSTOP = 1.0
 
 
 class Timeouts(NamedTuple):
@@ -166,6 +181,7 @@ class Forwarder:
                 del attempts[policy.next_upstream_tries :]
             give_up = trio.current_time() + (policy.next_upstream_timeout or math.inf)
         replayable = body is None or body.complete
+        resendable = replayable and (head.method in IDEMPOTENT_METHODS or "non_idempotent" in rules)
         pooled = True  # False: a pooled connection just failed; the next one is new
         while attempts:
             endpoint = attempts[0]
@@ -181,10 +197,26 @@ class Forwarder:
                 attempts.pop(0)  # nothing was sent: the next endpoint may take it
                 continue
             client.upstream = upstream
+            # nginx's "timeout" covers a response head that is late: only then (and only
+            # with an endpoint left to ask) does the exchange time its own wait
+            timed = resendable and "timeout" in rules and len(attempts) > 1
             try:
                 response, received, rest = await self._exchange(
-                    client, upstream, outgoing, head, body, after, timeouts
+                    client, upstream, outgoing, head, body, after, timeouts, timed
                 )
+            except _UpstreamTimedOutError:
+                upstream.channel.close()
+                client.upstream = None
+                self.balancer.failed(endpoint, now=trio.current_time(), reason="read timed out")
+                self.state.upstream_error(client.service, endpoint, "timeout")
+                last_error = GatewayTimeoutError(
+                    f"{endpoint} sent no response for {timeouts.read:g} s"
+                )
+                if trio.current_time() >= give_up:
+                    break
+                attempts.pop(0)
+                pooled = True
+                continue
             except _UpstreamFailedError as failure:
                 upstream.channel.close()
                 client.upstream = None
@@ -198,7 +230,7 @@ class Forwarder:
                 self.balancer.failed(endpoint, now=trio.current_time(), reason=reason)
                 self.state.upstream_error(client.service, endpoint, "broken")
                 last_error = BadGatewayError(f"{endpoint}: {reason}")
-                retry = "error" in rules and may_retry(
+                retry = failure.condition in rules and may_retry(
                     b"GET" if "non_idempotent" in rules else head.method,
                     request_sent=True,
                     body_replayable=replayable,
@@ -219,8 +251,7 @@ class Forwarder:
             if (
                 len(attempts) > 1
                 and f"http_{response.status}" in rules
-                and replayable
-                and (head.method in IDEMPOTENT_METHODS or "non_idempotent" in rules)
+                and resendable
                 and trio.current_time() < give_up
             ):
                 # proxy-next-upstream http_5xx: this answer is not passed on, the next
@@ -327,6 +358,7 @@ class Forwarder:
         body: RequestBodyStart | None,
         after: bytes,
         timeouts: Timeouts,
+        timed: bool,
     ) -> tuple[ResponseHead, bytes, bytes]:
         """Send the request and read the response head.
 
@@ -334,7 +366,8 @@ class Forwarder:
         ``after`` what followed the head on the client connection. Returns the response
         head, what the upstream sent after it, and what follows the request on the client
         connection. Raises _UpstreamFailedError when the upstream connection fails before
-        the response head arrived.
+        the response head arrived, and (if ``timed``) _UpstreamTimedOutError when the
+        head is later than the read timeout.
         """
         channel = upstream.channel
         limits = self.limits
@@ -350,8 +383,7 @@ class Forwarder:
                         client.deadline(Phase.UPSTREAM, timeouts.send)
                         await channel.send(data)
                 rest = body.rest
-            client.deadline(Phase.UPSTREAM, timeouts.read)
-            data = await channel.recv_reply()
+            data = await _head_part(client, channel.recv_reply, timeouts.read, timed)
             received = data
             is_head = head.method == b"HEAD"
             while True:
@@ -359,8 +391,7 @@ class Forwarder:
                 if response is None:
                     if not data:
                         raise _UpstreamFailedError("closed before a response")
-                    client.deadline(Phase.UPSTREAM, timeouts.read)
-                    data = await channel.recv()
+                    data = await _head_part(client, channel.recv, timeouts.read, timed)
                     received += data
                     continue
                 received = received[response.size :]
@@ -369,7 +400,7 @@ class Forwarder:
         except CONNECTION_FAILURES as error:
             raise _UpstreamFailedError(str(error) or type(error).__name__) from error
         except BadGatewayError as error:
-            raise _UpstreamFailedError(error.detail) from error
+            raise _UpstreamFailedError(error.detail, "invalid_header") from error
         return response, received, rest
 
     async def _relay(
@@ -517,6 +548,23 @@ class Forwarder:
             data = await upstream.recv()
             if not data:
                 raise trio.BrokenResourceError("upstream closed mid-body")
+
+
+async def _head_part(
+    client: ClientSide, read: Callable[[], Awaitable[bytes]], seconds: float, timed: bool
+) -> bytes:
+    """The next bytes of a response head, within ``seconds``.
+
+    Untimed, the watchdog ends a wait past ``seconds`` (a 504). Timed, a timer ends it
+    first and raises _UpstreamTimedOutError, so the next endpoint can be asked.
+    """
+    if not timed:
+        client.deadline(Phase.UPSTREAM, seconds)
+        return await read()
+    client.deadline(Phase.UPSTREAM, seconds + BACKSTOP)
+    with trio.move_on_after(seconds):
+        return await read()
+    raise _UpstreamTimedOutError()
 
 
 async def _tunnel(
