@@ -1,0 +1,394 @@
+"""Who may use a route, how often, from which origins, and who the client is behind a
+load balancer: the protection annotations and PROXY protocol, end to end.
+
+Each test gives Ingress annotations to ``build_config``, serves the result with the real
+proxy on 127.0.0.1 (an HTTP and an HTTPS listener) in front of a raw backend, and asserts
+what a client and the backend see. Client addresses other than 127.0.0.1 are presented
+with PROXY protocol headers that the tests write with ``struct`` from the spec's layout
+(https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt), independently of the
+proxy's parser. The cases follow ingress-nginx's e2e tests (``test/e2e/annotations/
+ipallowlist.go``, ``ipdenylist.go``, ``cors.go``, ``limit*.go``) and its documentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
+
+from fastroute.ingress import build, build_config, spec
+from fastroute.ingress.certs import self_signed_certificate, tls_secret
+from fastroute.ingress.settings import Settings
+from fastroute.proxy.server import Proxy
+from fastroute.proxy.tls import TLSContexts
+
+HOST = b"site.example.com"
+SECURE = b"secure.example.com"  # the same backend, under TLS
+CERTIFICATE = self_signed_certificate([SECURE.decode()])
+PREFIX = "nginx.ingress.kubernetes.io/"
+PROXIED = Settings(use_proxy_protocol=True)  # ingress-nginx's proxy-real-ip-cidr: anyone
+
+
+def _objects(port: int, annotations: dict[str, str]) -> list[dict[str, Any]]:
+    """A Service with one endpoint on 127.0.0.1:port, and an Ingress with ``annotations``
+    routing HOST (plain) and SECURE (TLS) to it."""
+
+    def rule(host: bytes) -> dict[str, Any]:
+        path = {
+            "path": "/",
+            "pathType": "Prefix",
+            "backend": {"service": {"name": "web", "port": {"number": 80}}},
+        }
+        return {"host": host.decode(), "http": {"paths": [path]}}
+
+    return [
+        tls_secret("default", "secure", CERTIFICATE),
+        {"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}},
+        {
+            "kind": "EndpointSlice",
+            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+            "ports": [{"port": port}],
+            "endpoints": [{"addresses": ["127.0.0.1"]}],
+        },
+        {
+            "kind": "Ingress",
+            "metadata": {"name": "site", "annotations": annotations},
+            "spec": {
+                "ingressClassName": "fastroute",
+                "tls": [{"hosts": [SECURE.decode()], "secretName": "secure"}],
+                "rules": [rule(HOST), rule(SECURE)],
+            },
+        },
+    ]
+
+
+def _annotated(**values: str) -> dict[str, str]:
+    """``limit_rps="1"`` -> ``{"nginx.ingress.kubernetes.io/limit-rps": "1"}``."""
+    return {PREFIX + name.replace("_", "-"): value for name, value in values.items()}
+
+
+@dataclass
+class Site:
+    http: int  # the proxy's HTTP listener
+    https: int  # its HTTPS listener
+    backend: RawBackend
+
+    async def send(
+        self,
+        request: bytes,
+        *,
+        header: bytes = b"",
+        tls: bool = False,
+        method: bytes = b"GET",
+    ) -> Reply | None:
+        """One request on a new connection, after ``header`` (a PROXY protocol header);
+        the answer, or None if the proxy closed without one."""
+        async with connected(self, header=header, tls=tls) as client:
+            await client.send(request)
+            return await client.reply(method)
+
+    async def status(self, request: bytes, *, header: bytes = b"", tls: bool = False) -> int:
+        reply = await self.send(request, header=header, tls=tls)
+        assert reply is not None, "the proxy closed without an answer"
+        return reply.status
+
+
+@asynccontextmanager
+async def connected(
+    site: Site, *, header: bytes = b"", tls: bool = False
+) -> AsyncIterator[RawClient]:
+    """A client connection to the proxy: ``header`` first, then TLS if ``tls``."""
+    stream = await trio.open_tcp_stream("127.0.0.1", site.https if tls else site.http)
+    async with stream:
+        if header:
+            await stream.send_all(header)
+        if not tls:
+            yield RawClient(stream)
+            return
+        context = ssl.create_default_context(cadata=CERTIFICATE.chain_pem.decode("ascii"))
+        tls_stream = trio.SSLStream(stream, context, server_hostname=SECURE.decode())
+        yield RawClient(tls_stream)
+
+
+@asynccontextmanager
+async def serving(
+    annotations: dict[str, str],
+    *,
+    settings: Settings | None = None,
+    answer: Callable[[BackendConnection, Request], Awaitable[None]] | None = None,
+) -> AsyncIterator[Site]:
+    """The proxy serving an Ingress with ``annotations`` (and the ConfigMap ``settings``)."""
+    backend = RawBackend(answer) if answer is not None else RawBackend()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(backend.serve)
+        config = build_config(_objects(port, annotations))
+        assert not config.rejected(), config.rejected()
+        if settings is not None:
+            config = dataclasses.replace(config, settings=settings)
+        proxy = Proxy(config, tls=TLSContexts())
+        http = await nursery.start(partial(proxy.serve, scheme="http"), "127.0.0.1", 0)
+        https = await nursery.start(partial(proxy.serve, scheme="https"), "127.0.0.1", 0)
+        yield Site(http[0].socket.getsockname()[1], https[0].socket.getsockname()[1], backend)
+        nursery.cancel_scope.cancel()
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        with trio.fail_after(DEADLINE * 3):
+            await test()
+
+    trio.run(bounded)
+
+
+def get(host: bytes = HOST, extra: bytes = b"", method: bytes = b"GET") -> bytes:
+    return b"%s / HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (method, host, extra)
+
+
+# ------------------------------------------------------------------ PROXY protocol headers
+
+V2_SIGNATURE = b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def v1(source: str, destination: str = "", source_port: int = 40000, port: int = 80) -> bytes:
+    """A v1 (text) header saying a TCP connection came from ``source``."""
+    ipv6 = _family(source) == socket.AF_INET6
+    destination = destination or ("2001:db8::ffff" if ipv6 else "203.0.113.1")
+    protocol = b"TCP6" if ipv6 else b"TCP4"
+    line = b"PROXY %s %s %s %d %d\r\n"
+    return line % (protocol, source.encode(), destination.encode(), source_port, port)
+
+
+def v2(source: str, destination: str = "", source_port: int = 40000, port: int = 80) -> bytes:
+    """A v2 (binary) PROXY command for a TCP connection from ``source``."""
+    family = _family(source)
+    if family == socket.AF_INET6:
+        destination = destination or "2001:db8::ffff"
+        layout, transport = "!16s16sHH", 0x21  # TCP over IPv6
+    else:
+        destination = destination or "203.0.113.1"
+        layout, transport = "!4s4sHH", 0x11  # TCP over IPv4
+    block = struct.pack(
+        layout,
+        socket.inet_pton(family, source),
+        socket.inet_pton(family, destination),
+        source_port,
+        port,
+    )
+    return V2_SIGNATURE + struct.pack("!BBH", 0x21, transport, len(block)) + block
+
+
+HEADERS = {"v1": v1, "v2": v2}
+
+
+# ------------------------------------------------------------------ PROXY protocol
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest.mark.parametrize("source", ["192.0.2.33", "2001:db8:1::33"])
+def test_the_proxy_header_names_the_client_the_backend_is_told_of(
+    version: str, tls: bool, source: str
+) -> None:
+    """The load balancer's header, before HTTP or before the TLS ClientHello, gives the
+    address the backend receives in X-Forwarded-For and X-Real-IP."""
+
+    async def scenario() -> None:
+        async with serving({}, settings=PROXIED) as site:
+            host = SECURE if tls else HOST
+            header = HEADERS[version](source, port=443 if tls else 80)
+            assert await site.status(get(host), header=header, tls=tls) == 200
+            [request] = site.backend.requests
+            assert request.header(b"x-forwarded-for") == [source.encode()]
+            assert request.header(b"x-real-ip") == [source.encode()]
+            assert request.header(b"x-forwarded-proto") == [b"https" if tls else b"http"]
+
+    run(scenario)
+
+
+def test_every_request_on_a_proxied_connection_keeps_the_header_s_client() -> None:
+    async def scenario() -> None:
+        async with serving({}, settings=PROXIED) as site:
+            async with connected(site, header=v1("198.51.100.9")) as client:
+                for _ in range(3):
+                    await client.send(get())
+                    reply = await client.reply()
+                    assert reply is not None and reply.status == 200
+            sources = [r.header(b"x-real-ip") for r in site.backend.requests]
+            assert sources == [[b"198.51.100.9"]] * 3
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"",  # no header at all: the request itself comes first
+        b"PROXY TCP4 192.0.2.1 203.0.113.1 40000\r\n",  # a port missing
+        b"PROXY TCP4 192.0.2.300 203.0.113.1 40000 80\r\n",  # not an address
+        V2_SIGNATURE + b"\x11\x11\x00\x0c" + b"\x00" * 12,  # version 1 in a v2 signature
+    ],
+    ids=["none", "v1-short", "v1-bad-address", "v2-bad-version"],
+)
+def test_a_connection_without_a_valid_header_is_closed_unanswered(tls: bool, header: bytes) -> None:
+    async def scenario() -> None:
+        async with serving({}, settings=PROXIED) as site:
+            stream = await trio.open_tcp_stream("127.0.0.1", site.https if tls else site.http)
+            async with stream:
+                # no header: what the client sends first is its request (or its ClientHello)
+                await stream.send_all(header or get())
+                client = RawClient(stream)
+                assert await client.closed()
+            assert site.backend.requests == []
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_header_from_a_peer_outside_proxy_real_ip_cidr_is_refused(tls: bool) -> None:
+    """Only the load balancers may say who the client is: 127.0.0.1 is not in 10.0.0.0/8."""
+    settings = Settings(use_proxy_protocol=True, proxy_real_ip_cidr=("10.0.0.0/8",))
+
+    async def scenario() -> None:
+        async with serving({}, settings=settings) as site:
+            stream = await trio.open_tcp_stream("127.0.0.1", site.https if tls else site.http)
+            async with stream:
+                await stream.send_all(v1("192.0.2.1") + get())
+                assert await RawClient(stream).closed()
+            assert site.backend.requests == []
+
+    run(scenario)
+
+
+def test_a_header_from_a_peer_inside_proxy_real_ip_cidr_is_believed() -> None:
+    settings = Settings(use_proxy_protocol=True, proxy_real_ip_cidr=("127.0.0.0/8",))
+
+    async def scenario() -> None:
+        async with serving({}, settings=settings) as site:
+            assert await site.status(get(), header=v2("192.0.2.1")) == 200
+            assert site.backend.requests[0].header(b"x-real-ip") == [b"192.0.2.1"]
+
+    run(scenario)
+
+
+def test_without_use_proxy_protocol_a_header_is_not_read_as_one() -> None:
+    """Off (the default), a PROXY line is not trusted: it is a malformed request."""
+
+    async def scenario() -> None:
+        async with serving({}) as site:
+            reply = await site.send(v1("192.0.2.1") + get())
+            assert reply is None or reply.status == 400
+            assert site.backend.requests == []
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ allow and deny lists
+
+
+@pytest.mark.parametrize(
+    "name", ["whitelist-source-range", "allowlist-source-range", "fastroute.io/allowlist"]
+)
+def test_an_allowlist_lets_in_its_networks_and_refuses_the_rest_with_403(name: str) -> None:
+    key = "fastroute.io/allowlist-source-range" if name.startswith("fastroute") else PREFIX + name
+
+    async def scenario() -> None:
+        async with serving({key: "192.0.2.0/24, 127.0.0.1"}) as site:
+            assert await site.status(get()) == 200  # 127.0.0.1, listed as a bare address
+        async with serving({key: "192.0.2.0/24,10.0.0.0/8"}) as site:
+            reply = await site.send(get())
+            assert reply is not None and reply.status == 403
+            assert site.backend.requests == []  # refused before the backend
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest.mark.parametrize(
+    ("allow", "deny", "client", "status"),
+    [
+        # ipallowlist.go: the listed networks only
+        ("18.0.0.0/8, 56.0.0.0/8", "", "18.1.2.3", 200),
+        ("18.0.0.0/8, 56.0.0.0/8", "", "56.0.0.1", 200),
+        ("18.0.0.0/8, 56.0.0.0/8", "", "19.0.0.1", 403),
+        # ipdenylist.go: everyone but the listed networks
+        ("", "18.0.0.0/8, 56.0.0.0/8", "18.1.2.3", 403),
+        ("", "18.0.0.0/8, 56.0.0.0/8", "19.0.0.1", 200),
+        # the denylist wins where both hold the client
+        ("192.0.2.0/24", "192.0.2.128/25", "192.0.2.7", 200),
+        ("192.0.2.0/24", "192.0.2.128/25", "192.0.2.200", 403),
+        ("192.0.2.0/24", "192.0.2.200", "192.0.2.200", 403),
+        # IPv6 networks and clients
+        ("2001:db8::/32", "", "2001:db8:abcd::1", 200),
+        ("2001:db8::/32", "", "2001:db9::1", 403),
+        ("2001:db8::/32", "2001:db8:bad::/48", "2001:db8:bad::1", 403),
+        ("", "2001:db8::/32", "2001:db8::1", 403),
+        ("", "2001:db8::/32", "192.0.2.1", 200),
+        # a list of one family says nothing of the other: an allowlist refuses it
+        ("192.0.2.0/24", "", "2001:db8::1", 403),
+        ("2001:db8::/32", "", "192.0.2.1", 403),
+    ],
+)
+def test_the_lists_judge_the_address_the_proxy_header_gives(
+    tls: bool, allow: str, deny: str, client: str, status: int
+) -> None:
+    annotations = {}
+    if allow:
+        annotations[PREFIX + "whitelist-source-range"] = allow
+    if deny:
+        annotations[PREFIX + "denylist-source-range"] = deny
+
+    async def scenario() -> None:
+        async with serving(annotations, settings=PROXIED) as site:
+            host = SECURE if tls else HOST
+            assert await site.status(get(host), header=v2(client), tls=tls) == status
+            assert len(site.backend.requests) == (status == 200)
+
+    run(scenario)
+
+
+def test_a_denylist_refuses_the_real_client_not_the_load_balancer() -> None:
+    """The balancer (127.0.0.1) is denied, the client it names is not: it is let in."""
+
+    async def scenario() -> None:
+        annotations = {PREFIX + "denylist-source-range": "127.0.0.0/8"}
+        async with serving(annotations, settings=PROXIED) as site:
+            assert await site.status(get(), header=v1("192.0.2.1")) == 200
+            assert await site.status(get(), header=v1("127.0.0.2")) == 403
+
+    run(scenario)
+
+
+def test_a_malformed_allowlist_closes_its_ingress_rather_than_open_it() -> None:
+    """Fail closed: a list fastroute cannot read answers 503, it never serves everyone."""
+
+    async def scenario() -> None:
+        backend = RawBackend()
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(backend.serve)
+            config = build_config(
+                _objects(port, {PREFIX + "whitelist-source-range": "10.0.0.0/33"})
+            )
+            assert any("whitelist-source-range" in str(p) for p in config.rejected())
+            proxy = Proxy(config)
+            [listener] = await nursery.start(proxy.serve, "127.0.0.1", 0)
+            site = Site(listener.socket.getsockname()[1], 0, backend)
+            assert await site.status(get()) == 503
+            assert backend.requests == []
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
