@@ -135,7 +135,7 @@ class Reply:
 class RawClient:
     """A client connection to the proxy that sends exact bytes."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._conn = h11.Connection(h11.CLIENT)
 
@@ -163,7 +163,7 @@ class RawClient:
                     return None
                 if event is h11.NEED_DATA:
                     try:
-                        data = await self.stream.receive_some(65536)
+                        data = bytes(await self.stream.receive_some(65536))
                     except trio.BrokenResourceError:
                         data = b""
                     conn.receive_data(data)

@@ -24,7 +24,16 @@ from typing import Any
 
 import pytest
 import trio
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
+from raw import (
+    DEADLINE,
+    BackendConnection,
+    RawBackend,
+    RawClient,
+    Reply,
+    Request,
+    response,
+    wait_for,
+)
 
 from fastroute.ingress import build, build_config, spec
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
@@ -126,13 +135,15 @@ async def serving(
     *,
     settings: Settings | None = None,
     answer: Callable[[BackendConnection, Request], Awaitable[None]] | None = None,
+    clean: bool = True,
 ) -> AsyncIterator[Site]:
-    """The proxy serving an Ingress with ``annotations`` (and the ConfigMap ``settings``)."""
+    """The proxy serving an Ingress with ``annotations`` (and the ConfigMap ``settings``);
+    ``clean``: every annotation is accepted whole."""
     backend = RawBackend(answer) if answer is not None else RawBackend()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(backend.serve)
         config = build_config(_objects(port, annotations))
-        assert not config.rejected(), config.rejected()
+        assert not clean or not config.rejected(), config.rejected()
         if settings is not None:
             config = dataclasses.replace(config, settings=settings)
         proxy = Proxy(config, tls=TLSContexts())
@@ -226,7 +237,8 @@ def test_every_request_on_a_proxied_connection_keeps_the_header_s_client() -> No
                 for _ in range(3):
                     await client.send(get())
                     reply = await client.reply()
-                    assert reply is not None and reply.status == 200
+                    assert reply is not None
+                    assert reply.status == 200
             sources = [r.header(b"x-real-ip") for r in site.backend.requests]
             assert sources == [[b"198.51.100.9"]] * 3
 
@@ -311,7 +323,8 @@ def test_an_allowlist_lets_in_its_networks_and_refuses_the_rest_with_403(name: s
             assert await site.status(get()) == 200  # 127.0.0.1, listed as a bare address
         async with serving({key: "192.0.2.0/24,10.0.0.0/8"}) as site:
             reply = await site.send(get())
-            assert reply is not None and reply.status == 403
+            assert reply is not None
+            assert reply.status == 403
             assert site.backend.requests == []  # refused before the backend
 
     run(scenario)
@@ -390,5 +403,355 @@ def test_a_malformed_allowlist_closes_its_ingress_rather_than_open_it() -> None:
             assert await site.status(get()) == 503
             assert backend.requests == []
             nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ rate and connection limits
+
+
+async def _statuses(site: Site, count: int, *, header: bytes = b"") -> list[int]:
+    """The statuses of ``count`` requests sent one after another on one connection."""
+    statuses = []
+    async with connected(site, header=header) as client:
+        for _ in range(count):
+            await client.send(get())
+            reply = await client.reply()
+            assert reply is not None, "the proxy closed without an answer"
+            statuses.append(reply.status)
+    return statuses
+
+
+@pytest.mark.parametrize(
+    ("annotations", "admitted"),
+    [
+        # limit-rps 1 x multiplier 2: a burst of 2 on top of the first request
+        (_annotated(limit_rps="1", limit_burst_multiplier="2"), 3),
+        # the multiplier's default is 5
+        (_annotated(limit_rps="1"), 6),
+        # per minute: what drains in a second is 1/60 of a request
+        (_annotated(limit_rpm="2", limit_burst_multiplier="2"), 5),
+        # both: the stricter one decides
+        (_annotated(limit_rps="10", limit_rpm="1", limit_burst_multiplier="1"), 2),
+    ],
+    ids=["rps", "rps-default-multiplier", "rpm", "rps-and-rpm"],
+)
+def test_a_burst_beyond_rate_times_multiplier_plus_one_gets_503(
+    annotations: dict[str, str], admitted: int
+) -> None:
+    """Requests at once (well under the rate's period): rate x multiplier + 1 go through,
+    the next one is refused with the default status, and never reaches the backend."""
+
+    async def scenario() -> None:
+        async with serving(annotations) as site:
+            statuses = await _statuses(site, admitted + 2)
+            assert statuses == [200] * admitted + [503, 503]
+            assert len(site.backend.requests) == admitted
+
+    run(scenario)
+
+
+def test_the_limit_status_is_the_configmap_s_limit_req_status_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``limit-req-status-code: "429"``: the annotations are read over that ConfigMap."""
+    settings = Settings(limit_req_status_code=429)
+    monkeypatch.setattr(build, "read_ingress", partial(spec.read_ingress, settings=settings))
+
+    async def scenario() -> None:
+        annotations = _annotated(limit_rps="1", limit_burst_multiplier="1")
+        async with serving(annotations) as site:
+            assert await _statuses(site, 3) == [200, 200, 429]
+
+    run(scenario)
+
+
+def test_an_exempt_network_is_never_limited() -> None:
+    async def scenario() -> None:
+        annotations = _annotated(
+            limit_rps="1", limit_burst_multiplier="1", limit_whitelist="10.0.0.0/8, 127.0.0.1/32"
+        )
+        async with serving(annotations) as site:
+            assert await _statuses(site, 8) == [200] * 8
+
+    run(scenario)
+
+
+def test_each_client_address_has_its_own_bucket_and_exemptions_follow_the_header() -> None:
+    """Behind a load balancer, every client would share its address without the header."""
+
+    async def scenario() -> None:
+        annotations = _annotated(
+            limit_rps="1", limit_burst_multiplier="1", limit_whitelist="198.51.100.0/24"
+        )
+        async with serving(annotations, settings=PROXIED) as site:
+            assert await _statuses(site, 3, header=v1("192.0.2.1")) == [200, 200, 503]
+            assert await _statuses(site, 3, header=v2("192.0.2.2")) == [200, 200, 503]
+            assert await _statuses(site, 3, header=v2("2001:db8::2")) == [200, 200, 503]
+            # a new connection from a limited client is still limited
+            assert await _statuses(site, 1, header=v2("192.0.2.1")) == [503]
+            assert await _statuses(site, 5, header=v1("198.51.100.7")) == [200] * 5
+
+    run(scenario)
+
+
+class SlowBackend:
+    """Answers each request when the test releases it, so requests stay in progress."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+
+    async def answer(self, connection: BackendConnection, request: Request) -> None:
+        await self.release.wait()
+        await connection.send(response(b"done"))
+
+
+def test_limit_connections_counts_requests_in_progress_per_client() -> None:
+    """One request in progress (a slow backend holds it): a second from that address is
+    refused, another address's is not; once the first is answered, there is room again."""
+    slow = SlowBackend()
+
+    async def scenario() -> None:
+        annotations = _annotated(limit_connections="1")
+        async with serving(annotations, settings=PROXIED, answer=slow.answer) as site:
+            replies: dict[str, Reply | None] = {}
+
+            async def ask(name: str, header: bytes) -> None:
+                replies[name] = await site.send(get(), header=header)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask, "first", v1("192.0.2.1"))
+                await wait_for(lambda: len(site.backend.requests) == 1, "the first request held")
+                nursery.start_soon(ask, "other client", v2("192.0.2.2"))
+                await wait_for(lambda: len(site.backend.requests) == 2, "the other client's")
+                refused = await site.send(get(), header=v2("192.0.2.1"))
+                assert refused is not None
+                assert refused.status == 503
+                assert len(site.backend.requests) == 2  # the refused one never got there
+                slow.release.set()
+            assert {name: r.status if r else None for name, r in replies.items()} == {
+                "first": 200,
+                "other client": 200,
+            }
+            # done: the first client may send one again
+            assert await site.status(get(), header=v1("192.0.2.1")) == 200
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ CORS
+
+ALLOW_ORIGIN = b"access-control-allow-origin"
+CORS_DEFAULTS = [
+    (b"access-control-allow-credentials", b"true"),
+    (b"access-control-allow-methods", b"GET, PUT, POST, DELETE, PATCH, OPTIONS"),
+    (
+        b"access-control-allow-headers",
+        b"DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,"
+        b"Content-Type,Range,Authorization",
+    ),
+    (b"access-control-max-age", b"1728000"),
+]
+
+
+def _cors_fields(reply: Reply) -> list[tuple[bytes, bytes]]:
+    return [(n, v) for n, v in reply.headers if n.startswith(b"access-control-")]
+
+
+def preflight(origin: bytes, host: bytes = HOST) -> bytes:
+    extra = b"Origin: %s\r\nAccess-Control-Request-Method: PUT\r\n" % origin
+    return get(host, extra, method=b"OPTIONS")
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_preflight_is_answered_204_by_the_proxy_with_ingress_nginx_s_defaults(
+    tls: bool,
+) -> None:
+    async def scenario() -> None:
+        async with serving(_annotated(enable_cors="true")) as site:
+            host = SECURE if tls else HOST
+            reply = await site.send(
+                preflight(b"https://app.example.org", host), tls=tls, method=b"OPTIONS"
+            )
+            assert reply is not None
+            assert reply.status == 204
+            assert reply.body == b""
+            assert _cors_fields(reply) == [(ALLOW_ORIGIN, b"*"), *CORS_DEFAULTS]
+            assert site.backend.requests == []  # the backend never sees it
+
+    run(scenario)
+
+
+def test_simple_requests_get_the_headers_on_the_backend_s_response_replacing_its_own() -> None:
+    async def own_cors(connection: BackendConnection, request: Request) -> None:
+        await connection.send(
+            response(
+                b"body",
+                200,
+                b"Access-Control-Allow-Origin: https://evil.example.net",
+                b"Access-Control-Max-Age: 5",
+                b"X-Backend: yes",
+            )
+        )
+
+    async def scenario() -> None:
+        annotations = _annotated(enable_cors="true", cors_allow_origin="https://app.example.org")
+        async with serving(annotations, answer=own_cors) as site:
+            reply = await site.send(get(extra=b"Origin: https://app.example.org\r\n"))
+            assert reply is not None
+            assert (reply.status, reply.body) == (200, b"body")
+            assert reply.header(b"x-backend") == b"yes"
+            assert _cors_fields(reply) == [
+                (ALLOW_ORIGIN, b"https://app.example.org"),
+                *CORS_DEFAULTS,
+            ]
+            # an origin not allowed gets nothing from the proxy: the backend's fields pass
+            reply = await site.send(get(extra=b"Origin: https://other.example.org\r\n"))
+            assert reply is not None
+            assert _cors_fields(reply) == [
+                (ALLOW_ORIGIN, b"https://evil.example.net"),
+                (b"access-control-max-age", b"5"),
+            ]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin", "echoed"),
+    [
+        # cors.go, case by case
+        ("https://origin.cors.com:8080", "https://origin.cors.com:8080", "same"),
+        (
+            "https://origin.cors.com:8080, https://origin2.cors.com",
+            "https://origin.cors.com:8080",
+            "same",
+        ),
+        ("http://origin2.cors.com, https://origin.com", "http://no.origin.com", None),
+        (
+            "origin.cors.com:8080, https://origin2.cors.com, https://origin.com",
+            "origin.cors.com:8080",
+            None,
+        ),
+        (
+            "origin.cors.com:8080, https://origin2.cors.com, https://origin.com",
+            "https://origin.com",
+            "same",
+        ),
+        ("*", "http://anything.example", "*"),
+        ("*, foo.bar.com", "http://anything.example", "*"),
+        ("https://foo.bar.com", "https://fooxbar.com", None),
+        ("http://origin.cors.com:8080, http://origin.com:8080", "http://origin.com:8080", "same"),
+        ("https://origin2.cors.com, http://origin.com", "http://origin.com:8080", None),
+        ("http://origin.cors.com:8080, http://origin.com:8080", "http://origin.com", None),
+        (
+            "http://*.origin.cors.com, http://*.origin.com:8080",
+            "http://foo.origin.cors.com",
+            "same",
+        ),
+        (
+            "http://*.origin.cors.com, http://*.origin.com:8080",
+            "http://bar-foo.origin.cors.com",
+            "same",
+        ),
+        (
+            "http://*.origin.cors.com, http://*.origin.com:8080",
+            "http://bar.foo.origin.cors.com",
+            None,
+        ),
+        (
+            "http://origin.cors.com:8080, http://*.origin.com:8080",
+            "http://abc.origin.com:8080",
+            "same",
+        ),
+        ("http://origin.cors.com:8080, http://*.origin.com:8080", "http://abc.origin.com", None),
+        ("http://origin.cors.com:8080, http://*.origin.com:8080", "http://origin.com:8080", None),
+        ("      ", "http://book.origin.com", "*"),
+        (
+            "https://origin-123.cors.com:8080,   ,https://origin-321.cors.com:8080,",
+            "https://origin-321.cors.com:8080",
+            "same",
+        ),
+        (
+            "https://origin-123.cors.com:8080,   ,https://origin-321.cors.com:8080,",
+            "https://unknown.cors.com:8080",
+            None,
+        ),
+        ("test://localhost, tauri://localhost:3000", "tauri://localhost:3000", "same"),
+        # the issue's form: one label under the domain, the scheme must match
+        ("https://*.example.com", "https://api.example.com", "same"),
+        ("https://*.example.com", "https://API.Example.com", "same"),
+        ("https://*.example.com", "http://api.example.com", None),
+        ("https://*.example.com", "https://example.com", None),
+        ("https://*.example.com", "https://api.example.com.evil.net", None),
+    ],
+)
+def test_which_origins_get_the_headers_on_preflights_and_responses(
+    allowed: str, origin: str, echoed: str | None
+) -> None:
+    expected = origin.encode() if echoed == "same" else echoed.encode() if echoed else None
+
+    async def scenario() -> None:
+        annotations = _annotated(enable_cors="true", cors_allow_origin=allowed)
+        # a malformed origin is reported and dropped, the others kept
+        async with serving(annotations, clean=False) as site:
+            reply = await site.send(get(extra=b"Origin: %s\r\n" % origin.encode()))
+            assert reply is not None
+            assert reply.status == 200
+            assert reply.header(ALLOW_ORIGIN) == expected
+            answer = await site.send(preflight(origin.encode()), method=b"OPTIONS")
+            assert answer is not None
+            if expected is None:  # not ours to answer: the backend gets the OPTIONS
+                assert answer.status == 200
+                assert [r.method for r in site.backend.requests] == [b"GET", b"OPTIONS"]
+                assert _cors_fields(answer) == []
+            else:
+                assert answer.status == 204
+                assert answer.header(ALLOW_ORIGIN) == expected
+                assert [r.method for r in site.backend.requests] == [b"GET"]
+
+    run(scenario)
+
+
+def test_the_cors_settings_are_the_annotations() -> None:
+    async def scenario() -> None:
+        annotations = _annotated(
+            enable_cors="true",
+            cors_allow_origin="https://app.example.org",
+            cors_allow_methods="POST, GET",
+            cors_allow_headers="DNT, User-Agent",
+            cors_expose_headers="X-CustomResponseHeader, X-CustomSecondHeader",
+            cors_allow_credentials="false",
+            cors_max_age="200",
+        )
+        async with serving(annotations) as site:
+            for request, method in [
+                (preflight(b"https://app.example.org"), b"OPTIONS"),
+                (get(extra=b"Origin: https://app.example.org\r\n"), b"GET"),
+            ]:
+                reply = await site.send(request, method=method)
+                assert reply is not None
+                assert _cors_fields(reply) == [
+                    (ALLOW_ORIGIN, b"https://app.example.org"),
+                    (b"access-control-allow-methods", b"POST, GET"),
+                    (b"access-control-allow-headers", b"DNT, User-Agent"),
+                    (
+                        b"access-control-expose-headers",
+                        b"X-CustomResponseHeader, X-CustomSecondHeader",
+                    ),
+                    (b"access-control-max-age", b"200"),
+                ]
+
+    run(scenario)
+
+
+def test_without_enable_cors_the_cors_annotations_change_nothing() -> None:
+    async def scenario() -> None:
+        annotations = _annotated(cors_allow_origin="https://app.example.org")
+        async with serving(annotations) as site:
+            reply = await site.send(preflight(b"https://app.example.org"), method=b"OPTIONS")
+            assert reply is not None
+            assert reply.status == 200
+            assert _cors_fields(reply) == []
+            assert [r.method for r in site.backend.requests] == [b"OPTIONS"]
 
     run(scenario)
