@@ -755,3 +755,38 @@ def test_without_enable_cors_the_cors_annotations_change_nothing() -> None:
             assert [r.method for r in site.backend.requests] == [b"OPTIONS"]
 
     run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("guard", "status"),
+    [
+        (_annotated(limit_rps="1", limit_burst_multiplier="1"), 503),
+        (_annotated(denylist_source_range="127.0.0.0/8"), 403),
+    ],
+    ids=["limited", "denied"],
+)
+def test_the_proxy_s_refusals_carry_the_cors_headers_so_a_page_can_read_them(
+    guard: dict[str, str], status: int
+) -> None:
+    """ingress-nginx sets the CORS fields on whatever the location answers (its 503 or
+    429 of a rate limit, its 403): without them, a browser hides the status from the
+    page, which sees only a CORS failure and cannot back off."""
+
+    async def scenario() -> None:
+        annotations = _annotated(enable_cors="true", cors_allow_origin="https://app.example.org")
+        async with serving({**annotations, **guard}) as site:
+            replies = []
+            async with connected(site) as client:
+                for _ in range(3):
+                    await client.send(get(extra=b"Origin: https://app.example.org\r\n"))
+                    reply = await client.reply()
+                    assert reply is not None
+                    replies.append(reply)
+            refused = replies[-1]
+            assert refused.status == status
+            assert _cors_fields(refused) == [
+                (ALLOW_ORIGIN, b"https://app.example.org"),
+                *CORS_DEFAULTS,
+            ]
+
+    run(scenario)
