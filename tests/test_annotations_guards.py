@@ -386,17 +386,28 @@ def test_a_denylist_refuses_the_real_client_not_the_load_balancer() -> None:
     run(scenario)
 
 
-def test_a_malformed_allowlist_closes_its_ingress_rather_than_open_it() -> None:
-    """Fail closed: a list fastroute cannot read answers 503, it never serves everyone."""
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("whitelist-source-range", "10.0.0.0/33"),
+        ("denylist-source-range", "192.0.2.0/24, nonsense"),
+        ("limit-rps", "ten"),
+        ("limit-connections", "-1"),
+        ("limit-rpm", "1.5"),
+    ],
+)
+def test_a_malformed_protection_closes_its_ingress_rather_than_open_it(
+    name: str, value: str
+) -> None:
+    """Fail closed: a protection fastroute cannot read answers 503, it never serves
+    everyone unprotected."""
 
     async def scenario() -> None:
         backend = RawBackend()
         async with trio.open_nursery() as nursery:
             port = await nursery.start(backend.serve)
-            config = build_config(
-                _objects(port, {PREFIX + "whitelist-source-range": "10.0.0.0/33"})
-            )
-            assert any("whitelist-source-range" in str(p) for p in config.rejected())
+            config = build_config(_objects(port, {PREFIX + name: value}))
+            assert any(name in str(p) for p in config.rejected())
             proxy = Proxy(config)
             [listener] = await nursery.start(proxy.serve, "127.0.0.1", 0)
             site = Site(listener.socket.getsockname()[1], 0, backend)
@@ -788,5 +799,82 @@ def test_the_proxy_s_refusals_carry_the_cors_headers_so_a_page_can_read_them(
                 (ALLOW_ORIGIN, b"https://app.example.org"),
                 *CORS_DEFAULTS,
             ]
+
+    run(scenario)
+
+
+def test_a_client_that_gives_up_frees_its_connection_slot() -> None:
+    """A request abandoned while the backend is slow stops counting once the client is
+    gone (nginx ends it with 499): a stuck backend never locks the client out."""
+    never = trio.Event()
+
+    async def first_never_answered(connection: BackendConnection, request: Request) -> None:
+        if connection.index == 0:
+            await never.wait()
+        await connection.send(response(b"done"))
+
+    async def scenario() -> None:
+        annotations = _annotated(limit_connections="1")
+        async with serving(annotations, answer=first_never_answered) as site:
+            async with connected(site) as client:
+                await client.send(get())
+                await wait_for(lambda: len(site.backend.requests) == 1, "the held request")
+                assert await site.status(get()) == 503
+            statuses: list[int] = []
+            with trio.move_on_after(DEADLINE):
+                while not statuses or statuses[-1] != 200:
+                    statuses.append(await site.status(get()))
+                    await trio.sleep(0.05)
+            assert statuses[-1:] == [200], statuses
+            never.set()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("client", "status"), [("::ffff:192.0.2.9", 200), ("::ffff:198.51.100.9", 403)]
+)
+def test_an_ipv4_mapped_source_is_judged_as_the_ipv4_address_it_carries(
+    client: str, status: int
+) -> None:
+    async def scenario() -> None:
+        annotations = _annotated(whitelist_source_range="192.0.2.0/24")
+        async with serving(annotations, settings=PROXIED) as site:
+            assert await site.status(get(), header=v2(client)) == status
+
+    run(scenario)
+
+
+def test_a_client_s_own_x_forwarded_for_never_passes_for_its_address() -> None:
+    """Behind PROXY protocol, only the header says who the client is: a forged
+    X-Forwarded-For neither opens an allowlist nor reaches the backend as the client."""
+
+    async def scenario() -> None:
+        annotations = _annotated(whitelist_source_range="203.0.113.0/24")
+        async with serving(annotations, settings=PROXIED) as site:
+            forged = get(extra=b"X-Forwarded-For: 203.0.113.5\r\nX-Real-IP: 203.0.113.5\r\n")
+            assert await site.status(forged, header=v1("192.0.2.1")) == 403
+            assert await site.status(forged, header=v1("203.0.113.77")) == 200
+            [request] = site.backend.requests
+            assert request.header(b"x-forwarded-for") == [b"203.0.113.77"]
+            assert request.header(b"x-real-ip") == [b"203.0.113.77"]
+
+    run(scenario)
+
+
+def test_the_connection_limit_status_is_the_configmap_s_limit_conn_status_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(limit_conn_status_code=429)
+    monkeypatch.setattr(build, "read_ingress", partial(spec.read_ingress, settings=settings))
+    slow = SlowBackend()
+
+    async def scenario() -> None:
+        annotations = _annotated(limit_connections="1")
+        async with serving(annotations, answer=slow.answer) as site, trio.open_nursery() as nursery:
+            nursery.start_soon(site.send, get())
+            await wait_for(lambda: len(site.backend.requests) == 1, "the held request")
+            assert await site.status(get()) == 429
+            slow.release.set()
 
     run(scenario)
