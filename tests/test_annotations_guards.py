@@ -220,12 +220,15 @@ def test_the_proxy_header_names_the_client_the_backend_is_told_of(
     async def scenario() -> None:
         async with serving({}, settings=PROXIED) as site:
             host = SECURE if tls else HOST
-            header = HEADERS[version](source, port=443 if tls else 80)
+            # the balancer's own port, as the client connected to it
+            port = 8443 if tls else 8080
+            header = HEADERS[version](source, port=port)
             assert await site.status(get(host), header=header, tls=tls) == 200
             [request] = site.backend.requests
             assert request.header(b"x-forwarded-for") == [source.encode()]
             assert request.header(b"x-real-ip") == [source.encode()]
             assert request.header(b"x-forwarded-proto") == [b"https" if tls else b"http"]
+            assert request.header(b"x-forwarded-port") == [b"%d" % port]
 
     run(scenario)
 
@@ -876,5 +879,58 @@ def test_the_connection_limit_status_is_the_configmap_s_limit_conn_status_code(
             await wait_for(lambda: len(site.backend.requests) == 1, "the held request")
             assert await site.status(get()) == 429
             slow.release.set()
+
+    run(scenario)
+
+
+def test_an_ingress_s_guards_cover_its_own_paths_not_another_ingress_s_on_the_same_host() -> None:
+    """ingress-nginx applies annotations per Ingress: /admin's allowlist and rate limit
+    leave /open, from another Ingress on the same host, alone."""
+    guarded = _annotated(
+        whitelist_source_range="10.0.0.0/8", limit_rps="1", limit_burst_multiplier="1"
+    )
+
+    async def scenario() -> None:
+        backend = RawBackend()
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(backend.serve)
+            objects = _objects(port, guarded)
+            ingress = objects[-1]
+            ingress["spec"]["rules"][0]["http"]["paths"][0]["path"] = "/admin"
+            ingress["spec"]["rules"] = ingress["spec"]["rules"][:1]
+            open_ingress = {
+                "kind": "Ingress",
+                "metadata": {"name": "open"},
+                "spec": {
+                    "ingressClassName": "fastroute",
+                    "rules": [
+                        {
+                            "host": HOST.decode(),
+                            "http": {
+                                "paths": [
+                                    {
+                                        "path": "/open",
+                                        "pathType": "Prefix",
+                                        "backend": {
+                                            "service": {"name": "web", "port": {"number": 80}}
+                                        },
+                                    }
+                                ]
+                            },
+                        }
+                    ],
+                },
+            }
+            config = build_config([*objects, open_ingress])
+            assert not config.rejected(), config.rejected()
+            proxy = Proxy(config)
+            [listener] = await nursery.start(proxy.serve, "127.0.0.1", 0)
+            site = Site(listener.socket.getsockname()[1], 0, backend)
+            admin = b"GET /admin HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST
+            assert await site.status(admin) == 403
+            for _ in range(4):
+                assert await site.status(b"GET /open HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST) == 200
+            assert [r.target for r in backend.requests] == [b"/open"] * 4
+            nursery.cancel_scope.cancel()
 
     run(scenario)
