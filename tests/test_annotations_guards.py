@@ -126,7 +126,7 @@ async def connected(
             return
         context = ssl.create_default_context(cadata=CERTIFICATE.chain_pem.decode("ascii"))
         tls_stream = trio.SSLStream(stream, context, server_hostname=SECURE.decode())
-        yield RawClient(tls_stream)
+        yield RawClient(stream, tls_stream)
 
 
 @asynccontextmanager
