@@ -934,3 +934,38 @@ def test_an_ingress_s_guards_cover_its_own_paths_not_another_ingress_s_on_the_sa
             nursery.cancel_scope.cancel()
 
     run(scenario)
+
+
+def test_a_header_and_pipelined_requests_in_one_write_are_all_served_as_that_client() -> None:
+    async def scenario() -> None:
+        async with serving({}, settings=PROXIED) as site:
+            stream = await trio.open_tcp_stream("127.0.0.1", site.http)
+            client = RawClient(stream)
+            try:
+                await client.send(v2("192.0.2.44") + get() + get())
+                for _ in range(2):
+                    reply = await client.reply()
+                    assert reply is not None
+                    assert reply.status == 200
+            finally:
+                await client.aclose()
+            assert [r.header(b"x-real-ip") for r in site.backend.requests] == [
+                [b"192.0.2.44"]
+            ] * 2
+
+    run(scenario)
+
+
+def test_a_client_s_rate_is_counted_across_both_listeners() -> None:
+    """One bucket per client address, as nginx keys its zone on the address alone."""
+
+    async def scenario() -> None:
+        annotations = _annotated(limit_rps="1", limit_burst_multiplier="1")
+        async with serving(annotations, settings=PROXIED) as site:
+            header = v1("192.0.2.8")
+            assert await site.status(get(), header=header) == 200
+            assert await site.status(get(SECURE), header=header, tls=True) == 200
+            assert await site.status(get(SECURE), header=header, tls=True) == 503
+            assert await site.status(get(), header=header) == 503
+
+    run(scenario)
