@@ -949,9 +949,7 @@ def test_a_header_and_pipelined_requests_in_one_write_are_all_served_as_that_cli
                     assert reply.status == 200
             finally:
                 await client.aclose()
-            assert [r.header(b"x-real-ip") for r in site.backend.requests] == [
-                [b"192.0.2.44"]
-            ] * 2
+            assert [r.header(b"x-real-ip") for r in site.backend.requests] == [[b"192.0.2.44"]] * 2
 
     run(scenario)
 
@@ -967,5 +965,43 @@ def test_a_client_s_rate_is_counted_across_both_listeners() -> None:
             assert await site.status(get(SECURE), header=header, tls=True) == 200
             assert await site.status(get(SECURE), header=header, tls=True) == 503
             assert await site.status(get(), header=header) == 503
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("extra", "first", "request_"),
+    [
+        ({}, 502, get()),
+        (
+            _annotated(proxy_body_size="1k"),
+            413,
+            b"POST / HTTP/1.1\r\nHost: %s\r\nContent-Length: 5000\r\n\r\n" % HOST,
+        ),
+        (_annotated(proxy_read_timeout="1"), 504, get()),
+    ],
+    ids=["bad-gateway", "too-large", "timeout"],
+)
+def test_a_request_that_fails_frees_its_connection_slot(
+    extra: dict[str, str], first: int, request_: bytes
+) -> None:
+    """limit-connections counts requests in progress: one the proxy gave up on (a bad
+    upstream answer, a body over the limit, a timeout) is over, and counts no more."""
+    never = trio.Event()
+
+    async def answer(connection: BackendConnection, request: Request) -> None:
+        if connection.index == 0 and first == 504:
+            await never.wait()  # the first request times out
+        if connection.index == 0 and first == 502:
+            await connection.send(b"NOT HTTP AT ALL\r\n\r\n")
+        else:
+            await connection.send(response(b"fine"))
+
+    async def scenario() -> None:
+        annotations = {**_annotated(limit_connections="1"), **extra}
+        async with serving(annotations, answer=answer) as site:
+            assert await site.status(request_) == first
+            assert await site.status(get()) == 200
+            never.set()
 
     run(scenario)
