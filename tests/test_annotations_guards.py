@@ -1005,3 +1005,29 @@ def test_a_request_that_fails_frees_its_connection_slot(
             never.set()
 
     run(scenario)
+
+
+def test_a_route_without_endpoints_answers_503_with_its_cors_fields() -> None:
+    """As its refusals do: the page reads 503 (and may retry), not a CORS failure."""
+
+    async def scenario() -> None:
+        annotations = _annotated(enable_cors="true", cors_allow_origin="https://app.example.org")
+        objects = [
+            o for o in _objects(1, annotations) if o["kind"] != "EndpointSlice"
+        ]  # the Service has no endpoints
+        config = build_config(objects)
+        async with trio.open_nursery() as nursery:
+            proxy = Proxy(config)
+            [listener] = await nursery.start(proxy.serve, "127.0.0.1", 0)
+            site = Site(listener.socket.getsockname()[1], 0, RawBackend())
+            reply = await site.send(get(extra=b"Origin: https://app.example.org\r\n"))
+            assert reply is not None
+            assert reply.status == 503
+            assert reply.header(ALLOW_ORIGIN) == b"https://app.example.org"
+            other = await site.send(get(extra=b"Origin: https://other.example.org\r\n"))
+            assert other is not None
+            assert other.status == 503
+            assert _cors_fields(other) == []
+            nursery.cancel_scope.cancel()
+
+    run(scenario)

@@ -262,9 +262,10 @@ def _guarded(
         else:
             if held is not None:
                 held.release()
-            raise ServiceUnavailableError(
-                route.backend.problem or f"{route.backend.name} has no endpoints"
-            )
+            problem = route.backend.problem or f"{route.backend.name} has no endpoints"
+            if cors_lines:
+                return Answer(503, lines=cors_lines, reason=problem)
+            raise ServiceUnavailableError(problem)
     client_lines = policy.response_lines
     client_drop = policy.response_drop
     if scheme == "https" and route.tls and policy.hsts:
