@@ -1031,3 +1031,24 @@ def test_a_route_without_endpoints_answers_503_with_its_cors_fields() -> None:
             nursery.cancel_scope.cancel()
 
     run(scenario)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        V2_SIGNATURE + struct.pack("!BBH", 0x20, 0x00, 0),  # v2 LOCAL: the balancer's own
+        b"PROXY UNKNOWN\r\n",  # v1: the balancer does not know
+    ],
+    ids=["v2-local", "v1-unknown"],
+)
+def test_a_header_that_names_no_client_leaves_the_peer_as_the_client(header: bytes) -> None:
+    """A balancer's health check says nothing of a client: the peer is the client."""
+
+    async def scenario() -> None:
+        async with serving(
+            _annotated(whitelist_source_range="127.0.0.1"), settings=PROXIED
+        ) as site:
+            assert await site.status(get(), header=header) == 200
+            assert site.backend.requests[0].header(b"x-real-ip") == [b"127.0.0.1"]
+
+    run(scenario)
