@@ -341,6 +341,11 @@ class ConfigBuilder:
                 ns, ingress_name, self._objects.get(("Ingress", ns, ingress_name))
             )
 
+    def reads_configmap(self, ref: str) -> bool:
+        """Whether a change to ConfigMap ``"namespace/name"`` can change the config: it is
+        the controller's, one the settings name, or one an Ingress's annotations name."""
+        return ref == self.configmap or ref in self._settings_reads or ref in self._by_configmap
+
     def _read_settings(self) -> None:
         """Read the controller's ConfigMap again; if the settings change, every Ingress."""
         self._dirty_settings = False
