@@ -159,8 +159,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NS",
-        help="watch Ingresses, Services, EndpointSlices and TLS Secrets in this namespace "
-        "only (repeatable; default: all namespaces)",
+        help="watch Ingresses, Services, EndpointSlices, TLS Secrets and ConfigMaps in this "
+        "namespace only (repeatable; default: all namespaces)",
     )
     parser.add_argument(
         "--configmap",
