@@ -216,7 +216,12 @@ async def backends(*names: str) -> AsyncIterator[dict[str, int]]:
 
 @asynccontextmanager
 async def running(
-    kubeconfig: Path | None, ports: dict[str, int], *, ready: bool = True, **kube: Any
+    kubeconfig: Path | None,
+    ports: dict[str, int],
+    *,
+    ready: bool = True,
+    configmap: str | None = None,
+    **kube: Any,
 ) -> AsyncIterator[Running]:
     """A controller following the emulator (ready, unless told not to wait)."""
     kube.setdefault("debounce", 0.05)
@@ -228,6 +233,7 @@ async def running(
         https_port=0,
         status_port=0,
         kubernetes=KubeOptions(kubeconfig=kubeconfig, **kube),
+        configmap=configmap,
     )
     controller = Controller(options)
     async with trio.open_nursery() as nursery:
