@@ -81,7 +81,7 @@ def notes_for(notes: list[tuple[str, str, bool]], key: str) -> list[tuple[str, b
 # -- every key, its format, its default ---------------------------------------------------
 
 # (key, value as a ConfigMap writes it, Settings field, what it means)
-GOOD: list[tuple[str, str, str, object]] = [
+GOOD: list[tuple[str, str, str, Any]] = [
     ("use-forwarded-headers", "true", "use_forwarded_headers", True),
     ("compute-full-forwarded-for", "True", "compute_full_forwarded_for", True),
     ("forwarded-for-header", "X-Client-Address", "forwarded_for_header", "X-Client-Address"),
