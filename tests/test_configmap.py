@@ -541,8 +541,15 @@ def test_an_ingress_naming_a_configmap_is_read_again_when_it_changes() -> None:
     assert target(after, "named.example.com").policy.response_headers == (("X-Team", "blue"),)
     assert target(after, HOST) is target(before, HOST)  # it names no ConfigMap
 
-    # once the Ingress names it no more, the ConfigMap's changes are nobody's
+    # once the Ingress names it no more, or is gone, the ConfigMap's changes are nobody's
     builder.put(ingress("named", "named.example.com"))
+    builder.build()
+    assert not builder.reads_configmap("default/custom")
+    named = ingress("named", "named.example.com", {"fastroute.io/custom-headers": "custom"})
+    builder.put(named)
+    builder.build()
+    assert builder.reads_configmap("default/custom")
+    builder.delete(named)
     builder.build()
     assert not builder.reads_configmap("default/custom")
 

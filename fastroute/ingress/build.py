@@ -262,6 +262,8 @@ class ConfigBuilder:
         new = self._read_ingress(key, obj) if obj is not None and self._is_ours(obj) else None
         if new is not None:
             self._specs[key] = new
+        else:
+            self._forget_reads(key)
         self._policies.pop(key, None)
         ref = self._backend_secrets.pop(key, None)
         if ref is not None:
@@ -318,13 +320,16 @@ class ConfigBuilder:
             return self._configmap(ref)
 
         spec = read_ingress(obj, self._settings, lookup)
-        for ref in self._reads.pop(key, set()) - reads:
-            _index(self._by_configmap, ref, key, False)
+        self._forget_reads(key)
         for ref in reads:
             _index(self._by_configmap, ref, key, True)
         if reads:
             self._reads[key] = reads
         return spec
+
+    def _forget_reads(self, key: str) -> None:
+        for ref in self._reads.pop(key, ()):
+            _index(self._by_configmap, ref, key, False)
 
     def _configmap(self, ref: str) -> Mapping[str, str] | None:
         """The data of ConfigMap ``"namespace/name"``, or None if it is not held."""
