@@ -25,19 +25,12 @@ from kubeapi import KubeAPI
 from sites import HOST, site_objects
 from test_kube_source import backends, eventually, plain_kubeconfig, running, site
 
-import fastroute.ingress.spec
 from controller.__main__ import _options, _parser
 from controller.app import Controller, Options
 from controller.kube.publisher import PublishOptions
-from fastroute.ingress import ConfigBuilder, Policy, RouteConfig, build_config
-from fastroute.ingress.settings import (
-    DEFAULT_SETTINGS,
-    KEYS,
-    ConfigMapLookup,
-    Settings,
-    configmap_data,
-    read_settings,
-)
+from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
+from fastroute.ingress.configmap import KEYS, ConfigMapLookup, configmap_data, read_settings
+from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 
 pytest_plugins = ["kubeapi.fixtures"]
 
@@ -91,7 +84,7 @@ GOOD: list[tuple[str, str, str, Any]] = [
         "proxy_real_ip_cidr",
         ("10.0.0.0/8", "192.168.1.7/32"),
     ),
-    ("enable-real-ip", "1", "enable_real_ip", True),
+    ("enable-real-ip", "TRUE", "enable_real_ip", True),
     ("use-proxy-protocol", "true", "use_proxy_protocol", True),
     ("proxy-body-size", "8m", "proxy_body_size", 8 * MIB),
     ("proxy-body-size", "512k", "proxy_body_size", 512 * 1024),
@@ -145,15 +138,15 @@ BAD: list[tuple[str, str, str]] = [
     ("use-forwarded-headers", "yes", "expected 'true' or 'false', got 'yes'"),
     ("compute-full-forwarded-for", "", "expected 'true' or 'false'"),
     ("forwarded-for-header", "X Forwarded For", "not a header name"),
-    ("proxy-real-ip-cidr", "10.0.0.0/33", "'10.0.0.0/33' is not an IP address or CIDR"),
-    ("proxy-real-ip-cidr", " , ", "expected at least one CIDR"),
+    ("proxy-real-ip-cidr", "10.0.0.0/33", "'10.0.0.0/33' in '10.0.0.0/33' is not an IP address"),
+    ("proxy-real-ip-cidr", " , ", "expected a comma-separated list of CIDRs"),
     ("enable-real-ip", "on", "expected 'true' or 'false'"),
     ("use-proxy-protocol", "enabled", "expected 'true' or 'false'"),
-    ("proxy-body-size", "1 megabyte", "expected a size such as 8192, 512k, 1m or 1g"),
+    ("proxy-body-size", "1 megabyte", "expected a size such as '512', '8k', '1m' or '2g'"),
     ("proxy-body-size", "-1", "expected a size"),
-    ("proxy-connect-timeout", "50k", "expected seconds such as 60"),  # ingress-nginx's e2e
-    ("proxy-read-timeout", "0", "must be more than 0 seconds"),
-    ("proxy-send-timeout", "soon", "expected seconds"),
+    ("proxy-connect-timeout", "50k", "expected a time such as '30', '30s'"),  # ingress-nginx's e2e
+    ("proxy-read-timeout", "0", "expected more than 0 seconds, got '0'"),
+    ("proxy-send-timeout", "soon", "expected a time"),
     ("proxy-next-upstream", "error sometimes", "unknown case 'sometimes'"),
     ("proxy-next-upstream", "off error", "'off' cannot be combined with other cases"),
     ("proxy-next-upstream", "", "expected cases such as 'error timeout', or 'off'"),
@@ -168,15 +161,13 @@ BAD: list[tuple[str, str, str]] = [
     ("ssl-protocols", "SSLv2", "SSLv2 refused"),
     ("ssl-protocols", "TLSv1.4", "unknown protocol 'TLSv1.4'"),
     ("ssl-ciphers", "NOT-A-CIPHER", "OpenSSL knows no cipher in 'NOT-A-CIPHER'"),
-    ("limit-req-status-code", "200", "expected an HTTP status from 400 to 599"),
-    ("limit-conn-status-code", "600", "expected an HTTP status from 400 to 599"),
-    ("whitelist-source-range", "1.1.1.1, example.com", "'example.com' is not an IP address"),
-    ("denylist-source-range", "10.0.0.0/8,,300.1.1.1", "'300.1.1.1' is not an IP address"),
-    ("custom-http-errors", "404,abc", "'abc' is not an HTTP status from 300 to 599"),
-    ("custom-http-errors", "200", "'200' is not an HTTP status from 300 to 599"),
-    ("keep-alive", "75s5", "expected seconds"),
+    ("limit-req-status-code", "200", "expected a number from 400 to 599, got '200'"),
+    ("limit-conn-status-code", "600", "expected a number from 400 to 599"),
+    ("custom-http-errors", "404,abc", "'abc' in '404,abc' is not a status code from 300 to 599"),
+    ("custom-http-errors", "200", "'200' in '200' is not a status code from 300 to 599"),
+    ("keep-alive", "75s5", "expected a time"),
     ("upstream-keepalive-connections", "many", "expected a whole number"),
-    ("upstream-keepalive-timeout", "-5", "expected seconds"),
+    ("upstream-keepalive-timeout", "-5", "expected a time"),
     ("allow-snippet-annotations", "sure", "expected 'true' or 'false'"),
 ]
 
@@ -206,10 +197,39 @@ def test_a_malformed_value_rejects_the_key_with_the_reason_and_keeps_the_default
     assert said.endswith("the default is kept")
 
 
+# the allow and deny lists: a malformed one is kept as written, and fails closed
+PROTECTIONS_BAD: list[tuple[str, str, str, tuple[str, ...]]] = [
+    (
+        "whitelist-source-range",
+        "1.1.1.1, example.com",
+        "'example.com' in '1.1.1.1, example.com' is not an IP address",
+        ("1.1.1.1", "example.com"),
+    ),
+    (
+        "denylist-source-range",
+        "10.0.0.0/8,,300.1.1.1",
+        "'300.1.1.1' in '10.0.0.0/8,,300.1.1.1' is not an IP address",
+        ("10.0.0.0/8", "300.1.1.1"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "reason", "kept"), PROTECTIONS_BAD)
+def test_a_malformed_allow_or_deny_list_is_kept_so_that_its_routes_fail_closed(
+    key: str, value: str, reason: str, kept: tuple[str, ...]
+) -> None:
+    settings, notes = read_settings({key: value})
+    assert getattr(settings, KEYS[key][1]) == kept
+    ((said, warning),) = notes_for(notes, key)
+    assert not warning
+    assert reason in said
+    assert f"every route without its own {key} annotation answers 503" in said
+
+
 def test_the_tables_cover_every_key_read() -> None:
     """A key added to the table without a good and a bad value here fails this."""
     assert {key for key, *_ in GOOD} == set(KEYS)
-    assert {key for key, *_ in BAD} == set(KEYS)
+    assert {key for key, *_ in BAD} | {key for key, *_ in PROTECTIONS_BAD} == set(KEYS)
     assert {field for _, _, field, _ in GOOD} | {"add_headers", "proxy_set_headers"} == {
         f.name for f in fields(Settings)
     }
@@ -385,13 +405,14 @@ def test_headers_that_would_break_the_message_are_left_out_with_the_reason() -> 
     settings, notes = read_settings({"proxy-set-headers": "ingress/headers"}, lookup_in(headers))
     assert settings.proxy_set_headers == (("X-Fine", "yes"), ("X-Request-Start", "t=${msec}"))
     said = {reason for _, reason, warning in notes if not warning}
+    assert len(said) == 7
     assert (
-        "ConfigMap ingress/headers: header 'X-Split' has a line break or NUL in its value; not set"
-        in said
-    )
-    assert any("'X-Newline' has a line break" in r for r in said)
-    assert any("'X-Bell' has a control character" in r for r in said)
-    assert any("'Bad Name' is not a header name" in r for r in said)
+        "ConfigMap ingress/headers: header 'X-Split': 'a\\r\\nSet-Cookie: stolen=1' is not a "
+        "header value: it holds a control character (CR, LF, NUL...); that header is not set"
+    ) in said
+    assert any("header 'X-Newline': 'a\\nb' is not a header value" in r for r in said)
+    assert any("header 'X-Bell': 'a\\x07b' is not a header value" in r for r in said)
+    assert any("ConfigMap ingress/headers: 'Bad Name' is not a header name" in r for r in said)
     for framing in ("Content-Length", "Transfer-Encoding", "Host"):
         assert any(f"{framing!r} frames or routes the message" in r for r in said), framing
     warned = [reason for _, reason, warning in notes if warning]
@@ -401,29 +422,6 @@ def test_headers_that_would_break_the_message_are_left_out_with_the_reason() -> 
 
 
 # -- the builder -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def policy_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stand-in for annotations.read_policy (which another module owns) that makes a
-    route's policy depend on the settings and on the ConfigMap ``custom-headers`` names,
-    so that what the builder reads again shows in the routes."""
-
-    def read_policy(
-        annotations: Mapping[str, Any],
-        settings: Settings = DEFAULT_SETTINGS,
-        namespace: str = "",
-        configmap_lookup: ConfigMapLookup | None = None,
-    ) -> tuple[Policy, list[tuple[str, str, bool]]]:
-        headers: tuple[tuple[str, str], ...] = ()
-        named = annotations.get("fastroute.io/custom-headers")
-        if named and configmap_lookup is not None:
-            ref = named if "/" in named else f"{namespace}/{named}"
-            data = configmap_lookup(ref) or {}
-            headers = tuple(sorted(data.items()))
-        return Policy(max_body_bytes=settings.proxy_body_size, response_headers=headers), []
-
-    monkeypatch.setattr(fastroute.ingress.spec, "read_policy", read_policy)
 
 
 def site_objects_with(*extra: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -436,7 +434,6 @@ def target(config: RouteConfig, host: str) -> Any:
     return found
 
 
-@pytest.mark.usefixtures("policy_from_settings")
 def test_the_settings_reach_the_config_and_every_route_is_read_with_them() -> None:
     builder = ConfigBuilder(configmap=CONTROLLER_CONFIGMAP)
     for obj in site_objects_with(configmap(CONTROLLER_CONFIGMAP, {"proxy-body-size": "8m"})):
@@ -462,7 +459,6 @@ def test_the_settings_reach_the_config_and_every_route_is_read_with_them() -> No
     assert "not found" in third.problems[0].reason
 
 
-@pytest.mark.usefixtures("policy_from_settings")
 def test_unrelated_configmaps_and_unchanged_settings_read_nothing_again() -> None:
     builder = ConfigBuilder(configmap=CONTROLLER_CONFIGMAP)
     for obj in site_objects_with(configmap(CONTROLLER_CONFIGMAP, {"proxy-body-size": "8m"})):
@@ -476,6 +472,28 @@ def test_unrelated_configmaps_and_unchanged_settings_read_nothing_again() -> Non
     assert second.settings == first.settings
     for host in (HOST, "other.example.com"):
         assert target(second, host) is target(first, host)
+
+
+def test_a_malformed_configmap_allow_list_refuses_the_routes_it_would_protect() -> None:
+    """Fail closed: a broken whitelist-source-range must not open every route to everyone;
+    an Ingress with its own allow list is not affected."""
+    own = ingress(
+        "own",
+        "own.example.com",
+        {"nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8"},
+    )
+    config = build_config(
+        [
+            *site_objects(8080),
+            own,
+            configmap(CONTROLLER_CONFIGMAP, {"whitelist-source-range": "10.0.0.0/8, intranet"}),
+        ],
+        configmap=CONTROLLER_CONFIGMAP,
+    )
+    assert "whitelist-source-range" in target(config, HOST).policy.refused
+    assert target(config, "own.example.com").policy.refused == ""
+    (problem,) = config.rejected()
+    assert (problem.kind, problem.field) == ("ConfigMap", "data[whitelist-source-range]")
 
 
 def test_a_bad_key_is_a_configmap_problem_and_the_rest_applies() -> None:
@@ -524,7 +542,6 @@ def test_a_header_configmap_change_reads_the_settings_again() -> None:
     assert builder.build().settings.add_headers == (("X-Served-By", "fastroute"), ("X-Zone", "a"))
 
 
-@pytest.mark.usefixtures("policy_from_settings")
 def test_an_ingress_naming_a_configmap_is_read_again_when_it_changes() -> None:
     builder = ConfigBuilder()
     for obj in [
@@ -554,7 +571,6 @@ def test_an_ingress_naming_a_configmap_is_read_again_when_it_changes() -> None:
     assert not builder.reads_configmap("default/custom")
 
 
-@pytest.mark.usefixtures("policy_from_settings")
 def test_incremental_builds_equal_a_full_translation_after_configmap_changes() -> None:
     objects: dict[str, dict[str, Any]] = {}
     builder = ConfigBuilder(configmap=CONTROLLER_CONFIGMAP)
@@ -692,7 +708,7 @@ def test_the_controller_on_manifests_follows_its_configmap(
     trio.run(scenario)
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(
-        "rejected: ConfigMap ingress/controller data[keep-alive]: expected seconds" in m
+        "rejected: ConfigMap ingress/controller data[keep-alive]: expected a time" in m
         for m in logged
     ), logged
 
@@ -783,4 +799,4 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
     assert event["type"] == "Warning"
     assert event["reason"] == "Rejected"
     assert event["involvedObject"]["apiVersion"] == "v1"
-    assert event["message"].startswith("data[proxy-body-size]: expected a size")
+    assert event["message"].startswith("data[proxy-body-size]: expected a size such as")

@@ -63,6 +63,7 @@ from fastroute.ingress.backend_tls import (
     upstream_policy,
 )
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
+from fastroute.ingress.configmap import configmap_data, read_settings
 from fastroute.ingress.model import Backend, Policy, Problem, RouteConfig, Target
 from fastroute.ingress.objects import (
     annotations_of,
@@ -74,7 +75,7 @@ from fastroute.ingress.objects import (
     text,
 )
 from fastroute.ingress.services import ServiceIndex, ServiceKey
-from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings, configmap_data, read_settings
+from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.spec import IngressSpec, fold_host, read_ingress, reads_the_same
 
 __all__ = ["CONTROLLER_NAME", "ClassPolicy", "ConfigBuilder", "build_config"]
