@@ -663,6 +663,46 @@ def test_the_default_body_limit_is_ingress_nginx_1m(tmp_path: Path) -> None:
     trio.run(scenario)
 
 
+def test_the_configmap_body_limit_wins_over_the_flag_and_0_lifts_it(tmp_path: Path) -> None:
+    """proxy-body-size from the ConfigMap reaches every route: over it, 413; "0" lifts the
+    limit, the flag's 1m included."""
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text(
+        yaml.safe_dump(configmap(CONTROLLER_CONFIGMAP, {"proxy-body-size": "2k"}))
+    )
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            backend_port = await nursery.start(Echo("web").serve)
+            (tmp_path / "site.yaml").write_text(yaml.safe_dump_all(site_objects(backend_port)))
+            args = _parser().parse_args(
+                ["--manifests", str(tmp_path), "--no-watch", "--configmap", CONTROLLER_CONFIGMAP]
+            )
+            options = replace(
+                _options(args, args.manifests), bind="127.0.0.1", http_port=0, https_port=0
+            )
+            controller = Controller(options)
+            listening = await nursery.start(controller.run)
+
+            def post(size: int) -> int:
+                with httpx.Client(trust_env=False, timeout=DEADLINE) as client:
+                    url = f"http://127.0.0.1:{listening.http_port}/upload"
+                    response = client.post(url, headers={"host": HOST}, content=b"x" * size)
+                    return response.status_code
+
+            assert await trio.to_thread.run_sync(post, 2048) == 200
+            assert await trio.to_thread.run_sync(post, 2049) == 413
+
+            settings_file.write_text(
+                yaml.safe_dump(configmap(CONTROLLER_CONFIGMAP, {"proxy-body-size": "0"}))
+            )
+            assert await controller.reload()
+            assert await trio.to_thread.run_sync(post, 2 * MIB) == 200
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)
+
+
 def test_the_controller_on_manifests_follows_its_configmap(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
