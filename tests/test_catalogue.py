@@ -88,7 +88,8 @@ def test_the_honoured_configmap_keys_are_the_settings_fields() -> None:
 )
 def test_the_honoured_annotations_are_the_parser_table() -> None:
     assert PARSER_TABLE is not None
-    parsed, no_ops = set(), set()
+    parsed: set[str] = set()
+    no_ops: set[str] = set()
     for key, entry in PARSER_TABLE.items():
         for prefix in ANNOTATION_PREFIXES:
             key = key.removeprefix(prefix)
