@@ -30,6 +30,11 @@ The rules, in the order they apply:
   certificate is missing, broken, expired or does not name it is reported and served
   with the proxy's default certificate. Hosts listed under TLS redirect plain HTTP to
   HTTPS unless the Ingress says ``ssl-redirect: "false"``.
+- **Settings.** The controller's ConfigMap (``configmap``, ingress-nginx's
+  ``--configmap``) gives the ``Settings``, which every Ingress's annotations override per
+  route. When it, or a ConfigMap it names (``add-headers``, ``proxy-set-headers``),
+  changes and the settings with it, every Ingress is read again. An Ingress whose
+  annotations name a ConfigMap is read again when that ConfigMap changes.
 
 Every rule above is decided per *host*: which rules a host has, its default, whether it
 has TLS and which certificate it gets depend only on the Ingresses naming that host (or
@@ -58,6 +63,7 @@ from fastroute.ingress.backend_tls import (
     upstream_policy,
 )
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
+from fastroute.ingress.configmap import configmap_data, read_settings
 from fastroute.ingress.model import Backend, Policy, Problem, RouteConfig, Target
 from fastroute.ingress.objects import (
     annotations_of,
@@ -69,6 +75,7 @@ from fastroute.ingress.objects import (
     text,
 )
 from fastroute.ingress.services import ServiceIndex, ServiceKey
+from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.spec import IngressSpec, fold_host, read_ingress, reads_the_same
 
 __all__ = ["CONTROLLER_NAME", "ClassPolicy", "ConfigBuilder", "build_config"]
@@ -76,7 +83,9 @@ __all__ = ["CONTROLLER_NAME", "ClassPolicy", "ConfigBuilder", "build_config"]
 CONTROLLER_NAME = "fastroute.io/ingress-controller"
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
-KINDS = frozenset({"Ingress", "IngressClass", "Service", "EndpointSlice", "Endpoints", "Secret"})
+KINDS = frozenset(
+    {"Ingress", "IngressClass", "Service", "EndpointSlice", "Endpoints", "Secret", "ConfigMap"}
+)
 Obj = Mapping[str, Any]
 _TICK = timedelta(microseconds=1)  # datetime's resolution
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name); namespace "" if cluster-scoped
@@ -136,11 +145,29 @@ class ConfigBuilder:
         now: the time certificates are checked against (default: the time of each
             build). A certificate that expires, or becomes valid, between builds is
             checked again at the first build after that moment.
+        configmap: ``"namespace/name"`` of the controller's ConfigMap (None: none).
+        settings_defaults: the settings of the keys the ConfigMap does not set
+            (default: ingress-nginx's).
     """
 
-    def __init__(self, *, classes: ClassPolicy | None = None, now: datetime | None = None):
+    def __init__(
+        self,
+        *,
+        classes: ClassPolicy | None = None,
+        now: datetime | None = None,
+        configmap: str | None = None,
+        settings_defaults: Settings | None = None,
+    ):
         self.classes = classes or ClassPolicy()
         self.now = now
+        self.configmap = configmap
+        self.settings_defaults = settings_defaults or DEFAULT_SETTINGS
+        self._settings = self.settings_defaults
+        self._settings_problems: list[Problem] = []
+        self._settings_reads: set[str] = set()  # ConfigMaps the settings were read from
+        self._dirty_settings = configmap is not None
+        self._reads: dict[str, set[str]] = {}  # Ingress -> ConfigMaps its annotations name
+        self._by_configmap: dict[str, set[str]] = {}  # ConfigMap -> Ingresses naming it
         self._objects: dict[ObjectKey, Obj] = {}
         self._services = ServiceIndex()
         self._ours: tuple[set[str], bool | None] = (set(self.classes.class_names), None)
@@ -189,8 +216,8 @@ class ConfigBuilder:
     def put(self, obj: Obj) -> None:
         """Add an object, or replace the one with its kind, namespace and name.
 
-        Kinds other than Ingress, IngressClass, Service, EndpointSlice, Endpoints and
-        Secret are ignored.
+        Kinds other than Ingress, IngressClass, Service, EndpointSlice, Endpoints,
+        Secret and ConfigMap are ignored.
 
         Raises:
             ValueError: it has no ``metadata.name``.
@@ -221,6 +248,8 @@ class ConfigBuilder:
             self._classes_changed()
         elif what == "Secret":
             self._secret_changed((key[1], key[2]))
+        elif what == "ConfigMap":
+            self._configmap_changed(f"{key[1]}/{key[2]}")
         else:
             services = {self._services.drop(old) if old is not None else None}
             services.add(self._services.put(new) if new is not None else None)
@@ -231,9 +260,11 @@ class ConfigBuilder:
     def _ingress_changed(self, ns: str, ingress_name: str, obj: Obj | None) -> None:
         key = f"{ns}/{ingress_name}"
         old = self._specs.pop(key, None)
-        new = read_ingress(obj) if obj is not None and self._is_ours(obj) else None
+        new = self._read_ingress(key, obj) if obj is not None and self._is_ours(obj) else None
         if new is not None:
             self._specs[key] = new
+        else:
+            self._forget_reads(key)
         self._policies.pop(key, None)
         ref = self._backend_secrets.pop(key, None)
         if ref is not None:
@@ -280,6 +311,81 @@ class ConfigBuilder:
             _index(self._by_secret, ref.key, key, True)
         self._dirty_secrets.add(key)
         self._dirty_error_checks.add(key)
+
+    def _read_ingress(self, key: str, obj: Obj) -> IngressSpec:
+        """Read an Ingress with the current settings, indexing the ConfigMaps it names."""
+        reads: set[str] = set()
+
+        def lookup(ref: str) -> Mapping[str, str] | None:
+            reads.add(ref)
+            return self._configmap(ref)
+
+        spec = read_ingress(obj, self._settings, lookup)
+        self._forget_reads(key)
+        for ref in reads:
+            _index(self._by_configmap, ref, key, True)
+        if reads:
+            self._reads[key] = reads
+        return spec
+
+    def _forget_reads(self, key: str) -> None:
+        for ref in self._reads.pop(key, ()):
+            _index(self._by_configmap, ref, key, False)
+
+    def _configmap(self, ref: str) -> Mapping[str, str] | None:
+        """The data of ConfigMap ``"namespace/name"``, or None if it is not held."""
+        ns, _, configmap_name = ref.partition("/")
+        obj = self._objects.get(("ConfigMap", ns, configmap_name))
+        return None if obj is None else configmap_data(obj)
+
+    def _configmap_changed(self, ref: str) -> None:
+        if ref == self.configmap or ref in self._settings_reads:
+            self._dirty_settings = True
+        for key in sorted(self._by_configmap.get(ref, ())):
+            ns, _, ingress_name = key.partition("/")
+            self._ingress_changed(
+                ns, ingress_name, self._objects.get(("Ingress", ns, ingress_name))
+            )
+
+    def reads_configmap(self, ref: str) -> bool:
+        """Whether a change to ConfigMap ``"namespace/name"`` can change the config: it is
+        the controller's, one the settings name, or one an Ingress's annotations name."""
+        return ref == self.configmap or ref in self._settings_reads or ref in self._by_configmap
+
+    def _read_settings(self) -> None:
+        """Read the controller's ConfigMap again; if the settings change, every Ingress."""
+        self._dirty_settings = False
+        before = self._settings_problems
+        reads: set[str] = set()
+        problems: list[Problem] = []
+        settings = self.settings_defaults
+        if self.configmap is not None:
+            data = self._configmap(self.configmap)
+            if data is None:
+                reason = "not found: the settings are the defaults"
+                problems.append(Problem("ConfigMap", self.configmap, "", reason, warning=True))
+            else:
+
+                def lookup(ref: str) -> Mapping[str, str] | None:
+                    reads.add(ref)
+                    return self._configmap(ref)
+
+                settings, notes = read_settings(data, lookup, defaults=self.settings_defaults)
+                for data_key, reason, is_warning in notes:
+                    problems.append(
+                        Problem(
+                            "ConfigMap", self.configmap, f"data[{data_key}]", reason, is_warning
+                        )
+                    )
+        self._settings_reads = reads
+        self._settings_problems = problems
+        self._problems_changed(before, problems)
+        if settings == self._settings:
+            return
+        self._settings = settings
+        for (what, ns, ingress_name), obj in list(self._objects.items()):
+            if what == "Ingress":
+                self._ingress_changed(ns, ingress_name, obj)
 
     def _tls_listing_changed(self, tls_host: str) -> None:
         """A host was listed under TLS for the first time, or is no longer: its redirects
@@ -338,6 +444,8 @@ class ConfigBuilder:
     def build(self) -> RouteConfig:
         """The config of the objects held now."""
         now = self._now = _utc(self.now)
+        if self._dirty_settings:
+            self._read_settings()
         self._expire_certificates(now)
         try:
             router = Router() if self._router is None else self._router.copy()
@@ -372,6 +480,7 @@ class ConfigBuilder:
             certificates=dict(self._certificates),
             ingresses=self._ingresses,
             problems=self._problem_list,
+            settings=self._settings,
         )
 
     def _start_over(self) -> None:
@@ -401,6 +510,7 @@ class ConfigBuilder:
         yield from self._catch_all_problems
         for problems in self._error_problems.values():
             yield from problems
+        yield from self._settings_problems
 
     def _backend(self, ns: str, service: str, port: int | str) -> Backend:
         ports = self._backends.setdefault((ns, service), {})
@@ -761,19 +871,26 @@ def build_config(
     *,
     classes: ClassPolicy | None = None,
     now: datetime | None = None,
+    configmap: str | None = None,
+    settings_defaults: Settings | None = None,
 ) -> RouteConfig:
     """Translate a snapshot of Kubernetes objects (dicts) into a RouteConfig.
 
     Args:
         objects: Ingresses (v1, or the removed v1beta1 forms), IngressClasses, Services,
-            EndpointSlices, Endpoints and Secrets, in any order; other kinds are ignored.
+            EndpointSlices, Endpoints, Secrets and ConfigMaps, in any order; other kinds
+            are ignored.
             An object given twice (same kind, namespace and name) counts once, as its
             last version, with a warning.
         classes: which Ingresses are ours (default: class ``fastroute`` or an IngressClass
             with controller ``fastroute.io/ingress-controller``).
         now: the time certificates are checked against (default: the current time).
+        configmap: ``"namespace/name"`` of the controller's ConfigMap, among ``objects``.
+        settings_defaults: the settings of the keys the ConfigMap does not set.
     """
-    builder = ConfigBuilder(classes=classes, now=now)
+    builder = ConfigBuilder(
+        classes=classes, now=now, configmap=configmap, settings_defaults=settings_defaults
+    )
     problems: list[Problem] = []
     seen: set[ObjectKey] = set()
     for i, obj in enumerate(objects):
@@ -804,6 +921,7 @@ def build_config(
         certificates=config.certificates,
         ingresses=config.ingresses,
         problems=(*problems, *config.problems),
+        settings=config.settings,
     )
 
 
