@@ -41,7 +41,6 @@ from controller.kube.source import KubeSource, check_namespace
 from controller.manifests import MANIFEST_SUFFIXES, load_manifests
 from fastroute.ingress import ClassPolicy, RouteConfig, build_config
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
-from fastroute.proxy.headers import TrustedProxies
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.status import serve_status
@@ -122,14 +121,20 @@ class Options:
 
         A key the ConfigMap sets wins over its flag: the ConfigMap is live and is what a
         cluster migrated from ingress-nginx carries. ``--trusted-proxy`` is
-        ``use-forwarded-headers: "true"`` with those networks as ``proxy-real-ip-cidr``.
+        ``use-forwarded-headers: "true"`` with those networks as ``proxy-real-ip-cidr``,
+        and ``compute-full-forwarded-for: "true"``.
         The limits (``--max-body-size``, ``--connect-timeout``, ``--upstream-timeout``)
         are the proxy's own: a key left out is None in the settings, and the flag applies.
         """
         if not self.trusted_proxies:
             return DEFAULT_SETTINGS
         networks = tuple(str(ipaddress.ip_network(p, strict=False)) for p in self.trusted_proxies)
-        return replace(DEFAULT_SETTINGS, use_forwarded_headers=True, proxy_real_ip_cidr=networks)
+        return replace(
+            DEFAULT_SETTINGS,
+            use_forwarded_headers=True,
+            compute_full_forwarded_for=True,  # the flag's peers' chains go on, as they always did
+            proxy_real_ip_cidr=networks,
+        )
 
 
 def check_configmap(ref: str) -> str:
@@ -188,7 +193,6 @@ class Controller:
         self.proxy = Proxy(
             None,
             limits=options.limits,
-            trusted=TrustedProxies(options.trusted_proxies),
             tls=TLSContexts(),
             https_redirect_port=options.https_redirect_port,
             metrics=self.metrics,

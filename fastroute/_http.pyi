@@ -79,6 +79,8 @@ class RequestHead(_Head):
         vhost: bytes = b"",
         extra: bytes = b"",
         drop: frozenset[bytes] | None = None,
+        chain: bool = True,
+        real_ip: bytes = b"",
     ) -> bytes:
         """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
 
@@ -87,12 +89,13 @@ class RequestHead(_Head):
         ``override_host``: for an absolute-form target, whose authority ``host`` is and
         whose Host field a server must ignore (RFC 9112 §3.2.2). Content-Length is sent
         once, in plain decimal, however the client repeated or padded it.
-        ``X-Forwarded-For`` gets ``client_ip`` appended to a trusted peer's chain, or
-        replaces anyone else's;
+        ``X-Forwarded-For`` gets ``client_ip`` appended to a trusted peer's chain (or,
+        without ``chain``, is ``client_ip`` alone), and replaces anyone else's;
         ``X-Forwarded-Proto``/``-Host``/``-Port`` and ``X-Real-IP`` keep a trusted peer's
         values and are set from this connection otherwise (``-Host`` from the Host
-        sent). ``Forwarded``, ``X-Original-URL``, ``X-Rewrite-URL`` and ``ssl-client-*``
-        pass from a trusted peer only; fields named with ``_`` never do. ``Expect`` is
+        sent); ``real_ip``, when given, is the ``X-Real-IP`` sent whoever the peer is.
+        ``Forwarded``, ``X-Original-URL``, ``X-Rewrite-URL`` and ``ssl-client-*`` pass
+        from a trusted peer only; fields named with ``_`` never do. ``Expect`` is
         answered by the proxy and dropped; a chunked body stays chunked; a WebSocket
         upgrade is asked for again (see ``upgrade``), no other.
 

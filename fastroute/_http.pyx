@@ -506,6 +506,8 @@ cdef class RequestHead(_Head):
         bytes vhost=b"",
         bytes extra=b"",
         frozenset drop=None,
+        bint chain=True,
+        bytes real_ip=b"",
     ) -> bytes:
         """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
 
@@ -514,12 +516,13 @@ cdef class RequestHead(_Head):
         ``override_host``: for an absolute-form target, whose authority ``host`` is and
         whose Host field a server must ignore (RFC 9112 §3.2.2). Content-Length is sent
         once, in plain decimal, however the client repeated or padded it.
-        ``X-Forwarded-For`` gets ``client_ip`` appended to a trusted peer's chain, or
-        replaces anyone else's;
+        ``X-Forwarded-For`` gets ``client_ip`` appended to a trusted peer's chain (or,
+        without ``chain``, is ``client_ip`` alone), and replaces anyone else's;
         ``X-Forwarded-Proto``/``-Host``/``-Port`` and ``X-Real-IP`` keep a trusted peer's
         values and are set from this connection otherwise (``-Host`` from the Host
-        sent). ``Forwarded``, ``X-Original-URL``, ``X-Rewrite-URL`` and ``ssl-client-*``
-        pass from a trusted peer only; fields named with ``_`` never do. ``Expect`` is
+        sent); ``real_ip``, when given, is the ``X-Real-IP`` sent whoever the peer is.
+        ``Forwarded``, ``X-Original-URL``, ``X-Rewrite-URL`` and ``ssl-client-*`` pass
+        from a trusted peer only; fields named with ``_`` never do. ``Expect`` is
         answered by the proxy and dropped; a chunked body stays chunked; a WebSocket
         upgrade is asked for again (see ``upgrade``), no other.
 
@@ -546,6 +549,7 @@ cdef class RequestHead(_Head):
         cdef bint own_host = override_host or self.host_field < 0  # Host: ``host``
         cdef bint virtual = PyBytes_GET_SIZE(vhost) > 0
         cdef bytes kept = None  # which fields pass when ``drop`` names some: b"\1" or b"\0"
+        cdef bytes client_real  # X-Real-IP's value when no trusted peer's is kept
         cdef const char* keep = NULL
         if override_host and PyBytes_GET_SIZE(host) == 0:
             raise ValueError("override_host needs the target's authority as host")
@@ -566,10 +570,16 @@ cdef class RequestHead(_Head):
                 size += f.name_len + f.value_len + 4
             elif trusted:
                 if f.kind == K_XFF:
-                    xff_total += f.value_len + 2
-                    nxff += 1
+                    if chain:
+                        xff_total += f.value_len + 2
+                        nxff += 1
                 elif K_XF_PROTO <= f.kind <= K_X_REAL_IP:
                     ours[f.kind - K_XF_PROTO] = f
+        if PyBytes_GET_SIZE(real_ip) > 0:
+            ours[3] = NULL
+            client_real = real_ip
+        else:
+            client_real = client_ip
         if own_host:
             host_len = PyBytes_GET_SIZE(host)
             size += 6 + host_len + 2
@@ -582,7 +592,7 @@ cdef class RequestHead(_Head):
         size += 19 + (ours[0].value_len if ours[0] else PyBytes_GET_SIZE(scheme)) + 2
         size += 18 + (ours[1].value_len if ours[1] else host_len) + 2
         size += 18 + (ours[2].value_len if ours[2] else PyBytes_GET_SIZE(port)) + 2
-        size += 11 + (ours[3].value_len if ours[3] else PyBytes_GET_SIZE(client_ip)) + 2
+        size += 11 + (ours[3].value_len if ours[3] else PyBytes_GET_SIZE(client_real)) + 2
         if self.chunked:
             size += 28
         if upgrade is not None:
@@ -641,7 +651,7 @@ cdef class RequestHead(_Head):
         if ours[3]:
             out = _put(out, p + ours[3].value, ours[3].value_len)
         else:
-            out = _put(out, PyBytes_AS_STRING(client_ip), PyBytes_GET_SIZE(client_ip))
+            out = _put(out, PyBytes_AS_STRING(client_real), PyBytes_GET_SIZE(client_real))
         out = _put(out, b"\r\n", 2)
         if self.chunked:
             out = _put(out, b"Transfer-Encoding: chunked\r\n", 28)

@@ -71,6 +71,8 @@ class Forward:
     # what the route sets on the response (custom headers, CORS, HSTS)
     client_lines: bytes = b""
     client_drop: frozenset[bytes] | None = None
+    # what the proxy's own error answer carries if forwarding fails (CORS, as on refusals)
+    error_lines: bytes = b""
     # a limit-connections slot: released when the request is done
     held: Held | None = field(default=None, compare=False)
 
@@ -288,5 +290,6 @@ def _guarded(
         vhost=vhost,
         client_lines=client_lines,
         client_drop=client_drop,
+        error_lines=cors_lines,
         held=held,
     )

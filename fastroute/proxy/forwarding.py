@@ -418,9 +418,11 @@ class Forwarder:
         None to close."""
         client_gone = False
         upgraded = response.status == 101 and head.upgrade is not None
+        config = self.state.config
         close = (
             not head.keep_alive
             or self.state.draining
+            or (config is not None and config.settings.keep_alive <= 0)
             or response.until_close
             or (head.version == 10 and response.chunked)
         )

@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Sequence
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -37,7 +38,11 @@ from fastroute.proxy.decide import Answer, decide
 from fastroute.proxy.forwarding import Forwarder, Upstream
 from fastroute.proxy.headers import Client
 from fastroute.proxy.limiter import ClientLimits
+from fastroute.proxy.real_ip import ClientTrust, Identity
 from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
+
+if TYPE_CHECKING:
+    from fastroute.ingress.settings import Settings
 
 __all__ = ["Connection", "Http1"]
 
@@ -95,6 +100,7 @@ class Connection:
         "channel",
         "client",
         "client_left",
+        "error_lines",
         "expires",
         "forwarded",
         "head",
@@ -131,6 +137,8 @@ class Connection:
             trusted,
         )
         self.responded = False  # a response head went out for the current request
+        # fields the proxy's own error answer to the current request carries (CORS)
+        self.error_lines = b""
         self.client_left = False  # the client closed while its request was upstream
         self.head: RequestHead | None = None
         self.logged = True  # the current request goes to the access log (enable-access-log)
@@ -283,6 +291,8 @@ class Http1:
         self.forwarder = forwarder
         self.client_limits = ClientLimits()  # limit-rps, limit-connections: per replica
         self.open: set[Connection] = set()  # every connection being served
+        # who the client is, as the settings in use say: parsed once per Settings object
+        self._trust: tuple[Settings | None, ClientTrust | None] = (None, None)
         self.all_closed = trio.Event()  # set (and replaced) each time ``open`` empties
 
     async def serve(self, channel: Channel, client: Client) -> None:
@@ -345,10 +355,15 @@ class Http1:
         state = self.state
         channel = connection.channel
         buffer = b""
+        idle_timeout = limits.head_timeout  # before the first request: the head's time
         while not state.draining or buffer:
-            connection.deadline(Phase.HEAD if buffer else Phase.IDLE, limits.head_timeout)
+            if buffer:
+                connection.deadline(Phase.HEAD, limits.head_timeout)
+            else:
+                connection.deadline(Phase.IDLE, idle_timeout)
             connection.head = None
             connection.responded = False
+            connection.error_lines = b""
             connection.ingress = connection.service = "-"
             connection.logged = True
             head = parse_request(buffer, limits.max_head_bytes)
@@ -368,6 +383,13 @@ class Http1:
             if rest is None:
                 return
             buffer = rest
+            config = state.config
+            if config is not None:
+                # keep-alive: how long an idle client connection stays open (0: closed
+                # after each response, which said so)
+                idle_timeout = config.settings.keep_alive
+                if idle_timeout > 0:
+                    state.shortest_timeout(idle_timeout)
 
     async def _request(
         self, connection: Connection, head: RequestHead, body: bytes
@@ -377,9 +399,15 @@ class Http1:
         state = self.state
         config = state.config  # this request's config, whatever swap does meanwhile
         connection.started = now = trio.current_time()
+        identity: Identity | None = None
+        client = connection.client.address
         try:
             if config is None:
                 raise ServiceUnavailableError("no configuration loaded yet")
+            if ClientTrust.wanted(config.settings):
+                trust = self._client_trust(config.settings)
+                identity = trust.identify(client, lambda name: _joined(head, name))
+                client = identity.address
             plan = decide(
                 config,
                 method=head.method,
@@ -387,7 +415,7 @@ class Http1:
                 host=head.host,
                 scheme=connection.client.scheme,
                 https_port=state.https_redirect_port,
-                client=connection.client.address,
+                client=client,
                 header=head.header,
                 limits=self.client_limits,
                 now=now,
@@ -403,6 +431,7 @@ class Http1:
         connection.ingress = route.ingress
         connection.service = route.backend.name
         connection.logged = policy.access_log
+        connection.error_lines = plan.error_lines
         try:
             max_body = self.limits.max_body_bytes
             if policy.max_body_bytes is not None:
@@ -416,7 +445,22 @@ class Http1:
                 if head.chunked or head.content_length > 0
                 else None  # the common case: nothing to read, nothing to time
             )
-            if policy.plain:
+            if identity is not None:
+                outgoing = head.forward_head(
+                    plan.target,
+                    identity.client_ip,
+                    connection.forwarded[1],
+                    connection.forwarded[2],
+                    identity.trusted,
+                    plan.host,
+                    override_host=plan.host_from_target,
+                    vhost=plan.vhost,
+                    extra=plan.upstream_lines,
+                    drop=plan.upstream_drop,
+                    chain=identity.chain,
+                    real_ip=identity.real_ip,
+                )
+            elif policy.plain:
                 outgoing = head.forward_head(
                     plan.target,
                     *connection.forwarded,
@@ -443,6 +487,14 @@ class Http1:
             connection.body = None  # its bytes are not kept while the connection idles
         return after
 
+    def _client_trust(self, settings: Settings) -> ClientTrust:
+        """The trust rules of ``settings``, made once per Settings object."""
+        cached_settings, trust = self._trust
+        if cached_settings is not settings or trust is None:
+            trust = ClientTrust(settings)
+            self._trust = (settings, trust)
+        return trust
+
     async def _answer_plan(
         self, connection: Connection, head: RequestHead, body: bytes, plan: Answer
     ) -> bytes | None:
@@ -450,7 +502,9 @@ class Http1:
         if plan.status >= 400:
             log.info("%d for %s: %s", plan.status, connection.client.address, plan.reason)
         bodyless = head.content_length <= 0 and not head.chunked
-        close = not bodyless or not head.keep_alive or self.state.draining
+        close = (
+            not bodyless or not head.keep_alive or self.state.draining or _no_keep_alive(self.state)
+        )
         if plan.body or plan.status >= 400:
             text = plan.body or f"{plan.status} {_reason(plan.status)}\n".encode()
         else:
@@ -468,7 +522,9 @@ class Http1:
         connection.responded = True
         text = f"{error.status} {_reason(error.status)}\n".encode()
         try:
-            await _answer(connection.channel, error.status, text, [], close=True)
+            await _answer(
+                connection.channel, error.status, text, [], close=True, lines=connection.error_lines
+            )
         except (*CONNECTION_FAILURES, ClientGoneError):
             return
         head = connection.head
@@ -479,6 +535,19 @@ class Http1:
             # the client may still be sending the body: let it, so it reads the answer
             connection.deadline(Phase.IDLE, LINGER + 1.0)
             await connection.channel.linger(LINGER)
+
+
+def _joined(head: RequestHead, name: bytes) -> bytes | None:
+    """Every value of the request's fields named ``name``, joined by commas (None: none)."""
+    if head.header(name) is None:
+        return None
+    return b", ".join(value for field, value in head.headers if field == name)
+
+
+def _no_keep_alive(state: ProxyState) -> bool:
+    """Whether the config in use says ``keep-alive: 0``: every response closes."""
+    config = state.config
+    return config is not None and config.settings.keep_alive <= 0
 
 
 def _relay_chunks(scanner: ChunkedScanner, data: bytes, max_body_bytes: int) -> tuple[int, bytes]:

@@ -87,6 +87,8 @@ class Proxy:
         self._acceptor = Acceptor(state, self._http1)
         self._listeners: list[trio.SocketListener] = []
         self._housekeeping = False
+        if config is not None:
+            self._use_settings(config)
 
     @property
     def config(self) -> RouteConfig | None:
@@ -114,6 +116,7 @@ class Proxy:
         """
         if self.tls is not None:
             self.tls.install(config)
+        self._use_settings(config)
         self._state.config = config
 
     async def load(self, config: RouteConfig) -> None:
@@ -126,7 +129,20 @@ class Proxy:
         if self.tls is not None:
             prepared = await trio.to_thread.run_sync(self.tls.prepare, config)
             self.tls.use(prepared)
+        self._use_settings(config)
         self._state.config = config
+
+    def _use_settings(self, config: RouteConfig) -> None:
+        """The upstream pool's size and idle time from the config's settings
+        (``upstream-keepalive-connections``: 0 keeps none; ``upstream-keepalive-timeout``).
+        """
+        settings = config.settings
+        pool = self.pool
+        pool.max_idle = max(settings.upstream_keepalive_connections, 0)
+        if settings.upstream_keepalive_timeout > 0:
+            pool.idle_timeout = settings.upstream_keepalive_timeout
+        else:
+            pool.max_idle = 0  # no idle time: nothing is kept
 
     async def serve(
         self,
@@ -206,6 +222,7 @@ class Proxy:
     async def _sweep_pool(self) -> None:
         """Close upstream connections that sat idle past the pool's timeout."""
         while True:
-            await trio.sleep(SWEEP_INTERVAL)
+            # upstream-keepalive-timeout may be short: closed within half of it
+            await trio.sleep(min(SWEEP_INTERVAL, self.pool.idle_timeout / 2))
             for old in self.pool.sweep(now=trio.current_time()):
                 old.channel.close()

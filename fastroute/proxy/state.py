@@ -36,7 +36,9 @@ class Limits:
 
     max_head_bytes: int = 32 * 1024  # request line and headers: 431 beyond
     max_body_bytes: int = 100 * 1024 * 1024  # request body: 413 beyond
-    head_timeout: float = 60.0  # to receive a request head: 408 beyond (idle keep-alive: close)
+    # to receive a request head: 408 beyond; also how long a new connection may stay
+    # silent (between requests, the keep-alive setting applies)
+    head_timeout: float = 60.0
     connect_timeout: float = 5.0  # to connect to an endpoint: the next one is tried
     upstream_timeout: float = 60.0  # between reads from an upstream: 504 beyond
     # client connections open at once; at the limit the idle ones close to make room,

@@ -36,7 +36,14 @@ from fastroute.ingress.certs import Certificate, self_signed_certificate
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.listener import LogThrottle
 
-__all__ = ["TLSContexts", "TLSState", "context_for", "pem_path", "send_handshake_alert"]
+__all__ = [
+    "TLSContexts",
+    "TLSState",
+    "apply_protocols",
+    "context_for",
+    "pem_path",
+    "send_handshake_alert",
+]
 
 ALPN = ["http/1.1"]
 
@@ -129,6 +136,37 @@ def context_for(certificate: Certificate) -> ssl.SSLContext:
     return context
 
 
+# (ssl-protocols, ssl-ciphers): what the listener's handshakes offer
+Offer = tuple[tuple[str, ...], str]
+
+
+def apply_protocols(context: ssl.SSLContext, offer: Offer) -> str | None:
+    """Make ``context`` offer ``ssl-protocols`` and ``ssl-ciphers``; why not, if it cannot.
+
+    The versions and the cipher list are applied together or not at all: a cipher list
+    OpenSSL refuses leaves the context as it was. The cipher list covers TLS 1.2 and
+    below; TLS 1.3's suites are OpenSSL's own (nginx's ``ssl_ciphers`` is the same).
+    """
+    protocols, ciphers = offer
+    try:
+        versions = [ssl.TLSVersion[name.replace(".", "_")] for name in protocols]
+    except KeyError as error:
+        return f"ssl-protocols: unknown protocol {error}"
+    if not versions:
+        return "ssl-protocols: no protocol"
+    try:
+        context.set_ciphers(ciphers)
+    except ssl.SSLError as error:
+        return f"ssl-ciphers {ciphers!r} refused by OpenSSL: {error}"
+    context.minimum_version = min(versions)
+    context.maximum_version = max(versions)
+    return None
+
+
+def _offer_of(config: RouteConfig) -> Offer:
+    return config.settings.ssl_protocols, config.settings.ssl_ciphers
+
+
 class TLSState(NamedTuple):
     """A config and the SSLContexts of its certificates: what handshakes are served from."""
 
@@ -153,22 +191,49 @@ class TLSContexts:
         self._state: TLSState = TLSState(None, {})
         self.listener_context = context_for(self.default)
         self.listener_context.sni_callback = self._pick
+        self._offer: Offer | None = None  # what the listener's context offers (None: defaults)
 
     def prepare(self, config: RouteConfig) -> TLSState:
         """Contexts for ``config``'s certificates, reusing those already built (no swap)."""
         built = self._state.contexts
         contexts: dict[Certificate, ssl.SSLContext] = {}
         for certificate in set(config.certificates.values()):
-            contexts[certificate] = built.get(certificate) or context_for(certificate)
+            known = built.get(certificate)
+            if known is None:
+                known = context_for(certificate)
+                apply_protocols(known, _offer_of(config))
+            contexts[certificate] = known
         return TLSState(config, contexts)
 
     def use(self, state: TLSState) -> None:
-        """Serve handshakes from ``state`` on: one assignment."""
+        """Serve handshakes from ``state`` on: one assignment (and the config's
+        ssl-protocols and ssl-ciphers, when they changed)."""
         self._state = state
+        if state.config is not None:
+            self._offer_settings(state.config)
 
     def install(self, config: RouteConfig) -> None:
         """``prepare`` and ``use`` in one call."""
         self.use(self.prepare(config))
+
+    def _offer_settings(self, config: RouteConfig) -> None:
+        """Offer ``config``'s ssl-protocols and ssl-ciphers in the handshakes to come.
+
+        The SNI callback swaps the certificate's context in after the ClientHello is read,
+        when the versions and ciphers are already the listener context's: that context is
+        the one that counts, and the certificates' contexts follow it. A cipher list
+        OpenSSL refuses keeps what was offered before, with a log line saying why.
+        """
+        offer = _offer_of(config)
+        if offer == self._offer:
+            return
+        problem = apply_protocols(self.listener_context, offer)
+        if problem is not None:
+            log.error("TLS settings not applied, the previous ones stay: %s", problem)
+            return
+        self._offer = offer
+        for context in (self._default_context, *self._state.contexts.values()):
+            apply_protocols(context, offer)
 
     def certificate_for(self, server_name: str | None) -> Certificate:
         """The certificate a handshake for ``server_name`` gets."""
