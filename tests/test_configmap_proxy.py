@@ -1,0 +1,387 @@
+"""The controller ConfigMap end to end: each key, read by ``build_config(..., configmap=...)``,
+changes what a client or a backend of the real proxy sees, over real sockets on 127.0.0.1.
+
+A site has two hosts routed to one backend: ``plain.example.com`` (no TLS) and
+``secure.example.com`` (a TLS host, served on the HTTPS listener too). Clients are raw
+(``raw.py``) or the stdlib ``ssl`` client, so a test sees exactly the fields sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
+from raw import wait_for
+
+from fastroute.ingress import build_config
+from fastroute.ingress.certs import self_signed_certificate, tls_secret
+from fastroute.ingress.model import RouteConfig
+from fastroute.proxy.server import Limits, Proxy
+from fastroute.proxy.tls import TLSContexts
+
+CM = "ingress/controller"
+PLAIN = b"plain.example.com"
+SECURE = b"secure.example.com"
+PREFIX = "nginx.ingress.kubernetes.io/"
+CERTIFICATE = self_signed_certificate([SECURE.decode()])  # EC P-256
+DEFAULT_CERTIFICATE = self_signed_certificate(["default.invalid"])
+
+
+def configmap(ref: str, data: Mapping[str, str]) -> dict[str, Any]:
+    namespace, _, name = ref.partition("/")
+    return {"kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}, "data": data}
+
+
+def service(name: str, *ports: int) -> list[dict[str, Any]]:
+    """A Service whose endpoints are 127.0.0.1 on each of ``ports`` (one slice each)."""
+    objects: list[dict[str, Any]] = [
+        {
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"ports": [{"port": 80}]},
+        }
+    ]
+    for i, port in enumerate(ports):
+        objects.append(
+            {
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-{i}",
+                    "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "ports": [{"port": port}],
+                "endpoints": [{"addresses": ["127.0.0.1"]}],
+            }
+        )
+    return objects
+
+
+def ingress(
+    name: str, hosts: tuple[bytes, ...], annotations: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    backend = {"service": {"name": "web", "port": {"number": 80}}}
+    spec: dict[str, Any] = {
+        "ingressClassName": "fastroute",
+        "rules": [
+            {
+                "host": host.decode(),
+                "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+            }
+            for host in hosts
+        ],
+    }
+    if SECURE in hosts:
+        spec["tls"] = [{"hosts": [SECURE.decode()], "secretName": "secure"}]
+    annotations = {PREFIX + key: value for key, value in (annotations or {}).items()}
+    return {
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def site_config(
+    ports: tuple[int, ...],
+    data: Mapping[str, str],
+    annotations: Mapping[str, str] | None = None,
+    extra: tuple[dict[str, Any], ...] = (),
+) -> RouteConfig:
+    """Both hosts to the ``web`` Service, the controller ConfigMap holding ``data``."""
+    return build_config(
+        [
+            *service("web", *ports),
+            tls_secret("default", "secure", CERTIFICATE),
+            ingress("site", (PLAIN, SECURE), annotations),
+            configmap(CM, data),
+            *extra,
+        ],
+        configmap=CM,
+    )
+
+
+@dataclass
+class Site:
+    proxy: Proxy
+    config: RouteConfig
+    http: int  # the HTTP listener's port
+    https: int  # the HTTPS listener's port
+    backend: RawBackend
+
+    async def client(self) -> RawClient:
+        return await RawClient.connect(self.http)
+
+    async def tls_client(self, server_name: bytes = SECURE) -> RawClient:
+        stream = await trio.open_tcp_stream("127.0.0.1", self.https)
+        tls = trio.SSLStream(stream, _client_context(), server_hostname=server_name.decode())
+        await tls.do_handshake()
+        return RawClient(stream, over=tls)
+
+    async def ask(self, data: bytes, client: RawClient | None = None) -> Reply:
+        """The answer to ``data`` on a new plain connection (or ``client``), which must come."""
+        own = client is None
+        client = client or await self.client()
+        try:
+            await client.send(data)
+            reply = await client.reply()
+            assert reply is not None, "the proxy closed without an answer"
+            return reply
+        finally:
+            if own:
+                await client.aclose()
+
+    async def ask_tls(self, data: bytes) -> Reply:
+        client = await self.tls_client()
+        try:
+            return await self.ask(data, client)
+        finally:
+            await client.aclose()
+
+
+@asynccontextmanager
+async def serving(
+    data: Mapping[str, str],
+    backend: RawBackend | None = None,
+    *,
+    annotations: Mapping[str, str] | None = None,
+    extra: tuple[dict[str, Any], ...] = (),
+    ports: Callable[[int], tuple[int, ...]] | None = None,
+    limits: Limits | None = None,
+) -> AsyncIterator[Site]:
+    """The proxy (HTTP and HTTPS) in front of ``backend``, with the ConfigMap ``data``."""
+    backend = backend or RawBackend()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(backend.serve)
+        config = site_config(ports(port) if ports else (port,), data, annotations, extra)
+        proxy = Proxy(config, limits=limits, tls=TLSContexts(DEFAULT_CERTIFICATE))
+        http = await nursery.start(proxy.serve, "127.0.0.1", 0)
+        https = await nursery.start(partial(proxy.serve, scheme="https"), "127.0.0.1", 0)
+        yield Site(
+            proxy,
+            config,
+            http[0].socket.getsockname()[1],
+            https[0].socket.getsockname()[1],
+            backend,
+        )
+        nursery.cancel_scope.cancel()
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        with trio.fail_after(DEADLINE * 3):
+            await test()
+
+    trio.run(bounded)
+
+
+def get(host: bytes = PLAIN, extra: bytes = b"", path: bytes = b"/") -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path, host, extra)
+
+
+def _client_context(
+    maximum: ssl.TLSVersion | None = None, ciphers: str | None = None
+) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if maximum is not None:
+        context.maximum_version = maximum
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    return context
+
+
+def handshake(port: int, context: ssl.SSLContext) -> tuple[str, str] | str:
+    """(TLS version, cipher) of a handshake with the proxy, or the error that refused it."""
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock,
+            context.wrap_socket(sock, server_hostname=SECURE.decode()) as tls,
+        ):
+            version, cipher = tls.version(), tls.cipher()
+            assert version is not None and cipher is not None
+            return version, cipher[0]
+    except (ssl.SSLError, ConnectionError) as error:
+        return f"refused: {error}"
+
+
+def seen(request: Request, name: bytes) -> bytes | None:
+    """The one value of the field ``name`` the backend received (None: absent)."""
+    values = request.header(name)
+    assert len(values) <= 1, values
+    return values[0] if values else None
+
+
+def problems_about(config: RouteConfig, key: str) -> list[str]:
+    return [p.reason for p in config.problems if p.field == key or key in p.field]
+
+
+# ------------------------------------------------------------------ who the client is
+
+
+FORWARDED = (
+    b"X-Forwarded-For: 203.0.113.7\r\n"
+    b"X-Forwarded-Proto: myproto\r\n"
+    b"X-Forwarded-Host: myhost\r\n"
+    b"X-Forwarded-Port: 1234\r\n"
+)
+
+
+def test_use_forwarded_headers_believes_the_peers_x_forwarded_fields() -> None:
+    async def scenario() -> None:
+        async with serving({"use-forwarded-headers": "true"}) as site:
+            assert (await site.ask(get(extra=FORWARDED))).status == 200
+            [request] = site.backend.requests
+            assert seen(request, b"x-forwarded-for") == b"203.0.113.7"
+            assert seen(request, b"x-real-ip") == b"203.0.113.7"
+            assert seen(request, b"x-forwarded-proto") == b"myproto"
+            assert seen(request, b"x-forwarded-host") == b"myhost"
+            assert seen(request, b"x-forwarded-port") == b"1234"
+
+    run(scenario)
+
+
+def test_without_use_forwarded_headers_the_x_forwarded_fields_are_the_proxys_own() -> None:
+    async def scenario() -> None:
+        async with serving({"use-forwarded-headers": "false"}) as site:
+            assert (await site.ask(get(extra=FORWARDED))).status == 200
+            [request] = site.backend.requests
+            assert seen(request, b"x-forwarded-for") == b"127.0.0.1"
+            assert seen(request, b"x-real-ip") == b"127.0.0.1"
+            assert seen(request, b"x-forwarded-proto") == b"http"
+            assert seen(request, b"x-forwarded-host") == PLAIN
+            assert seen(request, b"x-forwarded-port") == str(site.http).encode()
+
+    run(scenario)
+
+
+def test_forwarded_fields_from_a_peer_outside_proxy_real_ip_cidr_are_not_believed() -> None:
+    async def scenario() -> None:
+        data = {"use-forwarded-headers": "true", "proxy-real-ip-cidr": "10.0.0.0/8"}
+        async with serving(data) as site:
+            assert (await site.ask(get(extra=FORWARDED))).status == 200
+            [request] = site.backend.requests
+            assert seen(request, b"x-forwarded-for") == b"127.0.0.1"
+            assert seen(request, b"x-real-ip") == b"127.0.0.1"
+            assert seen(request, b"x-forwarded-proto") == b"http"
+
+    run(scenario)
+
+
+def test_the_real_client_is_the_rightmost_address_not_in_proxy_real_ip_cidr() -> None:
+    """nginx's real_ip_recursive: trusted proxies on the way are skipped, from the right."""
+
+    async def scenario() -> None:
+        data = {"use-forwarded-headers": "true", "proxy-real-ip-cidr": "127.0.0.1/32,10.0.0.0/8"}
+        chain = b"X-Forwarded-For: 198.51.100.9, 203.0.113.7, 10.1.2.3\r\n"
+        async with serving(data) as site:
+            assert (await site.ask(get(extra=chain))).status == 200
+            [request] = site.backend.requests
+            # compute-full-forwarded-for off: the chain is replaced by the real client
+            assert seen(request, b"x-forwarded-for") == b"203.0.113.7"
+            assert seen(request, b"x-real-ip") == b"203.0.113.7"
+
+    run(scenario)
+
+
+def test_compute_full_forwarded_for_appends_the_peer_to_the_chain() -> None:
+    async def scenario() -> None:
+        data = {
+            "use-forwarded-headers": "true",
+            "compute-full-forwarded-for": "true",
+            "proxy-real-ip-cidr": "127.0.0.1/32,10.0.0.0/8",
+        }
+        chain = b"X-Forwarded-For: 198.51.100.9, 10.1.2.3\r\n"
+        async with serving(data) as site:
+            assert (await site.ask(get(extra=chain))).status == 200
+            [request] = site.backend.requests
+            assert seen(request, b"x-forwarded-for") == b"198.51.100.9, 10.1.2.3, 127.0.0.1"
+            assert seen(request, b"x-real-ip") == b"198.51.100.9"
+
+    run(scenario)
+
+
+def test_forwarded_for_header_names_the_field_that_holds_the_client() -> None:
+    async def scenario() -> None:
+        data = {"use-forwarded-headers": "true", "forwarded-for-header": "CF-Connecting-IP"}
+        fields = b"CF-Connecting-IP: 203.0.113.7\r\nX-Forwarded-For: 192.0.2.1\r\n"
+        async with serving(data) as site:
+            assert (await site.ask(get(extra=fields))).status == 200
+            [request] = site.backend.requests
+            assert seen(request, b"x-forwarded-for") == b"203.0.113.7"
+            assert seen(request, b"x-real-ip") == b"203.0.113.7"
+
+    run(scenario)
+
+
+def test_enable_real_ip_takes_the_address_and_nothing_else_from_the_peer() -> None:
+    async def scenario() -> None:
+        async with serving({"enable-real-ip": "true"}) as site:
+            assert (await site.ask(get(extra=FORWARDED))).status == 200
+            [request] = site.backend.requests
+            assert seen(request, b"x-forwarded-for") == b"203.0.113.7"
+            assert seen(request, b"x-real-ip") == b"203.0.113.7"
+            assert seen(request, b"x-forwarded-proto") == b"http"
+            assert seen(request, b"x-forwarded-host") == PLAIN
+            assert seen(request, b"x-forwarded-port") == str(site.http).encode()
+
+    run(scenario)
+
+
+def test_allow_and_deny_lists_judge_the_real_client_address() -> None:
+    async def scenario() -> None:
+        data = {
+            "enable-real-ip": "true",
+            "whitelist-source-range": "203.0.113.0/24",
+            "denylist-source-range": "203.0.113.66/32",
+        }
+        async with serving(data) as site:
+            allowed = b"X-Forwarded-For: 203.0.113.7\r\n"
+            assert (await site.ask(get(extra=allowed))).status == 200
+            denied = b"X-Forwarded-For: 203.0.113.66\r\n"
+            assert (await site.ask(get(extra=denied))).status == 403
+            outside = b"X-Forwarded-For: 198.51.100.1\r\n"
+            assert (await site.ask(get(extra=outside))).status == 403
+            assert (await site.ask(get())).status == 403  # the peer itself: 127.0.0.1
+            assert len(site.backend.requests) == 1
+
+    run(scenario)
+
+
+def test_rate_limits_count_per_real_client_address() -> None:
+    async def scenario() -> None:
+        annotations = {"limit-rps": "1", "limit-burst-multiplier": "1"}
+        async with serving({"enable-real-ip": "true"}, annotations=annotations) as site:
+            first = b"X-Forwarded-For: 203.0.113.7\r\n"
+            second = b"X-Forwarded-For: 203.0.113.8\r\n"
+            statuses = [(await site.ask(get(extra=first))).status for _ in range(4)]
+            assert statuses[0] == 200
+            assert 503 in statuses  # that client's budget is spent
+            assert (await site.ask(get(extra=second))).status == 200  # another client's is not
+
+    run(scenario)
+
+
+def test_without_the_keys_the_client_sent_chain_is_replaced_and_the_peer_judged() -> None:
+    async def scenario() -> None:
+        async with serving({"whitelist-source-range": "203.0.113.0/24"}) as site:
+            spoofed = b"X-Forwarded-For: 203.0.113.7\r\n"
+            assert (await site.ask(get(extra=spoofed))).status == 403
+        async with serving({}) as site:
+            assert (await site.ask(get(extra=b"X-Real-IP: 203.0.113.7\r\n" + FORWARDED))).status == 200
+            [request] = site.backend.requests
+            assert seen(request, b"x-forwarded-for") == b"127.0.0.1"
+            assert seen(request, b"x-real-ip") == b"127.0.0.1"
+
+    run(scenario)
