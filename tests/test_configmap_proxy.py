@@ -379,9 +379,220 @@ def test_without_the_keys_the_client_sent_chain_is_replaced_and_the_peer_judged(
             spoofed = b"X-Forwarded-For: 203.0.113.7\r\n"
             assert (await site.ask(get(extra=spoofed))).status == 403
         async with serving({}) as site:
-            assert (await site.ask(get(extra=b"X-Real-IP: 203.0.113.7\r\n" + FORWARDED))).status == 200
+            assert (
+                await site.ask(get(extra=b"X-Real-IP: 203.0.113.7\r\n" + FORWARDED))
+            ).status == 200
             [request] = site.backend.requests
             assert seen(request, b"x-forwarded-for") == b"127.0.0.1"
             assert seen(request, b"x-real-ip") == b"127.0.0.1"
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ TLS
+
+
+def test_ssl_protocols_tls13_refuses_a_client_that_stops_at_tls12() -> None:
+    async def scenario() -> None:
+        async with serving({}) as site:
+            old = _client_context(maximum=ssl.TLSVersion.TLSv1_2)
+            assert await trio.to_thread.run_sync(handshake, site.https, old) == (
+                "TLSv1.2",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+            )
+        async with serving({"ssl-protocols": "TLSv1.3"}) as site:
+            old = _client_context(maximum=ssl.TLSVersion.TLSv1_2)
+            refused = await trio.to_thread.run_sync(handshake, site.https, old)
+            assert isinstance(refused, str)
+            assert refused.startswith("refused"), refused
+            version = await trio.to_thread.run_sync(handshake, site.https, _client_context())
+            assert version[0] == "TLSv1.3"
+            assert (await site.ask_tls(get(SECURE))).status == 200
+
+    run(scenario)
+
+
+def test_ssl_ciphers_are_the_only_tls12_ciphers_offered() -> None:
+    async def scenario() -> None:
+        data = {"ssl-protocols": "TLSv1.2", "ssl-ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384"}
+        async with serving(data) as site:
+            tls12 = ssl.TLSVersion.TLSv1_2
+            other = _client_context(tls12, "ECDHE-ECDSA-AES128-GCM-SHA256")
+            refused = await trio.to_thread.run_sync(handshake, site.https, other)
+            assert isinstance(refused, str)
+            assert refused.startswith("refused"), refused
+            both = _client_context(
+                tls12, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"
+            )
+            assert await trio.to_thread.run_sync(handshake, site.https, both) == (
+                "TLSv1.2",
+                "ECDHE-ECDSA-AES256-GCM-SHA384",
+            )
+
+    run(scenario)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_openssl_s_client_tls12_is_refused_under_ssl_protocols_tls13() -> None:
+    def s_client(port: int, *flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "openssl",
+                "s_client",
+                "-connect",
+                f"127.0.0.1:{port}",
+                "-servername",
+                SECURE.decode(),
+                *flags,
+            ],
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+
+    async def scenario() -> None:
+        async with serving({"ssl-protocols": "TLSv1.3"}) as site:
+            refused = await trio.to_thread.run_sync(s_client, site.https, "-tls1_2")
+            assert refused.returncode != 0
+            accepted = await trio.to_thread.run_sync(s_client, site.https, "-tls1_3")
+            assert accepted.returncode == 0, accepted.stderr
+            assert "TLSv1.3" in accepted.stdout
+
+    run(scenario)
+
+
+def test_a_cipher_list_openssl_refuses_keeps_the_one_offered_before(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The reader checks the list; the listener checks again and keeps what worked."""
+
+    async def scenario() -> None:
+        data = {"ssl-protocols": "TLSv1.2", "ssl-ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384"}
+        async with serving(data) as site:
+            settings = replace(site.config.settings, ssl_ciphers="NO-SUCH-CIPHER")
+            with caplog.at_level(logging.ERROR, "fastroute.proxy"):
+                await site.proxy.load(replace(site.config, settings=settings))
+            assert "NO-SUCH-CIPHER" in caplog.text
+            tls12 = ssl.TLSVersion.TLSv1_2
+            other = _client_context(tls12, "ECDHE-ECDSA-AES128-GCM-SHA256")
+            refused = await trio.to_thread.run_sync(handshake, site.https, other)
+            assert isinstance(refused, str)
+            assert refused.startswith("refused")
+            assert (await site.ask_tls(get(SECURE))).status == 200
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ keep-alive
+
+
+def test_keep_alive_closes_an_idle_client_connection_after_its_seconds() -> None:
+    async def scenario() -> None:
+        async with serving({"keep-alive": "1"}) as site:
+            client = await site.client()
+            assert (await site.ask(get(), client)).status == 200
+            answered = trio.current_time()
+            assert await client.closed()
+            idle = trio.current_time() - answered
+            assert 0.8 <= idle < 3.0, idle
+            await client.aclose()
+
+    run(scenario)
+
+
+def test_keep_alive_zero_closes_after_every_response_saying_so() -> None:
+    async def scenario() -> None:
+        async with serving({"keep-alive": "0"}) as site:
+            client = await site.client()
+            reply = await site.ask(get(), client)
+            assert reply.status == 200
+            assert reply.header(b"connection") == b"close"
+            assert await client.closed()
+            await client.aclose()
+            refused = await site.ask(get(path=b"/nowhere", host=b"unknown.example.com"))
+            assert refused.header(b"connection") == b"close"
+
+    run(scenario)
+
+
+def test_upstream_connections_are_reused_unless_upstream_keepalive_connections_is_zero() -> None:
+    async def scenario() -> None:
+        for data, connections in (({}, 1), ({"upstream-keepalive-connections": "0"}, 3)):
+            async with serving(data) as site:
+                for _ in range(3):
+                    assert (await site.ask(get())).status == 200
+                assert len(site.backend.connections) == connections, data
+
+    run(scenario)
+
+
+def test_upstream_keepalive_timeout_closes_idle_upstream_connections() -> None:
+    async def scenario() -> None:
+        async with serving({"upstream-keepalive-timeout": "1"}) as site:
+            assert (await site.ask(get())).status == 200
+            [first] = site.backend.connections
+            started = trio.current_time()
+            await wait_for(first.closed.is_set, "the idle upstream connection closed")
+            assert trio.current_time() - started >= 0.5
+            assert (await site.ask(get())).status == 200
+            assert len(site.backend.connections) == 2
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ CORS on the proxy's errors
+
+ORIGIN = b"Origin: https://app.example.com\r\n"
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A port nobody listens on: connecting is refused at once."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    yield port
+
+
+def test_cors_fields_are_on_the_proxys_502_and_413_for_a_cors_route() -> None:
+    async def scenario() -> None:
+        annotations = {"enable-cors": "true"}
+        with closed_port() as dead:
+            async with serving({}, annotations=annotations, ports=lambda _: (dead,)) as site:
+                reply = await site.ask(get(extra=ORIGIN))
+                assert reply.status == 502
+                assert reply.header(b"access-control-allow-origin") == b"*"
+        async with serving({"proxy-body-size": "1k"}, annotations=annotations) as site:
+            body = b"x" * 2048
+            big = b"POST / HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n%s" % (
+                PLAIN,
+                ORIGIN,
+                len(body),
+                body,
+            )
+            reply = await site.ask(big)
+            assert reply.status == 413
+            assert reply.header(b"access-control-allow-origin") == b"*"
+        async with serving({"proxy-body-size": "1k"}) as site:
+            reply = await site.ask(big)
+            assert reply.status == 413
+            assert reply.header(b"access-control-allow-origin") is None
+
+    run(scenario)
+
+
+def test_cors_fields_are_on_the_proxys_504() -> None:
+    async def silent(connection: BackendConnection, request: Request) -> None:
+        await trio.sleep_forever()
+
+    async def scenario() -> None:
+        data = {"proxy-read-timeout": "1"}
+        async with serving(data, RawBackend(silent), annotations={"enable-cors": "true"}) as site:
+            reply = await site.ask(get(extra=ORIGIN))
+            assert reply.status == 504
+            assert reply.header(b"access-control-allow-origin") == b"*"
 
     run(scenario)

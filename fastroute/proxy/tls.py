@@ -155,9 +155,12 @@ def apply_protocols(context: ssl.SSLContext, offer: Offer) -> str | None:
     if not versions:
         return "ssl-protocols: no protocol"
     try:
-        context.set_ciphers(ciphers)
+        # tried on a scratch context first: OpenSSL may leave an empty list behind when
+        # it refuses one, and the context in use would then refuse every handshake
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
     except ssl.SSLError as error:
         return f"ssl-ciphers {ciphers!r} refused by OpenSSL: {error}"
+    context.set_ciphers(ciphers)
     context.minimum_version = min(versions)
     context.maximum_version = max(versions)
     return None
