@@ -21,8 +21,16 @@ from typing import Any
 
 import pytest
 import trio
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
-from raw import wait_for
+from raw import (
+    DEADLINE,
+    BackendConnection,
+    RawBackend,
+    RawClient,
+    Reply,
+    Request,
+    response,
+    wait_for,
+)
 
 from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
@@ -210,7 +218,8 @@ def handshake(port: int, context: ssl.SSLContext) -> tuple[str, str] | str:
             context.wrap_socket(sock, server_hostname=SECURE.decode()) as tls,
         ):
             version, cipher = tls.version(), tls.cipher()
-            assert version is not None and cipher is not None
+            assert version is not None
+            assert cipher is not None
             return version, cipher[0]
     except (ssl.SSLError, ConnectionError) as error:
         return f"refused: {error}"
@@ -224,7 +233,10 @@ def seen(request: Request, name: bytes) -> bytes | None:
 
 
 def problems_about(config: RouteConfig, key: str) -> list[str]:
-    return [p.reason for p in config.problems if p.field == key or key in p.field]
+    """What the config says about the ConfigMap key ``key``."""
+    return [
+        p.reason for p in config.problems if p.kind == "ConfigMap" and p.field == f"data[{key}]"
+    ]
 
 
 # ------------------------------------------------------------------ who the client is
@@ -594,5 +606,327 @@ def test_cors_fields_are_on_the_proxys_504() -> None:
             reply = await site.ask(get(extra=ORIGIN))
             assert reply.status == 504
             assert reply.header(b"access-control-allow-origin") == b"*"
+
+    run(scenario)
+
+
+# ------------------------------------------------------------------ route-level keys
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({}, b"max-age=31536000; includeSubDomains"),
+        ({"hsts-max-age": "100"}, b"max-age=100; includeSubDomains"),
+        ({"hsts-include-subdomains": "false"}, b"max-age=31536000"),
+        ({"hsts-preload": "true"}, b"max-age=31536000; includeSubDomains; preload"),
+        ({"hsts": "false", "hsts-max-age": "100"}, None),
+    ],
+)
+def test_hsts_keys_shape_the_header_on_https_responses_of_tls_hosts(
+    data: dict[str, str], expected: bytes | None
+) -> None:
+    async def scenario() -> None:
+        async with serving({**data, "ssl-redirect": "false"}) as site:
+            secure = await site.ask_tls(get(SECURE))
+            assert secure.status == 200
+            assert secure.header(b"strict-transport-security") == expected
+            plain = await site.ask(get(SECURE))  # the same host over HTTP: never
+            assert plain.status == 200
+            assert plain.header(b"strict-transport-security") is None
+
+    run(scenario)
+
+
+def test_ssl_redirect_sends_plain_http_requests_for_tls_hosts_to_https() -> None:
+    async def scenario() -> None:
+        async with serving({}) as site:
+            reply = await site.ask(get(SECURE, path=b"/page?q=1"))
+            assert reply.status == 308
+            assert reply.header(b"location") == b"https://secure.example.com/page?q=1"
+            assert (await site.ask(get(PLAIN))).status == 200  # not a TLS host
+        async with serving({"ssl-redirect": "false"}) as site:
+            assert (await site.ask(get(SECURE))).status == 200
+        async with serving({"ssl-redirect": "false", "force-ssl-redirect": "true"}) as site:
+            reply = await site.ask(get(PLAIN))
+            assert reply.status == 308
+            assert reply.header(b"location") == b"https://plain.example.com/"
+        assert not site.backend.requests[1:]
+
+    run(scenario)
+
+
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A port whose TCP connects hang: a listener with a full backlog that never accepts."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_proxy_connect_timeout_bounds_a_hanging_connect() -> None:
+    async def scenario() -> None:
+        limits = Limits(connect_timeout=30.0)
+        with unanswered_port() as hung:
+            data = {"proxy-connect-timeout": "1"}
+            async with serving(data, ports=lambda _: (hung,), limits=limits) as site:
+                started = trio.current_time()
+                assert (await site.ask(get())).status == 504
+                assert 0.8 <= trio.current_time() - started < 5.0
+
+    run(scenario)
+
+
+def test_proxy_read_timeout_bounds_the_wait_for_a_response() -> None:
+    async def silent(connection: BackendConnection, request: Request) -> None:
+        await trio.sleep_forever()
+
+    async def scenario() -> None:
+        limits = Limits(upstream_timeout=30.0)
+        data = {"proxy-read-timeout": "1"}
+        async with serving(data, RawBackend(silent), limits=limits) as site:
+            started = trio.current_time()
+            assert (await site.ask(get())).status == 504
+            assert 0.8 <= trio.current_time() - started < 5.0
+
+    run(scenario)
+
+
+def test_proxy_send_timeout_bounds_a_request_body_the_upstream_does_not_read() -> None:
+    async def scenario() -> None:
+        limits = Limits(upstream_timeout=30.0, head_timeout=30.0)
+        data = {"proxy-send-timeout": "1", "proxy-body-size": "0"}
+        async with trio.open_nursery() as nursery:
+            accepted: list[trio.SocketStream] = []  # held open, never read
+
+            async def hold(stream: trio.SocketStream) -> None:
+                accepted.append(stream)
+                await trio.sleep_forever()
+
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            nursery.start_soon(trio.serve_listeners, hold, listeners)
+            deaf = listeners[0].socket.getsockname()[1]
+            async with serving(data, ports=lambda _: (deaf,), limits=limits) as site:
+                size = 256 * 1024 * 1024
+                client = await site.client()
+                await client.send(
+                    b"POST / HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n" % (PLAIN, size)
+                )
+
+                async def upload() -> None:
+                    piece = b"x" * 65536
+                    with trio.move_on_after(DEADLINE):
+                        for _ in range(size // len(piece)):
+                            try:
+                                await client.send(piece)
+                            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                                return  # the proxy answered and closed
+
+                started = trio.current_time()
+                nursery.start_soon(upload)
+                reply = await client.reply(b"POST")
+                assert reply is not None
+                assert reply.status == 504
+                assert trio.current_time() - started < 8.0
+                assert accepted
+                await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+async def _two_backends(
+    nursery: trio.Nursery,
+) -> tuple[RawBackend, int]:
+    """A backend that answers 502 to everything, and its port."""
+
+    async def bad_gateway(connection: BackendConnection, request: Request) -> None:
+        await connection.send(response(b"down", 502))
+
+    failing = RawBackend(bad_gateway)
+    return failing, await nursery.start(failing.serve)
+
+
+@pytest.mark.parametrize(
+    ("data", "all_ok"),
+    [
+        ({}, False),
+        ({"proxy-next-upstream": "error timeout http_502"}, True),
+        (
+            {"proxy-next-upstream": "error timeout http_502", "proxy-next-upstream-tries": "1"},
+            False,
+        ),
+    ],
+)
+def test_proxy_next_upstream_asks_the_next_endpoint_after_a_502(
+    data: dict[str, str], all_ok: bool
+) -> None:
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            failing, failing_port = await _two_backends(nursery)
+            async with serving(data, ports=lambda good: (failing_port, good)) as site:
+                statuses = [(await site.ask(get())).status for _ in range(4)]
+            assert failing.requests  # the failing endpoint was asked
+            assert set(statuses) == ({200} if all_ok else {200, 502}), statuses
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+OTHER = b"other.example.com"
+
+
+@pytest.mark.parametrize(
+    ("key", "global_list", "own_list"),
+    [
+        ("whitelist-source-range", "10.0.0.0/8", "127.0.0.1/32"),
+        ("denylist-source-range", "127.0.0.1/32", "10.0.0.0/8"),
+    ],
+)
+def test_a_global_source_range_applies_unless_an_ingress_has_its_own(
+    key: str, global_list: str, own_list: str
+) -> None:
+    async def scenario() -> None:
+        own = ingress("own", (OTHER,), {key: own_list})
+        async with serving({key: global_list}, extra=(own,)) as site:
+            assert (await site.ask(get(PLAIN))).status == 403
+            assert (await site.ask(get(OTHER))).status == 200
+            assert len(site.backend.requests) == 1
+
+    run(scenario)
+
+
+def test_limit_req_status_code_is_the_status_of_a_request_over_the_rate() -> None:
+    async def scenario() -> None:
+        annotations = {"limit-rps": "1", "limit-burst-multiplier": "1"}
+        async with serving({"limit-req-status-code": "429"}, annotations=annotations) as site:
+            statuses = [(await site.ask(get())).status for _ in range(4)]
+            assert statuses[0] == 200
+            assert set(statuses) == {200, 429}
+
+    run(scenario)
+
+
+def test_limit_conn_status_code_is_the_status_of_a_connection_over_the_limit() -> None:
+    release = trio.Event()
+
+    async def held(connection: BackendConnection, request: Request) -> None:
+        await release.wait()
+        await connection.send(response(b"done"))
+
+    async def scenario() -> None:
+        data = {"limit-conn-status-code": "429"}
+        async with serving(data, RawBackend(held), annotations={"limit-connections": "1"}) as site:
+            first = await site.client()
+            await first.send(get())
+            await wait_for(lambda: len(site.backend.requests) == 1, "the first request upstream")
+            assert (await site.ask(get())).status == 429
+            release.set()
+            reply = await first.reply()
+            assert reply is not None
+            assert reply.status == 200
+            await first.aclose()
+
+    run(scenario)
+
+
+def test_add_headers_and_proxy_set_headers_name_configmaps_of_fields() -> None:
+    async def scenario() -> None:
+        data = {
+            "add-headers": "ingress/response-fields",
+            "proxy-set-headers": "ingress/request-fields",
+        }
+        extra = (
+            configmap("ingress/response-fields", {"X-Served-By": "fastroute"}),
+            configmap("ingress/request-fields", {"X-Team": "web"}),
+        )
+        async with serving(data, extra=extra) as site:
+            reply = await site.ask(get())
+            assert reply.status == 200
+            assert reply.header(b"x-served-by") == b"fastroute"
+            [request] = site.backend.requests
+            assert seen(request, b"x-team") == b"web"
+            assert seen(request, b"x-served-by") is None
+
+    run(scenario)
+
+
+def test_use_proxy_protocol_takes_the_client_from_the_proxy_header() -> None:
+    async def scenario() -> None:
+        async with serving({"use-proxy-protocol": "true"}) as site:
+            header = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n"
+            assert (await site.ask(header + get())).status == 200
+            [request] = site.backend.requests
+            assert seen(request, b"x-forwarded-for") == b"203.0.113.7"
+            assert seen(request, b"x-real-ip") == b"203.0.113.7"
+            client = await site.client()
+            await client.send(get())  # no PROXY header: closed unanswered
+            assert await client.closed()
+            await client.aclose()
+            assert len(site.backend.requests) == 1
+
+    run(scenario)
+
+
+def test_allow_snippet_annotations_is_accepted_and_snippets_still_never_run() -> None:
+    async def scenario() -> None:
+        snippet = {"configuration-snippet": 'more_set_headers "X-Snippet: ran";'}
+        data = {"allow-snippet-annotations": "true"}
+        async with serving(data, annotations=snippet) as site:
+            [note] = problems_about(site.config, "allow-snippet-annotations")
+            assert "never executed" in note
+            reply = await site.ask(get())
+            assert reply.status == 200
+            assert reply.header(b"x-snippet") is None
+
+    run(scenario)
+
+
+def test_a_rejected_key_keeps_its_default_and_the_other_keys_apply() -> None:
+    async def scenario() -> None:
+        data = {
+            "keep-alive": "forever",  # rejected: 75 s
+            "ssl-protocols": "TLSv9",  # rejected: TLSv1.2 and TLSv1.3
+            "limit-req-status-code": "700",  # rejected: 503
+            "hsts-max-age": "100",  # applies
+            "proxy-set-headers": "ingress/missing",  # rejected: no fields
+            "add-headers": "ingress/response-fields",  # applies
+        }
+        limited = ingress("limited", (OTHER,), {"limit-rps": "1", "limit-burst-multiplier": "1"})
+        extra = (configmap("ingress/response-fields", {"X-Served-By": "fastroute"}), limited)
+        async with serving(data, extra=extra) as site:
+            for key in (
+                "keep-alive",
+                "ssl-protocols",
+                "limit-req-status-code",
+                "proxy-set-headers",
+            ):
+                assert problems_about(site.config, key), key
+            assert not problems_about(site.config, "hsts-max-age")
+            secure = await site.ask_tls(get(SECURE))
+            assert secure.header(b"strict-transport-security") == b"max-age=100; includeSubDomains"
+            assert secure.header(b"x-served-by") == b"fastroute"
+            statuses = {(await site.ask(get(OTHER))).status for _ in range(4)}
+            assert statuses == {200, 503}  # the limit's default status
+            old = _client_context(maximum=ssl.TLSVersion.TLSv1_2)
+            version = await trio.to_thread.run_sync(handshake, site.https, old)
+            assert version[0] == "TLSv1.2"
+            client = await site.client()
+            assert (await site.ask(get(), client)).status == 200
+            assert (await site.ask(get(), client)).status == 200  # still kept alive
+            await client.aclose()
 
     run(scenario)
