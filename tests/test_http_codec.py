@@ -799,6 +799,35 @@ def test_the_last_trusted_forwarded_value_wins_as_in_request_headers() -> None:
     )
 
 
+@pytest.mark.parametrize("trusted", [False, True])
+@pytest.mark.parametrize("chain", [False, True])
+@pytest.mark.parametrize("real_ip", [b"", b"198.51.100.4"])
+def test_the_chain_and_real_ip_options_match_request_headers(
+    trusted: bool, chain: bool, real_ip: bytes
+) -> None:
+    """``use-forwarded-headers`` without ``compute-full-forwarded-for`` drops a trusted
+    peer's chain; the real client address replaces any X-Real-IP."""
+    raw = (
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1, 10.0.0.2\r\n"
+        b"X-Real-IP: 1.1.1.1\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )
+    head = parsed_request(raw)
+    out = head.forward_head(
+        b"/", b"10.0.0.1", b"http", b"80", trusted, chain=chain, real_ip=real_ip
+    )
+    event, _ = h11_request(out)
+    peers = TrustedProxies(["10.0.0.1"] if trusted else [])
+    expected = request_headers(
+        head.headers, Client("10.0.0.1", "http", 80), peers, chain=chain, real_ip=real_ip
+    )
+    assert list(event.headers) == expected
+    sent = dict(expected)
+    assert sent[b"x-forwarded-for"] == (
+        b"1.1.1.1, 10.0.0.2, 10.0.0.1" if trusted and chain else b"10.0.0.1"
+    )
+    assert sent[b"x-real-ip"] == (real_ip or (b"1.1.1.1" if trusted else b"10.0.0.1"))
+
+
 # --------------------------------------------------------------------------- 2b. spoofing
 
 

@@ -158,16 +158,20 @@ def request_headers(
     upgrade: bytes | None = None,
     host: bytes = b"",
     override_host: bool = False,
+    chain: bool = True,
+    real_ip: bytes = b"",
 ) -> Headers:
     """The headers to send upstream for a request that came in with ``headers``.
 
     ``Host`` is passed through unchanged (the upstream may route on it too); a request
     without one (HTTP/1.0), or one whose target was absolute-form (``override_host``:
     its Host must be ignored, RFC 9112 §3.2.2), is sent ``host`` first instead.
-    ``X-Forwarded-For`` gets the client's address appended to what a trusted proxy sent,
-    or replaces what anyone else sent. ``X-Forwarded-Proto``/``-Host``/``-Port`` and
-    ``X-Real-IP`` keep a trusted proxy's values and are set from this connection
-    otherwise. ``IDENTITY`` headers pass from a trusted proxy only; names with "_"
+    ``X-Forwarded-For`` gets the client's address appended to what a trusted proxy sent
+    (without ``chain``: the address alone), or replaces what anyone else sent.
+    ``X-Forwarded-Proto``/``-Host``/``-Port`` and ``X-Real-IP`` keep a trusted proxy's
+    values and are set from this connection otherwise; ``real_ip``, when given, is the
+    ``X-Real-IP`` sent whoever the peer is (``fastroute.proxy.real_ip``). ``IDENTITY``
+    headers pass from a trusted proxy only; names with "_"
     never pass (nginx's ``underscores_in_headers off``: a backend that reads ``_`` as
     ``-`` would take ``X_Forwarded_For`` for ours). ``upgrade`` (``b"websocket"``, see
     ``websocket_upgrade``) keeps a protocol upgrade going: ``Upgrade`` is hop-by-hop, so
@@ -191,16 +195,17 @@ def request_headers(
     host = host if sent_host is None or override_host else sent_host
 
     address = client.address.encode("ascii")
-    chain = b", ".join([*forwarded_for, address]) if believed and forwarded_for else address
-    out.append((b"x-forwarded-for", chain))
+    kept = believed and chain and forwarded_for
+    out.append((b"x-forwarded-for", b", ".join([*forwarded_for, address]) if kept else address))
     ours = {
         b"x-forwarded-proto": client.scheme.encode("ascii"),
         b"x-forwarded-host": host,
         b"x-forwarded-port": str(client.port).encode("ascii"),
-        b"x-real-ip": address,
+        b"x-real-ip": real_ip or address,
     }
     for name, value in ours.items():
-        out.append((name, incoming[name] if believed and name in incoming else value))
+        believed_value = believed and name in incoming and not (real_ip and name == b"x-real-ip")
+        out.append((name, incoming[name] if believed_value else value))
     if upgrade is not None:
         out.append((b"connection", b"upgrade"))
         out.append((b"upgrade", upgrade))
