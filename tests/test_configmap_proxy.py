@@ -35,6 +35,8 @@ from raw import (
 from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from fastroute.ingress.model import RouteConfig
+from fastroute.ingress.settings import DEFAULT_SETTINGS
+from fastroute.proxy.real_ip import ClientTrust
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts
 
@@ -381,6 +383,19 @@ def test_rate_limits_count_per_real_client_address() -> None:
             assert statuses[0] == 200
             assert 503 in statuses  # that client's budget is spent
             assert (await site.ask(get(extra=second))).status == 200  # another client's is not
+
+    run(scenario)
+
+
+def test_the_access_log_names_the_real_client(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with serving({"enable-real-ip": "true"}) as site:
+            with caplog.at_level(logging.INFO, "fastroute.access"):
+                assert (
+                    await site.ask(get(extra=b"X-Forwarded-For: 203.0.113.7\r\n"))
+                ).status == 200
+        [line] = [r.getMessage() for r in caplog.records if r.name == "fastroute.access"]
+        assert line.startswith('203.0.113.7 "GET /" 200 '), line
 
     run(scenario)
 
@@ -930,3 +945,30 @@ def test_a_rejected_key_keeps_its_default_and_the_other_keys_apply() -> None:
             await client.aclose()
 
     run(scenario)
+
+
+# ------------------------------------------------------------------ the realip walk
+
+
+@pytest.mark.parametrize(
+    ("peer", "chain", "client"),
+    [
+        ("127.0.0.1", b"203.0.113.7", "203.0.113.7"),
+        ("127.0.0.1", b"198.51.100.9, 203.0.113.7, 10.1.2.3", "203.0.113.7"),
+        ("127.0.0.1", b"10.0.0.9, 10.1.2.3", "10.0.0.9"),  # all trusted: the leftmost
+        ("127.0.0.1", b"203.0.113.7:5000", "203.0.113.7"),  # a port is not the address
+        ("127.0.0.1", b"[2001:db8::7]:5000", "2001:db8::7"),
+        ("127.0.0.1", b"2001:db8::7", "2001:db8::7"),
+        ("127.0.0.1", b"198.51.100.9, unknown, 10.1.2.3", "10.1.2.3"),  # the walk stops
+        ("127.0.0.1", b"garbage", "127.0.0.1"),
+        ("127.0.0.1", b"", "127.0.0.1"),
+        ("192.0.2.1", b"203.0.113.7", "192.0.2.1"),  # an untrusted peer is the client
+    ],
+)
+def test_the_real_client_walk_matches_nginx_real_ip_recursive(
+    peer: str, chain: bytes, client: str
+) -> None:
+    settings = replace(
+        DEFAULT_SETTINGS, enable_real_ip=True, proxy_real_ip_cidr=("127.0.0.1/32", "10.0.0.0/8")
+    )
+    assert ClientTrust(settings).real_client(peer, chain) == client

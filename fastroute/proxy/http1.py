@@ -96,6 +96,7 @@ class Connection:
     """
 
     __slots__ = (
+        "address",
         "body",
         "channel",
         "client",
@@ -137,6 +138,9 @@ class Connection:
             trusted,
         )
         self.responded = False  # a response head went out for the current request
+        # the current request's client: the peer, or who it says it forwards for
+        # (``fastroute.proxy.real_ip``), for decisions and logs
+        self.address = client.address
         # fields the proxy's own error answer to the current request carries (CORS)
         self.error_lines = b""
         self.client_left = False  # the client closed while its request was upstream
@@ -181,7 +185,7 @@ class Connection:
             head = self.head
             access_log.info(
                 '%s "%s %s" %d %.1fms %s %s',
-                self.client.address,
+                self.address,
                 head.method.decode("latin-1") if head else "-",
                 head.target.decode("latin-1") if head else "-",
                 status,
@@ -400,14 +404,14 @@ class Http1:
         config = state.config  # this request's config, whatever swap does meanwhile
         connection.started = now = trio.current_time()
         identity: Identity | None = None
-        client = connection.client.address
+        client = connection.address = connection.client.address
         try:
             if config is None:
                 raise ServiceUnavailableError("no configuration loaded yet")
             if ClientTrust.wanted(config.settings):
                 trust = self._client_trust(config.settings)
                 identity = trust.identify(client, lambda name: _joined(head, name))
-                client = identity.address
+                client = connection.address = identity.address
             plan = decide(
                 config,
                 method=head.method,
@@ -500,7 +504,7 @@ class Http1:
     ) -> bytes | None:
         """Write an answer the plan made (redirect, preflight, 403, 503...)."""
         if plan.status >= 400:
-            log.info("%d for %s: %s", plan.status, connection.client.address, plan.reason)
+            log.info("%d for %s: %s", plan.status, connection.address, plan.reason)
         bodyless = head.content_length <= 0 and not head.chunked
         close = (
             not bodyless or not head.keep_alive or self.state.draining or _no_keep_alive(self.state)
