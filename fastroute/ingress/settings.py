@@ -58,7 +58,7 @@ class Settings:
     custom_http_errors: frozenset[int] = frozenset()
     # connections
     keep_alive: float = 75.0  # seconds an idle client connection stays open
-    upstream_keepalive_connections: int = 320  # idle upstream connections kept, per process
+    upstream_keepalive_connections: int = 320  # idle upstream connections kept, per endpoint
     upstream_keepalive_timeout: float = 60.0  # seconds an idle upstream connection is kept
     allow_snippet_annotations: bool = False  # accepted for compatibility: never executed
 
