@@ -22,7 +22,8 @@ server block, then the location's rewrite, preaccess and access phases):
 5. Rate and connection limits (per client address: 503 or the ConfigMap's status), then
    the deny and allow lists (403), judged on the real client address.
 6. A route whose Service has no endpoints goes to its ``default-backend`` if that has
-   some, else is answered 503 with the reason in the log.
+   some (told ``X-Code: 503`` and the route's names, as ingress-nginx does:
+   ``error_pages``), else is answered 503 with the reason in the log.
 7. ``rewrite-target`` replaces the forwarded path (nginx's ``rewrite`` replaces the whole
    URI when the route's path matches); the query is kept.
 """
@@ -37,6 +38,7 @@ from fastroute.errors import BadRequestError, NoRouteError, ServiceUnavailableEr
 from fastroute.ingress.model import Policy, RouteConfig, Target
 from fastroute.proxy.access import allowed
 from fastroute.proxy.cors import cors_rules
+from fastroute.proxy.error_pages import ERROR_FIELDS, error_fields
 from fastroute.proxy.limiter import ClientLimits, Held
 from fastroute.proxy.targets import parse_target, simple_origin
 
@@ -259,9 +261,14 @@ def _guarded(
         if held is not None:
             held.release()
         return Answer(403, lines=cors_lines, reason="source-range")
+    upstream_lines = policy.upstream_lines
+    upstream_drop = policy.upstream_drop
     if not route.backend.usable():
         fallback = route.error_backend
         if policy.default_backend is not None and fallback is not None and fallback.usable():
+            # ingress-nginx tells the default backend why it got the request
+            upstream_lines += error_fields(route, 503, header(b"accept"))
+            upstream_drop = ERROR_FIELDS | (upstream_drop or frozenset())
             route = dataclasses.replace(route, backend=fallback)
         else:
             if held is not None:
@@ -283,8 +290,8 @@ def _guarded(
         authority,
         target,
         from_target,
-        upstream_lines=policy.upstream_lines,
-        upstream_drop=policy.upstream_drop,
+        upstream_lines=upstream_lines,
+        upstream_drop=upstream_drop,
         vhost=vhost,
         client_lines=client_lines,
         client_drop=client_drop,
