@@ -19,7 +19,7 @@ from sites import closed_port
 from test_ingress import endpoint_slice, ingress, service
 
 from fastroute import Router
-from fastroute.ingress import build_config
+from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.annotations import read_policy
 from fastroute.ingress.model import Target
 from fastroute.ingress.settings import Settings
@@ -517,3 +517,25 @@ def test_service_upstream_through_the_proxy_reaches_the_endpoints_of_a_headless_
             nursery.cancel_scope.cancel()
 
     run(scenario)
+
+
+def test_service_upstream_follows_the_service_as_it_changes() -> None:
+    """A Service that gains a cluster IP takes the route there, and the Ingress's problem
+    goes; one that loses it sends the route back to its endpoints."""
+    builder = ConfigBuilder()
+    builder.put(cluster_ip("None", 80))
+    builder.put(endpoint_slice("web", 8080, "127.0.0.9"))
+    app = ingress("app", (HOST.decode(), "/", "Prefix", "web", 80))
+    builder.put(annotated(app, service_upstream="true"))
+
+    def sent_to() -> tuple[list[str], int]:
+        config = builder.build()
+        route = config.router.match(HOST, b"/")
+        assert isinstance(route, Target)
+        return [str(e) for e in route.backend.usable()], len(config.problems)
+
+    assert sent_to() == (["127.0.0.9:8080"], 1)
+    builder.put(cluster_ip("10.0.0.5", 80))
+    assert sent_to() == (["10.0.0.5:80"], 0)
+    builder.put(cluster_ip("None", 80))
+    assert sent_to() == (["127.0.0.9:8080"], 1)
