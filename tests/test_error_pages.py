@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -18,11 +18,8 @@ from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, res
 from sites import closed_port
 from test_ingress import endpoint_slice, ingress, service
 
-from fastroute import Router
 from fastroute.ingress import ConfigBuilder, build_config
-from fastroute.ingress.annotations import read_policy
 from fastroute.ingress.model import Target
-from fastroute.ingress.settings import Settings
 from fastroute.proxy.server import Proxy
 
 Obj = dict[str, Any]
@@ -315,32 +312,47 @@ def test_without_default_backend_the_catch_all_answers_the_listed_statuses() -> 
 
 
 def test_the_configmaps_custom_http_errors_send_those_statuses_to_the_error_backend() -> None:
-    """The ConfigMap's list is every route's default (``read_policy``): the route of an
-    Ingress with only ``default-backend``, given that policy, sends them there."""
+    """The controller ConfigMap's list holds for every route; an Ingress's annotation
+    replaces it on that Ingress's routes."""
 
     def objects(upstream_port: int, errors_port: int) -> list[Obj]:
         found = with_error_backend()(upstream_port, errors_port)
         del found[-1]["metadata"]["annotations"][PREFIX + "custom-http-errors"]
-        return found
+        other = ingress("other", ("other.example.com", "/", "Prefix", "web", 80))
+        configmap = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "fastroute", "namespace": "ingress"},
+            "data": {"custom-http-errors": "500"},
+        }
+        return [
+            *found,
+            annotated(other, default_backend="errors", custom_http_errors="404"),
+            configmap,
+        ]
 
     async def scenario() -> None:
         upstream, errors = RawBackend(upstream_answer), RawBackend(error_page())
         async with trio.open_nursery() as nursery:
             ports = await nursery.start(upstream.serve), await nursery.start(errors.serve)
-            built = build_config(objects(*ports))
-            route = built.router.match(HOST, b"/")
-            assert isinstance(route, Target)
-            assert route.error_backend is not None
-            settings = Settings(custom_http_errors=frozenset({500}))
-            annotations = {PREFIX + "default-backend": "errors"}
-            policy, _ = read_policy(annotations, settings, "default")
-            router = Router()
-            router.add(HOST.decode(), "/", "Prefix", replace(route, policy=policy))
-            proxy = Proxy(replace(built, router=router, settings=settings))
-            listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
+            config = build_config(objects(*ports), configmap="ingress/fastroute")
+            assert not config.problems, config.problems
+            listeners = await nursery.start(Proxy(config).serve, "127.0.0.1", 0)
             site = Site(listeners[0].socket.getsockname()[1], upstream, errors)
             assert await site.ask(b"/status/500") == (500, b"error page 500")
             assert await site.ask(b"/status/404") == (404, b"upstream 404")
+            other = await RawClient.connect(site.port)
+            try:
+                for target, expected in [
+                    (b"/status/404", (404, b"error page 404")),
+                    (b"/status/500", (500, b"upstream 500")),
+                ]:
+                    await other.send(b"GET %s HTTP/1.1\r\nHost: other.example.com\r\n\r\n" % target)
+                    reply = await other.reply()
+                    assert reply is not None
+                    assert (reply.status, reply.body) == expected, target
+            finally:
+                await other.aclose()
             nursery.cancel_scope.cancel()
 
     run(scenario)
