@@ -182,12 +182,16 @@ def _www_redirect(
     scheme: str,
 ) -> Answer:
     """``from-to-www-redirect``: the other spelling of an unrouted host, if it asks for it."""
-    name = _host_name(authority).lower()
+    host = _host_name(authority)
+    name = host.lower()
     other = name[4:] if name.startswith(b"www.") else b"www." + name
     route = config.router.match(other, match_path)
     if isinstance(route, Target) and route.policy.from_to_www and not route.policy.refused:
         query = b"?" + query_part if query_part else b""
-        location = scheme.encode() + b"://" + other + path + query
+        # the port the client reached the proxy on (ingress-nginx writes its own
+        # listening port, which is the client's unless a Service maps it to another)
+        port = authority[len(host) :]
+        location = scheme.encode() + b"://" + other + port + path + query
         return redirect(308, location, "from-to-www-redirect")
     raise NoRouteError(
         f"no rule for host {authority.decode('latin-1')!r} path "
