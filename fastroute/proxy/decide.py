@@ -43,6 +43,8 @@ from fastroute.proxy.targets import parse_target, simple_origin
 __all__ = ["ACME_CHALLENGE", "Answer", "Decision", "Forward", "decide"]
 
 ACME_CHALLENGE = b"/.well-known/acme-challenge/"
+# the proxy's Strict-Transport-Security replaces an upstream's (nginx's more_set_headers)
+_HSTS_NAMES = frozenset({b"strict-transport-security"})
 
 
 def _no_fields(name: bytes) -> bytes | None:
@@ -165,7 +167,12 @@ def decide(
             )
         if scheme == "https" and route.tls and policy.hsts:
             return Forward(
-                route, authority, path + query, from_target, client_lines=policy.hsts_line
+                route,
+                authority,
+                path + query,
+                from_target,
+                client_lines=policy.hsts_line,
+                client_drop=_HSTS_NAMES,
             )
         return Forward(route, authority, path + query, from_target)
     return _guarded(
@@ -267,6 +274,7 @@ def _guarded(
     client_drop = policy.response_drop
     if scheme == "https" and route.tls and policy.hsts:
         client_lines += policy.hsts_line
+        client_drop = _HSTS_NAMES | (client_drop or frozenset())
     if policy.cors is not None:
         rules = cors_rules(policy.cors)
         lines = rules.response_headers(header(b"origin"))
