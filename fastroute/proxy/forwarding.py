@@ -158,7 +158,9 @@ class Forwarder:
                 del attempts[policy.next_upstream_tries :]
             give_up = trio.current_time() + (policy.next_upstream_timeout or math.inf)
         replayable = body is None or body.complete
-        pooled = True  # False: a pooled connection just failed; the next one is new
+        # False: a pooled connection just failed, or the route speaks HTTP/1.0 (one
+        # request per connection); the next one is new
+        pooled = policy.plain or policy.proxy_http_version != "1.0"
         while attempts:
             endpoint = attempts[0]
             try:
@@ -198,7 +200,7 @@ class Forwarder:
                 if not retry or trio.current_time() >= give_up:
                     break
                 attempts.pop(0)
-                pooled = True
+                pooled = policy.plain or policy.proxy_http_version != "1.0"
                 continue
             if response.status == 101 and head.upgrade is None:
                 # a switch nobody asked for would make the rest of the connection a tunnel
@@ -412,7 +414,8 @@ class Forwarder:
             client_gone = True  # the client sees the response cut off rather than a wrong one
             reusable = False
         client.upstream = None
-        if reusable:
+        policy = plan.route.policy
+        if reusable and (policy.plain or policy.proxy_http_version != "1.0"):
             for old in self.pool.give(upstream.endpoint, upstream, now=trio.current_time()):
                 old.channel.close()
         else:

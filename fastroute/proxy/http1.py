@@ -27,6 +27,7 @@ from fastroute._http import ChunkedError, ChunkedScanner, RequestHead, parse_req
 from fastroute.errors import (
     BadRequestError,
     GatewayTimeoutError,
+    LengthRequiredError,
     PayloadTooLargeError,
     ProxyError,
     RequestTimeoutError,
@@ -412,6 +413,14 @@ class Http1:
                 raise PayloadTooLargeError(
                     f"body of {head.content_length} bytes is over the limit of {max_body}"
                 )
+            http10 = not policy.plain and policy.proxy_http_version == "1.0"
+            if http10 and head.chunked:
+                # HTTP/1.0 has no chunked framing, and a body of unknown length is not
+                # held in memory to count it: the client can send its length instead
+                raise LengthRequiredError(
+                    f"{route.ingress} speaks HTTP/1.0 to its upstream: a chunked request "
+                    "body needs a Content-Length"
+                )
             request_body = (
                 await connection.start_body(head, body, max_body)
                 if head.chunked or head.content_length > 0
@@ -433,6 +442,7 @@ class Http1:
                     vhost=plan.vhost,
                     extra=plan.upstream_lines,
                     drop=plan.upstream_drop,
+                    http10=http10,
                 )
             after = await self.forwarder.forward(
                 connection, head, outgoing, plan, request_body, body
