@@ -142,8 +142,17 @@ def decide(
     if authority is None:
         raise BadRequestError("no Host header and no host in the request target")
     route = config.router.match(authority, match_path)
-    if route is None:
-        return _www_redirect(config, authority, match_path, path, query_part, scheme)
+    if route is None or route is config.router.default:
+        # the other spelling of a from-to-www-redirect host is a host of its own, not
+        # one for the catch-all (ingress-nginx gives it a server block)
+        www = _www_redirect(config, authority, match_path, path, query_part, scheme)
+        if www is not None:
+            return www
+        if route is None:
+            raise NoRouteError(
+                f"no rule for host {authority.decode('latin-1')!r} path "
+                f"{match_path.decode('latin-1')!r} and no default backend"
+            )
     assert isinstance(route, Target)
     policy = route.policy
     query = b"?" + query_part if query_part else b""
@@ -187,23 +196,25 @@ def _www_redirect(
     path: bytes,
     query_part: bytes,
     scheme: str,
-) -> Answer:
+) -> Answer | None:
     """``from-to-www-redirect``: the other spelling of an unrouted host, if it asks for it."""
     host = _host_name(authority)
     name = host.lower()
     other = name[4:] if name.startswith(b"www.") else b"www." + name
     route = config.router.match(other, match_path)
-    if isinstance(route, Target) and route.policy.from_to_www and not route.policy.refused:
+    if (
+        isinstance(route, Target)
+        and route.policy.from_to_www
+        and not route.policy.refused
+        and route is not config.router.default
+    ):
         query = b"?" + query_part if query_part else b""
         # the port the client reached the proxy on (ingress-nginx writes its own
         # listening port, which is the client's unless a Service maps it to another)
         port = authority[len(host) :]
         location = scheme.encode() + b"://" + other + port + path + query
         return redirect(308, location, "from-to-www-redirect")
-    raise NoRouteError(
-        f"no rule for host {authority.decode('latin-1')!r} path "
-        f"{match_path.decode('latin-1')!r} and no default backend"
-    )
+    return None
 
 
 def _answered(
