@@ -540,3 +540,29 @@ def test_auth_url_fails_closed_and_leaves_other_ingresses_of_the_host_working() 
             assert "503" in problem.reason
 
     run(scenario)
+
+
+def test_from_to_www_redirects_even_when_a_default_backend_catches_other_hosts() -> None:
+    """ingress-nginx gives the other spelling a server of its own: it is not "any host"."""
+
+    def objects(port: int) -> list[dict[str, Any]]:
+        # its own from-to-www-redirect has no host to act on: never "www." + any host
+        catch_all = _ingress(
+            "fallback", "fallback.example.com", {NGINX + "from-to-www-redirect": "true"}
+        )
+        del catch_all["spec"]["rules"]
+        catch_all["spec"]["defaultBackend"] = {"service": {"name": "web", "port": {"number": 80}}}
+        return [
+            *_service(port),
+            _ingress("app", HOST, {NGINX + "from-to-www-redirect": "true"}),
+            catch_all,
+        ]
+
+    async def scenario() -> None:
+        async with serving(objects) as site:
+            reply = await site.ask(get("/foo", host="www." + HOST))
+            assert (reply.status, reply.header(b"location")) == (308, b"http://app.example.com/foo")
+            for other in ("other.example.com", "www.other.example.com"):
+                assert (await site.ask(get("/foo", host=other))).status == 200
+
+    run(scenario)
