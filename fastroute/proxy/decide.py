@@ -82,6 +82,8 @@ class Answer:
     body: bytes = b""
     lines: bytes = b""  # more fields, as whole "Name: value\r\n" lines
     reason: str = field(default="", compare=False)  # for the access log and metrics
+    # the route that answered (its Ingress in logs and metrics, its enable-access-log)
+    route: Target | None = field(default=None, compare=False)
 
 
 Decision = Forward | Answer
@@ -95,8 +97,8 @@ def _host_name(host: bytes) -> bytes:
     return host.partition(b":")[0]
 
 
-def redirect(status: int, location: bytes, reason: str) -> Answer:
-    return Answer(status, ((b"Location", location),), reason=reason)
+def redirect(status: int, location: bytes, reason: str, route: Target | None = None) -> Answer:
+    return Answer(status, ((b"Location", location),), reason=reason, route=route)
 
 
 def decide(
@@ -166,7 +168,8 @@ def decide(
         and not match_path.startswith(ACME_CHALLENGE)
     ):
         port = b"" if https_port == 443 else b":%d" % https_port
-        return redirect(308, b"https://" + _host_name(authority) + port + path + query, "https")
+        location = b"https://" + _host_name(authority) + port + path + query
+        return redirect(308, location, "https", route)
     if policy.rewrite_target is not None:
         path = policy.rewrite_target.encode("utf-8")
     if policy.plain:
@@ -232,14 +235,14 @@ def _answered(
         raise ServiceUnavailableError(f"{route.ingress}: {policy.refused}")
     if policy.app_root is not None and path == b"/":
         location = scheme.encode() + b"://" + authority + policy.app_root.encode() + query
-        return redirect(302, location, "app-root")
+        return redirect(302, location, "app-root", route)
     if policy.redirect is not None:
         status, url = policy.redirect
-        return redirect(status, url.encode(), "redirect")
+        return redirect(status, url.encode(), "redirect", route)
     if policy.cors is not None and method == b"OPTIONS":
         lines = cors_rules(policy.cors).preflight(method, header(b"origin"))
         if lines is not None:
-            return Answer(204, lines=lines, reason="cors-preflight")
+            return Answer(204, lines=lines, reason="cors-preflight", route=route)
     return None
 
 
@@ -262,15 +265,15 @@ def _guarded(
     if limit is not None and limits is not None:
         status = limits.admit(route.ingress, limit, client, now)
         if status is not None:
-            return Answer(status, reason="limit-rps")
+            return Answer(status, reason="limit-rps", route=route)
         if limit.connections:
             held = limits.enter(route.ingress, limit, client)
             if held is None:
-                return Answer(limit.connections_status, reason="limit-connections")
+                return Answer(limit.connections_status, reason="limit-connections", route=route)
     if not allowed(client, policy.allow, policy.deny):
         if held is not None:
             held.release()
-        return Answer(403, reason="source-range")
+        return Answer(403, reason="source-range", route=route)
     if not route.backend.usable():
         fallback = route.error_backend
         if policy.default_backend is not None and fallback is not None and fallback.usable():

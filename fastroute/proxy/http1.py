@@ -458,6 +458,9 @@ class Http1:
         self, connection: Connection, head: RequestHead, body: bytes, plan: Answer
     ) -> bytes | None:
         """Write an answer the plan made (redirect, preflight, 403, 503...)."""
+        if plan.route is not None:
+            connection.ingress = plan.route.ingress
+            connection.logged = plan.route.policy.access_log
         if plan.status >= 400:
             log.info("%d for %s: %s", plan.status, connection.client.address, plan.reason)
         bodyless = head.content_length <= 0 and not head.chunked
