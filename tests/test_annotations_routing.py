@@ -324,6 +324,26 @@ def test_proxy_http_version_1_0_sends_http_1_0_and_does_not_keep_the_connection(
     run(scenario)
 
 
+def test_proxy_http_version_1_0_relays_an_http_1_0_backends_answer_ended_by_its_close() -> None:
+    async def answer(connection: BackendConnection, request: Request) -> None:
+        await connection.send(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold ")
+        await connection.send(b"server")
+        await connection.stream.aclose()
+
+    async def scenario() -> None:
+        annotations = {NGINX + "proxy-http-version": "1.0"}
+        async with serving(_one(annotations), RawBackend(answer)) as site:
+            client = await RawClient.connect(site.port)
+            await client.send(get("/x"))
+            reply = await client.reply()
+            assert reply is not None
+            assert (reply.status, reply.body) == (200, b"old server")
+            assert await client.closed()  # the length was the backend's close
+            await client.aclose()
+
+    run(scenario)
+
+
 def test_proxy_http_version_1_0_forwards_a_sized_body() -> None:
     async def scenario() -> None:
         async with serving(_one({NGINX + "proxy-http-version": "1.0"})) as site:
@@ -372,19 +392,47 @@ def test_enable_access_log_false_leaves_that_route_out_of_the_access_log(
         return [
             *_service(port),
             _ingress("quiet", "quiet.example.com", {NGINX + "enable-access-log": "false"}),
-            _ingress("loud", "loud.example.com", {NGINX + "enable-access-log": "true"}),
+            _ingress(
+                "loud",
+                "loud.example.com",
+                {NGINX + "enable-access-log": "true", NGINX + "app-root": "/loud-app"},
+            ),
         ]
 
     async def scenario() -> None:
         async with serving(objects) as site:
             assert (await site.ask(get("/quiet-path", host="quiet.example.com"))).status == 200
             assert (await site.ask(get("/loud-path", host="loud.example.com"))).status == 200
+            assert (await site.ask(get("/", host="loud.example.com"))).status == 302
 
     with caplog.at_level(logging.INFO, logger="fastroute.access"):
         run(scenario)
     lines = [r.getMessage() for r in caplog.records if r.name == "fastroute.access"]
-    assert any("/loud-path" in line for line in lines)
+    assert any("/loud-path" in line and "default/loud" in line for line in lines)
+    # what the proxy answers itself is logged under the route's Ingress too
+    assert any('"GET /" 302' in line and "default/loud" in line for line in lines)
     assert not any("/quiet-path" in line for line in lines)
+
+
+def test_enable_access_log_false_also_leaves_out_what_the_proxy_answers_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """nginx's ``access_log off`` is the location's: its redirects and 403s are not logged."""
+    annotations = {
+        NGINX + "enable-access-log": "false",
+        NGINX + "app-root": "/quiet-app",
+        NGINX + "denylist-source-range": "127.0.0.1/32",
+    }
+
+    async def scenario() -> None:
+        async with serving(_one(annotations)) as site:
+            assert (await site.ask(get("/"))).status == 302
+            assert (await site.ask(get("/quiet-denied"))).status == 403
+
+    with caplog.at_level(logging.INFO, logger="fastroute.access"):
+        run(scenario)
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastroute.access"]
+    assert lines == []
 
 
 def _with_custom_headers(port: int, data: Mapping[str, str]) -> RouteConfig:
