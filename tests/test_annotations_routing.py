@@ -614,3 +614,79 @@ def test_from_to_www_redirects_even_when_a_default_backend_catches_other_hosts()
                 assert (await site.ask(get("/foo", host=other))).status == 200
 
     run(scenario)
+
+
+# ------------------------------------------------------------------ malformed values
+
+
+def _host_is_the_clients(request: Request) -> bool:
+    return request.header(b"host") == [HOST.encode()]
+
+
+def _no_prefix(request: Request) -> bool:
+    return request.header(b"x-forwarded-prefix") == []
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "asked", "as_without"),
+    [
+        ("permanent-redirect", "ftp://files.example.org/", "/x", _host_is_the_clients),
+        ("permanent-redirect", "/relative", "/x", _host_is_the_clients),
+        ("temporal-redirect", "https://new.example.org/a b", "/x", _host_is_the_clients),
+        ("app-root", "app", "/", _host_is_the_clients),
+        ("app-root", "/a pp", "/", _host_is_the_clients),
+        ("upstream-vhost", "bad host!", "/x", _host_is_the_clients),
+        ("upstream-vhost", "internal.local:99999", "/x", _host_is_the_clients),
+        ("x-forwarded-prefix", "", "/x", _no_prefix),
+        ("x-forwarded-prefix", "/api\x01", "/x", _no_prefix),
+        ("proxy-http-version", "2.0", "/x", _host_is_the_clients),
+        ("custom-headers", "no-such-configmap", "/x", _host_is_the_clients),
+        ("custom-headers", "Not_A/Name", "/x", _host_is_the_clients),
+    ],
+)
+def test_a_malformed_value_is_rejected_naming_it_and_the_ingress_served_without_it(
+    annotation: str, value: str, asked: str, as_without: Any
+) -> None:
+    """The Ingress is served as if the annotation were absent, the problem names the
+    value, and another Ingress of the same host is untouched."""
+
+    def objects(port: int) -> list[dict[str, Any]]:
+        return [
+            *_service(port),
+            _ingress("bad", HOST, {NGINX + annotation: value}),
+            _ingress("good", HOST, {NGINX + "x-forwarded-prefix": "/good"}, path="/good"),
+        ]
+
+    async def scenario() -> None:
+        async with serving(objects) as site:
+            (problem,) = site.config.rejected()
+            assert (problem.name, problem.field) == (
+                "default/bad",
+                f"metadata.annotations[{NGINX}{annotation}]",
+            )
+            assert repr(value) in problem.reason
+            reply = await site.ask(get(asked))
+            assert (reply.status, reply.body, reply.header(b"location")) == (200, b"c0-r0", None)
+            (request,) = site.backend.requests
+            assert as_without(request)
+            assert bytes(site.backend.connections[0].received).startswith(
+                b"GET %s HTTP/1.1\r\n" % asked.encode()
+            )
+            reply = await site.ask(get("/good/x"))
+            assert reply.status == 200
+            assert site.backend.requests[-1].header(b"x-forwarded-prefix") == [b"/good"]
+
+    run(scenario)
+
+
+def test_a_malformed_from_to_www_redirect_redirects_nothing() -> None:
+    annotations = {NGINX + "from-to-www-redirect": "sometimes"}
+
+    async def scenario() -> None:
+        async with serving(_one(annotations)) as site:
+            (problem,) = site.config.rejected()
+            assert "'sometimes'" in problem.reason
+            assert (await site.ask(get("/x", host="www." + HOST))).status == 404
+            assert (await site.ask(get("/x"))).status == 200
+
+    run(scenario)
