@@ -161,7 +161,7 @@ def decide(
     if not policy.plain:
         answer = _answered(policy, route, method, authority, path, query, scheme, header)
         if answer is not None:
-            return answer
+            return _secured(answer, route, scheme)
     if (
         scheme == "http"
         and ((route.tls and policy.ssl_redirect) or policy.force_ssl_redirect)
@@ -187,9 +187,18 @@ def decide(
                 client_drop=_HSTS_NAMES,
             )
         return Forward(route, authority, path + query, from_target)
-    return _guarded(
+    plan = _guarded(
         config, route, authority, path + query, from_target, scheme, client, header, limits, now
     )
+    return _secured(plan, route, scheme) if isinstance(plan, Answer) else plan
+
+
+def _secured(answer: Answer, route: Target, scheme: str) -> Answer:
+    """HSTS on what a TLS host's route answers itself over HTTPS too (ingress-nginx sets
+    it in the location's header filter, which every response passes)."""
+    if scheme == "https" and route.tls and route.policy.hsts:
+        return dataclasses.replace(answer, lines=answer.lines + route.policy.hsts_line)
+    return answer
 
 
 def _www_redirect(
