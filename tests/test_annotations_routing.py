@@ -513,6 +513,26 @@ def test_hsts_on_https_responses_of_tls_hosts_only_replacing_the_backends(
     run(scenario)
 
 
+def test_hsts_on_what_a_tls_hosts_route_answers_itself_over_https() -> None:
+    annotations = {NGINX + "app-root": "/app", NGINX + "denylist-source-range": "127.0.0.1"}
+
+    def objects(port: int) -> list[dict[str, Any]]:
+        return [*_service(port), _ingress("secure", SECURE, annotations, tls=(SECURE,))]
+
+    async def scenario() -> None:
+        async with serving(objects) as site:
+            for path, status in (("/", 302), ("/x", 403)):
+                answer = await site.https(path, SECURE)
+                assert answer.status_code == status
+                assert answer.headers.get_list("strict-transport-security") == [HSTS.decode()]
+            # over plain HTTP a TLS host is redirected to HTTPS, without HSTS
+            reply = await site.ask(get("/x", host=SECURE))
+            assert reply.status == 308
+            assert reply.header(b"strict-transport-security") is None
+
+    run(scenario)
+
+
 # ------------------------------------------------------------------ never executed
 
 
