@@ -8,10 +8,11 @@ server block, then the location's rewrite, preaccess and access phases):
 
 1. Read the request target and the host. An absolute-form target's authority replaces the
    ``Host`` header (RFC 9112 §3.2.2), for routing, redirects and the Host sent upstream.
-2. Match the host and the normalized path. With no match, ``from-to-www-redirect`` of the
-   other spelling of the host redirects (308); else 404. The path forwarded is the one
-   matched (``targets.forward_path``), so the upstream never reads a path routing did not
-   see.
+2. Match the host and the normalized path. With no match, or only the catch-all default
+   backend's, ``from-to-www-redirect`` of the other spelling of the host redirects (308,
+   the client's port, path and query kept); else the catch-all, else 404. The path
+   forwarded is the one matched (``targets.forward_path``), so the upstream never reads a
+   path routing did not see.
 3. An Ingress whose protection annotation was rejected answers 503: it is never served
    unprotected (ingress-nginx's "location denied").
 4. ``app-root`` (302 for ``/``), ``permanent-redirect``/``temporal-redirect``, then a CORS
