@@ -9,7 +9,7 @@ The expected redirects are ingress-nginx's (its e2e tests ``redirect.go``, ``app
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -83,7 +83,10 @@ def _service(port: int) -> list[dict[str, Any]]:
     ]
 
 
-def _one(annotations: Mapping[str, str], host: str = HOST, **options: Any) -> Any:
+Objects = Callable[[int], list[dict[str, Any]] | RouteConfig]
+
+
+def _one(annotations: Mapping[str, str], host: str = HOST, **options: Any) -> Objects:
     """Objects for ``serving``: one Ingress with ``annotations`` for ``host``."""
     return lambda port: [*_service(port), _ingress("app", host, annotations, **options)]
 
@@ -118,7 +121,7 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(objects: Any, backend: RawBackend | None = None) -> AsyncIterator[Served]:
+async def serving(objects: Objects, backend: RawBackend | None = None) -> AsyncIterator[Served]:
     """The proxy on HTTP and HTTPS listeners in front of a raw backend; ``objects(port)``
     are the Kubernetes objects to build the config from, or the config itself."""
     backend = backend or RawBackend()
@@ -138,7 +141,7 @@ async def serving(objects: Any, backend: RawBackend | None = None) -> AsyncItera
         nursery.cancel_scope.cancel()
 
 
-def run(test: Any) -> None:
+def run(test: Callable[[], Awaitable[None]]) -> None:
     async def bounded() -> None:
         with trio.fail_after(DEADLINE * 3):
             await test()
@@ -665,7 +668,7 @@ def _no_prefix(request: Request) -> bool:
     ],
 )
 def test_a_malformed_value_is_rejected_naming_it_and_the_ingress_served_without_it(
-    annotation: str, value: str, asked: str, as_without: Any
+    annotation: str, value: str, asked: str, as_without: Callable[[Request], bool]
 ) -> None:
     """The Ingress is served as if the annotation were absent, the problem names the
     value, and another Ingress of the same host is untouched."""
