@@ -413,8 +413,7 @@ class Http1:
                 raise PayloadTooLargeError(
                     f"body of {head.content_length} bytes is over the limit of {max_body}"
                 )
-            http10 = not policy.plain and policy.proxy_http_version == "1.0"
-            if http10 and head.chunked:
+            if head.chunked and not policy.plain and policy.proxy_http_version == "1.0":
                 # HTTP/1.0 has no chunked framing, and a body of unknown length is not
                 # held in memory to count it: the client can send its length instead
                 raise LengthRequiredError(
@@ -442,7 +441,7 @@ class Http1:
                     vhost=plan.vhost,
                     extra=plan.upstream_lines,
                     drop=plan.upstream_drop,
-                    http10=http10,
+                    http10=policy.proxy_http_version == "1.0",
                 )
             after = await self.forwarder.forward(
                 connection, head, outgoing, plan, request_body, body
