@@ -275,9 +275,13 @@ def test_upstream_vhost_is_the_host_the_backend_sees_and_forwarded_host_the_clie
         annotations = {NGINX + "upstream-vhost": "internal.svc.local:8080"}
         async with serving(_one(annotations)) as site:
             assert (await site.ask(get("/x"))).status == 200
-            (request,) = site.backend.requests
-            assert request.header(b"host") == [b"internal.svc.local:8080"]
-            assert request.header(b"x-forwarded-host") == [HOST.encode()]
+            # absolute form: its authority is the host asked for, whatever Host says
+            absolute = b"GET http://%s/x HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n"
+            assert (await site.ask(absolute % HOST.encode())).status == 200
+            for request in site.backend.requests:
+                assert request.header(b"host") == [b"internal.svc.local:8080"]
+                assert request.header(b"x-forwarded-host") == [HOST.encode()]
+            assert len(site.backend.requests) == 2
 
     run(scenario)
 
