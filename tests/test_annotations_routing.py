@@ -717,3 +717,20 @@ def test_a_malformed_from_to_www_redirect_redirects_nothing() -> None:
             assert (await site.ask(get("/x"))).status == 200
 
     run(scenario)
+
+
+def test_from_to_www_redirects_nothing_when_the_other_spelling_has_rules_of_its_own() -> None:
+    def objects(port: int) -> list[dict[str, Any]]:
+        return [
+            *_service(port),
+            _ingress("app", HOST, {NGINX + "from-to-www-redirect": "true"}),
+            _ingress("www", "www." + HOST, {NGINX + "x-forwarded-prefix": "/www"}),
+        ]
+
+    async def scenario() -> None:
+        async with serving(objects) as site:
+            reply = await site.ask(get("/foo", host="www." + HOST))
+            assert (reply.status, reply.header(b"location")) == (200, None)
+            assert site.backend.requests[0].header(b"x-forwarded-prefix") == [b"/www"]
+
+    run(scenario)
