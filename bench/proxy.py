@@ -38,6 +38,7 @@ from statistics import median
 from types import FrameType
 
 from proxy_peers import (
+    ANNOTATED_PROBES,
     PROBES,
     Fastroute,
     Processes,
@@ -116,6 +117,9 @@ class Target:
         return f"{head}   target {bound:<7} {self.verdict()}"
 
 
+ANNOTATED = "fastroute-annotated"  # fastroute, measured on its annotated routes
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM too runs the ``finally`` that stops everything
 
@@ -172,21 +176,24 @@ def _measure(
     rounds: int,
     seconds: int,
     pids: dict[str, int] | None = None,
+    scripts: dict[str, Path] | None = None,
 ) -> dict[tuple[str, int], Summary]:
     """Every peer at every connection count, interleaved round by round.
 
-    For the peers in ``pids``, the CPU time their processes spent per request, too.
+    For the peers in ``pids``, the CPU time their processes spent per request, too;
+    ``scripts`` gives some peers their own wrk script (other URLs on the same process).
     """
     pids = pids or {}
+    scripts = scripts or {}
     summaries = {(p, c): Summary(p, c) for c in connections for p in peers}
-    for port in peers.values():  # warm-up, untimed: pools filled, code paths hot
+    for name, port in peers.items():  # warm-up, untimed: pools filled, code paths hot
         run_wrk(
             processes,
             port,
             host=PROBES[0][0],
             connections=max(connections),
             seconds=1,
-            script=script,
+            script=scripts.get(name, script),
         )
     for round_ in range(1, rounds + 1):
         for c in connections:
@@ -198,7 +205,7 @@ def _measure(
                     host=PROBES[0][0],
                     connections=c,
                     seconds=seconds,
-                    script=script,
+                    script=scripts.get(name, script),
                 )
                 summary = summaries[(name, c)]
                 summary.rounds.append(result)
@@ -221,10 +228,12 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
             return None
         return float(getattr(x, what) / getattr(y, what))
 
-    def paired(c: int, what: str) -> float | None:
-        """The median of the rounds' ratios: each round ran the two builds back to back, so
-        a slow minute on a shared machine moves both sides of one ratio alike."""
-        x, y = summaries.get(("fastroute", c)), summaries.get(("fastroute-baseline", c))
+    def paired(c: int, what: str, other: str = "fastroute-baseline") -> float | None:
+        """The median of the rounds' ratios: each round ran the two back to back, so a
+        slow minute on a shared machine moves both sides of one ratio alike."""
+        x, y = summaries.get((other, c)), summaries.get(("fastroute", c))
+        if other == "fastroute-baseline":
+            x, y = y, x
         if x is None or y is None:
             return None
         if what == "rps":
@@ -243,8 +252,15 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
                    at_least=False),
             Target(c, "fastroute/baseline req/s", paired(c, "rps"), 0.95),
             Target(c, "fastroute/baseline CPU/req", paired(c, "cpu"), 1.05, at_least=False),
+            Target(c, "annotated/plain req/s", paired(c, "rps", ANNOTATED), 0.90),
+            Target(c, "annotated/plain CPU/req", paired(c, "cpu", ANNOTATED), 1.10,
+                   at_least=False),
         ]  # fmt: skip
-    return [t for t in targets if t.value is not None or "baseline" not in t.label]
+    return [
+        t
+        for t in targets
+        if t.value is not None or ("baseline" not in t.label and "annotated" not in t.label)
+    ]
 
 
 def _table(summaries: dict[tuple[str, int], Summary]) -> list[str]:
@@ -317,6 +333,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 round of 2 s, no scaling, 100 swaps"
     )
+    parser.add_argument(
+        "--skip-annotated",
+        action="store_true",
+        help="no run on the routes with annotations (CORS, an allowlist, timeouts, a header)",
+    )
     parser.add_argument("--skip-aiohttp", action="store_true")
     parser.add_argument("--skip-nginx", action="store_true")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
@@ -338,6 +359,12 @@ def run(
     fast = start_fastroute(processes, tmp / "fastroute", backend, flags=flags, workers=1)
     peers["fastroute"] = fast.port
     pids = {"fastroute": fast.process.pid}
+    scripts: dict[str, Path] = {}
+    if not args.skip_annotated:
+        # the same process, on the routes of an Ingress with annotations
+        peers[ANNOTATED] = fast.port
+        pids[ANNOTATED] = fast.process.pid
+        scripts[ANNOTATED] = rotation_script(tmp / "annotated.lua", ANNOTATED_PROBES)
     if args.baseline:
         baseline = start_fastroute(
             processes, tmp / "baseline", backend, flags=flags, workers=1, python=args.baseline
@@ -345,10 +372,10 @@ def run(
         peers["fastroute-baseline"] = baseline.port
         pids["fastroute-baseline"] = baseline.process.pid
     for name, port in peers.items():
-        check_answers(name, port)
+        check_answers(name, port, ANNOTATED_PROBES if name == ANNOTATED else PROBES)
     script = rotation_script(tmp / "rotate.lua", PROBES)
     summaries = _measure(
-        processes, peers, script, args.connections, args.rounds, args.duration, pids
+        processes, peers, script, args.connections, args.rounds, args.duration, pids, scripts
     )
     targets = _targets(summaries, args.connections)
     scaling: tuple[float, float] | str = "skipped (--quick)"

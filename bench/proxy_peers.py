@@ -29,6 +29,7 @@ from typing import IO, Any, Literal
 import yaml
 
 __all__ = [
+    "ANNOTATED_PROBES",
     "BACKEND_BODY",
     "PROBES",
     "ROUTES",
@@ -83,6 +84,17 @@ PROBES = (
     ("api.bench.test", "/v2/users"),
     ("www.bench.test", "/index.html"),
 )
+# The same routes again under hosts of an Ingress with the annotations a migrated cluster
+# typically carries: what a route pays for its per-route plan, next to a plain one.
+ANNOTATED_PREFIX = "policy-"
+ANNOTATIONS = {
+    "nginx.ingress.kubernetes.io/enable-cors": "true",
+    "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8,127.0.0.1/32",
+    "nginx.ingress.kubernetes.io/proxy-read-timeout": "30",
+    "nginx.ingress.kubernetes.io/proxy-connect-timeout": "3",
+    "nginx.ingress.kubernetes.io/x-forwarded-prefix": "/shop",
+}
+ANNOTATED_PROBES = tuple((ANNOTATED_PREFIX + host, path) for host, path in PROBES)
 
 
 def find_tool(name: str) -> str | None:
@@ -254,10 +266,10 @@ def _wait_ready(
         time.sleep(0.02)  # a poll interval, bounded by the deadline above
 
 
-def check_answers(name: str, port: int) -> None:
+def check_answers(name: str, port: int, probes: Sequence[tuple[str, str]] = PROBES) -> None:
     """Every probe must get the backend's answer, or nobody is timed while it 404s."""
     wrong = []
-    for host, path in PROBES:
+    for host, path in probes:
         status, body = get(port, host, path)
         if status != 200 or body != BACKEND_BODY:
             wrong.append(f"  {host}{path}: {status} {body[:80]!r}")
@@ -387,7 +399,9 @@ def _manifest(objects: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(objects, sort_keys=False)
 
 
-def _ingress(name: str, routes: Sequence[Route]) -> dict[str, Any]:
+def _ingress(
+    name: str, routes: Sequence[Route], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     rules = []
     for host in dict.fromkeys(route.host for route in routes):
         paths = [
@@ -403,7 +417,7 @@ def _ingress(name: str, routes: Sequence[Route]) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
-        "metadata": {"name": name, "namespace": "bench"},
+        "metadata": {"name": name, "namespace": "bench", "annotations": annotations or {}},
         "spec": {"rules": rules},  # no class: served by --watch-ingress-without-class
     }
 
@@ -429,7 +443,10 @@ def write_manifests(folder: Path, backend_port: int) -> None:
         "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
     }
     (folder / "backend.yaml").write_text(_manifest([service, endpoints]))
-    (folder / "ingress.yaml").write_text(_manifest([_ingress("bench", ROUTES)]))
+    annotated = [Route(ANNOTATED_PREFIX + r.host, r.path, r.path_type) for r in ROUTES]
+    (folder / "ingress.yaml").write_text(
+        _manifest([_ingress("bench", ROUTES), _ingress("annotated", annotated, ANNOTATIONS)])
+    )
     write_swap_ingress(folder, 0)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from controller.app import KubeOptions, ListenError, Options
+from controller.app import KubeOptions, ListenError, Options, check_configmap
 from controller.kube.client import KubeConfigError, connect, load_config
 from controller.kube.publisher import PublishOptions, add_arguments
 from controller.kube.source import check_namespace
@@ -35,6 +35,7 @@ from fastroute.proxy.server import Limits
 __all__ = ["main"]
 
 DEFAULT_STATUS_PORT = 10254  # ingress-nginx's, so probes and scrape configs carry over
+DEFAULT_MAX_BODY_SIZE = 1024 * 1024  # ingress-nginx's proxy-body-size: what it refused is refused
 
 
 def _positive(text: str) -> float:
@@ -76,6 +77,13 @@ def _namespace(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _configmap(text: str) -> str:
+    try:
+        return check_configmap(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -112,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
         "'serve' (the default) follows the Kubernetes API: in a pod, through its service "
         "account; elsewhere through --kubeconfig, $KUBECONFIG or ~/.kube/config. With "
         "--manifests it serves manifest files instead. /readyz turns ready once every kind "
-        "(Ingresses, IngressClasses, Services, EndpointSlices, TLS Secrets) has been listed.",
+        "(Ingresses, IngressClasses, Services, EndpointSlices, TLS Secrets, ConfigMaps) has "
+        "been listed.",
     )
     parser.add_argument(
         "command",
@@ -150,8 +159,16 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NS",
-        help="watch Ingresses, Services, EndpointSlices and TLS Secrets in this namespace "
-        "only (repeatable; default: all namespaces)",
+        help="watch Ingresses, Services, EndpointSlices, TLS Secrets and ConfigMaps in this "
+        "namespace only (repeatable; default: all namespaces)",
+    )
+    parser.add_argument(
+        "--configmap",
+        type=_configmap,
+        default=None,
+        metavar="NAMESPACE/NAME",
+        help="the controller's ConfigMap, with ingress-nginx's keys (watched; with "
+        "--manifests, a ConfigMap in the files); a key it sets wins over the flag it overlaps",
     )
     parser.add_argument(
         "--bind", default=None, help="address to listen on (default 0.0.0.0; demo 127.0.0.1)"
@@ -189,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
         tuple[str, Callable[[str], object], float, str]
     ] = [  # flag, parser, default, metavar
         ("--max-header-size", _size, defaults.max_head_bytes, "SIZE"),
-        ("--max-body-size", _size, defaults.max_body_bytes, "SIZE"),
+        ("--max-body-size", _size, DEFAULT_MAX_BODY_SIZE, "SIZE"),
         ("--header-timeout", _positive, defaults.head_timeout, "SECONDS"),
         ("--connect-timeout", _positive, defaults.connect_timeout, "SECONDS"),
         ("--upstream-timeout", _positive, defaults.upstream_timeout, "SECONDS"),
@@ -260,6 +277,7 @@ def _options(
         status_port=_status_port(args),
         reuse_port=args.worker_of is not None,
         shutdown_grace=args.shutdown_grace,
+        configmap=args.configmap,
     )
 
 

@@ -20,11 +20,12 @@ not draining) and ``/metrics`` are served there (``fastroute.proxy.status``).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,6 +40,7 @@ from controller.kube.reflector import WatchOptions
 from controller.kube.source import KubeSource, check_namespace
 from controller.manifests import MANIFEST_SUFFIXES, load_manifests
 from fastroute.ingress import ClassPolicy, RouteConfig, build_config
+from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.proxy.headers import TrustedProxies
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
@@ -51,6 +53,7 @@ __all__ = [
     "ListenError",
     "Listening",
     "Options",
+    "check_configmap",
     "naming_the_listener",
 ]
 
@@ -102,12 +105,44 @@ class Options:
     reuse_port: bool = False  # SO_REUSEPORT: worker processes share the HTTP(S) ports
     shutdown_grace: float = 20.0  # seconds a drain waits for requests in flight
     kubernetes: KubeOptions | None = None  # the source: the cluster, instead of ``manifests``
+    configmap: str | None = None  # "namespace/name" of the controller's ConfigMap
 
     def __post_init__(self) -> None:
         if not (self.shutdown_grace >= 0 and math.isfinite(self.shutdown_grace)):
             raise ValueError(f"shutdown grace must be 0 or more seconds, got {self.shutdown_grace}")
         if self.kubernetes is not None and self.manifests:
             raise ValueError("serve either manifest files or the Kubernetes API, not both")
+        if self.configmap is not None:
+            check_configmap(self.configmap)
+
+    @property
+    def settings_defaults(self) -> Settings:
+        """The settings of the keys the ConfigMap leaves out: ingress-nginx's defaults,
+        and the flags that overlap a key.
+
+        A key the ConfigMap sets wins over its flag: the ConfigMap is live and is what a
+        cluster migrated from ingress-nginx carries. ``--trusted-proxy`` is
+        ``use-forwarded-headers: "true"`` with those networks as ``proxy-real-ip-cidr``.
+        The limits (``--max-body-size``, ``--connect-timeout``, ``--upstream-timeout``)
+        are the proxy's own: a key left out is None in the settings, and the flag applies.
+        """
+        if not self.trusted_proxies:
+            return DEFAULT_SETTINGS
+        networks = tuple(str(ipaddress.ip_network(p, strict=False)) for p in self.trusted_proxies)
+        return replace(DEFAULT_SETTINGS, use_forwarded_headers=True, proxy_real_ip_cidr=networks)
+
+
+def check_configmap(ref: str) -> str:
+    """``ref`` if it is a ConfigMap's ``namespace/name``.
+
+    Raises:
+        ValueError: it is not.
+    """
+    ns, _, configmap_name = ref.partition("/")
+    if not ns or not configmap_name or "/" in configmap_name:
+        raise ValueError(f"a ConfigMap is named NAMESPACE/NAME, got {ref!r}")
+    check_namespace(ns)
+    return ref
 
 
 @dataclass(frozen=True)
@@ -183,7 +218,12 @@ class Controller:
         if not loaded.complete and self.proxy.config is not None:
             log.error("keeping the last good configuration until the manifests parse again")
             return Built(None, complete=False)
-        config = build_config(loaded.objects, classes=self.options.classes)
+        config = build_config(
+            loaded.objects,
+            classes=self.options.classes,
+            configmap=self.options.configmap,
+            settings_defaults=self.options.settings_defaults,
+        )
         for problem in config.problems:
             (log.warning if problem.warning else log.error)("%s", problem)
         return Built(config, complete=loaded.complete)
@@ -305,6 +345,8 @@ class Controller:
                     debounce=kube.debounce,
                     watch=kube.watch,
                     metrics=self.metrics,
+                    configmap=self.options.configmap,
+                    settings_defaults=self.options.settings_defaults,
                 )
                 await self.source.run()
 

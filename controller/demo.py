@@ -177,7 +177,13 @@ manifests (edit them and watch the routes follow): {manifest}
   TLS by SNI         {secure("https-example.foo.com")}
                      {secure("niniz.com", "/scappy")}
   HTTP -> HTTPS 308  curl -i -H 'Host: https-example.foo.com' {plain}/
-  no route: 404      curl -i -H 'Host: nowhere.example' {plain}/
+  CORS preflight     curl -i -X OPTIONS -H 'Host: shop.example.com' \\
+                          -H 'Origin: https://app.shop.example.com' {plain}/api/cart
+  allowlist: 403     curl -i -H 'Host: shop.example.com' {plain}/admin
+  body limit: 413    curl -i -H 'Host: shop.example.com' --data-binary @/etc/services {plain}/api
+  migration report   fastroute-controller check -f examples/
+  catch-all          curl -H 'Host: nowhere.example' {plain}/
+                     curl {plain}/
 
 fastroute demo ready: http={http} https={https}
 """

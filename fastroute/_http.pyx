@@ -672,16 +672,33 @@ cdef class RequestHead(_Head):
 
 
 cdef bytes _kept_fields(const char* p, Field* fields, int n, frozenset drop):
-    """One byte per field: 1 when its name (any case) is not in ``drop`` (lower-case names)."""
+    """One byte per field: 1 when its name (any case) is not in ``drop`` (lower-case names).
+
+    ``drop`` holds a few names; each field's name is compared with each in place, without
+    making an object of it.
+    """
+    cdef list names = list(drop)
+    cdef Py_ssize_t count = len(names), k, j, length
+    cdef bytes name
     cdef bytearray kept = bytearray(n)
-    cdef bytearray name
+    cdef const unsigned char* field_name
+    cdef const char* wanted
     cdef int i
-    cdef Py_ssize_t j
     for i in range(n):
-        name = bytearray(p[fields[i].name:fields[i].name + fields[i].name_len])
-        for j in range(fields[i].name_len):
-            name[j] = LOWER[name[j]]
-        kept[i] = bytes(name) not in drop
+        kept[i] = 1
+        field_name = <const unsigned char*>p + fields[i].name
+        length = fields[i].name_len
+        for k in range(count):
+            name = <bytes>names[k]
+            if PyBytes_GET_SIZE(name) != length:
+                continue
+            wanted = PyBytes_AS_STRING(name)
+            for j in range(length):
+                if LOWER[field_name[j]] != <unsigned char>wanted[j]:
+                    break
+            else:
+                kept[i] = 0
+                break
     return bytes(kept)
 
 

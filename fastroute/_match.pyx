@@ -1274,7 +1274,11 @@ cdef class Router:
                     "; rules of less specific hosts are not consulted once a host is"
                     " selected (as in ingress-nginx)"
                 )
-            reason += "; default backend" if self._default is not None else "; no default backend"
+            reason += (
+                "; the default backend: the catch-all for requests no rule matches"
+                if self._default is not None
+                else "; no default backend"
+            )
         return _Explanation(
             host=host_text,
             path=_display(path),

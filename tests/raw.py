@@ -133,10 +133,15 @@ class Reply:
 
 
 class RawClient:
-    """A client connection to the proxy that sends exact bytes."""
+    """A client connection to the proxy that sends exact bytes.
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    Requests and replies go over ``over`` when given (TLS on top of ``stream``), else
+    over the TCP connection ``stream`` itself.
+    """
+
+    def __init__(self, stream: trio.SocketStream, over: trio.abc.Stream | None = None) -> None:
         self.stream = stream
+        self.io: trio.abc.Stream = over if over is not None else stream
         self._conn = h11.Connection(h11.CLIENT)
 
     @classmethod
@@ -144,7 +149,7 @@ class RawClient:
         return cls(await trio.open_tcp_stream("127.0.0.1", port))
 
     async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
+        await self.io.send_all(data)
 
     async def reply(self, method: bytes = b"GET") -> Reply | None:
         """The next response (to a request with ``method``), or None if the proxy closed."""
@@ -163,7 +168,7 @@ class RawClient:
                     return None
                 if event is h11.NEED_DATA:
                     try:
-                        data = await self.stream.receive_some(65536)
+                        data = bytes(await self.io.receive_some(65536))
                     except trio.BrokenResourceError:
                         data = b""
                     conn.receive_data(data)
@@ -182,12 +187,12 @@ class RawClient:
         """Whether the proxy closes the connection with nothing more to say (within DEADLINE)."""
         with trio.fail_after(DEADLINE):
             try:
-                return await self.stream.receive_some(65536) == b""
+                return await self.io.receive_some(65536) == b""
             except trio.BrokenResourceError:
                 return True
 
     async def aclose(self) -> None:
-        await self.stream.aclose()
+        await self.io.aclose()
 
 
 async def wait_for(check: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:

@@ -20,10 +20,8 @@ import pytest
 import trio
 from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
 
-from fastroute import Router
 from fastroute.ingress import build_config
-from fastroute.ingress.annotations import read_policy
-from fastroute.ingress.model import RouteConfig, Target
+from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
 
@@ -83,7 +81,7 @@ def _service(port: int) -> list[dict[str, Any]]:
     ]
 
 
-Objects = Callable[[int], list[dict[str, Any]] | RouteConfig]
+Objects = Callable[[int], list[dict[str, Any]]]
 
 
 def _one(annotations: Mapping[str, str], host: str = HOST, **options: Any) -> Objects:
@@ -123,12 +121,11 @@ class Served:
 @asynccontextmanager
 async def serving(objects: Objects, backend: RawBackend | None = None) -> AsyncIterator[Served]:
     """The proxy on HTTP and HTTPS listeners in front of a raw backend; ``objects(port)``
-    are the Kubernetes objects to build the config from, or the config itself."""
+    are the Kubernetes objects to build the config from."""
     backend = backend or RawBackend()
     async with trio.open_nursery() as nursery:
         backend_port = await nursery.start(backend.serve)
-        made = objects(backend_port)
-        built = made if isinstance(made, RouteConfig) else build_config(made)
+        built = build_config(objects(backend_port))
         proxy = Proxy(built, tls=TLSContexts())
         plain = await nursery.start(proxy.serve, "127.0.0.1", 0)
         secure = await nursery.start(partial(proxy.serve, scheme="https"), "127.0.0.1", 0)
@@ -442,33 +439,22 @@ def test_enable_access_log_false_also_leaves_out_what_the_proxy_answers_itself(
     assert lines == []
 
 
-def _with_custom_headers(port: int, data: Mapping[str, str]) -> RouteConfig:
-    """A config whose route reads ``custom-headers`` from a ConfigMap with ``data``: the
-    builder does not look ConfigMaps up yet, so the policy is read with a lookup and put
-    on the built route."""
-    annotations = {NGINX + "custom-headers": "default/response-headers"}
-    built = build_config([*_service(port), _ingress("app", HOST)])
-    route = built.router.match(HOST, "/")
-    assert isinstance(route, Target)
-    policy, notes = read_policy(
-        annotations,
-        namespace="default",
-        configmap=lambda key: data if key == "default/response-headers" else None,
-    )
-    assert notes == []
-    router = Router()
-    router.add(HOST, "/", "Prefix", Target(route.ingress, route.backend, policy))
-    return RouteConfig(router, {}, built.ingresses, ())
-
-
 def test_custom_headers_from_a_configmap_replace_the_backends() -> None:
     async def answer(connection: BackendConnection, request: Request) -> None:
         await connection.send(response(b"ok", 200, b"X-Team: backend", b"X-Other: kept"))
 
+    def objects(port: int) -> list[dict[str, Any]]:
+        headers = {
+            "kind": "ConfigMap",
+            "metadata": {"name": "response-headers", "namespace": "default"},
+            "data": {"X-Team": "platform", "X-Build": "42"},
+        }
+        annotations = {NGINX + "custom-headers": "response-headers"}
+        return [*_service(port), headers, _ingress("app", HOST, annotations)]
+
     async def scenario() -> None:
-        data = {"X-Team": "platform", "X-Build": "42"}
-        configure = partial(_with_custom_headers, data=data)
-        async with serving(configure, RawBackend(answer)) as site:
+        async with serving(objects, RawBackend(answer)) as site:
+            assert site.config.problems == ()
             reply = await site.ask(get("/x"))
             assert reply.status == 200
             assert [v for k, v in reply.headers if k == b"x-team"] == [b"platform"]

@@ -122,8 +122,11 @@ def test_statuses_and_notes_come_from_the_catalogue_under_both_prefixes(tmp_path
     assert by_key["fastroute.io/canary-weight"]["planned_in"] == "issue 11"
     assert by_key[NGINX + "proxy-buffering"]["note"] == ANNOTATIONS["proxy-buffering"].note
     assert by_key[NGINX + "proxy-body-size"]["value"] == "8m"
-    # the builder's "not implemented" warnings are said by the statuses, not repeated
-    assert not any("annotations[" in p["field"] for p in ingress["problems"])
+    # the builder's "not implemented" warnings are said by the statuses, not repeated; what
+    # it refuses is: an auth annotation not honoured yet fails closed (503), not open
+    refused = [p for p in ingress["problems"] if "annotations[" in p["field"]]
+    assert [p["field"] for p in refused] == [f"metadata.annotations[{NGINX}auth-url]"]
+    assert "503" in refused[0]["reason"]
 
 
 def test_only_honoured_and_accepted_annotations_exit_0(tmp_path: Path) -> None:

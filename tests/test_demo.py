@@ -77,7 +77,31 @@ def test_the_demo_routes_the_examples_as_their_documents_say() -> None:
             redirect = get("https-example.foo.com", "/x")
             assert redirect.status_code == 308
             assert redirect.headers["location"] == f"https://https-example.foo.com:{https}/x"
-            assert get("nowhere.example", "/").status_code == 404
+            # 05's defaultBackend is also the catch-all: other hosts, an IP address as Host
+            for host in ("nowhere.example", f"127.0.0.1:{http}"):
+                assert get(host, "/").text.startswith("service sample-ingress-default "), host
+            # 06: ingress-nginx annotations at work, as the demo's instructions show them
+            origin = "https://app.shop.example.com"
+            preflight = client.options(
+                f"http://127.0.0.1:{http}/api/cart",
+                headers={"host": "shop.example.com", "origin": origin},
+            )
+            assert preflight.status_code == 204  # answered by the proxy: CORS
+            assert preflight.headers["access-control-allow-origin"] == origin
+            api = client.get(
+                f"http://127.0.0.1:{http}/api/cart",
+                headers={"host": "shop.example.com", "origin": origin},
+            )
+            assert api.text.startswith("service shop-api ")
+            assert api.headers["access-control-allow-origin"] == origin
+            upload = client.post(
+                f"http://127.0.0.1:{http}/api/upload",
+                headers={"host": "shop.example.com"},
+                content=b"x" * 2048,
+            )
+            assert upload.status_code == 413  # proxy-body-size: 1k
+            assert get("shop.example.com", "/admin").status_code == 403  # not in 10.0.0.0/8
+            assert "allowlist: 403" in output
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE

@@ -156,7 +156,11 @@ def test_str_marks_the_winner() -> None:
 def test_str_of_a_default_result_names_the_default_backend() -> None:
     text = str(_router().explain("bar.foo.com", "/other"))
     assert repr(DEFAULT) in text
+    assert "the default backend: the catch-all for requests no rule matches" in text
     assert "->" not in text
+    without = _router()
+    without.set_default(None)
+    assert "; no default backend" in str(without.explain("bar.foo.com", "/other"))
 
 
 def test_backend_is_identical_to_match() -> None:

@@ -118,9 +118,11 @@ def test_default_backend_example_routes_as_its_chapter_says() -> None:
     assert routed(config, host, "/path1/deeper") == "sample-ingress-svc-1"
     assert routed(config, host, "/path2") == "sample-ingress-svc-2"
     assert routed(config, host, "/anything-else") == "sample-ingress-default"
-    # like ingress-nginx: an Ingress with rules makes its defaultBackend the default of its
-    # hosts, not the catch-all of every host
-    assert routed(config, "other.example.com", "/path1") is None
+    # the chapter's "anything else": its defaultBackend is also the catch-all, for other
+    # hosts and for an IP address as Host
+    assert routed(config, "other.example.com", "/path1") == "sample-ingress-default"
+    assert routed(config, "192.0.2.7:80", "/") == "sample-ingress-default"
+    assert routed(config, "[2001:db8::1]", "/path2") == "sample-ingress-default"
     target = config.router.match(host, "/path1")
     assert target is not None
     # targetPort 80 behind Service port 8888: the EndpointSlice's port is what is dialled

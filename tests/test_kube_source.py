@@ -38,6 +38,7 @@ from lightkube.config.models import UserExec
 from controller.app import Controller, KubeOptions, Listening, Options
 from controller.kube.client import ExecAuth, TokenFileAuth
 from controller.kube.reflector import Backoff, Reflector, WatchOptions
+from controller.kube.source import KINDS
 from controller.kube.store import Cache
 from fastroute.ingress import ConfigBuilder
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
@@ -215,7 +216,12 @@ async def backends(*names: str) -> AsyncIterator[dict[str, int]]:
 
 @asynccontextmanager
 async def running(
-    kubeconfig: Path | None, ports: dict[str, int], *, ready: bool = True, **kube: Any
+    kubeconfig: Path | None,
+    ports: dict[str, int],
+    *,
+    ready: bool = True,
+    configmap: str | None = None,
+    **kube: Any,
 ) -> AsyncIterator[Running]:
     """A controller following the emulator (ready, unless told not to wait)."""
     kube.setdefault("debounce", 0.05)
@@ -227,6 +233,7 @@ async def running(
         https_port=0,
         status_port=0,
         kubernetes=KubeOptions(kubeconfig=kubeconfig, **kube),
+        configmap=configmap,
     )
     controller = Controller(options)
     async with trio.open_nursery() as nursery:
@@ -402,10 +409,10 @@ def test_a_dropped_watch_resumes_without_a_relist(kubeapi: KubeAPI, tmp_path: Pa
             site(api, ports["a"])
             async with running(plain_kubeconfig(api, tmp_path), ports) as run:
                 port = run.listening.http_port
-                await trio.to_thread.run_sync(api.wait_for_watchers, 5)
+                await trio.to_thread.run_sync(api.wait_for_watchers, len(KINDS))
                 lists = {path: api.count("list", path) for path in (SLICES, INGRESSES)}
                 watches = api.count("watch", SLICES)
-                assert api.drop_watches() == 5
+                assert api.drop_watches() == len(KINDS)
                 api.update(endpoints(ports["b"]))  # while nobody watches
                 await served_by(port, "b")
                 assert api.count("watch", SLICES) > watches
@@ -540,7 +547,7 @@ def test_readyz_is_503_until_every_kind_has_been_listed(kubeapi: KubeAPI, tmp_pa
                     )
 
                 await eventually(others_listed, "every kind but Secrets listed")
-                await trio.to_thread.run_sync(api.wait_for_watchers, 4)
+                await trio.to_thread.run_sync(api.wait_for_watchers, len(KINDS) - 1)
                 assert api.count("list", SECRETS) >= 1  # tried, refused
                 assert await readyz(status) == 503
                 assert (await fetch(run.listening.http_port)).status == 503  # no config yet

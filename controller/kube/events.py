@@ -1,4 +1,5 @@
-"""Warning Events on the Ingresses we cannot serve, so ``kubectl describe ingress`` says why.
+"""Warning Events on the Ingresses we cannot serve, so ``kubectl describe ingress`` says why,
+and on the controller's ConfigMap when a key of it is rejected.
 
 Core ``v1`` Events, not ``events.k8s.io/v1``: both APIs are views of the same objects, but
 ``kubectl describe`` finds Events through core v1's ``involvedObject`` field selectors,
@@ -12,7 +13,8 @@ Repeats: one Event per Ingress, reason and message, until the Ingress's spec cha
 stay). Without permission to post Events (403), each rejection is logged once instead,
 with one line saying why; other failures are logged too: Events are best effort.
 
-RBAC: ``create`` on ``events`` in the core group, in the Ingresses' namespaces.
+RBAC: ``create`` on ``events`` in the core group, in the Ingresses' (and the ConfigMap's)
+namespaces.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ NAME_LIMIT = 253 - 17  # room for ".<nanoseconds in hex>" in the Event's name
 
 
 class EventRecorder:
-    """Posts Warning Events about Ingresses, each once.
+    """Posts Warning Events about Ingresses (or ConfigMaps), each once.
 
     Args:
         client: the API client.
@@ -77,8 +79,9 @@ class EventRecorder:
         self.posted = 0  # Events created, for metrics and logs
 
     async def rejected(self, ingress: Mapping[str, Any], reason: str, message: str) -> None:
-        """Say (once) that ``ingress`` was rejected: ``reason`` is a short CamelCase word
-        (``Rejected``), ``message`` what is wrong, for a person."""
+        """Say (once) that ``ingress`` (or a ConfigMap: the object's ``kind`` says) was
+        rejected: ``reason`` is a short CamelCase word (``Rejected``), ``message`` what is
+        wrong, for a person."""
         meta = mapping(ingress.get("metadata"))
         key = (
             namespace(ingress),
@@ -130,7 +133,7 @@ class EventRecorder:
             ),
             involvedObject=ObjectReference(
                 apiVersion=text(ingress.get("apiVersion")) or "networking.k8s.io/v1",
-                kind="Ingress",
+                kind=text(ingress.get("kind")) or "Ingress",
                 name=name(ingress),
                 namespace=where,  # the Event must be in its object's namespace
                 uid=text(meta.get("uid")) or None,
@@ -150,7 +153,8 @@ class EventRecorder:
     def _log(self, ingress: Mapping[str, Any], reason: str, message: str, why: str) -> None:
         """The fallback: the Event as a log line."""
         log.warning(
-            "Ingress %s/%s %s: %s%s",
+            "%s %s/%s %s: %s%s",
+            text(ingress.get("kind")) or "Ingress",
             namespace(ingress),
             name(ingress),
             reason,

@@ -183,7 +183,7 @@ class Publisher:
 
     async def _publish(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
         # tens of thousands of objects: picked out in a thread, off the proxy's event loop
-        ingresses = await trio.to_thread.run_sync(_ingresses_by_key, objects)
+        ingresses = await trio.to_thread.run_sync(_by_key, objects, "Ingress")
         served = set(config.ingresses)
         desired = await self._desired()
         if desired is not None:
@@ -195,6 +195,19 @@ class Publisher:
         for problem in config.rejected():
             if problem.kind == "Ingress" and problem.name in ingresses:
                 await self.recorder.rejected(ingresses[problem.name], REJECTED, _message(problem))
+        await self._configmap_events(config, objects)
+
+    async def _configmap_events(
+        self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Warning Events on the controller's ConfigMap for the keys it rejected."""
+        problems = [p for p in config.rejected() if p.kind == "ConfigMap"]
+        if not problems:
+            return
+        configmaps = await trio.to_thread.run_sync(_by_key, objects, "ConfigMap")
+        for problem in problems:
+            if problem.name in configmaps:
+                await self.recorder.rejected(configmaps[problem.name], REJECTED, _message(problem))
 
     async def _desired(self) -> list[dict[str, str]] | None:
         """The status to publish; None: nothing to publish, or the Service cannot be read
@@ -237,8 +250,9 @@ class Publisher:
         await self.writer.sync(owned, [], [])
 
 
-def _ingresses_by_key(objects: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    return {object_key(o): o for o in objects if kind(o) == "Ingress"}
+def _by_key(objects: Sequence[Mapping[str, Any]], what: str) -> dict[str, Mapping[str, Any]]:
+    """The objects of one kind by ``namespace/name``."""
+    return {object_key(o): o for o in objects if kind(o) == what}
 
 
 def _plain(model: object) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """The Kubernetes API as the controller's source: reflectors in, RouteConfigs out.
 
 One reflector per kind (per watched namespace, for namespaced kinds): Ingresses,
-IngressClasses, Services, EndpointSlices, and the ``kubernetes.io/tls`` Secrets (selected by
-field, so the controller never holds the cluster's other Secrets). Once every reflector has
-listed, and then after every burst of changes, the changes are handed to a
+IngressClasses, Services, EndpointSlices, the ``kubernetes.io/tls`` Secrets (selected by
+field, so the controller never holds the cluster's other Secrets) and ConfigMaps (the
+controller's, the header ConfigMaps it names, those Ingress annotations name; with
+``namespaces``, the controller ConfigMap's namespace is watched too). Once every
+reflector has listed, and then after every burst of changes, the changes are handed to a
 ``ConfigBuilder`` in a worker thread, and the RouteConfig it builds to ``on_config``. The
 builder redoes only the hosts the changes touch, so a change to one Ingress among 10,000
 costs milliseconds, not the seconds of translating everything again.
@@ -11,7 +13,7 @@ costs milliseconds, not the seconds of translating everything again.
 Bursts are debounced: the first change opens a window that closes after ``debounce`` seconds
 without a change, or ``max_delay`` after it opened, whichever is first. Changes that arrive
 while a config is being built open the next window. A change to a TLS Secret that no Ingress
-names rebuilds nothing.
+names, or to a ConfigMap that neither the settings nor an Ingress read, rebuilds nothing.
 
 While the API server is unreachable the caches, and so the last config, stay as they are:
 the proxy keeps serving, and ``ready`` stays true (a fleet that turned unready whenever the
@@ -30,13 +32,14 @@ from typing import Any
 import trio
 from lightkube import AsyncClient
 from lightkube.core.resource import NamespacedResource, Resource
-from lightkube.resources.core_v1 import Secret, Service
+from lightkube.resources.core_v1 import ConfigMap, Secret, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.resources.networking_v1 import Ingress, IngressClass
 
 from controller.kube.reflector import Reflector, WatchOptions
 from controller.kube.store import TLS_SECRET_TYPE, Change, Key, referenced_secrets, snapshot
 from fastroute.ingress import ClassPolicy, ConfigBuilder, Problem, RouteConfig
+from fastroute.ingress.settings import Settings
 from fastroute.ingress.spec import reads_the_same
 from fastroute.proxy.metrics import Metrics
 
@@ -64,6 +67,7 @@ KINDS: tuple[Kind, ...] = (
     Kind(Service),
     Kind(EndpointSlice),
     Kind(Secret, field_selector=f"type={TLS_SECRET_TYPE}"),
+    Kind(ConfigMap),
 )
 
 
@@ -101,6 +105,8 @@ class KubeSource:
         max_delay: seconds at most between the first change of a burst and its rebuild.
         watch: the reflectors' paging, timeouts and backoff.
         metrics: where reloads are counted (``Metrics.config_reload``).
+        configmap: ``"namespace/name"`` of the controller's ConfigMap (None: none).
+        settings_defaults: the settings of the keys the ConfigMap does not set.
     """
 
     def __init__(
@@ -114,6 +120,8 @@ class KubeSource:
         max_delay: float = 1.0,
         watch: WatchOptions | None = None,
         metrics: Metrics | None = None,
+        configmap: str | None = None,
+        settings_defaults: Settings | None = None,
     ) -> None:
         if not (debounce >= 0 and math.isfinite(debounce)):
             raise ValueError(f"debounce must be 0 or more seconds, got {debounce}")
@@ -125,12 +133,17 @@ class KubeSource:
         self.debounce = debounce
         self.max_delay = max_delay
         self.metrics = metrics
+        self.configmap = configmap
+        self.settings_defaults = settings_defaults
         self.config: RouteConfig | None = None  # the last config on_config took
         self.rebuilds = 0  # configs on_config took
         self.reflectors: list[Reflector] = []
         for kind in KINDS:
             cluster_wide = not self.namespaces or not _namespaced(kind.resource)
-            for namespace in [None] if cluster_wide else self.namespaces:
+            namespaces = self.namespaces
+            if kind.resource is ConfigMap and configmap is not None:
+                namespaces = tuple(dict.fromkeys((*namespaces, configmap.partition("/")[0])))
+            for namespace in [None] if cluster_wide else namespaces:
                 self.reflectors.append(
                     Reflector(
                         client,
@@ -145,7 +158,7 @@ class KubeSource:
         self._secret_names: set[Key] | None = None  # what Ingresses name; None: recompute
         self._changes = 0
         self._pending: dict[tuple[str, Key], Change] = {}  # for the builder: the last of each
-        self._builder = ConfigBuilder(classes=self.classes)
+        self._builder = self._new_builder()
         self._start_over = False  # after a failed build: a new builder, fed every object
         self._dirty = trio.Event()
         self._building = trio.Lock()
@@ -208,6 +221,12 @@ class KubeSource:
                 )
             if change.key not in self._secret_names:
                 return
+        elif (
+            change.kind == "ConfigMap"
+            and self.ready
+            and not self._builder.reads_configmap("/".join(change.key))
+        ):
+            return
         self._changes += 1
         self._dirty.set()
 
@@ -273,7 +292,7 @@ class KubeSource:
         caches, which change meanwhile.
         """
         if everything is not None:
-            self._builder = ConfigBuilder(classes=self.classes)
+            self._builder = self._new_builder()
             for obj in everything:
                 self._builder.put(obj)
         else:
@@ -283,6 +302,13 @@ class KubeSource:
                 else:
                     self._builder.put(change.obj)
         return self._builder.build()
+
+    def _new_builder(self) -> ConfigBuilder:
+        return ConfigBuilder(
+            classes=self.classes,
+            configmap=self.configmap,
+            settings_defaults=self.settings_defaults,
+        )
 
     def _report(self, config: RouteConfig) -> None:
         """Log the problems that are new since the last build, and those now gone.

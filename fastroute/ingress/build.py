@@ -13,22 +13,37 @@ The rules, in the order they apply:
   the winner.
 - **Rules.** All Ingresses' rules go into one Router, so precedence (longest path, Exact
   before Prefix, exact host before wildcard) applies across Ingresses.
-- **Default backends.** As in ingress-nginx: an Ingress with ``defaultBackend`` and no
-  rules sets the catch-all for every request nothing else matches. One with rules sends
-  the unmatched paths of *its hosts* there, through an implicit ``Prefix /`` that an
-  explicit ``/`` rule of any Ingress overrides.
+- **Default backends.** A ``defaultBackend`` is the catch-all for requests that match
+  no rule of any host (another host, an IP address as Host), as the Kubernetes API says:
+  a rule-less Ingress's before one that also has rules, the oldest first among equals.
+  An Ingress with rules also sends the unmatched paths of *its hosts* there, as in
+  ingress-nginx, through an implicit ``Prefix /`` that an explicit ``/`` rule of any
+  Ingress overrides.
+- **Aliases.** ``server-alias`` hosts serve every rule of the Ingress's hosts (those of
+  other Ingresses on them too, as ingress-nginx's ``server_name`` aliases do). An alias
+  that another Ingress names as a host is refused, with a reason; so is one an older
+  Ingress already aliases to other hosts.
+- **Error backend.** A route's ``error_backend`` (for ``custom-http-errors`` and a
+  route without endpoints) is its Ingress's ``default-backend`` Service, else, when the
+  Ingress sets ``custom-http-errors``, the catch-all's backend.
 - **TLS.** Each ``spec.tls`` entry's Secret is loaded and checked. A host whose
   certificate is missing, broken, expired or does not name it is reported and served
   with the proxy's default certificate. Hosts listed under TLS redirect plain HTTP to
   HTTPS unless the Ingress says ``ssl-redirect: "false"``.
+- **Settings.** The controller's ConfigMap (``configmap``, ingress-nginx's
+  ``--configmap``) gives the ``Settings``, which every Ingress's annotations override per
+  route. When it, or a ConfigMap it names (``add-headers``, ``proxy-set-headers``),
+  changes and the settings with it, every Ingress is read again. An Ingress whose
+  annotations name a ConfigMap is read again when that ConfigMap changes.
 
 Every rule above is decided per *host*: which rules a host has, its default, whether it
-has TLS and which certificate it gets depend only on the Ingresses naming that host (or,
-for TLS, its wildcard), the Services they name and their Secrets. So ``ConfigBuilder``
-keeps its last result per host and, after a change, redoes only the hosts the change
-touches, in a copy of the last Router. With 100,000 rules a change costs milliseconds
-where translating everything again costs seconds. ``build_config`` is the same builder
-run once over a whole snapshot.
+has TLS and which certificate it gets depend only on the Ingresses naming that host (or
+aliasing it, or naming the hosts it is an alias of; for TLS, its wildcard), the Services
+they name and their Secrets (and, for routes with ``custom-http-errors`` and no
+``default-backend``, the catch-all). So ``ConfigBuilder`` keeps its last result per host
+and, after a change, redoes only the hosts the change touches, in a copy of the last
+Router. With 100,000 rules a change costs milliseconds where translating everything
+again costs seconds. ``build_config`` is the same builder run once over a whole snapshot.
 """
 
 from __future__ import annotations
@@ -40,18 +55,37 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastroute import InvalidRuleError, RouteConflictError, Router
+from fastroute.ingress.annotations import FIRST_PORT
+from fastroute.ingress.backend_tls import (
+    SecretRef,
+    has_client_certificate,
+    secret_reference,
+    upstream_policy,
+)
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
-from fastroute.ingress.model import Backend, Problem, RouteConfig, Target
-from fastroute.ingress.objects import annotations_of, kind, mapping, name, namespace, text
+from fastroute.ingress.configmap import configmap_data, read_settings
+from fastroute.ingress.model import Backend, Policy, Problem, RouteConfig, Target
+from fastroute.ingress.objects import (
+    annotations_of,
+    kind,
+    mapping,
+    name,
+    namespace,
+    sequence,
+    text,
+)
 from fastroute.ingress.services import ServiceIndex, ServiceKey
-from fastroute.ingress.spec import IngressSpec, read_ingress, reads_the_same
+from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
+from fastroute.ingress.spec import IngressSpec, fold_host, read_ingress, reads_the_same
 
 __all__ = ["CONTROLLER_NAME", "ClassPolicy", "ConfigBuilder", "build_config"]
 
 CONTROLLER_NAME = "fastroute.io/ingress-controller"
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
-KINDS = frozenset({"Ingress", "IngressClass", "Service", "EndpointSlice", "Endpoints", "Secret"})
+KINDS = frozenset(
+    {"Ingress", "IngressClass", "Service", "EndpointSlice", "Endpoints", "Secret", "ConfigMap"}
+)
 Obj = Mapping[str, Any]
 _TICK = timedelta(microseconds=1)  # datetime's resolution
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name); namespace "" if cluster-scoped
@@ -95,6 +129,7 @@ class _Host:
     rules: list[RuleId]
     problems: list[Problem]
     services: set[ServiceKey]
+    uses_catch_all: bool = False  # an error backend of its is the catch-all's backend
 
 
 class ConfigBuilder:
@@ -110,19 +145,42 @@ class ConfigBuilder:
         now: the time certificates are checked against (default: the time of each
             build). A certificate that expires, or becomes valid, between builds is
             checked again at the first build after that moment.
+        configmap: ``"namespace/name"`` of the controller's ConfigMap (None: none).
+        settings_defaults: the settings of the keys the ConfigMap does not set
+            (default: ingress-nginx's).
     """
 
-    def __init__(self, *, classes: ClassPolicy | None = None, now: datetime | None = None):
+    def __init__(
+        self,
+        *,
+        classes: ClassPolicy | None = None,
+        now: datetime | None = None,
+        configmap: str | None = None,
+        settings_defaults: Settings | None = None,
+    ):
         self.classes = classes or ClassPolicy()
         self.now = now
+        self.configmap = configmap
+        self.settings_defaults = settings_defaults or DEFAULT_SETTINGS
+        self._settings = self.settings_defaults
+        self._settings_problems: list[Problem] = []
+        self._settings_reads: set[str] = set()  # ConfigMaps the settings were read from
+        self._dirty_settings = configmap is not None
+        self._reads: dict[str, set[str]] = {}  # Ingress -> ConfigMaps its annotations name
+        self._by_configmap: dict[str, set[str]] = {}  # ConfigMap -> Ingresses naming it
         self._objects: dict[ObjectKey, Obj] = {}
         self._services = ServiceIndex()
         self._ours: tuple[set[str], bool | None] = (set(self.classes.class_names), None)
         self._specs: dict[str, IngressSpec] = {}  # our Ingresses
         self._ordered: list[tuple[tuple[str, str, str], str]] = []  # (order, key), sorted
         self._by_host: dict[str, set[str]] = {}  # host -> Ingresses with rules on it
+        self._by_alias: dict[str, set[str]] = {}  # alias host -> Ingresses aliasing it
+        self._by_error_service: dict[ServiceKey, set[str]] = {}  # -> Ingresses naming it
         self._by_tls_host: dict[str, set[str]] = {}  # TLS host -> Ingresses listing it
         self._by_secret: dict[tuple[str, str], set[str]] = {}  # Secret -> Ingresses naming it
+        self._backend_secrets: dict[str, SecretRef] = {}  # Ingress -> its proxy-ssl-secret
+        self._policies: dict[str, tuple[Policy, Problem | None]] = {}  # with that Secret's
+        self._now = _utc(now)  # the time of the build in progress
         self._by_parent: dict[str, set[str]] = {}  # "b.com" -> hosts "a.b.com" (for *.b.com)
         self._by_service: dict[ServiceKey, set[str]] = {}  # Service -> hosts routed to it
         self._catch_all_candidates: set[str] = set()
@@ -139,11 +197,14 @@ class ConfigBuilder:
         self._catch_all: Target | None = None
         self._catch_all_problems: list[Problem] = []
         self._catch_all_services: set[ServiceKey] = set()
+        self._catch_all_users: set[str] = set()  # hosts whose targets hold its backend
+        self._error_problems: dict[str, list[Problem]] = {}  # Ingress -> default-backend's
         # what the next build redoes
         self._dirty_hosts: set[str] = set()
         self._dirty_tls: set[str] = set()
         self._dirty_secrets: set[str] = set()  # Ingresses whose TLS entries to check
         self._dirty_catch_all = True
+        self._dirty_error_checks: set[str] = set()  # Ingresses whose default-backend to check
         self._ingresses: tuple[str, ...] | None = ()  # None: to be made from _ordered
         self._problem_list: tuple[Problem, ...] | None = ()  # None: to be gathered again
 
@@ -155,8 +216,8 @@ class ConfigBuilder:
     def put(self, obj: Obj) -> None:
         """Add an object, or replace the one with its kind, namespace and name.
 
-        Kinds other than Ingress, IngressClass, Service, EndpointSlice, Endpoints and
-        Secret are ignored.
+        Kinds other than Ingress, IngressClass, Service, EndpointSlice, Endpoints,
+        Secret and ConfigMap are ignored.
 
         Raises:
             ValueError: it has no ``metadata.name``.
@@ -187,6 +248,8 @@ class ConfigBuilder:
             self._classes_changed()
         elif what == "Secret":
             self._secret_changed((key[1], key[2]))
+        elif what == "ConfigMap":
+            self._configmap_changed(f"{key[1]}/{key[2]}")
         else:
             services = {self._services.drop(old) if old is not None else None}
             services.add(self._services.put(new) if new is not None else None)
@@ -197,9 +260,15 @@ class ConfigBuilder:
     def _ingress_changed(self, ns: str, ingress_name: str, obj: Obj | None) -> None:
         key = f"{ns}/{ingress_name}"
         old = self._specs.pop(key, None)
-        new = read_ingress(obj) if obj is not None and self._is_ours(obj) else None
+        new = self._read_ingress(key, obj) if obj is not None and self._is_ours(obj) else None
         if new is not None:
             self._specs[key] = new
+        else:
+            self._forget_reads(key)
+        self._policies.pop(key, None)
+        ref = self._backend_secrets.pop(key, None)
+        if ref is not None:
+            _index(self._by_secret, ref.key, key, False)
         if old is None or new is None or old.order != new.order:
             if old is not None:
                 del self._ordered[bisect.bisect_left(self._ordered, (old.order, key))]
@@ -208,6 +277,8 @@ class ConfigBuilder:
             self._ingresses = None
         if (old is not None and old.problems) or (new is not None and new.problems):
             self._problem_list = None
+        elif old is not None and new is not None and old.order != new.order:
+            self._problem_list = None  # its problems, the same, sort elsewhere
         for spec, adding in ((old, False), (new, True)):
             if spec is None:
                 continue
@@ -217,6 +288,12 @@ class ConfigBuilder:
                 if parent:
                     _index(self._by_parent, parent, host, adding)
                 self._dirty_hosts.add(host)
+            for alias in _aliases(spec):
+                _index(self._by_alias, alias, key, adding)
+                self._dirty_hosts.add(alias)
+            if spec.policy.default_backend is not None:
+                error_service = (spec.namespace, spec.policy.default_backend[0])
+                _index(self._by_error_service, error_service, key, adding)
             for secret in spec.secrets:
                 _index(self._by_secret, (spec.namespace, secret), key, adding)
             for tls_host in spec.tls_hosts:
@@ -225,18 +302,99 @@ class ConfigBuilder:
                 if had != (tls_host in self._by_tls_host):
                     self._tls_listing_changed(tls_host)
                 self._dirty_tls.add(tls_host)
-            if spec.default is not None and not spec.has_rules:
+            if spec.default is not None:
                 _index_set(self._catch_all_candidates, key, adding)
                 self._dirty_catch_all = True
+        ref = secret_reference(annotations_of(obj), new.namespace) if obj and new else None
+        if ref is not None:
+            self._backend_secrets[key] = ref
+            _index(self._by_secret, ref.key, key, True)
         self._dirty_secrets.add(key)
+        self._dirty_error_checks.add(key)
+
+    def _read_ingress(self, key: str, obj: Obj) -> IngressSpec:
+        """Read an Ingress with the current settings, indexing the ConfigMaps it names."""
+        reads: set[str] = set()
+
+        def lookup(ref: str) -> Mapping[str, str] | None:
+            reads.add(ref)
+            return self._configmap(ref)
+
+        spec = read_ingress(obj, self._settings, lookup)
+        self._forget_reads(key)
+        for ref in reads:
+            _index(self._by_configmap, ref, key, True)
+        if reads:
+            self._reads[key] = reads
+        return spec
+
+    def _forget_reads(self, key: str) -> None:
+        for ref in self._reads.pop(key, ()):
+            _index(self._by_configmap, ref, key, False)
+
+    def _configmap(self, ref: str) -> Mapping[str, str] | None:
+        """The data of ConfigMap ``"namespace/name"``, or None if it is not held."""
+        ns, _, configmap_name = ref.partition("/")
+        obj = self._objects.get(("ConfigMap", ns, configmap_name))
+        return None if obj is None else configmap_data(obj)
+
+    def _configmap_changed(self, ref: str) -> None:
+        if ref == self.configmap or ref in self._settings_reads:
+            self._dirty_settings = True
+        for key in sorted(self._by_configmap.get(ref, ())):
+            ns, _, ingress_name = key.partition("/")
+            self._ingress_changed(
+                ns, ingress_name, self._objects.get(("Ingress", ns, ingress_name))
+            )
+
+    def reads_configmap(self, ref: str) -> bool:
+        """Whether a change to ConfigMap ``"namespace/name"`` can change the config: it is
+        the controller's, one the settings name, or one an Ingress's annotations name."""
+        return ref == self.configmap or ref in self._settings_reads or ref in self._by_configmap
+
+    def _read_settings(self) -> None:
+        """Read the controller's ConfigMap again; if the settings change, every Ingress."""
+        self._dirty_settings = False
+        before = self._settings_problems
+        reads: set[str] = set()
+        problems: list[Problem] = []
+        settings = self.settings_defaults
+        if self.configmap is not None:
+            data = self._configmap(self.configmap)
+            if data is None:
+                reason = "not found: the settings are the defaults"
+                problems.append(Problem("ConfigMap", self.configmap, "", reason, warning=True))
+            else:
+
+                def lookup(ref: str) -> Mapping[str, str] | None:
+                    reads.add(ref)
+                    return self._configmap(ref)
+
+                settings, notes = read_settings(data, lookup, defaults=self.settings_defaults)
+                for data_key, reason, is_warning in notes:
+                    problems.append(
+                        Problem(
+                            "ConfigMap", self.configmap, f"data[{data_key}]", reason, is_warning
+                        )
+                    )
+        self._settings_reads = reads
+        self._settings_problems = problems
+        self._problems_changed(before, problems)
+        if settings == self._settings:
+            return
+        self._settings = settings
+        for (what, ns, ingress_name), obj in list(self._objects.items()):
+            if what == "Ingress":
+                self._ingress_changed(ns, ingress_name, obj)
 
     def _tls_listing_changed(self, tls_host: str) -> None:
         """A host was listed under TLS for the first time, or is no longer: its redirects
         change, and with a wildcard, those of every host it covers."""
+        self._dirty_hosts.add(tls_host)
         if tls_host.startswith("*."):
-            self._dirty_hosts.update(self._by_parent.get(tls_host[2:], ()))
-        else:
-            self._dirty_hosts.add(tls_host)
+            parent = tls_host[2:]
+            self._dirty_hosts.update(self._by_parent.get(parent, ()))
+            self._dirty_hosts.update(a for a in self._by_alias if _parent(a) == parent)
 
     def _classes_changed(self) -> None:
         ours = _our_classes(
@@ -258,12 +416,18 @@ class ConfigBuilder:
             for entry in spec.tls:
                 if entry.secret == secret[1]:
                     self._dirty_tls.update(entry.hosts)
+            ref = self._backend_secrets.get(key)
+            if ref is not None and ref.key == secret:  # its routes' policy changes
+                self._policies.pop(key, None)
+                self._dirty_hosts.update(spec.buckets)
+                self._dirty_catch_all = self._dirty_catch_all or key in self._catch_all_candidates
 
     def _service_changed(self, service: ServiceKey) -> None:
         self._backends.pop(service, None)
         self._dirty_hosts.update(self._by_service.get(service, ()))
         if service in self._catch_all_services:
             self._dirty_catch_all = True
+        self._dirty_error_checks.update(self._by_error_service.get(service, ()))
 
     def _is_ours(self, ingress: Obj) -> bool:
         ours, default_is_ours = self._ours
@@ -279,18 +443,26 @@ class ConfigBuilder:
 
     def build(self) -> RouteConfig:
         """The config of the objects held now."""
-        now = _utc(self.now)
+        now = self._now = _utc(self.now)
+        if self._dirty_settings:
+            self._read_settings()
         self._expire_certificates(now)
         try:
             router = Router() if self._router is None else self._router.copy()
+            if self._dirty_catch_all:
+                before = self._catch_all
+                self._build_catch_all()
+                if _backend_of(before) != _backend_of(self._catch_all):
+                    self._dirty_hosts.update(self._catch_all_users)
+            self._add_alias_hosts(self._dirty_hosts)
             for host in self._dirty_hosts:
                 self._build_host(router, host)
             for tls_host in self._dirty_tls:
                 self._build_tls_host(tls_host, now)
             for key in self._dirty_secrets:
                 self._check_secrets(key, now)
-            if self._dirty_catch_all:
-                self._build_catch_all()
+            for key in self._dirty_error_checks:
+                self._check_error_backend(key)
             router.set_default(self._catch_all)
         except BaseException:
             self._start_over()  # half-redone state must not outlive a failure
@@ -298,6 +470,7 @@ class ConfigBuilder:
         self._router = router
         self._dirty_hosts, self._dirty_tls, self._dirty_secrets = set(), set(), set()
         self._dirty_catch_all = False
+        self._dirty_error_checks = set()
         if self._ingresses is None:
             self._ingresses = tuple(key for _, key in self._ordered)
         if self._problem_list is None:
@@ -307,6 +480,7 @@ class ConfigBuilder:
             certificates=dict(self._certificates),
             ingresses=self._ingresses,
             problems=self._problem_list,
+            settings=self._settings,
         )
 
     def _start_over(self) -> None:
@@ -314,10 +488,13 @@ class ConfigBuilder:
         self._router = None
         self._hosts.clear()
         self._by_service.clear()
-        self._dirty_hosts = set(self._by_host) | set(self._hosts)
+        self._catch_all_users.clear()
+        self._dirty_hosts = set(self._by_host) | set(self._by_alias) | set(self._hosts)
+        self._dirty_error_checks = set(self._specs) | set(self._error_problems)
         self._dirty_tls = set(self._by_tls_host) | set(self._tls_problems)
         self._dirty_secrets = set(self._specs) | set(self._secret_problems)
         self._certificates.clear()
+        self._policies.clear()
         self._dirty_catch_all = True
         self._problem_list = None
 
@@ -331,6 +508,9 @@ class ConfigBuilder:
         for problems in self._tls_problems.values():
             yield from problems
         yield from self._catch_all_problems
+        for problems in self._error_problems.values():
+            yield from problems
+        yield from self._settings_problems
 
     def _backend(self, ns: str, service: str, port: int | str) -> Backend:
         ports = self._backends.setdefault((ns, service), {})
@@ -349,25 +529,58 @@ class ConfigBuilder:
             label and parent and not host.startswith("*.") and "*." + parent in self._by_tls_host
         )
 
+    def _add_alias_hosts(self, hosts: set[str]) -> None:
+        """Add to ``hosts`` the aliases of theirs: an alias host serves their rules."""
+        todo = list(hosts)
+        while todo:
+            host = todo.pop()
+            for key in self._by_host.get(host, ()):
+                for alias in _aliases(self._specs[key]):
+                    if alias not in hosts:
+                        hosts.add(alias)
+                        todo.append(alias)
+
     def _build_host(self, router: Router, host: str) -> None:
-        """Redo one host's rules and default, oldest Ingress first."""
+        """Redo one host's rules and default, oldest Ingress first, then its alias rules."""
         last = self._hosts.pop(host, None)
         if last is not None:
             for added in last.rules:
                 router.remove(*added)
             for service in last.services:
                 _index(self._by_service, service, host, False)
+        self._catch_all_users.discard(host)
         done = _Host([], [], set())
-        specs = sorted((self._specs[k] for k in self._by_host.get(host, ())), key=_order)
         tls = self._has_tls(host)
+        self._add_rules(router, host, None, tls, done)
+        self._add_alias_rules(router, host, tls, done)
+        for service in done.services:
+            _index(self._by_service, service, host, True)
+        if done.uses_catch_all:
+            self._catch_all_users.add(host)
+        if done.rules or done.problems:
+            self._hosts[host] = done
+        self._problems_changed(last.problems if last else [], done.problems)
+
+    def _add_rules(
+        self, router: Router, bucket: str, alias: str | None, tls: bool, done: _Host
+    ) -> None:
+        """Add the rules of one host and its default, on that host or on an alias of it.
+
+        The problems of the rules are reported when they are added on their own host;
+        on an alias, a rule that cannot be added is skipped for the same reason.
+        """
+        specs = sorted((self._specs[k] for k in self._by_host.get(bucket, ())), key=_order)
         for spec in specs:
             for rule in spec.rules:
-                if rule.bucket != host or isinstance(rule.backend, str):
+                if rule.bucket != bucket or isinstance(rule.backend, str):
                     continue
                 target = self._target(spec, rule.backend, tls, done)
+                rule_host = rule.host if alias is None else alias
                 try:
-                    router.add(rule.host, rule.path, rule.path_type, target)
+                    router.add(rule_host, rule.path, rule.path_type, target)
                 except RouteConflictError as error:
+                    if alias is not None:
+                        continue
                     winner: Target = error.existing.backend
                     on = f"host {error.new.host!r}" if error.new.host else "any host"
                     done.problems.append(
@@ -381,47 +594,143 @@ class ConfigBuilder:
                     )
                     continue
                 except InvalidRuleError as error:
-                    done.problems.append(Problem("Ingress", spec.key, rule.where, error.reason))
+                    if alias is None:
+                        done.problems.append(Problem("Ingress", spec.key, rule.where, error.reason))
                     continue
-                done.rules.append((rule.host, rule.path, rule.path_type))
+                done.rules.append((rule_host, rule.path, rule.path_type))
         # the oldest Ingress with a default backend sends the host's unmatched paths there,
         # unless an explicit "/" rule of any Ingress is already in place
+        default_host = bucket if alias is None else alias
         for spec in specs:
-            if host in spec.hosts and isinstance(spec.default, tuple):
+            if bucket in spec.hosts and isinstance(spec.default, tuple):
                 target = self._target(spec, spec.default, tls, done)
                 try:
-                    router.add(host, "/", "Prefix", target)
+                    router.add(default_host, "/", "Prefix", target)
                 except RouteConflictError:
                     pass
                 except InvalidRuleError as error:
-                    where = "spec.defaultBackend"
-                    done.problems.append(Problem("Ingress", spec.key, where, error.reason))
+                    if alias is None:
+                        where = "spec.defaultBackend"
+                        done.problems.append(Problem("Ingress", spec.key, where, error.reason))
                 else:
-                    done.rules.append((host, "/", "Prefix"))
+                    done.rules.append((default_host, "/", "Prefix"))
                 break
-        for service in done.services:
-            _index(self._by_service, service, host, True)
-        if done.rules or done.problems:
-            self._hosts[host] = done
-        self._problems_changed(last.problems if last else [], done.problems)
+
+    def _add_alias_rules(self, router: Router, alias: str, tls: bool, done: _Host) -> None:
+        """Serve on ``alias`` the rules of the hosts of the oldest Ingress aliasing it.
+
+        As in ingress-nginx, an alias that another Ingress names as a host stays that
+        Ingress's host; an Ingress aliasing a host an older one already aliases to other
+        hosts is refused too, since one host cannot mirror two.
+        """
+        claimants = sorted((self._specs[k] for k in self._by_alias.get(alias, ())), key=_order)
+        owners = self._by_host.get(alias, set())
+        mirrored: tuple[str, tuple[str, ...]] | None = None  # (Ingress, its hosts)
+        for spec in claimants:
+            others = sorted((self._specs[k] for k in owners if k != spec.key), key=_order)
+            reason, warning = "", False
+            if others:
+                reason = f"refused: it is a host of the Ingress {others[0].key}"
+            elif spec.key in owners:
+                reason, warning = "is one of the Ingress's own hosts already", True
+            elif not spec.hosts:
+                reason, warning = "not used: the Ingress's rules name no host", True
+            elif mirrored is not None:
+                if set(spec.hosts) <= set(mirrored[1]):
+                    continue  # already served, as the older Ingress aliases the same hosts
+                reason = (
+                    f"refused: it is already an alias of {', '.join(mirrored[1])} by the "
+                    f"older Ingress {mirrored[0]}"
+                )
+            else:
+                try:
+                    Router().add(alias, "/", "Prefix", None)
+                except InvalidRuleError as error:
+                    reason = f"refused: {error.reason}"
+                else:
+                    mirrored = spec.key, spec.hosts
+                    for host in spec.hosts:
+                        self._add_rules(router, host, alias, tls, done)
+            if reason:
+                done.problems.append(
+                    Problem(
+                        "Ingress",
+                        spec.key,
+                        "metadata.annotations",
+                        f"server-alias {alias!r} {reason}",
+                        warning=warning,
+                    )
+                )
 
     def _target(
         self, spec: IngressSpec, ref: tuple[str, int | str], tls: bool, done: _Host
     ) -> Target:
         service, port = ref
         done.services.add((spec.namespace, service))
-        return Target(spec.key, self._backend(spec.namespace, service, port), spec.policy, tls)
+        backend = self._backend(spec.namespace, service, port)
+        error_backend = self._error_backend(spec, done.services)
+        if error_backend is None and spec.policy.custom_http_errors:
+            done.uses_catch_all = True  # also when there is none yet: one may come
+            error_backend = _backend_of(self._catch_all)
+        return Target(spec.key, backend, self._policy(spec)[0], tls, error_backend)
+
+    def _policy(self, spec: IngressSpec) -> tuple[Policy, Problem | None]:
+        """The Ingress's policy with its proxy-ssl-secret resolved, and that one's problem."""
+        found = self._policies.get(spec.key)
+        if found is None:
+            ref = self._backend_secrets.get(spec.key)
+            secret = self._objects.get(("Secret", *ref.key)) if ref is not None else None
+            client = None
+            if ref is not None and secret is not None and has_client_certificate(secret):
+                client = self._certificate(*ref.key, self._now)
+            found = upstream_policy(spec.key, spec.policy, ref, secret, client)
+            self._policies[spec.key] = found
+        return found
+
+    def _error_backend(self, spec: IngressSpec, services: set[ServiceKey]) -> Backend | None:
+        """The Ingress's ``default-backend`` Service, if it names one that exists."""
+        if spec.policy.default_backend is None:
+            return None
+        service, port = spec.policy.default_backend
+        services.add((spec.namespace, service))
+        obj = self._services.services.get((spec.namespace, service))
+        if obj is None:
+            return None  # reported by _check_error_backend
+        if port == FIRST_PORT:
+            port = _first_port(obj)
+        return self._backend(spec.namespace, service, port)
+
+    def _check_error_backend(self, key: str) -> None:
+        """The problem of an Ingress whose ``default-backend`` names no Service."""
+        before = self._error_problems.pop(key, [])
+        spec = self._specs.get(key)
+        problems: list[Problem] = []
+        if spec is not None and spec.policy.default_backend is not None:
+            service = spec.policy.default_backend[0]
+            if (spec.namespace, service) not in self._services.services:
+                reason = (
+                    f"default-backend: Service {spec.namespace}/{service} not found; its "
+                    "routes are served without an error backend"
+                )
+                problems.append(Problem("Ingress", key, "metadata.annotations", reason))
+        if problems:
+            self._error_problems[key] = problems
+        self._problems_changed(before, problems)
 
     def _problems_changed(self, before: list[Problem], after: list[Problem]) -> None:
         if before != after:
             self._problem_list = None
 
     def _build_catch_all(self) -> None:
-        """The oldest Ingress with only a default backend serves what nothing else does."""
+        """The default backend that serves what no rule of any host matches: a rule-less
+        Ingress's before one with rules (whose own hosts have it anyway), oldest first."""
         before = self._catch_all_problems
         self._catch_all, self._catch_all_problems = None, []
         self._catch_all_services = set()
-        specs = sorted((self._specs[k] for k in self._catch_all_candidates), key=_order)
+        specs = sorted(
+            (self._specs[k] for k in self._catch_all_candidates),
+            key=lambda spec: (spec.has_rules, spec.order),
+        )
         for spec in specs:
             if not isinstance(spec.default, tuple):
                 continue
@@ -429,8 +738,12 @@ class ConfigBuilder:
                 service, port = spec.default
                 self._catch_all_services.add((spec.namespace, service))
                 backend = self._backend(spec.namespace, service, port)
-                self._catch_all = Target(spec.key, backend, spec.policy, False)
-            else:
+                error_backend = self._error_backend(spec, self._catch_all_services)
+                if error_backend is None and spec.policy.custom_http_errors:
+                    error_backend = backend
+                policy = self._policy(spec)[0]
+                self._catch_all = Target(spec.key, backend, policy, False, error_backend)
+            elif not spec.has_rules:
                 self._catch_all_problems.append(
                     Problem(
                         "Ingress",
@@ -438,6 +751,17 @@ class ConfigBuilder:
                         "spec.defaultBackend",
                         "the catch-all default backend is already set by the older Ingress "
                         f"{self._catch_all.ingress}",
+                    )
+                )
+            elif not spec.hosts:
+                self._catch_all_problems.append(
+                    Problem(
+                        "Ingress",
+                        spec.key,
+                        "spec.defaultBackend",
+                        "not used: the Ingress's rules name no host, and the catch-all "
+                        f"default backend is the Ingress {self._catch_all.ingress}'s",
+                        warning=True,
                     )
                 )
         self._problems_changed(before, self._catch_all_problems)
@@ -479,6 +803,9 @@ class ConfigBuilder:
         if spec is None:
             self._problems_changed(before, problems)
             return
+        backend_problem = self._policy(spec)[1]
+        if backend_problem is not None:
+            problems.append(backend_problem)
         for entry in spec.tls:
             if not entry.secret:
                 problems.append(
@@ -544,19 +871,26 @@ def build_config(
     *,
     classes: ClassPolicy | None = None,
     now: datetime | None = None,
+    configmap: str | None = None,
+    settings_defaults: Settings | None = None,
 ) -> RouteConfig:
     """Translate a snapshot of Kubernetes objects (dicts) into a RouteConfig.
 
     Args:
         objects: Ingresses (v1, or the removed v1beta1 forms), IngressClasses, Services,
-            EndpointSlices, Endpoints and Secrets, in any order; other kinds are ignored.
+            EndpointSlices, Endpoints, Secrets and ConfigMaps, in any order; other kinds
+            are ignored.
             An object given twice (same kind, namespace and name) counts once, as its
             last version, with a warning.
         classes: which Ingresses are ours (default: class ``fastroute`` or an IngressClass
             with controller ``fastroute.io/ingress-controller``).
         now: the time certificates are checked against (default: the current time).
+        configmap: ``"namespace/name"`` of the controller's ConfigMap, among ``objects``.
+        settings_defaults: the settings of the keys the ConfigMap does not set.
     """
-    builder = ConfigBuilder(classes=classes, now=now)
+    builder = ConfigBuilder(
+        classes=classes, now=now, configmap=configmap, settings_defaults=settings_defaults
+    )
     problems: list[Problem] = []
     seen: set[ObjectKey] = set()
     for i, obj in enumerate(objects):
@@ -587,6 +921,7 @@ def build_config(
         certificates=config.certificates,
         ingresses=config.ingresses,
         problems=(*problems, *config.problems),
+        settings=config.settings,
     )
 
 
@@ -633,6 +968,25 @@ def _parent(host: str) -> str:
 
 def _order(spec: IngressSpec) -> tuple[str, str, str]:
     return spec.order
+
+
+def _aliases(spec: IngressSpec) -> frozenset[str]:
+    """The ``server-alias`` hosts of an Ingress, as the router keys them."""
+    return frozenset(fold_host(alias) for alias in spec.policy.aliases if alias)
+
+
+def _first_port(service: Obj) -> int | str:
+    """The number of a Service's first port (``default-backend`` names none), else
+    ``FIRST_PORT``, which resolves to a Backend saying the Service has no such port."""
+    ports = sequence(mapping(service.get("spec")).get("ports"))
+    number = mapping(ports[0]).get("port") if ports else None
+    if isinstance(number, int) and not isinstance(number, bool):
+        return number
+    return FIRST_PORT
+
+
+def _backend_of(target: Target | None) -> Backend | None:
+    return None if target is None else target.backend
 
 
 def _problem_order(specs: Mapping[str, IngressSpec]) -> Any:

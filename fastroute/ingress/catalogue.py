@@ -132,7 +132,9 @@ def _annotations() -> _Table:
             "temporal-redirect-code": "its status (default 302)",
             "app-root": "/ redirects to this path",
             "from-to-www-redirect": "www.host and host redirect to the one the rules name",
-            "server-alias": "more hosts served by the same rules",
+            "server-alias": "more hosts served by the rules of the Ingress's hosts (other "
+            "Ingresses' rules on them too, as in ingress-nginx); an alias that another Ingress "
+            "names as a host stays that Ingress's, and is reported",
             "upstream-vhost": "the Host header sent to the pod",
             "x-forwarded-prefix": "X-Forwarded-Prefix sent to the pod",
             "custom-headers": "response headers from a ConfigMap",
@@ -148,8 +150,9 @@ def _annotations() -> _Table:
             "proxy-ssl-server-name": "send that name as SNI",
             "proxy-ssl-verify-depth": "certificate chain depth toward the pods",
             "proxy-ssl-protocols": "TLS versions toward the pods",
-            "default-backend": "a Service of the Ingress's namespace for unmatched requests and "
-            "custom-http-errors",
+            "default-backend": "a Service of the Ingress's namespace (its first port) for the "
+            "Ingress's routes without endpoints and their custom-http-errors; a missing Service "
+            "is reported and the routes serve without it",
             "custom-http-errors": "these upstream statuses are answered by the default backend, "
             "with X-Code, X-Format, X-Original-URI and the other X- headers",
             "service-upstream": "send to the Service's cluster IP instead of its endpoints",

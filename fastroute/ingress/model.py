@@ -106,7 +106,7 @@ class UpstreamTLS:
     ca: bytes = b""  # PEM CA bundle (proxy-ssl-secret's ca.crt)
     certificate: bytes = b""  # PEM client certificate and key (proxy-ssl-secret's tls.*)
     key: bytes = b""
-    name: str = ""  # proxy-ssl-name: the name verified; "" the Service's host
+    name: str = ""  # proxy-ssl-name: the name verified (and sent as SNI); "" the endpoint's
     send_sni: bool = False  # proxy-ssl-server-name
     verify_depth: int = 1
     protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")

@@ -5,7 +5,9 @@ and the task waits for readiness only when the kernel has nothing (trio's
 ``wait_readable``/``wait_writable``), so a request costs one trip through the scheduler
 per wait instead of several per call. A channel that keeps finding data ready still
 yields to the scheduler now and then, so one busy connection cannot starve the others.
-TLS goes through ``trio.SSLStream``, behind the same two methods.
+TLS goes through ``trio.SSLStream``, behind the same two methods: client connections
+(``StreamChannel``) and upstream ones (``TLSChannel``, from ``connect_tls``), which the
+pool keeps like plain ones.
 """
 
 from __future__ import annotations
@@ -13,12 +15,23 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import ssl
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
 from trio.lowlevel import checkpoint, notify_closing, wait_readable, wait_writable
 
-__all__ = ["READ_SIZE", "Channel", "SocketChannel", "StreamChannel", "connect"]
+__all__ = [
+    "READ_SIZE",
+    "Channel",
+    "SocketChannel",
+    "StreamChannel",
+    "TLSChannel",
+    "UpstreamChannel",
+    "connect",
+    "connect_tls",
+]
 
 READ_SIZE = 64 * 1024
 _YIELD_EVERY = 32  # calls that found the socket ready before a forced checkpoint
@@ -175,6 +188,39 @@ class StreamChannel:
         await _drain(self, seconds)
 
 
+class TLSChannel(StreamChannel):
+    """A TLS connection the proxy opened to an upstream: a StreamChannel that can be pooled.
+
+    ``stale`` is ``SocketChannel.stale`` for TLS: an idle connection that received
+    anything is not reused, a close_notify alert or a renegotiation included, and neither
+    is one with bytes the TLS layer already took off the socket but nobody read.
+    """
+
+    __slots__ = ("_poller",)
+
+    stream: trio.SSLStream[trio.SocketStream]
+    sock: socket.socket
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream], sock: socket.socket) -> None:
+        super().__init__(stream, sock)
+        self._poller: select.poll | None = None
+
+    def stale(self) -> bool:
+        if self.stream.pending():  # decrypted, unread
+            return True
+        incoming = getattr(self.stream, "_incoming", None)  # received, not yet decrypted
+        if isinstance(incoming, ssl.MemoryBIO) and incoming.pending:
+            return True
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
+
+
+UpstreamChannel = SocketChannel | TLSChannel
+
+
 async def _drain(channel: SocketChannel | StreamChannel, seconds: float) -> None:
     """Read and drop until the peer closes, ``seconds`` pass, or the connection breaks."""
     with trio.move_on_after(seconds):
@@ -227,3 +273,46 @@ async def connect(address: str, port: int) -> SocketChannel:
         sock.close()
         raise
     return SocketChannel(sock)
+
+
+async def connect_tls(
+    address: str,
+    port: int,
+    context: ssl.SSLContext,
+    server_hostname: str | None,
+    check: Callable[[trio.SSLStream[trio.SocketStream]], None] | None = None,
+) -> TLSChannel:
+    """A new TLS connection to ``address``, its handshake done and ``check`` passed.
+
+    ``server_hostname`` is sent as SNI (unless it is an IP address) and checked against
+    the certificate when ``context`` checks host names. ``check`` sees the finished
+    handshake and raises OSError to refuse the connection.
+
+    Raises:
+        OSError: the TCP connection failed, the handshake failed (an ``ssl.SSLError``
+            saying why, or the peer closed), or ``check`` refused.
+    """
+    plain = await connect(address, port)
+    sock = plain.sock
+    try:
+        stream = trio.SSLStream(
+            trio.SocketStream(trio.socket.from_stdlib_socket(sock)),
+            context,
+            server_hostname=server_hostname,
+            https_compatible=True,  # an HTTP response ends by its framing, not close_notify
+        )
+        try:
+            await stream.do_handshake()
+        except trio.BrokenResourceError as error:
+            cause = error.__cause__
+            if isinstance(cause, OSError):
+                raise cause from None
+            raise ssl.SSLError(
+                f"TLS handshake: {cause or 'the peer closed the connection'}"
+            ) from None
+        if check is not None:
+            check(stream)
+    except BaseException:
+        plain.close()
+        raise
+    return TLSChannel(stream, sock)

@@ -52,9 +52,13 @@ def _no_fields(name: bytes) -> bytes | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forward:
-    """Send the request to ``route.backend``, with this target and these fields."""
+    """Send the request to ``route.backend``, with this target and these fields.
+
+    Made for every forwarded request, and never changed after: not frozen, because a
+    frozen dataclass's ``__init__`` costs several times as much.
+    """
 
     route: Target
     host: bytes  # the host the request is for, as sent (for logs and X-Forwarded-Host)
@@ -270,20 +274,29 @@ def _guarded(
 ) -> Decision:
     """A route with annotations: its limits and lists, its endpoints, its fields."""
     policy = route.policy
+    # ingress-nginx sets the CORS fields on the location's refusals too, so that a page
+    # can read their status (and back off) instead of seeing a CORS failure
+    rules = cors_rules(policy.cors) if policy.cors is not None else None
+    cors_lines = rules.response_headers(header(b"origin")) if rules is not None else b""
     held: Held | None = None
     limit = policy.limit
     if limit is not None and limits is not None:
         status = limits.admit(route.ingress, limit, client, now)
         if status is not None:
-            return Answer(status, reason="limit-rps", route=route)
+            return Answer(status, lines=cors_lines, reason="limit-rps", route=route)
         if limit.connections:
             held = limits.enter(route.ingress, limit, client)
             if held is None:
-                return Answer(limit.connections_status, reason="limit-connections", route=route)
+                return Answer(
+                    limit.connections_status,
+                    lines=cors_lines,
+                    reason="limit-connections",
+                    route=route,
+                )
     if not allowed(client, policy.allow, policy.deny):
         if held is not None:
             held.release()
-        return Answer(403, reason="source-range", route=route)
+        return Answer(403, lines=cors_lines, reason="source-range", route=route)
     if not route.backend.usable():
         fallback = route.error_backend
         if policy.default_backend is not None and fallback is not None and fallback.usable():
@@ -291,20 +304,18 @@ def _guarded(
         else:
             if held is not None:
                 held.release()
-            raise ServiceUnavailableError(
-                route.backend.problem or f"{route.backend.name} has no endpoints"
-            )
+            problem = route.backend.problem or f"{route.backend.name} has no endpoints"
+            if cors_lines:
+                return Answer(503, lines=cors_lines, reason=problem, route=route)
+            raise ServiceUnavailableError(problem)
     client_lines = policy.response_lines
     client_drop = policy.response_drop
     if scheme == "https" and route.tls and policy.hsts:
         client_lines += policy.hsts_line
         client_drop = _HSTS_NAMES | (client_drop or frozenset())
-    if policy.cors is not None:
-        rules = cors_rules(policy.cors)
-        lines = rules.response_headers(header(b"origin"))
-        if lines:
-            client_lines += lines
-            client_drop = rules.names | (client_drop or frozenset())
+    if rules is not None and cors_lines:
+        client_lines += cors_lines
+        client_drop = rules.names | (client_drop or frozenset())
     vhost = policy.upstream_vhost.encode() if policy.upstream_vhost is not None else b""
     return Forward(
         route,

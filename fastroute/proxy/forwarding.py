@@ -5,14 +5,17 @@ the request head to send upstream, the start of its body, and itself as a ``Clie
 (send bytes to the client, read the next piece of request body, enter a phase with a
 deadline, say the request is done). Upstream connections speak HTTP/1.1; they are kept
 alive in a ``Pool`` and chosen by the ``Balancer``; one that received anything while
-idle is never reused. A request that asks for a protocol upgrade (WebSocket) and gets
-``101`` becomes a two-way byte tunnel.
+idle is never reused. A route with ``backend-protocol: HTTPS`` speaks TLS to its
+endpoints (``upstream_tls``); its connections are pooled apart from plain ones, and apart
+from those made with other TLS settings. A request that asks for a protocol upgrade
+(WebSocket) and gets ``101`` becomes a two-way byte tunnel.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import trio
@@ -30,12 +33,13 @@ from fastroute.errors import (
     ProxyError,
     ServiceUnavailableError,
 )
-from fastroute.ingress.model import Endpoint
+from fastroute.ingress.model import Endpoint, UpstreamTLS
 from fastroute.proxy.balancer import IDEMPOTENT_METHODS, Balancer, may_retry
-from fastroute.proxy.channel import Channel, SocketChannel, connect
+from fastroute.proxy.channel import Channel, TLSChannel, UpstreamChannel, connect, connect_tls
 from fastroute.proxy.headers import response_headers
 from fastroute.proxy.pool import Pool
 from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
+from fastroute.proxy.upstream_tls import UpstreamContexts, check_peer, server_hostname
 
 if TYPE_CHECKING:
     from fastroute.ingress.model import Policy
@@ -47,12 +51,27 @@ log = logging.getLogger("fastroute.proxy")
 
 
 class _UpstreamFailedError(Exception):
-    """The exchange with an upstream failed before its response head arrived."""
+    """The exchange with an upstream failed before its response head arrived.
+
+    ``condition`` is the proxy-next-upstream condition it meets: "error" for a connection
+    that broke or closed, "invalid_header" for a response that is not valid HTTP.
+    """
+
+    def __init__(self, reason: str, condition: str = "error") -> None:
+        super().__init__(reason)
+        self.condition = condition
+
+
+class _UpstreamTimedOutError(Exception):
+    """An upstream sent no response head within the read timeout, and another may be asked."""
 
 
 # ingress-nginx's proxy-next-upstream default: another endpoint after a connection error
-# or a connect timeout
+# or a timeout (to connect, or waiting for the response head)
 DEFAULT_NEXT_UPSTREAM = frozenset({"error", "timeout"})
+# When a response head that is late may go to the next endpoint, a timer in the exchange
+# ends the wait; the watchdog's deadline is this much later, as a backstop only.
+BACKSTOP = 1.0
 
 
 class Timeouts(NamedTuple):
@@ -64,13 +83,14 @@ class Timeouts(NamedTuple):
 
 
 class Upstream:
-    """One connection to an endpoint."""
+    """One connection to an endpoint; ``key`` is where the pool keeps it."""
 
-    __slots__ = ("channel", "endpoint", "reused")
+    __slots__ = ("channel", "endpoint", "key", "reused")
 
-    def __init__(self, channel: SocketChannel, endpoint: Endpoint) -> None:
+    def __init__(self, channel: UpstreamChannel, endpoint: Endpoint, key: Hashable) -> None:
         self.channel = channel
         self.endpoint = endpoint
+        self.key = key  # the endpoint; with TLS, the endpoint and the TLS settings
         self.reused = False
 
 
@@ -123,6 +143,7 @@ class Forwarder:
         self.limits = state.limits
         self.balancer = Balancer()
         self.pool: Pool[Upstream] = Pool(max_idle=320)
+        self.tls_contexts = UpstreamContexts()
         self._default_timeouts = Timeouts(
             self.limits.connect_timeout, self.limits.upstream_timeout, self.limits.upstream_timeout
         )
@@ -151,21 +172,24 @@ class Forwarder:
         attempts = self.balancer.attempts(backend, now=trio.current_time())
         rules = DEFAULT_NEXT_UPSTREAM
         give_up = math.inf
+        tls: UpstreamTLS | None = None
         if not policy.plain:
+            tls = policy.upstream_tls
             if policy.next_upstream is not None:
                 rules = policy.next_upstream
             if policy.next_upstream_tries:
                 del attempts[policy.next_upstream_tries :]
             give_up = trio.current_time() + (policy.next_upstream_timeout or math.inf)
         replayable = body is None or body.complete
-        # False: a pooled connection just failed, or the route speaks HTTP/1.0 (one
-        # request per connection); the next one is new
-        pooled = policy.plain or policy.proxy_http_version != "1.0"
+        resendable = replayable and (head.method in IDEMPOTENT_METHODS or "non_idempotent" in rules)
+        # an HTTP/1.0 route sends one request per connection: never a pooled one
+        poolable = policy.plain or policy.proxy_http_version != "1.0"
+        pooled = poolable  # False: a pooled connection just failed; the next one is new
         while attempts:
             endpoint = attempts[0]
             try:
                 upstream = await self._checkout(
-                    endpoint, pooled=pooled, client=client, timeouts=timeouts
+                    endpoint, tls, pooled=pooled, client=client, timeouts=timeouts
                 )
             except ProxyError as error:
                 last_error = error
@@ -175,10 +199,26 @@ class Forwarder:
                 attempts.pop(0)  # nothing was sent: the next endpoint may take it
                 continue
             client.upstream = upstream
+            # nginx's "timeout" covers a response head that is late: only then (and only
+            # with an endpoint left to ask) does the exchange time its own wait
+            timed = resendable and "timeout" in rules and len(attempts) > 1
             try:
                 response, received, rest = await self._exchange(
-                    client, upstream, outgoing, head, body, after, timeouts
+                    client, upstream, outgoing, head, body, after, timeouts, timed
                 )
+            except _UpstreamTimedOutError:
+                upstream.channel.close()
+                client.upstream = None
+                self.balancer.failed(endpoint, now=trio.current_time(), reason="read timed out")
+                self.state.upstream_error(client.service, endpoint, "timeout")
+                last_error = GatewayTimeoutError(
+                    f"{endpoint} sent no response for {timeouts.read:g} s"
+                )
+                if trio.current_time() >= give_up:
+                    break
+                attempts.pop(0)
+                pooled = poolable
+                continue
             except _UpstreamFailedError as failure:
                 upstream.channel.close()
                 client.upstream = None
@@ -192,7 +232,7 @@ class Forwarder:
                 self.balancer.failed(endpoint, now=trio.current_time(), reason=reason)
                 self.state.upstream_error(client.service, endpoint, "broken")
                 last_error = BadGatewayError(f"{endpoint}: {reason}")
-                retry = "error" in rules and may_retry(
+                retry = failure.condition in rules and may_retry(
                     b"GET" if "non_idempotent" in rules else head.method,
                     request_sent=True,
                     body_replayable=replayable,
@@ -200,7 +240,7 @@ class Forwarder:
                 if not retry or trio.current_time() >= give_up:
                     break
                 attempts.pop(0)
-                pooled = policy.plain or policy.proxy_http_version != "1.0"
+                pooled = poolable
                 continue
             if response.status == 101 and head.upgrade is None:
                 # a switch nobody asked for would make the rest of the connection a tunnel
@@ -213,8 +253,7 @@ class Forwarder:
             if (
                 len(attempts) > 1
                 and f"http_{response.status}" in rules
-                and replayable
-                and (head.method in IDEMPOTENT_METHODS or "non_idempotent" in rules)
+                and resendable
                 and trio.current_time() < give_up
             ):
                 # proxy-next-upstream http_5xx: this answer is not passed on, the next
@@ -248,7 +287,13 @@ class Forwarder:
         return timeouts
 
     async def _checkout(
-        self, endpoint: Endpoint, *, pooled: bool, client: ClientSide, timeouts: Timeouts
+        self,
+        endpoint: Endpoint,
+        tls: UpstreamTLS | None,
+        *,
+        pooled: bool,
+        client: ClientSide,
+        timeouts: Timeouts,
     ) -> Upstream:
         """An idle pooled connection to ``endpoint`` (if ``pooled``), or a new one.
 
@@ -257,8 +302,9 @@ class Forwarder:
         would become the next client's answer, and every answer after it off by one.
         """
         now = trio.current_time()
+        key: Hashable = endpoint if tls is None else (endpoint, tls)
         while pooled:
-            upstream, expired = self.pool.take(endpoint, now=now)
+            upstream, expired = self.pool.take(key, now=now)
             for old in expired:
                 old.channel.close()
             if upstream is None:
@@ -272,16 +318,38 @@ class Forwarder:
         client.deadline(Phase.UPSTREAM, timeouts.connect + timeouts.read)
         with trio.move_on_after(timeouts.connect):
             try:
-                channel = await connect(endpoint.address, endpoint.port)
+                channel: UpstreamChannel
+                if tls is None:
+                    channel = await connect(endpoint.address, endpoint.port)
+                else:
+                    channel = await self._connect_tls(endpoint, tls)
             except OSError as error:
                 self.balancer.failed(endpoint, now=trio.current_time(), reason=f"connect: {error}")
                 self.state.upstream_error(client.service, endpoint, "connect")
                 raise BadGatewayError(f"connect to {endpoint}: {error}") from None
-            return Upstream(channel, endpoint)
+            return Upstream(channel, endpoint, key)
         self.balancer.failed(endpoint, now=trio.current_time(), reason="connect timed out")
         self.state.upstream_error(client.service, endpoint, "connect")
         # ingress-nginx answers a connect timeout 504 (after trying the next endpoint)
         raise GatewayTimeoutError(f"connect to {endpoint} timed out")
+
+    async def _connect_tls(self, endpoint: Endpoint, tls: UpstreamTLS) -> TLSChannel:
+        """A TLS connection to ``endpoint``, its certificate checked as ``tls`` says.
+
+        Raises:
+            OSError: connecting or the handshake failed, or the certificate was refused.
+        """
+        try:
+            context = await self.tls_contexts.context(tls)
+        except ValueError as error:
+            raise OSError(f"backend TLS settings unusable: {error}") from None
+        return await connect_tls(
+            endpoint.address,
+            endpoint.port,
+            context,
+            server_hostname(tls, endpoint),
+            lambda stream: check_peer(stream, tls, endpoint),
+        )
 
     async def _exchange(
         self,
@@ -292,6 +360,7 @@ class Forwarder:
         body: RequestBodyStart | None,
         after: bytes,
         timeouts: Timeouts,
+        timed: bool,
     ) -> tuple[ResponseHead, bytes, bytes]:
         """Send the request and read the response head.
 
@@ -299,7 +368,8 @@ class Forwarder:
         ``after`` what followed the head on the client connection. Returns the response
         head, what the upstream sent after it, and what follows the request on the client
         connection. Raises _UpstreamFailedError when the upstream connection fails before
-        the response head arrived.
+        the response head arrived, and (if ``timed``) _UpstreamTimedOutError when the
+        head is later than the read timeout.
         """
         channel = upstream.channel
         limits = self.limits
@@ -315,8 +385,7 @@ class Forwarder:
                         client.deadline(Phase.UPSTREAM, timeouts.send)
                         await channel.send(data)
                 rest = body.rest
-            client.deadline(Phase.UPSTREAM, timeouts.read)
-            data = await channel.recv_reply()
+            data = await _head_part(client, channel.recv_reply, timeouts.read, timed)
             received = data
             is_head = head.method == b"HEAD"
             while True:
@@ -324,8 +393,7 @@ class Forwarder:
                 if response is None:
                     if not data:
                         raise _UpstreamFailedError("closed before a response")
-                    client.deadline(Phase.UPSTREAM, timeouts.read)
-                    data = await channel.recv()
+                    data = await _head_part(client, channel.recv, timeouts.read, timed)
                     received += data
                     continue
                 received = received[response.size :]
@@ -334,7 +402,7 @@ class Forwarder:
         except CONNECTION_FAILURES as error:
             raise _UpstreamFailedError(str(error) or type(error).__name__) from error
         except BadGatewayError as error:
-            raise _UpstreamFailedError(error.detail) from error
+            raise _UpstreamFailedError(error.detail, "invalid_header") from error
         return response, received, rest
 
     async def _relay(
@@ -416,7 +484,7 @@ class Forwarder:
         client.upstream = None
         policy = plan.route.policy
         if reusable and (policy.plain or policy.proxy_http_version != "1.0"):
-            for old in self.pool.give(upstream.endpoint, upstream, now=trio.current_time()):
+            for old in self.pool.give(upstream.key, upstream, now=trio.current_time()):
                 old.channel.close()
         else:
             channel.close()
@@ -427,7 +495,7 @@ class Forwarder:
     async def _relay_length(
         self,
         client: ClientSide,
-        upstream: SocketChannel,
+        upstream: UpstreamChannel,
         remaining: int,
         out: bytes,
         received: bytes,
@@ -453,7 +521,7 @@ class Forwarder:
     async def _relay_chunked(
         self,
         client: ClientSide,
-        upstream: SocketChannel,
+        upstream: UpstreamChannel,
         scanner: ChunkedScanner,
         out: bytes,
         received: bytes,
@@ -485,8 +553,25 @@ class Forwarder:
                 raise trio.BrokenResourceError("upstream closed mid-body")
 
 
+async def _head_part(
+    client: ClientSide, read: Callable[[], Awaitable[bytes]], seconds: float, timed: bool
+) -> bytes:
+    """The next bytes of a response head, within ``seconds``.
+
+    Untimed, the watchdog ends a wait past ``seconds`` (a 504). Timed, a timer ends it
+    first and raises _UpstreamTimedOutError, so the next endpoint can be asked.
+    """
+    if not timed:
+        client.deadline(Phase.UPSTREAM, seconds)
+        return await read()
+    client.deadline(Phase.UPSTREAM, seconds + BACKSTOP)
+    with trio.move_on_after(seconds):
+        return await read()
+    raise _UpstreamTimedOutError()
+
+
 async def _tunnel(
-    client: ClientSide, upstream: SocketChannel, first: bytes, idle_timeout: float
+    client: ClientSide, upstream: UpstreamChannel, first: bytes, idle_timeout: float
 ) -> None:
     """Copy bytes both ways until either side closes (an upgraded connection).
 

@@ -332,9 +332,8 @@ class Http1:
         elif connection.phase is Phase.UPSTREAM:
             upstream = connection.upstream
             where = str(upstream.endpoint) if upstream else "the upstream"
-            error = GatewayTimeoutError(
-                f"{where} sent nothing for {self.limits.upstream_timeout:g} s"
-            )
+            # the route's own timeouts may be shorter than the proxy's: no number here
+            error = GatewayTimeoutError(f"{where} was too slow for the route's timeouts")
             if upstream is not None:
                 self.state.upstream_error(connection.service, upstream.endpoint, "timeout")
         else:

@@ -191,7 +191,10 @@ class Proxy:
         open_connections = self._http1.open
         state = self._state
         while True:
-            await trio.sleep(state.tick)
+            with trio.move_on_after(state.tick):
+                await state.tick_shortened.wait()
+            if state.tick_shortened.is_set():
+                state.tick_shortened = trio.Event()
             now = trio.current_time()
             for connection in list(open_connections):
                 if connection.expires <= now:

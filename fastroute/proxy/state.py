@@ -83,6 +83,7 @@ class ProxyState:
         "limits",
         "metrics",
         "tick",
+        "tick_shortened",
         "tls",
         "trusted",
     )
@@ -106,11 +107,15 @@ class ProxyState:
         # how often the watchdog looks for passed deadlines: a quarter of the shortest
         # timeout in use, at most half a second
         self.tick = min(0.5, limits.head_timeout / 4, limits.upstream_timeout / 4)
+        # set when a route's timeout shortens ``tick``: the watchdog, which may be in the
+        # middle of a longer sleep, looks at once (else a first request could be late)
+        self.tick_shortened = trio.Event()
 
     def shortest_timeout(self, seconds: float) -> None:
         """A route uses a timeout of ``seconds``: the watchdog must look often enough."""
         if seconds / 4 < self.tick:
             self.tick = max(seconds / 4, 0.01)
+            self.tick_shortened.set()
 
     def upstream_error(self, service: str, endpoint: Endpoint, reason: str) -> None:
         """Count an exchange with ``endpoint`` that failed (``reason``: connect, broken...)."""

@@ -36,7 +36,7 @@ from fastroute.ingress.certs import Certificate, self_signed_certificate
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.listener import LogThrottle
 
-__all__ = ["TLSContexts", "TLSState", "context_for", "send_handshake_alert"]
+__all__ = ["TLSContexts", "TLSState", "context_for", "pem_path", "send_handshake_alert"]
 
 ALPN = ["http/1.1"]
 
@@ -102,7 +102,7 @@ def _install_sni_error_hook() -> None:
 
 
 @contextmanager
-def _pem_path(data: bytes) -> Iterator[str]:
+def pem_path(data: bytes) -> Iterator[str]:
     """A path that reads as ``data`` for as long as the context is open."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("fastroute-pem")
@@ -124,7 +124,7 @@ def context_for(certificate: Certificate) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(ALPN)
-    with _pem_path(certificate.chain_pem + b"\n" + certificate.key_pem) as path:
+    with pem_path(certificate.chain_pem + b"\n" + certificate.key_pem) as path:
         context.load_cert_chain(path)
     return context
 

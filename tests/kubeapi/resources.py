@@ -105,6 +105,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     _rt("", "Service", "services", short_names=("svc",), status_subresource=True,
         return_deleted=True),
     _rt("", "Endpoints", "endpoints", short_names=("ep",)),
+    _rt("", "ConfigMap", "configmaps", short_names=("cm",)),
     _rt("", "Secret", "secrets", fields=("type",)),
     _rt("", "Event", "events", short_names=("ev",), fields=EVENT_FIELDS),
     _rt("", "Node", "nodes", False, short_names=("no",), status_subresource=True,

@@ -1,0 +1,159 @@
+"""``proxy-ssl-secret``: the Secret that backend TLS (``backend-protocol: HTTPS``) trusts.
+
+The Secret's ``ca.crt`` is the CA bundle the pods' certificates are verified against;
+its ``tls.crt`` and ``tls.key``, when present, are the client certificate the proxy
+presents to them (mutual TLS). As in ingress-nginx, the Secret is named
+``namespace/name`` (or just ``name``: the Ingress's namespace) and must be in the
+Ingress's own namespace.
+
+The setting protects the pods' traffic, so it fails closed: a reference that is
+malformed, a Secret that is missing or unusable, makes the Ingress's routes answer 503
+(``Policy.refused``) instead of sending to pods nobody could verify.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cryptography import x509
+
+from fastroute.ingress.annotations import PREFIXES
+from fastroute.ingress.certs import CERT_KEY, KEY_KEY, Certificate
+from fastroute.ingress.model import Policy, Problem
+
+__all__ = [
+    "CA_KEY",
+    "SECRET_ANNOTATION",
+    "SecretRef",
+    "has_client_certificate",
+    "secret_reference",
+    "upstream_policy",
+]
+
+SECRET_ANNOTATION = "proxy-ssl-secret"
+CA_KEY = "ca.crt"
+# a Secret's name: a DNS subdomain (RFC 1123), as the API server requires
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """What an Ingress's ``proxy-ssl-secret`` names, or why it names nothing usable."""
+
+    annotation: str  # the annotation as written, with its prefix
+    namespace: str
+    name: str
+    problem: str = ""  # the value is malformed: why
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+
+def secret_reference(annotations: Mapping[str, Any], namespace: str) -> SecretRef | None:
+    """The Secret an Ingress's annotations name for backend TLS; None when they name none."""
+    for prefix in PREFIXES:
+        value = annotations.get(prefix + SECRET_ANNOTATION)
+        if value is None:
+            continue
+        annotation, text = prefix + SECRET_ANNOTATION, str(value).strip()
+        secret_namespace, _, name = text.rpartition("/")
+        secret_namespace = secret_namespace or namespace
+        problem = ""
+        if not _NAME.fullmatch(name) or not _NAME.fullmatch(secret_namespace):
+            problem = f"expected 'namespace/name' or 'name' of a Secret, got {text!r}"
+        elif secret_namespace != namespace:
+            problem = (
+                f"Secret {text!r} is in another namespace than the Ingress ({namespace}); "
+                "only Secrets of the Ingress's own namespace can be used"
+            )
+        return SecretRef(annotation, secret_namespace, name, problem)
+    return None
+
+
+def has_client_certificate(secret: Mapping[str, Any]) -> bool:
+    """Whether a Secret carries a client certificate (``tls.crt`` or ``tls.key``)."""
+    return any(
+        key in section
+        for section in (_section(secret, "data"), _section(secret, "stringData"))
+        for key in (CERT_KEY, KEY_KEY)
+    )
+
+
+def upstream_policy(
+    ingress: str,
+    policy: Policy,
+    ref: SecretRef | None,
+    secret: Mapping[str, Any] | None,
+    client: Certificate | str | None,
+) -> tuple[Policy, Problem | None]:
+    """``policy`` with the Secret's CA and client certificate in its backend TLS settings.
+
+    ``client`` is the Secret's ``tls.crt``/``tls.key`` loaded (or why it cannot be), None
+    when it has neither. Returns the policy and the problem to report, if any: refused
+    (503) when the Secret cannot be used.
+    """
+    if ref is None:
+        return policy, None
+    where = f"metadata.annotations[{ref.annotation}]"
+    if policy.upstream_tls is None:
+        reason = "has no effect without backend-protocol: HTTPS"
+        return policy, Problem("Ingress", ingress, where, reason, warning=True)
+    reason = ref.problem or _unusable(ref, secret)
+    if not reason:
+        assert secret is not None
+        ca = _value(secret, CA_KEY)
+        assert isinstance(ca, bytes)
+        settings = replace(policy.upstream_tls, ca=ca)
+        if isinstance(client, str):
+            reason = f"its client certificate is unusable: {client}"
+        elif client is not None:
+            settings = replace(settings, certificate=client.chain_pem, key=client.key_pem)
+        if not reason:
+            return replace(policy, upstream_tls=settings), None
+    reason += "; the Ingress's routes answer 503"
+    refused = replace(policy, refused=f"{ref.annotation}: {reason}")
+    return refused, Problem("Ingress", ingress, where, reason)
+
+
+def _unusable(ref: SecretRef, secret: Mapping[str, Any] | None) -> str:
+    """Why the Secret's ``ca.crt`` cannot be the CA bundle, or "" when it can."""
+    shown = f"Secret {ref.namespace}/{ref.name}"
+    if secret is None:
+        return f"{shown} not found"
+    ca = _value(secret, CA_KEY)
+    if isinstance(ca, str):
+        return f"{shown}: {ca}"
+    if not ca.strip():
+        return f"{shown}: {CA_KEY} is missing or empty (the CA bundle pods are verified with)"
+    try:
+        x509.load_pem_x509_certificates(ca)
+    except ValueError as error:
+        return f"{shown}: {CA_KEY} is not a PEM certificate bundle: {error}"
+    return ""
+
+
+def _section(secret: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    section = secret.get(name)
+    return section if isinstance(section, Mapping) else {}
+
+
+def _value(secret: Mapping[str, Any], key: str) -> bytes | str:
+    """A Secret's value as bytes (``stringData`` wins over base64 ``data``), or why not."""
+    plain = _section(secret, "stringData").get(key)
+    if isinstance(plain, str):
+        return plain.encode("utf-8", "replace")
+    encoded = _section(secret, "data").get(key)
+    if encoded is None:
+        return b""
+    if not isinstance(encoded, str):
+        return f"data.{key} must be a base64 string"
+    try:
+        return base64.b64decode("".join(encoded.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        return f"data.{key} is not valid base64: {error}"
