@@ -44,7 +44,7 @@ from fastroute.proxy.targets import parse_target, simple_origin
 __all__ = ["ACME_CHALLENGE", "Answer", "Decision", "Forward", "decide"]
 
 ACME_CHALLENGE = b"/.well-known/acme-challenge/"
-# the proxy's Strict-Transport-Security replaces an upstream's (nginx's more_set_headers)
+# the proxy's Strict-Transport-Security replaces an upstream's, as ingress-nginx's does
 _HSTS_NAMES = frozenset({b"strict-transport-security"})
 
 
