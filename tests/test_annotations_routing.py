@@ -209,7 +209,8 @@ def test_a_redirect_code_out_of_range_is_rejected_and_the_default_code_kept() ->
 
 def test_app_root_redirects_only_the_root() -> None:
     """``if ($uri = /) { return 302 $scheme://$http_host<app-root>; }``: the Host as sent,
-    port included; every other path is served."""
+    port included; every other path is served. ingress-nginx drops the query; fastroute
+    keeps it, so that a link's parameters reach the application."""
 
     async def scenario() -> None:
         async with serving(_one({NGINX + "app-root": "/app1"})) as site:
@@ -220,6 +221,8 @@ def test_app_root_redirects_only_the_root() -> None:
             )
             reply = await site.ask(get("/", host=HOST + ":8080"))
             assert reply.header(b"location") == b"http://app.example.com:8080/app1"
+            reply = await site.ask(get("/?lang=fr"))
+            assert reply.header(b"location") == b"http://app.example.com/app1?lang=fr"
             assert site.backend.connections == []
             reply = await site.ask(get("/app1/page"))
             assert (reply.status, reply.body) == (200, b"c0-r0")
@@ -238,11 +241,18 @@ def test_app_root_redirects_only_the_root() -> None:
 def test_from_to_www_redirects_the_other_spelling_with_its_path_and_query(
     named: str, asked: str
 ) -> None:
+    """ingress-nginx writes ``$scheme://<other>:$server_port$request_uri`` with a trailing
+    ``/`` dropped. fastroute writes the port the client used (its Host's), which is the
+    listening port unless a Service maps it, and keeps the path as sent: dropping the
+    slash sends a client to ``/docs`` that then goes back to ``/docs/``."""
+
     async def scenario() -> None:
         async with serving(_one({NGINX + "from-to-www-redirect": "true"}, host=named)) as site:
             reply = await site.ask(get("/foo/bar?q=1&r=2", host=asked))
             assert reply.status == 308
             assert reply.header(b"location") == f"http://{named}/foo/bar?q=1&r=2".encode()
+            reply = await site.ask(get("/docs/", host=asked))
+            assert reply.header(b"location") == f"http://{named}/docs/".encode()
             # the port the client reached the proxy on stays in the redirect
             reply = await site.ask(get("/foo", host=asked + ":8080"))
             assert reply.header(b"location") == f"http://{named}:8080/foo".encode()
