@@ -138,7 +138,9 @@ def _annotations() -> _Table:
             "upstream-vhost": "the Host header sent to the pod",
             "x-forwarded-prefix": "X-Forwarded-Prefix sent to the pod",
             "custom-headers": "response headers from a ConfigMap",
-            "proxy-http-version": "1.0 or 1.1 toward the pod",
+            "proxy-http-version": (
+                "1.0 or 1.1 toward the pod; 1.0: a connection per request, a chunked body 411"
+            ),
             "enable-access-log": "false: no access log line for these routes",
             "backend-protocol": "HTTP, HTTPS and AUTO_HTTP; GRPC and GRPCS wait for HTTP/2 and "
             "FCGI is not supported: those values are rejected",

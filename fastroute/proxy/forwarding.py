@@ -185,7 +185,9 @@ class Forwarder:
             give_up = trio.current_time() + (policy.next_upstream_timeout or math.inf)
         replayable = body is None or body.complete
         resendable = replayable and (head.method in IDEMPOTENT_METHODS or "non_idempotent" in rules)
-        pooled = True  # False: a pooled connection just failed; the next one is new
+        # an HTTP/1.0 route sends one request per connection: never a pooled one
+        poolable = policy.plain or policy.proxy_http_version != "1.0"
+        pooled = poolable  # False: a pooled connection just failed; the next one is new
         while attempts:
             endpoint = attempts[0]
             try:
@@ -218,7 +220,7 @@ class Forwarder:
                 if trio.current_time() >= give_up:
                     break
                 attempts.pop(0)
-                pooled = True
+                pooled = poolable
                 continue
             except _UpstreamFailedError as failure:
                 upstream.channel.close()
@@ -241,7 +243,7 @@ class Forwarder:
                 if not retry or trio.current_time() >= give_up:
                     break
                 attempts.pop(0)
-                pooled = True
+                pooled = poolable
                 continue
             if response.status == 101 and head.upgrade is None:
                 # a switch nobody asked for would make the rest of the connection a tunnel
@@ -586,7 +588,8 @@ class Forwarder:
             client_gone = True  # the client sees the response cut off rather than a wrong one
             reusable = False
         client.upstream = None
-        if reusable:
+        policy = plan.route.policy
+        if reusable and (policy.plain or policy.proxy_http_version != "1.0"):
             for old in self.pool.give(upstream.key, upstream, now=trio.current_time()):
                 old.channel.close()
         else:
