@@ -730,3 +730,21 @@ def test_from_to_www_redirects_nothing_when_the_other_spelling_has_rules_of_its_
             assert site.backend.requests[0].header(b"x-forwarded-prefix") == [b"/www"]
 
     run(scenario)
+
+
+def test_a_server_alias_host_is_served_by_the_ingress_rules_and_others_are_not() -> None:
+    """``server-alias``: the alias host reaches the same backend with the same paths, as
+    ingress-nginx adds it to the server's names; a host nobody names is still a 404."""
+
+    async def scenario() -> None:
+        annotations = {NGINX + "server-alias": "alias.example.com, *.aliases.example.com"}
+        async with serving(_one(annotations)) as site:
+            for host in (HOST, "alias.example.com", "one.aliases.example.com"):
+                reply = await site.ask(get("/x?y=1", host))
+                assert reply.status == 200, host
+                assert site.backend.requests[-1].target == b"/x?y=1"
+                assert site.backend.requests[-1].header(b"host") == [host.encode()]
+            assert (await site.ask(get("/x", "other.example.com"))).status == 404
+            assert len(site.backend.requests) == 3
+
+    run(scenario)
