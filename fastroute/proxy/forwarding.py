@@ -491,7 +491,11 @@ class Forwarder:
                         client.deadline(Phase.UPSTREAM, timeouts.send)
                         await channel.send(data)
                 rest = body.rest
-            data = await _head_part(client, channel.recv_reply, timeouts.read, timed)
+            if timed:
+                data = await _timed_read(client, channel.recv_reply, timeouts.read)
+            else:  # the common case: the watchdog times it, no timer of its own
+                client.deadline(Phase.UPSTREAM, timeouts.read)
+                data = await channel.recv_reply()
             received = data
             is_head = head.method == b"HEAD"
             while True:
@@ -499,7 +503,11 @@ class Forwarder:
                 if response is None:
                     if not data:
                         raise _UpstreamFailedError("closed before a response")
-                    data = await _head_part(client, channel.recv, timeouts.read, timed)
+                    if timed:
+                        data = await _timed_read(client, channel.recv, timeouts.read)
+                    else:
+                        client.deadline(Phase.UPSTREAM, timeouts.read)
+                        data = await channel.recv()
                     received += data
                     continue
                 received = received[response.size :]
@@ -659,17 +667,13 @@ class Forwarder:
                 raise trio.BrokenResourceError("upstream closed mid-body")
 
 
-async def _head_part(
-    client: ClientSide, read: Callable[[], Awaitable[bytes]], seconds: float, timed: bool
+async def _timed_read(
+    client: ClientSide, read: Callable[[], Awaitable[bytes]], seconds: float
 ) -> bytes:
-    """The next bytes of a response head, within ``seconds``.
-
-    Untimed, the watchdog ends a wait past ``seconds`` (a 504). Timed, a timer ends it
-    first and raises _UpstreamTimedOutError, so the next endpoint can be asked.
+    """The next bytes of a response head, within ``seconds``, or _UpstreamTimedOutError, so
+    the next endpoint can be asked. (Untimed, the watchdog ends a wait past the deadline:
+    a 504.)
     """
-    if not timed:
-        client.deadline(Phase.UPSTREAM, seconds)
-        return await read()
     client.deadline(Phase.UPSTREAM, seconds + BACKSTOP)
     with trio.move_on_after(seconds):
         return await read()
