@@ -83,15 +83,16 @@ class IngressReport:
         return {
             "name": self.name,
             "annotations": [f.as_json() for f in self.annotations],
-            "problems": [
-                {
-                    "field": p.field,
-                    "reason": p.reason,
-                    "severity": "warning" if p.warning else "rejected",
-                }
-                for p in self.problems
-            ],
+            "problems": [_problem_json(p) for p in self.problems],
         }
+
+
+def _problem_json(problem: Problem) -> dict[str, str]:
+    return {
+        "field": problem.field,
+        "reason": problem.reason,
+        "severity": "warning" if problem.warning else "rejected",
+    }
 
 
 @dataclass
@@ -101,11 +102,14 @@ class Report:
     ingresses: list[IngressReport]
     configmap: str | None = None  # namespace/name, when one was checked
     keys: list[Finding] = field(default_factory=list)
+    # the ConfigMap's values fastroute rejects (the key keeps its default), and its warnings
+    configmap_problems: list[Problem] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
         """0: everything honoured or accepted, nothing rejected; 1: otherwise."""
         fine = all(i.fine for i in self.ingresses) and all(k.fine for k in self.keys)
+        fine = fine and not any(not p.warning for p in self.configmap_problems)
         return 0 if fine else 1
 
     def as_json(self) -> dict[str, Any]:
@@ -113,7 +117,11 @@ class Report:
             "ingresses": [i.as_json() for i in self.ingresses],
             "configmap": None
             if self.configmap is None
-            else {"name": self.configmap, "keys": [k.as_json() for k in self.keys]},
+            else {
+                "name": self.configmap,
+                "keys": [k.as_json() for k in self.keys],
+                "problems": [_problem_json(p) for p in self.configmap_problems],
+            },
             "exit_code": self.exit_code,
         }
 
@@ -135,6 +143,9 @@ class Report:
             if not self.keys:
                 lines.append("  no keys set")
             lines += _rows(self.keys)
+            for problem in self.configmap_problems:
+                severity = "warning" if problem.warning else "rejected"
+                lines.append(f"  {severity}: {problem.field}: {problem.reason}")
             lines.append("")
         lines.append(self._summary())
         return "\n".join(lines) + "\n"
@@ -193,9 +204,14 @@ def check(
     ingresses = [o for o in objects if kind(o) == "Ingress" and name(o)]
     classes = {text(mapping(o.get("spec")).get("ingressClassName")) for o in ingresses}
     classes |= {text(annotations_of(o).get("kubernetes.io/ingress.class")) for o in ingresses}
+    if configmap is not None:
+        configmap_name = configmap_name or f"{namespace(configmap)}/{name(configmap)}"
+        if find_configmap(objects, configmap_name) is None:
+            objects.append(configmap)
     config = build_config(
         objects,
         classes=ClassPolicy(class_names=frozenset(classes - {""}), adopt_classless=True),
+        configmap=configmap_name if configmap is not None else None,
     )
     reports = [_ingress_report(o, config.problems) for o in ingresses]
     reports.sort(key=lambda r: r.name)
@@ -204,7 +220,14 @@ def check(
         data = mapping(configmap.get("data"))
         unknown = "not an ingress-nginx ConfigMap key: ignored"
         keys = [_finding(k, data[k], CONFIGMAP_KEYS.get(k), unknown) for k in sorted(data)]
-        configmap_name = configmap_name or f"{namespace(configmap)}/{name(configmap)}"
+        # what reading it said, except that a key is unknown: its status says that
+        said = [
+            p
+            for p in config.problems
+            if p.kind == "ConfigMap"
+            and not any(p.field == f"data[{k.key}]" and k.status == UNKNOWN for k in keys)
+        ]
+        return Report(reports, configmap_name, keys, said)
     return Report(reports, configmap_name, keys)
 
 

@@ -81,6 +81,7 @@ class RequestHead(_Head):
         drop: frozenset[bytes] | None = None,
         chain: bool = True,
         real_ip: bytes = b"",
+        http10: bool = False,
     ) -> bytes:
         """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
 
@@ -103,9 +104,12 @@ class RequestHead(_Head):
         the client's), ``extra`` is written as it is before the end of the head (whole
         ``Name: value\r\n`` lines, validated when the config was built), and fields whose
         lower-case name is in ``drop`` are not passed on (``extra`` sets them instead).
+        ``http10`` writes an HTTP/1.0 request (``proxy-http-version: "1.0"``) with
+        ``Connection: close`` and no upgrade; HTTP/1.0 has no chunked framing.
 
         Raises:
-            ValueError: ``override_host`` without a ``host``.
+            ValueError: ``override_host`` without a ``host``; ``http10`` for a request
+                with a chunked body.
         """
 
 @disjoint_base

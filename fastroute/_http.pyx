@@ -508,6 +508,7 @@ cdef class RequestHead(_Head):
         frozenset drop=None,
         bint chain=True,
         bytes real_ip=b"",
+        bint http10=False,
     ) -> bytes:
         """The head to send upstream: ``target`` instead of the original, HTTP/1.1.
 
@@ -530,9 +531,12 @@ cdef class RequestHead(_Head):
         the client's), ``extra`` is written as it is before the end of the head (whole
         ``Name: value\r\n`` lines, validated when the config was built), and fields whose
         lower-case name is in ``drop`` are not passed on (``extra`` sets them instead).
+        ``http10`` writes an HTTP/1.0 request (``proxy-http-version: "1.0"``) with
+        ``Connection: close`` and no upgrade; HTTP/1.0 has no chunked framing.
 
         Raises:
-            ValueError: ``override_host`` without a ``host``.
+            ValueError: ``override_host`` without a ``host``; ``http10`` for a request
+                with a chunked body.
         """
         cdef const char* p = PyBytes_AS_STRING(self.raw)
         cdef bint dropping = drop is not None and len(drop) > 0
@@ -542,7 +546,7 @@ cdef class RequestHead(_Head):
         cdef Field* ours[4]  # the last trusted proto, host, port, real-ip fields
         cdef Py_ssize_t host_len = 0
         cdef char* out
-        cdef bytes upgrade = self.upgrade
+        cdef bytes upgrade = None if http10 else self.upgrade
         cdef char length[20]
         cdef int length_len = 0
         cdef const char* host_value = PyBytes_AS_STRING(host)
@@ -553,6 +557,8 @@ cdef class RequestHead(_Head):
         cdef const char* keep = NULL
         if override_host and PyBytes_GET_SIZE(host) == 0:
             raise ValueError("override_host needs the target's authority as host")
+        if http10 and self.chunked:
+            raise ValueError("an HTTP/1.0 request cannot carry a chunked body")
         ours[0] = ours[1] = ours[2] = ours[3] = NULL
         size = PyBytes_GET_SIZE(self.method) + 1 + PyBytes_GET_SIZE(target) + 11 + 2
         size += PyBytes_GET_SIZE(extra)
@@ -597,12 +603,17 @@ cdef class RequestHead(_Head):
             size += 28
         if upgrade is not None:
             size += 21 + 9 + PyBytes_GET_SIZE(upgrade) + 2
+        if http10:
+            size += 19
         result = PyBytes_FromStringAndSize(NULL, size)
         out = PyBytes_AS_STRING(result)
         out = _put(out, PyBytes_AS_STRING(self.method), PyBytes_GET_SIZE(self.method))
         out = _put(out, b" ", 1)
         out = _put(out, PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target))
-        out = _put(out, b" HTTP/1.1\r\n", 11)
+        if http10:
+            out = _put(out, b" HTTP/1.0\r\n", 11)
+        else:
+            out = _put(out, b" HTTP/1.1\r\n", 11)
         if virtual:
             out = _put(out, b"Host: ", 6)
             out = _put(out, PyBytes_AS_STRING(vhost), PyBytes_GET_SIZE(vhost))
@@ -660,6 +671,8 @@ cdef class RequestHead(_Head):
             out = _put(out, b"Upgrade: ", 9)
             out = _put(out, PyBytes_AS_STRING(upgrade), PyBytes_GET_SIZE(upgrade))
             out = _put(out, b"\r\n", 2)
+        if http10:
+            out = _put(out, b"Connection: close\r\n", 19)
         out = _put(out, PyBytes_AS_STRING(extra), PyBytes_GET_SIZE(extra))
         out = _put(out, b"\r\n", 2)
         return result

@@ -19,6 +19,7 @@ __all__ = [
     "GatewayTimeoutError",
     "HeadersTooLargeError",
     "InvalidRuleError",
+    "LengthRequiredError",
     "MalformedValueError",
     "NoRouteError",
     "PayloadTooLargeError",
@@ -146,6 +147,13 @@ class RequestTimeoutError(ProxyError):
     """The client did not send its request head in time."""
 
     status = 408
+
+
+class LengthRequiredError(ProxyError):
+    """A chunked request body for an upstream spoken to in HTTP/1.0, which has no
+    chunked framing: the client is asked to send a Content-Length instead."""
+
+    status = 411
 
 
 class PayloadTooLargeError(ProxyError):

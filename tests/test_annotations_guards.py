@@ -35,7 +35,7 @@ from raw import (
     wait_for,
 )
 
-from fastroute.ingress import build, build_config, spec
+from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from fastroute.ingress.settings import Settings
 from fastroute.proxy.server import Proxy
@@ -134,15 +134,27 @@ async def serving(
     annotations: dict[str, str],
     *,
     settings: Settings | None = None,
+    configmap: dict[str, str] | None = None,
     answer: Callable[[BackendConnection, Request], Awaitable[None]] | None = None,
     clean: bool = True,
 ) -> AsyncIterator[Site]:
-    """The proxy serving an Ingress with ``annotations`` (and the ConfigMap ``settings``);
+    """The proxy serving an Ingress with ``annotations``, under the controller ConfigMap
+    holding ``configmap`` (or, for what the proxy reads itself, ``settings``);
     ``clean``: every annotation is accepted whole."""
     backend = RawBackend(answer) if answer is not None else RawBackend()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(backend.serve)
-        config = build_config(_objects(port, annotations))
+        objects = _objects(port, annotations)
+        if configmap is not None:
+            objects.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "controller", "namespace": "ingress-nginx"},
+                    "data": configmap,
+                }
+            )
+        config = build_config(objects, configmap="ingress-nginx/controller")
         assert not clean or not config.rejected(), config.rejected()
         if settings is not None:
             config = dataclasses.replace(config, settings=settings)
@@ -465,16 +477,12 @@ def test_a_burst_beyond_rate_times_multiplier_plus_one_gets_503(
     run(scenario)
 
 
-def test_the_limit_status_is_the_configmap_s_limit_req_status_code(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_limit_status_is_the_configmap_s_limit_req_status_code() -> None:
     """``limit-req-status-code: "429"``: the annotations are read over that ConfigMap."""
-    settings = Settings(limit_req_status_code=429)
-    monkeypatch.setattr(build, "read_ingress", partial(spec.read_ingress, settings=settings))
 
     async def scenario() -> None:
         annotations = _annotated(limit_rps="1", limit_burst_multiplier="1")
-        async with serving(annotations) as site:
+        async with serving(annotations, configmap={"limit-req-status-code": "429"}) as site:
             assert await _statuses(site, 3) == [200, 200, 429]
 
     run(scenario)
@@ -865,16 +873,16 @@ def test_a_client_s_own_x_forwarded_for_never_passes_for_its_address() -> None:
     run(scenario)
 
 
-def test_the_connection_limit_status_is_the_configmap_s_limit_conn_status_code(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    settings = Settings(limit_conn_status_code=429)
-    monkeypatch.setattr(build, "read_ingress", partial(spec.read_ingress, settings=settings))
+def test_the_connection_limit_status_is_the_configmap_s_limit_conn_status_code() -> None:
     slow = SlowBackend()
 
     async def scenario() -> None:
         annotations = _annotated(limit_connections="1")
-        async with serving(annotations, answer=slow.answer) as site, trio.open_nursery() as nursery:
+        configmap = {"limit-conn-status-code": "429"}
+        async with (
+            serving(annotations, configmap=configmap, answer=slow.answer) as site,
+            trio.open_nursery() as nursery,
+        ):
             nursery.start_soon(site.send, get())
             await wait_for(lambda: len(site.backend.requests) == 1, "the held request")
             assert await site.status(get()) == 429

@@ -232,3 +232,25 @@ def test_a_cluster_that_does_not_answer_is_an_error(tmp_path: Path) -> None:
     done = run_controller("check", "--kubeconfig", str(kubeconfig), "--timeout", "1")
     assert done.returncode == 2
     assert "did not list" in done.stderr
+
+
+def test_a_configmap_value_fastroute_rejects_is_reported_and_fails_the_check(
+    tmp_path: Path,
+) -> None:
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "controller", "namespace": "ingress-nginx"},
+        "data": {"proxy-body-size": "8 megs", "hsts": "true"},
+    }
+    path = _write(tmp_path, _ingress("web", {}), configmap)
+    code, report = _json("-f", str(path), "--configmap", "ingress-nginx/controller")
+    assert code == 1
+    (problem,) = report["configmap"]["problems"]
+    assert problem["field"] == "data[proxy-body-size]"
+    assert problem["severity"] == "rejected"
+    assert "8 megs" in problem["reason"]
+    fixed = dict(configmap, data={"proxy-body-size": "8m", "hsts": "true"})
+    path = _write(tmp_path, _ingress("web", {}), fixed)
+    code, report = _json("-f", str(path), "--configmap", "ingress-nginx/controller")
+    assert (code, report["configmap"]["problems"]) == (0, [])

@@ -677,6 +677,31 @@ def test_a_route_plan_sets_the_host_drops_and_adds_fields_upstream(
 
 
 @SETTINGS
+@given(req=requests(host=True), trusted=st.booleans())
+def test_an_http_1_0_route_is_sent_an_http_1_0_request_that_closes(
+    req: Head, trusted: bool
+) -> None:
+    # proxy-http-version "1.0": the same fields, one request per connection, no upgrade,
+    # and no chunked body (HTTP/1.0 has no such framing)
+    head = parsed_request(req.raw)
+    forwarded = (b"/t", b"203.0.113.9", b"http", b"80", trusted)
+    if head.chunked:
+        with pytest.raises(ValueError, match="chunked"):
+            head.forward_head(*forwarded, http10=True)
+        return
+    out = head.forward_head(*forwarded, http10=True)
+    event, conn = h11_request(out)
+    assert event.http_version == b"1.0"
+    assert h11_consumed(conn, out) == len(out)
+    plain, _ = h11_request(head.forward_head(*forwarded))
+    hop = (b"connection", b"upgrade")
+    assert [f for f in event.headers if f[0] not in hop] == [
+        f for f in plain.headers if f[0] not in hop
+    ]
+    assert [v for n, v in event.headers if n in hop] == [b"close"]
+
+
+@SETTINGS
 @given(
     resp=responses(),
     close=st.booleans(),

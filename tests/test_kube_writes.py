@@ -530,6 +530,35 @@ def test_a_rejected_ingress_gets_one_warning_event(
     assert all(e["involvedObject"]["name"] == "bad" for e in events())  # a is fine
 
 
+def test_an_ingress_asking_for_authentication_gets_a_warning_event_naming_it(
+    kubeapi_tls: KubeAPI, kubeconfig_file: Path
+) -> None:
+    """auth-url is not implemented: the Ingress answers 503, and its owner is told why."""
+    api = kubeapi_tls
+    api.create(_service("web"))
+    guarded = _ingress("guarded")
+    guarded["metadata"]["annotations"] = {
+        "nginx.ingress.kubernetes.io/auth-url": "http://auth.default.svc/check"
+    }
+    api.create(guarded)
+
+    async def main() -> None:
+        async with _clients(kubeconfig_file, 1) as (client,), trio.open_nursery() as nursery:
+            publisher = _publisher(client, publish_addresses=["203.0.113.7"])
+            _start(nursery, publisher.run)
+            await _pass(publisher, api)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    (event,) = api.list("Event", namespace="default")
+    assert event["involvedObject"]["name"] == "guarded"
+    assert (event["type"], event["reason"]) == ("Warning", "Rejected")
+    assert event["message"].startswith(
+        "metadata.annotations[nginx.ingress.kubernetes.io/auth-url]: "
+    )
+    assert "503" in event["message"]
+
+
 def test_without_permission_to_post_events_rejections_are_logged_once(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

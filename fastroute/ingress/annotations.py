@@ -26,6 +26,7 @@ from typing import Any
 from fastroute.ingress.model import Cors, HeaderList, Networks, Policy, RateLimit, UpstreamTLS
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.syntax import (
+    NEXT_UPSTREAM_CONDITIONS,
     Malformed,
     read_bool,
     read_codes,
@@ -162,31 +163,13 @@ def _app_root(text: str, _: Reading) -> str:
     return _path(text)
 
 
-_NEXT_UPSTREAM = frozenset(
-    [
-        "error",
-        "timeout",
-        "invalid_header",
-        "http_500",
-        "http_502",
-        "http_503",
-        "http_504",
-        "http_403",
-        "http_404",
-        "http_429",
-        "non_idempotent",
-        "off",
-    ]
-)
-
-
 def _next_upstream(text: str, _: Reading) -> frozenset[str]:
     tokens = text.split()
-    unknown = [t for t in tokens if t not in _NEXT_UPSTREAM]
+    unknown = [t for t in tokens if t not in NEXT_UPSTREAM_CONDITIONS]
     if not tokens or unknown:
         raise Malformed(
             f"{' '.join(unknown) or text!r} in {text!r}: expected space-separated "
-            f"conditions among {', '.join(sorted(_NEXT_UPSTREAM))}"
+            f"conditions among {', '.join(sorted(NEXT_UPSTREAM_CONDITIONS))}"
         )
     if "off" in tokens and len(set(tokens)) > 1:
         raise Malformed(f"'off' cannot be combined with other conditions, got {text!r}")

@@ -26,6 +26,9 @@ The rules, in the order they apply:
 - **Error backend.** A route's ``error_backend`` (for ``custom-http-errors`` and a
   route without endpoints) is its Ingress's ``default-backend`` Service, else, when the
   Ingress sets ``custom-http-errors``, the catch-all's backend.
+- **Service upstream.** With ``service-upstream``, a route's backend is its Service's
+  cluster IP and port; a Service without one (headless, ExternalName) keeps its
+  endpoints, and the Ingress gets a Problem saying why.
 - **TLS.** Each ``spec.tls`` entry's Secret is loaded and checked. A host whose
   certificate is missing, broken, expired or does not name it is reported and served
   with the proxy's default certificate. Hosts listed under TLS redirect plain HTTP to
@@ -50,7 +53,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,7 +67,7 @@ from fastroute.ingress.backend_tls import (
 )
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
 from fastroute.ingress.configmap import configmap_data, read_settings
-from fastroute.ingress.model import Backend, Policy, Problem, RouteConfig, Target
+from fastroute.ingress.model import Backend, Endpoint, Policy, Problem, RouteConfig, Target
 from fastroute.ingress.objects import (
     annotations_of,
     kind,
@@ -474,7 +477,9 @@ class ConfigBuilder:
         if self._ingresses is None:
             self._ingresses = tuple(key for _, key in self._ordered)
         if self._problem_list is None:
-            self._problem_list = tuple(sorted(self._problems(), key=_problem_order(self._specs)))
+            # one Ingress's problem found on each of its hosts is listed once
+            found = dict.fromkeys(self._problems())
+            self._problem_list = tuple(sorted(found, key=_problem_order(self._specs)))
         return RouteConfig(
             router=router,
             certificates=dict(self._certificates),
@@ -668,6 +673,8 @@ class ConfigBuilder:
         service, port = ref
         done.services.add((spec.namespace, service))
         backend = self._backend(spec.namespace, service, port)
+        if spec.policy.service_upstream:
+            backend = self._service_upstream(spec, backend, done.problems)
         error_backend = self._error_backend(spec, done.services)
         if error_backend is None and spec.policy.custom_http_errors:
             done.uses_catch_all = True  # also when there is none yet: one may come
@@ -686,6 +693,21 @@ class ConfigBuilder:
             found = upstream_policy(spec.key, spec.policy, ref, secret, client)
             self._policies[spec.key] = found
         return found
+
+    def _service_upstream(
+        self, spec: IngressSpec, backend: Backend, problems: list[Problem]
+    ) -> Backend:
+        """``service-upstream``: the Service's cluster IP and port instead of its endpoints;
+        a Service without a cluster IP keeps its endpoints, and the Ingress is told why."""
+        found = self._services.cluster_endpoint(spec.namespace, backend.service, backend.port)
+        if isinstance(found, Endpoint):
+            return replace(backend, endpoints=(found,), terminating=(), problem="")
+        if found is not None:
+            reason = f"service-upstream: {found}; its endpoints are used"
+            problem = Problem("Ingress", spec.key, "metadata.annotations", reason)
+            if problem not in problems:
+                problems.append(problem)
+        return backend
 
     def _error_backend(self, spec: IngressSpec, services: set[ServiceKey]) -> Backend | None:
         """The Ingress's ``default-backend`` Service, if it names one that exists."""
@@ -738,6 +760,8 @@ class ConfigBuilder:
                 service, port = spec.default
                 self._catch_all_services.add((spec.namespace, service))
                 backend = self._backend(spec.namespace, service, port)
+                if spec.policy.service_upstream:
+                    backend = self._service_upstream(spec, backend, self._catch_all_problems)
                 error_backend = self._error_backend(spec, self._catch_all_services)
                 if error_backend is None and spec.policy.custom_http_errors:
                     error_backend = backend

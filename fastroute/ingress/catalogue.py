@@ -138,7 +138,9 @@ def _annotations() -> _Table:
             "upstream-vhost": "the Host header sent to the pod",
             "x-forwarded-prefix": "X-Forwarded-Prefix sent to the pod",
             "custom-headers": "response headers from a ConfigMap",
-            "proxy-http-version": "1.0 or 1.1 toward the pod",
+            "proxy-http-version": (
+                "1.0 or 1.1 toward the pod; 1.0: a connection per request, a chunked body 411"
+            ),
             "enable-access-log": "false: no access log line for these routes",
             "backend-protocol": "HTTP, HTTPS and AUTO_HTTP; GRPC and GRPCS wait for HTTP/2 and "
             "FCGI is not supported: those values are rejected",
@@ -149,11 +151,18 @@ def _annotations() -> _Table:
             "proxy-ssl-verify-depth": "certificate chain depth toward the pods",
             "proxy-ssl-protocols": "TLS versions toward the pods",
             "default-backend": "a Service of the Ingress's namespace (its first port) for the "
-            "Ingress's routes without endpoints and their custom-http-errors; a missing Service "
-            "is reported and the routes serve without it",
-            "custom-http-errors": "these upstream statuses are answered by the default backend, "
-            "with X-Code, X-Format, X-Original-URI and the other X- headers",
-            "service-upstream": "send to the Service's cluster IP instead of its endpoints",
+            "Ingress's routes without endpoints (the request as sent, with X-Code 503 and the "
+            "route's X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port, X-Format) and "
+            "their custom-http-errors; a missing Service is reported and the routes serve "
+            "without it",
+            "custom-http-errors": "these upstream statuses are answered by the default backend "
+            "(else the catch-all's): the upstream's answer is dropped and a GET / (HEAD for "
+            "HEAD) without body asks for the page, with X-Code, X-Format, X-Original-URI, the "
+            "route's names, the client's X-Request-ID and Host; the client gets its status and "
+            "body; an unreachable error backend is a 502, as in ingress-nginx",
+            "service-upstream": "send to the Service's cluster IP and port instead of its "
+            "endpoints; a Service without one (headless, ExternalName) keeps its endpoints and "
+            "the Ingress is told why",
         },
     )
     _each(
@@ -319,7 +328,8 @@ def _configmap_keys() -> _Table:
             "denylist-source-range": "403 inside these CIDRs, on every route",
             "add-headers": "a ConfigMap of headers added to every response",
             "proxy-set-headers": "a ConfigMap of headers set on every request to the pods",
-            "custom-http-errors": "these upstream statuses are answered by the default backend",
+            "custom-http-errors": "these upstream statuses are answered by the default backend, "
+            "as the annotation of that name does (which replaces this list on its routes)",
             "keep-alive": "seconds an idle client connection stays open",
             "upstream-keepalive-connections": "idle connections to the pods kept",
             "upstream-keepalive-timeout": "seconds an idle connection to a pod is kept",

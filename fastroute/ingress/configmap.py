@@ -18,6 +18,7 @@ from typing import Any
 
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.syntax import (
+    NEXT_UPSTREAM_CONDITIONS,
     Malformed,
     read_bool,
     read_codes,
@@ -44,22 +45,6 @@ class _KeptError(Malformed):
         self.warning = warning
 
 
-_NEXT_UPSTREAM = frozenset(
-    {
-        "error",
-        "timeout",
-        "invalid_header",
-        "http_500",
-        "http_502",
-        "http_503",
-        "http_504",
-        "http_403",
-        "http_404",
-        "http_429",
-        "non_idempotent",
-        "off",
-    }
-)
 _PROTOCOLS = ("TLSv1.2", "TLSv1.3")
 _OLD_PROTOCOLS = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"})
 # headers that frame or route the message: set from a ConfigMap, they would break it
@@ -130,10 +115,11 @@ def _protection(key: str) -> Callable[[str], tuple[str, ...]]:
 def _next_upstream(text: str) -> frozenset[str]:
     """nginx's proxy_next_upstream cases, space-separated: ``error timeout http_502``."""
     tokens = text.split()
-    unknown = [t for t in tokens if t not in _NEXT_UPSTREAM]
+    unknown = [t for t in tokens if t not in NEXT_UPSTREAM_CONDITIONS]
     if unknown:
         raise Malformed(
-            f"unknown case {unknown[0]!r} (expected some of {', '.join(sorted(_NEXT_UPSTREAM))})"
+            f"unknown case {unknown[0]!r} "
+            f"(expected some of {', '.join(sorted(NEXT_UPSTREAM_CONDITIONS))})"
         )
     if not tokens:
         raise Malformed("expected cases such as 'error timeout', or 'off'")

@@ -4,7 +4,8 @@ The Ingress names a Service port by number or by name. The Service maps it to a 
 *name*, and EndpointSlices list their ports by that name with the target port number,
 which may differ from the Service port. So the lookup runs Ingress port -> Service port
 -> port name -> EndpointSlice port. Legacy Endpoints objects are read the same way
-when a Service has no EndpointSlices.
+when a Service has no EndpointSlices. With ``service-upstream`` the lookup stops at the
+Service: its cluster IP and port (kube-proxy picks the pod).
 """
 
 from __future__ import annotations
@@ -119,6 +120,32 @@ class ServiceIndex:
         if not ready and not terminating:
             return replace(backend, problem=f"Service {ns}/{service} has no ready endpoints")
         return replace(backend, endpoints=ready, terminating=terminating)
+
+    def cluster_endpoint(self, ns: str, service: str, port: int | str) -> Endpoint | str | None:
+        """``service-upstream``: the Service's cluster IP and port number for ``port``.
+
+        A reason (str) when the Service has no cluster IP to send to (headless, or
+        ExternalName); None when the Service or its port is missing (``resolve`` says so).
+        """
+        obj = self.services.get((ns, service))
+        if obj is None:
+            return None
+        spec = mapping(obj.get("spec"))
+        if spec.get("type") == "ExternalName":
+            return f"Service {ns}/{service} is an ExternalName Service: it has no cluster IP"
+        cluster_ip = text(spec.get("clusterIP"))
+        if not cluster_ip or cluster_ip == "None":
+            return f"Service {ns}/{service} is headless: it has no cluster IP"
+        for candidate in sequence(spec.get("ports")):
+            candidate = mapping(candidate)
+            number = candidate.get("port")
+            if not isinstance(number, int) or isinstance(number, bool):
+                continue
+            if (isinstance(port, int) and number == port) or (
+                isinstance(port, str) and candidate.get("name") == port
+            ):
+                return Endpoint(cluster_ip, number)
+        return None
 
     @staticmethod
     def _external(backend: Backend, spec: Obj) -> Backend:

@@ -14,6 +14,7 @@ from fastroute.errors import MalformedValueError
 from fastroute.ingress.model import HeaderList, Networks
 
 __all__ = [
+    "NEXT_UPSTREAM_CONDITIONS",
     "Malformed",
     "read_bool",
     "read_codes",
@@ -27,6 +28,24 @@ __all__ = [
     "read_size",
     "read_time",
 ]
+
+# proxy-next-upstream's words (nginx's proxy_next_upstream, as ingress-nginx passes them)
+NEXT_UPSTREAM_CONDITIONS = frozenset(
+    {
+        "error",
+        "timeout",
+        "invalid_header",
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_504",
+        "http_403",
+        "http_404",
+        "http_429",
+        "non_idempotent",
+        "off",
+    }
+)
 
 
 Malformed = MalformedValueError

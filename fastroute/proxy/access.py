@@ -24,6 +24,7 @@ import socket
 from ipaddress import IPv4Network
 
 from fastroute.ingress.model import Networks
+from fastroute.proxy.memo import ByIdentity
 
 __all__ = ["allowed", "within"]
 
@@ -34,8 +35,6 @@ Rules = tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
 
 _CACHE_SIZE = 4096  # entries in each cache below; emptied when full, so memory stays bounded
 _addresses: dict[str, Parsed] = {}
-# id(networks) -> (networks, rules); the tuple is kept so its id cannot be reused meanwhile
-_compiled: dict[int, tuple[Networks, Rules]] = {}
 _MAPPED = 0xFFFF  # the top 96 bits of an IPv4-mapped IPv6 address
 
 
@@ -72,15 +71,7 @@ def _compile(networks: Networks) -> Rules:
     return (tuple(v4), tuple(v6))
 
 
-def _rules(networks: Networks) -> Rules:
-    entry = _compiled.get(id(networks))
-    if entry is not None and entry[0] is networks:
-        return entry[1]
-    if len(_compiled) >= _CACHE_SIZE:
-        _compiled.clear()
-    rules = _compile(networks)
-    _compiled[id(networks)] = (networks, rules)
-    return rules
+_rules: ByIdentity[Networks, Rules] = ByIdentity(_compile, size=_CACHE_SIZE)
 
 
 def _holds(networks: Networks, parsed: tuple[bool, int]) -> bool:

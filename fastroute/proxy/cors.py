@@ -31,6 +31,7 @@ uses it. No I/O.
 from __future__ import annotations
 
 from fastroute.ingress.model import Cors
+from fastroute.proxy.memo import ByIdentity
 
 __all__ = ["CorsRules", "cors_rules"]
 
@@ -149,22 +150,6 @@ class CorsRules:
         return lines or None
 
 
-_CACHE_SIZE = 1024
-# id(cors) -> (cors, rules); the Cors is kept so its id cannot be reused meanwhile
-_compiled: dict[int, tuple[Cors, CorsRules]] = {}
-
-
-def cors_rules(cors: Cors) -> CorsRules:
-    """The compiled rules for ``cors``, built on first use and then reused.
-
-    Keyed by the object, so a new RouteConfig's Cors is compiled once too; the cache is
-    emptied when full, so memory stays bounded across config changes.
-    """
-    entry = _compiled.get(id(cors))
-    if entry is not None and entry[0] is cors:
-        return entry[1]
-    if len(_compiled) >= _CACHE_SIZE:
-        _compiled.clear()
-    rules = CorsRules(cors)
-    _compiled[id(cors)] = (cors, rules)
-    return rules
+# The compiled rules for a Cors, built on first use and then reused; keyed by the object,
+# so a new RouteConfig's Cors is compiled once too.
+cors_rules: ByIdentity[Cors, CorsRules] = ByIdentity(CorsRules, size=1024)

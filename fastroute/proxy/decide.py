@@ -8,10 +8,11 @@ server block, then the location's rewrite, preaccess and access phases):
 
 1. Read the request target and the host. An absolute-form target's authority replaces the
    ``Host`` header (RFC 9112 §3.2.2), for routing, redirects and the Host sent upstream.
-2. Match the host and the normalized path. With no match, ``from-to-www-redirect`` of the
-   other spelling of the host redirects (308); else 404. The path forwarded is the one
-   matched (``targets.forward_path``), so the upstream never reads a path routing did not
-   see.
+2. Match the host and the normalized path. With no match, or only the catch-all default
+   backend's, ``from-to-www-redirect`` of the other spelling of the host redirects (308,
+   the client's port, path and query kept); else the catch-all, else 404. The path
+   forwarded is the one matched (``targets.forward_path``), so the upstream never reads a
+   path routing did not see.
 3. An Ingress whose protection annotation was rejected answers 503: it is never served
    unprotected (ingress-nginx's "location denied").
 4. ``app-root`` (302 for ``/``), ``permanent-redirect``/``temporal-redirect``, then a CORS
@@ -22,7 +23,8 @@ server block, then the location's rewrite, preaccess and access phases):
 5. Rate and connection limits (per client address: 503 or the ConfigMap's status), then
    the deny and allow lists (403), judged on the real client address.
 6. A route whose Service has no endpoints goes to its ``default-backend`` if that has
-   some, else is answered 503 with the reason in the log.
+   some (told ``X-Code: 503`` and the route's names, as ingress-nginx does:
+   ``error_pages``), else is answered 503 with the reason in the log.
 7. ``rewrite-target`` replaces the forwarded path (nginx's ``rewrite`` replaces the whole
    URI when the route's path matches); the query is kept.
 """
@@ -37,12 +39,15 @@ from fastroute.errors import BadRequestError, NoRouteError, ServiceUnavailableEr
 from fastroute.ingress.model import Policy, RouteConfig, Target
 from fastroute.proxy.access import allowed
 from fastroute.proxy.cors import cors_rules
+from fastroute.proxy.error_pages import ERROR_FIELDS, error_fields
 from fastroute.proxy.limiter import ClientLimits, Held
 from fastroute.proxy.targets import parse_target, simple_origin
 
 __all__ = ["ACME_CHALLENGE", "Answer", "Decision", "Forward", "decide"]
 
 ACME_CHALLENGE = b"/.well-known/acme-challenge/"
+# the proxy's Strict-Transport-Security replaces an upstream's, as ingress-nginx's does
+_HSTS_NAMES = frozenset({b"strict-transport-security"})
 
 
 def _no_fields(name: bytes) -> bytes | None:
@@ -86,6 +91,8 @@ class Answer:
     body: bytes = b""
     lines: bytes = b""  # more fields, as whole "Name: value\r\n" lines
     reason: str = field(default="", compare=False)  # for the access log and metrics
+    # the route that answered (its Ingress in logs and metrics, its enable-access-log)
+    route: Target | None = field(default=None, compare=False)
 
 
 Decision = Forward | Answer
@@ -99,8 +106,8 @@ def _host_name(host: bytes) -> bytes:
     return host.partition(b":")[0]
 
 
-def redirect(status: int, location: bytes, reason: str) -> Answer:
-    return Answer(status, ((b"Location", location),), reason=reason)
+def redirect(status: int, location: bytes, reason: str, route: Target | None = None) -> Answer:
+    return Answer(status, ((b"Location", location),), reason=reason, route=route)
 
 
 def decide(
@@ -146,22 +153,32 @@ def decide(
     if authority is None:
         raise BadRequestError("no Host header and no host in the request target")
     route = config.router.match(authority, match_path)
-    if route is None:
-        return _www_redirect(config, authority, match_path, path, query_part, scheme)
+    if route is None or route is config.router.default:
+        # the other spelling of a from-to-www-redirect host is a host of its own, not
+        # one for the catch-all (ingress-nginx gives it a server block)
+        www = _www_redirect(config, authority, match_path, path, query_part, scheme)
+        if www is not None:
+            return www
+        if route is None:
+            raise NoRouteError(
+                f"no rule for host {authority.decode('latin-1')!r} path "
+                f"{match_path.decode('latin-1')!r} and no default backend"
+            )
     assert isinstance(route, Target)
     policy = route.policy
     query = b"?" + query_part if query_part else b""
     if not policy.plain:
         answer = _answered(policy, route, method, authority, path, query, scheme, header)
         if answer is not None:
-            return answer
+            return _secured(answer, route, scheme)
     if (
         scheme == "http"
         and ((route.tls and policy.ssl_redirect) or policy.force_ssl_redirect)
         and not match_path.startswith(ACME_CHALLENGE)
     ):
         port = b"" if https_port == 443 else b":%d" % https_port
-        return redirect(308, b"https://" + _host_name(authority) + port + path + query, "https")
+        location = b"https://" + _host_name(authority) + port + path + query
+        return redirect(308, location, "https", route)
     if policy.rewrite_target is not None:
         path = policy.rewrite_target.encode("utf-8")
     if policy.plain:
@@ -171,12 +188,26 @@ def decide(
             )
         if scheme == "https" and route.tls and policy.hsts:
             return Forward(
-                route, authority, path + query, from_target, client_lines=policy.hsts_line
+                route,
+                authority,
+                path + query,
+                from_target,
+                client_lines=policy.hsts_line,
+                client_drop=_HSTS_NAMES,
             )
         return Forward(route, authority, path + query, from_target)
-    return _guarded(
+    plan = _guarded(
         config, route, authority, path + query, from_target, scheme, client, header, limits, now
     )
+    return _secured(plan, route, scheme) if isinstance(plan, Answer) else plan
+
+
+def _secured(answer: Answer, route: Target, scheme: str) -> Answer:
+    """HSTS on what a TLS host's route answers itself over HTTPS too (ingress-nginx sets
+    it in the location's header filter, which every response passes)."""
+    if scheme == "https" and route.tls and route.policy.hsts:
+        return dataclasses.replace(answer, lines=answer.lines + route.policy.hsts_line)
+    return answer
 
 
 def _www_redirect(
@@ -186,19 +217,25 @@ def _www_redirect(
     path: bytes,
     query_part: bytes,
     scheme: str,
-) -> Answer:
+) -> Answer | None:
     """``from-to-www-redirect``: the other spelling of an unrouted host, if it asks for it."""
-    name = _host_name(authority).lower()
+    host = _host_name(authority)
+    name = host.lower()
     other = name[4:] if name.startswith(b"www.") else b"www." + name
     route = config.router.match(other, match_path)
-    if isinstance(route, Target) and route.policy.from_to_www and not route.policy.refused:
+    if (
+        isinstance(route, Target)
+        and route.policy.from_to_www
+        and not route.policy.refused
+        and route is not config.router.default
+    ):
         query = b"?" + query_part if query_part else b""
-        location = scheme.encode() + b"://" + other + path + query
+        # the port the client reached the proxy on (ingress-nginx writes its own
+        # listening port, which is the client's unless a Service maps it to another)
+        port = authority[len(host) :]
+        location = scheme.encode() + b"://" + other + port + path + query
         return redirect(308, location, "from-to-www-redirect")
-    raise NoRouteError(
-        f"no rule for host {authority.decode('latin-1')!r} path "
-        f"{match_path.decode('latin-1')!r} and no default backend"
-    )
+    return None
 
 
 def _answered(
@@ -216,14 +253,14 @@ def _answered(
         raise ServiceUnavailableError(f"{route.ingress}: {policy.refused}")
     if policy.app_root is not None and path == b"/":
         location = scheme.encode() + b"://" + authority + policy.app_root.encode() + query
-        return redirect(302, location, "app-root")
+        return redirect(302, location, "app-root", route)
     if policy.redirect is not None:
         status, url = policy.redirect
-        return redirect(status, url.encode(), "redirect")
+        return redirect(status, url.encode(), "redirect", route)
     if policy.cors is not None and method == b"OPTIONS":
         lines = cors_rules(policy.cors).preflight(method, header(b"origin"))
         if lines is not None:
-            return Answer(204, lines=lines, reason="cors-preflight")
+            return Answer(204, lines=lines, reason="cors-preflight", route=route)
     return None
 
 
@@ -250,32 +287,41 @@ def _guarded(
     if limit is not None and limits is not None:
         status = limits.admit(route.ingress, limit, client, now)
         if status is not None:
-            return Answer(status, lines=cors_lines, reason="limit-rps")
+            return Answer(status, lines=cors_lines, reason="limit-rps", route=route)
         if limit.connections:
             held = limits.enter(route.ingress, limit, client)
             if held is None:
                 return Answer(
-                    limit.connections_status, lines=cors_lines, reason="limit-connections"
+                    limit.connections_status,
+                    lines=cors_lines,
+                    reason="limit-connections",
+                    route=route,
                 )
     if not allowed(client, policy.allow, policy.deny):
         if held is not None:
             held.release()
-        return Answer(403, lines=cors_lines, reason="source-range")
+        return Answer(403, lines=cors_lines, reason="source-range", route=route)
+    upstream_lines = policy.upstream_lines
+    upstream_drop = policy.upstream_drop
     if not route.backend.usable():
         fallback = route.error_backend
         if policy.default_backend is not None and fallback is not None and fallback.usable():
+            # ingress-nginx tells the default backend why it got the request
+            upstream_lines += error_fields(route, 503, header(b"accept"))
+            upstream_drop = ERROR_FIELDS | (upstream_drop or frozenset())
             route = dataclasses.replace(route, backend=fallback)
         else:
             if held is not None:
                 held.release()
             problem = route.backend.problem or f"{route.backend.name} has no endpoints"
             if cors_lines:
-                return Answer(503, lines=cors_lines, reason=problem)
+                return Answer(503, lines=cors_lines, reason=problem, route=route)
             raise ServiceUnavailableError(problem)
     client_lines = policy.response_lines
     client_drop = policy.response_drop
     if scheme == "https" and route.tls and policy.hsts:
         client_lines += policy.hsts_line
+        client_drop = _HSTS_NAMES | (client_drop or frozenset())
     if rules is not None and cors_lines:
         client_lines += cors_lines
         client_drop = rules.names | (client_drop or frozenset())
@@ -285,8 +331,8 @@ def _guarded(
         authority,
         target,
         from_target,
-        upstream_lines=policy.upstream_lines,
-        upstream_drop=policy.upstream_drop,
+        upstream_lines=upstream_lines,
+        upstream_drop=upstream_drop,
         vhost=vhost,
         client_lines=client_lines,
         client_drop=client_drop,

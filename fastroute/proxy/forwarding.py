@@ -8,7 +8,9 @@ alive in a ``Pool`` and chosen by the ``Balancer``; one that received anything w
 idle is never reused. A route with ``backend-protocol: HTTPS`` speaks TLS to its
 endpoints (``upstream_tls``); its connections are pooled apart from plain ones, and apart
 from those made with other TLS settings. A request that asks for a protocol upgrade
-(WebSocket) and gets ``101`` becomes a two-way byte tunnel.
+(WebSocket) and gets ``101`` becomes a two-way byte tunnel. A response whose status the
+route's ``custom-http-errors`` lists is not relayed: the route's error backend is asked
+for the page instead (``_error_page``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fastroute.errors import (
 from fastroute.ingress.model import Endpoint, UpstreamTLS
 from fastroute.proxy.balancer import IDEMPOTENT_METHODS, Balancer, may_retry
 from fastroute.proxy.channel import Channel, TLSChannel, UpstreamChannel, connect, connect_tls
+from fastroute.proxy.error_pages import error_request
 from fastroute.proxy.headers import response_headers
 from fastroute.proxy.pool import Pool
 from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
@@ -182,7 +185,9 @@ class Forwarder:
             give_up = trio.current_time() + (policy.next_upstream_timeout or math.inf)
         replayable = body is None or body.complete
         resendable = replayable and (head.method in IDEMPOTENT_METHODS or "non_idempotent" in rules)
-        pooled = True  # False: a pooled connection just failed; the next one is new
+        # an HTTP/1.0 route sends one request per connection: never a pooled one
+        poolable = policy.plain or policy.proxy_http_version != "1.0"
+        pooled = poolable  # False: a pooled connection just failed; the next one is new
         while attempts:
             endpoint = attempts[0]
             try:
@@ -215,7 +220,7 @@ class Forwarder:
                 if trio.current_time() >= give_up:
                     break
                 attempts.pop(0)
-                pooled = True
+                pooled = poolable
                 continue
             except _UpstreamFailedError as failure:
                 upstream.channel.close()
@@ -238,7 +243,7 @@ class Forwarder:
                 if not retry or trio.current_time() >= give_up:
                     break
                 attempts.pop(0)
-                pooled = True
+                pooled = poolable
                 continue
             if response.status == 101 and head.upgrade is None:
                 # a switch nobody asked for would make the rest of the connection a tunnel
@@ -262,6 +267,14 @@ class Forwarder:
                 attempts.pop(0)
                 continue
             self.balancer.succeeded(endpoint)
+            if (
+                not policy.plain
+                and response.status in policy.custom_http_errors
+                and plan.route.error_backend is not None
+            ):
+                self._discard(upstream, response, received)
+                client.upstream = None
+                return await self._error_page(client, head, response.status, rest, plan, timeouts)
             following = await self._relay(
                 client, upstream, head, response, received, rest, plan, timeouts
             )
@@ -269,6 +282,101 @@ class Forwarder:
             return following
         if last_error is None:  # decide saw endpoints: they went away since
             last_error = ServiceUnavailableError(backend.problem or "no endpoints")
+        raise last_error
+
+    def _discard(self, upstream: Upstream, response: ResponseHead, received: bytes) -> None:
+        """Drop a response the client is not to get: its connection goes back to the pool
+        when the whole response is already here, else it is closed (no body is read)."""
+        whole = (
+            response.keep_alive
+            and not response.until_close
+            and (
+                not received
+                if response.bodyless
+                else not response.chunked and response.content_length == len(received)
+            )
+        )
+        if whole:
+            for old in self.pool.give(upstream.key, upstream, now=trio.current_time()):
+                old.channel.close()
+        else:
+            upstream.channel.close()
+
+    async def _error_page(
+        self,
+        client: ClientSide,
+        head: RequestHead,
+        code: int,
+        rest: bytes,
+        plan: Forward,
+        timeouts: Timeouts,
+    ) -> bytes | None:
+        """``custom-http-errors``: the route's error backend answers instead of its upstream.
+
+        As ingress-nginx's ``error_page CODE = @custom_...`` does, the client gets the
+        error backend's response, status and all (with the route's response fields),
+        asked for with ``error_pages.error_request``. Each endpoint of the error backend is
+        tried once; when none answers, the client gets what a route whose backend fails
+        gets (502, 504 for a timeout; 503 with no endpoints), as from nginx: the
+        discarded response is gone.
+        """
+        route = plan.route
+        error_backend = route.error_backend
+        assert error_backend is not None
+        outgoing = error_request(
+            route,
+            code,
+            method=head.method,
+            host=plan.host,
+            original_uri=head.target,
+            accept=head.header(b"accept"),
+            request_id=head.header(b"x-request-id"),
+        )
+        last_error: ProxyError = ServiceUnavailableError(
+            error_backend.problem or f"error backend {error_backend.name} has no endpoints"
+        )
+        attempts = self.balancer.attempts(error_backend, now=trio.current_time())
+        pooled = True  # False: a pooled connection just failed; the next one is new
+        while attempts:
+            endpoint = attempts[0]
+            try:
+                upstream = await self._checkout(
+                    endpoint, None, pooled=pooled, client=client, timeouts=timeouts
+                )
+            except ProxyError as error:
+                last_error = error
+                attempts.pop(0)
+                continue
+            client.upstream = upstream
+            try:
+                response, received, _ = await self._exchange(
+                    client, upstream, outgoing, head, None, b"", timeouts, False
+                )
+            except _UpstreamFailedError as failure:
+                upstream.channel.close()
+                client.upstream = None
+                if upstream.reused:  # closed while it sat idle: not the endpoint's fault
+                    pooled = False
+                    continue
+                attempts.pop(0)
+                pooled = True
+                reason = str(failure.__cause__ or failure) or "connection closed"
+                self.balancer.failed(endpoint, now=trio.current_time(), reason=reason)
+                self.state.upstream_error(client.service, endpoint, "broken")
+                last_error = BadGatewayError(f"error backend {endpoint}: {reason}")
+                continue
+            if response.status == 101:  # nothing asked for a switch: see forward
+                upstream.channel.close()
+                client.upstream = None
+                last_error = BadGatewayError(f"error backend {endpoint} switched protocols")
+                attempts.pop(0)
+                continue
+            self.balancer.succeeded(endpoint)
+            following = await self._relay(
+                client, upstream, head, response, received, rest, plan, timeouts
+            )
+            client.finished(response.status, str(endpoint))
+            return following
         raise last_error
 
     def _timeouts(self, policy: Policy) -> Timeouts:
@@ -383,7 +491,11 @@ class Forwarder:
                         client.deadline(Phase.UPSTREAM, timeouts.send)
                         await channel.send(data)
                 rest = body.rest
-            data = await _head_part(client, channel.recv_reply, timeouts.read, timed)
+            if timed:
+                data = await _timed_read(client, channel.recv_reply, timeouts.read)
+            else:  # the common case: the watchdog times it, no timer of its own
+                client.deadline(Phase.UPSTREAM, timeouts.read)
+                data = await channel.recv_reply()
             received = data
             is_head = head.method == b"HEAD"
             while True:
@@ -391,7 +503,11 @@ class Forwarder:
                 if response is None:
                     if not data:
                         raise _UpstreamFailedError("closed before a response")
-                    data = await _head_part(client, channel.recv, timeouts.read, timed)
+                    if timed:
+                        data = await _timed_read(client, channel.recv, timeouts.read)
+                    else:
+                        client.deadline(Phase.UPSTREAM, timeouts.read)
+                        data = await channel.recv()
                     received += data
                     continue
                 received = received[response.size :]
@@ -482,7 +598,8 @@ class Forwarder:
             client_gone = True  # the client sees the response cut off rather than a wrong one
             reusable = False
         client.upstream = None
-        if reusable:
+        policy = plan.route.policy
+        if reusable and (policy.plain or policy.proxy_http_version != "1.0"):
             for old in self.pool.give(upstream.key, upstream, now=trio.current_time()):
                 old.channel.close()
         else:
@@ -552,17 +669,13 @@ class Forwarder:
                 raise trio.BrokenResourceError("upstream closed mid-body")
 
 
-async def _head_part(
-    client: ClientSide, read: Callable[[], Awaitable[bytes]], seconds: float, timed: bool
+async def _timed_read(
+    client: ClientSide, read: Callable[[], Awaitable[bytes]], seconds: float
 ) -> bytes:
-    """The next bytes of a response head, within ``seconds``.
-
-    Untimed, the watchdog ends a wait past ``seconds`` (a 504). Timed, a timer ends it
-    first and raises _UpstreamTimedOutError, so the next endpoint can be asked.
+    """The next bytes of a response head, within ``seconds``, or _UpstreamTimedOutError, so
+    the next endpoint can be asked. (Untimed, the watchdog ends a wait past the deadline:
+    a 504.)
     """
-    if not timed:
-        client.deadline(Phase.UPSTREAM, seconds)
-        return await read()
     client.deadline(Phase.UPSTREAM, seconds + BACKSTOP)
     with trio.move_on_after(seconds):
         return await read()

@@ -28,6 +28,7 @@ from fastroute._http import ChunkedError, ChunkedScanner, RequestHead, parse_req
 from fastroute.errors import (
     BadRequestError,
     GatewayTimeoutError,
+    LengthRequiredError,
     PayloadTooLargeError,
     ProxyError,
     RequestTimeoutError,
@@ -444,6 +445,13 @@ class Http1:
                 raise PayloadTooLargeError(
                     f"body of {head.content_length} bytes is over the limit of {max_body}"
                 )
+            if head.chunked and not policy.plain and policy.proxy_http_version == "1.0":
+                # HTTP/1.0 has no chunked framing, and a body of unknown length is not
+                # held in memory to count it: the client can send its length instead
+                raise LengthRequiredError(
+                    f"{route.ingress} speaks HTTP/1.0 to its upstream: a chunked request "
+                    "body needs a Content-Length"
+                )
             request_body = (
                 await connection.start_body(head, body, max_body)
                 if head.chunked or head.content_length > 0
@@ -463,6 +471,7 @@ class Http1:
                     drop=plan.upstream_drop,
                     chain=identity.chain,
                     real_ip=identity.real_ip,
+                    http10=policy.proxy_http_version == "1.0",
                 )
             elif policy.plain:
                 outgoing = head.forward_head(
@@ -480,6 +489,7 @@ class Http1:
                     vhost=plan.vhost,
                     extra=plan.upstream_lines,
                     drop=plan.upstream_drop,
+                    http10=policy.proxy_http_version == "1.0",
                 )
             after = await self.forwarder.forward(
                 connection, head, outgoing, plan, request_body, body
@@ -503,6 +513,9 @@ class Http1:
         self, connection: Connection, head: RequestHead, body: bytes, plan: Answer
     ) -> bytes | None:
         """Write an answer the plan made (redirect, preflight, 403, 503...)."""
+        if plan.route is not None:
+            connection.ingress = plan.route.ingress
+            connection.logged = plan.route.policy.access_log
         if plan.status >= 400:
             log.info("%d for %s: %s", plan.status, connection.address, plan.reason)
         bodyless = head.content_length <= 0 and not head.chunked
