@@ -49,7 +49,9 @@ class Proxy:
         config: the first RouteConfig, or None: then every request is answered 503 until
             ``swap`` installs one (``ready`` says which).
         limits: sizes and timeouts.
-        trusted: peers whose X-Forwarded-* headers are believed.
+        trusted: peers whose X-Forwarded-* headers are believed, unless the config's
+            settings say who the client is (``use-forwarded-headers``, ``enable-real-ip``:
+            ``real_ip``), which they then decide alone.
         tls: certificates for HTTPS listeners (SNI picks one; else the default).
         https_redirect_port: where HTTP-to-HTTPS redirects point (clients see it: behind a
             load balancer that maps 443 to the HTTPS listener, leave it at 443).
