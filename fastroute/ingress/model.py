@@ -159,6 +159,9 @@ class Policy:
     refused: str = ""
     # derived once, for the codec: whole header lines, and the names they replace
     plain: bool = field(init=False, repr=False, compare=False)
+    # it may answer any request itself (a refusal, app-root, a redirect); a CORS preflight
+    # is an OPTIONS request
+    answers: bool = field(init=False, repr=False, compare=False)
     upstream_lines: bytes = field(init=False, repr=False, compare=False)
     upstream_drop: frozenset[bytes] | None = field(init=False, repr=False, compare=False)
     response_lines: bytes = field(init=False, repr=False, compare=False)
@@ -176,6 +179,7 @@ class Policy:
             upstream.append(("X-Forwarded-Prefix", self.forwarded_prefix))
         derived = {
             "plain": plain,
+            "answers": bool(self.refused or self.app_root is not None or self.redirect),
             "upstream_lines": _lines(upstream),
             "upstream_drop": _names(upstream),
             "response_lines": _lines(self.response_headers),

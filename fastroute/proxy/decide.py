@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 from fastroute.errors import BadRequestError, NoRouteError, ServiceUnavailableError
 from fastroute.ingress.model import Policy, RouteConfig, Target
 from fastroute.proxy.access import allowed
-from fastroute.proxy.cors import cors_rules
+from fastroute.proxy.cors import CorsRules, cors_rules
 from fastroute.proxy.error_pages import ERROR_FIELDS, error_fields
 from fastroute.proxy.limiter import ClientLimits, Held
+from fastroute.proxy.memo import ByIdentity
 from fastroute.proxy.targets import parse_target, simple_origin
 
 __all__ = ["ACME_CHALLENGE", "Answer", "Decision", "Forward", "decide"]
@@ -167,7 +168,7 @@ def decide(
     assert isinstance(route, Target)
     policy = route.policy
     query = b"?" + query_part if query_part else b""
-    if not policy.plain:
+    if not policy.plain and (policy.answers or (method == b"OPTIONS" and policy.cors is not None)):
         answer = _answered(policy, route, method, authority, path, query, scheme, header)
         if answer is not None:
             return _secured(answer, route, scheme)
@@ -264,6 +265,55 @@ def _answered(
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """What a route's policy adds to every request it forwards, derived once per policy
+    (``_fields_of``): per request, only what depends on the request is left to do."""
+
+    upstream_lines: bytes
+    upstream_drop: frozenset[bytes] | None
+    vhost: bytes
+    # the response's fields, over plain HTTP and over HTTPS (with HSTS), with the CORS
+    # fields when they do not depend on the Origin
+    client: tuple[bytes, frozenset[bytes] | None]
+    client_tls: tuple[bytes, frozenset[bytes] | None]
+    cors: CorsRules | None  # the CORS rules whose fields depend on the Origin, if any
+    cors_lines: bytes  # the CORS fields for any Origin ("*"), else b""
+    lists: bool  # an allow or deny list applies
+
+
+def _union(a: frozenset[bytes] | None, b: frozenset[bytes] | None) -> frozenset[bytes] | None:
+    if a is None:
+        return b
+    return a if b is None else a | b
+
+
+def _fields(policy: Policy) -> _Fields:
+    rules = cors_rules(policy.cors) if policy.cors is not None else None
+    any_origin = rules is not None and rules.allows(None) and rules.response_headers(None)
+    cors_lines = rules.response_headers(None) if rules is not None and any_origin else b""
+    lines, drop = policy.response_lines, policy.response_drop
+    if cors_lines:
+        assert rules is not None
+        lines, drop = lines + cors_lines, _union(drop, rules.names)
+    tls_lines, tls_drop = lines, drop
+    if policy.hsts:
+        tls_lines, tls_drop = lines + policy.hsts_line, _union(drop, _HSTS_NAMES)
+    return _Fields(
+        upstream_lines=policy.upstream_lines,
+        upstream_drop=policy.upstream_drop,
+        vhost=policy.upstream_vhost.encode() if policy.upstream_vhost is not None else b"",
+        client=(lines, drop),
+        client_tls=(tls_lines, tls_drop),
+        cors=None if cors_lines or rules is None else rules,
+        cors_lines=cors_lines,
+        lists=policy.allow is not None or bool(policy.deny),
+    )
+
+
+_fields_of: ByIdentity[Policy, _Fields] = ByIdentity(_fields, size=4096)
+
+
 def _guarded(
     config: RouteConfig,
     route: Target,
@@ -278,10 +328,11 @@ def _guarded(
 ) -> Decision:
     """A route with annotations: its limits and lists, its endpoints, its fields."""
     policy = route.policy
+    fields = _fields_of(policy)
     # ingress-nginx sets the CORS fields on the location's refusals too, so that a page
     # can read their status (and back off) instead of seeing a CORS failure
-    rules = cors_rules(policy.cors) if policy.cors is not None else None
-    cors_lines = rules.response_headers(header(b"origin")) if rules is not None else b""
+    rules = fields.cors
+    cors_lines = rules.response_headers(header(b"origin")) if rules else fields.cors_lines
     held: Held | None = None
     limit = policy.limit
     if limit is not None and limits is not None:
@@ -297,18 +348,18 @@ def _guarded(
                     reason="limit-connections",
                     route=route,
                 )
-    if not allowed(client, policy.allow, policy.deny):
+    if fields.lists and not allowed(client, policy.allow, policy.deny):
         if held is not None:
             held.release()
         return Answer(403, lines=cors_lines, reason="source-range", route=route)
-    upstream_lines = policy.upstream_lines
-    upstream_drop = policy.upstream_drop
+    upstream_lines = fields.upstream_lines
+    upstream_drop = fields.upstream_drop
     if not route.backend.usable():
         fallback = route.error_backend
         if policy.default_backend is not None and fallback is not None and fallback.usable():
             # ingress-nginx tells the default backend why it got the request
             upstream_lines += error_fields(route, 503, header(b"accept"))
-            upstream_drop = ERROR_FIELDS | (upstream_drop or frozenset())
+            upstream_drop = _union(upstream_drop, ERROR_FIELDS)
             route = dataclasses.replace(route, backend=fallback)
         else:
             if held is not None:
@@ -317,25 +368,22 @@ def _guarded(
             if cors_lines:
                 return Answer(503, lines=cors_lines, reason=problem, route=route)
             raise ServiceUnavailableError(problem)
-    client_lines = policy.response_lines
-    client_drop = policy.response_drop
-    if scheme == "https" and route.tls and policy.hsts:
-        client_lines += policy.hsts_line
-        client_drop = _HSTS_NAMES | (client_drop or frozenset())
-    if rules is not None and cors_lines:
+    client_lines, client_drop = (
+        fields.client_tls if scheme == "https" and route.tls else fields.client
+    )
+    if rules is not None and cors_lines:  # fields that depend on the Origin
         client_lines += cors_lines
-        client_drop = rules.names | (client_drop or frozenset())
-    vhost = policy.upstream_vhost.encode() if policy.upstream_vhost is not None else b""
+        client_drop = _union(client_drop, rules.names)
     return Forward(
         route,
         authority,
         target,
         from_target,
-        upstream_lines=upstream_lines,
-        upstream_drop=upstream_drop,
-        vhost=vhost,
-        client_lines=client_lines,
-        client_drop=client_drop,
-        error_lines=cors_lines,
-        held=held,
+        upstream_lines,
+        upstream_drop,
+        fields.vhost,
+        client_lines,
+        client_drop,
+        cors_lines,
+        held,
     )

@@ -40,6 +40,7 @@ from fastroute.proxy.balancer import IDEMPOTENT_METHODS, Balancer, may_retry
 from fastroute.proxy.channel import Channel, TLSChannel, UpstreamChannel, connect, connect_tls
 from fastroute.proxy.error_pages import error_request
 from fastroute.proxy.headers import response_headers
+from fastroute.proxy.memo import ByIdentity
 from fastroute.proxy.pool import Pool
 from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
 from fastroute.proxy.upstream_tls import UpstreamContexts, check_peer, server_hostname
@@ -147,6 +148,7 @@ class Forwarder:
         self.balancer = Balancer()
         self.pool: Pool[Upstream] = Pool(max_idle=320)
         self.tls_contexts = UpstreamContexts()
+        self._route_timeouts = ByIdentity(self._timeouts_of, size=4096)
         self._default_timeouts = Timeouts(
             self.limits.connect_timeout, self.limits.upstream_timeout, self.limits.upstream_timeout
         )
@@ -182,7 +184,8 @@ class Forwarder:
                 rules = policy.next_upstream
             if policy.next_upstream_tries:
                 del attempts[policy.next_upstream_tries :]
-            give_up = trio.current_time() + (policy.next_upstream_timeout or math.inf)
+            if policy.next_upstream_timeout:
+                give_up = trio.current_time() + policy.next_upstream_timeout
         replayable = body is None or body.complete
         resendable = replayable and (head.method in IDEMPOTENT_METHODS or "non_idempotent" in rules)
         # an HTTP/1.0 route sends one request per connection: never a pooled one
@@ -381,9 +384,13 @@ class Forwarder:
 
     def _timeouts(self, policy: Policy) -> Timeouts:
         """The route's connect, send and read timeouts: its own, else the proxy's."""
-        limits = self.limits
         if policy.plain:
             return self._default_timeouts
+        return self._route_timeouts(policy)
+
+    def _timeouts_of(self, policy: Policy) -> Timeouts:
+        """``_timeouts`` for a route with a policy, worked out once per policy."""
+        limits = self.limits
         timeouts = Timeouts(
             policy.connect_timeout or limits.connect_timeout,
             policy.send_timeout or limits.upstream_timeout,
