@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastroute.ingress.model import Networks
-from fastroute.proxy.access import allowed, within
+from fastroute.proxy.access import Lists, allowed, within
 
 
 def nets(*cidrs: str) -> Networks:
@@ -150,3 +150,15 @@ def test_a_mapped_address_gets_what_its_ipv4_address_gets(
 ) -> None:
     mapped = f"::ffff:{address}"
     assert allowed(mapped, (network,), ()) is allowed(str(address), (network,), ())
+
+
+@given(
+    address=(ipv4 | ipv6).map(str) | st.sampled_from(["", "not-an-ip"]),
+    allow=st.none() | networks,
+    deny=networks,
+)
+def test_a_routes_compiled_lists_judge_as_allowed_does(
+    address: str, allow: Networks | None, deny: Networks
+) -> None:
+    # decide compiles a route's lists once (Lists); the answer must not change
+    assert Lists(allow, deny).permits(address) == allowed(address, allow, deny)

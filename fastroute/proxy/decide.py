@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from fastroute.errors import BadRequestError, NoRouteError, ServiceUnavailableError
 from fastroute.ingress.model import Policy, RouteConfig, Target
-from fastroute.proxy.access import allowed
+from fastroute.proxy.access import Lists
 from fastroute.proxy.cors import CorsRules, cors_rules
 from fastroute.proxy.error_pages import ERROR_FIELDS, error_fields
 from fastroute.proxy.limiter import ClientLimits, Held
@@ -279,7 +279,7 @@ class _Fields:
     client_tls: tuple[bytes, frozenset[bytes] | None]
     cors: CorsRules | None  # the CORS rules whose fields depend on the Origin, if any
     cors_lines: bytes  # the CORS fields for any Origin ("*"), else b""
-    lists: bool  # an allow or deny list applies
+    lists: Lists | None  # the allow and deny lists, if any applies
 
 
 def _union(a: frozenset[bytes] | None, b: frozenset[bytes] | None) -> frozenset[bytes] | None:
@@ -307,7 +307,7 @@ def _fields(policy: Policy) -> _Fields:
         client_tls=(tls_lines, tls_drop),
         cors=None if cors_lines or rules is None else rules,
         cors_lines=cors_lines,
-        lists=policy.allow is not None or bool(policy.deny),
+        lists=Lists(policy.allow, policy.deny) if policy.allow is not None or policy.deny else None,
     )
 
 
@@ -348,7 +348,8 @@ def _guarded(
                     reason="limit-connections",
                     route=route,
                 )
-    if fields.lists and not allowed(client, policy.allow, policy.deny):
+    lists = fields.lists
+    if lists is not None and not lists.permits(client):
         if held is not None:
             held.release()
         return Answer(403, lines=cors_lines, reason="source-range", route=route)
