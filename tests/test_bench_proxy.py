@@ -132,3 +132,14 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
         assert any(line.startswith("c64") and ratio in line for line in run.stdout.splitlines())
     assert "fastroute/aiohttp req/s" in run.stdout  # reported as skipped, not left out
     assert "swaps: " in run.stdout
+
+
+@pytest.mark.parametrize("mode", ["plain", "annotated", "direct"])
+def test_the_instruction_count_driver_gets_every_answer(mode: str) -> None:
+    # bench/route_cost.py counts what a request costs; its client waits for the backend's
+    # body on every request, so a route that refused (403, 503) would never finish
+    command = [sys.executable, str(BENCH / "route_cost.py"), "--one", mode, "48"]
+    run = subprocess.run(
+        [*command, "--connections", "4"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
