@@ -44,7 +44,7 @@ from fastroute.proxy.limiter import ClientLimits, Held
 from fastroute.proxy.memo import ByIdentity
 from fastroute.proxy.targets import parse_target, simple_origin
 
-__all__ = ["ACME_CHALLENGE", "Answer", "Decision", "Forward", "decide"]
+__all__ = ["ACME_CHALLENGE", "NO_FIELDS", "Answer", "Decision", "Forward", "RouteFields", "decide"]
 
 ACME_CHALLENGE = b"/.well-known/acme-challenge/"
 # the proxy's Strict-Transport-Security replaces an upstream's, as ingress-nginx's does
@@ -53,6 +53,26 @@ _HSTS_NAMES = frozenset({b"strict-transport-security"})
 
 def _no_fields(name: bytes) -> bytes | None:
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFields:
+    """What a route adds to a forwarded request and its response: whole
+    ``Name: value\r\n`` lines, the names of the fields they replace (lower case), and
+    the Host sent instead (upstream-vhost). Worked out once per route policy and scheme;
+    only Origin-dependent CORS fields make one per request."""
+
+    upstream_lines: bytes = b""
+    upstream_drop: frozenset[bytes] | None = None
+    vhost: bytes = b""
+    # what the route sets on the response (custom headers, CORS, HSTS)
+    client_lines: bytes = b""
+    client_drop: frozenset[bytes] | None = None
+    # what the proxy's own error answer carries if forwarding fails (CORS, as on refusals)
+    error_lines: bytes = b""
+
+
+NO_FIELDS = RouteFields()
 
 
 @dataclass(slots=True)
@@ -69,16 +89,7 @@ class Forward:
     # ``host`` came from an absolute-form target: it replaces the client's Host field, so
     # the upstream is told the host the route was chosen on (RFC 9112 §3.2.2)
     host_from_target: bool = False
-    # what the route adds to the request: whole "Name: value\r\n" lines, the client's
-    # fields they replace (lower-case names), and the Host sent instead (upstream-vhost)
-    upstream_lines: bytes = b""
-    upstream_drop: frozenset[bytes] | None = None
-    vhost: bytes = b""
-    # what the route sets on the response (custom headers, CORS, HSTS)
-    client_lines: bytes = b""
-    client_drop: frozenset[bytes] | None = None
-    # what the proxy's own error answer carries if forwarding fails (CORS, as on refusals)
-    error_lines: bytes = b""
+    fields: RouteFields = NO_FIELDS  # what the route adds each way
     # a limit-connections slot: released when the request is done
     held: Held | None = field(default=None, compare=False)
 
@@ -188,14 +199,7 @@ def decide(
                 route.backend.problem or f"{route.backend.name} has no endpoints"
             )
         if scheme == "https" and route.tls and policy.hsts:
-            return Forward(
-                route,
-                authority,
-                path + query,
-                from_target,
-                client_lines=policy.hsts_line,
-                client_drop=_HSTS_NAMES,
-            )
+            return Forward(route, authority, path + query, from_target, _hsts_fields(policy))
         return Forward(route, authority, path + query, from_target)
     plan = _guarded(
         config, route, authority, path + query, from_target, scheme, client, header, limits, now
@@ -270,14 +274,10 @@ class _Fields:
     """What a route's policy adds to every request it forwards, derived once per policy
     (``_fields_of``): per request, only what depends on the request is left to do."""
 
-    upstream_lines: bytes
-    upstream_drop: frozenset[bytes] | None
-    vhost: bytes
-    # the response's fields, over plain HTTP and over HTTPS (with HSTS), with the CORS
-    # fields when they do not depend on the Origin
-    client: tuple[bytes, frozenset[bytes] | None]
-    client_tls: tuple[bytes, frozenset[bytes] | None]
-    cors: CorsRules | None  # the CORS rules whose fields depend on the Origin, if any
+    http: RouteFields  # over plain HTTP
+    https: RouteFields  # over HTTPS to a TLS host (with HSTS)
+    # the CORS rules whose fields depend on the Origin, if any (else they are in the above)
+    cors: CorsRules | None
     cors_lines: bytes  # the CORS fields for any Origin ("*"), else b""
     lists: Lists | None  # the allow and deny lists, if any applies
 
@@ -296,19 +296,31 @@ def _fields(policy: Policy) -> _Fields:
     if cors_lines:
         assert rules is not None
         lines, drop = lines + cors_lines, _union(drop, rules.names)
-    tls_lines, tls_drop = lines, drop
-    if policy.hsts:
-        tls_lines, tls_drop = lines + policy.hsts_line, _union(drop, _HSTS_NAMES)
-    return _Fields(
+    http = RouteFields(
         upstream_lines=policy.upstream_lines,
         upstream_drop=policy.upstream_drop,
         vhost=policy.upstream_vhost.encode() if policy.upstream_vhost is not None else b"",
-        client=(lines, drop),
-        client_tls=(tls_lines, tls_drop),
+        client_lines=lines,
+        client_drop=drop,
+        error_lines=cors_lines,
+    )
+    https = http
+    if policy.hsts:
+        https = dataclasses.replace(
+            http, client_lines=lines + policy.hsts_line, client_drop=_union(drop, _HSTS_NAMES)
+        )
+    return _Fields(
+        http=http,
+        https=https,
         cors=None if cors_lines or rules is None else rules,
         cors_lines=cors_lines,
         lists=Lists(policy.allow, policy.deny) if policy.allow is not None or policy.deny else None,
     )
+
+
+def _hsts_fields(policy: Policy) -> RouteFields:
+    """A plain route's fields over HTTPS: HSTS alone."""
+    return _fields_of(policy).https
 
 
 _fields_of: ByIdentity[Policy, _Fields] = ByIdentity(_fields, size=4096)
@@ -353,14 +365,16 @@ def _guarded(
         if held is not None:
             held.release()
         return Answer(403, lines=cors_lines, reason="source-range", route=route)
-    upstream_lines = fields.upstream_lines
-    upstream_drop = fields.upstream_drop
+    extra = fields.https if scheme == "https" and route.tls else fields.http
     if not route.backend.usable():
         fallback = route.error_backend
         if policy.default_backend is not None and fallback is not None and fallback.usable():
             # ingress-nginx tells the default backend why it got the request
-            upstream_lines += error_fields(route, 503, header(b"accept"))
-            upstream_drop = _union(upstream_drop, ERROR_FIELDS)
+            extra = dataclasses.replace(
+                extra,
+                upstream_lines=extra.upstream_lines + error_fields(route, 503, header(b"accept")),
+                upstream_drop=_union(extra.upstream_drop, ERROR_FIELDS),
+            )
             route = dataclasses.replace(route, backend=fallback)
         else:
             if held is not None:
@@ -369,22 +383,11 @@ def _guarded(
             if cors_lines:
                 return Answer(503, lines=cors_lines, reason=problem, route=route)
             raise ServiceUnavailableError(problem)
-    client_lines, client_drop = (
-        fields.client_tls if scheme == "https" and route.tls else fields.client
-    )
     if rules is not None and cors_lines:  # fields that depend on the Origin
-        client_lines += cors_lines
-        client_drop = _union(client_drop, rules.names)
-    return Forward(
-        route,
-        authority,
-        target,
-        from_target,
-        upstream_lines,
-        upstream_drop,
-        fields.vhost,
-        client_lines,
-        client_drop,
-        cors_lines,
-        held,
-    )
+        extra = dataclasses.replace(
+            extra,
+            client_lines=extra.client_lines + cors_lines,
+            client_drop=_union(extra.client_drop, rules.names),
+            error_lines=cors_lines,
+        )
+    return Forward(route, authority, target, from_target, extra, held)

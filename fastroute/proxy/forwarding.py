@@ -38,6 +38,7 @@ from fastroute.errors import (
 from fastroute.ingress.model import Endpoint, UpstreamTLS
 from fastroute.proxy.balancer import IDEMPOTENT_METHODS, Balancer, may_retry
 from fastroute.proxy.channel import Channel, TLSChannel, UpstreamChannel, connect, connect_tls
+from fastroute.proxy.decide import NO_FIELDS
 from fastroute.proxy.error_pages import error_request
 from fastroute.proxy.headers import response_headers
 from fastroute.proxy.memo import ByIdentity
@@ -551,9 +552,9 @@ class Forwarder:
         )
         dechunk = head.version == 10 and response.chunked
         if dechunk:
-            out = _unchunked_head(response, plan.client_lines, plan.client_drop)
-        elif plan.client_lines or plan.client_drop:
-            out = response.client_head(close, plan.client_lines, plan.client_drop)
+            out = _unchunked_head(response, plan.fields.client_lines, plan.fields.client_drop)
+        elif plan.fields is not NO_FIELDS:
+            out = response.client_head(close, plan.fields.client_lines, plan.fields.client_drop)
         else:
             out = response.client_head(close)
         read = timeouts.read

@@ -436,7 +436,7 @@ class Http1:
         connection.ingress = route.ingress
         connection.service = route.backend.name
         connection.logged = policy.access_log
-        connection.error_lines = plan.error_lines
+        connection.error_lines = plan.fields.error_lines
         try:
             max_body = self.limits.max_body_bytes
             if policy.max_body_bytes is not None:
@@ -466,9 +466,9 @@ class Http1:
                     identity.trusted,
                     plan.host,
                     override_host=plan.host_from_target,
-                    vhost=plan.vhost,
-                    extra=plan.upstream_lines,
-                    drop=plan.upstream_drop,
+                    vhost=plan.fields.vhost,
+                    extra=plan.fields.upstream_lines,
+                    drop=plan.fields.upstream_drop,
                     chain=identity.chain,
                     real_ip=identity.real_ip,
                     http10=policy.proxy_http_version == "1.0",
@@ -486,9 +486,9 @@ class Http1:
                     *connection.forwarded,
                     plan.host,
                     override_host=plan.host_from_target,
-                    vhost=plan.vhost,
-                    extra=plan.upstream_lines,
-                    drop=plan.upstream_drop,
+                    vhost=plan.fields.vhost,
+                    extra=plan.fields.upstream_lines,
+                    drop=plan.fields.upstream_drop,
                     http10=policy.proxy_http_version == "1.0",
                 )
             after = await self.forwarder.forward(
