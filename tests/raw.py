@@ -9,7 +9,9 @@ answers with h11.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import h11
@@ -202,3 +204,24 @@ async def wait_for(check: Callable[[], bool], what: str, deadline: float = DEADL
             await trio.sleep(0.01)
         return
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A port whose TCP connects hang: a listener with a full backlog that never accepts."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

@@ -17,9 +17,17 @@ from typing import Any
 
 import pytest
 import trio
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
+from raw import (
+    DEADLINE,
+    BackendConnection,
+    RawBackend,
+    RawClient,
+    Reply,
+    Request,
+    response,
+    unanswered_port,
+)
 from sites import closed_port
-from test_hardening import unanswered_port
 
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig

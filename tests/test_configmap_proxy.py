@@ -29,6 +29,7 @@ from raw import (
     Reply,
     Request,
     response,
+    unanswered_port,
     wait_for,
 )
 
@@ -669,27 +670,6 @@ def test_ssl_redirect_sends_plain_http_requests_for_tls_hosts_to_https() -> None
         assert not site.backend.requests[1:]
 
     run(scenario)
-
-
-@contextmanager
-def unanswered_port() -> Iterator[int]:
-    """A port whose TCP connects hang: a listener with a full backlog that never accepts."""
-    listener = socket.socket()
-    fillers: list[socket.socket] = []
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        for _ in range(4):
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 def test_proxy_connect_timeout_bounds_a_hanging_connect() -> None:

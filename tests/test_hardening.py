@@ -9,15 +9,24 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response, wait_for
+from raw import (
+    DEADLINE,
+    BackendConnection,
+    RawBackend,
+    RawClient,
+    Request,
+    response,
+    unanswered_port,
+    wait_for,
+)
 
 from fastroute.ingress import build_config
 from fastroute.proxy import http1
@@ -413,27 +422,6 @@ def test_the_head_timeout_runs_from_the_first_byte_not_from_idle_time() -> None:
 
 
 # ------------------------------------------------------------------ slow and misbehaving upstreams
-
-
-@contextmanager
-def unanswered_port() -> Iterator[int]:
-    """A port whose TCP connects hang: a listener with a full backlog that never accepts."""
-    listener = socket.socket()
-    fillers: list[socket.socket] = []
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        for _ in range(4):
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 def test_a_connect_timeout_is_a_504_not_a_408_or_a_502() -> None:
