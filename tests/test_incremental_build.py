@@ -375,3 +375,49 @@ def test_an_ingress_whose_status_changes_reads_the_same() -> None:
     }
     assert not reads_the_same(ingress, annotated)
     assert not reads_the_same(ingress, ingress | {"spec": {"ingressClassName": "other"}})
+
+
+def _ingress_on(name: str, host: str, tls_hosts: list[str] | None = None) -> Obj:
+    spec: Obj = {
+        "ingressClassName": "fastroute",
+        "rules": [
+            {
+                "host": host,
+                "http": {
+                    "paths": [{"path": "/", "pathType": "Prefix", "backend": backend("web", 80)}]
+                },
+            }
+        ],
+    }
+    if tls_hosts:
+        spec["tls"] = [{"hosts": tls_hosts, "secretName": "wild"}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def test_a_host_another_ingress_still_names_follows_a_wildcard_tls_listing() -> None:
+    """Two Ingresses route a.example.com; one goes. A TLS entry for *.example.com that comes
+    later makes a.example.com a TLS host (plain HTTP is redirected): the builder must still
+    know that a.example.com lies under example.com."""
+    builder = ConfigBuilder(now=NOW)
+    builder.put(SECRET_OBJECTS["default/wild"])
+    builder.put(_ingress_on("one", "a.example.com"))
+    builder.put(_ingress_on("two", "a.example.com"))
+    builder.build()
+    builder.delete(_ingress_on("one", "a.example.com"))
+    builder.build()
+    builder.put(_ingress_on("wild", "b.example.com", ["*.example.com"]))
+    built = builder.build()
+    route = built.router.match("a.example.com", "/")
+    assert route is not None
+    assert route.tls
+    held = [
+        SECRET_OBJECTS["default/wild"],
+        _ingress_on("two", "a.example.com"),
+        _ingress_on("wild", "b.example.com", ["*.example.com"]),
+    ]
+    assert summary(built) == summary(build_config(held, now=NOW))

@@ -288,7 +288,8 @@ class ConfigBuilder:
             for host in spec.buckets:
                 _index(self._by_host, host, key, adding)
                 parent = _parent(host)
-                if parent:
+                # the host stays under its parent while any Ingress still names it
+                if parent and (adding or host not in self._by_host):
                     _index(self._by_parent, parent, host, adding)
                 self._dirty_hosts.add(host)
             for alias in _aliases(spec):
