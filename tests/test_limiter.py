@@ -270,9 +270,10 @@ def test_a_client_sending_faster_than_the_rate_gets_exactly_rate_per_second_afte
     # as in nginx: only a burst of at least one carries credit over between requests)
     limits = ClientLimits()
     limit = RateLimit(rps=rate, burst_multiplier=multiplier)
-    # more than rate requests a second, on a grid whose every step is an exact binary fraction
-    step = 1 / 64
-    times = [i * step for i in range(seconds * 64 + 1) for _ in range(max(1, rate // 16 + 1))]
-    got = admitted(limits, limit, times)
+    # the whole burst at once, then more than rate requests a second, on a grid whose every
+    # step is an exact binary fraction
     burst = rate * multiplier
+    step = 1 / 64
+    grid = [i * step for i in range(seconds * 64 + 1) for _ in range(max(1, rate // 16 + 1))]
+    got = admitted(limits, limit, [0.0] * (burst + 1) + grid)
     assert rate * seconds + burst <= got <= rate * seconds + burst + 1
