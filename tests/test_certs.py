@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
+from certgen import CA_KEY_USAGE
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
@@ -107,20 +108,7 @@ def make_cert(
         )
     )
     if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        builder = builder.add_extension(CA_KEY_USAGE, critical=True)
     if sans is not None:
         names = x509.SubjectAlternativeName([x509.DNSName(n) for n in sans])
         builder = builder.add_extension(names, critical=False)
