@@ -654,10 +654,7 @@ def test_buffering_annotations_are_accepted_as_no_ops(name: str) -> None:
     ("name", "feature"),
     [
         ("canary-weight", "canary"),
-        ("affinity", "affinity"),
-        ("session-cookie-name", "affinity"),
         ("use-regex", "regex"),
-        ("upstream-hash-by", "balancing"),
         ("ssl-passthrough", "passthrough"),
         ("proxy-cookie-path", "ignored"),
         ("limit-rate", "ignored"),
@@ -727,6 +724,22 @@ ISSUE_ANNOTATIONS = [
     "proxy-ssl-verify-depth",
     "proxy-ssl-protocols",
     "proxy-ssl-secret",
+    "load-balance",
+    "upstream-hash-by",
+    "upstream-hash-by-subset",
+    "upstream-hash-by-subset-size",
+    "affinity",
+    "affinity-mode",
+    "affinity-canary-behavior",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-domain",
+    "session-cookie-samesite",
+    "session-cookie-conditional-samesite-none",
+    "session-cookie-secure",
+    "session-cookie-max-age",
+    "session-cookie-expires",
+    "session-cookie-change-on-failure",
 ]
 
 

@@ -216,13 +216,15 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 def test_the_cluster_is_checked_through_the_api(kubeapi: KubeAPI, tmp_path: Path) -> None:
-    kubeapi.create(_ingress("api", {NGINX + "limit-rps": "5", NGINX + "affinity": "cookie"}))
+    kubeapi.create(
+        _ingress("api", {NGINX + "limit-rps": "5", NGINX + "limit-allowlist": "10.0.0.0/8"})
+    )
     kubeconfig = kubeapi.write_kubeconfig(tmp_path / "kubeconfig")
     code, report = _json("--kubeconfig", str(kubeconfig), "--timeout", "20")
     assert code == 1
     assert _statuses(report, "shop/api") == {
         NGINX + "limit-rps": "honoured",
-        NGINX + "affinity": "planned",
+        NGINX + "limit-allowlist": "planned",
     }
 
 

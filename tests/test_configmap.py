@@ -29,6 +29,7 @@ from controller.__main__ import _options, _parser
 from controller.app import Controller, Options
 from controller.kube.publisher import PublishOptions
 from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
+from fastroute.ingress.balancing import HashKey
 from fastroute.ingress.configmap import KEYS, ConfigMapLookup, configmap_data, read_settings
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 
@@ -131,6 +132,14 @@ GOOD: list[tuple[str, str, str, Any]] = [
     ("upstream-keepalive-connections", "128", "upstream_keepalive_connections", 128),
     ("upstream-keepalive-timeout", "120", "upstream_keepalive_timeout", 120.0),
     ("allow-snippet-annotations", "false", "allow_snippet_annotations", False),
+    ("load-balance", "ewma", "load_balance", "ewma"),
+    ("load-balance", "ROUND_ROBIN", "load_balance", "round_robin"),
+    (
+        "upstream-hash-by",
+        "$remote_addr",
+        "upstream_hash_by",
+        HashKey("$remote_addr", (("remote_addr", ""),)),
+    ),
 ]
 
 # (key, malformed value, what the reason says)
@@ -169,6 +178,8 @@ BAD: list[tuple[str, str, str]] = [
     ("upstream-keepalive-connections", "many", "expected a whole number"),
     ("upstream-keepalive-timeout", "-5", "expected a time"),
     ("allow-snippet-annotations", "sure", "expected 'true' or 'false'"),
+    ("load-balance", "least_conn", "expected round_robin or ewma, got 'least_conn'"),
+    ("upstream-hash-by", "$binary_remote_addr", "$binary_remote_addr in '$binary_remote_addr' is"),
 ]
 
 

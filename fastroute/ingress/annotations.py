@@ -20,9 +20,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from fastroute.ingress.balancing import AFFINITY_MODES, CANARY_BEHAVIORS, LOAD_BALANCE, Affinity
+from fastroute.ingress.balancing_syntax import (
+    read_choice,
+    read_cookie_domain,
+    read_cookie_name,
+    read_cookie_path,
+    read_hash_key,
+    read_samesite,
+    read_seconds,
+)
 from fastroute.ingress.model import Cors, HeaderList, Networks, Policy, RateLimit, UpstreamTLS
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.syntax import (
@@ -348,6 +358,47 @@ def _ssl_protocols(text: str, _: Reading) -> tuple[str, ...]:
     return tuple(dict.fromkeys(protocols))
 
 
+def _load_balance(text: str, _: Reading) -> str:
+    return read_choice(text, LOAD_BALANCE)
+
+
+def _hash_key(text: str, _: Reading) -> Any:
+    return read_hash_key(text)
+
+
+def _affinity_type(text: str, _: Reading) -> bool:
+    read_choice(text, ("cookie",))
+    return True
+
+
+def _affinity_mode(text: str, _: Reading) -> str:
+    return read_choice(text, AFFINITY_MODES)
+
+
+def _canary_behavior(text: str, _: Reading) -> str:
+    return read_choice(text, CANARY_BEHAVIORS)
+
+
+def _cookie_name(text: str, _: Reading) -> str:
+    return read_cookie_name(text)
+
+
+def _cookie_path(text: str, _: Reading) -> str:
+    return read_cookie_path(text)
+
+
+def _cookie_domain(text: str, _: Reading) -> str:
+    return read_cookie_domain(text)
+
+
+def _samesite(text: str, _: Reading) -> str:
+    return read_samesite(text)
+
+
+def _seconds(text: str, _: Reading) -> int:
+    return read_seconds(text)
+
+
 # -- the table -----------------------------------------------------------------------
 
 
@@ -418,6 +469,33 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
     A("proxy-ssl-verify-depth", "upstream_tls.verify_depth", _whole, "chain depth verified"),
     A("proxy-ssl-protocols", "upstream_tls.protocols", _ssl_protocols, "TLS versions to pods"),
     A("proxy-ssl-secret", "upstream_tls", None, "CA and client certificate (a Secret)"),
+    # which endpoint: affinity, else upstream-hash-by, else load-balance
+    A("load-balance", "load_balance", _load_balance, "round_robin or ewma (peak EWMA)"),
+    A("upstream-hash-by", "upstream_hash", _hash_key, "consistent hashing on this key"),
+    A("upstream-hash-by-subset", "upstream_hash_subset", _bool, "hash to a subset of pods"),
+    A("upstream-hash-by-subset-size", "upstream_hash_subset_size", _count, "pods per subset"),
+    A("affinity", "affinity.enabled", _affinity_type, "cookie: sticky sessions"),
+    A("affinity-mode", "affinity.mode", _affinity_mode, "balanced or persistent"),
+    A("affinity-canary-behavior", "affinity.canary_behavior", _canary_behavior, "sticky/legacy"),
+    A("session-cookie-name", "affinity.name", _cookie_name, "the cookie's name"),
+    A("session-cookie-path", "affinity.path", _cookie_path, "its Path (the rule's path)"),
+    A("session-cookie-domain", "affinity.domain", _cookie_domain, "its Domain"),
+    A("session-cookie-samesite", "affinity.samesite", _samesite, "its SameSite"),
+    A(
+        "session-cookie-conditional-samesite-none",
+        "affinity.conditional_samesite_none",
+        _bool,
+        "no SameSite=None for browsers that reject it",
+    ),
+    A("session-cookie-secure", "affinity.secure", _bool, "Secure over plain HTTP too"),
+    A("session-cookie-max-age", "affinity.max_age", _seconds, "its Max-Age"),
+    A("session-cookie-expires", "affinity.expires", _seconds, "its Expires, seconds from now"),
+    A(
+        "session-cookie-change-on-failure",
+        "affinity.change_on_failure",
+        _bool,
+        "a failed sticky pod: the cookie moves",
+    ),
 )
 del A
 
@@ -443,15 +521,11 @@ SNIPPETS: Mapping[str, str] = {
 FAMILIES: tuple[Family, ...] = (
     Family("auth-", "authentication (a later issue)", protection=True),
     Family("canary", "canary releases (a later issue)"),
-    Family("affinity", "session affinity (a later issue)"),
-    Family("session-cookie-", "session affinity (a later issue)"),
     Family("use-regex", "regex paths (a later issue)"),
-    Family("upstream-hash-by", "load-balancing choices (a later issue)"),
-    Family("load-balance", "load-balancing choices (a later issue)"),
     Family("ssl-passthrough", "TLS passthrough (a later issue)"),
 )
 
-_GROUPS = ("cors", "limit", "upstream_tls", "redirect")
+_GROUPS = ("cors", "limit", "upstream_tls", "redirect", "affinity")
 
 
 # -- reading -------------------------------------------------------------------------
@@ -508,6 +582,8 @@ def _defaults(settings: Settings, refused: dict[str, str]) -> dict[str, Any]:
         "upstream_headers": settings.proxy_set_headers,
         "custom_http_errors": settings.custom_http_errors,
         "hsts": settings.hsts_value,
+        "load_balance": settings.load_balance,
+        "upstream_hash": settings.upstream_hash_by,
     }
 
 
@@ -590,6 +666,7 @@ def read_policy(
         else:
             fields[field_name] = value
     fields.update(_assemble(groups, settings, notes))
+    _balancing_notes(fields, present, notes)
     if refused:
         fields["refused"] = "; ".join(refused)
     return Policy(**fields), notes
@@ -633,6 +710,11 @@ def _assemble(
     else:
         unused("upstream_tls", 'backend-protocol: "HTTPS"', skip="protocol")
 
+    if members("affinity").get("enabled"):
+        fields["affinity"] = Affinity(**members("affinity", "enabled"))
+    else:
+        unused("affinity", 'affinity: "cookie"', skip="enabled")
+
     redirect = members("redirect")
     for kind, default_code in (("temporal", 302), ("permanent", 301)):
         if kind in redirect:
@@ -647,3 +729,37 @@ def _assemble(
             key = groups["redirect"][f"{kind}_code"][0]
             notes.append((key, f"has no effect without {kind}-redirect; ignored", True))
     return fields
+
+
+def _balancing_notes(
+    fields: dict[str, Any],
+    present: Mapping[str, tuple[str, str]],
+    notes: list[tuple[str, str, bool]],
+) -> None:
+    """What picks the endpoint, when several annotations ask: affinity, else
+    upstream-hash-by, else load-balance (ingress-nginx's order); and the cookie Path of
+    an Ingress whose paths are regular expressions."""
+    affinity = fields.get("affinity")
+    overridden = []
+    if affinity is not None and "upstream-hash-by" in present:
+        overridden.append(("upstream-hash-by", "affinity"))
+    if (affinity is not None or fields.get("upstream_hash")) and "load-balance" in present:
+        overridden.append(("load-balance", "affinity" if affinity else "upstream-hash-by"))
+    for name, winner in overridden:
+        notes.append((present[name][0], f"{winner} picks the endpoint instead; ignored", True))
+    if not fields.get("upstream_hash"):
+        for name in ("upstream-hash-by-subset", "upstream-hash-by-subset-size"):
+            if name in present:
+                notes.append((present[name][0], "has no effect without upstream-hash-by", True))
+    regex = present.get("use-regex")
+    if affinity is not None and regex is not None and regex[1].strip().lower() == "true":
+        fields["affinity"] = replace(affinity, regex_paths=True)
+        if affinity.path is None:
+            notes.append(
+                (
+                    present["affinity"][0],
+                    "session-cookie-path should be set when use-regex is true: the cookie's "
+                    "Path is the regex's literal start, up to its last '/'",
+                    True,
+                )
+            )

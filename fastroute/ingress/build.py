@@ -580,7 +580,7 @@ class ConfigBuilder:
             for rule in spec.rules:
                 if rule.bucket != bucket or isinstance(rule.backend, str):
                     continue
-                target = self._target(spec, rule.backend, tls, done)
+                target = self._target(spec, rule.backend, tls, done, rule.path)
                 rule_host = rule.host if alias is None else alias
                 try:
                     router.add(rule_host, rule.path, rule.path_type, target)
@@ -669,7 +669,12 @@ class ConfigBuilder:
                 )
 
     def _target(
-        self, spec: IngressSpec, ref: tuple[str, int | str], tls: bool, done: _Host
+        self,
+        spec: IngressSpec,
+        ref: tuple[str, int | str],
+        tls: bool,
+        done: _Host,
+        path: str = "/",
     ) -> Target:
         service, port = ref
         done.services.add((spec.namespace, service))
@@ -680,7 +685,7 @@ class ConfigBuilder:
         if error_backend is None and spec.policy.custom_http_errors:
             done.uses_catch_all = True  # also when there is none yet: one may come
             error_backend = _backend_of(self._catch_all)
-        return Target(spec.key, backend, self._policy(spec)[0], tls, error_backend)
+        return Target(spec.key, backend, self._policy(spec)[0], tls, error_backend, path)
 
     def _policy(self, spec: IngressSpec) -> tuple[Policy, Problem | None]:
         """The Ingress's policy with its proxy-ssl-secret resolved, and that one's problem."""

@@ -190,22 +190,32 @@ def _annotations() -> _Table:
         "use-regex",
         ISSUE_11,
     )
-    _group(
+    _each(
         t,
-        planned,
-        "session affinity by cookie",
-        "affinity affinity-mode affinity-canary-behavior session-cookie-change-on-failure "
-        "session-cookie-conditional-samesite-none session-cookie-domain session-cookie-expires "
-        "session-cookie-max-age session-cookie-name session-cookie-path session-cookie-samesite "
-        "session-cookie-secure",
-        ISSUE_11,
-    )
-    _group(
-        t,
-        planned,
-        "consistent hashing and EWMA balancing; round robin until then",
-        "upstream-hash-by upstream-hash-by-subset upstream-hash-by-subset-size load-balance",
-        ISSUE_11,
+        honoured,
+        {
+            "affinity": "cookie: sticky sessions; the cookie names the pod by a token, the same "
+            "in every replica and across config changes",
+            "affinity-mode": "balanced (sessions rebalance when pods are added) or persistent",
+            "affinity-canary-behavior": "sticky or legacy, read into the route's policy",
+            "session-cookie-name": "the cookie's name (default INGRESSCOOKIE)",
+            "session-cookie-path": "the cookie's Path; default the rule's path (for a regex "
+            "path, its literal start up to the last '/')",
+            "session-cookie-domain": "the cookie's Domain",
+            "session-cookie-samesite": "the cookie's SameSite: None, Lax or Strict",
+            "session-cookie-conditional-samesite-none": "no SameSite=None for the browsers "
+            "known to reject it",
+            "session-cookie-secure": "Secure over plain HTTP too (over HTTPS it always is)",
+            "session-cookie-max-age": "the cookie's Max-Age, seconds",
+            "session-cookie-expires": "the cookie's Expires, seconds from now",
+            "session-cookie-change-on-failure": "when the sticky pod fails, the cookie moves to "
+            "the pod that answered",
+            "upstream-hash-by": "consistent hashing on nginx variables ($request_uri, "
+            "$remote_addr, $host, $http_*, $cookie_*, $arg_*, text); others are refused",
+            "upstream-hash-by-subset": "hash to a subset of pods, one drawn at random",
+            "upstream-hash-by-subset-size": "pods per subset (default 3)",
+            "load-balance": "round_robin or ewma (peak EWMA of latency, two random choices)",
+        },
     )
     _group(
         t,
@@ -391,12 +401,13 @@ def _configmap_keys() -> _Table:
             "ssl-session-tickets": "TLS sessions are resumed with tickets",
         },
     )
-    _group(
+    _each(
         t,
-        planned,
-        "session affinity, hashing and EWMA balancing; round robin until then",
-        "load-balance",
-        ISSUE_11,
+        honoured,
+        {
+            "load-balance": "round_robin or ewma for routes without their own annotation",
+            "upstream-hash-by": "consistent hashing for routes without their own annotation",
+        },
     )
     _group(
         t,

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from fastroute.ingress.balancing import LOAD_BALANCE
+from fastroute.ingress.balancing_syntax import read_choice, read_hash_key
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.syntax import (
     NEXT_UPSTREAM_CONDITIONS,
@@ -176,6 +178,10 @@ def _snippets(text: str) -> bool:
     return False
 
 
+def _load_balance(text: str) -> str:
+    return read_choice(text, LOAD_BALANCE)
+
+
 Reader = Callable[[str], Any]
 
 # key -> (reader, Settings field): every key fastroute reads from the controller ConfigMap
@@ -209,6 +215,8 @@ KEYS: dict[str, tuple[Reader, str]] = {
     "upstream-keepalive-connections": (_count, "upstream_keepalive_connections"),
     "upstream-keepalive-timeout": (read_time, "upstream_keepalive_timeout"),
     "allow-snippet-annotations": (_snippets, "allow_snippet_annotations"),
+    "load-balance": (_load_balance, "load_balance"),
+    "upstream-hash-by": (read_hash_key, "upstream_hash_by"),
 }
 # keys whose value names another ConfigMap ("namespace/name") whose data are headers
 HEADER_KEYS: dict[str, str] = {

@@ -8,6 +8,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING
 
 from fastroute import Router
+from fastroute.ingress.balancing import Affinity, HashKey
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 
 if TYPE_CHECKING:
@@ -157,6 +158,12 @@ class Policy:
     custom_http_errors: frozenset[int] = frozenset()  # answered by the default backend
     # a protection annotation was rejected: every request is answered 503 with this reason
     refused: str = ""
+    # which endpoint: affinity, else upstream-hash-by, else load-balance (ingress-nginx's order)
+    load_balance: str = "round_robin"  # or "ewma"
+    upstream_hash: HashKey | None = None  # upstream-hash-by
+    upstream_hash_subset: bool = False
+    upstream_hash_subset_size: int = 3
+    affinity: Affinity | None = None  # affinity: cookie
     # derived once, for the codec: whole header lines, and the names they replace
     plain: bool = field(init=False, repr=False, compare=False)
     # it may answer any request itself (a refusal, app-root, a redirect); a CORS preflight
@@ -216,6 +223,7 @@ class Target:
     tls: bool = False  # the request's host is listed in a TLS section
     # where custom-http-errors and a route without endpoints go (default-backend), if set
     error_backend: Backend | None = None
+    path: str = ""  # the rule's path as written (an affinity cookie's Path)
 
 
 @dataclass(frozen=True, slots=True)

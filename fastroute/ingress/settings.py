@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastroute.ingress.balancing import HashKey
+
 __all__ = ["DEFAULT_SETTINGS", "Settings"]
 
 # ingress-nginx's default ssl-ciphers: forward-secret AEAD suites only
@@ -61,6 +63,9 @@ class Settings:
     upstream_keepalive_connections: int = 320  # idle upstream connections kept, per endpoint
     upstream_keepalive_timeout: float = 60.0  # seconds an idle upstream connection is kept
     allow_snippet_annotations: bool = False  # accepted for compatibility: never executed
+    # which endpoint of a backend (annotations override both)
+    load_balance: str = "round_robin"  # or "ewma"
+    upstream_hash_by: HashKey | None = None  # consistent hashing on this key
 
     @property
     def hsts_value(self) -> str:

@@ -198,6 +198,11 @@ class Balancer:
             h.until = now + h.backoff
             h.reason = reason
 
+    def is_down(self, endpoint: Endpoint, now: float) -> bool:
+        """Whether ``endpoint`` is in its failure window (tried only after the others)."""
+        h = self._health.get(endpoint)
+        return h is not None and now < h.until
+
     def succeeded(self, endpoint: Endpoint) -> None:
         """Record that ``endpoint`` answered: it is healthy, and its backoff starts over."""
         self._health.pop(endpoint, None)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from fastroute.errors import BadRequestError, NoRouteError, ServiceUnavailableError
 from fastroute.ingress.model import Policy, RouteConfig, Target
 from fastroute.proxy.access import Lists
+from fastroute.proxy.choosing import Choice, request_choice
 from fastroute.proxy.cors import CorsRules, cors_rules
 from fastroute.proxy.error_pages import ERROR_FIELDS, error_fields
 from fastroute.proxy.limiter import ClientLimits, Held
@@ -92,6 +93,8 @@ class Forward:
     fields: RouteFields = NO_FIELDS  # what the route adds each way
     # a limit-connections slot: released when the request is done
     held: Held | None = field(default=None, compare=False)
+    # what affinity or upstream-hash-by read from the request (None: round robin or EWMA)
+    choice: Choice | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +207,13 @@ def decide(
     plan = _guarded(
         config, route, authority, path + query, from_target, scheme, client, header, limits, now
     )
-    return _secured(plan, route, scheme) if isinstance(plan, Answer) else plan
+    if isinstance(plan, Answer):
+        return _secured(plan, route, scheme)
+    if policy.affinity is not None or policy.upstream_hash is not None:
+        plan.choice = request_choice(
+            policy, target=target, host=authority, client=client, scheme=scheme, header=header
+        )
+    return plan
 
 
 def _secured(answer: Answer, route: Target, scheme: str) -> Answer:

@@ -15,8 +15,10 @@ for the page instead (``_error_page``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -38,6 +40,7 @@ from fastroute.errors import (
 from fastroute.ingress.model import Endpoint, UpstreamTLS
 from fastroute.proxy.balancer import IDEMPOTENT_METHODS, Balancer, may_retry
 from fastroute.proxy.channel import Channel, TLSChannel, UpstreamChannel, connect, connect_tls
+from fastroute.proxy.choosing import Chooser
 from fastroute.proxy.decide import NO_FIELDS
 from fastroute.proxy.error_pages import error_request
 from fastroute.proxy.headers import response_headers
@@ -147,6 +150,7 @@ class Forwarder:
         self.state = state
         self.limits = state.limits
         self.balancer = Balancer()
+        self.chooser = Chooser(self.balancer)
         self.pool: Pool[Upstream] = Pool(max_idle=320)
         self.tls_contexts = UpstreamContexts()
         self._route_timeouts = ByIdentity(self._timeouts_of, size=4096)
@@ -179,10 +183,15 @@ class Forwarder:
         rules = DEFAULT_NEXT_UPSTREAM
         give_up = math.inf
         tls: UpstreamTLS | None = None
+        ewma = False  # load-balance: ewma measures each exchange
         if not policy.plain:
             tls = policy.upstream_tls
             if policy.next_upstream is not None:
                 rules = policy.next_upstream
+            if plan.choice is not None or policy.load_balance == "ewma":
+                now = trio.current_time()
+                attempts = self.chooser.attempts(plan.route, plan.choice, attempts, now)
+                ewma = plan.choice is None
             if policy.next_upstream_tries:
                 del attempts[policy.next_upstream_tries :]
             if policy.next_upstream_timeout:
@@ -210,9 +219,14 @@ class Forwarder:
             # with an endpoint left to ask) does the exchange time its own wait
             timed = resendable and "timeout" in rules and len(attempts) > 1
             try:
-                response, received, rest = await self._exchange(
-                    client, upstream, outgoing, head, body, after, timeouts, timed
-                )
+                if ewma:
+                    response, received, rest = await self._measured_exchange(
+                        client, upstream, outgoing, head, body, after, timeouts, timed
+                    )
+                else:
+                    response, received, rest = await self._exchange(
+                        client, upstream, outgoing, head, body, after, timeouts, timed
+                    )
             except _UpstreamTimedOutError:
                 upstream.channel.close()
                 client.upstream = None
@@ -279,6 +293,8 @@ class Forwarder:
                 self._discard(upstream, response, received)
                 client.upstream = None
                 return await self._error_page(client, head, response.status, rest, plan, timeouts)
+            if plan.choice is not None and policy.affinity is not None:
+                plan = self._with_cookie(plan, endpoint)
             following = await self._relay(
                 client, upstream, head, response, received, rest, plan, timeouts
             )
@@ -287,6 +303,42 @@ class Forwarder:
         if last_error is None:  # decide saw endpoints: they went away since
             last_error = ServiceUnavailableError(backend.problem or "no endpoints")
         raise last_error
+
+    async def _measured_exchange(
+        self,
+        client: ClientSide,
+        upstream: Upstream,
+        outgoing: bytes,
+        head: RequestHead,
+        body: RequestBodyStart | None,
+        after: bytes,
+        timeouts: Timeouts,
+        timed: bool,
+    ) -> tuple[ResponseHead, bytes, bytes]:
+        """``_exchange``, with the endpoint counted in flight and its latency (request
+        sent to response head) reported to the EWMA balancer."""
+        ewma = self.chooser.ewma
+        endpoint = upstream.endpoint
+        started = trio.current_time()
+        ewma.started(endpoint)
+        latency: float | None = None
+        try:
+            found = await self._exchange(
+                client, upstream, outgoing, head, body, after, timeouts, timed
+            )
+            latency = trio.current_time() - started
+            return found
+        finally:
+            ewma.finished(endpoint, latency, trio.current_time())
+
+    def _with_cookie(self, plan: Forward, endpoint: Endpoint) -> Forward:
+        """The plan with the affinity cookie's Set-Cookie on the response, when one is due."""
+        line = self.chooser.answered(plan.route, plan.choice, endpoint, time.time())
+        if not line:
+            return plan
+        fields = plan.fields
+        fields = dataclasses.replace(fields, client_lines=fields.client_lines + line)
+        return dataclasses.replace(plan, fields=fields)
 
     def _discard(self, upstream: Upstream, response: ResponseHead, received: bytes) -> None:
         """Drop a response the client is not to get: its connection goes back to the pool
