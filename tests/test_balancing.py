@@ -24,12 +24,13 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
+from sites import closed_port
 
 from fastroute.ingress import build_config
 from fastroute.ingress.annotations import read_policy
 from fastroute.ingress.balancing import Affinity, HashKey
 from fastroute.ingress.balancing_syntax import read_hash_key
-from fastroute.ingress.model import Backend, Endpoint, RouteConfig
+from fastroute.ingress.model import Backend, Endpoint, Policy, RouteConfig, Target
 from fastroute.ingress.syntax import Malformed
 from fastroute.proxy.affinity import (
     cookie_path,
@@ -312,9 +313,7 @@ def test_the_cookie_path_is_the_rules_and_a_regex_rule_gives_its_literal_start(
 # ================================================================== the chooser, sans I/O
 
 
-def _route(affinity: Affinity, backend: Backend = BACKEND) -> Any:
-    from fastroute.ingress.model import Policy, Target
-
+def _route(affinity: Affinity, backend: Backend = BACKEND) -> Target:
     return Target("shop/web", backend, Policy(affinity=affinity), path="/")
 
 
@@ -341,6 +340,13 @@ def test_a_balanced_key_goes_where_the_ring_says_in_any_process() -> None:
     assert key is not None
     again = second.attempts(route, Choice(key[1]), list(reversed(BACKEND.endpoints)), now=9.0)
     assert again[0] == order[0]
+
+
+@pytest.mark.parametrize("mode", ["balanced", "persistent"])
+def test_endpoints_gone_between_the_plan_and_the_forward_leave_nothing_to_try(mode: str) -> None:
+    chooser = Chooser(Balancer(), random.Random(0))
+    empty = Backend("shop", "web", 80, problem="no endpoints")
+    assert chooser.attempts(_route(Affinity(mode=mode), empty), Choice(b""), [], now=0.0) == []
 
 
 # ================================================================== reading the annotations
@@ -674,7 +680,7 @@ def test_a_balanced_session_whose_pod_is_gone_moves_alike_in_every_replica() -> 
 def test_change_on_failure_moves_the_cookie_to_the_pod_that_answered(change: bool) -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("a", "b")
-        dead = {"dead": _closed_port()}
+        dead = {"dead": closed_port()}
         annotations = {
             "affinity": "cookie",
             "affinity_mode": "persistent",
@@ -696,12 +702,6 @@ def test_change_on_failure_moves_the_cookie_to_the_pod_that_answered(change: boo
             assert moved is None
 
     run(test)
-
-
-def _closed_port() -> int:
-    from sites import closed_port
-
-    return closed_port()
 
 
 def test_upstream_hash_by_request_uri_sends_one_uri_to_one_pod() -> None:

@@ -106,8 +106,8 @@ class Chooser:
         self, route: Target, choice: Choice | None, order: list[Endpoint], now: float
     ) -> list[Endpoint]:
         """The endpoints to try: ``order`` (the balancer's) with the chosen one first."""
-        if len(order) < 2 and (choice is None or route.policy.affinity is None):
-            return order
+        if not order or (len(order) < 2 and (choice is None or route.policy.affinity is None)):
+            return order  # nothing to choose (none left: the forwarder answers 503)
         policy = route.policy
         backend = route.backend
         if choice is None:  # load-balance: ewma
