@@ -35,7 +35,9 @@ from fastroute.ingress.syntax import Malformed
 from fastroute.proxy.affinity import (
     cookie_path,
     endpoint_token,
+    names_backend,
     same_site_none_compatible,
+    session_key,
     set_cookie_line,
 )
 from fastroute.proxy.balancer import Balancer
@@ -340,6 +342,30 @@ def test_a_balanced_key_goes_where_the_ring_says_in_any_process() -> None:
     assert key is not None
     again = second.attempts(route, Choice(key[1]), list(reversed(BACKEND.endpoints)), now=9.0)
     assert again[0] == order[0]
+
+
+CANARY = Backend("shop", "web-canary", 80, endpoints=tuple(_endpoints(2, base=50)))
+
+
+def test_a_session_names_its_backend_so_that_a_canary_can_keep_its_own() -> None:
+    key = session_key(BACKEND, 12345)
+    assert names_backend(BACKEND, key)
+    assert not names_backend(CANARY, key)
+    token = endpoint_token(CANARY, CANARY.endpoints[0])
+    assert names_backend(CANARY, token)
+    assert not names_backend(BACKEND, token)
+
+
+def test_a_balanced_key_of_another_backend_is_no_cookie_and_a_new_one_is_issued() -> None:
+    chooser = Chooser(Balancer(), random.Random(0))
+    route = _route(Affinity())
+    choice = Choice(session_key(CANARY, 7))
+    order = chooser.attempts(route, choice, list(BACKEND.endpoints), now=0.0)
+    issued = re.search(
+        rb"INGRESSCOOKIE=([0-9a-f]{32});", chooser.answered(route, choice, order[0], 0)
+    )
+    assert issued is not None
+    assert names_backend(BACKEND, issued[1])
 
 
 @pytest.mark.parametrize("mode", ["balanced", "persistent"])

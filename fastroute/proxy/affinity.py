@@ -10,8 +10,9 @@ Sans-I/O. What a user of ingress-nginx's sticky sessions relies on, kept true he
   personalised for this use, so it matches no other hash of the same address). While
   that endpoint serves the backend, the session goes there; once it is gone, the request
   is balanced like a new one and a new cookie names the endpoint that answered.
-* ``affinity-mode: balanced`` (the default): the value is a session key, and the
-  endpoint is the one that owns the key on the backend's consistent-hash ring
+* ``affinity-mode: balanced`` (the default): the value is a session key (random, and
+  tagged with the backend), and the endpoint is the one that owns the key on the
+  backend's consistent-hash ring
   (``hashing.Ring``), as ingress-nginx's. When pods are added, about the share of
   sessions they take moves to them (the load rebalances); when one goes, only its
   sessions move, each to the same endpoint in every replica; the cookie need not change.
@@ -28,16 +29,25 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from email.utils import formatdate
 
 from fastroute.ingress.balancing import Affinity
 from fastroute.ingress.model import Backend, Endpoint
 
-__all__ = ["cookie_path", "endpoint_token", "same_site_none_compatible", "set_cookie_line"]
+__all__ = [
+    "cookie_path",
+    "endpoint_token",
+    "is_session_key",
+    "names_backend",
+    "same_site_none_compatible",
+    "session_key",
+    "set_cookie_line",
+    "tokens",
+]
 
 _PERSON = b"fastroute-stick"  # BLAKE2b personalisation: these tokens and nothing else
+_SESSION = b"fastroute-sessn"  # and for balanced keys' backend tags
 _KEY = re.compile(rb"[0-9a-f]{32}")
 _REGEX_SPECIAL = re.compile(r"[\\^$.|?*+()\[\]{}]")
 
@@ -53,13 +63,33 @@ def endpoint_token(backend: Backend, endpoint: Endpoint) -> bytes:
     return digest.hexdigest().encode()
 
 
-def new_session_key(random_hex: Callable[[], str] = lambda: secrets.token_hex(16)) -> bytes:
-    """A fresh balanced-mode key: 32 hex digits."""
-    return random_hex().encode()
+def _backend_tag(backend: Backend) -> bytes:
+    return (
+        hashlib.blake2b(backend.name.encode(), digest_size=4, person=_SESSION).hexdigest().encode()
+    )
 
 
-def is_session_key(value: bytes | None) -> bool:
-    return value is not None and _KEY.fullmatch(value) is not None
+def session_key(backend: Backend, bits: int) -> bytes:
+    """A balanced-mode key: 96 random ``bits`` as 24 hex digits, then 8 naming the backend
+    (so that a session can tell which backend it belongs to, as a canary needs)."""
+    return b"%024x" % (bits & (1 << 96) - 1) + _backend_tag(backend)
+
+
+def is_session_key(backend: Backend, value: bytes | None) -> bool:
+    """Whether ``value`` is a balanced-mode key of ``backend``."""
+    return (
+        value is not None
+        and _KEY.fullmatch(value) is not None
+        and value[24:] == _backend_tag(backend)
+    )
+
+
+def names_backend(backend: Backend, value: bytes | None) -> bool:
+    """Whether a cookie's ``value`` is a session of ``backend``: a balanced key of it, or
+    the token of one of its endpoints (``affinity-canary-behavior: sticky``)."""
+    if value is None:
+        return False
+    return is_session_key(backend, value) or value in tokens(backend, backend.usable())
 
 
 def tokens(backend: Backend, endpoints: Sequence[Endpoint]) -> dict[bytes, Endpoint]:

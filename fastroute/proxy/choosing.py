@@ -28,6 +28,7 @@ from fastroute.proxy.affinity import (
     cookie_path,
     endpoint_token,
     is_session_key,
+    session_key,
     set_cookie_line,
     tokens,
 )
@@ -190,7 +191,7 @@ class Chooser:
 
     def _balanced(self, backend: Backend, choice: Choice, now: float) -> Endpoint:
         ring = self._rings(backend)
-        if is_session_key(choice.key):
+        if is_session_key(backend, choice.key):
             found = ring.find(choice.key)
             assert isinstance(found, Endpoint)
             choice.sticky = found
@@ -198,7 +199,7 @@ class Chooser:
         key = b""
         found = None
         for _ in range(_KEY_DRAWS):
-            key = b"%032x" % self.rng.getrandbits(128)
+            key = session_key(backend, self.rng.getrandbits(96))
             found = ring.find(key)
             assert isinstance(found, Endpoint)
             if not self.balancer.is_down(found, now):
@@ -211,7 +212,7 @@ class Chooser:
         """A balanced session key the ring gives to ``endpoint`` (b"" if none was drawn)."""
         ring = self._rings(backend)
         for _ in range(_KEY_DRAWS * max(1, len(ring.members))):
-            key = b"%032x" % self.rng.getrandbits(128)
+            key = session_key(backend, self.rng.getrandbits(96))
             if ring.find(key) == endpoint:
                 return key
         return b""
