@@ -642,6 +642,30 @@ def test_the_cookie_has_ingress_nginx_attributes_and_the_rules_path() -> None:
     run(test)
 
 
+def test_the_cookie_takes_the_path_domain_and_secure_asked_for_even_over_plain_http() -> None:
+    async def test(c: Cluster) -> None:
+        ports = await c.pods(*PODS)
+        asked = {
+            "affinity": "cookie",
+            "session-cookie-path": "/foo/bar",
+            "session-cookie-domain": "example.com",
+            "session-cookie-secure": "true",
+        }
+        proxy = await c.replica(build_config(objects(ports, asked, paths=["/something"])))
+        line = (await proxy.get(b"/something")).header(b"set-cookie")
+        assert line is not None
+        attributes = [a.strip() for a in line.split(b";")]
+        assert b"Path=/foo/bar" in attributes
+        assert b"Domain=example.com" in attributes
+        assert b"Secure" in attributes
+        # another Ingress's route to the same Service has no affinity: no cookie there
+        other = build_config(objects(ports, {}, paths=["/something"]))
+        proxy.proxy.swap(other)
+        assert (await proxy.get(b"/something")).header(b"set-cookie") is None
+
+    run(test)
+
+
 def test_a_cookie_still_names_its_pod_after_a_config_swap_that_adds_pods() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("a", "b", "c", "d", "e")

@@ -23,7 +23,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fastroute.ingress.balancing import AFFINITY_MODES, CANARY_BEHAVIORS, LOAD_BALANCE, Affinity
+from fastroute.ingress.balancing import (
+    AFFINITY_MODES,
+    CANARY_BEHAVIORS,
+    LOAD_BALANCE,
+    Affinity,
+    HashKey,
+)
 from fastroute.ingress.balancing_syntax import (
     read_choice,
     read_cookie_domain,
@@ -362,7 +368,7 @@ def _load_balance(text: str, _: Reading) -> str:
     return read_choice(text, LOAD_BALANCE)
 
 
-def _hash_key(text: str, _: Reading) -> Any:
+def _hash_key(text: str, _: Reading) -> HashKey:
     return read_hash_key(text)
 
 
