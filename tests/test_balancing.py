@@ -658,7 +658,7 @@ def test_the_cookie_takes_the_path_domain_and_secure_asked_for_even_over_plain_h
         assert b"Path=/foo/bar" in attributes
         assert b"Domain=example.com" in attributes
         assert b"Secure" in attributes
-        # another Ingress's route to the same Service has no affinity: no cookie there
+        # the same route once its affinity is removed: no cookie
         other = build_config(objects(ports, {}, paths=["/something"]))
         proxy.proxy.swap(other)
         assert (await proxy.get(b"/something")).header(b"set-cookie") is None
