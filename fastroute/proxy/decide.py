@@ -27,6 +27,9 @@ server block, then the location's rewrite, preaccess and access phases):
    ``error_pages``), else is answered 503 with the reason in the log.
 7. ``rewrite-target`` replaces the forwarded path (nginx's ``rewrite`` replaces the whole
    URI when the route's path matches); the query is kept.
+8. ``affinity`` reads its cookie, ``upstream-hash-by`` its key, from the request
+   (``choosing.request_choice``, on the plan as ``choice``); the forwarder picks the
+   endpoint with them.
 """
 
 from __future__ import annotations
