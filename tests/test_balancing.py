@@ -344,6 +344,19 @@ def test_a_balanced_key_goes_where_the_ring_says_in_any_process() -> None:
     assert again[0] == order[0]
 
 
+def test_new_sessions_and_ewma_choices_avoid_an_endpoint_in_its_failure_window() -> None:
+    balancer = Balancer()
+    down = BACKEND.endpoints[0]
+    balancer.failed(down, now=0.0, reason="connect: refused")
+    chooser = Chooser(balancer, random.Random(0))
+    sticky = _route(Affinity())
+    ewma = Target("shop/web", BACKEND, Policy(load_balance="ewma"), path="/")
+    for _ in range(50):
+        order = chooser.attempts(sticky, Choice(b""), list(BACKEND.endpoints), now=0.5)
+        assert order[0] != down
+        assert chooser.attempts(ewma, None, list(BACKEND.endpoints), now=0.5)[-1] == down
+
+
 CANARY = Backend("shop", "web-canary", 80, endpoints=tuple(_endpoints(2, base=50)))
 
 
