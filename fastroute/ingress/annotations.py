@@ -418,6 +418,7 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
     A("proxy-ssl-verify-depth", "upstream_tls.verify_depth", _whole, "chain depth verified"),
     A("proxy-ssl-protocols", "upstream_tls.protocols", _ssl_protocols, "TLS versions to pods"),
     A("proxy-ssl-secret", "upstream_tls", None, "CA and client certificate (a Secret)"),
+    A("ssl-passthrough", "ssl_passthrough", _bool, "relay TLS to the pods undecrypted, by SNI"),
 )
 del A
 
@@ -448,7 +449,6 @@ FAMILIES: tuple[Family, ...] = (
     Family("use-regex", "regex paths (a later issue)"),
     Family("upstream-hash-by", "load-balancing choices (a later issue)"),
     Family("load-balance", "load-balancing choices (a later issue)"),
-    Family("ssl-passthrough", "TLS passthrough (a later issue)"),
 )
 
 _GROUPS = ("cors", "limit", "upstream_tls", "redirect")

@@ -79,11 +79,13 @@ class ClientHello:
 HelloReading = NeedMore | NotClientHello | ClientHello
 
 
-class _Malformed(Exception):
+class _MalformedError(Exception):
     """Inside the hello: a length or value that breaks the rules above."""
 
 
-def read_client_hello(data: bytes | bytearray | memoryview, limit: int = HELLO_LIMIT) -> HelloReading:
+def read_client_hello(
+    data: bytes | bytearray | memoryview, limit: int = HELLO_LIMIT
+) -> HelloReading:
     """What the bytes a connection starts with say about its ClientHello (see the module)."""
     view = memoryview(data)
     message = bytearray()  # the handshake message, joined from its records
@@ -121,7 +123,7 @@ def read_client_hello(data: bytes | bytearray | memoryview, limit: int = HELLO_L
         return NotClientHello("the record holding the ClientHello's end holds more than it")
     try:
         name = _server_name(memoryview(message)[_MESSAGE_HEADER:])
-    except _Malformed as error:
+    except _MalformedError as error:
         return NotClientHello(f"malformed ClientHello: {error}")
     return ClientHello(name, offset)
 
@@ -140,7 +142,7 @@ class _Reader:
 
     def take(self, size: int, what: str) -> memoryview:
         if size > self.left():
-            raise _Malformed(f"{what} needs {size} bytes, {self.left()} left")
+            raise _MalformedError(f"{what} needs {size} bytes, {self.left()} left")
         start, self.at = self.at, self.at + size
         return self.view[start : self.at]
 
@@ -156,24 +158,24 @@ def _server_name(body: memoryview) -> str | None:
     hello = _Reader(body)
     hello.take(2 + 32, "version and random")
     if len(hello.vector(1, "session id")) > 32:
-        raise _Malformed("a session id longer than 32 bytes")
+        raise _MalformedError("a session id longer than 32 bytes")
     suites = hello.vector(2, "cipher suites")
     if not suites or len(suites) % 2:
-        raise _Malformed(f"{len(suites)} bytes of cipher suites (a non-zero even count)")
+        raise _MalformedError(f"{len(suites)} bytes of cipher suites (a non-zero even count)")
     if not hello.vector(1, "compression methods"):
-        raise _Malformed("no compression method")
+        raise _MalformedError("no compression method")
     if not hello.left():
         return None  # a hello without extensions (before TLS 1.2) names no server
     extensions = _Reader(hello.vector(2, "extensions"))
     if hello.left():
-        raise _Malformed(f"{hello.left()} bytes after the extensions")
+        raise _MalformedError(f"{hello.left()} bytes after the extensions")
     seen: set[int] = set()
     name: str | None = None
     while extensions.left():
         kind = extensions.number(2, "an extension's type")
         data = extensions.vector(2, f"extension {kind}")
         if kind in seen:
-            raise _Malformed(f"extension {kind} appears twice")
+            raise _MalformedError(f"extension {kind} appears twice")
         seen.add(kind)
         if kind == _SERVER_NAME:
             name = _host_name(data)
@@ -185,7 +187,7 @@ def _host_name(data: memoryview) -> str:
     extension = _Reader(data)
     names = _Reader(extension.vector(2, "the server name list"))
     if extension.left():
-        raise _Malformed(f"{extension.left()} bytes after the server name list")
+        raise _MalformedError(f"{extension.left()} bytes after the server name list")
     found: str | None = None
     while names.left():
         name_type = names.number(1, "a server name's type")
@@ -193,13 +195,13 @@ def _host_name(data: memoryview) -> str:
         if name_type != _HOST_NAME:
             continue  # no other type is defined; a server ignores what it does not know
         if found is not None:
-            raise _Malformed("two host names")
+            raise _MalformedError("two host names")
         if not 1 <= len(raw) <= _MAX_NAME:
-            raise _Malformed(f"a host name of {len(raw)} bytes (1 to {_MAX_NAME} allowed)")
+            raise _MalformedError(f"a host name of {len(raw)} bytes (1 to {_MAX_NAME} allowed)")
         try:
             found = bytes(raw).decode("ascii")
         except UnicodeDecodeError:
-            raise _Malformed("the host name is not ASCII") from None
+            raise _MalformedError("the host name is not ASCII") from None
     if found is None:
-        raise _Malformed("a server_name extension without a host name")
+        raise _MalformedError("a server_name extension without a host name")
     return found
