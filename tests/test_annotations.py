@@ -658,7 +658,6 @@ def test_buffering_annotations_are_accepted_as_no_ops(name: str) -> None:
         ("session-cookie-name", "affinity"),
         ("use-regex", "regex"),
         ("upstream-hash-by", "balancing"),
-        ("ssl-passthrough", "passthrough"),
         ("proxy-cookie-path", "ignored"),
         ("limit-rate", "ignored"),
     ],
@@ -727,6 +726,7 @@ ISSUE_ANNOTATIONS = [
     "proxy-ssl-verify-depth",
     "proxy-ssl-protocols",
     "proxy-ssl-secret",
+    "ssl-passthrough",
 ]
 
 
