@@ -35,7 +35,7 @@ from sites import closed_port
 
 from controller.__main__ import _options, _parser
 from controller.app import Controller
-from fastroute.ingress import build_config
+from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.certs import Certificate, self_signed_certificate, tls_secret
 from fastroute.ingress.model import RouteConfig
 from fastroute.ingress.settings import Settings
@@ -705,3 +705,53 @@ def test_the_controller_flag_turns_passthrough_on(tmp_path: Path, flag: bool) ->
             nursery.cancel_scope.cancel()
 
     run(scenario)
+
+
+# ------------------------------------------------------------------ the incremental builder
+
+POOL_HOSTS = ["p.example.com", "*.example.com", "*.example.com", "q.example.com", ""]
+
+
+@st.composite
+def passthrough_ingresses(draw: st.DrawFn) -> dict[str, Any]:
+    annotations = draw(st.sampled_from([PASSTHROUGH, PASSTHROUGH, {}]))
+    made = ingress(
+        draw(st.sampled_from(["one", "two", "three"])),
+        draw(st.sampled_from(POOL_HOSTS)),
+        draw(st.sampled_from(["secure", "web"])),
+        annotations,
+        paths=tuple(draw(st.lists(st.sampled_from(["/", "/", "/api"]), min_size=1, max_size=2))),
+    )
+    if not made["spec"]["rules"][0]["host"]:
+        del made["spec"]["rules"][0]["host"]
+    return made
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([True, True, True, False]),
+            passthrough_ingresses() | st.sampled_from(service("secure", 1)),
+        ),
+        min_size=1,
+        max_size=16,
+    )
+)
+def test_the_builder_keeps_the_passthrough_hosts_a_full_build_finds(
+    changes: list[tuple[bool, dict[str, Any]]],
+) -> None:
+    builder = ConfigBuilder(ssl_passthrough=True)
+    held: dict[tuple[str, str], dict[str, Any]] = {}
+    for put, obj in changes:
+        where = (obj["kind"], obj["metadata"]["name"])
+        if put:
+            builder.put(obj)
+            held[where] = obj
+        else:
+            builder.delete(obj)
+            held.pop(where, None)
+        built = builder.build()
+        expected = build_config(held.values(), ssl_passthrough=True)
+        assert dict(built.passthrough) == dict(expected.passthrough)
+        assert built.problems == expected.problems
