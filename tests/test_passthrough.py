@@ -365,6 +365,7 @@ class Running:
     https_port: int
     tls_backend: TLSBackend
     metrics: Metrics
+    proxy: Proxy
 
 
 @asynccontextmanager
@@ -385,7 +386,7 @@ async def running(
         metrics = Metrics()
         proxy = Proxy(config, tls=TLSContexts(), limits=limits, metrics=metrics)
         listeners = await nursery.start(partial(proxy.serve, scheme="https"), "127.0.0.1", 0)
-        yield Running(listeners[0].socket.getsockname()[1], tls_backend, metrics)
+        yield Running(listeners[0].socket.getsockname()[1], tls_backend, metrics, proxy)
         nursery.cancel_scope.cancel()
 
 
@@ -755,3 +756,25 @@ def test_the_builder_keeps_the_passthrough_hosts_a_full_build_finds(
         expected = build_config(held.values(), ssl_passthrough=True)
         assert dict(built.passthrough) == dict(expected.passthrough)
         assert built.problems == expected.problems
+
+
+def test_a_relay_with_no_byte_either_way_is_closed_after_the_idle_timeout() -> None:
+    async def scenario() -> None:
+        async with running() as setup:
+            setup.proxy.passthrough.idle_timeout = 0.5
+
+            def idle() -> bool:
+                context = ssl.create_default_context(cadata=BACKEND_CERT.chain_pem.decode())
+                with (
+                    socket.create_connection(("127.0.0.1", setup.https_port), DEADLINE) as raw,
+                    context.wrap_socket(raw, server_hostname=PASS) as tls,
+                ):
+                    try:
+                        return tls.recv(100) == b""  # nothing sent: the close is all that comes
+                    except (ssl.SSLEOFError, ConnectionResetError):
+                        return True
+
+            assert await in_thread(idle)
+            await wait_for(lambda: counted(setup.metrics, "relayed") == 1, "the count")
+
+    run(scenario)

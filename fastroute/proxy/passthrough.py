@@ -105,6 +105,7 @@ class Passthrough:
     def __init__(self, state: ProxyState, balancer: Balancer) -> None:
         self.state = state
         self.balancer = balancer
+        self.idle_timeout = IDLE_TIMEOUT  # seconds a relay may carry no byte either way
 
     async def relay(
         self, sock: socket.socket, client: Client, server_name: str, target: Target
@@ -128,7 +129,7 @@ class Passthrough:
             return
         endpoint, upstream = connected
         try:
-            sent, received = await _pipe(SocketChannel(sock), upstream, IDLE_TIMEOUT)
+            sent, received = await _pipe(SocketChannel(sock), upstream, self.idle_timeout)
         finally:
             upstream.close()
         self._count(target, "relayed")

@@ -87,6 +87,7 @@ class Proxy:
         self.pool = self._forwarder.pool
         self._http1 = Http1(state, self._forwarder)
         self._acceptor = Acceptor(state, self._http1)
+        self.passthrough = self._acceptor.passthrough  # ssl-passthrough relays
         self._listeners: list[trio.SocketListener] = []
         self._housekeeping = False
         if config is not None:
