@@ -6,6 +6,8 @@ The parts, one job each, sharing one ``ProxyState`` (``state``):
 - ``http1``: one HTTP/1 client connection: heads, ``decide``, request bodies, answers;
 - ``forwarding``: the upstream side: endpoints tried in turn, the exchange, the relay
   back, tunnels. It sees the client only as a ``forwarding.ClientSide``.
+- ``passthrough``: TLS connections whose SNI names an ``ssl-passthrough`` host, relayed
+  undecrypted (``accepting`` hands them over before any TLS is done).
 
 ``Proxy`` wires them together, starts one watchdog and one pool sweeper per proxy, and
 offers ``swap``/``load`` (the RouteConfig in use) and ``drain``.
