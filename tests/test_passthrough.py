@@ -778,3 +778,36 @@ def test_a_relay_with_no_byte_either_way_is_closed_after_the_idle_timeout() -> N
             await wait_for(lambda: counted(setup.metrics, "relayed") == 1, "the count")
 
     run(scenario)
+
+
+def test_a_drain_lets_a_relay_in_progress_finish() -> None:
+    async def scenario() -> None:
+        async with running() as setup:
+            context = ssl.create_default_context(cadata=BACKEND_CERT.chain_pem.decode())
+            raw = socket.create_connection(("127.0.0.1", setup.https_port), DEADLINE)
+            tls = await in_thread(partial(context.wrap_socket, raw, server_hostname=PASS))
+            await wait_for(lambda: setup.proxy.passthrough.open == 1, "the relay")
+            drained = trio.Event()
+
+            async def drain() -> None:
+                await setup.proxy.drain(DEADLINE * 2)
+                drained.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                await wait_for(lambda: not setup.proxy.ready, "the drain to begin")
+                assert not drained.is_set()  # the relay holds it
+
+                def request() -> bytes:
+                    with tls:
+                        tls.sendall(f"GET / HTTP/1.1\r\nHost: {PASS}\r\n\r\n".encode())
+                        received = b""
+                        while chunk := tls.recv(65536):
+                            received += chunk
+                        return received
+
+                assert (await in_thread(request)).startswith(b"HTTP/1.1 200")
+                with trio.fail_after(DEADLINE):
+                    await drained.wait()
+
+    run(scenario)

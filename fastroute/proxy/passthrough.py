@@ -106,6 +106,8 @@ class Passthrough:
         self.state = state
         self.balancer = balancer
         self.idle_timeout = IDLE_TIMEOUT  # seconds a relay may carry no byte either way
+        self.open = 0  # relays in progress: a drain waits for them as for requests
+        self.all_closed = trio.Event()  # set (and replaced) each time ``open`` drops to 0
 
     async def relay(
         self, sock: socket.socket, client: Client, server_name: str, target: Target
@@ -128,10 +130,15 @@ class Passthrough:
             self._count(target, result)
             return
         endpoint, upstream = connected
+        self.open += 1
         try:
             sent, received = await _pipe(SocketChannel(sock), upstream, self.idle_timeout)
         finally:
             upstream.close()
+            self.open -= 1
+            if not self.open:
+                self.all_closed.set()
+                self.all_closed = trio.Event()
         self._count(target, "relayed")
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(

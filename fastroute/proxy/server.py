@@ -183,8 +183,9 @@ class Proxy:
         """Stop taking connections and let the ones open finish, for up to ``grace`` s.
 
         ``ready`` turns False at once. Idle keep-alive connections close now; the others
-        close after the response in flight (with ``Connection: close``). Returns when none
-        are left or the grace period ends; then the caller cancels what runs ``serve``.
+        close after the response in flight (with ``Connection: close``); ssl-passthrough
+        relays when their client or backend closes. Returns when none are left or the grace
+        period ends; then the caller cancels what runs ``serve``.
         """
         self._state.draining = True
         for listener in self._listeners:
@@ -196,6 +197,8 @@ class Proxy:
         with trio.move_on_after(grace):
             if http1.open:
                 await http1.all_closed.wait()
+            if self.passthrough.open:  # relays end when their client or backend closes
+                await self.passthrough.all_closed.wait()
         for upstream in self.pool.drain():
             upstream.channel.close()
 
