@@ -33,6 +33,10 @@ The rules, in the order they apply:
   certificate is missing, broken, expired or does not name it is reported and served
   with the proxy's default certificate. Hosts listed under TLS redirect plain HTTP to
   HTTPS unless the Ingress says ``ssl-redirect: "false"``.
+- **Passthrough.** With ``ssl_passthrough`` (``--enable-ssl-passthrough``), a host that an
+  Ingress annotated ``ssl-passthrough`` has rules on relays TLS to its ``/`` rule's
+  backend undecrypted (``fastroute.ingress.passthrough``); without it, the annotation is
+  ignored with a warning.
 - **Settings.** The controller's ConfigMap (``configmap``, ingress-nginx's
   ``--configmap``) gives the ``Settings``, which every Ingress's annotations override per
   route. When it, or a ConfigMap it names (``add-headers``, ``proxy-set-headers``),
