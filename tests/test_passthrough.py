@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from echo import Echo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from raw import wait_for
+from raw import unanswered_port, wait_for
 from sites import closed_port
 
 from controller.__main__ import _options, _parser
@@ -809,5 +809,38 @@ def test_a_drain_lets_a_relay_in_progress_finish() -> None:
                 assert (await in_thread(request)).startswith(b"HTTP/1.1 200")
                 with trio.fail_after(DEADLINE):
                     await drained.wait()
+
+    run(scenario)
+
+
+def test_a_client_that_closes_ends_the_relay_at_once() -> None:
+    async def scenario() -> None:
+        async with running() as setup:
+
+            def hello_and_close() -> None:
+                context = ssl.create_default_context(cadata=BACKEND_CERT.chain_pem.decode())
+                with (
+                    socket.create_connection(("127.0.0.1", setup.https_port), DEADLINE) as raw,
+                    context.wrap_socket(raw, server_hostname=PASS),
+                ):
+                    pass
+
+            await in_thread(hello_and_close)
+            # far sooner than the idle timeout: the close went on to the backend
+            await wait_for(lambda: counted(setup.metrics, "relayed") == 1, "the relay's end")
+            assert setup.proxy.passthrough.open == 0
+
+    run(scenario)
+
+
+def test_an_endpoint_that_does_not_answer_is_left_at_the_connect_timeout() -> None:
+    async def scenario() -> None:
+        with unanswered_port() as silent:
+            limits = Limits(connect_timeout=0.3)
+            async with running(limits=limits, more_tls_ports=(silent,)) as setup:
+                for _ in range(2):  # one of the two turns starts with the silent endpoint
+                    seen = await in_thread(fetch, setup.https_port, PASS, BACKEND_CERT)
+                    assert seen.answer["sni"] == PASS
+                assert b'reason="connect"' in setup.metrics.text()
 
     run(scenario)
