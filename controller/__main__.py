@@ -196,6 +196,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also serve Ingresses that name no class",
     )
     parser.add_argument(
+        "--enable-ssl-passthrough",
+        action="store_true",
+        help="relay TLS connections whose SNI names a host of an Ingress annotated "
+        "ssl-passthrough to its '/' backend, undecrypted (as ingress-nginx's flag)",
+    )
+    parser.add_argument(
         "--trusted-proxy",
         action="append",
         default=[],
@@ -278,6 +284,7 @@ def _options(
         reuse_port=args.worker_of is not None,
         shutdown_grace=args.shutdown_grace,
         configmap=args.configmap,
+        ssl_passthrough=args.enable_ssl_passthrough,
     )
 
 

@@ -105,6 +105,7 @@ class Options:
     shutdown_grace: float = 20.0  # seconds a drain waits for requests in flight
     kubernetes: KubeOptions | None = None  # the source: the cluster, instead of ``manifests``
     configmap: str | None = None  # "namespace/name" of the controller's ConfigMap
+    ssl_passthrough: bool = False  # --enable-ssl-passthrough: honour ssl-passthrough
 
     def __post_init__(self) -> None:
         if not (self.shutdown_grace >= 0 and math.isfinite(self.shutdown_grace)):
@@ -227,6 +228,7 @@ class Controller:
             classes=self.options.classes,
             configmap=self.options.configmap,
             settings_defaults=self.options.settings_defaults,
+            ssl_passthrough=self.options.ssl_passthrough,
         )
         for problem in config.problems:
             (log.warning if problem.warning else log.error)("%s", problem)
@@ -351,6 +353,7 @@ class Controller:
                     metrics=self.metrics,
                     configmap=self.options.configmap,
                     settings_defaults=self.options.settings_defaults,
+                    ssl_passthrough=self.options.ssl_passthrough,
                 )
                 await self.source.run()
 

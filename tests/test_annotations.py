@@ -655,7 +655,6 @@ def test_buffering_annotations_are_accepted_as_no_ops(name: str) -> None:
     [
         ("canary-weight", "canary"),
         ("use-regex", "regex"),
-        ("ssl-passthrough", "passthrough"),
         ("proxy-cookie-path", "ignored"),
         ("limit-rate", "ignored"),
     ],
@@ -740,6 +739,7 @@ ISSUE_ANNOTATIONS = [
     "session-cookie-max-age",
     "session-cookie-expires",
     "session-cookie-change-on-failure",
+    "ssl-passthrough",
 ]
 
 

@@ -118,7 +118,7 @@ def test_what_is_not_honoured_says_why() -> None:
         ("proxy-buffering", Status.ACCEPTED, ""),
         ("configuration-snippet", Status.UNSUPPORTED, ""),
         ("canary-weight", Status.PLANNED, "issue 11"),
-        ("ssl-passthrough", Status.PLANNED, "issue 11"),
+        ("ssl-passthrough", Status.HONOURED, ""),
         ("auth-url", Status.PLANNED, "issue 12"),
         ("auth-tls-secret", Status.PLANNED, "issue 12"),
     ],

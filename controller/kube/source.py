@@ -107,6 +107,7 @@ class KubeSource:
         metrics: where reloads are counted (``Metrics.config_reload``).
         configmap: ``"namespace/name"`` of the controller's ConfigMap (None: none).
         settings_defaults: the settings of the keys the ConfigMap does not set.
+        ssl_passthrough: honour ``ssl-passthrough`` (``--enable-ssl-passthrough``).
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class KubeSource:
         metrics: Metrics | None = None,
         configmap: str | None = None,
         settings_defaults: Settings | None = None,
+        ssl_passthrough: bool = False,
     ) -> None:
         if not (debounce >= 0 and math.isfinite(debounce)):
             raise ValueError(f"debounce must be 0 or more seconds, got {debounce}")
@@ -135,6 +137,7 @@ class KubeSource:
         self.metrics = metrics
         self.configmap = configmap
         self.settings_defaults = settings_defaults
+        self.ssl_passthrough = ssl_passthrough
         self.config: RouteConfig | None = None  # the last config on_config took
         self.rebuilds = 0  # configs on_config took
         self.reflectors: list[Reflector] = []
@@ -308,6 +311,7 @@ class KubeSource:
             classes=self.classes,
             configmap=self.configmap,
             settings_defaults=self.settings_defaults,
+            ssl_passthrough=self.ssl_passthrough,
         )
 
     def _report(self, config: RouteConfig) -> None:

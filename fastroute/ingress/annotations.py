@@ -502,6 +502,7 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
         _bool,
         "a failed sticky pod: the cookie moves",
     ),
+    A("ssl-passthrough", "ssl_passthrough", _bool, "relay TLS to the pods undecrypted, by SNI"),
 )
 del A
 
@@ -528,7 +529,6 @@ FAMILIES: tuple[Family, ...] = (
     Family("auth-", "authentication (a later issue)", protection=True),
     Family("canary", "canary releases (a later issue)"),
     Family("use-regex", "regex paths (a later issue)"),
-    Family("ssl-passthrough", "TLS passthrough (a later issue)"),
 )
 
 _GROUPS = ("cors", "limit", "upstream_tls", "redirect", "affinity")

@@ -33,6 +33,10 @@ The rules, in the order they apply:
   certificate is missing, broken, expired or does not name it is reported and served
   with the proxy's default certificate. Hosts listed under TLS redirect plain HTTP to
   HTTPS unless the Ingress says ``ssl-redirect: "false"``.
+- **Passthrough.** With ``ssl_passthrough`` (``--enable-ssl-passthrough``), a host that an
+  Ingress annotated ``ssl-passthrough`` has rules on relays TLS to its ``/`` rule's
+  backend undecrypted (``fastroute.ingress.passthrough``); without it, the annotation is
+  ignored with a warning.
 - **Settings.** The controller's ConfigMap (``configmap``, ingress-nginx's
   ``--configmap``) gives the ``Settings``, which every Ingress's annotations override per
   route. When it, or a ConfigMap it names (``add-headers``, ``proxy-set-headers``),
@@ -77,6 +81,7 @@ from fastroute.ingress.objects import (
     sequence,
     text,
 )
+from fastroute.ingress.passthrough import passthrough_map, passthrough_target
 from fastroute.ingress.services import ServiceIndex, ServiceKey
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.spec import IngressSpec, fold_host, read_ingress, reads_the_same
@@ -151,6 +156,8 @@ class ConfigBuilder:
         configmap: ``"namespace/name"`` of the controller's ConfigMap (None: none).
         settings_defaults: the settings of the keys the ConfigMap does not set
             (default: ingress-nginx's).
+        ssl_passthrough: ``ssl-passthrough`` annotations are honoured
+            (``--enable-ssl-passthrough``; ``fastroute.ingress.passthrough``).
     """
 
     def __init__(
@@ -160,8 +167,11 @@ class ConfigBuilder:
         now: datetime | None = None,
         configmap: str | None = None,
         settings_defaults: Settings | None = None,
+        ssl_passthrough: bool = False,
     ):
         self.classes = classes or ClassPolicy()
+        self.ssl_passthrough = ssl_passthrough
+        self._passthrough: dict[str, Target] = {}  # passthrough host -> its "/" Target
         self.now = now
         self.configmap = configmap
         self.settings_defaults = settings_defaults or DEFAULT_SETTINGS
@@ -487,6 +497,7 @@ class ConfigBuilder:
             ingresses=self._ingresses,
             problems=self._problem_list,
             settings=self._settings,
+            passthrough=passthrough_map(self._passthrough, self._by_parent),
         )
 
     def _start_over(self) -> None:
@@ -500,6 +511,7 @@ class ConfigBuilder:
         self._dirty_tls = set(self._by_tls_host) | set(self._tls_problems)
         self._dirty_secrets = set(self._specs) | set(self._secret_problems)
         self._certificates.clear()
+        self._passthrough.clear()
         self._policies.clear()
         self._dirty_catch_all = True
         self._problem_list = None
@@ -559,6 +571,11 @@ class ConfigBuilder:
         tls = self._has_tls(host)
         self._add_rules(router, host, None, tls, done)
         self._add_alias_rules(router, host, tls, done)
+        self._passthrough.pop(host, None)
+        specs = [self._specs[k] for k in self._by_host.get(host, ())]
+        passthrough = passthrough_target(host, specs, router, self.ssl_passthrough, done.problems)
+        if passthrough is not None:
+            self._passthrough[host] = passthrough
         for service in done.services:
             _index(self._by_service, service, host, True)
         if done.uses_catch_all:
@@ -903,6 +920,7 @@ def build_config(
     now: datetime | None = None,
     configmap: str | None = None,
     settings_defaults: Settings | None = None,
+    ssl_passthrough: bool = False,
 ) -> RouteConfig:
     """Translate a snapshot of Kubernetes objects (dicts) into a RouteConfig.
 
@@ -917,9 +935,14 @@ def build_config(
         now: the time certificates are checked against (default: the current time).
         configmap: ``"namespace/name"`` of the controller's ConfigMap, among ``objects``.
         settings_defaults: the settings of the keys the ConfigMap does not set.
+        ssl_passthrough: honour ``ssl-passthrough`` (``--enable-ssl-passthrough``).
     """
     builder = ConfigBuilder(
-        classes=classes, now=now, configmap=configmap, settings_defaults=settings_defaults
+        classes=classes,
+        now=now,
+        configmap=configmap,
+        settings_defaults=settings_defaults,
+        ssl_passthrough=ssl_passthrough,
     )
     problems: list[Problem] = []
     seen: set[ObjectKey] = set()
@@ -952,6 +975,7 @@ def build_config(
         ingresses=config.ingresses,
         problems=(*problems, *config.problems),
         settings=config.settings,
+        passthrough=config.passthrough,
     )
 
 

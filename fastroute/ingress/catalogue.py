@@ -225,7 +225,14 @@ def _annotations() -> _Table:
         "canary-by-cookie canary-weight canary-weight-total",
         ISSUE_11,
     )
-    _group(t, planned, "TLS passed through to the pods by SNI", "ssl-passthrough", ISSUE_11)
+    _group(
+        t,
+        honoured,
+        "with --enable-ssl-passthrough, TLS whose SNI names the host is relayed undecrypted "
+        "to an endpoint of its '/' rule's backend (no other annotation applies to it); "
+        "wildcard hosts too",
+        "ssl-passthrough",
+    )
     _group(
         t,
         planned,

@@ -156,6 +156,8 @@ class Policy:
     service_upstream: bool = False  # the Service's cluster IP instead of its endpoints
     default_backend: tuple[str, int | str] | None = None  # default-backend: (Service, port)
     custom_http_errors: frozenset[int] = frozenset()  # answered by the default backend
+    # TLS to the host relayed undecrypted to its "/" rule's backend (--enable-ssl-passthrough)
+    ssl_passthrough: bool = False
     # a protection annotation was rejected: every request is answered 503 with this reason
     refused: str = ""
     # which endpoint: affinity, else upstream-hash-by, else load-balance (ingress-nginx's order)
@@ -255,6 +257,9 @@ class RouteConfig:
     ingresses: tuple[str, ...]  # the Ingresses served, "namespace/name"
     problems: tuple[Problem, ...]  # rejected objects and fields, and warnings
     settings: Settings = DEFAULT_SETTINGS  # the ConfigMap's, for what is not per route
+    # ssl-passthrough: SNI host ("a.com" or "*.a.com") -> the Target TLS is relayed to;
+    # None: an exact host terminated here although a passthrough wildcard covers it
+    passthrough: Mapping[str, Target | None] = field(default_factory=dict)
 
     def certificate_for(self, server_name: str | None) -> Certificate | None:
         """The certificate for an SNI name: its exact host, then its wildcard, else None."""
@@ -267,6 +272,18 @@ class RouteConfig:
             if label and parent:
                 found = self.certificates.get("*." + parent)
         return found
+
+    def passthrough_for(self, server_name: str | None) -> Target | None:
+        """Where a TLS connection asking for ``server_name`` is relayed undecrypted: its
+        exact host's passthrough target, else its wildcard's; None: terminated here."""
+        if not server_name:
+            return None
+        name = server_name.lower().rstrip(".")
+        passthrough = self.passthrough
+        if name in passthrough:
+            return passthrough[name]
+        label, _, parent = name.partition(".")
+        return passthrough.get("*." + parent) if label and parent else None
 
     def warnings(self) -> tuple[Problem, ...]:
         return tuple(p for p in self.problems if p.warning)

@@ -16,7 +16,9 @@ import trio
 from trio.lowlevel import notify_closing, wait_readable
 
 from fastroute.errors import ProxyProtocolError
+from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.channel import Channel, SocketChannel, StreamChannel
+from fastroute.proxy.client_hello import ClientHello
 from fastroute.proxy.headers import Client, TrustedProxies
 from fastroute.proxy.http1 import Http1
 from fastroute.proxy.listener import (
@@ -26,6 +28,7 @@ from fastroute.proxy.listener import (
     error_name,
     warn_about_descriptor_limit,
 )
+from fastroute.proxy.passthrough import Passthrough, peek_client_hello
 from fastroute.proxy.proxy_protocol_socket import accept_proxy_header
 from fastroute.proxy.state import Phase, ProxyState
 from fastroute.proxy.tls import send_handshake_alert
@@ -59,6 +62,7 @@ class Acceptor:
         self.limits = state.limits
         self.http1 = http1
         self._connection_slots = trio.CapacityLimiter(state.limits.max_connections)
+        self.passthrough = Passthrough(state, http1.forwarder.balancer)
 
     async def accept(self, sock: socket.socket, scheme: str, nursery: trio.Nursery) -> None:
         """Accept connections while a slot is free (``Limits.max_connections``).
@@ -177,7 +181,14 @@ class Acceptor:
                     return
             channel: Channel
             if client.scheme == "https":
-                tls_stream = await self._tls_handshake(sock)
+                deadline = trio.current_time() + self.limits.head_timeout
+                if (
+                    config is not None
+                    and config.passthrough
+                    and await self._passed_through(sock, client, config, deadline)
+                ):
+                    return
+                tls_stream = await self._tls_handshake(sock, deadline)
                 if tls_stream is None:
                     return
                 channel = StreamChannel(tls_stream, sock)
@@ -190,14 +201,32 @@ class Acceptor:
                 sock.close()
             self._connection_slots.release_on_behalf_of(slot)
 
-    async def _tls_handshake(self, sock: socket.socket) -> trio.SSLStream[trio.SocketStream] | None:
+    async def _passed_through(
+        self, sock: socket.socket, client: Client, config: RouteConfig, deadline: float
+    ) -> bool:
+        """Relay the connection undecrypted if its SNI names a passthrough host; whether
+        it is done with (relayed, or closed before its ClientHello was whole)."""
+        hello = await peek_client_hello(sock, deadline)
+        if hello is None:
+            return True
+        if not isinstance(hello, ClientHello) or hello.server_name is None:
+            return False  # terminated here: the handshake says what is wrong, if anything
+        target = config.passthrough_for(hello.server_name)
+        if target is None:
+            return False
+        await self.passthrough.relay(sock, client, hello.server_name, target)
+        return True
+
+    async def _tls_handshake(
+        self, sock: socket.socket, deadline: float
+    ) -> trio.SSLStream[trio.SocketStream] | None:
         tls = self.state.tls
         assert tls is not None
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         tls_stream = trio.SSLStream(
             stream, tls.listener_context, server_side=True, https_compatible=True
         )
-        with trio.move_on_after(self.limits.head_timeout):
+        with trio.move_on_at(deadline):
             try:
                 await tls_stream.do_handshake()
             except trio.BrokenResourceError:

@@ -15,6 +15,9 @@ same dashboards and alerts carry over with the ``fastroute_`` prefix:
 - ``fastroute_accept_errors_total{error}``: counter (errno name: EMFILE, ENFILE, ...)
 - ``fastroute_idle_connections_closed_total{limit}``: counter, closed for room (limit:
   max_connections, descriptors)
+- ``fastroute_ssl_passthrough_connections_total{ingress,service,result}``: counter, TLS
+  connections relayed undecrypted, counted when they end (result: relayed, unreachable,
+  no_endpoints)
 
 Several worker processes share one set of metrics through prometheus_client's
 multiprocess mode: it is chosen when ``prometheus_client`` is first imported, by the
@@ -129,6 +132,13 @@ class Metrics:
             ["limit"],
             registry=self.registry,
         )
+        self._passthrough = Counter(
+            "fastroute_ssl_passthrough_connections",
+            "TLS connections relayed undecrypted (ssl-passthrough), by Ingress, Service and "
+            "result: relayed, unreachable (no endpoint took the connection), no_endpoints.",
+            ["ingress", "service", "result"],
+            registry=self.registry,
+        )
         # Both outcomes exist from the start, so a rate() over failures is 0, not absent.
         self._reload_results = {
             True: self._reloads.labels("success"),
@@ -159,6 +169,10 @@ class Metrics:
     def upstream_error(self, service: str, endpoint: str, reason: str) -> None:
         """Count one failed attempt to reach ``endpoint`` (reason: connect, timeout, broken)."""
         self._upstream_errors.labels(service or NO_ROUTE, endpoint or NO_ROUTE, reason).inc()
+
+    def passthrough_connection(self, ingress: str, service: str, result: str) -> None:
+        """Count one ssl-passthrough connection that ended (``result``: relayed, ...)."""
+        self._passthrough.labels(ingress or NO_ROUTE, service or NO_ROUTE, result).inc()
 
     def accept_error(self, error: str) -> None:
         """Count one failed accept on a traffic listener (``error``: the errno's name)."""

@@ -6,6 +6,8 @@ The parts, one job each, sharing one ``ProxyState`` (``state``):
 - ``http1``: one HTTP/1 client connection: heads, ``decide``, request bodies, answers;
 - ``forwarding``: the upstream side: endpoints tried in turn, the exchange, the relay
   back, tunnels. It sees the client only as a ``forwarding.ClientSide``.
+- ``passthrough``: TLS connections whose SNI names an ``ssl-passthrough`` host, relayed
+  undecrypted (``accepting`` hands them over before any TLS is done).
 
 ``Proxy`` wires them together, starts one watchdog and one pool sweeper per proxy, and
 offers ``swap``/``load`` (the RouteConfig in use) and ``drain``.
@@ -87,6 +89,7 @@ class Proxy:
         self.pool = self._forwarder.pool
         self._http1 = Http1(state, self._forwarder)
         self._acceptor = Acceptor(state, self._http1)
+        self.passthrough = self._acceptor.passthrough  # ssl-passthrough relays
         self._listeners: list[trio.SocketListener] = []
         self._housekeeping = False
         if config is not None:
@@ -180,8 +183,9 @@ class Proxy:
         """Stop taking connections and let the ones open finish, for up to ``grace`` s.
 
         ``ready`` turns False at once. Idle keep-alive connections close now; the others
-        close after the response in flight (with ``Connection: close``). Returns when none
-        are left or the grace period ends; then the caller cancels what runs ``serve``.
+        close after the response in flight (with ``Connection: close``); ssl-passthrough
+        relays when their client or backend closes. Returns when none are left or the grace
+        period ends; then the caller cancels what runs ``serve``.
         """
         self._state.draining = True
         for listener in self._listeners:
@@ -193,6 +197,8 @@ class Proxy:
         with trio.move_on_after(grace):
             if http1.open:
                 await http1.all_closed.wait()
+            if self.passthrough.open:  # relays end when their client or backend closes
+                await self.passthrough.all_closed.wait()
         for upstream in self.pool.drain():
             upstream.channel.close()
 
