@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -84,7 +85,19 @@ def split_into_records(hello: bytes, cuts: list[int]) -> bytes:
 
 
 LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
-HOST_NAMES = st.lists(LABEL, min_size=1, max_size=5).map(".".join).filter(lambda n: len(n) < 254)
+HOST_NAMES = (
+    st.lists(LABEL, min_size=1, max_size=5)
+    .map(".".join)
+    .filter(lambda n: len(n) < 254 and not _is_address(n))
+)
+
+
+def _is_address(name: str) -> bool:
+    """OpenSSL reads four dotted numbers (``0.0.0.0``, ``01.2.3.4``) as an IP address and
+    never sends one as SNI: not a host name for these tests."""
+    return re.fullmatch(r"[0-9]+(\.[0-9]+){3}", name) is not None
+
+
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
