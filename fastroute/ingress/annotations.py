@@ -23,6 +23,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fastroute.ingress.canary import (
+    canary_fields,
+    canary_rules,
+    read_cookie_name,
+    read_header,
+    read_header_pattern,
+    read_header_value_text,
+    read_weight,
+    read_weight_total,
+)
 from fastroute.ingress.model import Cors, HeaderList, Networks, Policy, RateLimit, UpstreamTLS
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.syntax import (
@@ -418,6 +428,14 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
     A("proxy-ssl-verify-depth", "upstream_tls.verify_depth", _whole, "chain depth verified"),
     A("proxy-ssl-protocols", "upstream_tls.protocols", _ssl_protocols, "TLS versions to pods"),
     A("proxy-ssl-secret", "upstream_tls", None, "CA and client certificate (a Secret)"),
+    # canary Ingresses
+    A("canary", "canary.enabled", _bool, "merge onto the main rule of the host and path"),
+    A("canary-by-header", "canary.header", read_header, "always/never: canary or main"),
+    A("canary-by-header-value", "canary.header_value", read_header_value_text, "-> canary"),
+    A("canary-by-header-pattern", "canary.header_pattern", read_header_pattern, "-> canary"),
+    A("canary-by-cookie", "canary.cookie", read_cookie_name, "always/never: canary or main"),
+    A("canary-weight", "canary.weight", read_weight, "requests in the total -> canary"),
+    A("canary-weight-total", "canary.weight_total", read_weight_total, "default 100"),
 )
 del A
 
@@ -442,7 +460,6 @@ SNIPPETS: Mapping[str, str] = {
 
 FAMILIES: tuple[Family, ...] = (
     Family("auth-", "authentication (a later issue)", protection=True),
-    Family("canary", "canary releases (a later issue)"),
     Family("affinity", "session affinity (a later issue)"),
     Family("session-cookie-", "session affinity (a later issue)"),
     Family("use-regex", "regex paths (a later issue)"),
@@ -451,7 +468,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("ssl-passthrough", "TLS passthrough (a later issue)"),
 )
 
-_GROUPS = ("cors", "limit", "upstream_tls", "redirect")
+_GROUPS = ("cors", "limit", "upstream_tls", "redirect", "canary")
 
 
 # -- reading -------------------------------------------------------------------------
@@ -592,6 +609,8 @@ def read_policy(
     fields.update(_assemble(groups, settings, notes))
     if refused:
         fields["refused"] = "; ".join(refused)
+    if fields.get("canary") is not None:
+        fields = canary_fields(fields, values, notes)
     return Policy(**fields), notes
 
 
@@ -646,4 +665,8 @@ def _assemble(
         if f"{kind}_code" in redirect and kind not in redirect:
             key = groups["redirect"][f"{kind}_code"][0]
             notes.append((key, f"has no effect without {kind}-redirect; ignored", True))
+
+    canary = canary_rules(groups["canary"], notes)
+    if canary is not None:
+        fields["canary"] = canary
     return fields
