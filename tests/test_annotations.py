@@ -653,7 +653,6 @@ def test_buffering_annotations_are_accepted_as_no_ops(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "feature"),
     [
-        ("canary-weight", "canary"),
         ("affinity", "affinity"),
         ("session-cookie-name", "affinity"),
         ("use-regex", "regex"),
@@ -727,6 +726,14 @@ ISSUE_ANNOTATIONS = [
     "proxy-ssl-verify-depth",
     "proxy-ssl-protocols",
     "proxy-ssl-secret",
+    # issue 11: canaries
+    "canary",
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+    "canary-weight",
+    "canary-weight-total",
 ]
 
 
