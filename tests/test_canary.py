@@ -526,6 +526,23 @@ def test_a_canary_default_backend_merges_onto_the_catch_all_and_is_never_it() ->
     assert config.problems == ()
 
 
+def test_a_canary_ingress_tls_entries_are_ignored_with_a_warning() -> None:
+    """ingress-nginx builds no server from a canary Ingress: its TLS section neither adds a
+    certificate nor turns on the HTTPS redirect of the main rule's host."""
+    canary = canary_ingress({"canary-weight": "10"})
+    canary["spec"]["tls"] = [{"hosts": [HOST], "secretName": "missing"}]
+    config = build_config(
+        [*service("web", 1001), *service("canary", 1002), ingress("app", "web"), canary]
+    )
+    assert route(config).split is not None
+    assert not route(config).tls
+    assert config.certificate_for(HOST) is None
+    (problem,) = problems_of(config, "default/app-canary")
+    assert problem.warning
+    assert problem.field == "spec.tls"
+    assert "the main Ingress's TLS applies" in problem.reason
+
+
 def test_adding_and_removing_a_canary_updates_the_main_route_incrementally() -> None:
     builder = ConfigBuilder()
     base = [*service("web", 1001), *service("canary", 1002), ingress("app", "web")]

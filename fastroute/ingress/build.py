@@ -311,7 +311,8 @@ class ConfigBuilder:
                 _index(self._by_error_service, error_service, key, adding)
             for secret in spec.secrets:
                 _index(self._by_secret, (spec.namespace, secret), key, adding)
-            for tls_host in spec.tls_hosts:
+            # a canary's TLS entries are ignored: its requests are the main rule's host's
+            for tls_host in spec.tls_hosts if spec.policy.canary is None else ():
                 had = tls_host in self._by_tls_host
                 _index(self._by_tls_host, tls_host, key, adding)
                 if had != (tls_host in self._by_tls_host):
@@ -929,7 +930,10 @@ class ConfigBuilder:
         backend_problem = self._policy(spec)[1]
         if backend_problem is not None:
             problems.append(backend_problem)
-        for entry in spec.tls:
+        if spec.policy.canary is not None and spec.tls:
+            reason = "ignored on a canary Ingress: the main Ingress's TLS applies to its host"
+            problems.append(Problem("Ingress", key, "spec.tls", reason, warning=True))
+        for entry in spec.tls if spec.policy.canary is None else ():
             if not entry.secret:
                 problems.append(
                     Problem(
