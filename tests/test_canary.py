@@ -245,8 +245,12 @@ def test_a_canary_ingress_other_annotations_are_ignored_with_a_warning() -> None
 # -- the weighted split and the choice -----------------------------------------------
 
 
-def _target(name: str) -> Target:
-    return Target("default/app", Backend("default", name, 80, (Endpoint("10.0.0.1", 80),)))
+ANNOTATED = Policy(read_timeout=5.0)
+
+
+def _target(name: str, policy: Policy = ANNOTATED) -> Target:
+    backend = Backend("default", name, 80, (Endpoint("10.0.0.1", 80),))
+    return Target("default/app", backend, policy)
 
 
 def test_a_split_gives_each_target_its_weight_of_the_draws() -> None:
@@ -264,6 +268,11 @@ def test_a_split_gives_each_target_its_weight_of_the_draws() -> None:
 def test_a_split_needs_a_weight_per_target_and_some_weight(weights: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="weight"):
         Split((_target("a"), _target("b")), weights)
+
+
+def test_a_split_of_a_plain_route_is_refused_since_decide_would_not_see_it() -> None:
+    with pytest.raises(ValueError, match="plain"):
+        Split((_target("a", Policy()), _target("b")), (1, 1))
 
 
 def _canaried(rules: Canary) -> Target:

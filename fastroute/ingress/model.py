@@ -247,6 +247,8 @@ class Split:
     ``targets[0]`` is the route's main target. Each target is whole (its backend and the
     policy it is served under), so choosing one is all a request needs. A request goes to
     a target with probability ``weight / total``; a zero weight gets none by weight.
+    ``decide`` reads splits on its annotated path only, so the main target's policy must
+    not be ``plain`` (a canary's rules are in it).
     """
 
     targets: tuple[Target, ...]
@@ -258,6 +260,8 @@ class Split:
             raise ValueError("a split needs one weight per target, and a target")
         if any(weight < 0 for weight in self.weights) or not any(self.weights):
             raise ValueError(f"split weights must be >= 0, one > 0; got {self.weights}")
+        if self.targets[0].policy.plain:
+            raise ValueError("a split route's policy cannot be plain: decide would not see it")
         object.__setattr__(self, "total", sum(self.weights))
 
     def pick(self, draw: float) -> Target:
