@@ -8,7 +8,9 @@ canary applies to the host and path it names, not to every rule of its Service.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response
 
 from fastroute.ingress import ConfigBuilder, build_config
@@ -338,6 +342,69 @@ def test_the_choice_goes_header_then_cookie_then_weight(
     chosen = choose(_canaried(rules), _headers(fields), lambda: draw)
     assert chosen.backend.service == expected
     assert chosen.split is None
+
+
+def _reference(rules: Canary, fields: Mapping[bytes, bytes], draw: float) -> str:
+    """ingress-nginx's choice (its balancer's ``route_to_alternative_balancer``), written
+    out as plainly as it reads there, with fastroute's weight / total."""
+    value = fields.get(rules.header.lower().encode()) if rules.header else None
+    if value is not None:
+        text = value.decode("latin-1")
+        if rules.header_value:
+            if text == rules.header_value:
+                return "canary"
+        elif rules.header_pattern:
+            if re.search(rules.header_pattern, text):
+                return "canary"
+        elif text == "always":
+            return "canary"
+        elif text == "never":
+            return "web"
+    if rules.cookie and b"cookie" in fields:
+        jar: dict[str, str] = {}
+        for pair in fields[b"cookie"].decode("latin-1").split(";"):
+            name, equals, crumb = pair.partition("=")
+            if equals:
+                jar.setdefault(name.strip().lower(), crumb.strip())
+        cookie = jar.get(rules.cookie.lower())
+        if cookie == "always":
+            return "canary"
+        if cookie == "never":
+            return "web"
+    weight = min(rules.weight, rules.weight_total)
+    return "canary" if draw * rules.weight_total >= rules.weight_total - weight else "web"
+
+
+WORDS = st.sampled_from(["always", "never", "yes", "DoCanary", "Always", "", "no"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    rules=st.builds(
+        Canary,
+        header=st.sampled_from(["", "X-Canary"]),
+        header_value=st.sampled_from(["", "yes"]),
+        header_pattern=st.sampled_from(["", "^Do[A-Z]", "es$"]),
+        cookie=st.sampled_from(["", "c"]),
+        weight=st.integers(0, 120),
+        weight_total=st.sampled_from([1, 10, 100, 1000]),
+    ),
+    header=st.none() | WORDS,
+    cookie=st.none() | st.builds(lambda a, b: f"a={a}; c={b}", WORDS, WORDS),
+    draw=st.floats(0, 1, exclude_max=True),
+)
+def test_the_choice_is_the_reference_one(
+    rules: Canary, header: str | None, cookie: str | None, draw: float
+) -> None:
+    if rules.header_value and rules.header_pattern:
+        rules = dataclasses.replace(rules, header_pattern="")  # the annotations allow one
+    fields = {}
+    if header is not None:
+        fields[b"x-canary"] = header.encode()
+    if cookie is not None:
+        fields[b"cookie"] = cookie.encode()
+    chosen = choose(_canaried(rules), _headers(fields), lambda: draw)
+    assert chosen.backend.service == _reference(rules, fields, draw)
 
 
 def test_a_route_without_a_split_is_its_own_choice() -> None:
