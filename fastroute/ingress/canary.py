@@ -63,7 +63,9 @@ def read_cookie_name(text: str, _: object = None) -> str:
     try:
         return read_header_name(text.strip())
     except Malformed:
-        raise Malformed(f"{text!r} is not a cookie name (letters, digits and -._~)") from None
+        raise Malformed(
+            f"{text!r} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"
+        ) from None
 
 
 def read_header_value_text(text: str, _: object = None) -> str:
