@@ -676,6 +676,25 @@ def test_decide_forwards_to_the_chosen_target() -> None:
     assert _decide(config, {}).route.backend.service == "web"  # weight 0
 
 
+def test_decide_sends_a_catch_all_request_to_the_catch_all_canary() -> None:
+    canary = ingress(
+        "app-canary",
+        "canary",
+        {NGINX + "canary": "true", NGINX + "canary-by-header": "X-Canary"},
+        default=True,
+    )
+    config = build_config(
+        [
+            *service("web", 1001),
+            *service("canary", 1002),
+            ingress("app", "web", default=True),
+            canary,
+        ]
+    )
+    assert _decide(config, {b"x-canary": b"always"}).route.backend.service == "canary"
+    assert _decide(config, {}).route.backend.service == "web"
+
+
 def test_a_route_without_a_canary_stays_plain() -> None:
     config = build_config([*service("web", 1001), ingress("app", "web")])
     assert route(config).policy.plain
