@@ -563,6 +563,21 @@ def test_a_second_canary_for_the_same_rule_is_refused() -> None:
     assert "already has a canary, from the older Ingress default/app-canary" in problem.reason
 
 
+def test_a_canary_in_another_namespace_is_refused() -> None:
+    """ingress-nginx merges a canary from any namespace; fastroute does not, or one tenant
+    could take any share of another's traffic with a canary on its host and path."""
+    elsewhere = canary_ingress({"canary-weight": "100"})
+    elsewhere["metadata"]["namespace"] = "other"
+    moved = [
+        {**o, "metadata": {**o["metadata"], "namespace": "other"}} for o in service("canary", 1002)
+    ]
+    config = build_config([*service("web", 1001), *moved, ingress("app", "web"), elsewhere])
+    assert route(config).split is None
+    (problem,) = problems_of(config, "other/app-canary")
+    assert "in another namespace" in problem.reason
+    assert "default/app" in problem.reason
+
+
 def test_a_canary_to_the_main_rule_own_service_is_refused() -> None:
     config = build_config(
         [

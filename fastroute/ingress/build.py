@@ -100,6 +100,11 @@ Obj = Mapping[str, Any]
 _TICK = timedelta(microseconds=1)  # datetime's resolution
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name); namespace "" if cluster-scoped
 RuleId = tuple[str, str, str]  # (host, path, path type) as given to Router.add
+# a canary could otherwise take any share of another tenant's traffic
+_OTHER_NAMESPACE = (
+    "the main rule is the Ingress {ingress}'s, in another namespace; a canary must be in "
+    "its main Ingress's namespace; ignored"
+)
 _NO_MAIN_RULE = (
     "canary: no Ingress routes {path_type} {path!r} on {host} to merge onto; the canary "
     "is not served (as in ingress-nginx)"
@@ -744,6 +749,9 @@ class ConfigBuilder:
         spec, rule = canary
         assert not isinstance(rule.backend, str)
         assert spec.policy.canary is not None
+        main_namespace = main.ingress.partition("/")[0]
+        if spec.namespace != main_namespace:
+            return main, "canary: " + _OTHER_NAMESPACE.format(ingress=main.ingress)
         backend = self._target(spec, rule.backend, tls, done).backend
         if backend == main.backend:
             return main, (
@@ -875,6 +883,8 @@ class ConfigBuilder:
                 reason = "there is no catch-all default backend to merge onto"
             elif merged:
                 reason = f"the catch-all already has a canary, from the older Ingress {merged}"
+            elif spec.namespace != self._catch_all.ingress.partition("/")[0]:
+                reason = _OTHER_NAMESPACE.format(ingress=self._catch_all.ingress)
             else:
                 service, port = spec.default
                 self._catch_all_services.add((spec.namespace, service))
