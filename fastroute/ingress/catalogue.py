@@ -211,8 +211,9 @@ def _annotations() -> _Table:
         t,
         honoured,
         {
-            "canary": "merges onto the main rule of the same host, path and path type (not "
-            "onto every rule of its Service); served under the main Ingress's annotations",
+            "canary": "merges onto the main rule of the same host, path and path type, in its "
+            "namespace (not onto every rule of its Service); served under the main Ingress's "
+            "annotations",
             "canary-by-header": "always: canary, never: main, other values: the next rule",
             "canary-by-header-value": "this exact value sends to the canary",
             "canary-by-header-pattern": "a value the pattern finds a match in sends to the "
