@@ -31,6 +31,7 @@ import yaml
 __all__ = [
     "ANNOTATED_PROBES",
     "BACKEND_BODY",
+    "CANARY_PROBES",
     "PROBES",
     "ROUTES",
     "Fastroute",
@@ -95,6 +96,15 @@ ANNOTATIONS = {
     "nginx.ingress.kubernetes.io/x-forwarded-prefix": "/shop",
 }
 ANNOTATED_PROBES = tuple((ANNOTATED_PREFIX + host, path) for host, path in PROBES)
+# The same routes under hosts with a canary Ingress on each rule (another Service, the same
+# backend): what a route pays for choosing between its main backend and its canary.
+CANARY_PREFIX = "canary-"
+CANARY_ANNOTATIONS = {
+    "nginx.ingress.kubernetes.io/canary": "true",
+    "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary",
+    "nginx.ingress.kubernetes.io/canary-weight": "50",
+}
+CANARY_PROBES = tuple((CANARY_PREFIX + host, path) for host, path in PROBES)
 
 
 def find_tool(name: str) -> str | None:
@@ -400,7 +410,10 @@ def _manifest(objects: list[dict[str, Any]]) -> str:
 
 
 def _ingress(
-    name: str, routes: Sequence[Route], annotations: dict[str, str] | None = None
+    name: str,
+    routes: Sequence[Route],
+    annotations: dict[str, str] | None = None,
+    service: str = "backend",
 ) -> dict[str, Any]:
     rules = []
     for host in dict.fromkeys(route.host for route in routes):
@@ -408,7 +421,7 @@ def _ingress(
             {
                 "path": route.path,
                 "pathType": route.path_type,
-                "backend": {"service": {"name": "backend", "port": {"name": "http"}}},
+                "backend": {"service": {"name": service, "port": {"name": "http"}}},
             }
             for route in routes
             if route.host == host
@@ -422,30 +435,51 @@ def _ingress(
     }
 
 
-def write_manifests(folder: Path, backend_port: int) -> None:
-    """The Service, its EndpointSlice to the backend, and the Ingress of ``ROUTES``."""
+def _backend_objects(name: str, backend_port: int) -> list[dict[str, Any]]:
+    """Service ``name`` and its EndpointSlice to the backend."""
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "backend", "namespace": "bench"},
+        "metadata": {"name": name, "namespace": "bench"},
         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": backend_port}]},
     }
     endpoints = {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {
-            "name": "backend-1",
+            "name": f"{name}-1",
             "namespace": "bench",
-            "labels": {"kubernetes.io/service-name": "backend"},
+            "labels": {"kubernetes.io/service-name": name},
         },
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": backend_port}],
         "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
     }
-    (folder / "backend.yaml").write_text(_manifest([service, endpoints]))
+    return [service, endpoints]
+
+
+def write_manifests(folder: Path, backend_port: int) -> None:
+    """The Services (the canary's too, to the same backend), their EndpointSlices, and the
+    Ingresses of ``ROUTES``: plain, annotated, and with a canary."""
+    (folder / "backend.yaml").write_text(
+        _manifest(
+            [
+                *_backend_objects("backend", backend_port),
+                *_backend_objects("backend-canary", backend_port),
+            ]
+        )
+    )
     annotated = [Route(ANNOTATED_PREFIX + r.host, r.path, r.path_type) for r in ROUTES]
+    canaried = [Route(CANARY_PREFIX + r.host, r.path, r.path_type) for r in ROUTES]
     (folder / "ingress.yaml").write_text(
-        _manifest([_ingress("bench", ROUTES), _ingress("annotated", annotated, ANNOTATIONS)])
+        _manifest(
+            [
+                _ingress("bench", ROUTES),
+                _ingress("annotated", annotated, ANNOTATIONS),
+                _ingress("canary-main", canaried),
+                _ingress("canary", canaried, CANARY_ANNOTATIONS, "backend-canary"),
+            ]
+        )
     )
     write_swap_ingress(folder, 0)
 

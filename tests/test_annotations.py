@@ -653,7 +653,6 @@ def test_buffering_annotations_are_accepted_as_no_ops(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "feature"),
     [
-        ("canary-weight", "canary"),
         ("use-regex", "regex"),
         ("proxy-cookie-path", "ignored"),
         ("limit-rate", "ignored"),
@@ -740,6 +739,14 @@ ISSUE_ANNOTATIONS = [
     "session-cookie-expires",
     "session-cookie-change-on-failure",
     "ssl-passthrough",
+    # issue 11: canaries
+    "canary",
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+    "canary-weight",
+    "canary-weight-total",
 ]
 
 

@@ -134,7 +134,7 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     assert "swaps: " in run.stdout
 
 
-@pytest.mark.parametrize("mode", ["plain", "annotated", "direct"])
+@pytest.mark.parametrize("mode", ["plain", "annotated", "canary", "direct"])
 def test_the_instruction_count_driver_gets_every_answer(mode: str) -> None:
     # bench/route_cost.py counts what a request costs; its client waits for the backend's
     # body on every request, so a route that refused (403, 503) would never finish

@@ -117,7 +117,7 @@ def test_what_is_not_honoured_says_why() -> None:
         ("proxy-body-size", Status.HONOURED, ""),
         ("proxy-buffering", Status.ACCEPTED, ""),
         ("configuration-snippet", Status.UNSUPPORTED, ""),
-        ("canary-weight", Status.PLANNED, "issue 11"),
+        ("canary-weight", Status.HONOURED, ""),
         ("ssl-passthrough", Status.HONOURED, ""),
         ("auth-url", Status.PLANNED, "issue 12"),
         ("auth-tls-secret", Status.PLANNED, "issue 12"),

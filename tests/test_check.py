@@ -111,7 +111,7 @@ def test_statuses_and_notes_come_from_the_catalogue_under_both_prefixes(tmp_path
     assert _statuses(report, "shop/api") == {
         NGINX + "proxy-body-size": "honoured",
         NGINX + "proxy-buffering": "accepted",
-        "fastroute.io/canary-weight": "planned",
+        "fastroute.io/canary-weight": "honoured",
         NGINX + "auth-url": "planned",
         NGINX + "configuration-snippet": "unsupported",
         NGINX + "no-such-annotation": "unknown",
@@ -119,7 +119,6 @@ def test_statuses_and_notes_come_from_the_catalogue_under_both_prefixes(tmp_path
     (ingress,) = report["ingresses"]
     by_key = {a["key"]: a for a in ingress["annotations"]}
     assert by_key[NGINX + "auth-url"]["planned_in"] == "issue 12"
-    assert by_key["fastroute.io/canary-weight"]["planned_in"] == "issue 11"
     assert by_key[NGINX + "proxy-buffering"]["note"] == ANNOTATIONS["proxy-buffering"].note
     assert by_key[NGINX + "proxy-body-size"]["value"] == "8m"
     # the builder's "not implemented" warnings are said by the statuses, not repeated; what

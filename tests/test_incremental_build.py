@@ -116,6 +116,10 @@ def ingresses(draw: st.DrawFn) -> Obj:
                 {"kubernetes.io/ingress.class": "nginx"},
                 {"nginx.ingress.kubernetes.io/ssl-redirect": "false"},
                 {"nginx.ingress.kubernetes.io/ssl-redirect": "maybe"},
+                {
+                    "nginx.ingress.kubernetes.io/canary": "true",
+                    "nginx.ingress.kubernetes.io/canary-weight": "30",
+                },
             ]
         )
     )

@@ -39,6 +39,18 @@ from fastroute.ingress.balancing_syntax import (
     read_samesite,
     read_seconds,
 )
+from fastroute.ingress.canary import (
+    canary_fields,
+    canary_rules,
+    read_header,
+    read_header_pattern,
+    read_header_value_text,
+    read_weight,
+    read_weight_total,
+)
+from fastroute.ingress.canary import (
+    read_cookie_name as read_canary_cookie,
+)
 from fastroute.ingress.model import Cors, HeaderList, Networks, Policy, RateLimit, UpstreamTLS
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.syntax import (
@@ -503,6 +515,14 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
         "a failed sticky pod: the cookie moves",
     ),
     A("ssl-passthrough", "ssl_passthrough", _bool, "relay TLS to the pods undecrypted, by SNI"),
+    # canary Ingresses
+    A("canary", "canary.enabled", _bool, "merge onto the main rule of the host and path"),
+    A("canary-by-header", "canary.header", read_header, "always/never: canary or main"),
+    A("canary-by-header-value", "canary.header_value", read_header_value_text, "-> canary"),
+    A("canary-by-header-pattern", "canary.header_pattern", read_header_pattern, "-> canary"),
+    A("canary-by-cookie", "canary.cookie", read_canary_cookie, "always/never: canary or main"),
+    A("canary-weight", "canary.weight", read_weight, "requests in the total -> canary"),
+    A("canary-weight-total", "canary.weight_total", read_weight_total, "default 100"),
 )
 del A
 
@@ -527,11 +547,10 @@ SNIPPETS: Mapping[str, str] = {
 
 FAMILIES: tuple[Family, ...] = (
     Family("auth-", "authentication (a later issue)", protection=True),
-    Family("canary", "canary releases (a later issue)"),
     Family("use-regex", "regex paths (a later issue)"),
 )
 
-_GROUPS = ("cors", "limit", "upstream_tls", "redirect", "affinity")
+_GROUPS = ("cors", "limit", "upstream_tls", "redirect", "affinity", "canary")
 
 
 # -- reading -------------------------------------------------------------------------
@@ -675,6 +694,8 @@ def read_policy(
     _balancing_notes(fields, present, notes)
     if refused:
         fields["refused"] = "; ".join(refused)
+    if fields.get("canary") is not None:
+        fields = canary_fields(fields, values, notes)
     return Policy(**fields), notes
 
 
@@ -734,6 +755,10 @@ def _assemble(
         if f"{kind}_code" in redirect and kind not in redirect:
             key = groups["redirect"][f"{kind}_code"][0]
             notes.append((key, f"has no effect without {kind}-redirect; ignored", True))
+
+    canary = canary_rules(groups["canary"], notes)
+    if canary is not None:
+        fields["canary"] = canary
     return fields
 
 

@@ -69,6 +69,7 @@ from fastroute.ingress.backend_tls import (
     secret_reference,
     upstream_policy,
 )
+from fastroute.ingress.canary import with_canary
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
 from fastroute.ingress.configmap import configmap_data, read_settings
 from fastroute.ingress.model import Backend, Endpoint, Policy, Problem, RouteConfig, Target
@@ -84,7 +85,13 @@ from fastroute.ingress.objects import (
 from fastroute.ingress.passthrough import passthrough_map, passthrough_target
 from fastroute.ingress.services import ServiceIndex, ServiceKey
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
-from fastroute.ingress.spec import IngressSpec, fold_host, read_ingress, reads_the_same
+from fastroute.ingress.spec import (
+    IngressSpec,
+    PathRule,
+    fold_host,
+    read_ingress,
+    reads_the_same,
+)
 
 __all__ = ["CONTROLLER_NAME", "ClassPolicy", "ConfigBuilder", "build_config"]
 
@@ -98,6 +105,15 @@ Obj = Mapping[str, Any]
 _TICK = timedelta(microseconds=1)  # datetime's resolution
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name); namespace "" if cluster-scoped
 RuleId = tuple[str, str, str]  # (host, path, path type) as given to Router.add
+# a canary could otherwise take any share of another tenant's traffic
+_OTHER_NAMESPACE = (
+    "the main rule is the Ingress {ingress}'s, in another namespace; a canary must be in "
+    "its main Ingress's namespace; ignored"
+)
+_NO_MAIN_RULE = (
+    "canary: no Ingress routes {path_type} {path!r} on {host} to merge onto; the canary "
+    "is not served (as in ingress-nginx)"
+)
 
 
 @dataclass(frozen=True)
@@ -310,7 +326,8 @@ class ConfigBuilder:
                 _index(self._by_error_service, error_service, key, adding)
             for secret in spec.secrets:
                 _index(self._by_secret, (spec.namespace, secret), key, adding)
-            for tls_host in spec.tls_hosts:
+            # a canary's TLS entries are ignored: its requests are the main rule's host's
+            for tls_host in spec.tls_hosts if spec.policy.canary is None else ():
                 had = tls_host in self._by_tls_host
                 _index(self._by_tls_host, tls_host, key, adding)
                 if had != (tls_host in self._by_tls_host):
@@ -593,11 +610,19 @@ class ConfigBuilder:
         on an alias, a rule that cannot be added is skipped for the same reason.
         """
         specs = sorted((self._specs[k] for k in self._by_host.get(bucket, ())), key=_order)
+        canaries = self._canaries(specs, bucket, alias is None, done)
+        merged: dict[RuleId, str] = {}  # canary rule -> "" merged, else why not
         for spec in specs:
+            if spec.policy.canary is not None:
+                continue  # merged onto the main rule of its host and path
             for rule in spec.rules:
                 if rule.bucket != bucket or isinstance(rule.backend, str):
                     continue
                 target = self._target(spec, rule.backend, tls, done, rule.path)
+                rule_id = (rule.bucket, rule.path, rule.path_type)
+                canary = canaries.get(rule_id)
+                if canary is not None:
+                    target, merged[rule_id] = self._merged(target, canary, tls, done)
                 rule_host = rule.host if alias is None else alias
                 try:
                     router.add(rule_host, rule.path, rule.path_type, target)
@@ -621,10 +646,20 @@ class ConfigBuilder:
                         done.problems.append(Problem("Ingress", spec.key, rule.where, error.reason))
                     continue
                 done.rules.append((rule_host, rule.path, rule.path_type))
+                if canary is not None and not merged[rule_id]:
+                    canaries.pop(rule_id)
+        if alias is None:
+            for rule_id, (canary_spec, canary_rule) in canaries.items():
+                reason = merged.get(rule_id) or _NO_MAIN_RULE.format(
+                    path_type=rule_id[2], path=rule_id[1], host=rule_id[0] or "any host"
+                )
+                done.problems.append(Problem("Ingress", canary_spec.key, canary_rule.where, reason))
         # the oldest Ingress with a default backend sends the host's unmatched paths there,
         # unless an explicit "/" rule of any Ingress is already in place
         default_host = bucket if alias is None else alias
         for spec in specs:
+            if spec.policy.canary is not None:
+                continue  # a canary's default backend is no host's default
             if bucket in spec.hosts and isinstance(spec.default, tuple):
                 target = self._target(spec, spec.default, tls, done)
                 try:
@@ -704,6 +739,49 @@ class ConfigBuilder:
             error_backend = _backend_of(self._catch_all)
         return Target(spec.key, backend, self._policy(spec)[0], tls, error_backend, path)
 
+    def _canaries(
+        self, specs: list[IngressSpec], bucket: str, report: bool, done: _Host
+    ) -> dict[RuleId, tuple[IngressSpec, PathRule]]:
+        """The canary rules of a host, by the rule they merge onto: the oldest canary
+        Ingress's for each host and path (ingress-nginx takes one per rule)."""
+        found: dict[RuleId, tuple[IngressSpec, PathRule]] = {}
+        for spec in specs:
+            if spec.policy.canary is None:
+                continue
+            for rule in spec.rules:
+                if rule.bucket != bucket or isinstance(rule.backend, str):
+                    continue
+                rule_id = (rule.bucket, rule.path, rule.path_type)
+                older = found.get(rule_id)
+                if older is None:
+                    found[rule_id] = spec, rule
+                elif report and older[0] is not spec:
+                    reason = (
+                        f"canary: {rule.path_type} {rule.path!r} already has a canary, from "
+                        f"the older Ingress {older[0].key}; ignored"
+                    )
+                    done.problems.append(Problem("Ingress", spec.key, rule.where, reason))
+        return found
+
+    def _merged(
+        self, main: Target, canary: tuple[IngressSpec, PathRule], tls: bool, done: _Host
+    ) -> tuple[Target, str]:
+        """The main rule's target with the canary merged onto it, and "", or the main
+        target alone and why the canary cannot merge."""
+        spec, rule = canary
+        assert not isinstance(rule.backend, str)
+        assert spec.policy.canary is not None
+        main_namespace = main.ingress.partition("/")[0]
+        if spec.namespace != main_namespace:
+            return main, "canary: " + _OTHER_NAMESPACE.format(ingress=main.ingress)
+        backend = self._target(spec, rule.backend, tls, done, rule.path).backend
+        if backend == main.backend:
+            return main, (
+                f"canary: its backend {backend.name} is the main rule's own (Ingress "
+                f"{main.ingress}); ignored"
+            )
+        return with_canary(main, backend, spec.policy.canary), ""
+
     def _policy(self, spec: IngressSpec) -> tuple[Policy, Problem | None]:
         """The Ingress's policy with its proxy-ssl-secret resolved, and that one's problem."""
         found = self._policies.get(spec.key)
@@ -776,8 +854,9 @@ class ConfigBuilder:
             (self._specs[k] for k in self._catch_all_candidates),
             key=lambda spec: (spec.has_rules, spec.order),
         )
+        canaries = [s for s in specs if s.policy.canary is not None]
         for spec in specs:
-            if not isinstance(spec.default, tuple):
+            if not isinstance(spec.default, tuple) or spec.policy.canary is not None:
                 continue
             if self._catch_all is None:
                 service, port = spec.default
@@ -811,7 +890,37 @@ class ConfigBuilder:
                         warning=True,
                     )
                 )
+        self._merge_catch_all_canary(sorted(canaries, key=_order))
         self._problems_changed(before, self._catch_all_problems)
+
+    def _merge_catch_all_canary(self, canaries: list[IngressSpec]) -> None:
+        """A canary Ingress's ``defaultBackend`` merges onto the catch-all (ingress-nginx's
+        default server), the oldest canary's; it is never the catch-all itself."""
+        merged = ""
+        for spec in canaries:
+            if not isinstance(spec.default, tuple) or spec.policy.canary is None:
+                continue
+            reason = ""
+            if self._catch_all is None:
+                reason = "there is no catch-all default backend to merge onto"
+            elif merged:
+                reason = f"the catch-all already has a canary, from the older Ingress {merged}"
+            elif spec.namespace != self._catch_all.ingress.partition("/")[0]:
+                reason = _OTHER_NAMESPACE.format(ingress=self._catch_all.ingress)
+            else:
+                service, port = spec.default
+                self._catch_all_services.add((spec.namespace, service))
+                backend = self._backend(spec.namespace, service, port)
+                if spec.policy.service_upstream:
+                    backend = self._service_upstream(spec, backend, self._catch_all_problems)
+                if backend == self._catch_all.backend:
+                    reason = f"its backend {backend.name} is the catch-all's own"
+                else:
+                    self._catch_all = with_canary(self._catch_all, backend, spec.policy.canary)
+                    merged = spec.key
+            if reason:
+                problem = Problem("Ingress", spec.key, "spec.defaultBackend", f"canary: {reason}")
+                self._catch_all_problems.append(problem)
 
     def _certificate(self, ns: str, secret_name: str, now: datetime) -> Certificate | str:
         """The certificate of Secret ``ns/secret_name``, or why there is none (cached)."""
@@ -853,7 +962,10 @@ class ConfigBuilder:
         backend_problem = self._policy(spec)[1]
         if backend_problem is not None:
             problems.append(backend_problem)
-        for entry in spec.tls:
+        if spec.policy.canary is not None and spec.tls:
+            reason = "ignored on a canary Ingress: the main Ingress's TLS applies to its host"
+            problems.append(Problem("Ingress", key, "spec.tls", reason, warning=True))
+        for entry in spec.tls if spec.policy.canary is None else ():
             if not entry.secret:
                 problems.append(
                     Problem(

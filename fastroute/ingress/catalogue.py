@@ -217,13 +217,22 @@ def _annotations() -> _Table:
             "load-balance": "round_robin or ewma (peak EWMA of latency, two random choices)",
         },
     )
-    _group(
+    _each(
         t,
-        planned,
-        "canary Ingresses; until then a canary Ingress is served as an ordinary one",
-        "canary canary-by-header canary-by-header-value canary-by-header-pattern "
-        "canary-by-cookie canary-weight canary-weight-total",
-        ISSUE_11,
+        honoured,
+        {
+            "canary": "merges onto the main rule of the same host, path and path type, in its "
+            "namespace (not onto every rule of its Service); served under the main Ingress's "
+            "annotations",
+            "canary-by-header": "always: canary, never: main, other values: the next rule",
+            "canary-by-header-value": "this exact value sends to the canary",
+            "canary-by-header-pattern": "a value the pattern finds a match in sends to the "
+            "canary; RE2 syntax (linear time), not PCRE",
+            "canary-by-cookie": "always: canary, never: main, other values: the weight",
+            "canary-weight": "requests in canary-weight-total sent to the canary",
+            "canary-weight-total": "default 100; totals below 100 are honoured as written "
+            "(ingress-nginx's balancer treats them as 100)",
+        },
     )
     _group(
         t,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backend",
+    "Canary",
     "Cors",
     "Endpoint",
     "HeaderList",
@@ -24,6 +25,7 @@ __all__ = [
     "Problem",
     "RateLimit",
     "RouteConfig",
+    "Split",
     "Target",
     "UpstreamTLS",
 ]
@@ -114,6 +116,23 @@ class UpstreamTLS:
 
 
 @dataclass(frozen=True, slots=True)
+class Canary:
+    """``canary: "true"``: when a request goes to the canary rather than the main backend.
+
+    Read in ingress-nginx's order: the header, then the cookie, then the weight. On a
+    canary Ingress these are its own rules; merged onto the main rule they sit in that
+    route's policy, which makes it take the annotated path in ``decide``.
+    """
+
+    header: str = ""  # canary-by-header: "always" -> canary, "never" -> main
+    header_value: str = ""  # canary-by-header-value: this value alone -> canary
+    header_pattern: str = ""  # canary-by-header-pattern (RE2, found anywhere in the value)
+    cookie: str = ""  # canary-by-cookie: "always" -> canary, "never" -> main
+    weight: int = 0  # canary-weight: requests in weight_total sent to the canary
+    weight_total: int = 100  # canary-weight-total
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """Per-route behaviour from Ingress annotations and the ConfigMap (ingress-nginx's names).
 
@@ -158,6 +177,7 @@ class Policy:
     custom_http_errors: frozenset[int] = frozenset()  # answered by the default backend
     # TLS to the host relayed undecrypted to its "/" rule's backend (--enable-ssl-passthrough)
     ssl_passthrough: bool = False
+    canary: Canary | None = None  # a canary Ingress's rules (merged: the route's canary's)
     # a protection annotation was rejected: every request is answered 503 with this reason
     refused: str = ""
     # which endpoint: affinity, else upstream-hash-by, else load-balance (ingress-nginx's order)
@@ -226,6 +246,41 @@ class Target:
     # where custom-http-errors and a route without endpoints go (default-backend), if set
     error_backend: Backend | None = None
     path: str = ""  # the rule's path as written (an affinity cookie's Path)
+    # several backends share the route's requests (a canary); ``backend`` is the main one
+    split: Split | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Weighted backends: the targets a route's requests are shared among.
+
+    ``targets[0]`` is the route's main target. Each target is whole (its backend and the
+    policy it is served under), so choosing one is all a request needs. A request goes to
+    a target with probability ``weight / total``; a zero weight gets none by weight.
+    ``decide`` reads splits on its annotated path only, so the main target's policy must
+    not be ``plain`` (a canary's rules are in it).
+    """
+
+    targets: tuple[Target, ...]
+    weights: tuple[int, ...]
+    total: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.targets) != len(self.weights) or not self.targets:
+            raise ValueError("a split needs one weight per target, and a target")
+        if any(weight < 0 for weight in self.weights) or not any(self.weights):
+            raise ValueError(f"split weights must be >= 0, one > 0; got {self.weights}")
+        if self.targets[0].policy.plain:
+            raise ValueError("a split route's policy cannot be plain: decide would not see it")
+        object.__setattr__(self, "total", sum(self.weights))
+
+    def pick(self, draw: float) -> Target:
+        """The target for a draw in ``[0, total)``: each gets its weight's share of it."""
+        for target, weight in zip(self.targets, self.weights, strict=True):
+            if draw < weight:
+                return target
+            draw -= weight
+        return [t for t, w in zip(self.targets, self.weights, strict=True) if w][-1]
 
 
 @dataclass(frozen=True, slots=True)

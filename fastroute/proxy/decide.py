@@ -30,6 +30,10 @@ server block, then the location's rewrite, preaccess and access phases):
 8. ``affinity`` reads its cookie, ``upstream-hash-by`` its key, from the request
    (``choosing.request_choice``, on the plan as ``choice``); the forwarder picks the
    endpoint with them.
+
+Between 5 and 6, a route with a canary (``Target.split``) picks the canary or its main
+backend (``canary.choose``: the header, the cookie, else the weight), as ingress-nginx's
+balancer does; both are served under the main rule's policy.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from dataclasses import dataclass, field
 from fastroute.errors import BadRequestError, NoRouteError, ServiceUnavailableError
 from fastroute.ingress.model import Policy, RouteConfig, Target
 from fastroute.proxy.access import Lists
+from fastroute.proxy.canary import choose
 from fastroute.proxy.choosing import Choice, request_choice
 from fastroute.proxy.cors import CorsRules, cors_rules
 from fastroute.proxy.error_pages import ERROR_FIELDS, error_fields
@@ -377,6 +382,8 @@ def _guarded(
         if held is not None:
             held.release()
         return Answer(403, lines=cors_lines, reason="source-range", route=route)
+    if route.split is not None:  # a canary: the header, the cookie, else the weights
+        route = choose(route, header)
     extra = fields.https if scheme == "https" and route.tls else fields.http
     if not route.backend.usable():
         fallback = route.error_backend
