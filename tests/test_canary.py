@@ -282,7 +282,7 @@ def test_a_split_of_a_plain_route_is_refused_since_decide_would_not_see_it() -> 
 def _canaried(rules: Canary) -> Target:
     from fastroute.ingress.canary import with_canary
 
-    return with_canary(_target("web"), _target("canary").backend, rules)
+    return with_canary(_target("web"), _target("canary").backend, Policy(canary=rules))
 
 
 def _headers(fields: Mapping[bytes, bytes]) -> Callable[[bytes], bytes | None]:
@@ -968,3 +968,113 @@ def test_e2e_the_weight_splits_requests_within_a_binomial_bound() -> None:
             assert len(site.canary.requests) == counts[b"canary"]
 
     run(main)
+
+
+# -- canaries and session affinity ---------------------------------------------------
+
+
+async def _session(site: Served, cookie: bytes = b"") -> tuple[bytes, bytes | None]:
+    """Which backend answered, and the affinity cookie it set (``name=value``), if any."""
+    client = await RawClient.connect(site.port)
+    try:
+        extra = b"Cookie: %s\r\n" % cookie if cookie else b""
+        await client.send(b"GET / HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (HOST.encode(), extra))
+        reply = await client.reply()
+    finally:
+        await client.aclose()
+    assert reply is not None
+    assert reply.status == 200
+    issued = reply.header(b"set-cookie")
+    return reply.body, issued.split(b";")[0] if issued else None
+
+
+STICKY_MAIN = {"affinity": "cookie", "session-cookie-name": "route"}
+
+
+def test_e2e_a_session_begun_on_either_backend_stays_there() -> None:
+    """affinity-canary-behavior: sticky (the default): the canary takes the main route's
+    affinity, and a request whose cookie is a session of one backend goes to that one,
+    whatever the weight says (ingress-nginx's balancer checks this before any rule)."""
+
+    async def main() -> None:
+        async with serving(pair({"canary-weight": "50"}, STICKY_MAIN)) as site:
+            seen: dict[bytes, bytes] = {}
+            for _ in range(40):  # both backends start sessions, at 50% each
+                who, cookie = await _session(site)
+                assert cookie is not None
+                assert cookie.startswith(b"route=")
+                seen.setdefault(who, cookie)
+                if len(seen) == 2:
+                    break
+            assert set(seen) == {b"main", b"canary"}
+            for who, cookie in seen.items():
+                for _ in range(10):
+                    answered, reissued = await _session(site, cookie)
+                    assert answered == who
+                    assert reissued is None  # the session is kept, not started again
+
+    run(main)
+
+
+def test_e2e_a_session_cookie_keeps_a_client_off_the_canary_rules() -> None:
+    """A session of the main backend stays there even when the header rule says canary."""
+
+    async def main() -> None:
+        rules = {"canary-by-header": "X-Canary", "canary-weight": "0"}
+        async with serving(pair(rules, STICKY_MAIN)) as site:
+            who, cookie = await _session(site)
+            assert who == b"main"
+            assert cookie is not None
+            client = await RawClient.connect(site.port)
+            try:
+                await client.send(
+                    b"GET / HTTP/1.1\r\nHost: %s\r\nX-Canary: always\r\nCookie: %s\r\n\r\n"
+                    % (HOST.encode(), cookie)
+                )
+                reply = await client.reply()
+            finally:
+                await client.aclose()
+            assert reply is not None
+            assert reply.body == b"main"
+            # without the session, the header decides
+            assert await site.who(extra=b"X-Canary: always\r\n") == b"canary"
+
+    run(main)
+
+
+def test_e2e_legacy_canaries_ignore_the_main_session_affinity() -> None:
+    """affinity-canary-behavior: legacy on the canary Ingress: the canary keeps its own
+    affinity (here none), so it sets no cookie and a client it served is not held to it."""
+
+    async def main() -> None:
+        canary = {"canary-weight": "100", "affinity-canary-behavior": "legacy"}
+        async with serving(pair(canary, STICKY_MAIN)) as site:
+            for _ in range(5):
+                who, cookie = await _session(site)
+                assert (who, cookie) == (b"canary", None)
+        async with serving(pair({"canary-weight": "100"}, STICKY_MAIN)) as site:
+            who, cookie = await _session(site)
+            assert who == b"canary"
+            assert cookie is not None
+
+    run(main)
+
+
+def test_a_canary_keeps_its_own_balancing_annotations() -> None:
+    """load-balance and upstream-hash-by on a canary Ingress shape the canary's choice of
+    endpoint, and are not reported as ignored (ingress-nginx applies them to its upstream)."""
+    config = build_config(
+        [
+            *service("web", 1001),
+            *service("canary", 1002),
+            ingress("app", "web"),
+            canary_ingress({"canary-weight": "10", "upstream-hash-by": "$remote_addr"}),
+        ]
+    )
+    split = route(config).split
+    assert split is not None
+    main_target, canary_target = split.targets
+    assert main_target.policy.upstream_hash is None
+    assert canary_target.policy.upstream_hash is not None
+    assert canary_target.policy.upstream_hash.text == "$remote_addr"
+    assert problems_of(config, "default/app-canary") == []

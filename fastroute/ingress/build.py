@@ -780,7 +780,7 @@ class ConfigBuilder:
                 f"canary: its backend {backend.name} is the main rule's own (Ingress "
                 f"{main.ingress}); ignored"
             )
-        return with_canary(main, backend, spec.policy.canary), ""
+        return with_canary(main, backend, spec.policy), ""
 
     def _policy(self, spec: IngressSpec) -> tuple[Policy, Problem | None]:
         """The Ingress's policy with its proxy-ssl-secret resolved, and that one's problem."""
@@ -916,7 +916,7 @@ class ConfigBuilder:
                 if backend == self._catch_all.backend:
                     reason = f"its backend {backend.name} is the catch-all's own"
                 else:
-                    self._catch_all = with_canary(self._catch_all, backend, spec.policy.canary)
+                    self._catch_all = with_canary(self._catch_all, backend, spec.policy)
                     merged = spec.key
             if reason:
                 problem = Problem("Ingress", spec.key, "spec.defaultBackend", f"canary: {reason}")

@@ -40,7 +40,16 @@ __all__ = [
 # the Policy fields a canary Ingress keeps from its own annotations: what shapes its
 # upstream rather than the route (ingress-nginx also keeps load-balance, upstream-hash-by
 # and the session affinity annotations)
-CANARY_OWN_FIELDS = frozenset({"canary", "service_upstream"})
+# how a canary picks among its own endpoints is its own, as in ingress-nginx
+BALANCING_FIELDS = (
+    "load_balance",
+    "upstream_hash",
+    "upstream_hash_subset",
+    "upstream_hash_subset_size",
+    "affinity",
+)
+CANARY_OWN_FIELDS = frozenset({"canary", "service_upstream", *BALANCING_FIELDS})
+_BEHAVIOR = "affinity.canary_behavior"
 INHERITED = "ignored on a canary Ingress: the main Ingress's applies to its requests"
 
 
@@ -140,21 +149,38 @@ def canary_fields(
     for field_name, (key, _) in values.items():
         if field_name.partition(".")[0] not in CANARY_OWN_FIELDS:
             notes.append((key, INHERITED, True))
-    return {name: value for name, value in fields.items() if name in CANARY_OWN_FIELDS}
+    own = {name: value for name, value in fields.items() if name in CANARY_OWN_FIELDS}
+    behavior = values.get(_BEHAVIOR)
+    if behavior is not None:
+        # on a canary it says whose affinity the canary keeps, with or without its own
+        notes[:] = [note for note in notes if note[0] != behavior[0] or not note[2]]
+        if behavior[1] == "legacy":
+            own["canary"] = replace(own["canary"], sticky=False)
+    return own
 
 
-def with_canary(main: Target, canary: Backend, rules: Canary) -> Target:
+def with_canary(main: Target, canary: Backend, canary_policy: Policy) -> Target:
     """The main rule's target with a canary merged onto it.
 
     Both targets are served under the main rule's policy with the canary rules added
     (so the route takes ``decide``'s annotated path), its TLS and error backend, and in
     its Ingress's name (logs and metrics tell the canary by its Service, as
-    ingress-nginx's do); only the backend is the canary's.
+    ingress-nginx's do). The canary's backend is its own, and so is how it picks among
+    its endpoints (load-balance, upstream-hash-by, affinity); with
+    ``affinity-canary-behavior: sticky`` (the default) it takes the main route's session
+    affinity, so that a session begun on either backend stays there.
     """
+    rules = canary_policy.canary
+    assert rules is not None
     policy: Policy = replace(main.policy, canary=rules)
+    own = {name: getattr(canary_policy, name) for name in BALANCING_FIELDS}
+    if rules.sticky:
+        own["affinity"] = main.policy.affinity
     weight = min(rules.weight, rules.weight_total)
     to_main = replace(main, policy=policy, split=None)
-    to_canary = replace(to_main, backend=canary)
+    if any(getattr(policy, name) != value for name, value in own.items()):
+        policy = replace(policy, **own)  # else one policy object: its derived parts are shared
+    to_canary = replace(to_main, backend=canary, policy=policy)
     split = Split((to_main, to_canary), (rules.weight_total - weight, weight))
     return replace(to_main, split=split)
 

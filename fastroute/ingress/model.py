@@ -130,6 +130,9 @@ class Canary:
     cookie: str = ""  # canary-by-cookie: "always" -> canary, "never" -> main
     weight: int = 0  # canary-weight: requests in weight_total sent to the canary
     weight_total: int = 100  # canary-weight-total
+    # affinity-canary-behavior: "sticky" gives the canary the main route's session affinity;
+    # "legacy" leaves it the canary Ingress's own
+    sticky: bool = True
 
 
 @dataclass(frozen=True, slots=True)

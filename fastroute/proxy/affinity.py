@@ -34,6 +34,7 @@ from email.utils import formatdate
 
 from fastroute.ingress.balancing import Affinity
 from fastroute.ingress.model import Backend, Endpoint
+from fastroute.proxy.memo import ByIdentity
 
 __all__ = [
     "cookie_path",
@@ -89,12 +90,22 @@ def names_backend(backend: Backend, value: bytes | None) -> bool:
     the token of one of its endpoints (``affinity-canary-behavior: sticky``)."""
     if value is None:
         return False
-    return is_session_key(backend, value) or value in tokens(backend, backend.usable())
+    return is_session_key(backend, value) or value in _usable_tokens(backend)
 
 
 def tokens(backend: Backend, endpoints: Sequence[Endpoint]) -> dict[bytes, Endpoint]:
     """Persistent tokens of the backend's endpoints, to find the one a cookie names."""
     return {endpoint_token(backend, e): e for e in endpoints}
+
+
+def _tokens_of_usable(backend: Backend) -> dict[bytes, Endpoint]:
+    return tokens(backend, backend.usable())
+
+
+# per backend object: a config swap makes new ones, so the tokens follow the endpoints
+_usable_tokens: ByIdentity[Backend, dict[bytes, Endpoint]] = ByIdentity(
+    _tokens_of_usable, size=4096
+)
 
 
 def cookie_path(affinity: Affinity, rule_path: str) -> str:

@@ -3,13 +3,16 @@
 A canary's rules are tried in ingress-nginx's order (its balancer's choice of the
 alternative backend):
 
-1. ``canary-by-header``: with ``canary-by-header-value``, that exact value sends the
+1. A request whose affinity cookie is a session of one of the backends stays there
+   (the main route's affinity; the canary's too, which is the main route's unless the
+   canary Ingress says ``affinity-canary-behavior: legacy``).
+2. ``canary-by-header``: with ``canary-by-header-value``, that exact value sends the
    request to the canary; with ``canary-by-header-pattern``, a value the RE2 pattern
    finds a match in (anywhere, case-sensitive) does; with neither, ``always`` sends it
    to the canary and ``never`` to the main backend. Any other value, or no such header,
    leaves the choice to the next rule.
-2. ``canary-by-cookie``: ``always`` or ``never``, likewise; other values pass on.
-3. The weights: each target gets ``weight / total`` of what is left.
+3. ``canary-by-cookie``: ``always`` or ``never``, likewise; other values pass on.
+4. The weights: each target gets ``weight / total`` of what is left.
 
 A split without canary rules (several weighted backends) goes by its weights alone.
 """
@@ -23,6 +26,8 @@ from typing import Any
 
 from fastroute.ingress.canary import compile_pattern
 from fastroute.ingress.model import Canary, Target
+from fastroute.proxy.affinity import names_backend
+from fastroute.proxy.hashing import request_cookie
 from fastroute.proxy.memo import ByIdentity
 
 __all__ = ["choose", "cookie_value"]
@@ -93,6 +98,15 @@ def _by_rules(rules: _Rules, header: Callable[[bytes], bytes | None]) -> bool | 
     return None
 
 
+def _affinitized(target: Target, cookies: bytes) -> bool:
+    """Whether the request's affinity cookie is a session of the target's backend (as
+    ingress-nginx's balancer checks both before any canary rule)."""
+    affinity = target.policy.affinity
+    if affinity is None:
+        return False
+    return names_backend(target.backend, request_cookie(cookies, affinity.name.encode()))
+
+
 def choose(
     route: Target, header: Callable[[bytes], bytes | None], draw: Draw = random.random
 ) -> Target:
@@ -103,6 +117,13 @@ def choose(
         return route
     canary = route.policy.canary
     if canary is not None and len(split.targets) == 2:
+        main, alternative = split.targets
+        cookies = header(b"cookie")
+        if cookies is not None:  # a session begun on either backend stays there
+            if _affinitized(main, cookies):
+                return main
+            if _affinitized(alternative, cookies):
+                return alternative
         decided = _by_rules(_rules_of(canary), header)
         if decided is not None:
             return split.targets[1] if decided else split.targets[0]

@@ -217,9 +217,10 @@ def decide(
     )
     if isinstance(plan, Answer):
         return _secured(plan, route, scheme)
-    if policy.affinity is not None or policy.upstream_hash is not None:
+    chosen = plan.route.policy  # a canary's may be its own
+    if chosen.affinity is not None or chosen.upstream_hash is not None:
         plan.choice = request_choice(
-            policy, target=target, host=authority, client=client, scheme=scheme, header=header
+            chosen, target=target, host=authority, client=client, scheme=scheme, header=header
         )
     return plan
 
