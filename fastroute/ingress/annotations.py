@@ -151,12 +151,13 @@ def _path(text: str) -> str:
 
 
 def _rewrite_target(text: str, _: Reading) -> str:
-    if "$" in text:
+    path = _path(text)
+    if re.search(r"\$(?![1-9])", path):
         raise Malformed(
-            f"{text!r} refers to regex captures, which need use-regex paths; fastroute "
-            "does not implement them, so nothing is rewritten"
+            f"{text!r}: '$' may only name a capture of the path's regex, $1 to $9; "
+            "nginx variables are not expanded"
         )
-    return _path(text)
+    return path
 
 
 def _app_root(text: str, _: Reading) -> str:
@@ -360,7 +361,8 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
     # HTTPS and paths
     A("ssl-redirect", "ssl_redirect", _bool, "redirect HTTP to HTTPS on TLS hosts (308)"),
     A("force-ssl-redirect", "force_ssl_redirect", _bool, "redirect to HTTPS even without TLS"),
-    A("rewrite-target", "rewrite_target", _rewrite_target, "replace the matched prefix"),
+    A("rewrite-target", "rewrite_target", _rewrite_target, "replace the path ($1..$9)"),
+    A("use-regex", "use_regex", _bool, "Prefix paths are regexes (RE2, case-insensitive)"),
     # bodies
     A("proxy-body-size", "max_body_bytes", _size, "largest request body (413); 0: no limit"),
     A("client-body-buffer-size", "", _size, NO_EFFECT, no_op=True),
@@ -445,7 +447,6 @@ FAMILIES: tuple[Family, ...] = (
     Family("canary", "canary releases (a later issue)"),
     Family("affinity", "session affinity (a later issue)"),
     Family("session-cookie-", "session affinity (a later issue)"),
-    Family("use-regex", "regex paths (a later issue)"),
     Family("upstream-hash-by", "load-balancing choices (a later issue)"),
     Family("load-balance", "load-balancing choices (a later issue)"),
     Family("ssl-passthrough", "TLS passthrough (a later issue)"),
