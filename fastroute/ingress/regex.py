@@ -141,23 +141,28 @@ class RegexSite:
 
     def choose(self, path: bytes, found: Any, default: Any) -> tuple[Any, Groups | None]:
         """The route for ``path`` given what the trie ``found`` for it, and the captures."""
+        route, groups, _ = self._choose(path, found, default)
+        return route, groups
+
+    def _choose(
+        self, path: bytes, found: Any, default: Any
+    ) -> tuple[Any, Groups | None, RegexRule | None]:
         length, exact = self._literal(found)
         if exact:
-            return found, None
+            return found, None, None
         for rule in self.rules:
             if len(rule.path) <= length:
                 break  # ties go to the literal rule
             match = rule.pattern.search(path)
             if match is not None:
-                return rule.target, _groups(match)
-        return (found if length >= 0 else default), None
+                return rule.target, _groups(match), rule
+        return (found if length >= 0 else default), None, None
 
     def explain(self, path: bytes, found: Any, default: Any) -> Choice:
         """``choose``, with every regex rule weighed and the reason."""
         length, exact = self._literal(found)
         matching = tuple(r for r in self.rules if r.pattern.search(path) is not None)
-        route, groups = self.choose(path, found, default)
-        winner = next((r for r in matching if r.target is route and groups is not None), None)
+        route, groups, winner = self._choose(path, found, default)
         if exact:
             reason = "a literal Exact rule wins over regex rules (nginx's location =)"
         elif winner is not None and length >= 0:

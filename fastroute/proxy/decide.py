@@ -216,8 +216,9 @@ def decide(
     )
     if isinstance(plan, Answer):
         return _secured(plan, route, scheme)
-    if groups is not None and policy.forwarded_prefix is not None:
-        lines = with_prefix_captures(plan.fields.upstream_lines, policy.forwarded_prefix, groups)
+    prefix = policy.forwarded_prefix
+    if prefix is not None and "$" in prefix:  # captures of the regex path ($1..$9)
+        lines = with_prefix_captures(plan.fields.upstream_lines, prefix, groups)
         plan.fields = dataclasses.replace(plan.fields, upstream_lines=lines)
     return plan
 
