@@ -32,6 +32,7 @@ __all__ = [
     "ANNOTATED_PROBES",
     "BACKEND_BODY",
     "PROBES",
+    "REGEX_PROBES",
     "ROUTES",
     "Fastroute",
     "Processes",
@@ -95,6 +96,23 @@ ANNOTATIONS = {
     "nginx.ingress.kubernetes.io/x-forwarded-prefix": "/shop",
 }
 ANNOTATED_PROBES = tuple((ANNOTATED_PREFIX + host, path) for host, path in PROBES)
+# An Ingress with regex paths and a capture rewrite (ingress-nginx's docs example), on a host
+# of its own: what a regex route costs. The plain hosts share the config with it, so they
+# show what regex support costs a host that has no regex rules.
+REGEX_HOST = "regex.bench.test"
+REGEX_ANNOTATIONS = {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}
+REGEX_ROUTES = (
+    Route(REGEX_HOST, "/v1(/|$)(.*)", "Prefix"),
+    Route(REGEX_HOST, "/v2/users/([0-9]+)(.*)", "Prefix"),
+    Route(REGEX_HOST, "/static(/|$)(.*)", "Prefix"),
+    Route(REGEX_HOST, "/v1/health", "Exact"),
+)
+REGEX_PROBES = (
+    (REGEX_HOST, "/v1/users/42"),
+    (REGEX_HOST, "/v2/users/7/orders"),
+    (REGEX_HOST, "/static/app.js"),
+    (REGEX_HOST, "/v1/health"),
+)
 
 
 def find_tool(name: str) -> str | None:
@@ -445,7 +463,13 @@ def write_manifests(folder: Path, backend_port: int) -> None:
     (folder / "backend.yaml").write_text(_manifest([service, endpoints]))
     annotated = [Route(ANNOTATED_PREFIX + r.host, r.path, r.path_type) for r in ROUTES]
     (folder / "ingress.yaml").write_text(
-        _manifest([_ingress("bench", ROUTES), _ingress("annotated", annotated, ANNOTATIONS)])
+        _manifest(
+            [
+                _ingress("bench", ROUTES),
+                _ingress("annotated", annotated, ANNOTATIONS),
+                _ingress("regex", REGEX_ROUTES, REGEX_ANNOTATIONS),
+            ]
+        )
     )
     write_swap_ingress(folder, 0)
 
