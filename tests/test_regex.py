@@ -190,6 +190,17 @@ def test_the_docs_rewrite_example_sends_the_second_capture() -> None:
         _forward(config, b"/other")
 
 
+def test_a_path_equal_to_the_rewrite_target_is_not_rewritten() -> None:
+    """ingress-nginx writes no rewrite for it: ``/`` beside ``/api`` keeps its path."""
+    paths = [("/", "Prefix", "web"), ("/api", "Prefix", "api")]
+    annotations = {NGINX + "rewrite-target": "/"}
+    config = build_config(
+        [*_service("web"), *_service("api"), _ingress("a", HOST, paths, annotations)]
+    )
+    assert _forward(config, b"/page?x=1").target == b"/page?x=1"
+    assert _forward(config, b"/api/users?x=1").target == b"/?x=1"
+
+
 @pytest.mark.parametrize(
     ("annotations", "path_type", "regex"),
     [

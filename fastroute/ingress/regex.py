@@ -32,7 +32,7 @@ at unless a regex host could shadow it (a regex wildcard or host-less rule).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -296,6 +296,8 @@ def regex_rule(
                 f"regex {path!r} on {f'host {host!r}' if host else 'any host'} is already "
                 f"routed by the older Ingress {other.ingress}"
             )
+    if target.policy.rewrite_target == path:  # ingress-nginx: a path equal to its target
+        target = replace(target, policy=replace(target.policy, rewrite_target=None))
     return RegexRule(ingress, path, path_type, target, pattern, len(taken))
 
 
