@@ -669,3 +669,27 @@ def test_end_to_end_a_refused_pattern_leaves_the_rest_serving() -> None:
             assert (await site.get("/x", "other.example.com"))[1] == "other"
 
     _run(scenario)
+
+
+@settings(max_examples=150, deadline=None, report_multiple_bugs=False)
+@given(
+    st.lists(st.tuples(st.booleans(), _rules()), min_size=1, max_size=6),
+    st.lists(st.tuples(st.sampled_from(REQUEST_HOSTS), _request_paths()), min_size=4, max_size=8),
+)
+def test_the_incremental_builder_routes_as_a_whole_build_after_every_change(
+    changes: list[tuple[bool, list[Rule]]], requests: list[tuple[str, str]]
+) -> None:
+    """Ingresses put and deleted in turn: the regex index follows, shadow hosts included."""
+    builder = ConfigBuilder()
+    held: dict[str, dict[str, Any]] = {}
+    for delete, rules in changes:
+        for ingress in _objects(rules):
+            name = ingress["metadata"]["name"]
+            if delete and name in held:
+                builder.delete(held.pop(name))
+            else:
+                held[name] = ingress
+                builder.put(ingress)
+        incremental, whole = builder.build(), build_config(list(held.values()))
+        for host, path in requests:
+            assert _service_of(incremental, host, path) == _service_of(whole, host, path)
