@@ -312,6 +312,43 @@ def test_precedence_between_regex_and_literal_rules_of_one_host(
     assert _service_of(_mixed(), HOST, path) == service, why
 
 
+def test_within_one_regex_ingress_the_longer_pattern_wins_as_ingress_nginx_warns() -> None:
+    """ingress-nginx's documented warning: ``/foo/bar/[A-Z0-9]{3}`` is longer than
+    ``/foo/bar/bar``, so it takes ``/foo/bar/bar``."""
+    paths = [("/foo/bar/bar", "Prefix", "bar"), ("/foo/bar/[A-Z0-9]{3}", "Prefix", "three")]
+    config = build_config([_ingress("regex", HOST, paths, REGEX)])
+    assert _service_of(config, HOST, "/foo/bar/bar") == "three"
+    assert _service_of(config, HOST, "/foo/bar/barn") == "three"
+    assert _service_of(config, HOST, "/foo/bar/b") is None
+
+
+def test_the_docs_path_priority_example_with_the_other_ingress_left_literal() -> None:
+    """ingress-nginx's "Path Priority" example. The regex Ingress's path is the longest,
+    as there; the literal Ingress keeps Kubernetes' meaning, in which ``Prefix /foo/bar``
+    and ``Prefix /foo/bar/`` are the same rule, so the second is rejected."""
+    objects = [
+        _ingress(
+            "test-ingress-1",
+            HOST,
+            [("/foo/bar", "Prefix", "service1"), ("/foo/bar/", "Prefix", "service2")],
+            created="2024-01-01T00:00:00Z",
+        ),
+        _ingress(
+            "test-ingress-2",
+            HOST,
+            [("/foo/bar/(.+)", "ImplementationSpecific", "service3")],
+            {NGINX + "rewrite-target": "/$1"},
+            created="2024-01-02T00:00:00Z",
+        ),
+    ]
+    config = build_config(objects)
+    assert _service_of(config, HOST, "/foo/bar/1") == "service3"
+    assert _service_of(config, HOST, "/foo/bar") == "service1"
+    assert _service_of(config, HOST, "/foo/bar/") == "service1"
+    [problem] = config.rejected()
+    assert problem.field == "spec.rules[0].http.paths[1]"
+
+
 def test_a_regex_only_host_is_selected_before_a_wildcard_with_literal_rules() -> None:
     config = build_config(
         [
