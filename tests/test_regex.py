@@ -132,6 +132,16 @@ def test_a_pattern_is_searched_from_the_start_of_the_path_case_insensitively() -
     assert pattern.search(b"/x/foo/bar/baz") is None
 
 
+def test_a_path_is_matched_byte_by_byte_as_nginx_does() -> None:
+    """Not UTF-8 (a decoded ``%FF``) still matches and is captured whole; non-ASCII
+    letters are not folded (nginx's PCRE runs without its UTF mode)."""
+    match = compile_path("/a/(.*)").search(b"/A/\xff\xfe/x")
+    assert match is not None
+    assert match.groups() == (b"\xff\xfe/x",)
+    assert compile_path("/café").search("/café".encode()) is not None
+    assert compile_path("/café").search("/CAFÉ".encode()) is None
+
+
 def test_an_alternative_is_anchored_only_as_nginx_anchors_it() -> None:
     """``~* "^/a|/b"``: nginx's ``^`` binds to the first alternative only."""
     pattern = compile_path("/a|/b")

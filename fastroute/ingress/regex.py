@@ -58,6 +58,9 @@ REGEX_PATH_TYPES = frozenset({"Prefix", "ImplementationSpecific"})
 
 _OPTIONS = re2.Options()
 _OPTIONS.case_sensitive = False  # nginx's ~*
+# byte by byte, as nginx's PCRE (no UTF mode): a path that is not UTF-8 still matches, and
+# its captures keep every byte
+_OPTIONS.encoding = re2.Options.Encoding.LATIN1
 _OPTIONS.log_errors = False  # the reason goes into the Problem, not to stderr
 
 
