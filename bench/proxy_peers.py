@@ -33,6 +33,7 @@ __all__ = [
     "BACKEND_BODY",
     "CANARY_PROBES",
     "PROBES",
+    "REGEX_PROBES",
     "ROUTES",
     "Fastroute",
     "Processes",
@@ -105,6 +106,23 @@ CANARY_ANNOTATIONS = {
     "nginx.ingress.kubernetes.io/canary-weight": "50",
 }
 CANARY_PROBES = tuple((CANARY_PREFIX + host, path) for host, path in PROBES)
+# An Ingress with regex paths and a capture rewrite (ingress-nginx's docs example), on a host
+# of its own: what a regex route costs. The plain hosts share the config with it, so they
+# show what regex support costs a host that has no regex rules.
+REGEX_HOST = "regex.bench.test"
+REGEX_ANNOTATIONS = {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}
+REGEX_ROUTES = (
+    Route(REGEX_HOST, "/v1(/|$)(.*)", "Prefix"),
+    Route(REGEX_HOST, "/v2/users/([0-9]+)(.*)", "Prefix"),
+    Route(REGEX_HOST, "/static(/|$)(.*)", "Prefix"),
+    Route(REGEX_HOST, "/v1/health", "Exact"),
+)
+REGEX_PROBES = (
+    (REGEX_HOST, "/v1/users/42"),
+    (REGEX_HOST, "/v2/users/7/orders"),
+    (REGEX_HOST, "/static/app.js"),
+    (REGEX_HOST, "/v1/health"),
+)
 
 
 def find_tool(name: str) -> str | None:
@@ -478,6 +496,7 @@ def write_manifests(folder: Path, backend_port: int) -> None:
                 _ingress("annotated", annotated, ANNOTATIONS),
                 _ingress("canary-main", canaried),
                 _ingress("canary", canaried, CANARY_ANNOTATIONS, "backend-canary"),
+                _ingress("regex", REGEX_ROUTES, REGEX_ANNOTATIONS),
             ]
         )
     )

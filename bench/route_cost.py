@@ -29,7 +29,13 @@ import trio
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from proxy_peers import ANNOTATED_PROBES, CANARY_PROBES, PROBES, write_manifests  # noqa: E402
+from proxy_peers import (  # noqa: E402
+    ANNOTATED_PROBES,
+    CANARY_PROBES,
+    PROBES,
+    REGEX_PROBES,
+    write_manifests,
+)
 
 BODY = b"hello from backend\n"
 RESPONSE = (
@@ -67,8 +73,8 @@ async def _client(port: int, probes: tuple[tuple[str, str], ...], count: int) ->
 
 async def _one(mode: str, count: int, connections: int) -> None:
     """``count`` requests over ``connections`` connections: through the proxy to the plain
-    routes, to the annotated ones, to the ones with a canary, or straight to the backend
-    (``direct``)."""
+    routes, to the annotated ones, to the ones with a canary, to the regex ones, or
+    straight to the backend (``direct``)."""
     from controller.manifests import load_manifests
     from fastroute.ingress import ClassPolicy, build_config
     from fastroute.proxy.server import Proxy
@@ -81,7 +87,11 @@ async def _one(mode: str, count: int, connections: int) -> None:
         shutil.rmtree(folder)
         proxy = Proxy(build_config(objects, classes=ClassPolicy(adopt_classless=True)))
         port = (await nursery.start(proxy.serve, "127.0.0.1", 0))[0].socket.getsockname()[1]
-        probes = {"annotated": ANNOTATED_PROBES, "canary": CANARY_PROBES}.get(mode, PROBES)
+        probes = {
+            "annotated": ANNOTATED_PROBES,
+            "canary": CANARY_PROBES,
+            "regex": REGEX_PROBES,
+        }.get(mode, PROBES)
         target = backend if mode == "direct" else port
         await _client(target, probes, 50)  # warm-up: connections pooled, code paths hot
         async with trio.open_nursery() as clients:
@@ -126,13 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"client and backend alone: {direct:,.0f} instructions per request")
     proxy: dict[tuple[str, str], float] = {}
     for build, python in builds.items():
-        modes = ("plain", "annotated", "canary") if build == "this build" else ("plain",)
+        modes = ("plain", "annotated", "canary", "regex") if build == "this build" else ("plain",)
         for mode in modes:
             proxy[(build, mode)] = per_request(python, mode, args.connections) - direct
             print(f"{build}, {mode} routes: {proxy[(build, mode)]:,.0f} instructions per request")
     plain = proxy[("this build", "plain")]
     print(f"annotated / plain: {proxy[('this build', 'annotated')] / plain:.3f}x")
     print(f"canary / plain: {proxy[('this build', 'canary')] / plain:.3f}x")
+    print(f"regex / plain: {proxy[('this build', 'regex')] / plain:.3f}x")
     if ("baseline", "plain") in proxy:
         print(f"this build / baseline, plain routes: {plain / proxy[('baseline', 'plain')]:.3f}x")
     return 0

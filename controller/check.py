@@ -24,9 +24,10 @@ from fastroute.ingress.catalogue import (
     Entry,
     annotation_entry,
 )
+from fastroute.ingress.model import RouteConfig
 from fastroute.ingress.objects import annotations_of, kind, mapping, name, namespace, text
 
-__all__ = ["Finding", "IngressReport", "Report", "check", "find_configmap"]
+__all__ = ["Finding", "IngressReport", "Report", "check", "checked_config", "find_configmap"]
 
 UNKNOWN = "unknown"  # a name under an ingress-nginx prefix that ingress-nginx never had
 _ANNOTATION_FIELD = "metadata.annotations["
@@ -202,17 +203,9 @@ def check(
     """
     objects = list(objects)
     ingresses = [o for o in objects if kind(o) == "Ingress" and name(o)]
-    classes = {text(mapping(o.get("spec")).get("ingressClassName")) for o in ingresses}
-    classes |= {text(annotations_of(o).get("kubernetes.io/ingress.class")) for o in ingresses}
     if configmap is not None:
         configmap_name = configmap_name or f"{namespace(configmap)}/{name(configmap)}"
-        if find_configmap(objects, configmap_name) is None:
-            objects.append(configmap)
-    config = build_config(
-        objects,
-        classes=ClassPolicy(class_names=frozenset(classes - {""}), adopt_classless=True),
-        configmap=configmap_name if configmap is not None else None,
-    )
+    config = checked_config(objects, configmap, configmap_name)
     reports = [_ingress_report(o, config.problems) for o in ingresses]
     reports.sort(key=lambda r: r.name)
     keys: list[Finding] = []
@@ -229,6 +222,27 @@ def check(
         ]
         return Report(reports, configmap_name, keys, said)
     return Report(reports, configmap_name, keys)
+
+
+def checked_config(
+    objects: Iterable[Mapping[str, Any]],
+    configmap: Mapping[str, Any] | None = None,
+    configmap_name: str | None = None,
+) -> RouteConfig:
+    """The config of every Ingress among ``objects``, whatever class it names."""
+    objects = list(objects)
+    ingresses = [o for o in objects if kind(o) == "Ingress" and name(o)]
+    classes = {text(mapping(o.get("spec")).get("ingressClassName")) for o in ingresses}
+    classes |= {text(annotations_of(o).get("kubernetes.io/ingress.class")) for o in ingresses}
+    if configmap is not None:
+        configmap_name = configmap_name or f"{namespace(configmap)}/{name(configmap)}"
+        if find_configmap(objects, configmap_name) is None:
+            objects.append(configmap)
+    return build_config(
+        objects,
+        classes=ClassPolicy(class_names=frozenset(classes - {""}), adopt_classless=True),
+        configmap=configmap_name if configmap is not None else None,
+    )
 
 
 def _ingress_report(ingress: Mapping[str, Any], problems: Iterable[Problem]) -> IngressReport:

@@ -18,11 +18,12 @@ from typing import Any, TextIO
 
 import trio
 
-from controller.check import check, find_configmap
+from controller.check import check, checked_config, find_configmap
 from controller.kube.client import KubeConfigError, connect, load_config
 from controller.kube.listing import ListError, list_once
 from controller.kube.source import check_namespace
 from controller.manifests import load_manifests
+from fastroute.ingress.explain import explain_route
 
 __all__ = ["main"]
 
@@ -69,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the ConfigMap ingress-nginx's controller read (its --configmap)",
     )
     parser.add_argument("--output", choices=["table", "json"], default="table")
+    parser.add_argument(
+        "--explain",
+        nargs=2,
+        default=None,
+        metavar=("HOST", "PATH"),
+        help="instead of the report, say where a request for HOST and PATH (with an optional "
+        "?query) goes and why: the literal rules, the regex paths, the rewrite",
+    )
     parser.add_argument("--kubeconfig", type=Path, default=None, metavar="PATH")
     parser.add_argument("--context", default=None, metavar="NAME")
     parser.add_argument(
@@ -135,6 +144,12 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> int:
         if configmap is None:
             print(f"fastroute-controller check: no ConfigMap {wanted} in {where}", file=sys.stderr)
             return USAGE_ERROR
+    if args.explain is not None:
+        host, path = args.explain
+        if not path.startswith("/"):
+            parser.error(f"--explain: the path must start with '/', got {path!r}")
+        out.write(f"{explain_route(checked_config(objects, configmap), host, path)}\n")
+        return 0
     report = check(objects, configmap=configmap)
     if args.output == "json":
         json.dump(report.as_json(), out, indent=2)

@@ -170,7 +170,7 @@ def test_rewrite_target_and_unknown_nginx_annotations() -> None:
         endpoint_slice("hostname-service", 9000, "127.0.0.1"),
     ]
     config = build_config(objects, classes=NGINX_TOO)
-    target = config.router.match("alicek106.example.com", "/echo-hostname/x")
+    target = config.match("alicek106.example.com", "/echo-hostname/x")
     assert target is not None
     assert target.policy.rewrite_target == "/"
     ignored = [p for p in config.problems if "proxy-cookie-path" in p.field]
@@ -508,12 +508,12 @@ def test_malformed_annotation_value_is_rejected_and_the_default_applies() -> Non
     assert any("ssl-redirect" in p.field and "'maybe'" in p.reason for p in config.rejected())
 
 
-def test_rewrite_target_with_regex_captures_is_rejected_with_the_reason() -> None:
-    objects = [service("web", 80), ingress("a", ("a.com", "/app", "Prefix", "web", 80))]
+def test_rewrite_target_with_regex_captures_makes_the_paths_regexes() -> None:
+    objects = [service("web", 80), ingress("a", ("a.com", "/app(/|$)(.*)", "Prefix", "web", 80))]
     objects[1]["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}
     config = build_config(objects)
-    target = config.router.match("a.com", "/app/x")
+    assert config.rejected() == ()
+    target = config.match("a.com", "/APP/x")  # searched from the start, case-insensitive
     assert target is not None
-    assert target.policy.rewrite_target is None
-    [problem] = [p for p in config.rejected() if "rewrite-target" in p.field]
-    assert "use-regex" in problem.reason
+    assert target.policy.rewrite_target == "/$2"
+    assert config.match("a.com", "/apps") is None

@@ -179,12 +179,13 @@ def _path(text: str) -> str:
 
 
 def _rewrite_target(text: str, _: Reading) -> str:
-    if "$" in text:
+    path = _path(text)
+    if re.search(r"\$(?![1-9])", path):
         raise Malformed(
-            f"{text!r} refers to regex captures, which need use-regex paths; fastroute "
-            "does not implement them, so nothing is rewritten"
+            f"{text!r}: '$' may only name a capture of the path's regex, $1 to $9; "
+            "nginx variables are not expanded"
         )
-    return _path(text)
+    return path
 
 
 def _app_root(text: str, _: Reading) -> str:
@@ -429,7 +430,8 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
     # HTTPS and paths
     A("ssl-redirect", "ssl_redirect", _bool, "redirect HTTP to HTTPS on TLS hosts (308)"),
     A("force-ssl-redirect", "force_ssl_redirect", _bool, "redirect to HTTPS even without TLS"),
-    A("rewrite-target", "rewrite_target", _rewrite_target, "replace the matched prefix"),
+    A("rewrite-target", "rewrite_target", _rewrite_target, "replace the path ($1..$9)"),
+    A("use-regex", "use_regex", _bool, "Prefix paths are regexes (RE2, case-insensitive)"),
     # bodies
     A("proxy-body-size", "max_body_bytes", _size, "largest request body (413); 0: no limit"),
     A("client-body-buffer-size", "", _size, NO_EFFECT, no_op=True),
@@ -545,10 +547,7 @@ SNIPPETS: Mapping[str, str] = {
     ),
 }
 
-FAMILIES: tuple[Family, ...] = (
-    Family("auth-", "authentication (a later issue)", protection=True),
-    Family("use-regex", "regex paths (a later issue)"),
-)
+FAMILIES: tuple[Family, ...] = (Family("auth-", "authentication (a later issue)", protection=True),)
 
 _GROUPS = ("cors", "limit", "upstream_tls", "redirect", "affinity", "canary")
 
@@ -782,14 +781,15 @@ def _balancing_notes(
         for name in ("upstream-hash-by-subset", "upstream-hash-by-subset-size"):
             if name in present:
                 notes.append((present[name][0], "has no effect without upstream-hash-by", True))
-    regex = present.get("use-regex")
-    if affinity is not None and regex is not None and regex[1].strip().lower() == "true":
+    regex = bool(fields.get("use_regex")) or fields.get("rewrite_target") is not None
+    if affinity is not None and regex:
         fields["affinity"] = replace(affinity, regex_paths=True)
         if affinity.path is None:
             notes.append(
                 (
                     present["affinity"][0],
-                    "session-cookie-path should be set when use-regex is true: the cookie's "
+                    "session-cookie-path should be set when the paths are regexes (use-regex or "
+                    "rewrite-target): the cookie's "
                     "Path is the regex's literal start, up to its last '/'",
                     True,
                 )

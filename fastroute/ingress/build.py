@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,6 +83,7 @@ from fastroute.ingress.objects import (
     text,
 )
 from fastroute.ingress.passthrough import passthrough_map, passthrough_target
+from fastroute.ingress.regex import RegexIndex, RegexRule, is_regex_rule, regex_index, regex_rule
 from fastroute.ingress.services import ServiceIndex, ServiceKey
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.spec import (
@@ -154,6 +155,9 @@ class _Host:
     problems: list[Problem]
     services: set[ServiceKey]
     uses_catch_all: bool = False  # an error backend of its is the catch-all's backend
+    regex: list[RegexRule] = field(default_factory=list)  # its regex paths (regex.py)
+    # (target, path, path type) of the rules it added to the trie, for regex precedence
+    literal: list[tuple[Target, str, str]] = field(default_factory=list)
 
 
 class ConfigBuilder:
@@ -228,6 +232,9 @@ class ConfigBuilder:
         self._catch_all_services: set[ServiceKey] = set()
         self._catch_all_users: set[str] = set()  # hosts whose targets hold its backend
         self._error_problems: dict[str, list[Problem]] = {}  # Ingress -> default-backend's
+        self._regex: RegexIndex | None = None  # the last build's
+        self._regex_hosts: set[str] = set()  # hosts with regex rules
+        self._dirty_regex = False
         # what the next build redoes
         self._dirty_hosts: set[str] = set()
         self._dirty_tls: set[str] = set()
@@ -495,6 +502,8 @@ class ConfigBuilder:
             for key in self._dirty_error_checks:
                 self._check_error_backend(key)
             router.set_default(self._catch_all)
+            if self._dirty_regex:
+                self._build_regex()
         except BaseException:
             self._start_over()  # half-redone state must not outlive a failure
             raise
@@ -515,7 +524,17 @@ class ConfigBuilder:
             problems=self._problem_list,
             settings=self._settings,
             passthrough=passthrough_map(self._passthrough, self._by_parent),
+            regex=self._regex,
         )
+
+    def _build_regex(self) -> None:
+        """The regex index, when a host's regex rules or its literal presence changed."""
+        sites = {
+            host: (self._hosts[host].regex, self._hosts[host].literal) for host in self._regex_hosts
+        }
+        literal = (host for host, done in self._hosts.items() if done.rules) if sites else ()
+        self._regex = regex_index(sites, literal)
+        self._dirty_regex = False
 
     def _start_over(self) -> None:
         """Make the next build redo everything from the objects held."""
@@ -532,6 +551,8 @@ class ConfigBuilder:
         self._policies.clear()
         self._dirty_catch_all = True
         self._problem_list = None
+        self._regex_hosts.clear()
+        self._dirty_regex = True
 
     def _problems(self) -> Iterable[Problem]:
         for spec in self._specs.values():
@@ -597,8 +618,15 @@ class ConfigBuilder:
             _index(self._by_service, service, host, True)
         if done.uses_catch_all:
             self._catch_all_users.add(host)
-        if done.rules or done.problems:
+        if done.rules or done.problems or done.regex:
             self._hosts[host] = done
+        had_rules = last is not None and bool(last.rules)
+        if (last is not None and last.regex) or done.regex or had_rules != bool(done.rules):
+            self._dirty_regex = self._dirty_regex or bool(self._regex_hosts or done.regex)
+            if done.regex:
+                self._regex_hosts.add(host)
+            else:
+                self._regex_hosts.discard(host)
         self._problems_changed(last.problems if last else [], done.problems)
 
     def _add_rules(
@@ -624,6 +652,21 @@ class ConfigBuilder:
                 if canary is not None:
                     target, merged[rule_id] = self._merged(target, canary, tls, done)
                 rule_host = rule.host if alias is None else alias
+                if is_regex_rule(target.policy, rule.path_type):
+                    host = bucket if alias is None else alias
+                    try:
+                        found = regex_rule(
+                            spec.key, host, rule.path, rule.path_type, target, done.regex
+                        )
+                    except ValueError as error:
+                        if alias is None:
+                            where = rule.where + ".path"
+                            done.problems.append(Problem("Ingress", spec.key, where, str(error)))
+                    else:
+                        done.regex.append(found)
+                        if canary is not None and not merged[rule_id]:
+                            canaries.pop(rule_id)
+                    continue
                 try:
                     router.add(rule_host, rule.path, rule.path_type, target)
                 except RouteConflictError as error:
@@ -646,6 +689,7 @@ class ConfigBuilder:
                         done.problems.append(Problem("Ingress", spec.key, rule.where, error.reason))
                     continue
                 done.rules.append((rule_host, rule.path, rule.path_type))
+                done.literal.append((target, rule.path, rule.path_type))
                 if canary is not None and not merged[rule_id]:
                     canaries.pop(rule_id)
         if alias is None:
@@ -672,6 +716,7 @@ class ConfigBuilder:
                         done.problems.append(Problem("Ingress", spec.key, where, error.reason))
                 else:
                     done.rules.append((default_host, "/", "Prefix"))
+                    done.literal.append((target, "/", "Prefix"))
                 break
 
     def _add_alias_rules(self, router: Router, alias: str, tls: bool, done: _Host) -> None:

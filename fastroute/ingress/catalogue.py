@@ -100,8 +100,11 @@ def _annotations() -> _Table:
         {
             "ssl-redirect": "plain HTTP to a TLS host is redirected to HTTPS (308) unless false",
             "force-ssl-redirect": "redirects to HTTPS even for hosts without TLS",
-            "rewrite-target": "replaces the matched path prefix; regex captures ($1) come with "
-            "use-regex in issue 11 and are rejected until then",
+            "rewrite-target": "replaces the whole path, with $1 to $9 from the path's regex "
+            "(the query is kept); makes the Ingress's Prefix paths regexes, as use-regex does",
+            "use-regex": "the Ingress's Prefix and ImplementationSpecific paths are RE2 regexes, "
+            "case-insensitive, from the start of the path; only that Ingress's paths, not the "
+            "host's (see Regex paths)",
             "proxy-body-size": "413 beyond the size (k/m/g units); 0: no limit",
             "proxy-connect-timeout": "seconds to connect to a pod, per route",
             "proxy-read-timeout": "seconds between two reads from the pod, per route",
@@ -136,7 +139,7 @@ def _annotations() -> _Table:
             "Ingresses' rules on them too, as in ingress-nginx); an alias that another Ingress "
             "names as a host stays that Ingress's, and is reported",
             "upstream-vhost": "the Host header sent to the pod",
-            "x-forwarded-prefix": "X-Forwarded-Prefix sent to the pod",
+            "x-forwarded-prefix": "X-Forwarded-Prefix sent to the pod; $1 to $9 from a regex path",
             "custom-headers": "response headers from a ConfigMap",
             "proxy-http-version": (
                 "1.0 or 1.1 toward the pod; 1.0: a connection per request, a chunked body 411"
@@ -182,13 +185,6 @@ def _annotations() -> _Table:
             "connection-proxy-header": "fastroute manages the connections to the pods itself "
             "(a keep-alive pool)",
         },
-    )
-    _group(
-        t,
-        planned,
-        "regex paths, and the captures rewrite-target refers to",
-        "use-regex",
-        ISSUE_11,
     )
     _each(
         t,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Network, IPv6Network
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastroute import Router
 from fastroute.ingress.balancing import Affinity, HashKey
@@ -13,6 +13,7 @@ from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 
 if TYPE_CHECKING:
     from fastroute.ingress.certs import Certificate
+    from fastroute.ingress.regex import RegexIndex
 
 __all__ = [
     "Backend",
@@ -146,7 +147,8 @@ class Policy:
 
     ssl_redirect: bool = True  # redirect plain HTTP to HTTPS when the host has TLS
     force_ssl_redirect: bool = False  # redirect even when the host has no TLS section
-    rewrite_target: str | None = None  # replaces the matched path prefix
+    rewrite_target: str | None = None  # replaces the path; $1..$9: the regex's captures
+    use_regex: bool = False  # Prefix/ImplementationSpecific paths are RE2 regexes (regex.py)
     # limits and timeouts; None: the proxy's flag
     max_body_bytes: int | None = None  # 0: no limit
     connect_timeout: float | None = None
@@ -235,6 +237,7 @@ def _names(headers: Iterable[tuple[str, str]]) -> frozenset[bytes] | None:
 # what decide reads for every route, plain or not
 _ALWAYS_READ = frozenset(
     {"ssl_redirect", "force_ssl_redirect", "rewrite_target", "hsts", "aliases", "plain"}
+    | {"use_regex"}  # read by the build: it decides how the paths are matched
 )
 
 
@@ -318,6 +321,7 @@ class RouteConfig:
     # ssl-passthrough: SNI host ("a.com" or "*.a.com") -> the Target TLS is relayed to;
     # None: an exact host terminated here although a passthrough wildcard covers it
     passthrough: Mapping[str, Target | None] = field(default_factory=dict)
+    regex: RegexIndex | None = None  # the hosts with regex paths; None: no Ingress has any
 
     def certificate_for(self, server_name: str | None) -> Certificate | None:
         """The certificate for an SNI name: its exact host, then its wildcard, else None."""
@@ -342,6 +346,16 @@ class RouteConfig:
             return passthrough[name]
         label, _, parent = name.partition(".")
         return passthrough.get("*." + parent) if label and parent else None
+
+    def match(self, host: str | bytes | None, path: str | bytes) -> Any:
+        """What a request is routed to, as the proxy chooses: the trie's rules, and the
+        regex paths of the Ingresses that use them (``regex.py``)."""
+        found = self.router.match(host, path)
+        if self.regex is None:
+            return found
+        raw = path.encode("utf-8") if isinstance(path, str) else path
+        chosen = self.regex.choose(host, raw, found, self.router.default)
+        return found if chosen is None else chosen[0]
 
     def warnings(self) -> tuple[Problem, ...]:
         return tuple(p for p in self.problems if p.warning)

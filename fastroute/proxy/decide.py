@@ -26,7 +26,10 @@ server block, then the location's rewrite, preaccess and access phases):
    some (told ``X-Code: 503`` and the route's names, as ingress-nginx does:
    ``error_pages``), else is answered 503 with the reason in the log.
 7. ``rewrite-target`` replaces the forwarded path (nginx's ``rewrite`` replaces the whole
-   URI when the route's path matches); the query is kept.
+   URI when the route's path matches), ``$1``..``$9`` the captures of a regex path
+   (``ingress/regex.py``, which also says how regex and literal rules share a host); the
+   query is kept, after the template's own unless the template ends with ``?``.
+   ``x-forwarded-prefix`` may name captures too.
 8. ``affinity`` reads its cookie, ``upstream-hash-by`` its key, from the request
    (``choosing.request_choice``, on the plan as ``choice``); the forwarder picks the
    endpoint with them.
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field
 
 from fastroute.errors import BadRequestError, NoRouteError, ServiceUnavailableError
 from fastroute.ingress.model import Policy, RouteConfig, Target
+from fastroute.ingress.regex import Groups, rewrite
 from fastroute.proxy.access import Lists
 from fastroute.proxy.canary import choose
 from fastroute.proxy.choosing import Choice, request_choice
@@ -51,6 +55,7 @@ from fastroute.proxy.cors import CorsRules, cors_rules
 from fastroute.proxy.error_pages import ERROR_FIELDS, error_fields
 from fastroute.proxy.limiter import ClientLimits, Held
 from fastroute.proxy.memo import ByIdentity
+from fastroute.proxy.rewriting import with_prefix_captures
 from fastroute.proxy.targets import parse_target, simple_origin
 
 __all__ = ["ACME_CHALLENGE", "NO_FIELDS", "Answer", "Decision", "Forward", "RouteFields", "decide"]
@@ -176,6 +181,11 @@ def decide(
     if authority is None:
         raise BadRequestError("no Host header and no host in the request target")
     route = config.router.match(authority, match_path)
+    groups: Groups | None = None
+    if config.regex is not None:  # some Ingress has regex paths (ingress/regex.py)
+        chosen = config.regex.choose(authority, match_path, route, config.router.default)
+        if chosen is not None:
+            route, groups = chosen
     if route is None or route is config.router.default:
         # the other spelling of a from-to-www-redirect host is a host of its own, not
         # one for the catch-all (ingress-nginx gives it a server block)
@@ -203,7 +213,7 @@ def decide(
         location = b"https://" + _host_name(authority) + port + path + query
         return redirect(308, location, "https", route)
     if policy.rewrite_target is not None:
-        path = policy.rewrite_target.encode("utf-8")
+        path, query = rewrite(policy.rewrite_target, groups, query)
     if policy.plain:
         if not route.backend.usable():
             raise ServiceUnavailableError(
@@ -217,11 +227,15 @@ def decide(
     )
     if isinstance(plan, Answer):
         return _secured(plan, route, scheme)
-    chosen = plan.route.policy  # a canary's may be its own
-    if chosen.affinity is not None or chosen.upstream_hash is not None:
+    serving = plan.route.policy  # a canary's may be its own
+    if serving.affinity is not None or serving.upstream_hash is not None:
         plan.choice = request_choice(
-            chosen, target=target, host=authority, client=client, scheme=scheme, header=header
+            serving, target=target, host=authority, client=client, scheme=scheme, header=header
         )
+    prefix = policy.forwarded_prefix
+    if prefix is not None and "$" in prefix:  # captures of the regex path ($1..$9)
+        lines = with_prefix_captures(plan.fields.upstream_lines, prefix, groups)
+        plan.fields = dataclasses.replace(plan.fields, upstream_lines=lines)
     return plan
 
 
@@ -245,7 +259,7 @@ def _www_redirect(
     host = _host_name(authority)
     name = host.lower()
     other = name[4:] if name.startswith(b"www.") else b"www." + name
-    route = config.router.match(other, match_path)
+    route = config.match(other, match_path)
     if (
         isinstance(route, Target)
         and route.policy.from_to_www
