@@ -1078,3 +1078,58 @@ def test_a_canary_keeps_its_own_balancing_annotations() -> None:
     assert canary_target.policy.upstream_hash is not None
     assert canary_target.policy.upstream_hash.text == "$remote_addr"
     assert problems_of(config, "default/app-canary") == []
+
+
+# -- explain, and canaries on regex paths ----------------------------------------------
+
+
+def test_check_explain_shows_the_canary_rules_of_the_route(tmp_path: Any) -> None:
+    import yaml
+    from cli import run_controller
+
+    manifest = tmp_path / "ingresses.yaml"
+    manifest.write_text(
+        yaml.safe_dump_all(
+            [
+                *objects({"canary-by-header": "X-Canary", "canary-weight": "20"}, STICKY_MAIN),
+            ]
+        )
+    )
+    done = run_controller("check", "-f", str(manifest), "--explain", HOST, "/")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "canary: default/canary:80 beside default/web:80" in out
+    assert "session affinity: a session of main (route cookie) or canary (route cookie)" in out
+    assert "header X-Canary: 'always' -> canary, 'never' -> main" in out
+    assert "weight: 20 in 100 (20.0%) -> canary, the rest -> main" in out
+    # the session line comes before the header rule, as the choice is made
+    assert out.index("session affinity") < out.index("header X-Canary") < out.index("weight:")
+
+
+def test_a_canary_merges_onto_a_regex_path_of_its_main_ingress() -> None:
+    """The main Ingress's path is a regex (rewrite-target): a canary naming the same path
+    joins it, and the request keeps the main route's rewrite."""
+    path = "/api(/|$)(.*)"
+    main = ingress("app", "web", prefixed({"rewrite-target": "/$2"}), path=path)
+    canary = canary_ingress({"canary-by-header": "X-Canary"}, path=path)
+    config = build_config([*service("web", 1001), *service("canary", 1002), main, canary])
+    assert config.problems == ()
+
+    def plan(fields: Mapping[bytes, bytes]) -> Forward:
+        decided = decide(
+            config,
+            method=b"GET",
+            target=b"/API/users?q=1",
+            host=HOST.encode(),
+            scheme="http",
+            header=_headers(fields),
+        )
+        assert isinstance(decided, Forward)
+        return decided
+
+    to_canary = plan({b"x-canary": b"always"})
+    assert to_canary.route.backend.service == "canary"
+    assert to_canary.target == b"/users?q=1"
+    to_main = plan({})
+    assert to_main.route.backend.service == "web"
+    assert to_main.target == b"/users?q=1"

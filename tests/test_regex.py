@@ -28,7 +28,7 @@ from fastroute import InvalidRuleError, RouteConflictError
 from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.explain import SCOPE_NOTE, explain_route
 from fastroute.ingress.model import RouteConfig, Target
-from fastroute.ingress.regex import compile_path, expand, rewrite
+from fastroute.ingress.regex import compile_path, expand, literal_start, rewrite, searcher
 from fastroute.proxy.decide import Forward, decide
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
@@ -740,3 +740,49 @@ def test_the_incremental_builder_routes_as_a_whole_build_after_every_change(
         incremental, whole = builder.build(), build_config(list(held.values()))
         for host, path in requests:
             assert _service_of(incremental, host, path) == _service_of(whole, host, path)
+
+
+# -- the literal start: a path that cannot match is turned away before RE2 -------------
+
+PATTERN_PIECES = [
+    "/a", "/B", "b", "/", "[ab]", "[|]", "[^]|]", ".*", "(/|$)", "(.*)", "b?", "a*", "a{0,2}",
+    "|/b", "/a+", "\\.", "\\|", "(a|b)", "(?:x|/)", "é", "$",
+]  # fmt: skip
+PATH_PIECES = ["a", "A", "b", "B", "/", ".", "|", "x", "é", "É", "ab"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(PATTERN_PIECES), min_size=1, max_size=5).map(
+        lambda p: "/" + "".join(p)
+    ),
+    st.lists(st.lists(st.sampled_from(PATH_PIECES), max_size=6).map("".join), max_size=5),
+)
+def test_the_literal_start_never_turns_away_a_path_the_pattern_matches(
+    path: str, requests: list[str]
+) -> None:
+    """``searcher`` with the literal start answers as RE2's own search, on patterns with
+    alternation, classes, escapes and quantifiers, and paths in any case and in Latin-1."""
+    try:
+        pattern = compile_path(path)
+    except ValueError:
+        return
+    search = searcher(pattern, literal_start(path))
+    for request in requests:
+        raw = ("/" + request).encode("latin-1")
+        found = pattern.search(raw)
+        groups = search(raw)
+        assert (groups is None) == (found is None), (path, raw)
+        if found is not None:
+            expected = tuple(g or b"" for g in found.groups()[:9])
+            assert groups is not None
+            assert groups[: len(expected)] == expected
+
+
+def test_the_literal_start_of_common_paths() -> None:
+    assert literal_start("/api(/|$)(.*)") == b"/api"
+    assert literal_start("/V2/users/([0-9]+)") == b"/v2/users/"
+    assert literal_start("/ab?c") == b"/a"  # b may be left out
+    assert literal_start("/a|/b") == b""  # the second alternative may start anywhere
+    assert literal_start("/x(a|b)") == b"/x"  # an alternation inside a group does not
+    assert literal_start("/caf\u00e9/x") == b"/caf"  # ASCII only: RE2 folds Latin-1 itself

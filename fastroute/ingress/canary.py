@@ -193,6 +193,13 @@ def describe_canary(target: Target) -> list[str]:
         return []
     main, canary = split.targets
     lines = [f"canary: {canary.backend.name} beside {main.backend.name}"]
+    sessions = [
+        f"{which} ({t.policy.affinity.name} cookie)"
+        for which, t in (("main", main), ("canary", canary))
+        if t.policy.affinity is not None
+    ]
+    if sessions:
+        lines.append(f"session affinity: a session of {' or '.join(sessions)} stays there")
     if rules.header:
         if rules.header_value:
             lines.append(

@@ -1,4 +1,5 @@
-"""Why a config routes a request where it does: the trie's rules and the regex paths.
+"""Why a config routes a request where it does: the trie's rules, the regex paths, and
+the route's canary.
 
 ``Router.explain`` tells the trie's side. A config whose Ingresses use regex paths
 (``use-regex``, ``rewrite-target``) has a second side: the host's regex rules, weighed
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fastroute.ingress.canary import describe_canary
 from fastroute.ingress.model import RouteConfig, Target
 from fastroute.ingress.regex import Choice, RegexSite, rewrite
 from fastroute.routes import Explanation
@@ -44,11 +46,19 @@ class RouteExplanation:
     target: bytes
 
     def __str__(self) -> str:
+        lines = self._lines()
+        if isinstance(self.route, Target):
+            lines.extend(
+                f"  {line}" if i else line for i, line in enumerate(describe_canary(self.route))
+            )
+        return "\n".join(lines)
+
+    def _lines(self) -> list[str]:
         if self.site is None or self.choice is None:
             lines = [str(self.trie)]
             if self.target:
                 lines.append(f"rewrite: upstream is sent {self.target.decode('latin-1')!r}")
-            return "\n".join(lines)
+            return lines
         site, choice = self.site, self.choice
         lines = [
             f"request: host {self.trie.host!r} path {self.path!r}",
@@ -79,7 +89,7 @@ class RouteExplanation:
         if self.target:
             lines.append(f"rewrite: upstream is sent {self.target.decode('latin-1')!r}")
         lines.append(f"result:  {_name(self.route)} ({choice.reason})")
-        return "\n".join(lines)
+        return lines
 
 
 def _scope(host: str) -> str:

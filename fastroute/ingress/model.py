@@ -241,7 +241,7 @@ _ALWAYS_READ = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Target:
     """What the router returns for a request: where it goes and under which rules."""
 
@@ -254,6 +254,15 @@ class Target:
     path: str = ""  # the rule's path as written (an affinity cookie's Path)
     # several backends share the route's requests (a canary); ``backend`` is the main one
     split: Split | None = None
+
+    def __repr__(self) -> str:
+        """Short, for explanations and logs: the Ingress, the backend, what else applies
+        (the policy is ``target.policy``'s own repr)."""
+        extra = "" if self.policy.plain else ", annotated"
+        if self.split is not None:
+            others = ", ".join(t.backend.name for t in self.split.targets[1:])
+            extra += f", split with {others}"
+        return f"Target({self.ingress} -> {self.backend.name}{extra})"
 
 
 @dataclass(frozen=True, slots=True)

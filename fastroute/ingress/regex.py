@@ -31,7 +31,7 @@ at unless a regex host could shadow it (a regex wildcard or host-less rule).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -62,6 +62,7 @@ _OPTIONS.case_sensitive = False  # nginx's ~*
 # its captures keep every byte
 _OPTIONS.encoding = re2.Options.Encoding.LATIN1
 _OPTIONS.log_errors = False  # the reason goes into the Problem, not to stderr
+_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", 0)  # "^" is in the pattern
 
 
 def is_regex_rule(policy: Policy, path_type: str) -> bool:
@@ -102,6 +103,11 @@ class RegexRule:
     target: Target
     pattern: Any = field(repr=False, compare=False)  # compile_path(path)
     order: int = 0  # the host's rules: older Ingress first, then as written
+    # what a request runs: the captures of the path searched for, or None
+    search: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "search", searcher(self.pattern, literal_start(self.path)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +162,9 @@ class RegexSite:
         for rule in self.rules:
             if len(rule.path) <= length:
                 break  # ties go to the literal rule
-            match = rule.pattern.search(path)
-            if match is not None:
-                return rule.target, _groups(match), rule
+            groups = rule.search(path)
+            if groups is not None:
+                return rule.target, groups, rule
         return (found if length >= 0 else default), None, None
 
     def explain(self, path: bytes, found: Any, default: Any) -> Choice:
@@ -184,6 +190,81 @@ class RegexSite:
         else:
             reason = "no rule of this host matches; the default backend"
         return Choice(route, groups, winner, length, matching, reason)
+
+
+_META = frozenset("\\.^$|?*+()[]{}")
+
+
+def literal_start(path: str) -> bytes:
+    """What every path the regex ``^path`` matches starts with, lower case (ASCII only,
+    so that bytes.lower() folds it as RE2 does); b"" when that cannot be told."""
+    if _alternates(path):  # "^/a|/b": the second alternative is searched anywhere
+        return b""
+    end = 0
+    while end < len(path) and path[end] not in _META and path[end].isascii():
+        end += 1
+    if end < len(path) and path[end] in "?*{":  # the last character may be left out
+        end -= 1
+    return path[:end].lower().encode("ascii")
+
+
+def _alternates(path: str) -> bool:
+    """Whether ``path`` has a ``|`` outside any group; True when unsure."""
+    depth, i, in_class = 0, 0, False
+    while i < len(path):
+        char = path[i]
+        if char == "\\":
+            i += 1
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if path[i + 1 : i + 2] == "^":
+                i += 1
+            if path[i + 1 : i + 2] == "]":  # a "]" first in a class is one of its members
+                i += 1
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif char == "|" and depth == 0:
+            return True
+        i += 1
+    return depth != 0 or in_class
+
+
+def searcher(pattern: Any, start: bytes = b"") -> Callable[[bytes], Groups | None]:
+    """``pattern`` searched in a path: its captures ($1..$9), or None.
+
+    A path that does not begin with the pattern's literal ``start`` (in any case) is
+    turned away before RE2 is asked: on a host with several regex paths, most are misses.
+    RE2's own matcher gives the spans of the groups; the ``re2`` module's Match objects
+    around them cost three times the search itself.
+    """
+    regexp = getattr(pattern, "_regexp", None)
+    match = getattr(regexp, "Match", None)
+    size = len(start)
+    if match is None:  # another google-re2 layout: its public API
+        return lambda path: _groups_of(pattern.search(path))
+
+    def search(path: bytes) -> Groups | None:
+        if size and path[:size].lower() != start:
+            return None
+        spans = match(_UNANCHORED, path, 0, len(path))
+        if spans[0][0] < 0:
+            return None
+        if len(spans) == 1:
+            return NO_GROUPS
+        found = tuple(path[a:b] if a >= 0 else b"" for a, b in spans[1:10])
+        return found + NO_GROUPS[len(found) :]
+
+    return search
+
+
+def _groups_of(match: Any) -> Groups | None:
+    return None if match is None else _groups(match)
 
 
 def _groups(match: Any) -> Groups:
