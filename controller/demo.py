@@ -181,7 +181,11 @@ manifests (edit them and watch the routes follow): {manifest}
                           -H 'Origin: https://app.shop.example.com' {plain}/api/cart
   allowlist: 403     curl -i -H 'Host: shop.example.com' {plain}/admin
   body limit: 413    curl -i -H 'Host: shop.example.com' --data-binary @/etc/services {plain}/api
+  regex + rewrite    curl -H 'Host: store.example.com' {plain}/API/cart/42
+  canary by header   curl -H 'Host: store.example.com' -H 'X-Canary: always' {plain}/api/cart
+  sticky session     curl -i -H 'Host: store.example.com' {plain}/api/cart
   migration report   fastroute-controller check -f examples/
+  why this route     fastroute-controller check -f examples/ --explain store.example.com /api/x
   catch-all          curl -H 'Host: nowhere.example' {plain}/
                      curl {plain}/
 

@@ -102,6 +102,25 @@ def test_the_demo_routes_the_examples_as_their_documents_say() -> None:
             assert upload.status_code == 413  # proxy-body-size: 1k
             assert get("shop.example.com", "/admin").status_code == 403  # not in 10.0.0.0/8
             assert "allowlist: 403" in output
+            # 07: a regex path's captures rewrite the path; a canary by header; a session
+            api = get("store.example.com", "/API/cart/42")
+            assert api.text.startswith("service store-v1 answered GET /cart/42\n")
+            session = api.headers["set-cookie"].split(";")[0]
+            assert session.startswith("store-session=")
+            client.cookies.clear()  # a session would keep the client on store-v1
+            canary = client.get(
+                f"http://127.0.0.1:{http}/api/cart",
+                headers={"host": "store.example.com", "x-canary": "always"},
+            )
+            assert canary.text.startswith("service store-v2 answered GET /cart\n")
+            client.cookies.clear()  # the canary began a session of its own
+            for _ in range(20):  # the session keeps its backend, canary weight or not
+                kept = client.get(
+                    f"http://127.0.0.1:{http}/api/cart",
+                    headers={"host": "store.example.com", "cookie": session},
+                )
+                assert kept.text.startswith("service store-v1 ")
+            assert "canary by header" in output
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
