@@ -48,7 +48,7 @@ class Entry:
     name: str  # without a prefix
     status: Status
     note: str
-    planned_in: str = ""  # for planned ones: "issue 11", "issue 12", "later"
+    planned_in: str = ""  # for planned ones: "issue 12", "later"
 
     @property
     def fine(self) -> bool:
@@ -57,13 +57,12 @@ class Entry:
 
     @property
     def shown_status(self) -> str:
-        """``planned (issue 11)``, or the status alone."""
+        """``planned (issue 12)``, or the status alone."""
         return f"{self.status} ({self.planned_in})" if self.planned_in else str(self.status)
 
 
 _Table = dict[str, Entry]
 
-ISSUE_11 = "issue 11"  # regex and captures, affinity, hashing and EWMA, canaries, SSL passthrough
 ISSUE_12 = "issue 12"  # external auth, basic auth, client certificates
 LATER = "later"  # HTTP/2, gRPC
 
@@ -241,24 +240,35 @@ def _annotations() -> _Table:
     _group(
         t,
         planned,
-        "basic and digest authentication; until then the route is served without it",
+        "basic and digest authentication; until then the route answers 503 rather than "
+        "serve without it",
         "auth-type auth-secret auth-secret-type auth-realm",
         ISSUE_12,
     )
     _group(
         t,
         planned,
-        "external authentication (auth-url); until then the route is served without it",
+        "external authentication (auth-url); until then the route answers 503 rather than "
+        "serve without it",
         "auth-url auth-method auth-signin auth-signin-redirect-param auth-response-headers "
         "auth-request-redirect auth-cache-key auth-cache-duration auth-keepalive "
         "auth-keepalive-share-vars auth-keepalive-requests auth-keepalive-timeout "
-        "auth-proxy-set-headers auth-always-set-cookie enable-global-auth satisfy",
+        "auth-proxy-set-headers auth-always-set-cookie",
         ISSUE_12,
     )
     _group(
         t,
         planned,
-        "client certificate authentication; until then the route is served without it",
+        "how a route's authentication combines with the global one and with allow lists; "
+        "without authentication there is nothing to combine",
+        "enable-global-auth satisfy",
+        ISSUE_12,
+    )
+    _group(
+        t,
+        planned,
+        "client certificate authentication; until then the route answers 503 rather than "
+        "serve without it",
         "auth-tls-secret auth-tls-verify-depth auth-tls-verify-client auth-tls-error-page "
         "auth-tls-pass-certificate-to-upstream auth-tls-match-cn",
         ISSUE_12,
