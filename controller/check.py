@@ -195,6 +195,7 @@ def check(
     *,
     configmap: Mapping[str, Any] | None = None,
     configmap_name: str | None = None,
+    ssl_passthrough: bool = False,
 ) -> Report:
     """The migration report of the Ingresses among ``objects`` and of ``configmap``.
 
@@ -205,7 +206,7 @@ def check(
     ingresses = [o for o in objects if kind(o) == "Ingress" and name(o)]
     if configmap is not None:
         configmap_name = configmap_name or f"{namespace(configmap)}/{name(configmap)}"
-    config = checked_config(objects, configmap, configmap_name)
+    config = checked_config(objects, configmap, configmap_name, ssl_passthrough=ssl_passthrough)
     reports = [_ingress_report(o, config.problems) for o in ingresses]
     reports.sort(key=lambda r: r.name)
     keys: list[Finding] = []
@@ -228,6 +229,8 @@ def checked_config(
     objects: Iterable[Mapping[str, Any]],
     configmap: Mapping[str, Any] | None = None,
     configmap_name: str | None = None,
+    *,
+    ssl_passthrough: bool = False,
 ) -> RouteConfig:
     """The config of every Ingress among ``objects``, whatever class it names."""
     objects = list(objects)
@@ -242,6 +245,7 @@ def checked_config(
         objects,
         classes=ClassPolicy(class_names=frozenset(classes - {""}), adopt_classless=True),
         configmap=configmap_name if configmap is not None else None,
+        ssl_passthrough=ssl_passthrough,
     )
 
 

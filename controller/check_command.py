@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAMESPACE/NAME",
         help="the ConfigMap ingress-nginx's controller read (its --configmap)",
     )
+    parser.add_argument(
+        "--enable-ssl-passthrough",
+        action="store_true",
+        help="check as a controller started with this flag: ssl-passthrough is honoured",
+    )
     parser.add_argument("--output", choices=["table", "json"], default="table")
     parser.add_argument(
         "--explain",
@@ -148,9 +153,10 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> int:
         host, path = args.explain
         if not path.startswith("/"):
             parser.error(f"--explain: the path must start with '/', got {path!r}")
-        out.write(f"{explain_route(checked_config(objects, configmap), host, path)}\n")
+        config = checked_config(objects, configmap, ssl_passthrough=args.enable_ssl_passthrough)
+        out.write(f"{explain_route(config, host, path)}\n")
         return 0
-    report = check(objects, configmap=configmap)
+    report = check(objects, configmap=configmap, ssl_passthrough=args.enable_ssl_passthrough)
     if args.output == "json":
         json.dump(report.as_json(), out, indent=2)
         out.write("\n")

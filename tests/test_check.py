@@ -255,3 +255,16 @@ def test_a_configmap_value_fastroute_rejects_is_reported_and_fails_the_check(
     path = _write(tmp_path, _ingress("web", {}), fixed)
     code, report = _json("-f", str(path), "--configmap", "ingress-nginx/controller")
     assert (code, report["configmap"]["problems"]) == (0, [])
+
+
+def test_ssl_passthrough_is_checked_as_the_controller_will_run(tmp_path: Path) -> None:
+    """Without --enable-ssl-passthrough the controller ignores the annotation, and check
+    warns so; with the flag, as the migrating cluster's controller ran, it does not."""
+    manifest = _write(tmp_path, _ingress("vault", {NGINX + "ssl-passthrough": "true"}))
+    warning = "ssl-passthrough ignored: the controller runs without --enable-ssl-passthrough"
+    without = run_controller("check", "-f", str(manifest))
+    assert warning in without.stdout
+    with_flag = run_controller("check", "-f", str(manifest), "--enable-ssl-passthrough")
+    assert with_flag.returncode == 0, with_flag.stdout
+    assert "ssl-passthrough: true  honoured" in with_flag.stdout
+    assert warning not in with_flag.stdout
