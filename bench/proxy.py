@@ -39,7 +39,9 @@ from types import FrameType
 
 from proxy_peers import (
     ANNOTATED_PROBES,
+    CANARY_PROBES,
     PROBES,
+    REGEX_PROBES,
     Fastroute,
     Processes,
     check_answers,
@@ -118,6 +120,10 @@ class Target:
 
 
 ANNOTATED = "fastroute-annotated"  # fastroute, measured on its annotated routes
+CANARY = "fastroute-canary"  # on the routes with a canary Ingress (by header, 50% weight)
+REGEX = "fastroute-regex"  # on the regex paths with a capture rewrite
+# the same fastroute process, on other routes than the plain ones
+ROUTE_SETS = {ANNOTATED: ANNOTATED_PROBES, CANARY: CANARY_PROBES, REGEX: REGEX_PROBES}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -255,12 +261,13 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
             Target(c, "annotated/plain req/s", paired(c, "rps", ANNOTATED), 0.90),
             Target(c, "annotated/plain CPU/req", paired(c, "cpu", ANNOTATED), 1.10,
                    at_least=False),
+            Target(c, "canary/plain req/s", paired(c, "rps", CANARY), None),
+            Target(c, "canary/plain CPU/req", paired(c, "cpu", CANARY), None, at_least=False),
+            Target(c, "regex/plain req/s", paired(c, "rps", REGEX), None),
+            Target(c, "regex/plain CPU/req", paired(c, "cpu", REGEX), None, at_least=False),
         ]  # fmt: skip
-    return [
-        t
-        for t in targets
-        if t.value is not None or ("baseline" not in t.label and "annotated" not in t.label)
-    ]
+    optional = ("baseline", "annotated", "canary", "regex")
+    return [t for t in targets if t.value is not None or not any(o in t.label for o in optional)]
 
 
 def _table(summaries: dict[tuple[str, int], Summary]) -> list[str]:
@@ -336,7 +343,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip-annotated",
         action="store_true",
-        help="no run on the routes with annotations (CORS, an allowlist, timeouts, a header)",
+        help="no runs on the routes with annotations (CORS, an allowlist, timeouts, a header), "
+        "with a canary, or with regex paths",
     )
     parser.add_argument("--skip-aiohttp", action="store_true")
     parser.add_argument("--skip-nginx", action="store_true")
@@ -361,10 +369,11 @@ def run(
     pids = {"fastroute": fast.process.pid}
     scripts: dict[str, Path] = {}
     if not args.skip_annotated:
-        # the same process, on the routes of an Ingress with annotations
-        peers[ANNOTATED] = fast.port
-        pids[ANNOTATED] = fast.process.pid
-        scripts[ANNOTATED] = rotation_script(tmp / "annotated.lua", ANNOTATED_PROBES)
+        # the same process, on the routes of Ingresses with annotations
+        for name, probes in ROUTE_SETS.items():
+            peers[name] = fast.port
+            pids[name] = fast.process.pid
+            scripts[name] = rotation_script(tmp / f"{name}.lua", probes)
     if args.baseline:
         baseline = start_fastroute(
             processes, tmp / "baseline", backend, flags=flags, workers=1, python=args.baseline
@@ -372,7 +381,7 @@ def run(
         peers["fastroute-baseline"] = baseline.port
         pids["fastroute-baseline"] = baseline.process.pid
     for name, port in peers.items():
-        check_answers(name, port, ANNOTATED_PROBES if name == ANNOTATED else PROBES)
+        check_answers(name, port, ROUTE_SETS.get(name, PROBES))
     script = rotation_script(tmp / "rotate.lua", PROBES)
     summaries = _measure(
         processes, peers, script, args.connections, args.rounds, args.duration, pids, scripts

@@ -113,7 +113,8 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
     assert run.returncode == 0, run.stderr
     results = json.loads(report.read_text())["results"]
-    assert {r["proxy"] for r in results} == {"nginx", "fastroute", "fastroute-annotated"}
+    route_sets = {"fastroute-annotated", "fastroute-canary", "fastroute-regex"}
+    assert {r["proxy"] for r in results} == {"nginx", "fastroute", *route_sets}
     for result in results:
         (only,) = result["rounds"]
         assert only["requests"] > 0, result
@@ -121,13 +122,16 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
         assert only["socket_errors"] == 0, result
     cpu = {r["proxy"]: r["cpu_us_per_request"] for r in results}
     assert cpu["fastroute"] > 0  # read from /proc for the fastroute process
-    assert cpu["fastroute-annotated"] > 0  # the same process, on the annotated routes
+    for name in route_sets:  # the same process, on its annotated, canary and regex routes
+        assert cpu[name] > 0, name
     assert cpu["nginx"] is None
     for ratio in (
         "fastroute/nginx req/s",
         "fastroute/nginx p99",
         "annotated/plain req/s",
         "annotated/plain CPU/req",
+        "canary/plain req/s",
+        "regex/plain CPU/req",
     ):
         assert any(line.startswith("c64") and ratio in line for line in run.stdout.splitlines())
     assert "fastroute/aiohttp req/s" in run.stdout  # reported as skipped, not left out
