@@ -639,6 +639,19 @@ class ConfigBuilder:
         """
         specs = sorted((self._specs[k] for k in self._by_host.get(bucket, ())), key=_order)
         canaries = self._canaries(specs, bucket, alias is None, done)
+        # an exact host without regex paths: what the trie finds on it is final (a request
+        # for it never consults the regex index)
+        served = bucket if alias is None else alias
+        final = (
+            bool(served)
+            and not served.startswith("*.")
+            and not any(
+                is_regex_rule(spec.policy, rule.path_type)
+                for spec in specs
+                for rule in spec.rules
+                if rule.bucket == bucket
+            )
+        )
         merged: dict[RuleId, str] = {}  # canary rule -> "" merged, else why not
         for spec in specs:
             if spec.policy.canary is not None:
@@ -646,7 +659,7 @@ class ConfigBuilder:
             for rule in spec.rules:
                 if rule.bucket != bucket or isinstance(rule.backend, str):
                     continue
-                target = self._target(spec, rule.backend, tls, done, rule.path)
+                target = self._target(spec, rule.backend, tls, done, rule.path, final)
                 rule_id = (rule.bucket, rule.path, rule.path_type)
                 canary = canaries.get(rule_id)
                 if canary is not None:
@@ -705,7 +718,7 @@ class ConfigBuilder:
             if spec.policy.canary is not None:
                 continue  # a canary's default backend is no host's default
             if bucket in spec.hosts and isinstance(spec.default, tuple):
-                target = self._target(spec, spec.default, tls, done)
+                target = self._target(spec, spec.default, tls, done, final=final)
                 try:
                     router.add(default_host, "/", "Prefix", target)
                 except RouteConflictError:
@@ -772,6 +785,7 @@ class ConfigBuilder:
         tls: bool,
         done: _Host,
         path: str = "/",
+        final: bool = False,
     ) -> Target:
         service, port = ref
         done.services.add((spec.namespace, service))
@@ -782,7 +796,8 @@ class ConfigBuilder:
         if error_backend is None and spec.policy.custom_http_errors:
             done.uses_catch_all = True  # also when there is none yet: one may come
             error_backend = _backend_of(self._catch_all)
-        return Target(spec.key, backend, self._policy(spec)[0], tls, error_backend, path)
+        policy = self._policy(spec)[0]
+        return Target(spec.key, backend, policy, tls, error_backend, path, trie_final=final)
 
     def _canaries(
         self, specs: list[IngressSpec], bucket: str, report: bool, done: _Host

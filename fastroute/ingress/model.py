@@ -254,6 +254,9 @@ class Target:
     path: str = ""  # the rule's path as written (an affinity cookie's Path)
     # several backends share the route's requests (a canary); ``backend`` is the main one
     split: Split | None = None
+    # its rule is on an exact host with no regex paths: the trie's answer stands, and a
+    # request it serves skips the regex index (``RouteConfig.regex``)
+    trie_final: bool = False
 
     def __repr__(self) -> str:
         """Short, for explanations and logs: the Ingress, the backend, what else applies

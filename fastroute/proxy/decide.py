@@ -182,7 +182,8 @@ def decide(
         raise BadRequestError("no Host header and no host in the request target")
     route = config.router.match(authority, match_path)
     groups: Groups | None = None
-    if config.regex is not None:  # some Ingress has regex paths (ingress/regex.py)
+    # some Ingress has regex paths (ingress/regex.py), maybe on this request's host
+    if config.regex is not None and (route is None or not route.trie_final):
         chosen = config.regex.choose(authority, match_path, route, config.router.default)
         if chosen is not None:
             route, groups = chosen
