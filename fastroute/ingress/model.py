@@ -363,7 +363,7 @@ class RouteConfig:
         """What a request is routed to, as the proxy chooses: the trie's rules, and the
         regex paths of the Ingresses that use them (``regex.py``)."""
         found = self.router.match(host, path)
-        if self.regex is None:
+        if self.regex is None or (isinstance(found, Target) and found.trie_final):
             return found
         raw = path.encode("utf-8") if isinstance(path, str) else path
         chosen = self.regex.choose(host, raw, found, self.router.default)
