@@ -192,7 +192,9 @@ def _annotations() -> _Table:
             "affinity": "cookie: sticky sessions; the cookie names the pod by a token, the same "
             "in every replica and across config changes",
             "affinity-mode": "balanced (sessions rebalance when pods are added) or persistent",
-            "affinity-canary-behavior": "sticky or legacy, read into the route's policy",
+            "affinity-canary-behavior": "on a canary Ingress: sticky (the default) shares the "
+            "main route's cookie affinity, a session staying on the backend it began on; "
+            "legacy keeps the canary's own",
             "session-cookie-name": "the cookie's name (default INGRESSCOOKIE)",
             "session-cookie-path": "the cookie's Path; default the rule's path (for a regex "
             "path, its literal start up to the last '/')",
