@@ -19,8 +19,9 @@ lose behaviour without anyone noticing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from fastroute.ingress.balancing import (
@@ -626,10 +627,29 @@ def read_policy(
         namespace: the Ingress's, for the ConfigMaps and Services annotations name.
         configmap: "namespace/name" -> its data, or None when it does not exist.
     """
+    present, overridden = _present(annotations)
+    if not present and not overridden:  # most Ingresses: the ConfigMap's policy alone
+        return _unannotated(settings), []
+    return _read_policy(present, overridden, settings, namespace, configmap)
+
+
+@lru_cache(maxsize=16)
+def _unannotated(settings: Settings) -> Policy:
+    """The policy of an Ingress without annotations: one object per settings, so that
+    what is derived from it once per policy (the proxy's fields, timeouts) is shared."""
+    return _read_policy({}, [], settings, "", None)[0]
+
+
+def _read_policy(
+    present: Mapping[str, tuple[str, str]],
+    overridden: Iterable[str],
+    settings: Settings,
+    namespace: str,
+    configmap: ConfigMapLookup | None,
+) -> tuple[Policy, list[tuple[str, str, bool]]]:
     reading = Reading(namespace, settings, configmap)
     notes: list[tuple[str, str, bool]] = []
     refused: list[str] = []
-    present, overridden = _present(annotations)
     for key in overridden:
         name = key.partition("/")[2]
         notes.append((key, f"overridden by {present[name][0]}, which is also set", True))

@@ -156,7 +156,8 @@ class _Host:
     services: set[ServiceKey]
     uses_catch_all: bool = False  # an error backend of its is the catch-all's backend
     regex: list[RegexRule] = field(default_factory=list)  # its regex paths (regex.py)
-    # (target, path, path type) of the rules it added to the trie, for regex precedence
+    # (target, path, path type) of the rules it added to the trie, for the precedence of
+    # its regex paths (kept only when it has some)
     literal: list[tuple[Target, str, str]] = field(default_factory=list)
 
 
@@ -642,16 +643,13 @@ class ConfigBuilder:
         # an exact host without regex paths: what the trie finds on it is final (a request
         # for it never consults the regex index)
         served = bucket if alias is None else alias
-        final = (
-            bool(served)
-            and not served.startswith("*.")
-            and not any(
-                is_regex_rule(spec.policy, rule.path_type)
-                for spec in specs
-                for rule in spec.rules
-                if rule.bucket == bucket
-            )
+        regex = any(
+            is_regex_rule(spec.policy, rule.path_type)
+            for spec in specs
+            for rule in spec.rules
+            if rule.bucket == bucket
         )
+        final = bool(served) and not served.startswith("*.") and not regex
         merged: dict[RuleId, str] = {}  # canary rule -> "" merged, else why not
         for spec in specs:
             if spec.policy.canary is not None:
@@ -702,7 +700,8 @@ class ConfigBuilder:
                         done.problems.append(Problem("Ingress", spec.key, rule.where, error.reason))
                     continue
                 done.rules.append((rule_host, rule.path, rule.path_type))
-                done.literal.append((target, rule.path, rule.path_type))
+                if regex:  # the lengths its regex paths are weighed against
+                    done.literal.append((target, rule.path, rule.path_type))
                 if canary is not None and not merged[rule_id]:
                     canaries.pop(rule_id)
         if alias is None:
@@ -729,7 +728,8 @@ class ConfigBuilder:
                         done.problems.append(Problem("Ingress", spec.key, where, error.reason))
                 else:
                     done.rules.append((default_host, "/", "Prefix"))
-                    done.literal.append((target, "/", "Prefix"))
+                    if regex:
+                        done.literal.append((target, "/", "Prefix"))
                 break
 
     def _add_alias_rules(self, router: Router, alias: str, tls: bool, done: _Host) -> None:
