@@ -167,6 +167,8 @@ MALFORMED: list[tuple[str, str, str]] = [
     ("backend-protocol", "grpcs", "needs HTTP/2, not supported yet"),
     ("backend-protocol", "FCGI", "needs FastCGI, not supported yet"),
     ("backend-protocol", "SPDY", "HTTPS"),
+    ("use-regex", "yes", "true"),
+    ("ssl-passthrough", "on", "true"),
 ]
 
 
