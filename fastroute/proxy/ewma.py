@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fastroute.ingress.model import Endpoint
@@ -100,6 +101,21 @@ class PeakEwma:
         stat.in_flight = max(0, stat.in_flight - 1)
         if latency is not None:
             self.observed(endpoint, latency, now)
+
+    @contextmanager
+    def measuring(self, endpoint: Endpoint, clock: Callable[[], float]) -> Iterator[None]:
+        """``started`` and ``finished`` around one exchange: the endpoint is in flight for
+        the block, and its latency (``clock`` readings) is folded in if the block ends
+        without an exception."""
+        began = clock()
+        self.started(endpoint)
+        try:
+            yield
+        except BaseException:
+            self.finished(endpoint, None, clock())
+            raise
+        now = clock()
+        self.finished(endpoint, now - began, now)
 
     def observed(self, endpoint: Endpoint, latency: float, now: float) -> None:
         """Fold one latency reading (seconds) into the endpoint's average."""

@@ -219,10 +219,11 @@ class Forwarder:
             # with an endpoint left to ask) does the exchange time its own wait
             timed = resendable and "timeout" in rules and len(attempts) > 1
             try:
-                if ewma:
-                    response, received, rest = await self._measured_exchange(
-                        client, upstream, outgoing, head, body, after, timeouts, timed
-                    )
+                if ewma:  # load-balance: ewma times each exchange
+                    with self.chooser.ewma.measuring(endpoint, trio.current_time):
+                        response, received, rest = await self._exchange(
+                            client, upstream, outgoing, head, body, after, timeouts, timed
+                        )
                 else:
                     response, received, rest = await self._exchange(
                         client, upstream, outgoing, head, body, after, timeouts, timed
@@ -303,33 +304,6 @@ class Forwarder:
         if last_error is None:  # decide saw endpoints: they went away since
             last_error = ServiceUnavailableError(backend.problem or "no endpoints")
         raise last_error
-
-    async def _measured_exchange(
-        self,
-        client: ClientSide,
-        upstream: Upstream,
-        outgoing: bytes,
-        head: RequestHead,
-        body: RequestBodyStart | None,
-        after: bytes,
-        timeouts: Timeouts,
-        timed: bool,
-    ) -> tuple[ResponseHead, bytes, bytes]:
-        """``_exchange``, with the endpoint counted in flight and its latency (request
-        sent to response head) reported to the EWMA balancer."""
-        ewma = self.chooser.ewma
-        endpoint = upstream.endpoint
-        started = trio.current_time()
-        ewma.started(endpoint)
-        latency: float | None = None
-        try:
-            found = await self._exchange(
-                client, upstream, outgoing, head, body, after, timeouts, timed
-            )
-            latency = trio.current_time() - started
-            return found
-        finally:
-            ewma.finished(endpoint, latency, trio.current_time())
 
     def _with_cookie(self, plan: Forward, endpoint: Endpoint) -> Forward:
         """The plan with the affinity cookie's Set-Cookie on the response, when one is due."""
