@@ -29,7 +29,6 @@ from fastroute.ingress.balancing import (
     CANARY_BEHAVIORS,
     LOAD_BALANCE,
     Affinity,
-    HashKey,
 )
 from fastroute.ingress.balancing_syntax import (
     read_choice,
@@ -378,12 +377,13 @@ def _ssl_protocols(text: str, _: Reading) -> tuple[str, ...]:
     return tuple(dict.fromkeys(protocols))
 
 
+def _text(read: Callable[[str], Any]) -> Parser:
+    """A parser of the text alone (most are)."""
+    return lambda text, _: read(text)
+
+
 def _load_balance(text: str, _: Reading) -> str:
     return read_choice(text, LOAD_BALANCE)
-
-
-def _hash_key(text: str, _: Reading) -> HashKey:
-    return read_hash_key(text)
 
 
 def _affinity_type(text: str, _: Reading) -> bool:
@@ -397,26 +397,6 @@ def _affinity_mode(text: str, _: Reading) -> str:
 
 def _canary_behavior(text: str, _: Reading) -> str:
     return read_choice(text, CANARY_BEHAVIORS)
-
-
-def _cookie_name(text: str, _: Reading) -> str:
-    return read_cookie_name(text)
-
-
-def _cookie_path(text: str, _: Reading) -> str:
-    return read_cookie_path(text)
-
-
-def _cookie_domain(text: str, _: Reading) -> str:
-    return read_cookie_domain(text)
-
-
-def _samesite(text: str, _: Reading) -> str:
-    return read_samesite(text)
-
-
-def _seconds(text: str, _: Reading) -> int:
-    return read_seconds(text)
 
 
 # -- the table -----------------------------------------------------------------------
@@ -492,16 +472,21 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
     A("proxy-ssl-secret", "upstream_tls", None, "CA and client certificate (a Secret)"),
     # which endpoint: affinity, else upstream-hash-by, else load-balance
     A("load-balance", "load_balance", _load_balance, "round_robin or ewma (peak EWMA)"),
-    A("upstream-hash-by", "upstream_hash", _hash_key, "consistent hashing on this key"),
+    A("upstream-hash-by", "upstream_hash", _text(read_hash_key), "consistent hashing on this key"),
     A("upstream-hash-by-subset", "upstream_hash_subset", _bool, "hash to a subset of pods"),
     A("upstream-hash-by-subset-size", "upstream_hash_subset_size", _count, "pods per subset"),
     A("affinity", "affinity.enabled", _affinity_type, "cookie: sticky sessions"),
     A("affinity-mode", "affinity.mode", _affinity_mode, "balanced or persistent"),
     A("affinity-canary-behavior", "affinity.canary_behavior", _canary_behavior, "sticky/legacy"),
-    A("session-cookie-name", "affinity.name", _cookie_name, "the cookie's name"),
-    A("session-cookie-path", "affinity.path", _cookie_path, "its Path (the rule's path)"),
-    A("session-cookie-domain", "affinity.domain", _cookie_domain, "its Domain"),
-    A("session-cookie-samesite", "affinity.samesite", _samesite, "its SameSite"),
+    A("session-cookie-name", "affinity.name", _text(read_cookie_name), "the cookie's name"),
+    A(
+        "session-cookie-path",
+        "affinity.path",
+        _text(read_cookie_path),
+        "its Path (the rule's path)",
+    ),
+    A("session-cookie-domain", "affinity.domain", _text(read_cookie_domain), "its Domain"),
+    A("session-cookie-samesite", "affinity.samesite", _text(read_samesite), "its SameSite"),
     A(
         "session-cookie-conditional-samesite-none",
         "affinity.conditional_samesite_none",
@@ -509,8 +494,13 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
         "no SameSite=None for browsers that reject it",
     ),
     A("session-cookie-secure", "affinity.secure", _bool, "Secure over plain HTTP too"),
-    A("session-cookie-max-age", "affinity.max_age", _seconds, "its Max-Age"),
-    A("session-cookie-expires", "affinity.expires", _seconds, "its Expires, seconds from now"),
+    A("session-cookie-max-age", "affinity.max_age", _text(read_seconds), "its Max-Age"),
+    A(
+        "session-cookie-expires",
+        "affinity.expires",
+        _text(read_seconds),
+        "its Expires, seconds from now",
+    ),
     A(
         "session-cookie-change-on-failure",
         "affinity.change_on_failure",
