@@ -671,11 +671,11 @@ def test_adding_and_removing_a_canary_updates_the_main_route_incrementally() -> 
 # -- decide --------------------------------------------------------------------------
 
 
-def _decide(config: RouteConfig, fields: Mapping[bytes, bytes]) -> Forward:
+def _decide(config: RouteConfig, fields: Mapping[bytes, bytes], target: bytes = b"/") -> Forward:
     plan = decide(
         config,
         method=b"GET",
-        target=b"/",
+        target=target,
         host=HOST.encode(),
         scheme="http",
         header=_headers(fields),
@@ -1115,21 +1115,9 @@ def test_a_canary_merges_onto_a_regex_path_of_its_main_ingress() -> None:
     config = build_config([*service("web", 1001), *service("canary", 1002), main, canary])
     assert config.problems == ()
 
-    def plan(fields: Mapping[bytes, bytes]) -> Forward:
-        decided = decide(
-            config,
-            method=b"GET",
-            target=b"/API/users?q=1",
-            host=HOST.encode(),
-            scheme="http",
-            header=_headers(fields),
-        )
-        assert isinstance(decided, Forward)
-        return decided
-
-    to_canary = plan({b"x-canary": b"always"})
+    to_canary = _decide(config, {b"x-canary": b"always"}, b"/API/users?q=1")
     assert to_canary.route.backend.service == "canary"
     assert to_canary.target == b"/users?q=1"
-    to_main = plan({})
+    to_main = _decide(config, {}, b"/API/users?q=1")
     assert to_main.route.backend.service == "web"
     assert to_main.target == b"/users?q=1"
