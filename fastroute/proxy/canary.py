@@ -118,7 +118,8 @@ def choose(
     canary = route.policy.canary
     if canary is not None and len(split.targets) == 2:
         main, alternative = split.targets
-        cookies = header(b"cookie")
+        sessions = main.policy.affinity is not None or alternative.policy.affinity is not None
+        cookies = header(b"cookie") if sessions else None
         if cookies is not None:  # a session begun on either backend stays there
             if _affinitized(main, cookies):
                 return main
