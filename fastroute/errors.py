@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from fastroute.routes import Route
 
 __all__ = [
+    "AccessCheckError",
     "BadGatewayError",
     "BadRequestError",
     "FastrouteError",
@@ -166,6 +167,13 @@ class HeadersTooLargeError(ProxyError):
     """The request head is over the configured limit."""
 
     status = 431
+
+
+class AccessCheckError(ProxyError):
+    """An access check could not decide (its auth service failed or was too slow): the
+    request is refused, never let through."""
+
+    status = 500
 
 
 class BadGatewayError(ProxyError):

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from fastroute.ingress.regex import RegexIndex
 
 __all__ = [
+    "GATE_FIELDS",
     "Backend",
     "Canary",
     "Cors",
@@ -196,6 +197,8 @@ class Policy:
     # it may answer any request itself (a refusal, app-root, a redirect); a CORS preflight
     # is an OPTIONS request
     answers: bool = field(init=False, repr=False, compare=False)
+    # it has access checks that wait (a password hash, an auth service): proxy/gate.py
+    gated: bool = field(init=False, repr=False, compare=False)
     upstream_lines: bytes = field(init=False, repr=False, compare=False)
     upstream_drop: frozenset[bytes] | None = field(init=False, repr=False, compare=False)
     response_lines: bytes = field(init=False, repr=False, compare=False)
@@ -214,6 +217,7 @@ class Policy:
         derived = {
             "plain": plain,
             "answers": bool(self.refused or self.app_root is not None or self.redirect),
+            "gated": any(getattr(self, name) is not None for name in GATE_FIELDS),
             "upstream_lines": _lines(upstream),
             "upstream_drop": _names(upstream),
             "response_lines": _lines(self.response_headers),
@@ -233,6 +237,9 @@ def _names(headers: Iterable[tuple[str, str]]) -> frozenset[bytes] | None:
     names = frozenset(name.lower().encode("latin-1") for name, _ in headers)
     return names or None
 
+
+# the Policy fields of checks that ``proxy/gate.py`` runs after ``decide`` (None: no check)
+GATE_FIELDS: tuple[str, ...] = ()
 
 # what decide reads for every route, plain or not
 _ALWAYS_READ = frozenset(

@@ -26,6 +26,7 @@ import trio
 
 from fastroute._http import ChunkedError, ChunkedScanner, RequestHead, parse_request
 from fastroute.errors import (
+    AccessCheckError,
     BadRequestError,
     GatewayTimeoutError,
     LengthRequiredError,
@@ -35,8 +36,9 @@ from fastroute.errors import (
     ServiceUnavailableError,
 )
 from fastroute.proxy.channel import Channel
-from fastroute.proxy.decide import Answer, decide
+from fastroute.proxy.decide import Answer, Forward, decide
 from fastroute.proxy.forwarding import Forwarder, Upstream
+from fastroute.proxy.gate import Admitted, Asking, Gate, admitted_plan
 from fastroute.proxy.headers import Client
 from fastroute.proxy.limiter import ClientLimits
 from fastroute.proxy.real_ip import ClientTrust, Identity
@@ -290,10 +292,11 @@ class Connection:
 class Http1:
     """Serves HTTP/1 client connections; forwards their requests through ``forwarder``."""
 
-    def __init__(self, state: ProxyState, forwarder: Forwarder) -> None:
+    def __init__(self, state: ProxyState, forwarder: Forwarder, gate: Gate) -> None:
         self.state = state
         self.limits = state.limits
         self.forwarder = forwarder
+        self.gate = gate  # a gated route's access checks (auth)
         self.client_limits = ClientLimits()  # limit-rps, limit-connections: per replica
         self.open: set[Connection] = set()  # every connection being served
         # who the client is, as the settings in use say: parsed once per Settings object
@@ -343,6 +346,8 @@ class Http1:
             error = RequestTimeoutError("request head too slow")
         elif connection.phase is Phase.BODY:
             error = RequestTimeoutError("request body too slow")
+        elif connection.phase is Phase.AUTH:
+            error = AccessCheckError("the route's access checks did not answer in time")
         elif connection.phase is Phase.UPSTREAM:
             upstream = connection.upstream
             where = str(upstream.endpoint) if upstream else "the upstream"
@@ -452,6 +457,11 @@ class Http1:
                     f"{route.ingress} speaks HTTP/1.0 to its upstream: a chunked request "
                     "body needs a Content-Length"
                 )
+            if policy.gated:  # access checks that wait, before the body is read
+                verdict = await self._admit(connection, head, plan)
+                if isinstance(verdict, Answer):
+                    return await self._answer_plan(connection, head, body, verdict)
+                plan = admitted_plan(plan, verdict)
             request_body = (
                 await connection.start_body(head, body, max_body)
                 if head.chunked or head.content_length > 0
@@ -500,6 +510,22 @@ class Http1:
         if request_body is not None:
             connection.body = None  # its bytes are not kept while the connection idles
         return after
+
+    async def _admit(
+        self, connection: Connection, head: RequestHead, plan: Forward
+    ) -> Admitted | Answer:
+        """The gated route's checks, as the request is (``gate.py``)."""
+        asking = Asking(
+            method=head.method,
+            target=head.target,
+            host=plan.host,
+            scheme=connection.client.scheme,
+            client=connection.address,
+            headers=head.headers,
+            header=head.header,
+        )
+        connection.deadline(Phase.AUTH, self.limits.upstream_timeout)
+        return await self.gate.admit(plan.route.policy, asking)
 
     def _client_trust(self, settings: Settings) -> ClientTrust:
         """The trust rules of ``settings``, made once per Settings object."""

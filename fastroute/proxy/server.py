@@ -30,6 +30,7 @@ import trio
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.accepting import Acceptor
 from fastroute.proxy.forwarding import Forwarder
+from fastroute.proxy.gate import Gate
 from fastroute.proxy.headers import TrustedProxies
 from fastroute.proxy.http1 import Http1
 from fastroute.proxy.listener import listening_sockets as _listening_sockets
@@ -87,7 +88,8 @@ class Proxy:
         self._forwarder = Forwarder(state)
         self.balancer = self._forwarder.balancer
         self.pool = self._forwarder.pool
-        self._http1 = Http1(state, self._forwarder)
+        self.gate = Gate(state)  # the access checks that wait (auth)
+        self._http1 = Http1(state, self._forwarder, self.gate)
         self._acceptor = Acceptor(state, self._http1)
         self.passthrough = self._acceptor.passthrough  # ssl-passthrough relays
         self._listeners: list[trio.SocketListener] = []
@@ -201,6 +203,7 @@ class Proxy:
                 await self.passthrough.all_closed.wait()
         for upstream in self.pool.drain():
             upstream.channel.close()
+        self.gate.close()
 
     async def _watchdog(self) -> None:
         """Cancel the connections whose phase has lasted past its timeout, and the ones

