@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from cryptography import x509
 
-from fastroute.ingress.annotations import PREFIXES
 from fastroute.ingress.certs import CERT_KEY, KEY_KEY, Certificate
 from fastroute.ingress.model import Policy, Problem
+from fastroute.ingress.secret_refs import SecretRef, annotation_secret
 
 __all__ = [
     "CA_KEY",
@@ -37,43 +36,11 @@ __all__ = [
 
 SECRET_ANNOTATION = "proxy-ssl-secret"
 CA_KEY = "ca.crt"
-# a Secret's name: a DNS subdomain (RFC 1123), as the API server requires
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-
-
-@dataclass(frozen=True, slots=True)
-class SecretRef:
-    """What an Ingress's ``proxy-ssl-secret`` names, or why it names nothing usable."""
-
-    annotation: str  # the annotation as written, with its prefix
-    namespace: str
-    name: str
-    problem: str = ""  # the value is malformed: why
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.namespace, self.name
 
 
 def secret_reference(annotations: Mapping[str, Any], namespace: str) -> SecretRef | None:
     """The Secret an Ingress's annotations name for backend TLS; None when they name none."""
-    for prefix in PREFIXES:
-        value = annotations.get(prefix + SECRET_ANNOTATION)
-        if value is None:
-            continue
-        annotation, text = prefix + SECRET_ANNOTATION, str(value).strip()
-        secret_namespace, _, name = text.rpartition("/")
-        secret_namespace = secret_namespace or namespace
-        problem = ""
-        if not _NAME.fullmatch(name) or not _NAME.fullmatch(secret_namespace):
-            problem = f"expected 'namespace/name' or 'name' of a Secret, got {text!r}"
-        elif secret_namespace != namespace:
-            problem = (
-                f"Secret {text!r} is in another namespace than the Ingress ({namespace}); "
-                "only Secrets of the Ingress's own namespace can be used"
-            )
-        return SecretRef(annotation, secret_namespace, name, problem)
-    return None
+    return annotation_secret(annotations, namespace, SECRET_ANNOTATION)
 
 
 def has_client_certificate(secret: Mapping[str, Any]) -> bool:
