@@ -4,16 +4,28 @@ One reflector per kind (per watched namespace, for namespaced kinds): Ingresses,
 IngressClasses, Services, EndpointSlices, the ``kubernetes.io/tls`` Secrets (selected by
 field, so the controller never holds the cluster's other Secrets) and ConfigMaps (the
 controller's, the header ConfigMaps it names, those Ingress annotations name; with
-``namespaces``, the controller ConfigMap's namespace is watched too). Once every
-reflector has listed, and then after every burst of changes, the changes are handed to a
-``ConfigBuilder`` in a worker thread, and the RouteConfig it builds to ``on_config``. The
-builder redoes only the hosts the changes touch, so a change to one Ingress among 10,000
-costs milliseconds, not the seconds of translating everything again.
+``namespaces``, the controller ConfigMap's namespace is watched too).
+
+Secrets of other types reach the controller one by one: each that an Ingress annotation
+names (``auth-secret``, ``auth-tls-secret``, ``proxy-ssl-secret``: htpasswd files and CA
+bundles are usually ``Opaque``) gets a reflector of its own, selected by
+``metadata.name=NAME,type!=kubernetes.io/tls`` in the Ingress's namespace: what the TLS
+watch does not already see, so no Secret comes twice. It starts when the first Ingress
+names the Secret and stops when the last one no longer does. A rebuild waits, a couple
+of seconds at most, for the first list of the Secrets named since the last one, so a
+new or changed Ingress is built with its Secrets rather than answering 503 for want of
+them; a Secret that comes later rebuilds like any change.
+
+Once every kind has been listed, and then after every burst of changes, the changes are
+handed to a ``ConfigBuilder`` in a worker thread, and the RouteConfig it builds to
+``on_config``. The builder redoes only the hosts the changes touch, so a change to one
+Ingress among 10,000 costs milliseconds, not the seconds of translating everything again.
 
 Bursts are debounced: the first change opens a window that closes after ``debounce`` seconds
 without a change, or ``max_delay`` after it opened, whichever is first. Changes that arrive
 while a config is being built open the next window. A change to a TLS Secret that no Ingress
-names, or to a ConfigMap that neither the settings nor an Ingress read, rebuilds nothing.
+names (in ``spec.tls`` or an annotation), or to a ConfigMap that neither the settings nor
+an Ingress read, rebuilds nothing.
 
 While the API server is unreachable the caches, and so the last config, stay as they are:
 the proxy keeps serving, and ``ready`` stays true (a fleet that turned unready whenever the
@@ -26,7 +38,8 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import trio
@@ -37,19 +50,28 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.resources.networking_v1 import Ingress, IngressClass
 
 from controller.kube.reflector import Reflector, WatchOptions
-from controller.kube.store import TLS_SECRET_TYPE, Change, Key, referenced_secrets, snapshot
+from controller.kube.store import TLS_SECRET_TYPE, Change, Key, SecretNames, snapshot
 from fastroute.ingress import ClassPolicy, ConfigBuilder, Problem, RouteConfig
 from fastroute.ingress.settings import Settings
 from fastroute.ingress.spec import reads_the_same
 from fastroute.proxy.metrics import Metrics
 
-__all__ = ["KINDS", "Kind", "KubeSource", "OnConfig", "check_namespace"]
+__all__ = [
+    "KINDS",
+    "SECRET_WAIT",
+    "Kind",
+    "KubeSource",
+    "OnConfig",
+    "check_namespace",
+    "named_secret_selector",
+]
 
 log = logging.getLogger("fastroute.controller.kube")
 
 OnConfig = Callable[[RouteConfig, list[Mapping[str, Any]]], Awaitable[None]]
 
 # A namespace name is a DNS-1123 label.
+SECRET_WAIT = 2.0  # seconds a rebuild waits for the first list of a newly named Secret
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -69,6 +91,24 @@ KINDS: tuple[Kind, ...] = (
     Kind(Secret, field_selector=f"type={TLS_SECRET_TYPE}"),
     Kind(ConfigMap),
 )
+
+
+def named_secret_selector(name: str) -> str:
+    """The field selector of the watch of one Secret an annotation names.
+
+    Its TLS type is left to the TLS Secrets' watch, which sees every Ingress's namespace.
+    """
+    return f"metadata.name={name},type!={TLS_SECRET_TYPE}"
+
+
+@dataclass(eq=False)
+class NamedSecret:
+    """The watch of one Secret that Ingress annotations name, and the scope that stops it."""
+
+    key: Key
+    reflector: Reflector
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    waited: bool = False  # a rebuild has waited for its first list already
 
 
 def check_namespace(name: str) -> str:
@@ -108,6 +148,12 @@ class KubeSource:
         configmap: ``"namespace/name"`` of the controller's ConfigMap (None: none).
         settings_defaults: the settings of the keys the ConfigMap does not set.
         ssl_passthrough: honour ``ssl-passthrough`` (``--enable-ssl-passthrough``).
+        secret_wait: seconds a rebuild waits for the first list of a Secret an
+            annotation has just named.
+
+    Attributes:
+        reflectors: the watches of whole kinds (``ready`` once each has listed).
+        by_name: the watches of the Secrets annotations name, by (namespace, name).
     """
 
     def __init__(
@@ -124,11 +170,17 @@ class KubeSource:
         configmap: str | None = None,
         settings_defaults: Settings | None = None,
         ssl_passthrough: bool = False,
+        secret_wait: float = SECRET_WAIT,
     ) -> None:
         if not (debounce >= 0 and math.isfinite(debounce)):
             raise ValueError(f"debounce must be 0 or more seconds, got {debounce}")
         if not (max_delay >= debounce and math.isfinite(max_delay)):
             raise ValueError(f"max_delay must be at least debounce ({debounce}), got {max_delay}")
+        if not (secret_wait >= 0 and math.isfinite(secret_wait)):
+            raise ValueError(f"secret_wait must be 0 or more seconds, got {secret_wait}")
+        self._client = client
+        self._watch = watch
+        self.secret_wait = secret_wait
         self.namespaces = tuple(dict.fromkeys(check_namespace(ns) for ns in namespaces))
         self.classes = classes or ClassPolicy()
         self.on_config = on_config
@@ -157,8 +209,10 @@ class KubeSource:
                         on_change=self._changed,
                     )
                 )
-        self._ingresses = [r for r in self.reflectors if r.cache.kind == "Ingress"]
-        self._secret_names: set[Key] | None = None  # what Ingresses name; None: recompute
+        self._secret_caches = [r.cache for r in self.reflectors if r.cache.kind == "Secret"]
+        self._secret_names = SecretNames()  # the Secrets Ingresses name, kept up to date
+        self.by_name: dict[Key, NamedSecret] = {}
+        self._nursery: trio.Nursery | None = None  # where the named Secrets' watches run
         self._changes = 0
         self._pending: dict[tuple[str, Key], Change] = {}  # for the builder: the last of each
         self._builder = self._new_builder()
@@ -179,7 +233,10 @@ class KubeSource:
 
     def objects(self) -> list[Mapping[str, Any]]:
         """A snapshot of every cached object, as ``build_config`` takes them."""
-        return snapshot(r.cache for r in self.reflectors)
+        return snapshot(
+            (r.cache for r in self.reflectors),
+            (watch.reflector.cache for watch in self.by_name.values()),
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follow the cluster until cancelled; ``task_status.started()`` after the first config.
@@ -187,25 +244,36 @@ class KubeSource:
         Never ends on its own: the reflectors retry an unreachable API server forever.
         """
         async with trio.open_nursery() as nursery:
-            for reflector in self.reflectors:
-                nursery.start_soon(reflector.run)
-            for reflector in self.reflectors:
-                await reflector.synced.wait()
-            log.info(
-                "listed every kind: %d objects from %d list-watches",
-                sum(len(r.cache) for r in self.reflectors),
-                len(self.reflectors),
-            )
-            self._dirty = trio.Event()
-            await self.rebuild()
-            task_status.started()
-            while True:  # until cancelled: one rebuild per burst of changes
-                await self._dirty.wait()
-                await self._settle()
+            self._nursery = nursery
+            try:
+                for watch in self.by_name.values():
+                    self._start(watch)
+                for reflector in self.reflectors:
+                    nursery.start_soon(reflector.run)
+                for reflector in self.reflectors:
+                    await reflector.synced.wait()
+                log.info(
+                    "listed every kind: %d objects from %d list-watches",
+                    sum(len(r.cache) for r in self.reflectors),
+                    len(self.reflectors),
+                )
+                await self._named_listed()
+                self._dirty = trio.Event()
                 await self.rebuild()
+                task_status.started()
+                while True:  # until cancelled: one rebuild per burst of changes
+                    await self._dirty.wait()
+                    await self._settle()
+                    await self._named_listed()
+                    await self.rebuild()
+            finally:
+                self._nursery = None
 
     def _changed(self, change: Change) -> None:
         """A reflector's cache changed: mark a rebuild due (unless it cannot matter)."""
+        if change.kind == "Secret":
+            self._secret_changed(change)
+            return
         # the builder needs the new version only: holding the old one too until the next
         # rebuild would keep two copies of every Ingress whose status was just written
         self._pending[(change.kind, change.key)] = replace(change, previous=None)
@@ -216,14 +284,7 @@ class KubeSource:
         ):
             return  # its status, most likely, and ours: the builder takes it with the next
         if change.kind == "Ingress":
-            self._secret_names = None
-        elif change.kind == "Secret" and self.ready:
-            if self._secret_names is None:
-                self._secret_names = referenced_secrets(
-                    obj for r in self._ingresses for obj in r.cache
-                )
-            if change.key not in self._secret_names:
-                return
+            self._follow_secret_names(change)
         elif (
             change.kind == "ConfigMap"
             and self.ready
@@ -232,6 +293,97 @@ class KubeSource:
             return
         self._changes += 1
         self._dirty.set()
+
+    def _secret_changed(self, change: Change) -> None:
+        """A Secret changed in one of the caches that hold Secrets: the builder gets it as
+        the caches now hold it (a TLS cache first, as in ``snapshot``), and a rebuild is due
+        if an Ingress names it."""
+        key = change.key
+        current = self._secret(key)
+        if current is None:
+            self._pending[("Secret", key)] = Change("DELETED", "Secret", key, change.obj)
+        else:
+            kind = "ADDED" if change.type == "DELETED" else change.type
+            self._pending[("Secret", key)] = Change(kind, "Secret", key, current)
+        if self.ready and key not in self._secret_names:
+            return
+        self._changes += 1
+        self._dirty.set()
+
+    def _secret(self, key: Key) -> Mapping[str, Any] | None:
+        for cache in self._secret_caches:
+            found = cache.get(key)
+            if found is not None:
+                return found
+        watch = self.by_name.get(key)
+        return watch.reflector.cache.get(key) if watch is not None else None
+
+    # -- the Secrets that annotations name, one watch each ---------------------------------
+
+    def _follow_secret_names(self, change: Change) -> None:
+        """Start and stop watches of annotation-named Secrets as an Ingress changes."""
+        obj = None if change.type == "DELETED" else change.obj
+        started, stopped = self._secret_names.update(change.key, obj)
+        for key in sorted(stopped):
+            self._unwatch_secret(key)
+        for key in sorted(started):
+            self._watch_secret(key)
+
+    def _watch_secret(self, key: Key) -> None:
+        namespace, name = key
+        reflector = Reflector(
+            self._client,
+            Secret,
+            namespace,
+            field_selector=named_secret_selector(name),
+            options=self._watch,
+        )
+        watch = NamedSecret(key, reflector)
+        reflector.on_change = partial(self._named_secret_changed, watch)
+        self.by_name[key] = watch
+        log.info("watching Secret %s/%s: an Ingress annotation names it", namespace, name)
+        if self._nursery is not None:
+            self._start(watch)
+
+    def _start(self, watch: NamedSecret) -> None:
+        assert self._nursery is not None
+        watch.scope = trio.CancelScope()
+        self._nursery.start_soon(self._run_named, watch, watch.scope)
+
+    @staticmethod
+    async def _run_named(watch: NamedSecret, scope: trio.CancelScope) -> None:
+        with scope:
+            await watch.reflector.run()
+
+    def _unwatch_secret(self, key: Key) -> None:
+        watch = self.by_name.pop(key, None)
+        if watch is None:
+            return
+        watch.scope.cancel()
+        log.info("no longer watching Secret %s/%s: no Ingress annotation names it", *key)
+        for obj in watch.reflector.cache:  # the builder forgets it, unless a TLS cache has it
+            self._secret_changed(Change("DELETED", "Secret", key, obj))
+
+    def _named_secret_changed(self, watch: NamedSecret, change: Change) -> None:
+        # a change a stopped watch made before its cancellation took effect is not news
+        if self.by_name.get(watch.key) is watch and change.key == watch.key:
+            self._changed(change)
+
+    async def _named_listed(self) -> None:
+        """Wait, ``secret_wait`` seconds at most, for the first list of each Secret named
+        since the last rebuild (a Secret that comes later rebuilds when it comes)."""
+        fresh = [watch for watch in self.by_name.values() if not watch.waited]
+        with trio.move_on_after(self.secret_wait):
+            for watch in fresh:
+                await watch.reflector.synced.wait()
+        for watch in fresh:
+            watch.waited = True
+            if not watch.reflector.synced.is_set():
+                log.warning(
+                    "Secret %s/%s not listed within %g s; building without it for now",
+                    *watch.key,
+                    self.secret_wait,
+                )
 
     async def _settle(self) -> None:
         """Wait for the burst to end: ``debounce`` quiet seconds, ``max_delay`` at most."""

@@ -12,11 +12,24 @@ the same dicts) be read by ``build_config`` in a worker thread while the watches
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Cache", "Change", "Key", "key_of", "referenced_secrets", "snapshot"]
+from fastroute.ingress.secret_refs import named_secrets
+
+__all__ = [
+    "Cache",
+    "Change",
+    "Key",
+    "SecretNames",
+    "annotated_secrets",
+    "key_of",
+    "referenced_secrets",
+    "snapshot",
+    "tls_secrets",
+]
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 ChangeType = Literal["ADDED", "MODIFIED", "DELETED"]
@@ -127,31 +140,110 @@ class Cache:
         return Change("MODIFIED", self.kind, key, typed, previous)
 
 
-def snapshot(caches: Iterable[Cache]) -> list[Mapping[str, Any]]:
-    """Every cached object, as one list for ``build_config`` (the dicts are shared: read only)."""
+def snapshot(caches: Iterable[Cache], by_name: Iterable[Cache] = ()) -> list[Mapping[str, Any]]:
+    """Every cached object, as one list for ``build_config`` (the dicts are shared: read only).
+
+    ``by_name``: the caches of Secrets watched one by one; their objects come after the
+    others, each unless a Secret cache in ``caches`` holds the same Secret (a Secret
+    deleted and created again with another type can be in both for a moment), so that a
+    Secret is in the snapshot once.
+    """
+    caches = list(caches)
     objects: list[Mapping[str, Any]] = []
     for cache in caches:
         objects.extend(cache)
+    secrets = [cache for cache in caches if cache.kind == "Secret"]
+    for cache in by_name:
+        for obj in cache:
+            if not any(held.get(key_of(obj)) is not None for held in secrets):
+                objects.append(obj)
     return objects
 
 
 def referenced_secrets(ingresses: Iterable[Mapping[str, Any]]) -> set[Key]:
     """The (namespace, name) of every Secret that an Ingress's ``spec.tls`` names.
 
-    Only these Secrets can change a RouteConfig; a change to any other TLS Secret in the
-    cluster (cert-manager renews many) needs no rebuild.
+    Only these Secrets, and those the annotations name (``annotated_secrets``), can change
+    a RouteConfig; a change to any other TLS Secret in the cluster (cert-manager renews
+    many) needs no rebuild.
     """
     found: set[Key] = set()
     for ingress in ingresses:
-        metadata = ingress.get("metadata")
-        spec = ingress.get("spec")
-        if not isinstance(metadata, Mapping) or not isinstance(spec, Mapping):
-            continue
-        namespace = metadata.get("namespace")
-        namespace = namespace if isinstance(namespace, str) and namespace else "default"
-        tls = spec.get("tls")
-        for entry in tls if isinstance(tls, list) else ():
-            name = entry.get("secretName") if isinstance(entry, Mapping) else None
-            if isinstance(name, str) and name:
-                found.add((namespace, name))
+        found |= tls_secrets(ingress)
     return found
+
+
+def _namespace(ingress: Mapping[str, Any]) -> str:
+    metadata = ingress.get("metadata")
+    namespace = metadata.get("namespace") if isinstance(metadata, Mapping) else None
+    return namespace if isinstance(namespace, str) and namespace else "default"
+
+
+def tls_secrets(ingress: Mapping[str, Any]) -> set[Key]:
+    """The (namespace, name) of the Secrets one Ingress's ``spec.tls`` names."""
+    spec = ingress.get("spec")
+    tls = spec.get("tls") if isinstance(spec, Mapping) else None
+    namespace = _namespace(ingress)
+    found: set[Key] = set()
+    for entry in tls if isinstance(tls, list) else ():
+        name = entry.get("secretName") if isinstance(entry, Mapping) else None
+        if isinstance(name, str) and name:
+            found.add((namespace, name))
+    return found
+
+
+def annotated_secrets(ingress: Mapping[str, Any]) -> set[Key]:
+    """The (namespace, name) of the Secrets one Ingress's annotations name.
+
+    ``auth-secret``, ``auth-tls-secret`` and ``proxy-ssl-secret``, with either prefix, as
+    ``name`` or ``namespace/name``. A reference that is malformed or names another
+    namespace than the Ingress's is left out: the builder refuses it, so the Secret is
+    never fetched.
+    """
+    metadata = ingress.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if not isinstance(annotations, Mapping) or not annotations:
+        return set()
+    return {ref.key for ref in named_secrets(annotations, _namespace(ingress))}
+
+
+class SecretNames:
+    """Which Secrets the Ingresses name, kept up to date one Ingress change at a time.
+
+    Sans-IO, for the source: ``update`` says which annotation-named Secrets just gained
+    their first Ingress (start watching them) or lost their last (stop), and ``in``
+    answers whether a Secret's change can matter to the build (spec.tls or annotations).
+    """
+
+    def __init__(self) -> None:
+        self._by_ingress: dict[Key, tuple[frozenset[Key], frozenset[Key]]] = {}
+        self._tls: Counter[Key] = Counter()
+        self._annotated: Counter[Key] = Counter()
+
+    def __contains__(self, secret: object) -> bool:
+        return secret in self._tls or secret in self._annotated
+
+    @property
+    def annotated(self) -> set[Key]:
+        """The Secrets some Ingress's annotations name."""
+        return set(self._annotated)
+
+    def update(self, ingress: Key, obj: Mapping[str, Any] | None) -> tuple[set[Key], set[Key]]:
+        """Take an Ingress's new version (None: deleted); the annotation-named Secrets that
+        no Ingress named before, and those no Ingress names any more."""
+        old_tls, old_annotated = self._by_ingress.pop(ingress, (frozenset(), frozenset()))
+        new_tls = frozenset(tls_secrets(obj)) if obj is not None else frozenset()
+        new_annotated = frozenset(annotated_secrets(obj)) if obj is not None else frozenset()
+        if new_tls or new_annotated:
+            self._by_ingress[ingress] = (new_tls, new_annotated)
+        self._tls.update(new_tls)
+        self._tls.subtract(old_tls)
+        self._annotated.update(new_annotated)
+        self._annotated.subtract(old_annotated)
+        for counter, keys in ((self._tls, old_tls), (self._annotated, old_annotated)):
+            for key in keys:
+                if counter[key] <= 0:
+                    del counter[key]
+        started = {key for key in new_annotated - old_annotated if self._annotated[key] == 1}
+        stopped = {key for key in old_annotated - new_annotated if key not in self._annotated}
+        return started, stopped
