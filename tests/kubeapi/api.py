@@ -21,7 +21,7 @@ from .routing import ResourceRequest
 from .selectors import Selector
 from .server import Listener
 from .status import ApiError, forbidden, unauthorized
-from .store import Store
+from .store import Store, Stored
 
 __all__ = ["TEST_TOKEN", "KubeAPI", "WriteCall"]
 
@@ -44,6 +44,8 @@ class WriteCall:
 class _Watch:
     rt: ResourceType
     sock: socket.socket
+    namespace: str | None = None
+    field_selector: str = ""
     dropped: bool = field(default=False)
 
 
@@ -91,6 +93,7 @@ class KubeAPI:
         self.port = port
         self.requests: Counter[tuple[str, str]] = Counter()
         self.writes: list[WriteCall] = []
+        self.served: Counter[tuple[str, str, str]] = Counter()  # (kind, namespace, name)
         self._forbidden: set[tuple[str, str]] = set()
         self._record_lock = threading.Lock()
         self._watches: list[_Watch] = []
@@ -263,6 +266,14 @@ class KubeAPI:
         with self.store.cond:
             return sum(1 for w in self._watches if rt is None or w.rt == rt)
 
+    def watch_selectors(
+        self, resource: str, *, api_version: str | None = None
+    ) -> builtins.list[tuple[str | None, str]]:
+        """The (namespace or None, fieldSelector) of each open watch on one type."""
+        rt = find_resource(resource, api_version)
+        with self.store.cond:
+            return [(w.namespace, w.field_selector) for w in self._watches if w.rt == rt]
+
     def wait_for_watchers(
         self,
         count: int = 1,
@@ -303,6 +314,11 @@ class KubeAPI:
         with self._record_lock:
             return self.requests[(verb, path)]
 
+    def served_objects(self, kind: str) -> set[tuple[str, str]]:
+        """The (namespace, name) of each object of ``kind`` a get, list or watch sent."""
+        with self._record_lock:
+            return {(ns, name) for k, ns, name in self.served if k == kind}
+
     def writes_to(self, path: str, verb: str | None = None) -> builtins.list[WriteCall]:
         """The write calls on one path (e.g. an Ingress's ``/status``), oldest first."""
         with self._record_lock:
@@ -313,6 +329,7 @@ class KubeAPI:
         with self._record_lock:
             self.requests.clear()
             self.writes.clear()
+            self.served.clear()
 
     # -- kubeconfig ----------------------------------------------------------------------
 
@@ -345,6 +362,11 @@ class KubeAPI:
         with self._record_lock:
             self.requests[(verb, path)] += 1
 
+    def _serve(self, stored: Iterable[Stored]) -> None:
+        with self._record_lock:
+            for one in stored:
+                self.served[(one.rt.kind, *one.key)] += 1
+
     def _log_write(self, verb: str, path: str, body: Any, code: int) -> None:
         with self._record_lock:
             self.writes.append(WriteCall(verb, path, body, code))
@@ -370,8 +392,14 @@ class KubeAPI:
             if refused & self._forbidden:
                 raise forbidden(user, request.verb, request.resource, rt.group, request.namespace)
 
-    def _open_watch(self, rt: ResourceType, sock: socket.socket) -> _Watch:
-        watch = _Watch(rt, sock)
+    def _open_watch(
+        self,
+        rt: ResourceType,
+        sock: socket.socket,
+        namespace: str | None = None,
+        field_selector: str = "",
+    ) -> _Watch:
+        watch = _Watch(rt, sock, namespace, field_selector)
         with self.store.cond:
             self._watches.append(watch)
             self.store.cond.notify_all()

@@ -121,7 +121,9 @@ class _Handler(BaseHTTPRequestHandler):
         dry_run = query.get("dryRun") == "All"
         if request.verb == "get":
             assert name is not None
-            return 200, store.get(rt, namespace, name).full()
+            found = store.get(rt, namespace, name)
+            self.server.api._serve([found])
+            return 200, found.full()
         if request.verb == "list":
             selector = _selector(request, query)
             limit = _int(query.get("limit"), "limit") or 0
@@ -134,6 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
             if page.remaining is not None:
                 meta["remainingItemCount"] = page.remaining
             head = _dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
+            self.server.api._serve(page.items)
             items = b",".join(stored.item for stored in page.items)
             return 200, head[:-1] + b',"items":[' + items + b"]}"
         if request.verb == "deletecollection":
@@ -184,7 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._end_stream()
             return
         self._start_stream()
-        watch = api._open_watch(request.rt, self.connection)
+        watch = api._open_watch(
+            request.rt, self.connection, request.namespace, query.get("fieldSelector", "")
+        )
         try:
             self._stream(
                 request, selector, start.initial, start.position, seconds, bookmarks, watch
@@ -209,13 +214,14 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server.api
         store = api.store
         namespace = request.namespace
-        lines = [
-            _event_line("ADDED", stored)
+        sent = [
+            stored
             for stored in initial
             if (namespace is None or stored.key[0] == namespace)
             and (selector.empty or selector.matches(stored))
         ]
-        self._write_lines(lines)
+        api._serve(sent)
+        self._write_lines([_event_line("ADDED", stored) for stored in sent])
         now = time.monotonic()
         deadline = now + seconds
         next_bookmark = now + api.bookmark_interval
@@ -238,6 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             for event in events:
                 translated = _translate(event, namespace, selector)
                 if translated is not None:
+                    api._serve([translated[1]])
                     lines.append(_event_line(*translated))
             if bookmarks and now >= next_bookmark:
                 bookmark = {
