@@ -59,6 +59,22 @@ def test_deploy_rbac_allows_every_call_the_controller_makes_and_nothing_more(
         async with backends("web") as ports:
             kubeapi.create(certificate_secret("site"))
             site(kubeapi, ports["web"], tls_secret_name="site-tls")
+            # an Opaque Secret an annotation names: watched by name in its namespace
+            kubeapi.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "htpasswd", "namespace": "default"},
+                    "type": "Opaque",
+                    "stringData": {"auth": "user:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M="},
+                }
+            )
+            guarded = ingress("/admin", name="admin", host="admin.example.com")
+            guarded["metadata"]["annotations"] = {
+                "nginx.ingress.kubernetes.io/auth-type": "basic",
+                "nginx.ingress.kubernetes.io/auth-secret": "htpasswd",
+            }
+            kubeapi.create(guarded)
             rejected = ingress("no-leading-slash", name="broken", host="broken.example.com")
             kubeapi.create(rejected)
             config = plain_kubeconfig(kubeapi, tmp_path)
@@ -74,6 +90,12 @@ def test_deploy_rbac_allows_every_call_the_controller_makes_and_nothing_more(
                     events = kubeapi.list("Event", namespace="default")
                     return any(e["involvedObject"]["name"] == "broken" for e in events)
 
+                secrets = "/api/v1/namespaces/default/secrets"
+
+                async def named_secret_listed() -> bool:
+                    return kubeapi.count("list", secrets) >= 1
+
+                await eventually(named_secret_listed, "the named Secret is listed by name")
                 await eventually(status_written, "the leader publishes the Ingress status")
                 await eventually(event_posted, "an Event about the rejected Ingress")
 
