@@ -29,6 +29,7 @@ from test_kube_source import (
     endpoints,
     eventually,
     ingress,
+    ingress_class,
     plain_kubeconfig,
     running,
     service,
@@ -283,6 +284,41 @@ def test_a_named_secret_that_comes_later_rebuilds(kubeapi: KubeAPI, tmp_path: Pa
                 api.create(opaque("pods-ca", ROOT.pem))
                 await answers(port, 200, "the Secret arrived")
                 assert run.controller.reloads > before
+
+    trio.run(scenario)
+
+
+def test_the_secrets_of_another_class_s_ingresses_are_not_fetched(
+    kubeapi: KubeAPI, tmp_path: Path
+) -> None:
+    """In a cluster shared with ingress-nginx, its Ingresses' htpasswd Secrets stay
+    unread, until an IngressClass makes their class ours."""
+    api = kubeapi
+    api.create(opaque("pods-ca", ROOT.pem))
+
+    async def scenario() -> None:
+        async with tls_pod() as pod:
+            api.create(service())
+            api.create(endpoints(pod))
+            theirs = VERIFY | {NGINX + "proxy-ssl-secret": "pods-ca"}
+            api.create(annotated(theirs, class_name="custom"))
+            async with running(plain_kubeconfig(api, tmp_path), {}) as run:
+                port = run.listening.http_port
+                source = source_of(run)
+                assert await status(port) == 404
+                assert source.by_name == {}
+                assert api.served_objects("Secret") == set()
+                api.create(ingress_class("custom"))
+                await answers(port, 200, "the Ingress is ours, with its Secret")
+                assert api.served_objects("Secret") == {("default", "pods-ca")}
+                api.delete("IngressClass", "custom")
+
+                async def unwatched() -> bool:
+                    return ("default", CA_SELECTOR) not in secret_watches(api)
+
+                await eventually(unwatched, "the watch ends with the class")
+                await answers(port, 404, "not ours any more")
+                assert source.by_name == {}
 
     trio.run(scenario)
 

@@ -6,15 +6,16 @@ field, so the controller never holds the cluster's other Secrets) and ConfigMaps
 controller's, the header ConfigMaps it names, those Ingress annotations name; with
 ``namespaces``, the controller ConfigMap's namespace is watched too).
 
-Secrets of other types reach the controller one by one: each that an Ingress annotation
-names (``auth-secret``, ``auth-tls-secret``, ``proxy-ssl-secret``: htpasswd files and CA
-bundles are usually ``Opaque``) gets a reflector of its own, selected by
-``metadata.name=NAME,type!=kubernetes.io/tls`` in the Ingress's namespace: what the TLS
-watch does not already see, so no Secret comes twice. It starts when the first Ingress
-names the Secret and stops when the last one no longer does. A rebuild waits, a couple
-of seconds at most, for the first list of the Secrets named since the last one, so a
-new or changed Ingress is built with its Secrets rather than answering 503 for want of
-them; a Secret that comes later rebuilds like any change.
+Secrets of other types reach the controller one by one: each that an annotation of one
+of our Ingresses names (``auth-secret``, ``auth-tls-secret``, ``proxy-ssl-secret``:
+htpasswd files and CA bundles are usually ``Opaque``) gets a reflector of its own,
+selected by ``metadata.name=NAME,type!=kubernetes.io/tls`` in the Ingress's namespace:
+what the TLS watch does not already see, so no Secret comes twice. It starts when the
+first Ingress names the Secret and stops when the last one no longer does (or is no
+longer ours). A rebuild waits, a couple of seconds at most, for the first list of the
+Secrets named since the last one, so a new or changed Ingress is built with its Secrets
+rather than answering 503 for want of them; a Secret that comes later rebuilds like any
+change.
 
 Once every kind has been listed, and then after every burst of changes, the changes are
 handed to a ``ConfigBuilder`` in a worker thread, and the RouteConfig it builds to
@@ -50,8 +51,9 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.resources.networking_v1 import Ingress, IngressClass
 
 from controller.kube.reflector import Reflector, WatchOptions
-from controller.kube.store import TLS_SECRET_TYPE, Change, Key, SecretNames, snapshot
+from controller.kube.store import TLS_SECRET_TYPE, Change, Key, SecretNames, key_of, snapshot
 from fastroute.ingress import ClassPolicy, ConfigBuilder, Problem, RouteConfig
+from fastroute.ingress.build import is_ours, our_classes
 from fastroute.ingress.settings import Settings
 from fastroute.ingress.spec import reads_the_same
 from fastroute.proxy.metrics import Metrics
@@ -210,7 +212,8 @@ class KubeSource:
                     )
                 )
         self._secret_caches = [r.cache for r in self.reflectors if r.cache.kind == "Secret"]
-        self._secret_names = SecretNames()  # the Secrets Ingresses name, kept up to date
+        self._secret_names = SecretNames()  # the Secrets our Ingresses name, kept up to date
+        self._classes = our_classes((), self.classes)  # as the IngressClasses say
         self.by_name: dict[Key, NamedSecret] = {}
         self._nursery: trio.Nursery | None = None  # where the named Secrets' watches run
         self._changes = 0
@@ -284,7 +287,9 @@ class KubeSource:
         ):
             return  # its status, most likely, and ours: the builder takes it with the next
         if change.kind == "Ingress":
-            self._follow_secret_names(change)
+            self._follow_secret_names(change.key, change.obj if change.type != "DELETED" else None)
+        elif change.kind == "IngressClass":
+            self._classes_changed()
         elif (
             change.kind == "ConfigMap"
             and self.ready
@@ -320,14 +325,30 @@ class KubeSource:
 
     # -- the Secrets that annotations name, one watch each ---------------------------------
 
-    def _follow_secret_names(self, change: Change) -> None:
-        """Start and stop watches of annotation-named Secrets as an Ingress changes."""
-        obj = None if change.type == "DELETED" else change.obj
-        started, stopped = self._secret_names.update(change.key, obj)
+    def _follow_secret_names(self, ingress: Key, obj: Mapping[str, Any] | None) -> None:
+        """Start and stop watches of annotation-named Secrets as an Ingress changes (None:
+        deleted). The Secrets of Ingresses of other classes are never fetched."""
+        if obj is not None and not is_ours(obj, self._classes, self.classes):
+            obj = None
+        started, stopped = self._secret_names.update(ingress, obj)
         for key in sorted(stopped):
             self._unwatch_secret(key)
         for key in sorted(started):
             self._watch_secret(key)
+
+    def _classes_changed(self) -> None:
+        """Which Ingresses are ours may have changed: follow their Secrets again."""
+        classes = our_classes(
+            (obj for r in self.reflectors if r.cache.kind == "IngressClass" for obj in r.cache),
+            self.classes,
+        )
+        if classes == self._classes:
+            return
+        self._classes = classes
+        for reflector in self.reflectors:
+            if reflector.cache.kind == "Ingress":
+                for obj in reflector.cache:
+                    self._follow_secret_names(key_of(obj), obj)
 
     def _watch_secret(self, key: Key) -> None:
         namespace, name = key

@@ -94,7 +94,14 @@ from fastroute.ingress.spec import (
     reads_the_same,
 )
 
-__all__ = ["CONTROLLER_NAME", "ClassPolicy", "ConfigBuilder", "build_config"]
+__all__ = [
+    "CONTROLLER_NAME",
+    "ClassPolicy",
+    "ConfigBuilder",
+    "build_config",
+    "is_ours",
+    "our_classes",
+]
 
 CONTROLLER_NAME = "fastroute.io/ingress-controller"
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
@@ -436,7 +443,7 @@ class ConfigBuilder:
             self._dirty_hosts.update(a for a in self._by_alias if _parent(a) == parent)
 
     def _classes_changed(self) -> None:
-        ours = _our_classes(
+        ours = our_classes(
             (o for k, o in self._objects.items() if k[0] == "IngressClass"), self.classes
         )
         if ours == self._ours:
@@ -469,14 +476,7 @@ class ConfigBuilder:
         self._dirty_error_checks.update(self._by_error_service.get(service, ()))
 
     def _is_ours(self, ingress: Obj) -> bool:
-        ours, default_is_ours = self._ours
-        legacy = annotations_of(ingress).get(CLASS_ANNOTATION)
-        if isinstance(legacy, str) and legacy:
-            return legacy in ours
-        class_name = text(mapping(ingress.get("spec")).get("ingressClassName"))
-        if class_name:
-            return class_name in ours
-        return self.classes.adopt_classless or bool(default_is_ours)
+        return is_ours(ingress, self._ours, self.classes)
 
     # -- building -----------------------------------------------------------------------
 
@@ -1151,7 +1151,7 @@ def build_config(
     )
 
 
-def _our_classes(classes: Iterable[Obj], policy: ClassPolicy) -> tuple[set[str], bool | None]:
+def our_classes(classes: Iterable[Obj], policy: ClassPolicy) -> tuple[set[str], bool | None]:
     """Our class names, and whether class-less Ingresses are ours by the default class.
 
     The second value is None when no IngressClass is marked default.
@@ -1165,6 +1165,18 @@ def _our_classes(classes: Iterable[Obj], policy: ClassPolicy) -> tuple[set[str],
         if text(annotations_of(obj).get(DEFAULT_CLASS_ANNOTATION)).lower() == "true":
             default_is_ours = bool(default_is_ours) or mine
     return ours, default_is_ours
+
+
+def is_ours(ingress: Obj, classes: tuple[set[str], bool | None], policy: ClassPolicy) -> bool:
+    """Whether ``ingress`` is served, given ``our_classes`` of the cluster's IngressClasses."""
+    ours, default_is_ours = classes
+    legacy = annotations_of(ingress).get(CLASS_ANNOTATION)
+    if isinstance(legacy, str) and legacy:
+        return legacy in ours
+    class_name = text(mapping(ingress.get("spec")).get("ingressClassName"))
+    if class_name:
+        return class_name in ours
+    return policy.adopt_classless or bool(default_is_ours)
 
 
 def _index(index: dict[Any, set[Any]], key: object, member: object, adding: bool) -> None:
