@@ -268,6 +268,47 @@ def test_a_tls_secret_named_by_spec_tls_and_an_annotation_comes_once(
     trio.run(scenario)
 
 
+def test_a_named_secret_made_again_with_another_type_is_followed(
+    kubeapi: KubeAPI, tmp_path: Path
+) -> None:
+    """Deleted and created again as ``kubernetes.io/tls`` (the type cannot be changed in
+    place), the Secret moves from its name watch to the TLS watch, and back."""
+    api = kubeapi
+
+    def as_tls(ca: bytes) -> dict[str, Any]:
+        secret = certificate_secret("pods", name="pods-ca")
+        secret["data"]["ca.crt"] = base64.b64encode(ca).decode()
+        return secret
+
+    api.create(opaque("pods-ca", ROOT.pem))
+
+    async def scenario() -> None:
+        async with tls_pod() as pod:
+            api.create(service())
+            api.create(endpoints(pod))
+            api.create(annotated(VERIFY | {NGINX + "proxy-ssl-secret": "pods-ca"}))
+            async with running(plain_kubeconfig(api, tmp_path), {}) as run:
+                port = run.listening.http_port
+                source = source_of(run)
+
+                def secrets() -> list[str]:
+                    objects = source.objects()
+                    return [o.get("type", "") for o in objects if o["kind"] == "Secret"]
+
+                assert await status(port) == 200
+                assert secrets() == ["Opaque"]
+                api.delete("Secret", "pods-ca", namespace="default")
+                api.create(as_tls(OTHER_ROOT.pem))
+                await answers(port, 502, "the TLS Secret's CA, from the TLS watch")
+                assert secrets() == ["kubernetes.io/tls"]
+                api.delete("Secret", "pods-ca", namespace="default")
+                api.create(opaque("pods-ca", ROOT.pem))
+                await answers(port, 200, "the Opaque Secret's CA, from the name watch")
+                assert secrets() == ["Opaque"]
+
+    trio.run(scenario)
+
+
 def test_a_named_secret_that_comes_later_rebuilds(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 

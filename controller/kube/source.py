@@ -63,6 +63,7 @@ __all__ = [
     "SECRET_WAIT",
     "Kind",
     "KubeSource",
+    "NamedSecret",
     "OnConfig",
     "check_namespace",
     "named_secret_selector",
