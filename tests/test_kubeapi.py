@@ -399,6 +399,40 @@ def test_secrets_watched_by_type(kubeapi: KubeAPI, http: httpx.Client) -> None:
     assert (refused.status_code, refused.json()["reason"]) == (400, "BadRequest")
 
 
+def test_secrets_watched_by_name_and_type_and_what_was_sent(
+    kubeapi: KubeAPI, http: httpx.Client
+) -> None:
+    for name, kind in (("site-tls", "kubernetes.io/tls"), ("htpasswd", "Opaque")):
+        kubeapi.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": kind,
+                "metadata": {"name": name, "namespace": "default"},
+            }
+        )
+    kubeapi.create(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "htpasswd", "namespace": "x"}}
+    )
+    selector = "metadata.name=htpasswd,type!=kubernetes.io/tls"
+    params = {"watch": "true", "fieldSelector": selector}
+    path = "/api/v1/namespaces/default/secrets"
+    with http.stream("GET", path, params=params) as response:
+        events = _events(response)
+        first = next(events)
+        assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "htpasswd")
+        assert kubeapi.watch_selectors("Secret") == [("default", selector)]
+        kubeapi.patch("Secret", "htpasswd", {"data": {"auth": "eA=="}}, namespace="default")
+        assert next(events)["type"] == "MODIFIED"
+    tls_only = http.get(
+        path, params={"fieldSelector": "metadata.name=site-tls,type!=kubernetes.io/tls"}
+    )
+    assert tls_only.json()["items"] == []
+    assert kubeapi.served_objects("Secret") == {("default", "htpasswd")}
+    kubeapi.clear_records()
+    assert kubeapi.served_objects("Secret") == set()
+
+
 @pytest.mark.parametrize(
     ("selector", "names"),
     [
