@@ -15,7 +15,15 @@ from controller.kube.client import (
 )
 from controller.kube.reflector import ApiStatusError, Backoff, Reflector, WatchOptions
 from controller.kube.source import KINDS, Kind, KubeSource, OnConfig, check_namespace
-from controller.kube.store import Cache, Change, Key, referenced_secrets, snapshot
+from controller.kube.store import (
+    Cache,
+    Change,
+    Key,
+    SecretNames,
+    annotated_secrets,
+    referenced_secrets,
+    snapshot,
+)
 
 __all__ = [
     "KINDS",
@@ -31,8 +39,10 @@ __all__ = [
     "KubeSource",
     "OnConfig",
     "Reflector",
+    "SecretNames",
     "TokenFileAuth",
     "WatchOptions",
+    "annotated_secrets",
     "check_namespace",
     "connect",
     "http_client",
