@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fastroute.ingress.model import Policy
+from fastroute.proxy.basic_auth import BasicAuthCheck
+from fastroute.proxy.cors import cors_rules
 from fastroute.proxy.decide import Answer, Forward
 from fastroute.proxy.state import ProxyState
 
@@ -78,15 +80,31 @@ def admitted_plan(plan: Forward, admitted: Admitted) -> Forward:
     return plan
 
 
+def _cors_lines(policy: Policy, asking: Asking) -> bytes:
+    """The CORS fields of a refusal (ingress-nginx sets them on its 401s), so that a
+    page can read the status instead of seeing a CORS failure."""
+    if policy.cors is None:
+        return b""
+    return cors_rules(policy.cors).response_headers(asking.header(b"origin"))
+
+
 class Gate:
     """Runs a gated route's checks; one per proxy (the checks keep caches and pools)."""
 
     def __init__(self, state: ProxyState) -> None:
         self.state = state
+        self.basic_auth = BasicAuthCheck()  # auth-type: basic (its cache, its threads)
 
     async def admit(self, policy: Policy, asking: Asking) -> Admitted | Answer:
         """What the checks of ``policy`` add to the request, or the answer refusing it."""
         admitted = ADMITTED
+        if policy.basic_auth is not None:
+            authorization = asking.header(b"authorization")
+            refusal = await self.basic_auth.check(
+                policy.basic_auth, authorization, _cors_lines(policy, asking)
+            )
+            if refusal is not None:
+                return refusal
         return admitted
 
     def close(self) -> None:
