@@ -328,6 +328,17 @@ def test_malformed_credentials_are_a_401_with_the_challenge(authorization: bytes
     run(main)
 
 
+def test_two_authorization_fields_are_a_400_as_nginx_answers() -> None:
+    async def main() -> None:
+        async with serving(lambda port: objects(port, AUTH, GOOD)) as site:
+            second = b"Authorization: Bearer not-checked\r\n"
+            reply = await site.ask(basic(b"alice", PASSWORD), extra=second)
+            assert reply.status == 400
+            assert site.backend.requests == []
+
+    run(main)
+
+
 def test_the_scheme_is_read_in_any_case_and_the_password_keeps_its_colons() -> None:
     token = base64.b64encode(b"alice:" + PASSWORD)
 

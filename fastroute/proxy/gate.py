@@ -80,6 +80,11 @@ def admitted_plan(plan: Forward, admitted: Admitted) -> Forward:
     return plan
 
 
+def _repeated(asking: Asking, name: bytes) -> bool:
+    """Whether the request has more than one field ``name`` (lower case)."""
+    return sum(1 for field, _ in asking.headers if field == name) > 1
+
+
 def _cors_lines(policy: Policy, asking: Asking) -> bytes:
     """The CORS fields of a refusal (ingress-nginx sets them on its 401s), so that a
     page can read the status instead of seeing a CORS failure."""
@@ -100,6 +105,9 @@ class Gate:
         admitted = ADMITTED
         if policy.basic_auth is not None:
             authorization = asking.header(b"authorization")
+            if authorization is not None and _repeated(asking, b"authorization"):
+                # nginx refuses it too: the upstream could read the one nobody checked
+                return Answer(400, reason="basic auth: more than one Authorization field")
             refusal = await self.basic_auth.check(
                 policy.basic_auth, authorization, _cors_lines(policy, asking)
             )
