@@ -208,16 +208,19 @@ HTPASSWD_TOOL = shutil.which("htpasswd")
 
 
 @pytest.mark.skipif(HTPASSWD_TOOL is None, reason="Apache's htpasswd tool is not installed")
-@pytest.mark.parametrize("option", ["-B", "-m", "-s", "-d"])
+@pytest.mark.parametrize("option", ["-B", "-m", "-s", "-d", "-2", "-5"])
 def test_hashes_written_by_the_htpasswd_tool_are_read(option: str) -> None:
     assert HTPASSWD_TOOL is not None
     made = subprocess.run(
         [HTPASSWD_TOOL, "-nb", option, "alice", "pass8chr"],
         capture_output=True,
-        check=True,
+        check=False,
         timeout=DEADLINE,
-    ).stdout
-    users, warnings = read_htpasswd(made)
+    )
+    if made.returncode != 0 and option in ("-2", "-5"):
+        pytest.skip(f"this htpasswd has no {option} (SHA-crypt came in a later Apache)")
+    assert made.returncode == 0, made.stderr
+    users, warnings = read_htpasswd(made.stdout)
     assert warnings == []
     assert [user for user, _ in users] == [b"alice"]
     assert check_password(b"pass8chr", users[0][1])
@@ -547,6 +550,18 @@ def test_plaintext_and_unknown_schemes_are_refused() -> None:
     assert len(warnings) == 3
     assert "plaintext" in warnings[0]
     assert "$y$" in warnings[1]
+
+
+def test_hashes_too_costly_to_check_are_skipped() -> None:
+    costly = bcrypt.hashpw(b"x", bcrypt.gensalt(4)).replace(b"$04$", b"$15$")
+    fine = bcrypt.hashpw(b"x", bcrypt.gensalt(4)).replace(b"$04$", b"$14$")
+    many = str(sha512_crypt.using(rounds=1000).hash(b"x")).replace("1000", "100001")
+    text = b"a:%s\nb:%s\nc:%s\n" % (costly, fine, many.encode())
+    users, warnings = read_htpasswd(text)
+    assert [user for user, _ in users] == [b"b"]
+    assert [w.split(":")[0] for w in warnings] == ["line 1 (user 'a')", "line 3 (user 'c')"]
+    assert "cost 15" in warnings[0]
+    assert "100001 rounds" in warnings[1]
 
 
 def test_an_auth_map_value_is_one_hash() -> None:

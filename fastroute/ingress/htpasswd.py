@@ -37,6 +37,8 @@ from passlib.hash import apr_md5_crypt, des_crypt, md5_crypt, sha256_crypt, sha5
 
 __all__ = [
     "BCRYPT_MAX_PASSWORD",
+    "MAX_BCRYPT_COST",
+    "MAX_CRYPT_ROUNDS",
     "SCHEMES",
     "Users",
     "check_password",
@@ -51,6 +53,12 @@ Users = tuple[tuple[bytes, str], ...]  # (user, hash), in the file's order, user
 BCRYPT_MAX_PASSWORD = 72
 
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+# A check's cost grows with these, and one that never ends holds a worker thread that
+# every basic-auth route of the proxy shares: bcrypt cost 14 takes about a second of
+# CPU (htpasswd's default is 5, and it writes at most 17); SHA-crypt's default is 5000
+# rounds.
+MAX_BCRYPT_COST = 14
+MAX_CRYPT_ROUNDS = 100_000
 _SALT = r"[./A-Za-z0-9]"
 _CRYPT_SCHEMES = {
     "apr1": (re.compile(rf"\$apr1\${_SALT}{{1,8}}\${_SALT}{{22}}"), apr_md5_crypt),
@@ -94,6 +102,16 @@ def scheme_of(hashed: str) -> str | None:
         if pattern.fullmatch(hashed):
             return name
     return None
+
+
+def _too_costly(scheme: str, hashed: str) -> str:
+    """Why checking a hash would take too long, or "" when it would not."""
+    if scheme == "bcrypt" and int(hashed[4:6]) > MAX_BCRYPT_COST:
+        return f"bcrypt cost {int(hashed[4:6])} is over {MAX_BCRYPT_COST} (seconds per check)"
+    rounds = re.match(r"\$[56]\$rounds=([0-9]+)\$", hashed)
+    if rounds and int(rounds[1]) > MAX_CRYPT_ROUNDS:
+        return f"{rounds[1]} rounds are over {MAX_CRYPT_ROUNDS} (seconds per check)"
+    return ""
 
 
 def _unusable(hashed: str) -> str:
@@ -188,8 +206,10 @@ def _users(entries: Iterable[tuple[str, bytes, bytes | None]]) -> tuple[Users, l
             hashed = raw.decode("ascii")
         except UnicodeDecodeError:
             hashed = "\ufffd"  # not a hash: say why below
-        if scheme_of(hashed) is None:
-            warnings.append(f"{where} (user {_shown(user)}): {_unusable(hashed)}; skipped")
+        scheme = scheme_of(hashed)
+        why = _unusable(hashed) if scheme is None else _too_costly(scheme, hashed)
+        if why:
+            warnings.append(f"{where} (user {_shown(user)}): {why}; skipped")
             continue
         users[user] = hashed
     return tuple(users.items()), warnings
