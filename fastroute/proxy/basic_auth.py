@@ -78,15 +78,13 @@ class BasicAuthCheck:
         self._key = secrets.token_bytes(32)  # this process's: cache keys mean nothing outside
         self._verified: OrderedDict[bytes, float] = OrderedDict()  # key -> until
 
-    async def check(
-        self, auth: BasicAuth, authorization: bytes | None, lines: bytes
-    ) -> Answer | None:
-        """None when the request's credentials pass; else the answer refusing it (401,
-        with ``lines`` besides the challenge; 500 when the check took too long)."""
+    async def check(self, auth: BasicAuth, authorization: bytes | None) -> Answer | None:
+        """None when the request's credentials pass; else the answer refusing it (401
+        with the challenge; 500 when the check took too long)."""
         found = credentials(authorization)
         if found is None:
             why = "no credentials" if authorization is None else "malformed Authorization"
-            return self._challenge(auth, lines, why)
+            return self._challenge(auth, why)
         user, password = found
         hashed = auth.by_user.get(user)
         key = None if hashed is None else self._cache_key(user, password, hashed)
@@ -94,7 +92,7 @@ class BasicAuthCheck:
             return None
         if hashed is None:
             if not auth.users:
-                return self._challenge(auth, lines, "no users")
+                return self._challenge(auth, "no users")
             hashed = auth.users[0][1]  # a decoy: the same cost as a wrong password
         self.checks += 1
         with trio.move_on_after(self.timeout):
@@ -104,13 +102,11 @@ class BasicAuthCheck:
             if matched and key is not None:
                 self._remember(key)
                 return None
-            return self._challenge(auth, lines, "wrong user or password")
-        return Answer(
-            500, lines=lines, reason=f"basic auth: the password check took over {self.timeout} s"
-        )
+            return self._challenge(auth, "wrong user or password")
+        return Answer(500, reason=f"basic auth: the password check took over {self.timeout} s")
 
-    def _challenge(self, auth: BasicAuth, lines: bytes, why: str) -> Answer:
-        return Answer(401, lines=auth.challenge + lines, reason=f"basic auth: {why}")
+    def _challenge(self, auth: BasicAuth, why: str) -> Answer:
+        return Answer(401, lines=auth.challenge, reason=f"basic auth: {why}")
 
     def _cache_key(self, user: bytes, password: bytes, hashed: str) -> bytes:
         # lengths first, so that no two (user, password) pairs make the same message

@@ -85,12 +85,13 @@ def _repeated(asking: Asking, name: bytes) -> bool:
     return sum(1 for field, _ in asking.headers if field == name) > 1
 
 
-def _cors_lines(policy: Policy, asking: Asking) -> bytes:
-    """The CORS fields of a refusal (ingress-nginx sets them on its 401s), so that a
-    page can read the status instead of seeing a CORS failure."""
+def _with_cors(refusal: Answer, policy: Policy, asking: Asking) -> Answer:
+    """A refusal with the route's CORS fields (ingress-nginx sets them on its 401s), so
+    that a page can read the status instead of seeing a CORS failure."""
     if policy.cors is None:
-        return b""
-    return cors_rules(policy.cors).response_headers(asking.header(b"origin"))
+        return refusal
+    lines = cors_rules(policy.cors).response_headers(asking.header(b"origin"))
+    return dataclasses.replace(refusal, lines=refusal.lines + lines)
 
 
 class Gate:
@@ -108,11 +109,9 @@ class Gate:
             if authorization is not None and _repeated(asking, b"authorization"):
                 # nginx refuses it too: the upstream could read the one nobody checked
                 return Answer(400, reason="basic auth: more than one Authorization field")
-            refusal = await self.basic_auth.check(
-                policy.basic_auth, authorization, _cors_lines(policy, asking)
-            )
+            refusal = await self.basic_auth.check(policy.basic_auth, authorization)
             if refusal is not None:
-                return refusal
+                return _with_cors(refusal, policy, asking)
         return admitted
 
     def close(self) -> None:
