@@ -498,6 +498,51 @@ def test_a_check_that_takes_too_long_is_a_500_never_a_pass() -> None:
     run(main)
 
 
+def test_a_canary_of_a_protected_route_is_protected_by_the_main_ingress() -> None:
+    def make(port: int) -> list[Obj]:
+        made = objects(port, AUTH, GOOD)
+        rule = _rule(SITE)
+        rule["http"]["paths"][0]["backend"]["service"]["name"] = "canary"
+        canary: Obj = {
+            "kind": "Ingress",
+            "metadata": {
+                "name": "site-canary",
+                "namespace": "default",
+                # its own auth annotations are ignored: the main Ingress's apply
+                "annotations": {
+                    PREFIX + "canary": "true",
+                    PREFIX + "canary-weight": "100",
+                    PREFIX + "auth-type": "basic",
+                    PREFIX + "auth-secret": "nobody",
+                },
+            },
+            "spec": {"ingressClassName": "fastroute", "rules": [rule]},
+        }
+        service = {
+            "kind": "Service",
+            "metadata": {"name": "canary"},
+            "spec": {"ports": [{"port": 80}]},
+        }
+        endpoints = {
+            "kind": "EndpointSlice",
+            "metadata": {"name": "canary-1", "labels": {"kubernetes.io/service-name": "canary"}},
+            "ports": [{"port": port}],
+            "endpoints": [{"addresses": ["127.0.0.1"]}],
+        }
+        return [*made, canary, service, endpoints]
+
+    async def main() -> None:
+        async with serving(make) as site:
+            assert site.config.rejected() == ()
+            assert site.config.match(SITE, "/").split is not None  # the canary is merged
+            assert (await site.ask()).status == 401
+            assert (await site.ask(basic(b"alice", b"wrong"))).status == 401
+            assert (await site.ask(basic(b"alice", PASSWORD))).status == 200
+            assert len(site.backend.requests) == 1
+
+    run(main)
+
+
 def test_plain_routes_are_not_gated() -> None:
     config = build_config(objects(8080, AUTH, GOOD))
     assert config.match(SITE, "/").policy.gated
