@@ -31,6 +31,7 @@ from fastroute.ingress.annotations import read_policy
 from fastroute.ingress.htpasswd import check_password, read_auth_map, read_htpasswd, scheme_of
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.basic_auth import credentials
+from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
 
 Obj = dict[str, Any]
@@ -127,6 +128,13 @@ class Site:
     backend: RawBackend
     config: RouteConfig
 
+    def counted(self, result: str) -> float:
+        """``fastroute_basic_auth_checks_total`` for ``result``, as /metrics shows it."""
+        assert self.proxy.metrics is not None
+        line = b'fastroute_basic_auth_checks_total{result="%s"} ' % result.encode()
+        found = [row for row in self.proxy.metrics.text().splitlines() if row.startswith(line)]
+        return float(found[0][len(line) :]) if found else 0.0
+
     @property
     def checks(self) -> int:
         """Password hashes the proxy checked (cache hits not counted)."""
@@ -161,7 +169,7 @@ async def serving(
             for obj in make(port):
                 builder.put(obj)
             config = builder.build()
-        proxy = Proxy(config)
+        proxy = Proxy(config, metrics=Metrics())
         listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
         yield Site(proxy, listeners[0].socket.getsockname()[1], backend, config)
         nursery.cancel_scope.cancel()
@@ -416,6 +424,8 @@ def test_verified_credentials_are_cached_and_refusals_are_not() -> None:
             assert (await site.ask(basic(b"mallory", PASSWORD))).status == 401
             assert site.checks == 4
             assert len(site.backend.requests) == 4
+            results = ("passed", "cached", "refused", "timeout")
+            assert [site.counted(result) for result in results] == [1, 3, 3, 0]
 
     run(main)
 
@@ -492,6 +502,7 @@ def test_a_check_that_takes_too_long_is_a_500_never_a_pass() -> None:
             reply = await site.ask(basic(b"alice", PASSWORD))
             assert reply.status == 500
             assert site.backend.requests == []
+            assert site.counted("timeout") == 1
             # the abandoned check still holds its thread until bcrypt returns
             await wait_for(lambda: check.limiter.borrowed_tokens == 0, "the check's thread")
 

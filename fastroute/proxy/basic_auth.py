@@ -68,12 +68,14 @@ class BasicAuthCheck:
         size: int = 4096,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        count: Callable[[str], None] | None = None,
     ) -> None:
         self.limiter = trio.CapacityLimiter(threads)  # password checks at once
         self.ttl = ttl
         self.size = size
         self.timeout = timeout
         self.clock = clock
+        self.count = count  # each check's result (metrics): cached, passed, refused, timeout
         self.checks = 0  # password hashes checked (cache hits are not counted)
         self._key = secrets.token_bytes(32)  # this process's: cache keys mean nothing outside
         self._verified: OrderedDict[bytes, float] = OrderedDict()  # key -> until
@@ -89,6 +91,7 @@ class BasicAuthCheck:
         hashed = auth.by_user.get(user)
         key = None if hashed is None else self._cache_key(user, password, hashed)
         if key is not None and self._remembered(key):
+            self._counted("cached")
             return None
         if hashed is None:
             if not auth.users:
@@ -101,9 +104,16 @@ class BasicAuthCheck:
             )
             if matched and key is not None:
                 self._remember(key)
+                self._counted("passed")
                 return None
+            self._counted("refused")
             return self._challenge(auth, "wrong user or password")
+        self._counted("timeout")
         return Answer(500, reason=f"basic auth: the password check took over {self.timeout} s")
+
+    def _counted(self, result: str) -> None:
+        if self.count is not None:
+            self.count(result)
 
     def _challenge(self, auth: BasicAuth, why: str) -> Answer:
         return Answer(401, lines=auth.challenge, reason=f"basic auth: {why}")

@@ -99,7 +99,9 @@ class Gate:
 
     def __init__(self, state: ProxyState) -> None:
         self.state = state
-        self.basic_auth = BasicAuthCheck()  # auth-type: basic (its cache, its threads)
+        metrics = state.metrics
+        # auth-type: basic (its cache, its threads)
+        self.basic_auth = BasicAuthCheck(count=metrics.basic_auth_check if metrics else None)
 
     async def admit(self, policy: Policy, asking: Asking) -> Admitted | Answer:
         """What the checks of ``policy`` add to the request, or the answer refusing it."""
