@@ -276,7 +276,9 @@ def test_an_unusable_setup_fails_closed_on_its_ingress_alone(
     async def main() -> None:
         async with serving(lambda port: objects(port, annotations, *secrets)) as site:
             errors = [str(p) for p in site.config.rejected() if p.name == "default/site"]
-            assert any(reason in error for error in errors), errors
+            named = [error for error in errors if reason in error]
+            assert named, errors
+            assert f"metadata.annotations[{PREFIX}auth-" in named[0]  # which annotation
             for authorization in (None, basic(b"alice", PASSWORD)):
                 reply = await site.ask(authorization)
                 assert reply.status == 503
@@ -552,6 +554,15 @@ def test_a_canary_of_a_protected_route_is_protected_by_the_main_ingress() -> Non
             assert len(site.backend.requests) == 1
 
     run(main)
+
+
+def test_the_hashes_are_never_shown_in_a_policy() -> None:
+    hashed = _sha(PASSWORD)
+    config = build_config(objects(8080, AUTH, htpasswd((b"alice", hashed))))
+    policy = config.match(SITE, "/").policy
+    assert policy.basic_auth.users == ((b"alice", hashed),)
+    assert hashed not in repr(policy)
+    assert not any(hashed in str(problem) for problem in config.problems)
 
 
 def test_plain_routes_are_not_gated() -> None:

@@ -793,7 +793,8 @@ def _assemble(
 
     basic = members("basic_auth")
     if "type" in basic or "secret" in basic:
-        fields["basic_auth"] = basic_auth_of(basic)
+        named = groups["basic_auth"]
+        fields["basic_auth"] = basic_auth_of(basic, (named.get("secret") or named["type"])[0])
     else:
         unused("basic_auth", "auth-type: basic")
     return fields

@@ -86,10 +86,11 @@ def read_realm(text: str) -> str:
     return text
 
 
-def basic_auth_of(members: Mapping[str, Any]) -> BasicAuth:
+def basic_auth_of(members: Mapping[str, Any], annotation: str) -> BasicAuth:
     """The basic auth the annotations set (``type``, ``secret``, ``secret_type``,
-    ``realm``): its Secret is read by the build. One without ``auth-type`` or without
-    ``auth-secret`` carries its problem, and protects nothing until it is fixed."""
+    ``realm``; ``annotation``: the one naming the Secret, as written): its Secret is
+    read by the build. One without ``auth-type`` or without ``auth-secret`` carries its
+    problem, and lets nobody in until it is fixed."""
     problem = ""
     if "type" not in members:
         problem = "auth-secret is set without a usable auth-type: basic"
@@ -100,6 +101,7 @@ def basic_auth_of(members: Mapping[str, Any]) -> BasicAuth:
         members.get("secret_type", "auth-file"),
         members.get("realm", ""),
         problem=problem,
+        annotation=annotation,
     )
 
 
@@ -111,7 +113,9 @@ def basic_auth_policy(
     auth = policy.basic_auth
     if auth is None:
         return policy, []
-    where = "metadata.annotations[auth-secret]"
+    where = (
+        f"metadata.annotations[{auth.annotation}]" if auth.annotation else "metadata.annotations"
+    )
     users: Users = ()
     warnings: list[str] = []
     reason = auth.problem

@@ -149,9 +149,11 @@ class BasicAuth:
     secret: tuple[str, str] | None  # auth-secret: (namespace, name); None: not set
     secret_type: str = "auth-file"  # or "auth-map"
     realm: str = ""  # ingress-nginx's default: auth_basic ""
-    users: tuple[tuple[bytes, str], ...] = ()  # (user, hash) from the Secret
+    # (user, hash) from the Secret; never shown (explain, logs)
+    users: tuple[tuple[bytes, str], ...] = field(default=(), repr=False)
     # the annotations do not say enough to protect the routes: why (they answer 503)
     problem: str = ""
+    annotation: str = ""  # the annotation that names the Secret, with its prefix
     by_user: Mapping[bytes, str] = field(init=False, repr=False, compare=False, hash=False)
     # the WWW-Authenticate line of a 401, the realm as an RFC 9110 quoted-string
     challenge: bytes = field(init=False, repr=False, compare=False, hash=False)
