@@ -474,7 +474,7 @@ def test_a_changed_secret_applies_on_the_next_incremental_build() -> None:
 
 
 def test_a_slow_bcrypt_check_never_holds_up_other_connections() -> None:
-    users = htpasswd((b"alice", bcrypt.hashpw(PASSWORD, bcrypt.gensalt(12)).decode()))
+    users = htpasswd((b"alice", bcrypt.hashpw(PASSWORD, bcrypt.gensalt(13)).decode()))
 
     async def main() -> None:
         async with serving(lambda port: objects(port, AUTH, users)) as site:
