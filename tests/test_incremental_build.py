@@ -9,6 +9,8 @@ certificate expires between two builds.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -120,6 +122,14 @@ def ingresses(draw: st.DrawFn) -> Obj:
                     "nginx.ingress.kubernetes.io/canary": "true",
                     "nginx.ingress.kubernetes.io/canary-weight": "30",
                 },
+                {
+                    "nginx.ingress.kubernetes.io/auth-type": "basic",
+                    "nginx.ingress.kubernetes.io/auth-secret": "users",
+                },
+                {
+                    "nginx.ingress.kubernetes.io/auth-type": "basic",
+                    "nginx.ingress.kubernetes.io/auth-secret": "default/users",
+                },
             ]
         )
     )
@@ -202,9 +212,27 @@ ingress_classes = st.builds(
     st.booleans(),
 )
 
-secrets = st.sampled_from(
-    [SECRET_OBJECTS[f"default/{name}"] for name in SECRETS if name != "missing"]
-) | st.sampled_from(sorted(SECRET_OBJECTS.values(), key=str))
+
+def _users(namespace: str, *lines: bytes) -> Obj:
+    """An htpasswd Secret ``users`` (auth-type: basic); without lines, one with no users."""
+    data = {"auth": base64.b64encode(b"".join(lines)).decode()} if lines else {}
+    metadata = {"name": "users", "namespace": namespace}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "data": data}
+
+
+_SHA = b"{SHA}" + base64.b64encode(hashlib.sha1(b"pw").digest())
+USER_SECRETS = [
+    _users("default", b"alice:" + _SHA + b"\n"),
+    _users("default", b"alice:" + _SHA + b"\nbob:" + _SHA + b"\nbad line\n"),
+    _users("default"),
+    _users("shop", b"carol:" + _SHA + b"\n"),
+]
+
+secrets = (
+    st.sampled_from([SECRET_OBJECTS[f"default/{name}"] for name in SECRETS if name != "missing"])
+    | st.sampled_from(sorted(SECRET_OBJECTS.values(), key=str))
+    | st.sampled_from(USER_SECRETS)
+)
 
 
 @st.composite

@@ -39,6 +39,13 @@ from fastroute.ingress.balancing_syntax import (
     read_samesite,
     read_seconds,
 )
+from fastroute.ingress.basic_auth import (
+    basic_auth_of,
+    read_auth_type,
+    read_realm,
+    read_secret_name,
+    read_secret_type,
+)
 from fastroute.ingress.canary import (
     canary_fields,
     canary_rules,
@@ -382,6 +389,10 @@ def _text(read: Callable[[str], Any]) -> Parser:
     return lambda text, _: read(text)
 
 
+def _auth_secret(text: str, reading: Reading) -> tuple[str, str]:
+    return read_secret_name(text, reading.namespace)
+
+
 def _load_balance(text: str, _: Reading) -> str:
     return read_choice(text, LOAD_BALANCE)
 
@@ -516,6 +527,17 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
     A("canary-by-cookie", "canary.cookie", read_canary_cookie, "always/never: canary or main"),
     A("canary-weight", "canary.weight", read_weight, "requests in the total -> canary"),
     A("canary-weight-total", "canary.weight_total", read_weight_total, "default 100"),
+    # basic authentication (ingress/basic_auth.py): the build reads the Secret
+    A("auth-type", "basic_auth.type", _text(read_auth_type), "basic", protection=True),
+    A("auth-secret", "basic_auth.secret", _auth_secret, "the users (htpasswd)", protection=True),
+    A(
+        "auth-secret-type",
+        "basic_auth.secret_type",
+        _text(read_secret_type),
+        "auth-file or auth-map",
+        protection=True,
+    ),
+    A("auth-realm", "basic_auth.realm", _text(read_realm), "the 401's realm", protection=True),
 )
 del A
 
@@ -540,7 +562,7 @@ SNIPPETS: Mapping[str, str] = {
 
 FAMILIES: tuple[Family, ...] = (Family("auth-", "authentication (a later issue)", protection=True),)
 
-_GROUPS = ("cors", "limit", "upstream_tls", "redirect", "affinity", "canary")
+_GROUPS = ("cors", "limit", "upstream_tls", "redirect", "affinity", "canary", "basic_auth")
 
 
 # -- reading -------------------------------------------------------------------------
@@ -768,6 +790,13 @@ def _assemble(
     canary = canary_rules(groups["canary"], notes)
     if canary is not None:
         fields["canary"] = canary
+
+    basic = members("basic_auth")
+    if "type" in basic or "secret" in basic:
+        named = groups["basic_auth"]
+        fields["basic_auth"] = basic_auth_of(basic, (named.get("secret") or named["type"])[0])
+    else:
+        unused("basic_auth", "auth-type: basic")
     return fields
 
 

@@ -69,6 +69,7 @@ from fastroute.ingress.backend_tls import (
     secret_reference,
     upstream_policy,
 )
+from fastroute.ingress.basic_auth import basic_auth_policy
 from fastroute.ingress.canary import with_canary
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
 from fastroute.ingress.configmap import configmap_data, read_settings
@@ -220,7 +221,9 @@ class ConfigBuilder:
         self._by_tls_host: dict[str, set[str]] = {}  # TLS host -> Ingresses listing it
         self._by_secret: dict[tuple[str, str], set[str]] = {}  # Secret -> Ingresses naming it
         self._backend_secrets: dict[str, SecretRef] = {}  # Ingress -> its proxy-ssl-secret
-        self._policies: dict[str, tuple[Policy, Problem | None]] = {}  # with that Secret's
+        self._auth_secrets: dict[str, tuple[str, str]] = {}  # Ingress -> its auth-secret
+        # with those Secrets' contents, and their problems
+        self._policies: dict[str, tuple[Policy, tuple[Problem, ...]]] = {}
         self._now = _utc(now)  # the time of the build in progress
         self._by_parent: dict[str, set[str]] = {}  # "b.com" -> hosts "a.b.com" (for *.b.com)
         self._by_service: dict[ServiceKey, set[str]] = {}  # Service -> hosts routed to it
@@ -313,6 +316,9 @@ class ConfigBuilder:
         ref = self._backend_secrets.pop(key, None)
         if ref is not None:
             _index(self._by_secret, ref.key, key, False)
+        auth_secret = self._auth_secrets.pop(key, None)
+        if auth_secret is not None:
+            _index(self._by_secret, auth_secret, key, False)
         if old is None or new is None or old.order != new.order:
             if old is not None:
                 del self._ordered[bisect.bisect_left(self._ordered, (old.order, key))]
@@ -355,6 +361,10 @@ class ConfigBuilder:
         if ref is not None:
             self._backend_secrets[key] = ref
             _index(self._by_secret, ref.key, key, True)
+        basic_auth = new.policy.basic_auth if new is not None else None
+        if basic_auth is not None and basic_auth.secret is not None:
+            self._auth_secrets[key] = basic_auth.secret
+            _index(self._by_secret, basic_auth.secret, key, True)
         self._dirty_secrets.add(key)
         self._dirty_error_checks.add(key)
 
@@ -463,7 +473,8 @@ class ConfigBuilder:
                 if entry.secret == secret[1]:
                     self._dirty_tls.update(entry.hosts)
             ref = self._backend_secrets.get(key)
-            if ref is not None and ref.key == secret:  # its routes' policy changes
+            backend_secret = ref is not None and ref.key == secret
+            if backend_secret or self._auth_secrets.get(key) == secret:  # its routes' policy
                 self._policies.pop(key, None)
                 self._dirty_hosts.update(spec.buckets)
                 self._dirty_catch_all = self._dirty_catch_all or key in self._catch_all_candidates
@@ -842,8 +853,9 @@ class ConfigBuilder:
             )
         return with_canary(main, backend, spec.policy), ""
 
-    def _policy(self, spec: IngressSpec) -> tuple[Policy, Problem | None]:
-        """The Ingress's policy with its proxy-ssl-secret resolved, and that one's problem."""
+    def _policy(self, spec: IngressSpec) -> tuple[Policy, tuple[Problem, ...]]:
+        """The Ingress's policy with the Secrets it names resolved (proxy-ssl-secret,
+        auth-secret), and their problems."""
         found = self._policies.get(spec.key)
         if found is None:
             ref = self._backend_secrets.get(spec.key)
@@ -851,7 +863,11 @@ class ConfigBuilder:
             client = None
             if ref is not None and secret is not None and has_client_certificate(secret):
                 client = self._certificate(*ref.key, self._now)
-            found = upstream_policy(spec.key, spec.policy, ref, secret, client)
+            policy, problem = upstream_policy(spec.key, spec.policy, ref, secret, client)
+            auth_secret = self._auth_secrets.get(spec.key)
+            users = self._objects.get(("Secret", *auth_secret)) if auth_secret else None
+            policy, problems = basic_auth_policy(spec.key, policy, users)
+            found = policy, (problem, *problems) if problem is not None else tuple(problems)
             self._policies[spec.key] = found
         return found
 
@@ -1019,9 +1035,7 @@ class ConfigBuilder:
         if spec is None:
             self._problems_changed(before, problems)
             return
-        backend_problem = self._policy(spec)[1]
-        if backend_problem is not None:
-            problems.append(backend_problem)
+        problems.extend(self._policy(spec)[1])
         if spec.policy.canary is not None and spec.tls:
             reason = "ignored on a canary Ingress: the main Ingress's TLS applies to its host"
             problems.append(Problem("Ingress", key, "spec.tls", reason, warning=True))

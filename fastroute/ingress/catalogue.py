@@ -239,13 +239,18 @@ def _annotations() -> _Table:
         "wildcard hosts too",
         "ssl-passthrough",
     )
-    _group(
+    _each(
         t,
-        planned,
-        "basic and digest authentication; until then the route answers 503 rather than "
-        "serve without it",
-        "auth-type auth-secret auth-secret-type auth-realm",
-        ISSUE_12,
+        honoured,
+        {
+            "auth-type": "basic (a 401 with the realm's challenge until the right password "
+            "is sent); digest is refused: the route answers 503",
+            "auth-secret": "the Secret of the Ingress's namespace listing the users; missing, "
+            "or listing no usable user: the route answers 503",
+            "auth-secret-type": "auth-file (an htpasswd file in the 'auth' key: bcrypt, apr1, "
+            "{SHA}, crypt) or auth-map (a key per user, its hash the value)",
+            "auth-realm": "the realm of the 401's challenge (empty by default)",
+        },
     )
     _group(
         t,

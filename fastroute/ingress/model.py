@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GATE_FIELDS",
     "Backend",
+    "BasicAuth",
     "Canary",
     "Cors",
     "Endpoint",
@@ -138,6 +139,33 @@ class Canary:
 
 
 @dataclass(frozen=True, slots=True)
+class BasicAuth:
+    """``auth-type: basic``: the users of an htpasswd Secret, and the realm they are asked in.
+
+    ``read_policy`` sets what the annotations say; the build reads the Secret into
+    ``users`` (``ingress/basic_auth.py``). With no users, nobody passes (fail closed).
+    """
+
+    secret: tuple[str, str] | None  # auth-secret: (namespace, name); None: not set
+    secret_type: str = "auth-file"  # or "auth-map"
+    realm: str = ""  # ingress-nginx's default: auth_basic ""
+    # (user, hash) from the Secret; never shown (explain, logs)
+    users: tuple[tuple[bytes, str], ...] = field(default=(), repr=False)
+    # the annotations do not say enough to protect the routes: why (they answer 503)
+    problem: str = ""
+    annotation: str = ""  # the annotation that names the Secret, with its prefix
+    by_user: Mapping[bytes, str] = field(init=False, repr=False, compare=False, hash=False)
+    # the WWW-Authenticate line of a 401, the realm as an RFC 9110 quoted-string
+    challenge: bytes = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        quoted = self.realm.replace("\\", "\\\\").replace('"', '\\"')
+        object.__setattr__(self, "by_user", dict(self.users))
+        line = f'WWW-Authenticate: Basic realm="{quoted}"\r\n'.encode("latin-1", "replace")
+        object.__setattr__(self, "challenge", line)
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """Per-route behaviour from Ingress annotations and the ConfigMap (ingress-nginx's names).
 
@@ -192,6 +220,7 @@ class Policy:
     upstream_hash_subset: bool = False
     upstream_hash_subset_size: int = 3
     affinity: Affinity | None = None  # affinity: cookie
+    basic_auth: BasicAuth | None = None  # auth-type: basic (checked by proxy/gate.py)
     # derived once, for the codec: whole header lines, and the names they replace
     plain: bool = field(init=False, repr=False, compare=False)
     # it may answer any request itself (a refusal, app-root, a redirect); a CORS preflight
@@ -239,7 +268,7 @@ def _names(headers: Iterable[tuple[str, str]]) -> frozenset[bytes] | None:
 
 
 # the Policy fields of checks that ``proxy/gate.py`` runs after ``decide`` (None: no check)
-GATE_FIELDS: tuple[str, ...] = ()
+GATE_FIELDS: tuple[str, ...] = ("basic_auth",)
 
 # what decide reads for every route, plain or not
 _ALWAYS_READ = frozenset(

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fastroute.ingress.model import Policy
+from fastroute.proxy.basic_auth import BasicAuthCheck
+from fastroute.proxy.cors import cors_rules
 from fastroute.proxy.decide import Answer, Forward
 from fastroute.proxy.state import ProxyState
 
@@ -78,15 +80,40 @@ def admitted_plan(plan: Forward, admitted: Admitted) -> Forward:
     return plan
 
 
+def _repeated(asking: Asking, name: bytes) -> bool:
+    """Whether the request has more than one field ``name`` (lower case)."""
+    return sum(1 for field, _ in asking.headers if field == name) > 1
+
+
+def _with_cors(refusal: Answer, policy: Policy, asking: Asking) -> Answer:
+    """A refusal with the route's CORS fields (ingress-nginx sets them on its 401s), so
+    that a page can read the status instead of seeing a CORS failure."""
+    if policy.cors is None:
+        return refusal
+    lines = cors_rules(policy.cors).response_headers(asking.header(b"origin"))
+    return dataclasses.replace(refusal, lines=refusal.lines + lines)
+
+
 class Gate:
     """Runs a gated route's checks; one per proxy (the checks keep caches and pools)."""
 
     def __init__(self, state: ProxyState) -> None:
         self.state = state
+        metrics = state.metrics
+        # auth-type: basic (its cache, its threads)
+        self.basic_auth = BasicAuthCheck(count=metrics.basic_auth_check if metrics else None)
 
     async def admit(self, policy: Policy, asking: Asking) -> Admitted | Answer:
         """What the checks of ``policy`` add to the request, or the answer refusing it."""
         admitted = ADMITTED
+        if policy.basic_auth is not None:
+            authorization = asking.header(b"authorization")
+            if authorization is not None and _repeated(asking, b"authorization"):
+                # nginx refuses it too: the upstream could read the one nobody checked
+                return Answer(400, reason="basic auth: more than one Authorization field")
+            refusal = await self.basic_auth.check(policy.basic_auth, authorization)
+            if refusal is not None:
+                return _with_cors(refusal, policy, asking)
         return admitted
 
     def close(self) -> None:

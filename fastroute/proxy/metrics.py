@@ -18,6 +18,8 @@ same dashboards and alerts carry over with the ``fastroute_`` prefix:
 - ``fastroute_ssl_passthrough_connections_total{ingress,service,result}``: counter, TLS
   connections relayed undecrypted, counted when they end (result: relayed, unreachable,
   no_endpoints)
+- ``fastroute_basic_auth_checks_total{result}``: counter, passwords checked for
+  ``auth-type: basic`` (result: cached, passed, refused, timeout)
 
 Several worker processes share one set of metrics through prometheus_client's
 multiprocess mode: it is chosen when ``prometheus_client`` is first imported, by the
@@ -139,6 +141,14 @@ class Metrics:
             ["ingress", "service", "result"],
             registry=self.registry,
         )
+        self._basic_auth = Counter(
+            "fastroute_basic_auth_checks",
+            "Passwords checked for auth-type: basic, by result: cached (verified a moment ago: "
+            "no hash checked), passed, refused (a hash checked, no match; unknown users too), "
+            "timeout (answered 500).",
+            ["result"],
+            registry=self.registry,
+        )
         # Both outcomes exist from the start, so a rate() over failures is 0, not absent.
         self._reload_results = {
             True: self._reloads.labels("success"),
@@ -173,6 +183,10 @@ class Metrics:
     def passthrough_connection(self, ingress: str, service: str, result: str) -> None:
         """Count one ssl-passthrough connection that ended (``result``: relayed, ...)."""
         self._passthrough.labels(ingress or NO_ROUTE, service or NO_ROUTE, result).inc()
+
+    def basic_auth_check(self, result: str) -> None:
+        """Count one password checked for basic auth (``result``: cached, passed, ...)."""
+        self._basic_auth.labels(result).inc()
 
     def accept_error(self, error: str) -> None:
         """Count one failed accept on a traffic listener (``error``: the errno's name)."""
