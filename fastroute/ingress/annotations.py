@@ -51,6 +51,8 @@ from fastroute.ingress.canary import (
 from fastroute.ingress.canary import (
     read_cookie_name as read_canary_cookie,
 )
+from fastroute.ingress.external_auth import ANNOTATION_NAMES as EXTERNAL_AUTH
+from fastroute.ingress.external_auth import external_auth_policy
 from fastroute.ingress.model import Cors, HeaderList, Networks, Policy, RateLimit, UpstreamTLS
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.syntax import (
@@ -667,7 +669,7 @@ def _read_policy(
             values[entry.field] = key, value
 
     for name, (key, _) in present.items():
-        if name in ANNOTATIONS:
+        if name in ANNOTATIONS or name in EXTERNAL_AUTH:  # external_auth_policy reads those
             continue
         if name in SNIPPETS:
             notes.append((key, f"snippets are never executed; use {SNIPPETS[name]}", True))
@@ -701,6 +703,13 @@ def _read_policy(
             fields[field_name] = value
     fields.update(_assemble(groups, settings, notes))
     _balancing_notes(fields, present, notes)
+    external_auth, auth_refused, auth_notes = external_auth_policy(
+        present, settings, namespace, configmap
+    )
+    notes += auth_notes
+    if auth_refused:
+        refused.append(auth_refused)
+    fields["external_auth"] = external_auth
     if refused:
         fields["refused"] = "; ".join(refused)
     if fields.get("canary") is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from fastroute.ingress.model import Policy
 from fastroute.proxy.decide import Answer, Forward
+from fastroute.proxy.external_auth import ExternalAuthCheck, Request, verdict
 from fastroute.proxy.state import ProxyState
 
 __all__ = ["ADMITTED", "Admitted", "Asking", "Gate", "admitted_plan"]
@@ -33,6 +34,8 @@ class Asking:
     client: str  # the real client address
     headers: Sequence[tuple[bytes, bytes]]  # every field as received, names lower case
     header: Callable[[bytes], bytes | None]  # one field's value by lower-case name
+    ingress: str = ""  # the route's Ingress, "namespace/name" (metrics, logs)
+    path: str = ""  # the route's rule path as written (no-auth-locations, cache keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +86,39 @@ class Gate:
 
     def __init__(self, state: ProxyState) -> None:
         self.state = state
+        self.external_auth = ExternalAuthCheck(state)  # auth-url: its pools and cache
 
     async def admit(self, policy: Policy, asking: Asking) -> Admitted | Answer:
         """What the checks of ``policy`` add to the request, or the answer refusing it."""
         admitted = ADMITTED
+        auth = policy.external_auth
+        if auth is not None and auth.applies_to(asking.path):
+            found = await self._external_auth(policy, asking)
+            if isinstance(found, Answer):
+                return found
+            admitted = admitted + found
         return admitted
+
+    async def _external_auth(self, policy: Policy, asking: Asking) -> Admitted | Answer:
+        """Ask the route's auth service (``auth-url``); its answer, or what it adds."""
+        auth = policy.external_auth
+        assert auth is not None
+        request = Request(
+            asking.method,
+            asking.target,
+            asking.header(b"host") or asking.host,
+            asking.scheme,
+            asking.client,
+            tuple(asking.headers),
+        )
+        outcome = await self.external_auth.ask(auth, policy, request, asking.ingress, asking.path)
+        found = verdict(auth, outcome, request)
+        if isinstance(found, Answer):
+            return found
+        upstream, cookies = found
+        drop = frozenset(name.lower().encode("latin-1") for name in auth.response_headers)
+        return Admitted(upstream, drop or None, cookies)
 
     def close(self) -> None:
         """Close what the checks hold open (pooled connections): the proxy is draining."""
+        self.external_auth.close()
