@@ -89,7 +89,8 @@ _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # DNS-1123 label
 _CONFIGMAP_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")  # DNS-1123 subdomain
 _RESPONSE_HEADER = re.compile(r"[A-Za-z0-9_-]+")  # ingress-nginx's rule for these names
 _PARAM = re.compile(r"[A-Za-z0-9_.~-]+")
-_TIME = re.compile(r"([0-9]+)(ms|s|m|h|d|w|M|y)")
+_TIME_PART = r"([0-9]+)(ms|s|m|h|d|w|M|y)"
+_TIME = re.compile(f"(?:{_TIME_PART})+")  # "5m", "1m30s" (and "1h 30m": two words)
 _TIME_UNITS = {
     "ms": 0.001,
     "s": 1,
@@ -171,10 +172,10 @@ def read_cache_duration(text: str) -> tuple[CacheRule, ...]:
         any_code = False
         timed = False
         for word in words:
-            time = _TIME.fullmatch(word)
-            if time is not None:
+            if _TIME.fullmatch(word) is not None:
                 timed = True
-                seconds += int(time[1]) * _TIME_UNITS[time[2]]
+                for part in re.finditer(_TIME_PART, word):
+                    seconds += int(part[1]) * _TIME_UNITS[part[2]]
             elif timed:
                 raise Malformed(f"{word!r} in {text!r}: status codes come before the time")
             elif word == "any":
