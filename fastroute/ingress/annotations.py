@@ -51,7 +51,7 @@ from fastroute.ingress.canary import (
 from fastroute.ingress.canary import (
     read_cookie_name as read_canary_cookie,
 )
-from fastroute.ingress.external_auth import ANNOTATION_NAMES as EXTERNAL_AUTH
+from fastroute.ingress.external_auth import SUMMARIES as EXTERNAL_AUTH_SUMMARIES
 from fastroute.ingress.external_auth import external_auth_policy
 from fastroute.ingress.model import Cors, HeaderList, Networks, Policy, RateLimit, UpstreamTLS
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
@@ -518,6 +518,12 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
     A("canary-by-cookie", "canary.cookie", read_canary_cookie, "always/never: canary or main"),
     A("canary-weight", "canary.weight", read_weight, "requests in the total -> canary"),
     A("canary-weight-total", "canary.weight_total", read_weight_total, "default 100"),
+    # external authentication: read together by external_auth.py (the global one too)
+    *(
+        A(name, "external_auth", None, summary, True)
+        for name, summary in EXTERNAL_AUTH_SUMMARIES.items()
+    ),
+    A("auth-keepalive-share-vars", "", None, "nothing to share; accepted", True, no_op=True),
 )
 del A
 
@@ -533,7 +539,7 @@ SNIPPETS: Mapping[str, str] = {
         "for response headers"
     ),
     "stream-snippet": "nothing yet: fastroute does not proxy TCP or UDP streams",
-    "auth-snippet": "the auth-* annotations, when authentication is implemented",
+    "auth-snippet": "auth-url's annotations, and auth-proxy-set-headers for request headers",
     "modsecurity-snippet": (
         "allowlist-source-range, denylist-source-range and the limit-* annotations for access "
         "rules; fastroute has no WAF"
@@ -669,7 +675,7 @@ def _read_policy(
             values[entry.field] = key, value
 
     for name, (key, _) in present.items():
-        if name in ANNOTATIONS or name in EXTERNAL_AUTH:  # external_auth_policy reads those
+        if name in ANNOTATIONS:
             continue
         if name in SNIPPETS:
             notes.append((key, f"snippets are never executed; use {SNIPPETS[name]}", True))

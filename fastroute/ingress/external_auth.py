@@ -29,6 +29,7 @@ from fastroute.ingress.syntax import (
 __all__ = [
     "ANNOTATION_NAMES",
     "DEFAULT_CACHE_DURATION",
+    "SUMMARIES",
     "VARIABLES",
     "CacheRule",
     "ExternalAuth",
@@ -66,23 +67,24 @@ DEFAULT_NO_AUTH_LOCATIONS = "/.well-known/acme-challenge"
 _DEFAULT_CACHED = frozenset({200, 301, 302})
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE")
 
-ANNOTATION_NAMES = (
-    "auth-url",
-    "auth-method",
-    "auth-signin",
-    "auth-signin-redirect-param",
-    "auth-response-headers",
-    "auth-request-redirect",
-    "auth-always-set-cookie",
-    "auth-cache-key",
-    "auth-cache-duration",
-    "auth-proxy-set-headers",
-    "auth-keepalive",
-    "auth-keepalive-requests",
-    "auth-keepalive-timeout",
-    "auth-keepalive-share-vars",
-    "enable-global-auth",
-)
+# the annotations read here, with a line for the annotation table
+SUMMARIES = {
+    "auth-url": "ask this URL about each request first",
+    "auth-method": "the auth request's method",
+    "auth-signin": "a 401 redirects here (rd=)",
+    "auth-signin-redirect-param": "the parameter for the URL (rd)",
+    "auth-response-headers": "copied from the auth answer upstream",
+    "auth-request-redirect": "X-Auth-Request-Redirect",
+    "auth-always-set-cookie": "its Set-Cookie on refusals too",
+    "auth-cache-key": "cache auth answers by this key",
+    "auth-cache-duration": "for how long, by status",
+    "auth-proxy-set-headers": "headers for the auth request (ConfigMap)",
+    "auth-keepalive": "idle auth connections kept",
+    "auth-keepalive-requests": "requests per auth connection",
+    "auth-keepalive-timeout": "idle auth connection lifetime",
+    "enable-global-auth": "false: not the ConfigMap's global-auth-url",
+}
+ANNOTATION_NAMES = (*SUMMARIES, "auth-keepalive-share-vars")
 
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # DNS-1123 label
