@@ -23,6 +23,7 @@ import trio
 from echo import Echo
 from raw import DEADLINE, BackendConnection, RawBackend
 from raw import Request as RawRequest
+from raw import response as raw_response
 from sites import HOST, closed_port, site_objects
 
 from fastroute.ingress import build_config
@@ -157,6 +158,7 @@ async def serving(
     configmap: Callable[[int], dict[str, str]] | None = None,
     extra_paths: tuple[str, ...] = (),
     service: RawBackend | None = None,
+    backend_service: RawBackend | None = None,
 ) -> AsyncIterator[Setup]:
     """The proxy routing site.example.com to an Echo backend, annotated with
     ``annotations(auth_port)``; the ConfigMap ``configmap(auth_port)`` when given; the
@@ -164,7 +166,9 @@ async def serving(
     auth, backend = AuthService(decide), Echo("web")
     async with trio.open_nursery() as nursery:
         auth_port = await nursery.start(service.serve if service else auth.serve)
-        backend_port = await nursery.start(backend.serve)
+        backend_port = await nursery.start(
+            backend_service.serve if backend_service else backend.serve
+        )
         objects = _objects(backend_port, annotations(auth_port), extra_paths)
         kwargs: dict[str, Any] = {}
         if configmap is not None:
@@ -497,27 +501,35 @@ def test_a_cached_401_still_redirects_to_signin_for_each_request() -> None:
     run(main)
 
 
-def test_set_cookie_from_the_auth_service_reaches_the_client_on_a_pass() -> None:
+def test_the_auth_cookie_reaches_the_client_only_on_a_success_unless_always_set() -> None:
+    """As ingress-nginx's e2e "user retains cookie by default" / "does not retain cookie if
+    upstream returns error status code" / "with auth-always-set-cookie retains it"."""
+
+    async def by_path(connection: BackendConnection, request: RawRequest) -> None:
+        status = 503 if request.target.startswith(b"/error") else 200
+        await connection.send(raw_response(b"page", status))
+
+    decide = answering(200, ("Set-Cookie", "alma=armud"), ("Set-Cookie", "b=2"))
+
     async def main() -> None:
-        decide = answering(200, ("Set-Cookie", "alma=armud"))
-        async with serving(auth_url(), decide) as setup, setup.client() as client:
-            response = await client.get("/")
-            assert response.status_code == 200
-            assert response.headers["set-cookie"] == "alma=armud"
-
-    run(main)
-
-
-def test_auth_always_set_cookie_adds_the_cookie_to_a_refusal_too() -> None:
-    async def main() -> None:
-        decide = answering(403, ("Set-Cookie", "alma=armud"))
-        async with serving(auth_url(), decide) as setup, setup.client() as client:
-            assert "set-cookie" not in (await client.get("/")).headers
+        async with (
+            serving(auth_url(), decide, backend_service=RawBackend(by_path)) as setup,
+            setup.client() as client,
+        ):
+            ok = await client.get("/")
+            assert ok.status_code == 200
+            assert ok.headers.get_list("set-cookie") == ["alma=armud", "b=2"]
+            error = await client.get("/error")
+            assert error.status_code == 503
+            assert "set-cookie" not in error.headers
         always = auth_url(auth_always_set_cookie="true")
-        async with serving(always, decide) as setup, setup.client() as client:
-            response = await client.get("/")
-            assert response.status_code == 403
-            assert response.headers["set-cookie"] == "alma=armud"
+        async with (
+            serving(always, decide, backend_service=RawBackend(by_path)) as setup,
+            setup.client() as client,
+        ):
+            error = await client.get("/error")
+            assert error.status_code == 503
+            assert error.headers.get_list("set-cookie") == ["alma=armud", "b=2"]
 
     run(main)
 

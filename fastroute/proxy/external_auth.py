@@ -77,9 +77,6 @@ _NOT_PASSED = frozenset(
         b"x-scheme",
     }
 )
-# statuses whose response gets the auth answer's Set-Cookie without auth-always-set-cookie
-# (nginx's add_header without "always")
-COOKIE_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
 _URL = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?([!-~]*)")
 _UNSAFE = re.compile(rb"[^!-~]")
 

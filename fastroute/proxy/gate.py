@@ -45,6 +45,7 @@ class Admitted:
     upstream_lines: bytes = b""  # whole "Name: value\r\n" lines for the upstream request
     upstream_drop: frozenset[bytes] | None = None  # client fields they replace (lower case)
     client_lines: bytes = b""  # whole lines added to the response (Set-Cookie...)
+    success_lines: bytes = b""  # the same, only if its status is a success (ADD_HEADER_STATUSES)
 
     def __add__(self, other: Admitted) -> Admitted:
         if other is ADMITTED:
@@ -55,6 +56,7 @@ class Admitted:
             self.upstream_lines + other.upstream_lines,
             _union(self.upstream_drop, other.upstream_drop),
             self.client_lines + other.client_lines,
+            self.success_lines + other.success_lines,
         )
 
 
@@ -77,6 +79,7 @@ def admitted_plan(plan: Forward, admitted: Admitted) -> Forward:
         upstream_lines=fields.upstream_lines + admitted.upstream_lines,
         upstream_drop=_union(fields.upstream_drop, admitted.upstream_drop),
         client_lines=fields.client_lines + admitted.client_lines,
+        success_lines=fields.success_lines + admitted.success_lines,
     )
     return plan
 
@@ -117,7 +120,9 @@ class Gate:
             return found
         upstream, cookies = found
         drop = frozenset(name.lower().encode("latin-1") for name in auth.response_headers)
-        return Admitted(upstream, drop or None, cookies)
+        if auth.always_set_cookie:
+            return Admitted(upstream, drop or None, cookies)
+        return Admitted(upstream, drop or None, success_lines=cookies)
 
     def close(self) -> None:
         """Close what the checks hold open (pooled connections): the proxy is draining."""
