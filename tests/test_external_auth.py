@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 from echo import Echo
-from raw import DEADLINE, BackendConnection, RawBackend
+from raw import DEADLINE, BackendConnection, RawBackend, wait_for
 from raw import Request as RawRequest
 from raw import response as raw_response
 from sites import HOST, closed_port, site_objects
@@ -73,6 +73,7 @@ class AuthService:
     decide: Decide = allow
     asked: list[Asked] = field(default_factory=list)
     connections: int = 0
+    closed: int = 0  # connections the proxy closed (or that broke)
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -88,6 +89,8 @@ class AuthService:
                     conn.start_next_cycle()
             except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            finally:
+                self.closed += 1
 
     async def _exchange(self, stream: trio.SocketStream, conn: h11.Connection) -> bool:
         request = await _next(stream, conn)
@@ -415,6 +418,10 @@ def test_a_slow_auth_service_is_a_500_after_the_routes_read_timeout() -> None:
             assert response.status_code == 500
             assert 0.25 < took < 3.0
             assert setup.backend.connections == 0
+            # the late answer is never read: its connection was closed, not kept
+            await wait_for(lambda: setup.auth.closed == 1, "the slow connection to close")
+            assert (await client.get("/")).status_code == 200
+            assert setup.auth.connections == 2
 
     run(main)
 

@@ -247,8 +247,9 @@ class ExternalAuthCheck:
         metrics = self.state.metrics
         key: Hashable = None
         if auth.cache_key is not None:
+            # as nginx's: per host and rule path (and auth URL: a new one asks afresh)
             key = (
-                auth,
+                auth.url.text,
                 _host_name(request.host).lower(),
                 path,
                 auth.cache_key.expand(request.variable),
@@ -302,6 +303,9 @@ class ExternalAuthCheck:
                     connection.channel.close()
                     if not (reused and failure.outcome == "closed"):
                         raise
+                except BaseException:  # timed out or cancelled mid-exchange: never kept
+                    connection.channel.close()
+                    raise
             raise _FailedError("the auth service closed the connection twice")
         raise _FailedError(f"no answer within {total:g}s", "timeout")
 
