@@ -162,6 +162,7 @@ async def serving(
     extra_paths: tuple[str, ...] = (),
     service: RawBackend | None = None,
     backend_service: RawBackend | None = None,
+    extra_objects: tuple[dict[str, Any], ...] = (),
 ) -> AsyncIterator[Setup]:
     """The proxy routing site.example.com to an Echo backend, annotated with
     ``annotations(auth_port)``; the ConfigMap ``configmap(auth_port)`` when given; the
@@ -172,7 +173,7 @@ async def serving(
         backend_port = await nursery.start(
             backend_service.serve if backend_service else backend.serve
         )
-        objects = _objects(backend_port, annotations(auth_port), extra_paths)
+        objects = [*_objects(backend_port, annotations(auth_port), extra_paths), *extra_objects]
         kwargs: dict[str, Any] = {}
         if configmap is not None:
             namespace, _, name = CM.partition("/")
@@ -444,6 +445,34 @@ def test_connections_to_the_auth_service_are_kept_alive() -> None:
                 assert (await client.get("/")).status_code == 200
             assert len(setup.auth.asked) == 5
             assert setup.auth.connections == 1
+
+    run(main)
+
+
+def test_auth_keepalive_zero_opens_a_connection_per_request() -> None:
+    async def main() -> None:
+        async with serving(auth_url(auth_keepalive="0")) as setup, setup.client() as client:
+            for _ in range(3):
+                assert (await client.get("/")).status_code == 200
+            assert setup.auth.connections == 3
+
+    run(main)
+
+
+def test_auth_proxy_set_headers_sets_the_configmaps_headers_on_the_auth_request() -> None:
+    headers = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "auth-headers", "namespace": "default"},
+        "data": {"X-Tenant": "shop"},
+    }
+
+    async def main() -> None:
+        annotations = auth_url(auth_proxy_set_headers="auth-headers")
+        async with serving(annotations, extra_objects=(headers,)) as setup:
+            async with setup.client() as client:
+                assert (await client.get("/", headers={"X-Tenant": "mallory"})).status_code == 200
+            (asked,) = setup.auth.asked
+            assert [v for k, v in asked.headers if k == "x-tenant"] == ["shop"]
 
     run(main)
 

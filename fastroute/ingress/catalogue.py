@@ -271,8 +271,8 @@ def _annotations() -> _Table:
             "default 200 202 401 5m); answers with Set-Cookie are never cached",
             "auth-proxy-set-headers": "a ConfigMap in the Ingress's namespace of headers set on "
             "the auth request",
-            "auth-keepalive": "idle connections kept to the auth service (pooled even when 0: "
-            "16 then)",
+            "auth-keepalive": "idle connections kept to the auth service (16 when unset, "
+            "where ingress-nginx keeps none)",
             "auth-keepalive-requests": "requests on one auth connection before it is closed",
             "auth-keepalive-timeout": "seconds an idle auth connection is kept",
             "enable-global-auth": "false: the ConfigMap's global-auth-url does not apply to "

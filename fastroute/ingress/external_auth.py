@@ -210,7 +210,7 @@ class ExternalAuth:
     cache_key: Template | None = None  # None: no cache
     cache_rules: tuple[CacheRule, ...] = ()
     proxy_set_headers: tuple[tuple[str, str], ...] = ()  # set on the auth request
-    keepalive: int = 0  # idle connections kept (ingress-nginx's default: none)
+    keepalive: int | None = None  # idle connections kept; None: the proxy's default
     keepalive_timeout: float = 60.0
     keepalive_requests: int = 1000
     no_auth_locations: tuple[str, ...] = ()  # rule paths starting with one: no auth

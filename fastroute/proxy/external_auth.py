@@ -47,7 +47,7 @@ AUTH_TIMEOUT = 10.0
 CACHE_SIZE = 10_000  # cached answers kept, all routes together (least recently used go)
 _BODY_KEPT = 64 * 1024  # an answer body read (and dropped) to keep its connection; else closed
 _DEFAULT_IDLE = 16  # idle connections kept per auth endpoint when auth-keepalive is not set
-_POOLS = 64  # auth endpoints whose connections are kept
+_POOLS = 64  # pools kept, one per (auth-keepalive, auth-keepalive-timeout) in use
 
 # client fields never passed to the auth service: they frame a body, route the message,
 # or are what the proxy itself tells the service
@@ -343,7 +343,8 @@ class ExternalAuthCheck:
         pool = self._pools.get(settings)
         if pool is None:
             pool = Pool(
-                max_idle=auth.keepalive or _DEFAULT_IDLE, idle_timeout=auth.keepalive_timeout
+                max_idle=_DEFAULT_IDLE if auth.keepalive is None else auth.keepalive,
+                idle_timeout=auth.keepalive_timeout,
             )
             self._pools[settings] = pool
             while len(self._pools) > _POOLS:
