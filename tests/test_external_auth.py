@@ -132,6 +132,8 @@ def _objects(
     objects = site_objects(backend_port)
     ingress = objects[-1]
     ingress["metadata"]["annotations"] = annotations
+    if annotations.get("test/any-host"):  # the rule for every host
+        del ingress["spec"]["rules"][0]["host"]
     if extra_paths:  # another Ingress on the same host, without annotations
         plain = json.loads(json.dumps(ingress))
         plain["metadata"] = {"name": "plain"}
@@ -268,6 +270,22 @@ def test_the_auth_service_is_asked_as_nginx_auth_request_asks() -> None:
             assert [v for k, v in asked.headers if k == "x-original-url"] == [
                 f"http://{HOST}/orders/7?q=a%20b"
             ]
+
+    run(main)
+
+
+def test_the_auth_url_host_may_be_the_requests_own_host() -> None:
+    def annotations(port: int) -> dict[str, str]:
+        return {N + "auth-url": f"http://$host:{port}/auth?for=$host", "test/any-host": "1"}
+
+    async def main() -> None:
+        async with serving(annotations) as setup:
+            async with setup.client() as client:
+                response = await client.get("/", headers={"Host": "127.0.0.1"})
+            assert response.status_code == 200
+            (asked,) = setup.auth.asked
+            assert asked.target == "/auth?for=127.0.0.1"
+            assert asked.header("host") == "127.0.0.1"
 
     run(main)
 
@@ -656,6 +674,7 @@ def test_a_malformed_global_auth_url_fails_every_route_closed() -> None:
         {N + "auth-url": "http:///no-host"},
         {N + "auth-url": "http://auth.example/$request_body"},
         {N + "auth-url": "http://$http_x_target/auth"},
+        {N + "auth-url": "http://user:secret@auth.example/"},
         {N + "auth-url": "http://auth.example/", N + "auth-method": "FETCH"},
         {N + "auth-url": "http://auth.example/", N + "auth-cache-duration": "5m 200"},
         {N + "auth-url": "http://auth.example/", N + "auth-response-headers": "X-User:"},

@@ -234,6 +234,10 @@ def _url(text: str) -> Template:
     match = re.fullmatch(r"(https?)://([^/?#\s]+)([!-~]*)", url)
     if match is None:
         raise Malformed(f"expected an absolute http:// or https:// URL with a host, got {text!r}")
+    if "@" in match[2]:
+        raise Malformed(
+            f"{text!r}: credentials in the URL are not sent; use auth-proxy-set-headers"
+        )
     authority = read_template(match[2])
     if any(name not in _HOST_VARIABLES for name in authority.parts[1::2]):
         raise Malformed(

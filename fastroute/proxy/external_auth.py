@@ -77,7 +77,9 @@ _NOT_PASSED = frozenset(
         b"x-scheme",
     }
 )
-_URL = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?([!-~]*)")
+_URL = re.compile(
+    r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?((?:[/?][!-~]*)?)"
+)
 _UNSAFE = re.compile(rb"[^!-~]")
 
 
