@@ -264,7 +264,8 @@ def _annotations() -> _Table:
             "a client's own copies are always removed",
             "auth-request-redirect": "the X-Auth-Request-Redirect sent (default: the request's "
             "URI)",
-            "auth-always-set-cookie": "the auth answer's Set-Cookie on 401 and 403 answers too",
+            "auth-always-set-cookie": "the auth answer's Set-Cookie on every response (401, 403, "
+            "errors); without it only on success and redirect statuses",
             "auth-cache-key": "auth answers are cached by this key (variables), per host and "
             "path, in a bounded in-memory cache per replica",
             "auth-cache-duration": "how long each status is cached (proxy_cache_valid syntax, "
