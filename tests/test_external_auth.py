@@ -679,6 +679,7 @@ def test_a_malformed_global_auth_url_fails_every_route_closed() -> None:
         {N + "auth-url": "http://auth.example/", N + "auth-cache-duration": "5m 200"},
         {N + "auth-url": "http://auth.example/", N + "auth-response-headers": "X-User:"},
         {N + "auth-url": "http://auth.example/", N + "auth-signin": "https://x/$nope"},
+        {N + "auth-url": "http://auth.example/", N + "auth-signin": "login.example/start"},
     ],
 )
 def test_a_malformed_auth_annotation_fails_its_ingress_closed(annotations: dict[str, str]) -> None:
@@ -786,6 +787,8 @@ def test_the_signin_url_is_built_as_ingress_nginx_builds_it() -> None:
     assert signin(auth_signin="https://l/start") == f"https://l/start?rd={tail}"
     assert signin(auth_signin="https://l/start?a=1") == f"https://l/start?a=1&rd={tail}"
     assert signin(auth_signin="https://l/?rd=/home") == "https://l/?rd=/home"
+    assert signin(auth_signin="/oauth2/start") == f"/oauth2/start?rd={tail}"
+    assert signin(auth_signin="$scheme://$host/in") == f"$scheme://$host/in?rd={tail}"
     assert signin(auth_signin="https://l/", auth_signin_redirect_param="next") == (
         f"https://l/?next={tail}"
     )

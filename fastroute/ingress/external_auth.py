@@ -103,6 +103,8 @@ _TIME_UNITS = {
     "M": 2592000,
     "y": 31536000,
 }
+# absolute (the scheme may be the request's), or a path on the request's own host
+_SIGNIN = re.compile(r"(?:(?:https?|\$scheme|\$pass_access_scheme)://[^/?#\s]+|/)[!-~]*")
 # a host part a variable may fill: the request's own Host (never a client-chosen field)
 _HOST_VARIABLES = frozenset({"host", "http_host", "best_http_host"})
 
@@ -251,13 +253,9 @@ def _signin(text: str, param: str) -> Template:
     """The sign-in URL with ``param=`` the original URL, as ingress-nginx builds it: appended
     as the query (or to it), unless the URL already sets that parameter."""
     url = text.strip()
-    if (
-        re.fullmatch(r"(?:(?:https?|\$scheme|\$pass_access_scheme)://[^/?#\s]+)?/?[!-~]*", url)
-        is None
-        or not url
-    ):
+    if _SIGNIN.fullmatch(url) is None:
         raise Malformed(
-            f"expected a URL (http://, https:// or a path) without spaces, got {text!r}"
+            f"expected an absolute http:// or https:// URL, or a path, without spaces, got {text!r}"
         )
     read_template(url)
     query = urlsplit(url).query
