@@ -809,6 +809,17 @@ def test_global_auth_is_read_from_the_settings_and_enable_global_auth_opts_out()
     assert policy.plain  # without a global auth the annotation changes nothing
 
 
+def test_a_malformed_cache_duration_is_named_in_the_refusal() -> None:
+    annotations = {
+        N + "auth-url": "http://auth/",
+        N + "auth-cache-key": "$remote_addr",
+        N + "auth-cache-duration": "200 soon",
+    }
+    policy, notes = read_policy(annotations)
+    assert policy.refused.startswith(N + "auth-cache-duration is malformed")
+    assert [(key, warning) for key, _, warning in notes] == [(N + "auth-cache-duration", False)]
+
+
 def test_auth_annotations_without_auth_url_are_reported_unused() -> None:
     policy, notes = read_policy({N + "auth-signin": "https://login/"})
     assert policy.external_auth is None

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from fastroute.ingress.settings import Settings
@@ -295,6 +296,7 @@ def _locations(text: str) -> tuple[str, ...]:
 
 
 ConfigMapLookup = Callable[[str], Mapping[str, str] | None]
+T = TypeVar("T")
 
 
 def _proxy_set_headers(
@@ -338,9 +340,9 @@ def _read(
     """An ExternalAuth from ``prefix``-named values (``auth-`` or ``global-auth-``);
     Malformed names the key."""
 
-    def read(name: str, parse: Callable[[str], object]) -> object:
+    def read(name: str, parse: Callable[[str], T], default: str = "") -> T:
         try:
-            return parse(values[prefix + name])
+            return parse(values.get(prefix + name, "").strip() or default)
         except Malformed as error:
             raise Malformed(f"{prefix}{name}: {error}") from None
 
@@ -353,7 +355,7 @@ def _read(
         fields["method"] = read("method", _method)
     param = DEFAULT_REDIRECT_PARAM
     if "signin-redirect-param" in present:
-        param = str(read("signin-redirect-param", lambda t: _param(t)))
+        param = read("signin-redirect-param", _param)
     if "signin" in present:
         fields["signin"] = read("signin", lambda t: _signin(t, param))
     if "response-headers" in present:
@@ -364,8 +366,7 @@ def _read(
         fields["always_set_cookie"] = read("always-set-cookie", read_bool)
     if "cache-key" in present:
         fields["cache_key"] = read("cache-key", read_template)
-        duration = values.get(prefix + "cache-duration", "").strip() or DEFAULT_CACHE_DURATION
-        fields["cache_rules"] = read_cache_duration(duration)
+        fields["cache_rules"] = read("cache-duration", read_cache_duration, DEFAULT_CACHE_DURATION)
     elif "cache-duration" in present:
         read("cache-duration", read_cache_duration)  # validated; no key: no cache
     if "proxy-set-headers" in present:
@@ -375,9 +376,7 @@ def _read(
     if "keepalive" in present:
         fields["keepalive"] = read("keepalive", read_int)
     if "keepalive-timeout" in present:
-        fields["keepalive_timeout"] = float(
-            str(read("keepalive-timeout", lambda t: read_int(t, 1)))
-        )
+        fields["keepalive_timeout"] = float(read("keepalive-timeout", lambda t: read_int(t, 1)))
     if "keepalive-requests" in present:
         fields["keepalive_requests"] = read("keepalive-requests", lambda t: read_int(t, 1))
     if "keepalive-share-vars" in present:
