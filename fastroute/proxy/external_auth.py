@@ -300,7 +300,7 @@ class ExternalAuthCheck:
                 if connection is None:
                     connection = await self._connect(scheme, address, port, connect_timeout)
                 try:
-                    return await self._exchange(auth, pool, endpoint, connection, head, request)
+                    return await self._exchange(auth, pool, endpoint, connection, head)
                 except _FailedError as failure:
                     connection.channel.close()
                     if not (reused and failure.outcome == "closed"):
@@ -392,8 +392,9 @@ class ExternalAuthCheck:
         endpoint: Hashable,
         connection: _Connection,
         head: bytes,
-        request: Request,
     ) -> Outcome:
+        """Send ``head``, read the answer; the connection goes back to ``pool`` when its
+        answer was read whole (and it may serve more), else it is closed."""
         channel = connection.channel
         is_head = head.startswith(b"HEAD ")
         try:
