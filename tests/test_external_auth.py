@@ -623,6 +623,28 @@ def test_global_auth_url_protects_every_ingress_unless_it_opts_out() -> None:
     run(main)
 
 
+def test_global_auth_signin_redirects_a_401_with_its_own_parameter() -> None:
+    def configmap(port: int) -> dict[str, str]:
+        return {
+            "global-auth-url": f"http://127.0.0.1:{port}/global",
+            "global-auth-signin": "https://login.example/start",
+            "global-auth-signin-redirect-param": "back",
+        }
+
+    async def main() -> None:
+        async with (
+            serving(lambda _: {}, answering(401), configmap) as setup,
+            setup.client() as client,
+        ):
+            response = await client.get("/cart")
+            assert response.status_code == 302
+            assert response.headers["location"] == (
+                f"https://login.example/start?back=http://{HOST}%2Fcart"
+            )
+
+    run(main)
+
+
 def test_an_ingress_auth_url_wins_over_the_global_one() -> None:
     def configmap(port: int) -> dict[str, str]:
         return {"global-auth-url": f"http://127.0.0.1:{port}/global"}
