@@ -39,6 +39,7 @@ from types import FrameType
 
 from proxy_peers import (
     ANNOTATED_PROBES,
+    AUTH_PROBES,
     CANARY_PROBES,
     PROBES,
     REGEX_PROBES,
@@ -122,8 +123,14 @@ class Target:
 ANNOTATED = "fastroute-annotated"  # fastroute, measured on its annotated routes
 CANARY = "fastroute-canary"  # on the routes with a canary Ingress (by header, 50% weight)
 REGEX = "fastroute-regex"  # on the regex paths with a capture rewrite
+AUTH = "fastroute-auth"  # on routes with auth-url, their answers cached
 # the same fastroute process, on other routes than the plain ones
-ROUTE_SETS = {ANNOTATED: ANNOTATED_PROBES, CANARY: CANARY_PROBES, REGEX: REGEX_PROBES}
+ROUTE_SETS = {
+    ANNOTATED: ANNOTATED_PROBES,
+    CANARY: CANARY_PROBES,
+    REGEX: REGEX_PROBES,
+    AUTH: AUTH_PROBES,
+}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -265,8 +272,10 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
             Target(c, "canary/plain CPU/req", paired(c, "cpu", CANARY), None, at_least=False),
             Target(c, "regex/plain req/s", paired(c, "rps", REGEX), None),
             Target(c, "regex/plain CPU/req", paired(c, "cpu", REGEX), None, at_least=False),
+            Target(c, "auth/plain req/s", paired(c, "rps", AUTH), None),
+            Target(c, "auth/plain CPU/req", paired(c, "cpu", AUTH), None, at_least=False),
         ]  # fmt: skip
-    optional = ("baseline", "annotated", "canary", "regex")
+    optional = ("baseline", "annotated", "canary", "regex", "auth")
     return [t for t in targets if t.value is not None or not any(o in t.label for o in optional)]
 
 

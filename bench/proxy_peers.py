@@ -30,6 +30,7 @@ import yaml
 
 __all__ = [
     "ANNOTATED_PROBES",
+    "AUTH_PROBES",
     "BACKEND_BODY",
     "CANARY_PROBES",
     "PROBES",
@@ -117,6 +118,21 @@ REGEX_ROUTES = (
     Route(REGEX_HOST, "/static(/|$)(.*)", "Prefix"),
     Route(REGEX_HOST, "/v1/health", "Exact"),
 )
+# The same routes under hosts of an Ingress with external auth (auth-url) and a warm auth
+# cache: what a protected route pays once its answers are cached. The auth service is the
+# backend itself (it answers 200 to anything), asked once per cache key.
+AUTH_PREFIX = "auth-"
+AUTH_PROBES = tuple((AUTH_PREFIX + host, path) for host, path in PROBES)
+
+
+def auth_annotations(backend_port: int) -> dict[str, str]:
+    return {
+        "nginx.ingress.kubernetes.io/auth-url": f"http://127.0.0.1:{backend_port}/auth",
+        "nginx.ingress.kubernetes.io/auth-cache-key": "$host",
+        "nginx.ingress.kubernetes.io/auth-cache-duration": "200 1h",
+    }
+
+
 REGEX_PROBES = (
     (REGEX_HOST, "/v1/users/42"),
     (REGEX_HOST, "/v2/users/7/orders"),
@@ -478,7 +494,7 @@ def _backend_objects(name: str, backend_port: int) -> list[dict[str, Any]]:
 
 def write_manifests(folder: Path, backend_port: int) -> None:
     """The Services (the canary's too, to the same backend), their EndpointSlices, and the
-    Ingresses of ``ROUTES``: plain, annotated, and with a canary."""
+    Ingresses of ``ROUTES``: plain, annotated, with a canary, and with external auth."""
     (folder / "backend.yaml").write_text(
         _manifest(
             [
@@ -489,6 +505,7 @@ def write_manifests(folder: Path, backend_port: int) -> None:
     )
     annotated = [Route(ANNOTATED_PREFIX + r.host, r.path, r.path_type) for r in ROUTES]
     canaried = [Route(CANARY_PREFIX + r.host, r.path, r.path_type) for r in ROUTES]
+    authed = [Route(AUTH_PREFIX + r.host, r.path, r.path_type) for r in ROUTES]
     (folder / "ingress.yaml").write_text(
         _manifest(
             [
@@ -497,6 +514,7 @@ def write_manifests(folder: Path, backend_port: int) -> None:
                 _ingress("canary-main", canaried),
                 _ingress("canary", canaried, CANARY_ANNOTATIONS, "backend-canary"),
                 _ingress("regex", REGEX_ROUTES, REGEX_ANNOTATIONS),
+                _ingress("auth", authed, auth_annotations(backend_port)),
             ]
         )
     )

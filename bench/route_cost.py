@@ -31,6 +31,7 @@ sys.path.insert(0, str(BENCH))
 
 from proxy_peers import (  # noqa: E402
     ANNOTATED_PROBES,
+    AUTH_PROBES,
     CANARY_PROBES,
     PROBES,
     REGEX_PROBES,
@@ -73,8 +74,8 @@ async def _client(port: int, probes: tuple[tuple[str, str], ...], count: int) ->
 
 async def _one(mode: str, count: int, connections: int) -> None:
     """``count`` requests over ``connections`` connections: through the proxy to the plain
-    routes, to the annotated ones, to the ones with a canary, to the regex ones, or
-    straight to the backend (``direct``)."""
+    routes, to the annotated ones, to the ones with a canary, to the regex ones, to the
+    ones with external auth (cached), or straight to the backend (``direct``)."""
     from controller.manifests import load_manifests
     from fastroute.ingress import ClassPolicy, build_config
     from fastroute.proxy.server import Proxy
@@ -91,6 +92,7 @@ async def _one(mode: str, count: int, connections: int) -> None:
             "annotated": ANNOTATED_PROBES,
             "canary": CANARY_PROBES,
             "regex": REGEX_PROBES,
+            "auth": AUTH_PROBES,
         }.get(mode, PROBES)
         target = backend if mode == "direct" else port
         await _client(target, probes, 50)  # warm-up: connections pooled, code paths hot
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"client and backend alone: {direct:,.0f} instructions per request")
     proxy: dict[tuple[str, str], float] = {}
     for build, python in builds.items():
-        modes = ("plain", "annotated", "canary", "regex") if build == "this build" else ("plain",)
+        modes: tuple[str, ...] = ("plain", "annotated", "canary", "regex", "auth")
+        if build != "this build":
+            modes = ("plain",)
         for mode in modes:
             proxy[(build, mode)] = per_request(python, mode, args.connections) - direct
             print(f"{build}, {mode} routes: {proxy[(build, mode)]:,.0f} instructions per request")
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"annotated / plain: {proxy[('this build', 'annotated')] / plain:.3f}x")
     print(f"canary / plain: {proxy[('this build', 'canary')] / plain:.3f}x")
     print(f"regex / plain: {proxy[('this build', 'regex')] / plain:.3f}x")
+    print(f"auth (cached) / plain: {proxy[('this build', 'auth')] / plain:.3f}x")
     if ("baseline", "plain") in proxy:
         print(f"this build / baseline, plain routes: {plain / proxy[('baseline', 'plain')]:.3f}x")
     return 0

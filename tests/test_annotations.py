@@ -11,6 +11,7 @@ import pytest
 
 from fastroute.ingress import build_config
 from fastroute.ingress.annotations import ANNOTATIONS, FIRST_PORT, NO_EFFECT, SNIPPETS, read_policy
+from fastroute.ingress.external_auth import ANNOTATION_NAMES as EXTERNAL_AUTH_ANNOTATIONS
 from fastroute.ingress.model import Cors, Policy, RateLimit, UpstreamTLS
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 
@@ -208,7 +209,7 @@ def test_a_malformed_protection_fails_closed(name: str, value: str) -> None:
     assert ANNOTATIONS[name].protection
 
 
-@pytest.mark.parametrize("name", ["auth-url", "auth-tls-secret", "auth-signin"])
+@pytest.mark.parametrize("name", ["auth-tls-secret"])
 def test_an_auth_annotation_fails_closed_until_authentication_exists(name: str) -> None:
     policy, notes = read({name: "https://auth.example.com/check"})
     assert "authentication" in rejections(notes)[NGINX + name]
@@ -757,6 +758,8 @@ ISSUE_ANNOTATIONS = [
     "auth-secret",
     "auth-secret-type",
     "auth-realm",
+    # issue 12: external authentication
+    *EXTERNAL_AUTH_ANNOTATIONS,
 ]
 
 
@@ -777,6 +780,7 @@ def test_the_table_lists_every_annotation_of_the_issue_with_a_summary() -> None:
         "auth-secret",
         "auth-secret-type",
         "auth-realm",
+        *EXTERNAL_AUTH_ANNOTATIONS,
     }
     policy_fields = set(Policy.__dataclass_fields__)
     for entry in ANNOTATIONS.values():

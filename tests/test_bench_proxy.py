@@ -113,7 +113,7 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
     assert run.returncode == 0, run.stderr
     results = json.loads(report.read_text())["results"]
-    route_sets = {"fastroute-annotated", "fastroute-canary", "fastroute-regex"}
+    route_sets = {"fastroute-annotated", "fastroute-canary", "fastroute-regex", "fastroute-auth"}
     assert {r["proxy"] for r in results} == {"nginx", "fastroute", *route_sets}
     for result in results:
         (only,) = result["rounds"]
@@ -138,7 +138,7 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     assert "swaps: " in run.stdout
 
 
-@pytest.mark.parametrize("mode", ["plain", "annotated", "canary", "direct"])
+@pytest.mark.parametrize("mode", ["plain", "annotated", "canary", "auth", "direct"])
 def test_the_instruction_count_driver_gets_every_answer(mode: str) -> None:
     # bench/route_cost.py counts what a request costs; its client waits for the backend's
     # body on every request, so a route that refused (403, 503) would never finish

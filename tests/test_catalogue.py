@@ -119,7 +119,8 @@ def test_what_is_not_honoured_says_why() -> None:
         ("configuration-snippet", Status.UNSUPPORTED, ""),
         ("canary-weight", Status.HONOURED, ""),
         ("ssl-passthrough", Status.HONOURED, ""),
-        ("auth-url", Status.PLANNED, "issue 12"),
+        ("auth-url", Status.HONOURED, ""),
+        ("satisfy", Status.PLANNED, "issue 12"),
         ("auth-tls-secret", Status.PLANNED, "issue 12"),
     ],
 )

@@ -140,7 +140,27 @@ GOOD: list[tuple[str, str, str, Any]] = [
         "upstream_hash_by",
         HashKey("$remote_addr", (("remote_addr", ""),)),
     ),
+    *[
+        (key, f" {value} ", key.replace("-", "_"), value)
+        for key, value in (
+            ("global-auth-url", "http://auth.example/check"),
+            ("global-auth-method", "GET"),
+            ("global-auth-signin", "https://login.example/start"),
+            ("global-auth-signin-redirect-param", "next"),
+            ("global-auth-response-headers", "X-User, X-Email"),
+            ("global-auth-request-redirect", "https://app.example/"),
+            ("global-auth-cache-key", "$http_authorization"),
+            ("global-auth-cache-duration", "200 1m"),
+            ("global-auth-always-set-cookie", "true"),
+            ("no-auth-locations", "/public"),
+        )
+    ],
 ]
+# kept as written and read with each Ingress's annotations, where a malformed value fails
+# the routes closed (tests/test_external_auth.py)
+READ_WITH_ANNOTATIONS = {
+    key for key, _, field, _ in GOOD if field.startswith(("global_auth", "no_auth"))
+}
 
 # (key, malformed value, what the reason says)
 BAD: list[tuple[str, str, str]] = [
@@ -240,7 +260,8 @@ def test_a_malformed_allow_or_deny_list_is_kept_so_that_its_routes_fail_closed(
 def test_the_tables_cover_every_key_read() -> None:
     """A key added to the table without a good and a bad value here fails this."""
     assert {key for key, *_ in GOOD} == set(KEYS)
-    assert {key for key, *_ in BAD} | {key for key, *_ in PROTECTIONS_BAD} == set(KEYS)
+    bad = {key for key, *_ in BAD} | {key for key, *_ in PROTECTIONS_BAD}
+    assert bad | READ_WITH_ANNOTATIONS == set(KEYS)
     assert {field for _, _, field, _ in GOOD} | {"add_headers", "proxy_set_headers"} == {
         f.name for f in fields(Settings)
     }

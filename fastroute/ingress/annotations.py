@@ -58,6 +58,8 @@ from fastroute.ingress.canary import (
 from fastroute.ingress.canary import (
     read_cookie_name as read_canary_cookie,
 )
+from fastroute.ingress.external_auth import SUMMARIES as EXTERNAL_AUTH_SUMMARIES
+from fastroute.ingress.external_auth import external_auth_policy
 from fastroute.ingress.model import Cors, HeaderList, Networks, Policy, RateLimit, UpstreamTLS
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.syntax import (
@@ -538,6 +540,12 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
         protection=True,
     ),
     A("auth-realm", "basic_auth.realm", _text(read_realm), "the 401's realm", protection=True),
+    # external authentication: read together by external_auth.py (the global one too)
+    *(
+        A(name, "external_auth", None, summary, True)
+        for name, summary in EXTERNAL_AUTH_SUMMARIES.items()
+    ),
+    A("auth-keepalive-share-vars", "", None, "nothing to share; accepted", True, no_op=True),
 )
 del A
 
@@ -553,7 +561,7 @@ SNIPPETS: Mapping[str, str] = {
         "for response headers"
     ),
     "stream-snippet": "nothing yet: fastroute does not proxy TCP or UDP streams",
-    "auth-snippet": "the auth-* annotations, when authentication is implemented",
+    "auth-snippet": "auth-url's annotations, and auth-proxy-set-headers for request headers",
     "modsecurity-snippet": (
         "allowlist-source-range, denylist-source-range and the limit-* annotations for access "
         "rules; fastroute has no WAF"
@@ -723,6 +731,13 @@ def _read_policy(
             fields[field_name] = value
     fields.update(_assemble(groups, settings, notes))
     _balancing_notes(fields, present, notes)
+    external_auth, auth_refused, auth_notes = external_auth_policy(
+        present, settings, namespace, configmap
+    )
+    notes += auth_notes
+    if auth_refused:
+        refused.append(auth_refused)
+    fields["external_auth"] = external_auth
     if refused:
         fields["refused"] = "; ".join(refused)
     if fields.get("canary") is not None:

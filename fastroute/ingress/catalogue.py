@@ -252,23 +252,50 @@ def _annotations() -> _Table:
             "auth-realm": "the realm of the 401's challenge (empty by default)",
         },
     )
+    _each(
+        t,
+        honoured,
+        {
+            "auth-url": "every request is first asked of this http(s) URL, without its body "
+            "(nginx's auth_request): 2xx passes, 401 and 403 are the answer, anything else, a "
+            "timeout or an unreachable service is a 500; variables such as $host and "
+            "$escaped_request_uri in the path and query (the host only from the request's "
+            "Host); a malformed value answers 503 (see External authentication)",
+            "auth-method": "the auth request's method (with X-Original-URI and X-Scheme)",
+            "auth-signin": "a 401 becomes a 302 here, with rd= the original URL unless the URL "
+            "sets it; variables expanded",
+            "auth-signin-redirect-param": "the parameter carrying the original URL (rd)",
+            "auth-response-headers": "copied from a 2xx auth answer to the upstream request; "
+            "a client's own copies are always removed",
+            "auth-request-redirect": "the X-Auth-Request-Redirect sent (default: the request's "
+            "URI)",
+            "auth-always-set-cookie": "the auth answer's Set-Cookie on every response (401, 403, "
+            "errors); without it only on success and redirect statuses",
+            "auth-cache-key": "auth answers are cached by this key (variables), per host and "
+            "path, in a bounded in-memory cache per replica",
+            "auth-cache-duration": "how long each status is cached (proxy_cache_valid syntax, "
+            "default 200 202 401 5m); answers with Set-Cookie are never cached",
+            "auth-proxy-set-headers": "a ConfigMap in the Ingress's namespace of headers set on "
+            "the auth request",
+            "auth-keepalive": "idle connections kept to the auth service (16 when unset, "
+            "where ingress-nginx keeps none)",
+            "auth-keepalive-requests": "requests on one auth connection before it is closed",
+            "auth-keepalive-timeout": "seconds an idle auth connection is kept",
+            "enable-global-auth": "false: the ConfigMap's global-auth-url does not apply to "
+            "this Ingress",
+        },
+    )
     _group(
         t,
-        planned,
-        "external authentication (auth-url); until then the route answers 503 rather than "
-        "serve without it",
-        "auth-url auth-method auth-signin auth-signin-redirect-param auth-response-headers "
-        "auth-request-redirect auth-cache-key auth-cache-duration auth-keepalive "
-        "auth-keepalive-share-vars auth-keepalive-requests auth-keepalive-timeout "
-        "auth-proxy-set-headers auth-always-set-cookie",
-        ISSUE_12,
+        accepted,
+        "there are no variables to share: the auth request sees the request as it came",
+        "auth-keepalive-share-vars",
     )
     _group(
         t,
         planned,
-        "how a route's authentication combines with the global one and with allow lists; "
-        "without authentication there is nothing to combine",
-        "enable-global-auth satisfy",
+        "how a route's authentication combines with allow lists; until then all must pass",
+        "satisfy",
         ISSUE_12,
     )
     _group(
@@ -299,7 +326,9 @@ def _annotations() -> _Table:
                 instead="the redirect annotations, server-alias or custom-headers"
             ),
             "stream-snippet": SNIPPET.format(instead="a Service of type LoadBalancer for TCP"),
-            "auth-snippet": SNIPPET.format(instead="auth-url's typed annotations (issue 12)"),
+            "auth-snippet": SNIPPET.format(
+                instead="auth-url's typed annotations and auth-proxy-set-headers"
+            ),
             "modsecurity-snippet": SNIPPET.format(instead="a firewall in front of fastroute"),
             "enable-modsecurity": NO_WAF,
             "enable-owasp-core-rules": NO_WAF,
@@ -440,12 +469,20 @@ def _configmap_keys() -> _Table:
     )
     _group(
         t,
-        planned,
-        "global external authentication; until then routes are served without it",
+        honoured,
+        "external authentication for every Ingress without its own auth-url (unless it says "
+        'enable-global-auth: "false"), as the auth-* annotation of the same name; a malformed '
+        "value answers 503 on those routes rather than serve them unprotected",
         "global-auth-url global-auth-method global-auth-signin global-auth-signin-redirect-param "
         "global-auth-response-headers global-auth-request-redirect global-auth-cache-key "
-        "global-auth-cache-duration global-auth-always-set-cookie no-auth-locations",
-        ISSUE_12,
+        "global-auth-cache-duration global-auth-always-set-cookie",
+    )
+    _group(
+        t,
+        honoured,
+        "rule paths starting with one of these are never sent to external auth (default "
+        "/.well-known/acme-challenge)",
+        "no-auth-locations",
     )
     _group(
         t,

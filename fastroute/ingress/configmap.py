@@ -65,6 +65,12 @@ _FRAMING_HEADERS = frozenset(
 )
 
 
+def _as_written(text: str) -> str:
+    """Kept as written: read with each Ingress's annotations (external_auth.py), where a
+    malformed value fails closed instead of leaving the routes unprotected."""
+    return text.strip()
+
+
 def _count(text: str) -> int:
     return read_int(text)
 
@@ -217,6 +223,21 @@ KEYS: dict[str, tuple[Reader, str]] = {
     "allow-snippet-annotations": (_snippets, "allow_snippet_annotations"),
     "load-balance": (_load_balance, "load_balance"),
     "upstream-hash-by": (read_hash_key, "upstream_hash_by"),
+    **{
+        key: (_as_written, key.replace("-", "_"))
+        for key in (
+            "global-auth-url",
+            "global-auth-method",
+            "global-auth-signin",
+            "global-auth-signin-redirect-param",
+            "global-auth-response-headers",
+            "global-auth-request-redirect",
+            "global-auth-cache-key",
+            "global-auth-cache-duration",
+            "global-auth-always-set-cookie",
+            "no-auth-locations",
+        )
+    },
 }
 # keys whose value names another ConfigMap ("namespace/name") whose data are headers
 HEADER_KEYS: dict[str, str] = {

@@ -13,6 +13,7 @@ from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 
 if TYPE_CHECKING:
     from fastroute.ingress.certs import Certificate
+    from fastroute.ingress.external_auth import ExternalAuth
     from fastroute.ingress.regex import RegexIndex
 
 __all__ = [
@@ -221,6 +222,7 @@ class Policy:
     upstream_hash_subset_size: int = 3
     affinity: Affinity | None = None  # affinity: cookie
     basic_auth: BasicAuth | None = None  # auth-type: basic (checked by proxy/gate.py)
+    external_auth: ExternalAuth | None = None  # auth-url / global-auth-url: proxy/gate.py
     # derived once, for the codec: whole header lines, and the names they replace
     plain: bool = field(init=False, repr=False, compare=False)
     # it may answer any request itself (a refusal, app-root, a redirect); a CORS preflight
@@ -268,7 +270,7 @@ def _names(headers: Iterable[tuple[str, str]]) -> frozenset[bytes] | None:
 
 
 # the Policy fields of checks that ``proxy/gate.py`` runs after ``decide`` (None: no check)
-GATE_FIELDS: tuple[str, ...] = ("basic_auth",)
+GATE_FIELDS: tuple[str, ...] = ("basic_auth", "external_auth")
 
 # what decide reads for every route, plain or not
 _ALWAYS_READ = frozenset(

@@ -66,6 +66,18 @@ class Settings:
     # which endpoint of a backend (annotations override both)
     load_balance: str = "round_robin"  # or "ewma"
     upstream_hash_by: HashKey | None = None  # consistent hashing on this key
+    # external authentication for every Ingress (enable-global-auth: "false" opts out); kept
+    # as written and read with the annotations, so that a malformed one fails closed
+    global_auth_url: str = ""
+    global_auth_method: str = ""
+    global_auth_signin: str = ""
+    global_auth_signin_redirect_param: str = ""
+    global_auth_response_headers: str = ""
+    global_auth_request_redirect: str = ""
+    global_auth_cache_key: str = ""
+    global_auth_cache_duration: str = ""
+    global_auth_always_set_cookie: str = ""
+    no_auth_locations: str = "/.well-known/acme-challenge"  # rule paths never asked about
 
     @property
     def hsts_value(self) -> str:

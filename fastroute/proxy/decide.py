@@ -84,9 +84,13 @@ class RouteFields:
     client_drop: frozenset[bytes] | None = None
     # what the proxy's own error answer carries if forwarding fails (CORS, as on refusals)
     error_lines: bytes = b""
+    # added only to a response whose status is in ADD_HEADER_STATUSES (an auth cookie)
+    success_lines: bytes = b""
 
 
 NO_FIELDS = RouteFields()
+# the statuses nginx's add_header (without "always") adds its field to
+ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
 
 
 @dataclass(slots=True)

@@ -41,7 +41,7 @@ from fastroute.ingress.model import Endpoint, UpstreamTLS
 from fastroute.proxy.balancer import IDEMPOTENT_METHODS, Balancer, may_retry
 from fastroute.proxy.channel import Channel, TLSChannel, UpstreamChannel, connect, connect_tls
 from fastroute.proxy.choosing import Chooser
-from fastroute.proxy.decide import NO_FIELDS
+from fastroute.proxy.decide import ADD_HEADER_STATUSES, NO_FIELDS
 from fastroute.proxy.error_pages import error_request
 from fastroute.proxy.headers import response_headers
 from fastroute.proxy.memo import ByIdentity
@@ -577,10 +577,15 @@ class Forwarder:
             or (head.version == 10 and response.chunked)
         )
         dechunk = head.version == 10 and response.chunked
-        if dechunk:
-            out = _unchunked_head(response, plan.fields.client_lines, plan.fields.client_drop)
-        elif plan.fields is not NO_FIELDS:
-            out = response.client_head(close, plan.fields.client_lines, plan.fields.client_drop)
+        fields = plan.fields
+        if dechunk or fields is not NO_FIELDS:
+            lines = fields.client_lines
+            if fields.success_lines and response.status in ADD_HEADER_STATUSES:
+                lines += fields.success_lines  # an auth cookie (auth-always-set-cookie unset)
+            if dechunk:
+                out = _unchunked_head(response, lines, fields.client_drop)
+            else:
+                out = response.client_head(close, lines, fields.client_drop)
         else:
             out = response.client_head(close)
         read = timeouts.read

@@ -19,6 +19,7 @@ from fastroute.ingress.model import Policy
 from fastroute.proxy.basic_auth import BasicAuthCheck
 from fastroute.proxy.cors import cors_rules
 from fastroute.proxy.decide import Answer, Forward
+from fastroute.proxy.external_auth import ExternalAuthCheck, Request, verdict
 from fastroute.proxy.state import ProxyState
 
 __all__ = ["ADMITTED", "Admitted", "Asking", "Gate", "admitted_plan"]
@@ -35,6 +36,8 @@ class Asking:
     client: str  # the real client address
     headers: Sequence[tuple[bytes, bytes]]  # every field as received, names lower case
     header: Callable[[bytes], bytes | None]  # one field's value by lower-case name
+    ingress: str = ""  # the route's Ingress, "namespace/name" (metrics, logs)
+    path: str = ""  # the route's rule path as written (no-auth-locations, cache keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class Admitted:
     upstream_lines: bytes = b""  # whole "Name: value\r\n" lines for the upstream request
     upstream_drop: frozenset[bytes] | None = None  # client fields they replace (lower case)
     client_lines: bytes = b""  # whole lines added to the response (Set-Cookie...)
+    success_lines: bytes = b""  # the same, only if its status is a success (ADD_HEADER_STATUSES)
 
     def __add__(self, other: Admitted) -> Admitted:
         if other is ADMITTED:
@@ -54,6 +58,7 @@ class Admitted:
             self.upstream_lines + other.upstream_lines,
             _union(self.upstream_drop, other.upstream_drop),
             self.client_lines + other.client_lines,
+            self.success_lines + other.success_lines,
         )
 
 
@@ -76,6 +81,7 @@ def admitted_plan(plan: Forward, admitted: Admitted) -> Forward:
         upstream_lines=fields.upstream_lines + admitted.upstream_lines,
         upstream_drop=_union(fields.upstream_drop, admitted.upstream_drop),
         client_lines=fields.client_lines + admitted.client_lines,
+        success_lines=fields.success_lines + admitted.success_lines,
     )
     return plan
 
@@ -102,6 +108,7 @@ class Gate:
         metrics = state.metrics
         # auth-type: basic (its cache, its threads)
         self.basic_auth = BasicAuthCheck(count=metrics.basic_auth_check if metrics else None)
+        self.external_auth = ExternalAuthCheck(state)  # auth-url: its pools and cache
 
     async def admit(self, policy: Policy, asking: Asking) -> Admitted | Answer:
         """What the checks of ``policy`` add to the request, or the answer refusing it."""
@@ -114,7 +121,36 @@ class Gate:
             refusal = await self.basic_auth.check(policy.basic_auth, authorization)
             if refusal is not None:
                 return _with_cors(refusal, policy, asking)
+        auth = policy.external_auth
+        if auth is not None and auth.applies_to(asking.path):
+            found = await self._external_auth(policy, asking)
+            if isinstance(found, Answer):
+                return _with_cors(found, policy, asking)
+            admitted = admitted + found
         return admitted
+
+    async def _external_auth(self, policy: Policy, asking: Asking) -> Admitted | Answer:
+        """Ask the route's auth service (``auth-url``); its answer, or what it adds."""
+        auth = policy.external_auth
+        assert auth is not None
+        request = Request(
+            asking.method,
+            asking.target,
+            asking.header(b"host") or asking.host,
+            asking.scheme,
+            asking.client,
+            tuple(asking.headers),
+        )
+        outcome = await self.external_auth.ask(auth, policy, request, asking.ingress, asking.path)
+        found = verdict(auth, outcome, request)
+        if isinstance(found, Answer):
+            return found
+        upstream, cookies = found
+        drop = frozenset(name.lower().encode("latin-1") for name in auth.response_headers)
+        if auth.always_set_cookie:
+            return Admitted(upstream, drop or None, cookies)
+        return Admitted(upstream, drop or None, success_lines=cookies)
 
     def close(self) -> None:
         """Close what the checks hold open (pooled connections): the proxy is draining."""
+        self.external_auth.close()

@@ -523,6 +523,8 @@ class Http1:
             client=connection.address,
             headers=head.headers,
             header=head.header,
+            ingress=plan.route.ingress,
+            path=plan.route.path,
         )
         connection.deadline(Phase.AUTH, self.limits.upstream_timeout)
         return await self.gate.admit(plan.route.policy, asking)

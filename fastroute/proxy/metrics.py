@@ -149,6 +149,21 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self._auth_requests = Counter(
+            "fastroute_auth_requests",
+            "External auth checks (auth-url), by Ingress, outcome (allowed, unauthorized, "
+            "forbidden, refused: another status, error, timeout, unreachable) and whether "
+            "the answer came from the auth cache.",
+            ["ingress", "outcome", "cached"],
+            registry=self.registry,
+        )
+        self._auth_duration = Histogram(
+            "fastroute_auth_request_duration_seconds",
+            "Time an auth subrequest took (cached answers excluded), by Ingress.",
+            ["ingress"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         # Both outcomes exist from the start, so a rate() over failures is 0, not absent.
         self._reload_results = {
             True: self._reloads.labels("success"),
@@ -179,6 +194,13 @@ class Metrics:
     def upstream_error(self, service: str, endpoint: str, reason: str) -> None:
         """Count one failed attempt to reach ``endpoint`` (reason: connect, timeout, broken)."""
         self._upstream_errors.labels(service or NO_ROUTE, endpoint or NO_ROUTE, reason).inc()
+
+    def auth_request(self, ingress: str, outcome: str, cached: bool, seconds: float | None) -> None:
+        """An external auth check: its outcome, and how long its subrequest took (if one)."""
+        ingress = ingress or NO_ROUTE
+        self._auth_requests.labels(ingress, outcome, "true" if cached else "false").inc()
+        if seconds is not None:
+            self._auth_duration.labels(ingress).observe(seconds)
 
     def passthrough_connection(self, ingress: str, service: str, result: str) -> None:
         """Count one ssl-passthrough connection that ended (``result``: relayed, ...)."""
