@@ -208,7 +208,7 @@ def test_a_malformed_protection_fails_closed(name: str, value: str) -> None:
     assert ANNOTATIONS[name].protection
 
 
-@pytest.mark.parametrize("name", ["auth-url", "auth-type", "auth-tls-secret", "auth-signin"])
+@pytest.mark.parametrize("name", ["auth-url", "auth-type", "auth-signin"])
 def test_an_auth_annotation_fails_closed_until_authentication_exists(name: str) -> None:
     policy, notes = read({name: "https://auth.example.com/check"})
     assert "authentication" in rejections(notes)[NGINX + name]
@@ -752,6 +752,13 @@ ISSUE_ANNOTATIONS = [
     "canary-by-cookie",
     "canary-weight",
     "canary-weight-total",
+    # issue 12: client certificates
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-error-page",
+    "auth-tls-match-cn",
 ]
 
 
@@ -768,6 +775,7 @@ def test_the_table_lists_every_annotation_of_the_issue_with_a_summary() -> None:
         "limit-burst-multiplier",
         "limit-connections",
         "limit-whitelist",
+        *(name for name in ISSUE_ANNOTATIONS if name.startswith("auth-tls-")),
     }
     policy_fields = set(Policy.__dataclass_fields__)
     for entry in ANNOTATIONS.values():

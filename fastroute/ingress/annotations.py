@@ -51,7 +51,22 @@ from fastroute.ingress.canary import (
 from fastroute.ingress.canary import (
     read_cookie_name as read_canary_cookie,
 )
-from fastroute.ingress.model import Cors, HeaderList, Networks, Policy, RateLimit, UpstreamTLS
+from fastroute.ingress.client_auth import (
+    read_error_page,
+    read_match_cn,
+    read_secret,
+    read_verify_client,
+    read_verify_depth,
+)
+from fastroute.ingress.model import (
+    ClientAuth,
+    Cors,
+    HeaderList,
+    Networks,
+    Policy,
+    RateLimit,
+    UpstreamTLS,
+)
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.syntax import (
     NEXT_UPSTREAM_CONDITIONS,
@@ -382,6 +397,10 @@ def _text(read: Callable[[str], Any]) -> Parser:
     return lambda text, _: read(text)
 
 
+def _auth_tls_secret(text: str, reading: Reading) -> str:
+    return read_secret(text, reading.namespace)
+
+
 def _load_balance(text: str, _: Reading) -> str:
     return read_choice(text, LOAD_BALANCE)
 
@@ -516,6 +535,25 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
     A("canary-by-cookie", "canary.cookie", read_canary_cookie, "always/never: canary or main"),
     A("canary-weight", "canary.weight", read_weight, "requests in the total -> canary"),
     A("canary-weight-total", "canary.weight_total", read_weight_total, "default 100"),
+    # client certificates (the host's TLS handshakes ask for them: ingress/client_auth.py)
+    A("auth-tls-secret", "client_auth.secret", _auth_tls_secret, "the CA bundle (a Secret)", True),
+    A(
+        "auth-tls-verify-client",
+        "client_auth.verify",
+        _text(read_verify_client),
+        "on, off, optional, optional_no_ca",
+        True,
+    ),
+    A("auth-tls-verify-depth", "client_auth.depth", _text(read_verify_depth), "chain depth", True),
+    A(
+        "auth-tls-pass-certificate-to-upstream",
+        "client_auth.pass_certificate",
+        _bool,
+        "ssl-client-cert to the pods",
+        True,
+    ),
+    A("auth-tls-error-page", "client_auth.error_page", _text(read_error_page), "302 here", True),
+    A("auth-tls-match-cn", "client_auth.match_cn", _text(read_match_cn), "CN=regex or 403", True),
 )
 del A
 
@@ -540,7 +578,7 @@ SNIPPETS: Mapping[str, str] = {
 
 FAMILIES: tuple[Family, ...] = (Family("auth-", "authentication (a later issue)", protection=True),)
 
-_GROUPS = ("cors", "limit", "upstream_tls", "redirect", "affinity", "canary")
+_GROUPS = ("cors", "limit", "upstream_tls", "redirect", "affinity", "canary", "client_auth")
 
 
 # -- reading -------------------------------------------------------------------------
@@ -768,6 +806,11 @@ def _assemble(
     canary = canary_rules(groups["canary"], notes)
     if canary is not None:
         fields["canary"] = canary
+
+    if "secret" in groups["client_auth"]:
+        fields["client_auth"] = ClientAuth(**members("client_auth"))
+    else:
+        unused("client_auth", "auth-tls-secret")
     return fields
 
 

@@ -65,14 +65,30 @@ from fastroute import InvalidRuleError, RouteConflictError, Router
 from fastroute.ingress.annotations import FIRST_PORT
 from fastroute.ingress.backend_tls import (
     SecretRef,
+    ca_bundle,
     has_client_certificate,
     secret_reference,
     upstream_policy,
 )
 from fastroute.ingress.canary import with_canary
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
+from fastroute.ingress.client_auth import (
+    client_auth_map,
+    client_auth_policy,
+    host_client_auth,
+    on_host,
+    secret_key,
+)
 from fastroute.ingress.configmap import configmap_data, read_settings
-from fastroute.ingress.model import Backend, Endpoint, Policy, Problem, RouteConfig, Target
+from fastroute.ingress.model import (
+    Backend,
+    ClientAuth,
+    Endpoint,
+    Policy,
+    Problem,
+    RouteConfig,
+    Target,
+)
 from fastroute.ingress.objects import (
     annotations_of,
     kind,
@@ -159,6 +175,7 @@ class _Host:
     # (target, path, path type) of the rules it added to the trie, for the precedence of
     # its regex paths (kept only when it has some)
     literal: list[tuple[Target, str, str]] = field(default_factory=list)
+    client_auth: ClientAuth | None = None  # the client certificates its handshakes ask for
 
 
 class ConfigBuilder:
@@ -213,7 +230,9 @@ class ConfigBuilder:
         self._by_tls_host: dict[str, set[str]] = {}  # TLS host -> Ingresses listing it
         self._by_secret: dict[tuple[str, str], set[str]] = {}  # Secret -> Ingresses naming it
         self._backend_secrets: dict[str, SecretRef] = {}  # Ingress -> its proxy-ssl-secret
-        self._policies: dict[str, tuple[Policy, Problem | None]] = {}  # with that Secret's
+        # with the Secrets of its proxy-ssl-secret and auth-tls-secret, and their problems
+        self._policies: dict[str, tuple[Policy, tuple[Problem, ...]]] = {}
+        self._host_auths: dict[str, ClientAuth] = {}  # host -> its client certificates
         self._now = _utc(now)  # the time of the build in progress
         self._by_parent: dict[str, set[str]] = {}  # "b.com" -> hosts "a.b.com" (for *.b.com)
         self._by_service: dict[ServiceKey, set[str]] = {}  # Service -> hosts routed to it
@@ -334,6 +353,9 @@ class ConfigBuilder:
                 _index(self._by_error_service, error_service, key, adding)
             for secret in spec.secrets:
                 _index(self._by_secret, (spec.namespace, secret), key, adding)
+            auth_secret = secret_key(spec.policy)
+            if auth_secret is not None:
+                _index(self._by_secret, auth_secret, key, adding)
             # a canary's TLS entries are ignored: its requests are the main rule's host's
             for tls_host in spec.tls_hosts if spec.policy.canary is None else ():
                 had = tls_host in self._by_tls_host
@@ -456,7 +478,8 @@ class ConfigBuilder:
                 if entry.secret == secret[1]:
                     self._dirty_tls.update(entry.hosts)
             ref = self._backend_secrets.get(key)
-            if ref is not None and ref.key == secret:  # its routes' policy changes
+            backend = ref is not None and ref.key == secret
+            if backend or secret_key(spec.policy) == secret:  # its routes' policy changes
                 self._policies.pop(key, None)
                 self._dirty_hosts.update(spec.buckets)
                 self._dirty_catch_all = self._dirty_catch_all or key in self._catch_all_candidates
@@ -526,6 +549,7 @@ class ConfigBuilder:
             settings=self._settings,
             passthrough=passthrough_map(self._passthrough, self._by_parent),
             regex=self._regex,
+            client_auth=client_auth_map(self._host_auths, self._by_parent),
         )
 
     def _build_regex(self) -> None:
@@ -550,6 +574,7 @@ class ConfigBuilder:
         self._certificates.clear()
         self._passthrough.clear()
         self._policies.clear()
+        self._host_auths.clear()
         self._dirty_catch_all = True
         self._problem_list = None
         self._regex_hosts.clear()
@@ -621,6 +646,9 @@ class ConfigBuilder:
             self._catch_all_users.add(host)
         if done.rules or done.problems or done.regex:
             self._hosts[host] = done
+        self._host_auths.pop(host, None)
+        if done.client_auth is not None and host and done.rules:
+            self._host_auths[host] = done.client_auth
         had_rules = last is not None and bool(last.rules)
         if (last is not None and last.regex) or done.regex or had_rules != bool(done.rules):
             self._dirty_regex = self._dirty_regex or bool(self._regex_hosts or done.regex)
@@ -639,6 +667,10 @@ class ConfigBuilder:
         on an alias, a rule that cannot be added is skipped for the same reason.
         """
         specs = sorted((self._specs[k] for k in self._by_host.get(bucket, ())), key=_order)
+        if done.client_auth is None:  # an alias serves its first mirrored host's
+            done.client_auth = host_client_auth(
+                self._policy(spec)[0] for spec in specs if spec.policy.canary is None
+            )
         canaries = self._canaries(specs, bucket, alias is None, done)
         # an exact host without regex paths: what the trie finds on it is final (a request
         # for it never consults the regex index)
@@ -796,7 +828,7 @@ class ConfigBuilder:
         if error_backend is None and spec.policy.custom_http_errors:
             done.uses_catch_all = True  # also when there is none yet: one may come
             error_backend = _backend_of(self._catch_all)
-        policy = self._policy(spec)[0]
+        policy = on_host(self._policy(spec)[0], done.client_auth)
         return Target(spec.key, backend, policy, tls, error_backend, path, trie_final=final)
 
     def _canaries(
@@ -842,8 +874,9 @@ class ConfigBuilder:
             )
         return with_canary(main, backend, spec.policy), ""
 
-    def _policy(self, spec: IngressSpec) -> tuple[Policy, Problem | None]:
-        """The Ingress's policy with its proxy-ssl-secret resolved, and that one's problem."""
+    def _policy(self, spec: IngressSpec) -> tuple[Policy, tuple[Problem, ...]]:
+        """The Ingress's policy with its proxy-ssl-secret and auth-tls-secret resolved,
+        and their problems."""
         found = self._policies.get(spec.key)
         if found is None:
             ref = self._backend_secrets.get(spec.key)
@@ -851,8 +884,18 @@ class ConfigBuilder:
             client = None
             if ref is not None and secret is not None and has_client_certificate(secret):
                 client = self._certificate(*ref.key, self._now)
-            found = upstream_policy(spec.key, spec.policy, ref, secret, client)
-            self._policies[spec.key] = found
+            policy, problem = upstream_policy(spec.key, spec.policy, ref, secret, client)
+            problems: tuple[Problem, ...] = () if problem is None else (problem,)
+            auth_secret = secret_key(policy)
+            if auth_secret is not None:
+                ca = ca_bundle(
+                    "/".join(auth_secret),
+                    self._objects.get(("Secret", *auth_secret)),
+                    "client certificates are verified with",
+                )
+                policy, problem = client_auth_policy(spec.key, policy, ca)
+                problems += () if problem is None else (problem,)
+            found = self._policies[spec.key] = policy, problems
         return found
 
     def _service_upstream(
@@ -1019,9 +1062,7 @@ class ConfigBuilder:
         if spec is None:
             self._problems_changed(before, problems)
             return
-        backend_problem = self._policy(spec)[1]
-        if backend_problem is not None:
-            problems.append(backend_problem)
+        problems.extend(self._policy(spec)[1])
         if spec.policy.canary is not None and spec.tls:
             reason = "ignored on a canary Ingress: the main Ingress's TLS applies to its host"
             problems.append(Problem("Ingress", key, "spec.tls", reason, warning=True))

@@ -19,6 +19,7 @@ __all__ = [
     "GATE_FIELDS",
     "Backend",
     "Canary",
+    "ClientAuth",
     "Cors",
     "Endpoint",
     "HeaderList",
@@ -138,6 +139,22 @@ class Canary:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientAuth:
+    """``auth-tls-*``: the client certificates a host's TLS handshakes ask for, and how
+    its routes judge them (``proxy/client_certs.py``). One host has one: its oldest
+    Ingress's that sets ``auth-tls-secret``, as ingress-nginx's server block has one."""
+
+    secret: str  # "namespace/name" of the Secret whose ca.crt is the CA bundle
+    verify: str = "on"  # auth-tls-verify-client: on, off, optional, optional_no_ca
+    depth: int = 1  # auth-tls-verify-depth
+    pass_certificate: bool = False  # auth-tls-pass-certificate-to-upstream: ssl-client-cert
+    error_page: str = ""  # auth-tls-error-page: a refusal is a 302 here instead of a 400
+    match_cn: str = ""  # auth-tls-match-cn: "CN=..." (RE2) found in the subject, else 403
+    ca: bytes = b""  # the Secret's ca.crt, once the build has read it ("": unusable)
+    ingress: str = ""  # the Ingress the settings come from ("namespace/name")
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """Per-route behaviour from Ingress annotations and the ConfigMap (ingress-nginx's names).
 
@@ -192,6 +209,7 @@ class Policy:
     upstream_hash_subset: bool = False
     upstream_hash_subset_size: int = 3
     affinity: Affinity | None = None  # affinity: cookie
+    client_auth: ClientAuth | None = None  # auth-tls-*: the host's client certificates
     # derived once, for the codec: whole header lines, and the names they replace
     plain: bool = field(init=False, repr=False, compare=False)
     # it may answer any request itself (a refusal, app-root, a redirect); a CORS preflight
@@ -341,6 +359,9 @@ class RouteConfig:
     # None: an exact host terminated here although a passthrough wildcard covers it
     passthrough: Mapping[str, Target | None] = field(default_factory=dict)
     regex: RegexIndex | None = None  # the hosts with regex paths; None: no Ingress has any
+    # TLS host ("a.com" or "*.a.com") -> the client certificates its handshakes ask for;
+    # None: an exact host that asks for none although a wildcard that does covers it
+    client_auth: Mapping[str, ClientAuth | None] = field(default_factory=dict)
 
     def certificate_for(self, server_name: str | None) -> Certificate | None:
         """The certificate for an SNI name: its exact host, then its wildcard, else None."""
@@ -365,6 +386,18 @@ class RouteConfig:
             return passthrough[name]
         label, _, parent = name.partition(".")
         return passthrough.get("*." + parent) if label and parent else None
+
+    def client_auth_for(self, server_name: str | None) -> ClientAuth | None:
+        """The client certificates a handshake for ``server_name`` asks for: its exact
+        host's settings, else its wildcard's; None: it asks for none."""
+        if not server_name:
+            return None
+        name = server_name.lower().rstrip(".")
+        client_auth = self.client_auth
+        if name in client_auth:
+            return client_auth[name]
+        label, _, parent = name.partition(".")
+        return client_auth.get("*." + parent) if label and parent else None
 
     def match(self, host: str | bytes | None, path: str | bytes) -> Any:
         """What a request is routed to, as the proxy chooses: the trie's rules, and the
