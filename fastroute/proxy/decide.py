@@ -51,6 +51,7 @@ from fastroute.ingress.regex import Groups, rewrite
 from fastroute.proxy.access import Lists
 from fastroute.proxy.canary import choose
 from fastroute.proxy.choosing import Choice, request_choice
+from fastroute.proxy.client_certs import CLIENT_CERT_FIELDS, PeerCertificate, verdict
 from fastroute.proxy.cors import CorsRules, cors_rules
 from fastroute.proxy.error_pages import ERROR_FIELDS, error_fields
 from fastroute.proxy.limiter import ClientLimits, Held
@@ -150,6 +151,7 @@ def decide(
     header: Callable[[bytes], bytes | None] = _no_fields,
     limits: ClientLimits | None = None,
     now: float = 0.0,
+    peer: PeerCertificate | None = None,
 ) -> Decision:
     """The plan for one request.
 
@@ -164,6 +166,8 @@ def decide(
         header: a request field's value by lower-case name (CORS reads ``Origin``).
         limits: the per-client rate and connection state (None: limits not enforced).
         now: the time, in seconds of any monotonic clock, for rate limits.
+        peer: what the connection's TLS handshake said of a client certificate (None:
+            it asked for none), for routes with ``auth-tls-*`` settings.
 
     Raises:
         BadRequestError: malformed target, or no host at all.
@@ -201,6 +205,12 @@ def decide(
     assert isinstance(route, Target)
     policy = route.policy
     query = b"?" + query_part if query_part else b""
+    client_cert_lines: bytes | None = None
+    if not policy.plain and policy.client_auth is not None and not policy.refused:
+        judged = verdict(policy.client_auth, peer, scheme)
+        if isinstance(judged, tuple):
+            return _secured(_client_cert_refusal(policy, route, *judged), route, scheme)
+        client_cert_lines = judged
     if not policy.plain and (policy.answers or (method == b"OPTIONS" and policy.cors is not None)):
         answer = _answered(policy, route, method, authority, path, query, scheme, header)
         if answer is not None:
@@ -237,7 +247,21 @@ def decide(
     if prefix is not None and "$" in prefix:  # captures of the regex path ($1..$9)
         lines = with_prefix_captures(plan.fields.upstream_lines, prefix, groups)
         plan.fields = dataclasses.replace(plan.fields, upstream_lines=lines)
+    if client_cert_lines is not None:  # what the client's certificate said, and nothing else
+        plan.fields = dataclasses.replace(
+            plan.fields,
+            upstream_lines=plan.fields.upstream_lines + client_cert_lines,
+            upstream_drop=_union(plan.fields.upstream_drop, CLIENT_CERT_FIELDS),
+        )
     return plan
+
+
+def _client_cert_refusal(policy: Policy, route: Target, status: int, reason: str) -> Answer:
+    """A refused client certificate: the status, or a 302 to ``auth-tls-error-page``."""
+    auth = policy.client_auth
+    if status == 302 and auth is not None:
+        return redirect(302, auth.error_page.encode(), reason, route)
+    return Answer(status, reason=reason, route=route)
 
 
 def _secured(answer: Answer, route: Target, scheme: str) -> Answer:
