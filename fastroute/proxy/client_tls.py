@@ -86,18 +86,16 @@ def client_auth_context(
     except (SSL.Error, UnicodeEncodeError) as error:
         log.error("ssl-ciphers %r refused for a client certificate host: %s", ciphers, error)
     chain = x509.load_pem_x509_certificates(certificate.chain_pem)
-    context.use_certificate(crypto.X509.from_cryptography(chain[0]))
+    context.use_certificate(chain[0])
     for extra in chain[1:]:
-        context.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+        context.add_extra_chain_cert(extra)
     key = load_pem_private_key(certificate.key_pem, password=None)
-    context.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
+    context.use_privatekey(key)  # type: ignore[arg-type]
     store = context.get_cert_store()
     assert store is not None
-    names = []
     for ca in x509.load_pem_x509_certificates(auth.ca):
-        store.add_cert(crypto.X509.from_cryptography(ca))
-        names.append(crypto.X509.from_cryptography(ca).get_subject())
-    context.set_client_ca_list(names)
+        store.add_cert(crypto.X509.from_cryptography(ca))  # the trust store
+        context.add_client_ca(ca)  # its name in the CertificateRequest
     context.set_verify(SSL.VERIFY_PEER, _noted)
     context.set_verify_depth(auth.depth)
     context.set_session_id(_SESSION_ID)
