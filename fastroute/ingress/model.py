@@ -234,7 +234,12 @@ class Policy:
             upstream.append(("X-Forwarded-Prefix", self.forwarded_prefix))
         derived = {
             "plain": plain,
-            "answers": bool(self.refused or self.app_root is not None or self.redirect),
+            "answers": bool(
+                self.refused
+                or self.app_root is not None
+                or self.redirect
+                or self.client_auth is not None  # 400, 403, 421 for client certificates
+            ),
             "gated": any(getattr(self, name) is not None for name in GATE_FIELDS),
             "upstream_lines": _lines(upstream),
             "upstream_drop": _names(upstream),

@@ -3,7 +3,7 @@
 A host with ``auth-tls-*`` settings asks for a certificate in its handshakes
 (``client_tls``), and the handshake completes whatever the client sends, as nginx's does:
 the verdict (``PeerCertificate``) is worked out once per connection and judged per
-request by ``verdict``, called from ``decide``, in nginx's order:
+request by ``refusal`` and ``upstream_lines``, called from ``decide``, in nginx's order:
 
 1. Over HTTPS, a connection whose handshake named (SNI) another host than the request's
    one, or was not made under the route's settings, is answered 421 Misdirected Request
@@ -48,7 +48,8 @@ __all__ = [
     "PeerCertificate",
     "distinguished_name",
     "peer_certificate",
-    "verdict",
+    "refusal",
+    "upstream_lines",
 ]
 
 # the fields the proxy sets on a client-certificate route; a client's copies never pass
@@ -195,27 +196,43 @@ def _pattern(match_cn: str) -> Any:
     return compile_pattern(match_cn)
 
 
-def verdict(auth: ClientAuth, peer: PeerCertificate | None, scheme: str) -> tuple[int, str] | bytes:
-    """What a route with ``auth`` makes of a request on a connection whose handshake
-    said ``peer`` (None: nothing was asked): the (status, reason) refusing it, or the
-    header lines for the upstream."""
-    if scheme != "https" or auth.verify == "off":
-        peer = _UNVERIFIED
-    elif peer is None or peer.auth != auth:
-        if peer is not None and peer.server_name:
-            named = peer.server_name
-            return 421, f"client certificates: the handshake was for {named}, not this host"
-        peer = _UNVERIFIED
-    if peer.verify == "NONE":
+def _as_judged(auth: ClientAuth, peer: PeerCertificate | None, scheme: str) -> PeerCertificate:
+    """The verdict a route with ``auth`` judges: the handshake's own when it was made
+    under ``auth`` over HTTPS, else that of a handshake that asked for nothing."""
+    if scheme != "https" or auth.verify == "off" or peer is None or peer.auth != auth:
+        return _UNVERIFIED
+    return peer
+
+
+def refusal(auth: ClientAuth, peer: PeerCertificate | None, scheme: str) -> tuple[int, str] | None:
+    """Why a route with ``auth`` refuses a request on a connection whose handshake said
+    ``peer`` (None: nothing was asked), as (status, reason); None: it does not."""
+    if (
+        scheme == "https"
+        and auth.verify != "off"
+        and peer is not None
+        and peer.auth != auth
+        and peer.server_name
+    ):
+        named = peer.server_name
+        return 421, f"client certificates: the handshake was for {named}, not under this host's"
+    judged = _as_judged(auth, peer, scheme)
+    if judged.verify == "NONE":
         if auth.verify == "on" and scheme == "https":
             return _refused(auth, "no required SSL certificate was sent")
-    elif peer.error and (auth.verify != "optional_no_ca" or peer.error not in OPTIONAL_ERRORS):
-        return _refused(auth, f"client SSL certificate verify error: {peer.verify}")
-    if auth.match_cn and _pattern(auth.match_cn).search(peer.subject) is None:
+    elif judged.error and (auth.verify != "optional_no_ca" or judged.error not in OPTIONAL_ERRORS):
+        return _refused(auth, f"client SSL certificate verify error: {judged.verify}")
+    if auth.match_cn and _pattern(auth.match_cn).search(judged.subject) is None:
         return 403, "client certificate unauthorized (auth-tls-match-cn)"
+    return None
+
+
+def upstream_lines(auth: ClientAuth, peer: PeerCertificate | None, scheme: str) -> bytes:
+    """The ``ssl-client-*`` lines a request ``refusal`` let through is forwarded with."""
     if scheme != "https":
         return b""
-    return peer.lines + peer.cert_line if auth.pass_certificate else peer.lines
+    judged = _as_judged(auth, peer, scheme)
+    return judged.lines + judged.cert_line if auth.pass_certificate else judged.lines
 
 
 def _refused(auth: ClientAuth, reason: str) -> tuple[int, str]:

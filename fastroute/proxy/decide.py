@@ -51,7 +51,12 @@ from fastroute.ingress.regex import Groups, rewrite
 from fastroute.proxy.access import Lists
 from fastroute.proxy.canary import choose
 from fastroute.proxy.choosing import Choice, request_choice
-from fastroute.proxy.client_certs import CLIENT_CERT_FIELDS, PeerCertificate, verdict
+from fastroute.proxy.client_certs import (
+    CLIENT_CERT_FIELDS,
+    PeerCertificate,
+    refusal,
+    upstream_lines,
+)
 from fastroute.proxy.cors import CorsRules, cors_rules
 from fastroute.proxy.error_pages import ERROR_FIELDS, error_fields
 from fastroute.proxy.limiter import ClientLimits, Held
@@ -205,14 +210,8 @@ def decide(
     assert isinstance(route, Target)
     policy = route.policy
     query = b"?" + query_part if query_part else b""
-    client_cert_lines: bytes | None = None
-    if not policy.plain and policy.client_auth is not None and not policy.refused:
-        judged = verdict(policy.client_auth, peer, scheme)
-        if isinstance(judged, tuple):
-            return _secured(_client_cert_refusal(policy, route, *judged), route, scheme)
-        client_cert_lines = judged
     if not policy.plain and (policy.answers or (method == b"OPTIONS" and policy.cors is not None)):
-        answer = _answered(policy, route, method, authority, path, query, scheme, header)
+        answer = _answered(policy, route, method, authority, path, query, scheme, header, peer)
         if answer is not None:
             return _secured(answer, route, scheme)
     if (
@@ -247,10 +246,11 @@ def decide(
     if prefix is not None and "$" in prefix:  # captures of the regex path ($1..$9)
         lines = with_prefix_captures(plan.fields.upstream_lines, prefix, groups)
         plan.fields = dataclasses.replace(plan.fields, upstream_lines=lines)
-    if client_cert_lines is not None:  # what the client's certificate said, and nothing else
+    auth = policy.client_auth
+    if auth is not None:  # what the client's certificate said, and nothing a client sent
         plan.fields = dataclasses.replace(
             plan.fields,
-            upstream_lines=plan.fields.upstream_lines + client_cert_lines,
+            upstream_lines=plan.fields.upstream_lines + upstream_lines(auth, peer, scheme),
             upstream_drop=_union(plan.fields.upstream_drop, CLIENT_CERT_FIELDS),
         )
     return plan
@@ -309,10 +309,16 @@ def _answered(
     query: bytes,
     scheme: str,
     header: Callable[[bytes], bytes | None],
+    peer: PeerCertificate | None,
 ) -> Answer | None:
-    """What the route answers itself before HTTPS redirects: ingress-nginx's rewrite phase."""
+    """What the route answers itself before HTTPS redirects: ingress-nginx's rewrite phase,
+    after the server's client certificate checks."""
     if policy.refused:
         raise ServiceUnavailableError(f"{route.ingress}: {policy.refused}")
+    if policy.client_auth is not None:
+        refused = refusal(policy.client_auth, peer, scheme)
+        if refused is not None:
+            return _client_cert_refusal(policy, route, *refused)
     if policy.app_root is not None and path == b"/":
         location = scheme.encode() + b"://" + authority + policy.app_root.encode() + query
         return redirect(302, location, "app-root", route)
