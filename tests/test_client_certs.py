@@ -33,10 +33,11 @@ from echo import Echo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastroute.ingress import build_config
+from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.client_certs import distinguished_name
+from fastroute.proxy.decide import Answer, Forward, decide
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts, pem_path
 
@@ -578,8 +579,6 @@ def test_every_route_of_the_host_is_under_its_settings() -> None:
 
 
 def test_a_secret_that_arrives_later_is_used() -> None:
-    from fastroute.ingress import ConfigBuilder
-
     builder = ConfigBuilder()
     for obj in site(8080, auth_tls()):
         if obj["metadata"]["name"] != "client-ca":
@@ -645,3 +644,125 @@ def test_a_name_is_written_as_openssl_writes_it_for_nginx(attributes: list[Any])
         check=True,
     ).stdout.decode("ascii")
     assert shown.strip() == "subject=" + distinguished_name(name)
+
+
+# ------------------------------------------------------------------ the connection itself
+
+
+def _post(port: int, size: int) -> tuple[int, dict[str, Any]]:
+    """A POST of ``size`` bytes over a client-certificate connection, then a GET on it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with pem_path(CLIENT.bundle) as path:
+        context.load_cert_chain(path)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as raw,
+        context.wrap_socket(raw, server_hostname=MTLS) as tls,
+    ):
+        reader = tls.makefile("rb")
+        head = f"POST / HTTP/1.1\r\nHost: {MTLS}\r\nContent-Length: {size}\r\n\r\n"
+        tls.sendall(head.encode() + b"x" * size)
+        status = int(reader.readline().split()[1])
+        length = 0
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        answer = json.loads(reader.read(length))
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {MTLS}\r\nConnection: close\r\n\r\n".encode())
+        after = _read_reply(reader)
+    assert after.received["ssl-client-verify"] == "SUCCESS"
+    return status, answer
+
+
+def test_a_large_body_crosses_the_client_certificate_connection_whole() -> None:
+    size = 3 * 1024 * 1024 + 17
+    answers: list[tuple[int, dict[str, Any]]] = []
+
+    async def scenario() -> None:
+        async with running(lambda port: site(port, auth_tls())) as port:
+            answers.append(await trio.to_thread.run_sync(_post, port, size))
+
+    run(scenario)
+    status, answer = answers[0]
+    assert (status, answer["body_length"]) == (200, size)
+
+
+async def _exchange(stream: trio.SSLStream[trio.SocketStream], request: bytes) -> int:
+    """Send one request and read its answer; its status."""
+    await stream.send_all(request)
+    received = b""
+    while b"\r\n\r\n" not in received:  # bounded by the test's deadline
+        received += await stream.receive_some(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += await stream.receive_some(65536)
+    return int(head.split()[1])
+
+
+def test_a_connection_verified_under_settings_since_replaced_is_misdirected() -> None:
+    statuses: list[int] = []
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            backend_port = await nursery.start(Echo("web").serve)
+            proxy = Proxy(build_config(site(backend_port, auth_tls())), tls=TLSContexts())
+            listeners = await nursery.start(partial(proxy.serve, scheme="https"), "127.0.0.1", 0)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with pem_path(CLIENT.bundle) as path:
+                context.load_cert_chain(path)
+            tcp = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
+            stream = trio.SSLStream(tcp, context, server_hostname=MTLS)
+            request = f"GET / HTTP/1.1\r\nHost: {MTLS}\r\n\r\n".encode()
+            statuses.append(await _exchange(stream, request))
+            replaced = site(backend_port, auth_tls(verify_client="optional"))
+            proxy.swap(build_config(replaced))
+            statuses.append(await _exchange(stream, request))
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+    assert statuses == [200, 421]
+
+
+# ------------------------------------------------------------------ plain HTTP, aliases
+
+
+def test_plain_http_to_the_host_is_redirected_or_forwarded_without_certificate_fields() -> None:
+    def plain_http(annotations: dict[str, str]) -> Answer | Forward:
+        config = build_config(site(8080, annotations))
+        return decide(config, method=b"GET", target=b"/", host=MTLS.encode(), scheme="http")
+
+    redirected = plain_http(auth_tls())
+    assert isinstance(redirected, Answer)
+    assert redirected.status == 308
+    forwarded = plain_http({**auth_tls(), NGINX + "ssl-redirect": "false"})
+    assert isinstance(forwarded, Forward)
+    assert b"ssl-client" not in forwarded.fields.upstream_lines
+    assert forwarded.fields.upstream_drop is not None
+    assert b"ssl-client-verify" in forwarded.fields.upstream_drop
+    # nginx's match-cn is a server-level check: an empty subject does not match
+    refused = plain_http({**auth_tls(match_cn="CN=authtls"), NGINX + "ssl-redirect": "false"})
+    assert isinstance(refused, Answer)
+    assert refused.status == 403
+
+
+def test_an_alias_asks_as_its_host_does_and_a_wildcard_spares_exact_hosts() -> None:
+    alias = {**auth_tls(), NGINX + "server-alias": "alias.example.com"}
+    config = build_config(site(8080, alias))
+    assert config.client_auth_for("alias.example.com") == config.client_auth_for(MTLS)
+    assert config.client_auth_for(MTLS) is not None
+
+    wildcard = [*site(8080, {}), ingress("wild", "*.wild.example.com", auth_tls())]
+    wildcard.append(ingress("exact", "exact.wild.example.com"))
+    config = build_config(wildcard)
+    assert config.client_auth_for("any.wild.example.com") is not None
+    assert config.client_auth_for("exact.wild.example.com") is None
+    assert config.client_auth_for("a.b.wild.example.com") is None
