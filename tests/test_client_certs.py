@@ -566,16 +566,26 @@ def test_a_secret_of_another_namespace_is_refused() -> None:
 
 
 def test_every_route_of_the_host_is_under_its_settings() -> None:
-    # a second Ingress on the host without the annotations: ingress-nginx's server block
-    # has one set of client certificate settings
+    # ingress-nginx's server block has one set of client certificate settings: the oldest
+    # Ingress's; a younger one's own are ignored, with a warning
     def objects(port: int) -> list[dict[str, Any]]:
-        younger = ingress("younger", MTLS)
+        younger = ingress("younger", MTLS, auth_tls(verify_client="optional"))
+        younger["metadata"]["creationTimestamp"] = "2030-01-01T00:00:00Z"
         younger["spec"]["rules"][0]["http"]["paths"][0]["path"] = "/open"
-        return [*site(port, auth_tls()), younger]
+        bare = ingress("bare", MTLS)
+        bare["metadata"]["creationTimestamp"] = "2030-01-01T00:00:00Z"
+        bare["spec"]["rules"][0]["http"]["paths"][0]["path"] = "/bare"
+        return [*site(port, auth_tls()), younger, bare]
 
     config = build_config(objects(8080))
-    assert config.match(MTLS, "/open").policy.client_auth is not None
+    host_auth = config.client_auth_for(MTLS)
+    assert host_auth is not None
+    assert host_auth.verify == "on"
+    assert config.match(MTLS, "/open").policy.client_auth == host_auth
+    assert config.match(MTLS, "/bare").policy.client_auth == host_auth
     assert config.match(PLAIN, "/").policy.plain
+    warned = [p for p in config.warnings() if "auth-tls" in p.reason]
+    assert [p.name for p in warned] == ["default/younger"]
 
 
 def test_a_secret_that_arrives_later_is_used() -> None:

@@ -76,6 +76,7 @@ from fastroute.ingress.client_auth import (
     client_auth_map,
     client_auth_policy,
     host_client_auth,
+    ignored_on_host,
     on_host,
     secret_key,
 )
@@ -671,6 +672,16 @@ class ConfigBuilder:
             done.client_auth = host_client_auth(
                 self._policy(spec)[0] for spec in specs if spec.policy.canary is None
             )
+        if alias is None and done.client_auth is not None:
+            for spec in specs:
+                own = self._policy(spec)[0].client_auth
+                ignored = (
+                    None
+                    if own is None
+                    else ignored_on_host(bucket, spec.key, own, done.client_auth)
+                )
+                if ignored is not None and ignored not in done.problems:
+                    done.problems.append(ignored)
         canaries = self._canaries(specs, bucket, alias is None, done)
         # an exact host without regex paths: what the trie finds on it is final (a request
         # for it never consults the regex index)

@@ -30,6 +30,7 @@ __all__ = [
     "client_auth_map",
     "client_auth_policy",
     "host_client_auth",
+    "ignored_on_host",
     "on_host",
     "read_error_page",
     "read_match_cn",
@@ -167,3 +168,15 @@ def client_auth_map(
             for covered in hosts_under.get(host[2:], ()):
                 found.setdefault(covered, None)
     return found
+
+
+def ignored_on_host(host: str, ingress: str, own: ClientAuth, auth: ClientAuth) -> Problem | None:
+    """The warning for an Ingress whose client certificate settings (``own``) differ
+    from its host's (``auth``, an older Ingress's), which apply instead; None if equal."""
+    if replace(own, ingress="") == replace(auth, ingress=""):
+        return None
+    reason = (
+        f"auth-tls-* ignored on host {host!r}: the host asks for client certificates as "
+        f"the older Ingress {auth.ingress} says, for every route on it"
+    )
+    return Problem("Ingress", ingress, "metadata.annotations", reason, warning=True)

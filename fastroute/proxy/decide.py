@@ -14,7 +14,11 @@ server block, then the location's rewrite, preaccess and access phases):
    forwarded is the one matched (``targets.forward_path``), so the upstream never reads a
    path routing did not see.
 3. An Ingress whose protection annotation was rejected answers 503: it is never served
-   unprotected (ingress-nginx's "location denied").
+   unprotected (ingress-nginx's "location denied"). A route on a host that asks for client
+   certificates then judges the connection's (``client_certs``): 421 for a handshake made
+   for another host, 400 (or a 302 to ``auth-tls-error-page``) for a certificate missing
+   or refused, 403 for a subject ``auth-tls-match-cn`` does not match; what it forwards
+   carries the verdict in the ``ssl-client-*`` fields.
 4. ``app-root`` (302 for ``/``), ``permanent-redirect``/``temporal-redirect``, then a CORS
    preflight (204), then HTTPS: a plain-HTTP request for a host listed under TLS is
    redirected with 308 unless ``ssl-redirect: "false"``; ``force-ssl-redirect`` redirects
