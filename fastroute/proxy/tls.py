@@ -17,6 +17,10 @@ handshake with an ``internal_error`` alert. The refusal is right; the report is 
 ``sys.unraisablehook`` wrapper (``_SNIErrorHook``) turns exactly that report into a
 rate-limited line on the ``fastroute.proxy`` logger and passes every other one on.
 ``send_handshake_alert`` makes sure the client gets the alert.
+
+Hosts that ask for client certificates (``auth-tls-*``) are served from OpenSSL contexts
+of their own (``client_tls``), built here with the others and picked by the accept loop
+from the ClientHello's SNI before any handshake (``client_auth_for``).
 """
 
 from __future__ import annotations
