@@ -96,10 +96,11 @@ def issue(
     *,
     ca: bool = False,
     organization: str = "Example Org",
+    expired: bool = False,
 ) -> Issued:
     """A certificate signed by ``issuer`` (self-signed without one)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
+    now = datetime.now(UTC) - (timedelta(days=3) if expired else timedelta())
     subject = _name(common_name, organization)
     builder = (
         x509.CertificateBuilder()
@@ -130,6 +131,7 @@ WRONG_ROOT = issue("Someone Else's CA", ca=True)
 INTERMEDIATE = issue("Client Intermediate CA", ROOT, ca=True)
 CLIENT = issue("authtls", ROOT, organization="Client, Inc.")
 STRANGER = issue("authtls", WRONG_ROOT)
+EXPIRED = issue("authtls", ROOT, expired=True)
 SECOND_INTERMEDIATE = issue("Client Second Intermediate CA", INTERMEDIATE, ca=True)
 VIA_INTERMEDIATE = issue("one below", INTERMEDIATE)
 VIA_TWO = issue("two below", SECOND_INTERMEDIATE)
@@ -375,6 +377,12 @@ def test_optional_no_ca_passes_an_unknown_issuer_and_says_so() -> None:
     # OpenSSL's reason, as nginx writes it
     assert verify in {f"FAILED:{reason}" for reason in UNKNOWN_ISSUER}
     assert reply.received["ssl-client-subject-dn"] == _dn(STRANGER.certificate.subject)
+
+
+def test_optional_no_ca_still_refuses_an_expired_certificate() -> None:
+    # only an unknown issuer is forgiven (nginx's ngx_ssl_verify_error_optional)
+    assert get(auth_tls(verify_client="optional_no_ca"), EXPIRED).status == 400
+    assert get(auth_tls(verify_client="on"), EXPIRED).status == 400
 
 
 def test_off_asks_for_nothing_and_says_none() -> None:
