@@ -131,6 +131,7 @@ WRONG_ROOT = issue("Someone Else's CA", ca=True)
 INTERMEDIATE = issue("Client Intermediate CA", ROOT, ca=True)
 CLIENT = issue("authtls", ROOT, organization="Client, Inc.")
 STRANGER = issue("authtls", WRONG_ROOT)
+REVOKED = issue("revoked", ROOT)
 EXPIRED = issue("authtls", ROOT, expired=True)
 SECOND_INTERMEDIATE = issue("Client Second Intermediate CA", INTERMEDIATE, ca=True)
 VIA_INTERMEDIATE = issue("one below", INTERMEDIATE)
@@ -186,15 +187,39 @@ def ingress(name: str, host: str, annotations: dict[str, str] | None = None) -> 
     }
 
 
-def ca_secret(name: str, pem: bytes) -> dict[str, Any]:
-    """An Opaque Secret holding a CA bundle, as ``kubectl create secret generic`` makes it."""
+def ca_secret(name: str, pem: bytes, crl: bytes = b"") -> dict[str, Any]:
+    """An Opaque Secret holding a CA bundle (and revocation lists), as ``kubectl create
+    secret generic`` makes it."""
+    data = {"ca.crt": base64.b64encode(pem).decode("ascii")}
+    if crl:
+        data["ca.crl"] = base64.b64encode(crl).decode("ascii")
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": name, "namespace": "default"},
         "type": "Opaque",
-        "data": {"ca.crt": base64.b64encode(pem).decode("ascii")},
+        "data": data,
     }
+
+
+def revoking(issuer: Issued, *revoked: Issued) -> bytes:
+    """A PEM CRL of ``issuer`` that revokes ``revoked``."""
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.certificate.subject)
+        .last_update(now - timedelta(hours=1))
+        .next_update(now + timedelta(days=1))
+    )
+    for certificate in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(certificate.certificate.serial_number)
+            .revocation_date(now - timedelta(minutes=5))
+            .build()
+        )
+    crl = builder.sign(issuer.key, hashes.SHA256())
+    return crl.public_bytes(serialization.Encoding.PEM)
 
 
 def auth_tls(**settings: str) -> dict[str, str]:
@@ -205,12 +230,14 @@ def auth_tls(**settings: str) -> dict[str, str]:
     return annotations
 
 
-def site(port: int, annotations: dict[str, str], ca: bytes = ROOT.pem) -> list[dict[str, Any]]:
+def site(
+    port: int, annotations: dict[str, str], ca: bytes = ROOT.pem, crl: bytes = b""
+) -> list[dict[str, Any]]:
     """MTLS with ``annotations``, PLAIN without any, one backend."""
     return [
         *_service(port),
         tls_secret("default", "site-tls", SERVER_CERT),
-        ca_secret("client-ca", ca),
+        ca_secret("client-ca", ca, crl),
         ingress("mtls", MTLS, annotations),
         ingress("plain", PLAIN),
     ]
@@ -298,12 +325,13 @@ def get(
     host: str = MTLS,
     extra: str = "",
     ca: bytes = ROOT.pem,
+    crl: bytes = b"",
 ) -> Reply:
     """One request to a site whose MTLS host has ``annotations``."""
     replies: list[Reply] = []
 
     async def scenario() -> None:
-        async with running(lambda port: site(port, annotations, ca)) as port:
+        async with running(lambda port: site(port, annotations, ca, crl)) as port:
             found = await trio.to_thread.run_sync(
                 partial(fetch, port, server_name, host, client, extra)
             )
@@ -383,6 +411,20 @@ def test_optional_no_ca_still_refuses_an_expired_certificate() -> None:
     # only an unknown issuer is forgiven (nginx's ngx_ssl_verify_error_optional)
     assert get(auth_tls(verify_client="optional_no_ca"), EXPIRED).status == 400
     assert get(auth_tls(verify_client="on"), EXPIRED).status == 400
+
+
+def test_a_certificate_the_secrets_crl_revokes_is_refused() -> None:
+    crl = revoking(ROOT, REVOKED)
+    assert get(auth_tls(), REVOKED, crl=crl).status == 400
+    assert get(auth_tls(), REVOKED).status == 200  # the same, without the CRL
+    assert get(auth_tls(), CLIENT, crl=crl).status == 200
+    reply = get(auth_tls(verify_client="optional_no_ca"), REVOKED, crl=crl)
+    assert reply.status == 400  # revoked is no unknown issuer
+
+
+def test_a_crl_that_is_no_crl_answers_503() -> None:
+    config = build_config(site(8080, auth_tls(), crl=b"-----BEGIN X509 CRL-----\nnope\n"))
+    assert "ca.crl" in config.match(MTLS, "/").policy.refused
 
 
 def test_off_asks_for_nothing_and_says_none() -> None:

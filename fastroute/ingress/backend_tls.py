@@ -33,6 +33,7 @@ __all__ = [
     "ca_bundle",
     "has_client_certificate",
     "secret_reference",
+    "secret_value",
     "upstream_policy",
 ]
 
@@ -144,6 +145,11 @@ def ca_bundle(name: str, secret: Mapping[str, Any] | None, purpose: str) -> byte
     except ValueError as error:
         return f"{shown}: {CA_KEY} is not a PEM certificate bundle: {error}"
     return ca
+
+
+def secret_value(secret: Mapping[str, Any] | None, key: str) -> bytes | str:
+    """A Secret's value for ``key`` as bytes (b"" when absent), or why it is unreadable."""
+    return b"" if secret is None else _value(secret, key)
 
 
 def _section(secret: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -68,11 +68,13 @@ from fastroute.ingress.backend_tls import (
     ca_bundle,
     has_client_certificate,
     secret_reference,
+    secret_value,
     upstream_policy,
 )
 from fastroute.ingress.canary import with_canary
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
 from fastroute.ingress.client_auth import (
+    CRL_KEY,
     client_auth_map,
     client_auth_policy,
     host_client_auth,
@@ -899,12 +901,11 @@ class ConfigBuilder:
             problems: tuple[Problem, ...] = () if problem is None else (problem,)
             auth_secret = secret_key(policy)
             if auth_secret is not None:
-                ca = ca_bundle(
-                    "/".join(auth_secret),
-                    self._objects.get(("Secret", *auth_secret)),
-                    "client certificates are verified with",
-                )
-                policy, problem = client_auth_policy(spec.key, policy, ca)
+                ca_secret = self._objects.get(("Secret", *auth_secret))
+                what = "client certificates are verified with"
+                ca = ca_bundle("/".join(auth_secret), ca_secret, what)
+                crl = secret_value(ca_secret, CRL_KEY)
+                policy, problem = client_auth_policy(spec.key, policy, ca, crl)
                 problems += () if problem is None else (problem,)
             found = self._policies[spec.key] = policy, problems
         return found

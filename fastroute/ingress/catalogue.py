@@ -270,9 +270,10 @@ def _annotations() -> _Table:
         t,
         honoured,
         {
-            "auth-tls-secret": "the CA bundle (ca.crt of a Secret in the Ingress's namespace) "
-            "the host's handshakes verify client certificates against; set on the host, by its "
-            "oldest Ingress that sets it; a missing or unusable Secret answers 503",
+            "auth-tls-secret": "the CA bundle (ca.crt of a Secret in the Ingress's namespace, "
+            "and its ca.crl when present) the host's handshakes verify client certificates "
+            "against; set on the host, by its oldest Ingress that sets it; a missing or "
+            "unusable Secret answers 503",
             "auth-tls-verify-client": "on (400 without a valid certificate), optional (400 for "
             "an invalid one), optional_no_ca (an unknown issuer passes), off (none asked for); "
             "a host without it never asks for a certificate",

@@ -1,7 +1,8 @@
 """``auth-tls-*``: client certificates (mutual TLS), as ingress-nginx reads them.
 
 The annotations say which CA bundle a host's TLS handshakes verify client certificates
-against (``auth-tls-secret``, a Secret's ``ca.crt`` in the Ingress's own namespace), whether
+against (``auth-tls-secret``, a Secret's ``ca.crt`` in the Ingress's own namespace, and
+its ``ca.crl`` revocation lists when it has one, as ingress-nginx reads them), whether
 a certificate is required (``auth-tls-verify-client``), how deep the chain may be, and
 what the routes do with the verdict. ingress-nginx sets them on the server block, so
 they belong to the host: its oldest Ingress that sets ``auth-tls-secret`` decides for
@@ -19,12 +20,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 import re2
+from cryptography import x509
 
 from fastroute.ingress.canary import compile_pattern
 from fastroute.ingress.model import ClientAuth, Policy, Problem
 from fastroute.ingress.syntax import Malformed, read_int
 
 __all__ = [
+    "CRL_KEY",
     "SECRET_ANNOTATION",
     "VERIFY_MODES",
     "client_auth_map",
@@ -37,10 +40,12 @@ __all__ = [
     "read_secret",
     "read_verify_client",
     "read_verify_depth",
+    "revocation_lists",
     "secret_key",
 ]
 
 SECRET_ANNOTATION = "auth-tls-secret"
+CRL_KEY = "ca.crl"  # revocation lists, read when the Secret has them (nginx's ssl_crl)
 VERIFY_MODES = ("on", "off", "optional", "optional_no_ca")
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a Secret's or namespace's
 _URL = re.compile(r"https?://[^/\s?#]+[!-~]*")
@@ -106,17 +111,48 @@ def secret_key(policy: Policy) -> tuple[str, str] | None:
     return namespace, name
 
 
+_CRL_START = b"-----BEGIN X509 CRL-----"
+
+
+def revocation_lists(pem: bytes) -> list[x509.CertificateRevocationList]:
+    """The CRLs of a PEM file (a Secret's ``ca.crl``: one or several, as nginx's ssl_crl).
+
+    Raises:
+        ValueError: a part is not a PEM CRL, or there is none.
+    """
+    parts = [_CRL_START + part for part in pem.split(_CRL_START)[1:]]
+    if not parts:
+        raise ValueError("no -----BEGIN X509 CRL----- block")
+    return [x509.load_pem_x509_crl(part) for part in parts]
+
+
+def _crl_problem(secret: str, crl: bytes | str) -> str:
+    """Why a Secret's ``ca.crl`` cannot be used, or "" (it can, or there is none)."""
+    if isinstance(crl, str):
+        return f"Secret {secret}: {crl}"
+    if not crl.strip():
+        return ""
+    try:
+        revocation_lists(crl)
+    except ValueError as error:
+        return f"Secret {secret}: ca.crl is not a PEM revocation list: {error}"
+    return ""
+
+
 def client_auth_policy(
-    ingress: str, policy: Policy, ca: bytes | str
+    ingress: str, policy: Policy, ca: bytes | str, crl: bytes | str = b""
 ) -> tuple[Policy, Problem | None]:
-    """``policy`` with its CA bundle (the ``ca.crt`` of the Secret ``auth-tls-secret``
-    names, or why it cannot be used), or refused (503) with the problem to report."""
+    """``policy`` with its CA bundle and revocation lists (the ``ca.crt`` and ``ca.crl``
+    of the Secret ``auth-tls-secret`` names, or why they cannot be used), or refused (503)
+    with the problem to report."""
     auth = policy.client_auth
     if auth is None:
         return policy, None
-    if isinstance(ca, bytes):
-        return replace(policy, client_auth=replace(auth, ca=ca, ingress=ingress)), None
-    reason = f"{ca}; the Ingress's routes answer 503"
+    why = ca if isinstance(ca, str) else _crl_problem(auth.secret, crl)
+    if not why and isinstance(ca, bytes) and isinstance(crl, bytes):
+        usable = replace(auth, ca=ca, crl=crl if crl.strip() else b"", ingress=ingress)
+        return replace(policy, client_auth=usable), None
+    reason = f"{why}; the Ingress's routes answer 503"
     where = f"metadata.annotations[{SECRET_ANNOTATION}]"
     refused = f"{SECRET_ANNOTATION}: {reason}"
     if policy.refused:

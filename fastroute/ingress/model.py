@@ -151,6 +151,7 @@ class ClientAuth:
     error_page: str = ""  # auth-tls-error-page: a refusal is a 302 here instead of a 400
     match_cn: str = ""  # auth-tls-match-cn: "CN=..." (RE2) found in the subject, else 403
     ca: bytes = b""  # the Secret's ca.crt, once the build has read it ("": unusable)
+    crl: bytes = b""  # the Secret's ca.crl (PEM revocation lists), if it has one
     ingress: str = ""  # the Ingress the settings come from ("namespace/name")
 
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
 
 from fastroute.ingress.certs import Certificate
+from fastroute.ingress.client_auth import revocation_lists
 from fastroute.ingress.model import ClientAuth
 from fastroute.proxy.channel import READ_SIZE, SocketChannel
 from fastroute.proxy.client_certs import PeerCertificate, peer_certificate
@@ -96,6 +97,10 @@ def client_auth_context(
     for ca in x509.load_pem_x509_certificates(auth.ca):
         store.add_cert(crypto.X509.from_cryptography(ca))  # the trust store
         context.add_client_ca(ca)  # its name in the CertificateRequest
+    if auth.crl:  # as nginx's ssl_crl: every certificate of the chain is checked
+        for crl in revocation_lists(auth.crl):
+            store.add_crl(crl)
+        store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
     context.set_verify(SSL.VERIFY_PEER, _noted)
     context.set_verify_depth(auth.depth)
     context.set_session_id(_SESSION_ID)
