@@ -12,7 +12,8 @@ and lets the handshake finish, as nginx's does. ``OpenSSLChannel`` is that conne
 behind the ``Channel`` methods, with the verdict (``peer``) worked out once.
 
 Sessions are never resumed on these contexts (no cache, no tickets): a resumed session
-skips verification, and the verdict would be lost.
+skips verification, and the verdict would be lost. Renegotiation is refused: the verdict
+is the first handshake's, for the connection's life.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def client_auth_context(
     context.set_verify_depth(auth.depth)
     context.set_session_id(_SESSION_ID)
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    context.set_options(SSL.OP_NO_TICKET)
+    # no resumption (it would skip verification), no renegotiation (the verdict is the
+    # first handshake's, for the connection's life)
+    context.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION)
     offered = [protocol.encode("ascii") for protocol in alpn]
 
     def select(_: SSL.Connection, asked: list[bytes]) -> bytes | SSL._NoOverlappingProtocols:
