@@ -826,3 +826,37 @@ def test_an_alias_asks_as_its_host_does_and_a_wildcard_spares_exact_hosts() -> N
     assert config.client_auth_for("any.wild.example.com") is not None
     assert config.client_auth_for("exact.wild.example.com") is None
     assert config.client_auth_for("a.b.wild.example.com") is None
+
+
+def _resumed(port: int, server_name: str) -> bool:
+    """Whether a second connection resumes the first one's TLS session."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the session is known after the handshake
+    with pem_path(CLIENT.bundle) as path:
+        context.load_cert_chain(path)
+    session = None
+    reused = []
+    for _ in range(2):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as raw,
+            context.wrap_socket(raw, server_hostname=server_name, session=session) as tls,
+        ):
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {server_name}\r\n\r\n".encode())
+            assert _read_reply(tls.makefile("rb")).status == 200
+            session = tls.session
+            reused.append(tls.session_reused)
+    return reused[1]
+
+
+def test_a_client_certificate_session_is_never_resumed_unverified() -> None:
+    resumed: dict[str, bool] = {}
+
+    async def scenario() -> None:
+        async with running(lambda port: site(port, auth_tls())) as port:
+            for name in (MTLS, PLAIN):
+                resumed[name] = await trio.to_thread.run_sync(_resumed, port, name)
+
+    run(scenario)
+    assert resumed == {MTLS: False, PLAIN: True}  # the plain host's sessions resume as before
