@@ -846,7 +846,7 @@ def _resumed(port: int, server_name: str) -> bool:
             tls.sendall(f"GET / HTTP/1.1\r\nHost: {server_name}\r\n\r\n".encode())
             assert _read_reply(tls.makefile("rb")).status == 200
             session = tls.session
-            reused.append(tls.session_reused)
+            reused.append(bool(tls.session_reused))
     return reused[1]
 
 
