@@ -209,7 +209,7 @@ def test_a_malformed_protection_fails_closed(name: str, value: str) -> None:
     assert ANNOTATIONS[name].protection
 
 
-@pytest.mark.parametrize("name", ["auth-tls-secret"])
+@pytest.mark.parametrize("name", ["auth-something-new"])
 def test_an_auth_annotation_fails_closed_until_authentication_exists(name: str) -> None:
     policy, notes = read({name: "https://auth.example.com/check"})
     assert "authentication" in rejections(notes)[NGINX + name]
@@ -760,6 +760,13 @@ ISSUE_ANNOTATIONS = [
     "auth-realm",
     # issue 12: external authentication
     *EXTERNAL_AUTH_ANNOTATIONS,
+    # issue 12: client certificates
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-error-page",
+    "auth-tls-match-cn",
 ]
 
 
@@ -781,6 +788,7 @@ def test_the_table_lists_every_annotation_of_the_issue_with_a_summary() -> None:
         "auth-secret-type",
         "auth-realm",
         *EXTERNAL_AUTH_ANNOTATIONS,
+        *(name for name in ISSUE_ANNOTATIONS if name.startswith("auth-tls-")),
     }
     policy_fields = set(Policy.__dataclass_fields__)
     for entry in ANNOTATIONS.values():

@@ -121,7 +121,7 @@ def test_what_is_not_honoured_says_why() -> None:
         ("ssl-passthrough", Status.HONOURED, ""),
         ("auth-url", Status.HONOURED, ""),
         ("satisfy", Status.PLANNED, "issue 12"),
-        ("auth-tls-secret", Status.PLANNED, "issue 12"),
+        ("auth-tls-secret", Status.HONOURED, ""),
     ],
 )
 def test_an_annotation_has_its_status_under_both_prefixes(

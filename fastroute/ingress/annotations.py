@@ -58,9 +58,24 @@ from fastroute.ingress.canary import (
 from fastroute.ingress.canary import (
     read_cookie_name as read_canary_cookie,
 )
+from fastroute.ingress.client_auth import (
+    read_error_page,
+    read_match_cn,
+    read_secret,
+    read_verify_client,
+    read_verify_depth,
+)
 from fastroute.ingress.external_auth import SUMMARIES as EXTERNAL_AUTH_SUMMARIES
 from fastroute.ingress.external_auth import external_auth_policy
-from fastroute.ingress.model import Cors, HeaderList, Networks, Policy, RateLimit, UpstreamTLS
+from fastroute.ingress.model import (
+    ClientAuth,
+    Cors,
+    HeaderList,
+    Networks,
+    Policy,
+    RateLimit,
+    UpstreamTLS,
+)
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.ingress.syntax import (
     NEXT_UPSTREAM_CONDITIONS,
@@ -395,6 +410,10 @@ def _auth_secret(text: str, reading: Reading) -> tuple[str, str]:
     return read_secret_name(text, reading.namespace)
 
 
+def _auth_tls_secret(text: str, reading: Reading) -> str:
+    return read_secret(text, reading.namespace)
+
+
 def _load_balance(text: str, _: Reading) -> str:
     return read_choice(text, LOAD_BALANCE)
 
@@ -546,6 +565,25 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
         for name, summary in EXTERNAL_AUTH_SUMMARIES.items()
     ),
     A("auth-keepalive-share-vars", "", None, "nothing to share; accepted", True, no_op=True),
+    # client certificates (the host's TLS handshakes ask for them: ingress/client_auth.py)
+    A("auth-tls-secret", "client_auth.secret", _auth_tls_secret, "the CA bundle (a Secret)", True),
+    A(
+        "auth-tls-verify-client",
+        "client_auth.verify",
+        _text(read_verify_client),
+        "on, off, optional, optional_no_ca",
+        True,
+    ),
+    A("auth-tls-verify-depth", "client_auth.depth", _text(read_verify_depth), "chain depth", True),
+    A(
+        "auth-tls-pass-certificate-to-upstream",
+        "client_auth.pass_certificate",
+        _bool,
+        "ssl-client-cert to the pods",
+        True,
+    ),
+    A("auth-tls-error-page", "client_auth.error_page", _text(read_error_page), "302 here", True),
+    A("auth-tls-match-cn", "client_auth.match_cn", _text(read_match_cn), "CN=regex or 403", True),
 )
 del A
 
@@ -570,7 +608,16 @@ SNIPPETS: Mapping[str, str] = {
 
 FAMILIES: tuple[Family, ...] = (Family("auth-", "authentication (a later issue)", protection=True),)
 
-_GROUPS = ("cors", "limit", "upstream_tls", "redirect", "affinity", "canary", "basic_auth")
+_GROUPS = (
+    "cors",
+    "limit",
+    "upstream_tls",
+    "redirect",
+    "affinity",
+    "canary",
+    "basic_auth",
+    "client_auth",
+)
 
 
 # -- reading -------------------------------------------------------------------------
@@ -812,6 +859,10 @@ def _assemble(
         fields["basic_auth"] = basic_auth_of(basic, (named.get("secret") or named["type"])[0])
     else:
         unused("basic_auth", "auth-type: basic")
+    if "secret" in groups["client_auth"]:
+        fields["client_auth"] = ClientAuth(**members("client_auth"))
+    else:
+        unused("client_auth", "auth-tls-secret")
     return fields
 
 

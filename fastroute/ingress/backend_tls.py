@@ -29,8 +29,10 @@ __all__ = [
     "CA_KEY",
     "SECRET_ANNOTATION",
     "SecretRef",
+    "ca_bundle",
     "has_client_certificate",
     "secret_reference",
+    "secret_value",
     "upstream_policy",
 ]
 
@@ -90,19 +92,31 @@ def upstream_policy(
 
 def _unusable(ref: SecretRef, secret: Mapping[str, Any] | None) -> str:
     """Why the Secret's ``ca.crt`` cannot be the CA bundle, or "" when it can."""
-    shown = f"Secret {ref.namespace}/{ref.name}"
+    found = ca_bundle(f"{ref.namespace}/{ref.name}", secret, "pods are verified with")
+    return found if isinstance(found, str) else ""
+
+
+def ca_bundle(name: str, secret: Mapping[str, Any] | None, purpose: str) -> bytes | str:
+    """Secret ``name``'s ``ca.crt`` (PEM certificates), or why it cannot be the CA bundle
+    that ``purpose`` says ("pods are verified with")."""
+    shown = f"Secret {name}"
     if secret is None:
         return f"{shown} not found"
     ca = _value(secret, CA_KEY)
     if isinstance(ca, str):
         return f"{shown}: {ca}"
     if not ca.strip():
-        return f"{shown}: {CA_KEY} is missing or empty (the CA bundle pods are verified with)"
+        return f"{shown}: {CA_KEY} is missing or empty (the CA bundle {purpose})"
     try:
         x509.load_pem_x509_certificates(ca)
     except ValueError as error:
         return f"{shown}: {CA_KEY} is not a PEM certificate bundle: {error}"
-    return ""
+    return ca
+
+
+def secret_value(secret: Mapping[str, Any] | None, key: str) -> bytes | str:
+    """A Secret's value for ``key`` as bytes (b"" when absent), or why it is unreadable."""
+    return b"" if secret is None else _value(secret, key)
 
 
 def _section(secret: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -65,15 +65,34 @@ from fastroute import InvalidRuleError, RouteConflictError, Router
 from fastroute.ingress.annotations import FIRST_PORT
 from fastroute.ingress.backend_tls import (
     SecretRef,
+    ca_bundle,
     has_client_certificate,
     secret_reference,
+    secret_value,
     upstream_policy,
 )
 from fastroute.ingress.basic_auth import basic_auth_policy
 from fastroute.ingress.canary import with_canary
 from fastroute.ingress.certs import Certificate, CertificateError, load_tls_secret
+from fastroute.ingress.client_auth import (
+    CRL_KEY,
+    client_auth_map,
+    client_auth_policy,
+    host_client_auth,
+    ignored_on_host,
+    on_host,
+    secret_key,
+)
 from fastroute.ingress.configmap import configmap_data, read_settings
-from fastroute.ingress.model import Backend, Endpoint, Policy, Problem, RouteConfig, Target
+from fastroute.ingress.model import (
+    Backend,
+    ClientAuth,
+    Endpoint,
+    Policy,
+    Problem,
+    RouteConfig,
+    Target,
+)
 from fastroute.ingress.objects import (
     annotations_of,
     kind,
@@ -167,6 +186,7 @@ class _Host:
     # (target, path, path type) of the rules it added to the trie, for the precedence of
     # its regex paths (kept only when it has some)
     literal: list[tuple[Target, str, str]] = field(default_factory=list)
+    client_auth: ClientAuth | None = None  # the client certificates its handshakes ask for
 
 
 class ConfigBuilder:
@@ -222,8 +242,10 @@ class ConfigBuilder:
         self._by_secret: dict[tuple[str, str], set[str]] = {}  # Secret -> Ingresses naming it
         self._backend_secrets: dict[str, SecretRef] = {}  # Ingress -> its proxy-ssl-secret
         self._auth_secrets: dict[str, tuple[str, str]] = {}  # Ingress -> its auth-secret
-        # with those Secrets' contents, and their problems
+        # with the Secrets it names resolved (proxy-ssl-secret, auth-secret,
+        # auth-tls-secret), and their problems
         self._policies: dict[str, tuple[Policy, tuple[Problem, ...]]] = {}
+        self._host_auths: dict[str, ClientAuth] = {}  # host -> its client certificates
         self._now = _utc(now)  # the time of the build in progress
         self._by_parent: dict[str, set[str]] = {}  # "b.com" -> hosts "a.b.com" (for *.b.com)
         self._by_service: dict[ServiceKey, set[str]] = {}  # Service -> hosts routed to it
@@ -347,6 +369,9 @@ class ConfigBuilder:
                 _index(self._by_error_service, error_service, key, adding)
             for secret in spec.secrets:
                 _index(self._by_secret, (spec.namespace, secret), key, adding)
+            auth_secret = secret_key(spec.policy)
+            if auth_secret is not None:
+                _index(self._by_secret, auth_secret, key, adding)
             # a canary's TLS entries are ignored: its requests are the main rule's host's
             for tls_host in spec.tls_hosts if spec.policy.canary is None else ():
                 had = tls_host in self._by_tls_host
@@ -474,7 +499,11 @@ class ConfigBuilder:
                     self._dirty_tls.update(entry.hosts)
             ref = self._backend_secrets.get(key)
             backend_secret = ref is not None and ref.key == secret
-            if backend_secret or self._auth_secrets.get(key) == secret:  # its routes' policy
+            if (
+                backend_secret
+                or self._auth_secrets.get(key) == secret
+                or secret_key(spec.policy) == secret
+            ):  # its routes' policy changes
                 self._policies.pop(key, None)
                 self._dirty_hosts.update(spec.buckets)
                 self._dirty_catch_all = self._dirty_catch_all or key in self._catch_all_candidates
@@ -537,6 +566,7 @@ class ConfigBuilder:
             settings=self._settings,
             passthrough=passthrough_map(self._passthrough, self._by_parent),
             regex=self._regex,
+            client_auth=client_auth_map(self._host_auths, self._by_parent),
         )
 
     def _build_regex(self) -> None:
@@ -561,6 +591,7 @@ class ConfigBuilder:
         self._certificates.clear()
         self._passthrough.clear()
         self._policies.clear()
+        self._host_auths.clear()
         self._dirty_catch_all = True
         self._problem_list = None
         self._regex_hosts.clear()
@@ -632,6 +663,9 @@ class ConfigBuilder:
             self._catch_all_users.add(host)
         if done.rules or done.problems or done.regex:
             self._hosts[host] = done
+        self._host_auths.pop(host, None)
+        if done.client_auth is not None and host and done.rules:
+            self._host_auths[host] = done.client_auth
         had_rules = last is not None and bool(last.rules)
         if (last is not None and last.regex) or done.regex or had_rules != bool(done.rules):
             self._dirty_regex = self._dirty_regex or bool(self._regex_hosts or done.regex)
@@ -650,6 +684,20 @@ class ConfigBuilder:
         on an alias, a rule that cannot be added is skipped for the same reason.
         """
         specs = sorted((self._specs[k] for k in self._by_host.get(bucket, ())), key=_order)
+        if done.client_auth is None:  # an alias serves its first mirrored host's
+            done.client_auth = host_client_auth(
+                self._policy(spec)[0] for spec in specs if spec.policy.canary is None
+            )
+        if alias is None and done.client_auth is not None:
+            for spec in specs:
+                own = self._policy(spec)[0].client_auth
+                ignored = (
+                    None
+                    if own is None
+                    else ignored_on_host(bucket, spec.key, own, done.client_auth)
+                )
+                if ignored is not None and ignored not in done.problems:
+                    done.problems.append(ignored)
         canaries = self._canaries(specs, bucket, alias is None, done)
         # an exact host without regex paths: what the trie finds on it is final (a request
         # for it never consults the regex index)
@@ -807,7 +855,7 @@ class ConfigBuilder:
         if error_backend is None and spec.policy.custom_http_errors:
             done.uses_catch_all = True  # also when there is none yet: one may come
             error_backend = _backend_of(self._catch_all)
-        policy = self._policy(spec)[0]
+        policy = on_host(self._policy(spec)[0], done.client_auth)
         return Target(spec.key, backend, policy, tls, error_backend, path, trie_final=final)
 
     def _canaries(
@@ -855,7 +903,7 @@ class ConfigBuilder:
 
     def _policy(self, spec: IngressSpec) -> tuple[Policy, tuple[Problem, ...]]:
         """The Ingress's policy with the Secrets it names resolved (proxy-ssl-secret,
-        auth-secret), and their problems."""
+        auth-secret, auth-tls-secret), and their problems."""
         found = self._policies.get(spec.key)
         if found is None:
             ref = self._backend_secrets.get(spec.key)
@@ -864,11 +912,20 @@ class ConfigBuilder:
             if ref is not None and secret is not None and has_client_certificate(secret):
                 client = self._certificate(*ref.key, self._now)
             policy, problem = upstream_policy(spec.key, spec.policy, ref, secret, client)
-            auth_secret = self._auth_secrets.get(spec.key)
-            users = self._objects.get(("Secret", *auth_secret)) if auth_secret else None
-            policy, problems = basic_auth_policy(spec.key, policy, users)
-            found = policy, (problem, *problems) if problem is not None else tuple(problems)
-            self._policies[spec.key] = found
+            problems: tuple[Problem, ...] = () if problem is None else (problem,)
+            basic_secret = self._auth_secrets.get(spec.key)
+            users = self._objects.get(("Secret", *basic_secret)) if basic_secret else None
+            policy, basic_problems = basic_auth_policy(spec.key, policy, users)
+            problems += tuple(basic_problems)
+            auth_secret = secret_key(policy)
+            if auth_secret is not None:
+                ca_secret = self._objects.get(("Secret", *auth_secret))
+                what = "client certificates are verified with"
+                ca = ca_bundle("/".join(auth_secret), ca_secret, what)
+                crl = secret_value(ca_secret, CRL_KEY)
+                policy, problem = client_auth_policy(spec.key, policy, ca, crl)
+                problems += () if problem is None else (problem,)
+            found = self._policies[spec.key] = policy, problems
         return found
 
     def _service_upstream(

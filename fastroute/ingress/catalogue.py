@@ -298,14 +298,24 @@ def _annotations() -> _Table:
         "satisfy",
         ISSUE_12,
     )
-    _group(
+    _each(
         t,
-        planned,
-        "client certificate authentication; until then the route answers 503 rather than "
-        "serve without it",
-        "auth-tls-secret auth-tls-verify-depth auth-tls-verify-client auth-tls-error-page "
-        "auth-tls-pass-certificate-to-upstream auth-tls-match-cn",
-        ISSUE_12,
+        honoured,
+        {
+            "auth-tls-secret": "the CA bundle (ca.crt of a Secret in the Ingress's namespace, "
+            "and its ca.crl when present) the host's handshakes verify client certificates "
+            "against; set on the host, by its oldest Ingress that sets it; a missing or "
+            "unusable Secret answers 503",
+            "auth-tls-verify-client": "on (400 without a valid certificate), optional (400 for "
+            "an invalid one), optional_no_ca (an unknown issuer passes), off (none asked for); "
+            "a host without it never asks for a certificate",
+            "auth-tls-verify-depth": "how deep the client's chain may be (default 1)",
+            "auth-tls-pass-certificate-to-upstream": "the certificate in ssl-client-cert "
+            "(URL-encoded PEM)",
+            "auth-tls-error-page": "a refused certificate is a 302 there instead of a 400; "
+            "an absolute URL (a path is refused: nginx serves it by an internal redirect)",
+            "auth-tls-match-cn": "403 unless the subject DN matches (CN= and an RE2 regex)",
+        },
     )
     _group(
         t,

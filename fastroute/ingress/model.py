@@ -21,6 +21,7 @@ __all__ = [
     "Backend",
     "BasicAuth",
     "Canary",
+    "ClientAuth",
     "Cors",
     "Endpoint",
     "HeaderList",
@@ -167,6 +168,23 @@ class BasicAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientAuth:
+    """``auth-tls-*``: the client certificates a host's TLS handshakes ask for, and how
+    its routes judge them (``proxy/client_certs.py``). One host has one: its oldest
+    Ingress's that sets ``auth-tls-secret``, as ingress-nginx's server block has one."""
+
+    secret: str  # "namespace/name" of the Secret whose ca.crt is the CA bundle
+    verify: str = "on"  # auth-tls-verify-client: on, off, optional, optional_no_ca
+    depth: int = 1  # auth-tls-verify-depth
+    pass_certificate: bool = False  # auth-tls-pass-certificate-to-upstream: ssl-client-cert
+    error_page: str = ""  # auth-tls-error-page: a refusal is a 302 here instead of a 400
+    match_cn: str = ""  # auth-tls-match-cn: "CN=..." (RE2) found in the subject, else 403
+    ca: bytes = b""  # the Secret's ca.crt, once the build has read it ("": unusable)
+    crl: bytes = b""  # the Secret's ca.crl (PEM revocation lists), if it has one
+    ingress: str = ""  # the Ingress the settings come from ("namespace/name")
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """Per-route behaviour from Ingress annotations and the ConfigMap (ingress-nginx's names).
 
@@ -223,6 +241,7 @@ class Policy:
     affinity: Affinity | None = None  # affinity: cookie
     basic_auth: BasicAuth | None = None  # auth-type: basic (checked by proxy/gate.py)
     external_auth: ExternalAuth | None = None  # auth-url / global-auth-url: proxy/gate.py
+    client_auth: ClientAuth | None = None  # auth-tls-*: the host's client certificates
     # derived once, for the codec: whole header lines, and the names they replace
     plain: bool = field(init=False, repr=False, compare=False)
     # it may answer any request itself (a refusal, app-root, a redirect); a CORS preflight
@@ -247,7 +266,12 @@ class Policy:
             upstream.append(("X-Forwarded-Prefix", self.forwarded_prefix))
         derived = {
             "plain": plain,
-            "answers": bool(self.refused or self.app_root is not None or self.redirect),
+            "answers": bool(
+                self.refused
+                or self.app_root is not None
+                or self.redirect
+                or self.client_auth is not None  # 400, 403, 421 for client certificates
+            ),
             "gated": any(getattr(self, name) is not None for name in GATE_FIELDS),
             "upstream_lines": _lines(upstream),
             "upstream_drop": _names(upstream),
@@ -372,6 +396,9 @@ class RouteConfig:
     # None: an exact host terminated here although a passthrough wildcard covers it
     passthrough: Mapping[str, Target | None] = field(default_factory=dict)
     regex: RegexIndex | None = None  # the hosts with regex paths; None: no Ingress has any
+    # TLS host ("a.com" or "*.a.com") -> the client certificates its handshakes ask for;
+    # None: an exact host that asks for none although a wildcard that does covers it
+    client_auth: Mapping[str, ClientAuth | None] = field(default_factory=dict)
 
     def certificate_for(self, server_name: str | None) -> Certificate | None:
         """The certificate for an SNI name: its exact host, then its wildcard, else None."""
@@ -396,6 +423,18 @@ class RouteConfig:
             return passthrough[name]
         label, _, parent = name.partition(".")
         return passthrough.get("*." + parent) if label and parent else None
+
+    def client_auth_for(self, server_name: str | None) -> ClientAuth | None:
+        """The client certificates a handshake for ``server_name`` asks for: its exact
+        host's settings, else its wildcard's; None: it asks for none."""
+        if not server_name:
+            return None
+        name = server_name.lower().rstrip(".")
+        client_auth = self.client_auth
+        if name in client_auth:
+            return client_auth[name]
+        label, _, parent = name.partition(".")
+        return client_auth.get("*." + parent) if label and parent else None
 
     def match(self, host: str | bytes | None, path: str | bytes) -> Any:
         """What a request is routed to, as the proxy chooses: the trie's rules, and the

@@ -2,11 +2,15 @@
 
 Each accepted connection gets a slot (``Limits.max_connections``) and a task, which
 terminates TLS on an HTTPS listener and hands the connection to the HTTP/1 front end
-(``http1``).
+(``http1``). When the config has passthrough hosts or hosts that ask for client
+certificates, the ClientHello is peeked at first: its SNI says whether the connection is
+relayed undecrypted (``passthrough``), terminated by OpenSSL asking for a certificate
+(``client_tls``), or terminated as any other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import socket
@@ -18,7 +22,9 @@ from trio.lowlevel import notify_closing, wait_readable
 from fastroute.errors import ProxyProtocolError
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.channel import Channel, SocketChannel, StreamChannel
+from fastroute.proxy.client_certs import PeerCertificate
 from fastroute.proxy.client_hello import ClientHello
+from fastroute.proxy.client_tls import client_auth_handshake
 from fastroute.proxy.headers import Client, TrustedProxies
 from fastroute.proxy.http1 import Http1
 from fastroute.proxy.listener import (
@@ -31,7 +37,7 @@ from fastroute.proxy.listener import (
 from fastroute.proxy.passthrough import Passthrough, peek_client_hello
 from fastroute.proxy.proxy_protocol_socket import accept_proxy_header
 from fastroute.proxy.state import Phase, ProxyState
-from fastroute.proxy.tls import send_handshake_alert
+from fastroute.proxy.tls import ClientAuthContext, send_handshake_alert
 
 __all__ = ["Acceptor"]
 
@@ -182,12 +188,30 @@ class Acceptor:
             channel: Channel
             if client.scheme == "https":
                 deadline = trio.current_time() + self.limits.head_timeout
-                if (
-                    config is not None
-                    and config.passthrough
-                    and await self._passed_through(sock, client, config, deadline)
-                ):
-                    return
+                if config is not None and (config.passthrough or config.client_auth):
+                    hello = await peek_client_hello(sock, deadline)
+                    if hello is None:
+                        return  # closed before its ClientHello was whole
+                    name = hello.server_name if isinstance(hello, ClientHello) else None
+                    if config.passthrough and await self._passed_through(
+                        sock, client, config, name
+                    ):
+                        return
+                    if config.client_auth:
+                        server_name = (name or "").lower().rstrip(".")
+                        found = self._client_auth_context(server_name)
+                        if found is not None:
+                            auth_channel = await client_auth_handshake(
+                                sock, found.context, found.auth, server_name, deadline
+                            )
+                            if auth_channel is None:
+                                return
+                            client = dataclasses.replace(client, peer=auth_channel.peer)
+                            await self.http1.serve(auth_channel, client)
+                            return
+                        # the request's host may ask for one: it is told the SNI was not its
+                        peer = PeerCertificate(server_name, None)
+                        client = dataclasses.replace(client, peer=peer)
                 tls_stream = await self._tls_handshake(sock, deadline)
                 if tls_stream is None:
                     return
@@ -202,20 +226,22 @@ class Acceptor:
             self._connection_slots.release_on_behalf_of(slot)
 
     async def _passed_through(
-        self, sock: socket.socket, client: Client, config: RouteConfig, deadline: float
+        self, sock: socket.socket, client: Client, config: RouteConfig, name: str | None
     ) -> bool:
-        """Relay the connection undecrypted if its SNI names a passthrough host; whether
-        it is done with (relayed, or closed before its ClientHello was whole)."""
-        hello = await peek_client_hello(sock, deadline)
-        if hello is None:
-            return True
-        if not isinstance(hello, ClientHello) or hello.server_name is None:
-            return False  # terminated here: the handshake says what is wrong, if anything
-        target = config.passthrough_for(hello.server_name)
-        if target is None:
+        """Relay the connection undecrypted if its SNI ``name`` names a passthrough host;
+        whether it was. Without a name (or a hello), it is terminated here: the handshake
+        says what is wrong, if anything."""
+        target = config.passthrough_for(name)
+        if target is None or name is None:
             return False
-        await self.passthrough.relay(sock, client, hello.server_name, target)
+        await self.passthrough.relay(sock, client, name, target)
         return True
+
+    def _client_auth_context(self, server_name: str) -> ClientAuthContext | None:
+        """The context of a handshake that asks for a client certificate, if SNI
+        ``server_name`` names a host that asks for one; None for the usual handshake."""
+        tls = self.state.tls
+        return tls.client_auth_for(server_name) if tls is not None and server_name else None
 
     async def _tls_handshake(
         self, sock: socket.socket, deadline: float

@@ -14,7 +14,11 @@ server block, then the location's rewrite, preaccess and access phases):
    forwarded is the one matched (``targets.forward_path``), so the upstream never reads a
    path routing did not see.
 3. An Ingress whose protection annotation was rejected answers 503: it is never served
-   unprotected (ingress-nginx's "location denied").
+   unprotected (ingress-nginx's "location denied"). A route on a host that asks for client
+   certificates then judges the connection's (``client_certs``): 421 for a handshake made
+   for another host, 400 (or a 302 to ``auth-tls-error-page``) for a certificate missing
+   or refused, 403 for a subject ``auth-tls-match-cn`` does not match; what it forwards
+   carries the verdict in the ``ssl-client-*`` fields.
 4. ``app-root`` (302 for ``/``), ``permanent-redirect``/``temporal-redirect``, then a CORS
    preflight (204), then HTTPS: a plain-HTTP request for a host listed under TLS is
    redirected with 308 unless ``ssl-redirect: "false"``; ``force-ssl-redirect`` redirects
@@ -51,6 +55,12 @@ from fastroute.ingress.regex import Groups, rewrite
 from fastroute.proxy.access import Lists
 from fastroute.proxy.canary import choose
 from fastroute.proxy.choosing import Choice, request_choice
+from fastroute.proxy.client_certs import (
+    CLIENT_CERT_FIELDS,
+    PeerCertificate,
+    refusal,
+    upstream_lines,
+)
 from fastroute.proxy.cors import CorsRules, cors_rules
 from fastroute.proxy.error_pages import ERROR_FIELDS, error_fields
 from fastroute.proxy.limiter import ClientLimits, Held
@@ -154,6 +164,7 @@ def decide(
     header: Callable[[bytes], bytes | None] = _no_fields,
     limits: ClientLimits | None = None,
     now: float = 0.0,
+    peer: PeerCertificate | None = None,
 ) -> Decision:
     """The plan for one request.
 
@@ -168,6 +179,8 @@ def decide(
         header: a request field's value by lower-case name (CORS reads ``Origin``).
         limits: the per-client rate and connection state (None: limits not enforced).
         now: the time, in seconds of any monotonic clock, for rate limits.
+        peer: what the connection's TLS handshake said of a client certificate (None:
+            it asked for none), for routes with ``auth-tls-*`` settings.
 
     Raises:
         BadRequestError: malformed target, or no host at all.
@@ -206,7 +219,7 @@ def decide(
     policy = route.policy
     query = b"?" + query_part if query_part else b""
     if not policy.plain and (policy.answers or (method == b"OPTIONS" and policy.cors is not None)):
-        answer = _answered(policy, route, method, authority, path, query, scheme, header)
+        answer = _answered(policy, route, method, authority, path, query, scheme, header, peer)
         if answer is not None:
             return _secured(answer, route, scheme)
     if (
@@ -241,7 +254,22 @@ def decide(
     if prefix is not None and "$" in prefix:  # captures of the regex path ($1..$9)
         lines = with_prefix_captures(plan.fields.upstream_lines, prefix, groups)
         plan.fields = dataclasses.replace(plan.fields, upstream_lines=lines)
+    auth = policy.client_auth
+    if auth is not None:  # what the client's certificate said, and nothing a client sent
+        plan.fields = dataclasses.replace(
+            plan.fields,
+            upstream_lines=plan.fields.upstream_lines + upstream_lines(auth, peer, scheme),
+            upstream_drop=_union(plan.fields.upstream_drop, CLIENT_CERT_FIELDS),
+        )
     return plan
+
+
+def _client_cert_refusal(policy: Policy, route: Target, status: int, reason: str) -> Answer:
+    """A refused client certificate: the status, or a 302 to ``auth-tls-error-page``."""
+    auth = policy.client_auth
+    if status == 302 and auth is not None:
+        return redirect(302, auth.error_page.encode(), reason, route)
+    return Answer(status, reason=reason, route=route)
 
 
 def _secured(answer: Answer, route: Target, scheme: str) -> Answer:
@@ -289,10 +317,16 @@ def _answered(
     query: bytes,
     scheme: str,
     header: Callable[[bytes], bytes | None],
+    peer: PeerCertificate | None,
 ) -> Answer | None:
-    """What the route answers itself before HTTPS redirects: ingress-nginx's rewrite phase."""
+    """What the route answers itself before HTTPS redirects: ingress-nginx's rewrite phase,
+    after the server's client certificate checks."""
     if policy.refused:
         raise ServiceUnavailableError(f"{route.ingress}: {policy.refused}")
+    if policy.client_auth is not None:
+        refused = refusal(policy.client_auth, peer, scheme)
+        if refused is not None:
+            return _client_cert_refusal(policy, route, *refused)
     if policy.app_root is not None and path == b"/":
         location = scheme.encode() + b"://" + authority + policy.app_root.encode() + query
         return redirect(302, location, "app-root", route)

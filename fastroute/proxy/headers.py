@@ -18,6 +18,10 @@ import ipaddress
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastroute.proxy.client_certs import PeerCertificate
 
 __all__ = [
     "HOP_BY_HOP",
@@ -72,6 +76,8 @@ class Client:
     address: str  # the peer's IP address
     scheme: str  # "http" or "https": the listener's
     port: int  # the listener's port
+    # what the TLS handshake said of a client certificate; None: no host asks for one
+    peer: PeerCertificate | None = None
 
 
 class TrustedProxies:

@@ -429,6 +429,7 @@ class Http1:
                 header=head.header,
                 limits=self.client_limits,
                 now=now,
+                peer=connection.client.peer,
             )
         except ProxyError as error:
             await self._respond_error(connection, error)

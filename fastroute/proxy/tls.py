@@ -17,6 +17,10 @@ handshake with an ``internal_error`` alert. The refusal is right; the report is 
 ``sys.unraisablehook`` wrapper (``_SNIErrorHook``) turns exactly that report into a
 rate-limited line on the ``fastroute.proxy`` logger and passes every other one on.
 ``send_handshake_alert`` makes sure the client gets the alert.
+
+Hosts that ask for client certificates (``auth-tls-*``) are served from OpenSSL contexts
+of their own (``client_tls``), built here with the others and picked by the accept loop
+from the ClientHello's SNI before any handshake (``client_auth_for``).
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ import os
 import ssl
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
 import trio
+from OpenSSL import SSL
 
 from fastroute.ingress.certs import Certificate, self_signed_certificate
-from fastroute.ingress.model import RouteConfig
+from fastroute.ingress.model import ClientAuth, RouteConfig
+from fastroute.proxy.client_tls import client_auth_context
 from fastroute.proxy.listener import LogThrottle
 
 __all__ = [
@@ -170,11 +176,21 @@ def _offer_of(config: RouteConfig) -> Offer:
     return config.settings.ssl_protocols, config.settings.ssl_ciphers
 
 
+class ClientAuthContext(NamedTuple):
+    """A host's OpenSSL context that asks for client certificates (``client_tls``)."""
+
+    context: SSL.Context
+    auth: ClientAuth
+    made_of: tuple[Certificate, ClientAuth, Offer]  # what it was built from, for reuse
+
+
 class TLSState(NamedTuple):
     """A config and the SSLContexts of its certificates: what handshakes are served from."""
 
     config: RouteConfig | None
     contexts: dict[Certificate, ssl.SSLContext]
+    # the hosts that ask for client certificates (RouteConfig.client_auth), by host
+    client_auth: Mapping[str, ClientAuthContext] = {}
 
 
 class TLSContexts:
@@ -206,7 +222,40 @@ class TLSContexts:
                 known = context_for(certificate)
                 apply_protocols(known, _offer_of(config))
             contexts[certificate] = known
-        return TLSState(config, contexts)
+        return TLSState(config, contexts, self._client_auth_contexts(config))
+
+    def _client_auth_contexts(self, config: RouteConfig) -> dict[str, ClientAuthContext]:
+        """The OpenSSL contexts of ``config``'s client certificate hosts, reusing those
+        already built from the same certificate, settings and offer."""
+        built = {made.made_of: made for made in self._state.client_auth.values()}
+        offer = _offer_of(config)
+        contexts: dict[str, ClientAuthContext] = {}
+        for host, auth in config.client_auth.items():
+            if auth is None:
+                continue
+            certificate = config.certificate_for(host) or self.default
+            made_of = (certificate, auth, offer)
+            known = built.get(made_of)
+            if known is None:
+                context = client_auth_context(certificate, auth, *offer, ALPN)
+                known = built[made_of] = ClientAuthContext(context, auth, made_of)
+            contexts[host] = known
+        return contexts
+
+    def client_auth_for(self, server_name: str) -> ClientAuthContext | None:
+        """The context a handshake for ``server_name`` is served from when its host asks
+        for client certificates; None when it asks for none."""
+        state = self._state
+        if not state.client_auth or state.config is None:
+            return None
+        auth = state.config.client_auth_for(server_name)
+        if auth is None:
+            return None
+        name = server_name.lower().rstrip(".")
+        found = state.client_auth.get(name)
+        if found is None:
+            found = state.client_auth.get("*." + name.partition(".")[2])
+        return found
 
     def use(self, state: TLSState) -> None:
         """Serve handshakes from ``state`` on: one assignment (and the config's
@@ -245,7 +294,7 @@ class TLSContexts:
         return found or self.default
 
     def _pick(self, connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-        config, contexts = self._state
+        config, contexts = self._state.config, self._state.contexts
         found = config.certificate_for(server_name) if config is not None else None
         chosen = contexts.get(found) if found is not None else None
         connection.context = chosen or self._default_context
