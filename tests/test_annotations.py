@@ -760,6 +760,8 @@ ISSUE_ANNOTATIONS = [
     "auth-realm",
     # issue 12: external authentication
     *EXTERNAL_AUTH_ANNOTATIONS,
+    # issue 12: how allow lists and authentication combine
+    "satisfy",
     # issue 12: client certificates
     "auth-tls-secret",
     "auth-tls-verify-client",

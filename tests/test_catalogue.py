@@ -120,7 +120,7 @@ def test_what_is_not_honoured_says_why() -> None:
         ("canary-weight", Status.HONOURED, ""),
         ("ssl-passthrough", Status.HONOURED, ""),
         ("auth-url", Status.HONOURED, ""),
-        ("satisfy", Status.PLANNED, "issue 12"),
+        ("satisfy", Status.HONOURED, ""),
         ("auth-tls-secret", Status.HONOURED, ""),
     ],
 )

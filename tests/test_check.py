@@ -99,7 +99,8 @@ def test_statuses_and_notes_come_from_the_catalogue_under_both_prefixes(tmp_path
                 NGINX + "proxy-body-size": "8m",
                 NGINX + "proxy-buffering": "on",
                 "fastroute.io/canary-weight": "10",
-                NGINX + "auth-type": "basic",
+                NGINX + "limit-allowlist": "10.0.0.0/8",
+                NGINX + "auth-kerberos": "on",
                 NGINX + "configuration-snippet": "more_set_headers 'X: y';",
                 NGINX + "no-such-annotation": "1",
                 "example.com/owner": "team-a",
@@ -112,19 +113,20 @@ def test_statuses_and_notes_come_from_the_catalogue_under_both_prefixes(tmp_path
         NGINX + "proxy-body-size": "honoured",
         NGINX + "proxy-buffering": "accepted",
         "fastroute.io/canary-weight": "honoured",
-        NGINX + "auth-type": "planned",
+        NGINX + "limit-allowlist": "planned",
+        NGINX + "auth-kerberos": "unknown",
         NGINX + "configuration-snippet": "unsupported",
         NGINX + "no-such-annotation": "unknown",
     }
     (ingress,) = report["ingresses"]
     by_key = {a["key"]: a for a in ingress["annotations"]}
-    assert by_key[NGINX + "auth-type"]["planned_in"] == "issue 12"
+    assert by_key[NGINX + "limit-allowlist"]["planned_in"] == "later"
     assert by_key[NGINX + "proxy-buffering"]["note"] == ANNOTATIONS["proxy-buffering"].note
     assert by_key[NGINX + "proxy-body-size"]["value"] == "8m"
     # the builder's "not implemented" warnings are said by the statuses, not repeated; what
-    # it refuses is: an auth annotation not honoured yet fails closed (503), not open
+    # it refuses is: an auth annotation it does not know fails closed (503), not open
     refused = [p for p in ingress["problems"] if "annotations[" in p["field"]]
-    assert [p["field"] for p in refused] == [f"metadata.annotations[{NGINX}auth-type]"]
+    assert [p["field"] for p in refused] == [f"metadata.annotations[{NGINX}auth-kerberos]"]
     assert "503" in refused[0]["reason"]
 
 

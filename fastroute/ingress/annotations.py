@@ -401,6 +401,13 @@ def _ssl_protocols(text: str, _: Reading) -> tuple[str, ...]:
     return tuple(dict.fromkeys(protocols))
 
 
+def _satisfy(text: str, _: Reading) -> bool:
+    """``satisfy``: any (one of the allow list and the authentication suffices) or all."""
+    if text in ("any", "all"):
+        return text == "any"
+    raise Malformed(f"expected 'any' or 'all', got {text!r}")
+
+
 def _text(read: Callable[[str], Any]) -> Parser:
     """A parser of the text alone (most are)."""
     return lambda text, _: read(text)
@@ -565,6 +572,7 @@ ANNOTATIONS: Mapping[str, Annotation] = _table(
         for name, summary in EXTERNAL_AUTH_SUMMARIES.items()
     ),
     A("auth-keepalive-share-vars", "", None, "nothing to share; accepted", True, no_op=True),
+    A("satisfy", "satisfy_any", _satisfy, "any: the allow list or the authentication suffices"),
     # client certificates (the host's TLS handshakes ask for them: ingress/client_auth.py)
     A("auth-tls-secret", "client_auth.secret", _auth_tls_secret, "the CA bundle (a Secret)", True),
     A(
@@ -606,7 +614,9 @@ SNIPPETS: Mapping[str, str] = {
     ),
 }
 
-FAMILIES: tuple[Family, ...] = (Family("auth-", "authentication (a later issue)", protection=True),)
+FAMILIES: tuple[Family, ...] = (
+    Family("auth-", "authentication of a kind fastroute lacks", protection=True),
+)
 
 _GROUPS = (
     "cors",

@@ -48,7 +48,7 @@ class Entry:
     name: str  # without a prefix
     status: Status
     note: str
-    planned_in: str = ""  # for planned ones: "issue 12", "later"
+    planned_in: str = ""  # for planned ones: "later"
 
     @property
     def fine(self) -> bool:
@@ -57,13 +57,12 @@ class Entry:
 
     @property
     def shown_status(self) -> str:
-        """``planned (issue 12)``, or the status alone."""
+        """``planned (later)``, or the status alone."""
         return f"{self.status} ({self.planned_in})" if self.planned_in else str(self.status)
 
 
 _Table = dict[str, Entry]
 
-ISSUE_12 = "issue 12"  # external auth, basic auth, client certificates
 LATER = "later"  # HTTP/2, gRPC
 
 SNIPPET = (
@@ -293,10 +292,10 @@ def _annotations() -> _Table:
     )
     _group(
         t,
-        planned,
-        "how a route's authentication combines with allow lists; until then all must pass",
+        honoured,
+        "any: a client the allow list admits needs no password or auth service, and one it "
+        "refuses may still authenticate; all (the default): both must pass",
         "satisfy",
-        ISSUE_12,
     )
     _each(
         t,
@@ -574,7 +573,8 @@ def _configmap_keys() -> _Table:
             "hide-headers": "upstream response headers are passed on; remove them in the app",
             "allow-backend-server-header": "the pod's Server header is always passed on",
             "server-tokens": "fastroute's own answers carry no Server header",
-            "global-allowed-response-headers": "no auth responses to filter yet (issue 12)",
+            "global-allowed-response-headers": "not enforced: custom-headers may set any "
+            "response field",
             "keep-alive-requests": "a client connection serves any number of requests until "
             "idle for keep-alive seconds",
             "upstream-keepalive-requests": "a pooled connection serves any number of requests",

@@ -242,6 +242,9 @@ class Policy:
     basic_auth: BasicAuth | None = None  # auth-type: basic (checked by proxy/gate.py)
     external_auth: ExternalAuth | None = None  # auth-url / global-auth-url: proxy/gate.py
     client_auth: ClientAuth | None = None  # auth-tls-*: the host's client certificates
+    # satisfy: any: a client the allow list admits needs no authentication, and one it
+    # refuses may still authenticate (nginx's satisfy any); else both must pass
+    satisfy_any: bool = False
     # derived once, for the codec: whole header lines, and the names they replace
     plain: bool = field(init=False, repr=False, compare=False)
     # it may answer any request itself (a refusal, app-root, a redirect); a CORS preflight

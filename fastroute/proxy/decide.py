@@ -25,7 +25,11 @@ server block, then the location's rewrite, preaccess and access phases):
    without TLS too. ACME HTTP-01 challenges (``/.well-known/acme-challenge/``) are never
    redirected to HTTPS, so certificates can be issued before HTTPS works.
 5. Rate and connection limits (per client address: 503 or the ConfigMap's status), then
-   the deny and allow lists (403), judged on the real client address.
+   the deny and allow lists (403), judged on the real client address. With
+   ``satisfy: any`` on a route with authentication, the lists' verdict is not a 403:
+   a client they admit skips the authentication (``Forward.granted``), one they refuse
+   must authenticate (nginx's ``satisfy any``). Authentication itself waits for the
+   server (``gate.py``), after the plan.
 6. A route whose Service has no endpoints goes to its ``default-backend`` if that has
    some (told ``X-Code: 503`` and the route's names, as ingress-nginx does:
    ``error_pages``), else is answered 503 with the reason in the log.
@@ -122,6 +126,8 @@ class Forward:
     held: Held | None = field(default=None, compare=False)
     # what affinity or upstream-hash-by read from the request (None: round robin or EWMA)
     choice: Choice | None = field(default=None, compare=False)
+    # ``satisfy: any`` and the allow list admitted the client: the gate's checks are skipped
+    granted: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,10 +438,15 @@ def _guarded(
                     route=route,
                 )
     lists = fields.lists
-    if lists is not None and not lists.permits(client):
-        if held is not None:
-            held.release()
-        return Answer(403, lines=cors_lines, reason="source-range", route=route)
+    granted = False  # satisfy any: the allow list admitted the client, no auth needed
+    if lists is not None:
+        permitted = lists.permits(client)
+        if policy.satisfy_any and policy.gated:
+            granted = permitted  # refused by the list: the authentication may still admit
+        elif not permitted:
+            if held is not None:
+                held.release()
+            return Answer(403, lines=cors_lines, reason="source-range", route=route)
     if route.split is not None:  # a canary: the header, the cookie, else the weights
         route = choose(route, header)
     extra = fields.https if scheme == "https" and route.tls else fields.http
@@ -463,4 +474,4 @@ def _guarded(
             client_drop=_union(extra.client_drop, rules.names),
             error_lines=cors_lines,
         )
-    return Forward(route, authority, target, from_target, extra, held)
+    return Forward(route, authority, target, from_target, extra, held, granted=granted)

@@ -458,7 +458,7 @@ class Http1:
                     f"{route.ingress} speaks HTTP/1.0 to its upstream: a chunked request "
                     "body needs a Content-Length"
                 )
-            if policy.gated:  # access checks that wait, before the body is read
+            if policy.gated and not plan.granted:  # access checks that wait, before the body
                 verdict = await self._admit(connection, head, plan)
                 if isinstance(verdict, Answer):
                     return await self._answer_plan(connection, head, body, verdict)
