@@ -184,6 +184,8 @@ manifests (edit them and watch the routes follow): {manifest}
   regex + rewrite    curl -H 'Host: store.example.com' {plain}/API/cart/42
   canary by header   curl -H 'Host: store.example.com' -H 'X-Canary: always' {plain}/api/cart
   sticky session     curl -i -H 'Host: store.example.com' {plain}/api/cart
+  basic auth: 401    curl -i -H 'Host: admin.example.com' {plain}/
+                     curl -u admin:fastroute -H 'Host: admin.example.com' {plain}/
   migration report   fastroute-controller check -f examples/
   why this route     fastroute-controller check -f examples/ --explain store.example.com /api/x
   catch-all          curl -H 'Host: nowhere.example' {plain}/

@@ -584,15 +584,15 @@ def test_an_unsupported_backend_protocol_is_rejected_and_the_route_served_in_htt
     run(scenario)
 
 
-def test_auth_url_fails_closed_and_leaves_other_ingresses_of_the_host_working() -> None:
-    """Authentication is not implemented: the Ingress that asks for it answers 503 rather
+def test_a_malformed_auth_url_fails_closed_and_leaves_other_ingresses_of_the_host_working() -> None:
+    """An auth-url fastroute cannot ask (not http or https): the Ingress answers 503 rather
     than serve unprotected, and another Ingress of the same host is unaffected."""
 
     def objects(port: int) -> list[dict[str, Any]]:
         return [
             *_service(port),
             _ingress(
-                "private", HOST, {NGINX + "auth-url": "http://auth.example/check"}, path="/admin"
+                "private", HOST, {NGINX + "auth-url": "ftp://auth.example/check"}, path="/admin"
             ),
             _ingress("public", HOST, {}, path="/"),
         ]
@@ -608,7 +608,7 @@ def test_auth_url_fails_closed_and_leaves_other_ingresses_of_the_host_working() 
                 "default/private",
                 f"metadata.annotations[{NGINX}auth-url]",
             )
-            assert "503" in problem.reason
+            assert "ftp://auth.example/check" in problem.reason
 
     run(scenario)
 

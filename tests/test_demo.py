@@ -124,6 +124,25 @@ def test_the_demo_routes_the_examples_as_their_documents_say() -> None:
                 )
                 assert kept.text.startswith("service store-v1 ")
             assert "canary by header" in output
+            # 08: basic auth with the htpasswd Secret (bcrypt), as the demo's lines show
+            locked = get("admin.example.com", "/")
+            assert locked.status_code == 401
+            assert locked.headers["www-authenticate"] == (
+                'Basic realm="Authentication Required - admin"'
+            )
+            opened = client.get(
+                f"http://127.0.0.1:{http}/",
+                headers={"host": "admin.example.com"},
+                auth=("admin", "fastroute"),
+            )
+            assert opened.text.startswith("service admin-tool ")
+            wrong = client.get(
+                f"http://127.0.0.1:{http}/",
+                headers={"host": "admin.example.com"},
+                auth=("admin", "nginx"),
+            )
+            assert wrong.status_code == 401
+            assert "curl -u admin:fastroute" in output
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE

@@ -533,12 +533,12 @@ def test_a_rejected_ingress_gets_one_warning_event(
 def test_an_ingress_asking_for_authentication_gets_a_warning_event_naming_it(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
-    """auth-url is not implemented: the Ingress answers 503, and its owner is told why."""
+    """An auth-url fastroute cannot ask: the Ingress answers 503, and its owner is told why."""
     api = kubeapi_tls
     api.create(_service("web"))
     guarded = _ingress("guarded")
     guarded["metadata"]["annotations"] = {
-        "nginx.ingress.kubernetes.io/auth-url": "http://auth.default.svc/check"
+        "nginx.ingress.kubernetes.io/auth-url": "ldap://auth.default.svc/check"
     }
     api.create(guarded)
 
@@ -556,7 +556,7 @@ def test_an_ingress_asking_for_authentication_gets_a_warning_event_naming_it(
     assert event["message"].startswith(
         "metadata.annotations[nginx.ingress.kubernetes.io/auth-url]: "
     )
-    assert "503" in event["message"]
+    assert "ldap://auth.default.svc/check" in event["message"]
 
 
 def test_without_permission_to_post_events_rejections_are_logged_once(
