@@ -21,6 +21,7 @@ class Echo:
     def __init__(self, name: str) -> None:
         self.name = name
         self.connections = 0
+        self.closed = 0  # connections that ended (closed by either side, or broken)
         self.release = trio.Event()
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -37,14 +38,16 @@ class Echo:
                     conn.start_next_cycle()
             except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            finally:
+                self.closed += 1
 
     async def _exchange(self, stream: trio.SocketStream, conn: h11.Connection) -> bool:
-        request = await _next(stream, conn)
+        request = await next_event(stream, conn)
         if not isinstance(request, h11.Request):
             return False
         body = b""
         while True:
-            event = await _next(stream, conn)
+            event = await next_event(stream, conn)
             if isinstance(event, h11.Data):
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):
@@ -88,7 +91,7 @@ class Echo:
         return True
 
 
-async def _next(stream: trio.SocketStream, conn: h11.Connection) -> Any:
+async def next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -20,7 +20,7 @@ import h11
 import httpx
 import pytest
 import trio
-from echo import Echo
+from echo import Echo, next_event
 from raw import DEADLINE, BackendConnection, RawBackend, wait_for
 from raw import Request as RawRequest
 from raw import response as raw_response
@@ -66,37 +66,19 @@ async def allow(asked: Asked) -> Reply:
     return 200, []
 
 
-@dataclass
-class AuthService:
+class AuthService(Echo):
     """An auth service on 127.0.0.1 answering each request by ``decide``."""
 
-    decide: Decide = allow
-    asked: list[Asked] = field(default_factory=list)
-    connections: int = 0
-    closed: int = 0  # connections the proxy closed (or that broke)
-
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        task_status.started(listeners[0].socket.getsockname()[1])
-        await trio.serve_listeners(self._connection, listeners)
-
-    async def _connection(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        conn = h11.Connection(h11.SERVER)
-        async with stream:
-            try:
-                while await self._exchange(stream, conn):
-                    conn.start_next_cycle()
-            except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            finally:
-                self.closed += 1
+    def __init__(self, decide: Decide = allow) -> None:
+        super().__init__("auth")
+        self.decide = decide
+        self.asked: list[Asked] = []
 
     async def _exchange(self, stream: trio.SocketStream, conn: h11.Connection) -> bool:
-        request = await _next(stream, conn)
+        request = await next_event(stream, conn)
         if not isinstance(request, h11.Request):
             return False
-        while not isinstance(event := await _next(stream, conn), h11.EndOfMessage):
+        while not isinstance(event := await next_event(stream, conn), h11.EndOfMessage):
             if not isinstance(event, h11.Data):
                 return False
         asked = Asked(
@@ -113,14 +95,6 @@ class AuthService:
             await stream.send_all(conn.send(event) or b"")
         await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
         return True
-
-
-async def _next(stream: trio.SocketStream, conn: h11.Connection) -> Any:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(await stream.receive_some(65536))
 
 
 # -- the proxy in front of it ---------------------------------------------------------

@@ -32,6 +32,7 @@ __all__ = [
     "read_header",
     "read_header_pattern",
     "read_header_value_text",
+    "read_pattern",
     "read_weight",
     "read_weight_total",
     "with_canary",
@@ -95,9 +96,8 @@ def compile_pattern(pattern: str) -> Any:
     return re2.compile(pattern, options)
 
 
-def read_header_pattern(text: str, _: object = None) -> str:
-    if not text:
-        raise Malformed("expected a regular expression, got ''")
+def read_pattern(text: str) -> str:
+    """``text`` if RE2 compiles it, else Malformed with RE2's reason."""
     try:
         compile_pattern(text)
     except re2.error as error:
@@ -105,6 +105,12 @@ def read_header_pattern(text: str, _: object = None) -> str:
         why = why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
         raise Malformed(f"{text!r} is not a regular expression RE2 accepts: {why}") from None
     return text
+
+
+def read_header_pattern(text: str, _: object = None) -> str:
+    if not text:
+        raise Malformed("expected a regular expression, got ''")
+    return read_pattern(text)
 
 
 def canary_rules(
