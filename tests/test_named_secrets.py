@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import pytest
 import trio
@@ -25,6 +26,7 @@ from kubeapi import KubeAPI
 from test_kube_source import (
     HOST,
     Running,
+    backends,
     certificate_secret,
     endpoints,
     eventually,
@@ -406,3 +408,60 @@ def test_opaque_secrets_in_manifest_files_reach_the_build(tmp_path: Path) -> Non
     assert policy.upstream_tls is not None
     assert policy.upstream_tls.ca == ROOT.pem
     assert not [p for p in config.problems if "proxy-ssl-secret" in p.field]
+
+
+def _htpasswd(user: str, password: str) -> dict[str, Any]:
+    """``kubectl create secret generic basic-auth --from-file=auth`` of a bcrypt htpasswd."""
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+    line = f"{user}:{hashed}\n".encode()
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "basic-auth", "namespace": "default"},
+        "type": "Opaque",
+        "data": {"auth": base64.b64encode(line).decode()},
+    }
+
+
+def test_basic_auth_from_an_htpasswd_secret_in_the_cluster_follows_its_changes(
+    kubeapi: KubeAPI, tmp_path: Path
+) -> None:
+    """The whole path a migrated cluster takes: an Opaque htpasswd Secret, fetched by
+    name, protects the route; a changed password applies without a restart."""
+    api = kubeapi
+    api.create(_htpasswd("admin", "first"))
+    auth = {NGINX + "auth-type": "basic", NGINX + "auth-secret": "basic-auth"}
+
+    async def login(port: int, password: str | None) -> int:
+        def call() -> int:
+            with httpx.Client(trust_env=False, timeout=DEADLINE) as client:
+                credentials = ("admin", password) if password is not None else None
+                url = f"http://127.0.0.1:{port}/"
+                return client.get(url, headers={"host": HOST}, auth=credentials).status_code
+
+        return await trio.to_thread.run_sync(call)
+
+    async def scenario() -> None:
+        async with backends("a") as ports:
+            api.create(service())
+            api.create(endpoints(ports["a"]))
+            api.create(annotated(auth))
+            async with running(plain_kubeconfig(api, tmp_path), ports) as run:
+                port = run.listening.http_port
+                assert await login(port, None) == 401
+                assert await login(port, "first") == 200
+                api.update(_htpasswd("admin", "second"))
+
+                async def changed() -> bool:
+                    return await login(port, "second") == 200
+
+                await eventually(changed, "the new password is taken")
+                assert await login(port, "first") == 401
+                api.delete("Secret", "basic-auth", namespace="default")
+
+                async def closed() -> bool:
+                    return await login(port, "second") == 503
+
+                await eventually(closed, "no Secret: the route fails closed")
+
+    trio.run(scenario)
