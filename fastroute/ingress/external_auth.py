@@ -221,7 +221,7 @@ class ExternalAuth:
 
     def applies_to(self, path: str) -> bool:
         """Whether a rule with ``path`` is asked about (ingress-nginx's no-auth-locations)."""
-        return not any(path.startswith(prefix) for prefix in self.no_auth_locations)
+        return not path.startswith(self.no_auth_locations)
 
     def cached_for(self, status: int) -> float:
         """Seconds an answer with ``status`` is kept (0: not kept)."""

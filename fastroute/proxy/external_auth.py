@@ -83,9 +83,13 @@ _URL = re.compile(
 _UNSAFE = re.compile(rb"[^!-~]")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """The request being asked about, as the variables see it (bytes as received)."""
+    """The request being asked about, as the variables see it (bytes as received).
+
+    Made for every request asked about, never changed after (not frozen: a frozen
+    dataclass's ``__init__`` costs several times as much).
+    """
 
     method: bytes
     target: bytes
@@ -110,16 +114,16 @@ class Request:
 
     def variable(self, name: str) -> str:
         """An nginx variable's value (``ingress/external_auth.VARIABLES``)."""
+        value: bytes
+        if name == "host":  # the common cache key: nothing else to work out
+            return _host_name(self.host).lower().decode("latin-1")
+        if name in ("http_host", "best_http_host"):
+            return self.host.decode("latin-1")
+        if name in ("scheme", "pass_access_scheme"):
+            return self.scheme
         uri = self.uri
         path, question, query = uri.partition(b"?")
-        value: bytes
-        if name in ("host",):
-            value = _host_name(self.host).lower()
-        elif name in ("http_host", "best_http_host"):
-            value = self.host
-        elif name in ("scheme", "pass_access_scheme"):
-            return self.scheme
-        elif name == "request_uri":
+        if name == "request_uri":
             value = uri
         elif name == "escaped_request_uri":
             return quote_from_bytes(uri, safe="")

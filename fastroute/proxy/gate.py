@@ -15,19 +15,24 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from fastroute.ingress.external_auth import ExternalAuth
 from fastroute.ingress.model import Policy
 from fastroute.proxy.basic_auth import BasicAuthCheck
 from fastroute.proxy.cors import cors_rules
-from fastroute.proxy.decide import Answer, Forward
-from fastroute.proxy.external_auth import ExternalAuthCheck, Request, verdict
+from fastroute.proxy.decide import Answer, Forward, RouteFields
+from fastroute.proxy.external_auth import ExternalAuthCheck, Outcome, Request, verdict
 from fastroute.proxy.state import ProxyState
 
 __all__ = ["ADMITTED", "Admitted", "Asking", "Gate", "admitted_plan"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Asking:
-    """The request as an access check sees it (no body: checks never read one)."""
+    """The request as an access check sees it (no body: checks never read one).
+
+    Made for every gated request and never changed after: not frozen, because a frozen
+    dataclass's ``__init__`` costs several times as much.
+    """
 
     method: bytes
     target: bytes  # as the client sent it (path and query, or absolute form)
@@ -71,18 +76,34 @@ def _union(a: frozenset[bytes] | None, b: frozenset[bytes] | None) -> frozenset[
     return a if b is None else a | b
 
 
-def admitted_plan(plan: Forward, admitted: Admitted) -> Forward:
-    """``plan`` with what the checks add merged into its fields."""
-    if admitted is ADMITTED:
-        return plan
-    fields = plan.fields
-    plan.fields = dataclasses.replace(
+def _merged(fields: RouteFields, admitted: Admitted) -> RouteFields:
+    return dataclasses.replace(
         fields,
         upstream_lines=fields.upstream_lines + admitted.upstream_lines,
         upstream_drop=_union(fields.upstream_drop, admitted.upstream_drop),
         client_lines=fields.client_lines + admitted.client_lines,
         success_lines=fields.success_lines + admitted.success_lines,
     )
+
+
+# a route's fields and a cached auth answer's additions are the same objects request after
+# request: their merge is made once per pair (both held, so their ids stay theirs)
+_MERGES: dict[tuple[int, int], tuple[RouteFields, Admitted, RouteFields]] = {}
+_MERGES_SIZE = 4096
+
+
+def admitted_plan(plan: Forward, admitted: Admitted) -> Forward:
+    """``plan`` with what the checks add merged into its fields."""
+    if admitted is ADMITTED:
+        return plan
+    fields = plan.fields
+    key = (id(fields), id(admitted))
+    found = _MERGES.get(key)
+    if found is None or found[0] is not fields or found[1] is not admitted:
+        if len(_MERGES) >= _MERGES_SIZE:
+            _MERGES.clear()
+        found = _MERGES[key] = (fields, admitted, _merged(fields, admitted))
+    plan.fields = found[2]
     return plan
 
 
@@ -109,6 +130,8 @@ class Gate:
         # auth-type: basic (its cache, its threads)
         self.basic_auth = BasicAuthCheck(count=metrics.basic_auth_check if metrics else None)
         self.external_auth = ExternalAuthCheck(state)  # auth-url: its pools and cache
+        # what each 2xx auth answer adds, by the answer's identity (held: ids stay theirs)
+        self._admitted: dict[int, tuple[Outcome, ExternalAuth, Admitted]] = {}
 
     async def admit(self, policy: Policy, asking: Asking) -> Admitted | Answer:
         """What the checks of ``policy`` add to the request, or the answer refusing it."""
@@ -142,14 +165,24 @@ class Gate:
             tuple(asking.headers),
         )
         outcome = await self.external_auth.ask(auth, policy, request, asking.ingress, asking.path)
+        if 200 <= outcome.status < 300:
+            # a cached answer admits request after request: what it adds is made once
+            known = self._admitted.get(id(outcome))
+            if known is not None and known[0] is outcome and known[1] is auth:
+                return known[2]
         found = verdict(auth, outcome, request)
         if isinstance(found, Answer):
             return found
         upstream, cookies = found
         drop = frozenset(name.lower().encode("latin-1") for name in auth.response_headers)
         if auth.always_set_cookie:
-            return Admitted(upstream, drop or None, cookies)
-        return Admitted(upstream, drop or None, success_lines=cookies)
+            admitted = Admitted(upstream, drop or None, cookies)
+        else:
+            admitted = Admitted(upstream, drop or None, success_lines=cookies)
+        if len(self._admitted) >= _MERGES_SIZE:
+            self._admitted.clear()
+        self._admitted[id(outcome)] = (outcome, auth, admitted)
+        return admitted
 
     def close(self) -> None:
         """Close what the checks hold open (pooled connections): the proxy is draining."""
