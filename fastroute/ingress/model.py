@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Network, IPv6Network
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastroute import Router
 from fastroute.ingress.balancing import Affinity, HashKey
@@ -405,39 +405,17 @@ class RouteConfig:
 
     def certificate_for(self, server_name: str | None) -> Certificate | None:
         """The certificate for an SNI name: its exact host, then its wildcard, else None."""
-        if not server_name:
-            return None
-        name = server_name.lower().rstrip(".")
-        found = self.certificates.get(name)
-        if found is None and "." in name:
-            label, _, parent = name.partition(".")
-            if label and parent:
-                found = self.certificates.get("*." + parent)
-        return found
+        return _for_server_name(self.certificates, server_name)
 
     def passthrough_for(self, server_name: str | None) -> Target | None:
         """Where a TLS connection asking for ``server_name`` is relayed undecrypted: its
         exact host's passthrough target, else its wildcard's; None: terminated here."""
-        if not server_name:
-            return None
-        name = server_name.lower().rstrip(".")
-        passthrough = self.passthrough
-        if name in passthrough:
-            return passthrough[name]
-        label, _, parent = name.partition(".")
-        return passthrough.get("*." + parent) if label and parent else None
+        return _for_server_name(self.passthrough, server_name)
 
     def client_auth_for(self, server_name: str | None) -> ClientAuth | None:
         """The client certificates a handshake for ``server_name`` asks for: its exact
         host's settings, else its wildcard's; None: it asks for none."""
-        if not server_name:
-            return None
-        name = server_name.lower().rstrip(".")
-        client_auth = self.client_auth
-        if name in client_auth:
-            return client_auth[name]
-        label, _, parent = name.partition(".")
-        return client_auth.get("*." + parent) if label and parent else None
+        return _for_server_name(self.client_auth, server_name)
 
     def match(self, host: str | bytes | None, path: str | bytes) -> Any:
         """What a request is routed to, as the proxy chooses: the trie's rules, and the
@@ -454,3 +432,18 @@ class RouteConfig:
 
     def rejected(self) -> tuple[Problem, ...]:
         return tuple(p for p in self.problems if not p.warning)
+
+
+_V = TypeVar("_V")
+
+
+def _for_server_name(table: Mapping[str, _V | None], server_name: str | None) -> _V | None:
+    """An SNI name's entry in a table by TLS host: its exact host's (which may be None: that
+    host opts out of what a wildcard says), else its wildcard's (one label more), else None."""
+    if not server_name:
+        return None
+    name = server_name.lower().rstrip(".")
+    if name in table:
+        return table[name]
+    label, _, parent = name.partition(".")
+    return table.get("*." + parent) if label and parent else None
