@@ -21,7 +21,7 @@ import logging
 import re
 import ssl
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote_from_bytes
 
@@ -96,7 +96,7 @@ class Request:
     host: bytes  # the Host as sent (or the plan's host)
     scheme: str
     client: str
-    headers: tuple[tuple[bytes, bytes], ...]
+    headers: Sequence[tuple[bytes, bytes]]  # as received (read only)
 
     def field(self, name: bytes) -> bytes | None:
         values = [value for field, value in self.headers if field == name]

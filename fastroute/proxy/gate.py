@@ -162,7 +162,7 @@ class Gate:
             asking.header(b"host") or asking.host,
             asking.scheme,
             asking.client,
-            tuple(asking.headers),
+            asking.headers,
         )
         outcome = await self.external_auth.ask(auth, policy, request, asking.ingress, asking.path)
         if 200 <= outcome.status < 300:
