@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 import yaml
 from kubeapi import KubeAPI
 from sites import site_objects
@@ -40,7 +41,11 @@ from test_kube_source import (
 from test_status import value
 
 from controller.app import Controller, Listening, Options
-from fastroute.ingress import ConfigBuilder
+from controller.pipeline import Built, Pipeline
+from controller.reload_metrics import ReloadMetrics
+from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
+from fastroute.proxy.metrics import Metrics
+from fastroute.proxy.server import Proxy
 
 pytest_plugins = ["kubeapi.fixtures"]
 
@@ -91,7 +96,7 @@ class Serving:
     async def readyz(self) -> int:
         return await readyz(self.listening.status_port)
 
-    async def metrics(self) -> Metrics:
+    async def metrics(self) -> Scraped:
         port = self.listening.status_port
 
         def scrape() -> str:
@@ -99,7 +104,7 @@ class Serving:
                 return client.get(f"http://127.0.0.1:{port}/metrics").text
 
         text = await trio.to_thread.run_sync(scrape)
-        return Metrics(
+        return Scraped(
             success=value(text, "fastroute_config_reloads_total", result="success") or 0.0,
             failure=value(text, "fastroute_config_reloads_total", result="failure") or 0.0,
             last_successful=value(text, "fastroute_config_last_reload_successful"),
@@ -108,7 +113,7 @@ class Serving:
 
 
 @dataclass(frozen=True)
-class Metrics:
+class Scraped:
     """The reload and readiness metrics as ``/metrics`` shows them."""
 
     success: float
@@ -179,9 +184,9 @@ async def _on_the_api(api: KubeAPI, initial: Objects, tmp_path: Path) -> AsyncIt
         yield Serving(run.controller, run.listening, show)
 
 
-async def until_metrics(site: Serving, check: Callable[[Metrics], bool], what: str) -> Metrics:
+async def until_metrics(site: Serving, check: Callable[[Scraped], bool], what: str) -> Scraped:
     """Poll ``/metrics`` until ``check`` holds; what it showed then."""
-    seen: list[Metrics] = []
+    seen: list[Scraped] = []
 
     async def holds() -> bool:
         seen.append(await site.metrics())
@@ -204,7 +209,7 @@ class Seen:
     readyz: int
 
 
-def _moved(before: Metrics, after: Metrics) -> tuple[str, ...]:
+def _moved(before: Scraped, after: Scraped) -> tuple[str, ...]:
     return tuple(
         result
         for result, was, now in (
@@ -229,9 +234,9 @@ def test_readiness_failures_and_recoveries_move_the_same_way_for_both_sources(
             async with serving(
                 source, objects(port, "/one", broken=True), request, tmp_path
             ) as site:
-                zero = Metrics(0.0, 0.0, None, None)
+                zero = Scraped(0.0, 0.0, None, None)
 
-                async def step(before: Metrics, result: str, what: str) -> Metrics:
+                async def step(before: Scraped, result: str, what: str) -> Scraped:
                     after = await until_metrics(
                         site, lambda m: getattr(m, result) > getattr(before, result), what
                     )
@@ -330,5 +335,72 @@ def test_reloads_asked_for_at_once_share_one_build(
                 assert installed == [True] * 20
                 assert 1 <= after.success - before.success <= 2
                 assert await site.answer("/v0/x") == Reply(200, "a")
+
+    trio.run(scenario)
+
+
+class Scripted:
+    """A source whose builds the test holds back: each reads ``objects`` when it starts,
+    then waits for ``gate`` (when there is one)."""
+
+    ready = True
+
+    def __init__(self, objs: Objects) -> None:
+        self.objects = objs
+        self.gate: trio.Event | None = None
+        self.building = trio.Event()  # set when a build waits at the gate
+        self.builds: list[str] = []  # the path each build read
+
+    async def watch(self, changed: Callable[[], None]) -> None:
+        await trio.sleep_forever()
+
+    async def build(self, current: RouteConfig | None) -> Built:
+        objs = self.objects
+        self.builds.append(objs[-1]["spec"]["rules"][0]["http"]["paths"][0]["path"])
+        if self.gate is not None:
+            self.building.set()
+            await self.gate.wait()
+        return Built(build_config(objs), objs)
+
+
+def test_a_reload_asked_for_during_a_build_gets_a_build_of_its_own_that_reads_later_state() -> None:
+    """A SIGHUP that arrives while a build runs is not lost in it: it returns once a
+    build that started after it is in, so what the files said at the SIGHUP is served
+    when it returns; the SIGHUPs that arrived during that one build share one more."""
+
+    async def scenario() -> None:
+        async with backends("a") as ports:
+            port = ports["a"]
+            metrics = Metrics()
+            proxy = Proxy(None, metrics=metrics)
+            pipeline = Pipeline(proxy, ReloadMetrics(metrics.registry))
+            source = Scripted(objects(port, "/v0"))
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
+                http_port = listeners[0].socket.getsockname()[1]
+                await nursery.start(pipeline.follow, source)
+                assert await fetch(http_port, "/v0/x") == Reply(200, "a")
+
+                installed: dict[str, bool] = {}
+
+                async def sighup(name: str) -> None:
+                    installed[name] = await pipeline.reload()
+
+                source.gate = trio.Event()
+                source.objects = objects(port, "/v1")
+                with trio.fail_after(DEADLINE):
+                    async with trio.open_nursery() as sighups:
+                        sighups.start_soon(sighup, "first")
+                        await source.building.wait()  # the first reload's build read /v1
+                        source.objects = objects(port, "/v2")
+                        sighups.start_soon(sighup, "second")
+                        sighups.start_soon(sighup, "third")
+                        await trio.testing.wait_all_tasks_blocked()
+                        source.gate.set()
+                assert await fetch(http_port, "/v2/x") == Reply(200, "a")  # no waiting
+                assert installed == {"first": True, "second": True, "third": True}
+                assert source.builds == ["/v0", "/v1", "/v2"]
+                assert pipeline.reloads == 3
+                nursery.cancel_scope.cancel()
 
     trio.run(scenario)
