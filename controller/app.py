@@ -211,6 +211,7 @@ class Controller:
 
     @property
     def draining(self) -> bool:
+        """A drain has begun (``drain``)."""
         return self.pipeline.draining
 
     @property
