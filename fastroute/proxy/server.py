@@ -32,6 +32,7 @@ from fastroute.proxy.accepting import Acceptor
 from fastroute.proxy.forwarding import Forwarder
 from fastroute.proxy.gate import Gate
 from fastroute.proxy.headers import TrustedProxies
+from fastroute.proxy.heap import settle
 from fastroute.proxy.http1 import Http1
 from fastroute.proxy.listener import listening_sockets as _listening_sockets
 from fastroute.proxy.state import Limits, Phase, ProxyState
@@ -96,6 +97,7 @@ class Proxy:
         self._housekeeping = False
         if config is not None:
             self._use_settings(config)
+            settle()
 
     @property
     def config(self) -> RouteConfig | None:
@@ -125,6 +127,7 @@ class Proxy:
             self.tls.install(config)
         self._use_settings(config)
         self._state.config = config
+        settle()
 
     async def load(self, config: RouteConfig) -> None:
         """``swap``, with the certificates loaded off the event loop.
@@ -138,6 +141,7 @@ class Proxy:
             self.tls.use(prepared)
         self._use_settings(config)
         self._state.config = config
+        settle()
 
     def _use_settings(self, config: RouteConfig) -> None:
         """The upstream pool's size and idle time from the config's settings
