@@ -447,11 +447,11 @@ def start_haproxy(processes: Processes, workdir: Path, backend_port: int) -> int
             [
                 "global",
                 "    nbthread 1",
-                "    maxconn 16384",
+                "    maxconn 8192",  # two descriptors each: within a 20,000 limit
                 f"    pidfile {workdir / 'haproxy.pid'}",
                 "defaults",
                 "    mode http",
-                "    maxconn 16384",
+                "    maxconn 8192",  # two descriptors each: within a 20,000 limit
                 "    option http-keep-alive",
                 "    timeout connect 5s",
                 "    timeout client 75s",
