@@ -134,23 +134,29 @@ def serve(backend_port: int, port_file: Path, counts_file: Path | None) -> None:
     trio.run(main, instruments=instruments)
 
 
-def serve_bare(backend_port: int, port_file: Path, counts_file: Path | None) -> None:
+def serve_bare(
+    backend_port: int, port_file: Path, counts_file: Path | None, wait_first: bool
+) -> None:
     """A measuring stick, not a proxy: the least a trio task per connection can do to
     forward these requests. No parsing beyond finding the end of a head and the backend's
     Content-Length, no routing, no timeouts, one upstream connection per client
-    connection; sockets driven as ``fastroute.proxy.channel`` drives them (a wait for
-    readiness before each reply). What it costs per request is trio's share of the
-    proxy's: two waits, two scheduler turns, the system calls."""
+    connection; sockets driven as ``fastroute.proxy.channel`` drives them (a checkpoint,
+    then a try, before each reply; with ``wait_first``, a wait for readiness instead).
+    What it costs per request is trio's share of the proxy's: two waits, two scheduler
+    turns, the system calls."""
     import socket as sockets
 
     import trio
     import trio.abc
-    from trio.lowlevel import wait_readable
+    from trio.lowlevel import checkpoint, wait_readable
 
     counts = _Counts()
 
     async def reply(sock: sockets.socket) -> bytes:
-        await wait_readable(sock)
+        if wait_first:
+            await wait_readable(sock)
+        else:
+            await checkpoint()
         while True:
             try:
                 return sock.recv(65536)
@@ -208,6 +214,45 @@ async def _answer_signals(counts: _Counts, counts_file: Path) -> None:
                 counts.zero()
             else:
                 counts_file.write_text(json.dumps(counts.as_dict()))
+
+
+FLOOR_TASKS = 64  # tasks taking turns, so one loop of the scheduler serves many
+
+
+def trio_floor(kind: str, count: int) -> None:
+    """``count`` scheduler round trips shared by ``FLOOR_TASKS`` tasks: ``checkpoint``s,
+    or waits for sockets that are always readable (``wait_readable``: an epoll_ctl to
+    re-arm the socket, its share of an epoll_wait, and the round trip)."""
+    import trio
+    from trio.lowlevel import checkpoint, wait_readable
+
+    async def turns(left: socket.socket) -> None:
+        for _ in range(count // FLOOR_TASKS):
+            if kind == "checkpoint":
+                await checkpoint()
+            else:
+                await wait_readable(left)
+
+    async def main() -> None:
+        pairs = [socket.socketpair() for _ in range(FLOOR_TASKS)]
+        for _, right in pairs:
+            right.send(b"x")  # never read: the left end stays readable
+        async with trio.open_nursery() as nursery:
+            for left, _ in pairs:
+                nursery.start_soon(turns, left)
+
+    trio.run(main)
+
+
+def _floor_instructions(kind: str, count: int) -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/out"]
+        command += [sys.executable, __file__, "--one-floor", kind, str(count)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=folder)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from callgrind:\n{done.stderr[-2000:]}")
+    return int(found[1])
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -301,18 +346,16 @@ def measure(
     requests: int,
     keep: Path | None = None,
     python: str = sys.executable,
-    bare: bool = False,
+    bare: str | None = None,
 ) -> dict[str, Any]:
     """One window of ``requests`` requests over ``connections`` connections, measured ``how``."""
     port_file = workdir / f"port-{how}-{connections}"
     counts_file = workdir / f"counts-{connections}" if how == "turns" else None
-    command = [
-        python,
-        __file__,
-        "--serve-bare" if bare else "--serve",
-        str(backend),
-        str(port_file),
-    ]
+    command = [python, __file__]
+    if bare:
+        command += ["--serve-bare", bare, str(backend), str(port_file)]
+    else:
+        command += ["--serve", str(backend), str(port_file)]
     if counts_file is not None:
         command += ["--counts", str(counts_file)]
     for old in (port_file, counts_file, *workdir.glob(f"callgrind-{connections}.out*")):
@@ -335,7 +378,7 @@ def measure(
         client.run(WARM_UP * connections, time.monotonic() + START_DEADLINE)
         result: dict[str, Any] = {"how": how, "connections": connections, "requests": requests}
         if bare:
-            result["proxy"] = "bare trio forwarder"
+            result["proxy"] = f"bare trio forwarder ({bare})"
         if how == "instructions":
             subprocess.run(["callgrind_control", "-z", str(proxy.pid)], check=True, timeout=120,
                            capture_output=True)  # fmt: skip
@@ -417,17 +460,35 @@ def main(argv: list[str] | None = None) -> int:
         help="a folder holding another copy of fastroute/ and controller/ (built) to measure",
     )
     parser.add_argument(
-        "--bare", action="store_true", help="measure the bare trio forwarder instead"
+        "--bare",
+        choices=("checkpoint", "wait-first"),
+        help="measure the bare trio forwarder instead, its replies read as channel.py does "
+        "(checkpoint) or after a wait for readiness (wait-first)",
     )
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
-    parser.add_argument("--serve-bare", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="instructions of one trio checkpoint and of one wait_readable on a ready socket",
+    )
+    parser.add_argument("--one-floor", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--counts", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve(int(args.serve[0]), Path(args.serve[1]), args.counts)
         return 0
     if args.serve_bare:
-        serve_bare(int(args.serve_bare[0]), Path(args.serve_bare[1]), args.counts)
+        wait_first = args.serve_bare[0] == "wait-first"
+        serve_bare(int(args.serve_bare[1]), Path(args.serve_bare[2]), args.counts, wait_first)
+        return 0
+    if args.one_floor:
+        trio_floor(args.one_floor[0], int(args.one_floor[1]))
+        return 0
+    if args.floor:
+        for kind in ("checkpoint", "wait_readable"):
+            low, high = (_floor_instructions(kind, n) for n in (20_000, 60_000))
+            print(f"{kind}: {(high - low) / 40_000:,.0f} instructions each, {FLOOR_TASKS} tasks")
         return 0
     hows = args.measure.split(",")
     tools = {"instructions": "valgrind", "syscalls": "strace"}
