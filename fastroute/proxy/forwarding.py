@@ -93,11 +93,12 @@ class Timeouts(NamedTuple):
 class Upstream:
     """One connection to an endpoint; ``key`` is where the pool keeps it."""
 
-    __slots__ = ("channel", "endpoint", "key", "reused")
+    __slots__ = ("channel", "endpoint", "key", "name", "reused")
 
     def __init__(self, channel: UpstreamChannel, endpoint: Endpoint, key: Hashable) -> None:
         self.channel = channel
         self.endpoint = endpoint
+        self.name = str(endpoint)  # for logs and metrics: made once, not per request
         self.key = key  # the endpoint; with TLS, the endpoint and the TLS settings
         self.reused = False
 
@@ -300,7 +301,7 @@ class Forwarder:
             following = await self._relay(
                 client, upstream, head, response, received, rest, plan, timeouts
             )
-            client.finished(response.status, str(endpoint))
+            client.finished(response.status, upstream.name)
             return following
         if last_error is None:  # decide saw endpoints: they went away since
             last_error = ServiceUnavailableError(backend.problem or "no endpoints")
@@ -406,7 +407,7 @@ class Forwarder:
             following = await self._relay(
                 client, upstream, head, response, received, rest, plan, timeouts
             )
-            client.finished(response.status, str(endpoint))
+            client.finished(response.status, upstream.name)
             return following
         raise last_error
 
