@@ -1,7 +1,8 @@
-"""The proxy benchmark: fastroute next to nginx and an aiohttp proxy, under wrk, on 127.0.0.1.
+"""The proxy benchmark: fastroute next to nginx, HAProxy and an aiohttp proxy, under wrk.
 
-One nginx backend answers every request; nginx (one worker), a minimal aiohttp proxy (one
-process) and fastroute (one worker) serve the same routes in front of it. Every proxy is
+One nginx backend answers every request; nginx (one worker), HAProxy (one thread), a
+minimal aiohttp proxy (one process) and fastroute (one worker) serve the same routes in
+front of it, on 127.0.0.1. Every proxy is
 first checked to return the backend's answer for every route, then loaded in turn with
 the same wrk command, which rotates through requests on several hosts and paths, for
 each connection count, round after round (interleaved, so a slow minute on a shared
@@ -17,7 +18,8 @@ measured side by side, as the median of the rounds' ratios (req/s, and the CPU t
 request of each build's process, read from /proc).
 
 Usage: ``python bench/proxy.py [--rounds 3] [--duration 10] [--connections 64,256]
-[--quick] [--skip-aiohttp] [--skip-nginx] [--baseline PYTHON] [--swaps N] [--json FILE]``
+[--quick] [--skip-aiohttp] [--skip-nginx] [--skip-haproxy] [--baseline PYTHON] [--swaps N]
+[--json FILE]``
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from proxy_peers import (
     start_aiohttp,
     start_backend,
     start_fastroute,
+    start_haproxy,
     start_nginx_proxy,
 )
 from proxy_swaps import Swaps, run_swaps
@@ -137,20 +140,25 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM too runs the ``finally`` that stops everything
 
 
-def ensure_tools() -> None:
-    """nginx and wrk, installed with apt-get when missing and root, else a clear exit."""
-    missing = [tool for tool in ("nginx", "wrk") if find_tool(tool) is None]
+# the Debian package of each tool the bench runs
+PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "haproxy": "haproxy"}
+
+
+def ensure_tools(tools: Sequence[str] = ("nginx", "wrk", "haproxy")) -> None:
+    """nginx, wrk and HAProxy, installed with apt-get when missing and root, else a clear
+    exit."""
+    missing = [PACKAGES[tool] for tool in tools if find_tool(tool) is None]
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         sys.exit(
             f"bench/proxy.py needs {' and '.join(missing)}: install them with "
-            "`apt-get install -y nginx-light wrk` (as root), then run it again"
+            f"`apt-get install -y {' '.join(missing)}` (as root), then run it again"
         )
     print(f"installing {', '.join(missing)} with apt-get", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update"], check=True, env=env, timeout=600)
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "nginx-light", "wrk"]
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
     subprocess.run(install, check=True, env=env, timeout=900)
 
 
@@ -158,6 +166,12 @@ def _versions() -> str:
     nginx = subprocess.run(
         [find_tool("nginx") or "nginx", "-v"], capture_output=True, text=True, timeout=30
     )
+    haproxy = "HAProxy (not run)"
+    if find_tool("haproxy"):
+        shown = subprocess.run(
+            [find_tool("haproxy") or "haproxy", "-v"], capture_output=True, text=True, timeout=30
+        )
+        haproxy = " ".join(shown.stdout.split()[:3])
     try:
         from importlib.metadata import version
 
@@ -172,7 +186,7 @@ def _versions() -> str:
     )
     return (
         f"fastroute {git.stdout.strip() or '(not a git checkout)'}, "
-        f"{nginx.stderr.strip().removeprefix('nginx version: ')}, aiohttp {aiohttp}, "
+        f"{nginx.stderr.strip().removeprefix('nginx version: ')}, {haproxy}, aiohttp {aiohttp}, "
         f"Python {platform.python_version()}"
     )
 
@@ -256,12 +270,14 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
     targets = []
     for c in connections:
         targets += [
-            Target(c, "fastroute/nginx req/s", ratio("fastroute", "nginx", c, "rps"),
-                   0.40 if c == 64 else None),
+            Target(c, "fastroute/nginx req/s", ratio("fastroute", "nginx", c, "rps"), 0.5),
+            Target(c, "fastroute/nginx p99", ratio("fastroute", "nginx", c, "p99_ms"),
+                   2.0 if c == 256 else 3.0, at_least=False),
+            Target(c, "fastroute/haproxy req/s", ratio("fastroute", "haproxy", c, "rps"), None),
+            Target(c, "fastroute/haproxy p99", ratio("fastroute", "haproxy", c, "p99_ms"), None,
+                   at_least=False),
             Target(c, "fastroute/aiohttp req/s", ratio("fastroute", "aiohttp", c, "rps"), 3.0),
             Target(c, "fastroute/aiohttp p99", ratio("fastroute", "aiohttp", c, "p99_ms"), 0.5,
-                   at_least=False),
-            Target(c, "fastroute/nginx p99", ratio("fastroute", "nginx", c, "p99_ms"), 3.0,
                    at_least=False),
             Target(c, "fastroute/baseline req/s", paired(c, "rps"), 0.95),
             Target(c, "fastroute/baseline CPU/req", paired(c, "cpu"), 1.05, at_least=False),
@@ -357,6 +373,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip-aiohttp", action="store_true")
     parser.add_argument("--skip-nginx", action="store_true")
+    parser.add_argument("--skip-haproxy", action="store_true")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     return parser
 
@@ -371,6 +388,8 @@ def run(
     peers: dict[str, int] = {}
     if not args.skip_nginx:
         peers["nginx"] = start_nginx_proxy(processes, tmp / "nginx", backend)
+    if not args.skip_haproxy:
+        peers["haproxy"] = start_haproxy(processes, tmp / "haproxy", backend)
     if not args.skip_aiohttp:
         peers["aiohttp"] = start_aiohttp(processes, tmp, backend)
     fast = start_fastroute(processes, tmp / "fastroute", backend, flags=flags, workers=1)
@@ -416,7 +435,8 @@ def run(
         f"{len(PROBES)} URLs on {hosts} hosts rotated, {args.rounds} round(s) interleaved",
         f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; {_versions()}",
-        "nginx: 1 worker; aiohttp: 1 process; fastroute: 1 worker; one nginx backend",
+        "nginx: 1 worker; HAProxy: 1 thread; aiohttp: 1 process; fastroute: 1 worker; "
+        "one nginx backend",
         "req/s, p50, p99: median of the rounds; errors: all rounds added up",
         "",
         *_table(summaries),
@@ -462,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rounds, args.duration, args.swaps = 1, 2, 100
     if args.rounds < 1 or args.duration < 1 or args.swaps < 0:
         _parser().error("--rounds and --duration must be positive, --swaps not negative")
-    ensure_tools()
+    ensure_tools(("nginx", "wrk") if args.skip_haproxy else ("nginx", "wrk", "haproxy"))
     signal.signal(signal.SIGTERM, _interrupt)
     processes = Processes()
     with tempfile.TemporaryDirectory(prefix="fastroute-proxy-bench-") as tmp:

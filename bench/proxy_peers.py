@@ -47,6 +47,7 @@ __all__ = [
     "start_aiohttp",
     "start_backend",
     "start_fastroute",
+    "start_haproxy",
     "start_nginx_proxy",
     "write_manifests",
     "write_swap_ingress",
@@ -411,6 +412,71 @@ def start_nginx_proxy(processes: Processes, workdir: Path, backend_port: int) ->
     proxy_set_header X-Forwarded-Proto $scheme;
 """ + "\n".join(servers)
     return _start_nginx(processes, workdir, "nginx proxy", block)
+
+
+# --- HAProxy ---------------------------------------------------------------------------------
+
+
+def _haproxy_conditions(route: Route, index: int) -> list[str]:
+    """Ingress path semantics as HAProxy ACLs named ``r<index>`` (repeated names: any of them)."""
+    name = f"r{index}"
+    if route.path_type == "Exact":
+        return [f"    acl {name} path {route.path}"]
+    if route.path == "/":
+        return [f"    acl {name} path_beg /"]
+    return [f"    acl {name} path {route.path}", f"    acl {name} path_beg {route.path}/"]
+
+
+def start_haproxy(processes: Processes, workdir: Path, backend_port: int) -> int:
+    """HAProxy as the reverse proxy: one thread, an ACL per route, keep-alive to the backend
+    (idle server connections shared by all clients, as nginx's ``keepalive`` pool), no
+    logs; its port."""
+    workdir.mkdir(mode=0o755)
+    port = free_port()
+    hosts = list(dict.fromkeys(route.host for route in ROUTES))
+    acls = [
+        f"    acl h{i} req.hdr(host),field(1,:) -m str -i {host}" for i, host in enumerate(hosts)
+    ]
+    uses = []
+    for index, route in enumerate(ROUTES):
+        acls += _haproxy_conditions(route, index)
+        uses.append(f"    use_backend backend if h{hosts.index(route.host)} r{index}")
+    config = workdir / "haproxy.cfg"
+    config.write_text(
+        "\n".join(
+            [
+                "global",
+                "    nbthread 1",
+                "    maxconn 8192",  # two descriptors each: within a 20,000 limit
+                f"    pidfile {workdir / 'haproxy.pid'}",
+                "defaults",
+                "    mode http",
+                "    maxconn 8192",  # two descriptors each: within a 20,000 limit
+                "    option http-keep-alive",
+                "    timeout connect 5s",
+                "    timeout client 75s",
+                "    timeout server 75s",
+                "    timeout http-keep-alive 75s",
+                "frontend proxy",
+                f"    bind 127.0.0.1:{port}",
+                "    option forwardfor",
+                "    http-request set-header X-Forwarded-Proto http",
+                *acls,
+                *uses,
+                "    default_backend not_found",
+                "backend not_found",
+                "    http-request return status 404",
+                "backend backend",
+                "    http-reuse always",
+                f"    server backend 127.0.0.1:{backend_port}",
+                "",
+            ]
+        )
+    )
+    command = [find_tool("haproxy") or "haproxy", "-db", "-f", str(config)]
+    process = processes.start("haproxy proxy", command, log=workdir / "stderr.log")
+    _wait_ready(processes, process, "haproxy proxy", port, status=404)
+    return port
 
 
 # --- aiohttp ---------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ async def _one(mode: str, count: int, connections: int) -> None:
         await _client(target, probes, 50)  # warm-up: connections pooled, code paths hot
         async with trio.open_nursery() as clients:
             for _ in range(connections):
-                clients.start_soon(_client, target, probes, count // connections)
+                clients.start_soon(_client, target, probes, max(count // connections, 1))
         nursery.cancel_scope.cancel()
 
 
@@ -113,10 +113,18 @@ def _instructions(python: str, mode: str, count: int, connections: int) -> int:
     return int(found[1])
 
 
+def _sent(count: int, connections: int) -> int:
+    """The requests ``_one`` sends for ``count``: a whole number per connection, at least 1."""
+    return max(count // connections, 1) * connections
+
+
 def per_request(python: str, mode: str, connections: int) -> float:
     """Instructions per request: the difference between two runs of different lengths."""
-    low, high = (_instructions(python, mode, n, connections) for n in COUNTS)
-    return (high - low) / (COUNTS[1] - COUNTS[0])
+    counts = [_sent(n, connections) for n in COUNTS]
+    if counts[0] == counts[1]:
+        counts[1] += connections
+    low, high = (_instructions(python, mode, n, connections) for n in counts)
+    return (high - low) / (counts[1] - counts[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,11 +93,12 @@ class Timeouts(NamedTuple):
 class Upstream:
     """One connection to an endpoint; ``key`` is where the pool keeps it."""
 
-    __slots__ = ("channel", "endpoint", "key", "reused")
+    __slots__ = ("channel", "endpoint", "key", "name", "reused")
 
     def __init__(self, channel: UpstreamChannel, endpoint: Endpoint, key: Hashable) -> None:
         self.channel = channel
         self.endpoint = endpoint
+        self.name = str(endpoint)  # for logs and metrics: made once, not per request
         self.key = key  # the endpoint; with TLS, the endpoint and the TLS settings
         self.reused = False
 
@@ -129,6 +130,7 @@ class ClientSide(Protocol):
     upstream: Upstream | None  # the upstream connection in use, closed if the client goes
     service: str  # the backend's name, for metrics
     channel: Channel  # the client's byte stream: an upgraded request tunnels over it
+    now: Callable[[], float]  # trio's clock, read directly (trio.current_time() costs more)
 
     def deadline(self, phase: Phase, seconds: float) -> None:
         """Enter ``phase``, which ends after ``seconds``."""
@@ -179,7 +181,7 @@ class Forwarder:
         policy = plan.route.policy
         timeouts = self._timeouts(policy)
         last_error: ProxyError | None = None
-        attempts = self.balancer.attempts(backend, now=trio.current_time())
+        attempts = self.balancer.attempts(backend, now=client.now())
         rules = DEFAULT_NEXT_UPSTREAM
         give_up = math.inf
         tls: UpstreamTLS | None = None
@@ -299,7 +301,7 @@ class Forwarder:
             following = await self._relay(
                 client, upstream, head, response, received, rest, plan, timeouts
             )
-            client.finished(response.status, str(endpoint))
+            client.finished(response.status, upstream.name)
             return following
         if last_error is None:  # decide saw endpoints: they went away since
             last_error = ServiceUnavailableError(backend.problem or "no endpoints")
@@ -405,7 +407,7 @@ class Forwarder:
             following = await self._relay(
                 client, upstream, head, response, received, rest, plan, timeouts
             )
-            client.finished(response.status, str(endpoint))
+            client.finished(response.status, upstream.name)
             return following
         raise last_error
 
@@ -441,7 +443,7 @@ class Forwarder:
         the upstream's close) is closed, never used: a late or extra response left on it
         would become the next client's answer, and every answer after it off by one.
         """
-        now = trio.current_time()
+        now = client.now()
         key: Hashable = endpoint if tls is None else (endpoint, tls)
         while pooled:
             upstream, expired = self.pool.take(key, now=now)
@@ -639,7 +641,7 @@ class Forwarder:
         client.upstream = None
         policy = plan.route.policy
         if reusable and (policy.plain or policy.proxy_http_version != "1.0"):
-            for old in self.pool.give(upstream.key, upstream, now=trio.current_time()):
+            for old in self.pool.give(upstream.key, upstream, now=client.now()):
                 old.channel.close()
         else:
             channel.close()

@@ -32,6 +32,7 @@ from fastroute.proxy.accepting import Acceptor
 from fastroute.proxy.forwarding import Forwarder
 from fastroute.proxy.gate import Gate
 from fastroute.proxy.headers import TrustedProxies
+from fastroute.proxy.heap import settle
 from fastroute.proxy.http1 import Http1
 from fastroute.proxy.listener import listening_sockets as _listening_sockets
 from fastroute.proxy.state import Limits, Phase, ProxyState
@@ -96,6 +97,7 @@ class Proxy:
         self._housekeeping = False
         if config is not None:
             self._use_settings(config)
+            settle()
 
     @property
     def config(self) -> RouteConfig | None:
@@ -125,6 +127,7 @@ class Proxy:
             self.tls.install(config)
         self._use_settings(config)
         self._state.config = config
+        settle()
 
     async def load(self, config: RouteConfig) -> None:
         """``swap``, with the certificates loaded off the event loop.
@@ -138,6 +141,7 @@ class Proxy:
             self.tls.use(prepared)
         self._use_settings(config)
         self._state.config = config
+        settle()
 
     def _use_settings(self, config: RouteConfig) -> None:
         """The upstream pool's size and idle time from the config's settings
@@ -211,9 +215,12 @@ class Proxy:
         shortest timeout in use, a route's own included (``ProxyState.tick``).
 
         nginx notices a client's close while it waits for the upstream and gives the
-        upstream request up; so does this, within a tick: otherwise clients that send a
+        upstream request up; so does this, within two ticks: otherwise clients that send a
         request to a slow endpoint and reset would keep their slot and an upstream
-        connection until ``upstream_timeout``.
+        connection until ``upstream_timeout``. Only requests upstream since before the
+        last tick are looked at (a system call each): under load nearly every request in
+        flight is younger, and looking at them all made the watchdog's cost grow with the
+        number of connections.
         """
         open_connections = self._http1.open
         state = self._state
@@ -223,10 +230,15 @@ class Proxy:
             if state.tick_shortened.is_set():
                 state.tick_shortened = trio.Event()
             now = trio.current_time()
+            waiting_since = now - state.tick  # upstream since before this: look at the client
             for connection in list(open_connections):
                 if connection.expires <= now:
                     connection.scope.cancel()
-                elif connection.phase is Phase.UPSTREAM and connection.channel.peer_gone():
+                elif (
+                    connection.phase is Phase.UPSTREAM
+                    and connection.started < waiting_since
+                    and connection.channel.peer_gone()
+                ):
                     connection.client_left = True
                     connection.scope.cancel()
 
