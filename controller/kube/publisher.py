@@ -46,12 +46,16 @@ from lightkube.resources.core_v1 import Node, Service
 
 from controller.kube.events import COMPONENT, EventRecorder
 from controller.kube.ingress_status import (
+    Status,
     StatusWriter,
     desired_status,
     needs_nodes,
+    normalized,
     parse_addresses,
 )
 from controller.kube.leader import LeaderElector, describe_error
+from controller.kube.status_book import StatusBook
+from controller.kube.store import Change
 from fastroute.ingress import Problem, RouteConfig
 from fastroute.ingress.objects import kind, object_key
 
@@ -69,9 +73,10 @@ log = logging.getLogger("fastroute.controller.publisher")
 DEFAULT_ELECTION_ID = "fastroute-leader"
 REJECTED = "Rejected"  # the Event reason for an Ingress, or a part of one, not served
 SHUTDOWN_TIMEOUT = 5.0  # seconds the shutdown status update may take
+SWEEP_SLICE = 1000  # Ingresses checked between two turns of the event loop in a sweep
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
-Snapshot = tuple[RouteConfig, tuple[Mapping[str, Any], ...]]
+Snapshot = tuple[RouteConfig, Sequence[Mapping[str, Any]]]
 
 
 class Publisher:
@@ -85,8 +90,9 @@ class Publisher:
             With neither, statuses are not written (Events still are).
         recorder: posts the Events.
         writer: writes the statuses.
-        status_interval: seconds between passes when nothing changes.
+        status_interval: seconds between checks of every status when nothing changes.
         update_status_on_shutdown: clear the statuses when the leader stops.
+        book: what each Ingress says and should say (a seeded one in tests).
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class Publisher:
         writer: StatusWriter,
         status_interval: float = 60.0,
         update_status_on_shutdown: bool = False,
+        book: StatusBook | None = None,
     ) -> None:
         if publish_service is not None and publish_addresses:
             raise ValueError("--publish-service and --publish-address are mutually exclusive")
@@ -120,19 +127,43 @@ class Publisher:
         self.writer = writer
         self.status_interval = status_interval
         self.update_status_on_shutdown = update_status_on_shutdown
+        self.book = book if book is not None else StatusBook()
         self.passes = 0  # passes done as leader, for metrics and tests
-        self.published: RouteConfig | None = None  # the config of the last pass done
+        self.published: RouteConfig | None = None  # the newest config with its writes done
         self._latest: Snapshot | None = None
-        self._wake = trio.Event()
+        self._passed: RouteConfig | None = None  # the config of the last pass
+        self._served: tuple[str, ...] | None = None  # config.ingresses the book was given
+        self._problems: tuple[Problem, ...] | None = None  # config.problems reported
+        self._watched = False  # Ingresses come from on_ingress, not from the snapshots
+        self._wake = trio.Event()  # a new snapshot, or time for a sweep
+        self._work = trio.Event()  # a write may be due
+        self._sweep_due = True
         self._service_failing = False
 
     def __repr__(self) -> str:
-        return f"<Publisher passes={self.passes} {self.elector!r}>"
+        return f"<Publisher passes={self.passes} {self.book!r} {self.elector!r}>"
 
     async def on_config(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
         """The ``KubeSource`` callback: remember the newest snapshot and wake ``run``."""
-        self._latest = (config, tuple(objects))
+        self._latest = (config, objects)
         self._wake.set()
+
+    def on_ingress(self, change: Change) -> None:
+        """Each change the Ingress watch sees, as it sees it (``KubeSource``'s
+        ``on_ingress``): a status someone else changed is written back within seconds,
+        not at the next rebuild or sweep. O(1): called for every event, on the event loop.
+
+        Once this is called, the snapshots ``on_config`` gets are no longer read for
+        Ingresses (that costs O(all) per rebuild).
+        """
+        self._watched = True
+        key = f"{change.key[0] or 'default'}/{change.key[1]}"
+        if change.type == "DELETED":
+            self.book.forget(key)
+            return
+        self.book.observe(key, change.obj, trio.current_time())
+        if self.book.next_due() is not None:
+            self._work.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Take part in the election and, while leading, publish; until cancelled.
@@ -159,16 +190,24 @@ class Publisher:
     async def _serve(self) -> None:
         while True:
             await self.elector.wait_for(True)
+            self._sweep_due = True  # a new leader checks every status once
+            self._problems = None  # and reports the current rejections
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._lead)
+                nursery.start_soon(self._write_loop)
                 await self.elector.wait_for(False)
                 nursery.cancel_scope.cancel()
 
     async def _lead(self) -> None:
         """Passes, while leading: at once, on every new snapshot, every status_interval."""
+        next_sweep = trio.current_time()
         while True:
             self._wake = trio.Event()  # before reading _latest: a newer one wakes us again
             latest = self._latest
+            if trio.current_time() >= next_sweep:
+                self._sweep_due = True
+                self._problems = None  # Events expire: the recorder says when to repost
+                next_sweep = trio.current_time() + self.status_interval
             if latest is not None:
                 try:
                     await self._publish(*latest)
@@ -177,43 +216,106 @@ class Publisher:
                     # the controller (and the traffic it serves) down with it
                     log.exception("publishing failed; trying again at the next change")
                 self.passes += 1
-                self.published = latest[0]
-            with trio.move_on_after(self.status_interval):
+                self._passed = latest[0]
+                self._work.set()  # the write loop says when this pass's writes are done
+            with trio.move_on_at(next_sweep):
                 await self._wake.wait()
 
     async def _publish(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
-        # tens of thousands of objects: picked out in a thread, off the proxy's event loop
-        ingresses = await trio.to_thread.run_sync(_by_key, objects, "Ingress")
-        served = set(config.ingresses)
+        """One pass: O(changed) Ingresses, unless the value to publish changed or a sweep
+        is due (then every Ingress is checked, in slices that let the proxy run)."""
+        book = self.book
+        if not self._watched:
+            # tens of thousands of objects: picked out in a thread, off the proxy's loop
+            ingresses = await trio.to_thread.run_sync(_by_key, objects, "Ingress")
+            now = trio.current_time()
+            for key, ingress in ingresses.items():
+                book.observe(key, ingress, now)
+            book.retain(ingresses)
         desired = await self._desired()
-        if desired is not None:
-            await self.writer.sync(
-                [o for key, o in ingresses.items() if key in served],
-                [o for key, o in ingresses.items() if key not in served],
-                desired,
-            )
-        for problem in config.rejected():
-            if problem.kind == "Ingress" and problem.name in ingresses:
-                await self.recorder.rejected(ingresses[problem.name], REJECTED, _message(problem))
-        await self._configmap_events(config, objects)
+        # the Service cannot be read: statuses are left as they are, not cleared
+        if desired is not None and book.set_want(desired):
+            self._sweep_due = True
+        if config.ingresses is not self._served:
+            book.set_served(config.ingresses, trio.current_time())
+            self._served = config.ingresses
+        if self._sweep_due:
+            self._sweep_due = False
+            await self._sweep()
+        if config.problems is not self._problems:
+            await self._report(config, objects)
+            self._problems = config.problems
 
-    async def _configmap_events(
-        self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]
-    ) -> None:
-        """Warning Events on the controller's ConfigMap for the keys it rejected."""
-        problems = [p for p in config.rejected() if p.kind == "ConfigMap"]
-        if not problems:
+    async def _sweep(self) -> None:
+        keys = self.book.keys()
+        for start in range(0, len(keys), SWEEP_SLICE):
+            self.book.sweep(keys[start : start + SWEEP_SLICE], trio.current_time())
+            self._work.set()
+            await trio.sleep(0)
+
+    async def _report(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
+        """Warning Events on the rejected Ingresses, and on the controller's ConfigMap for
+        the keys it rejected (the recorder posts each once)."""
+        problems = config.rejected()
+        for problem in problems:
+            if problem.kind == "Ingress":
+                ingress = self.book.get(problem.name)
+                if ingress is not None:
+                    await self.recorder.rejected(ingress, REJECTED, _message(problem))
+        if not any(p.kind == "ConfigMap" for p in problems):
             return
         configmaps = await trio.to_thread.run_sync(_by_key, objects, "ConfigMap")
         for problem in problems:
-            if problem.name in configmaps:
+            if problem.kind == "ConfigMap" and problem.name in configmaps:
                 await self.recorder.rejected(configmaps[problem.name], REJECTED, _message(problem))
 
-    async def _desired(self) -> list[dict[str, str]] | None:
+    async def _write_loop(self) -> None:
+        """Send the writes the book says are due, ``writer.concurrency`` at a time, until
+        cancelled (leadership lost)."""
+        book = self.book
+        limiter = trio.CapacityLimiter(self.writer.concurrency)
+        async with trio.open_nursery() as nursery:
+            while True:
+                self._work = trio.Event()
+                now = trio.current_time()
+                while limiter.available_tokens > 0:
+                    due = book.pop_due(now)
+                    if due is None:
+                        break
+                    limiter.acquire_on_behalf_of_nowait(due[0])
+                    nursery.start_soon(self._write, due, limiter)
+                if not book.busy(now) and self._passed is not None:
+                    self.published = self._passed  # its writes are done (retries aside)
+                when = book.next_due()
+                with trio.move_on_at(when if when is not None else math.inf):
+                    await self._work.wait()
+
+    async def _write(
+        self, due: tuple[str, str, str, Status], limiter: trio.CapacityLimiter
+    ) -> None:
+        key, namespace, name, value = due
+        book = self.book
+        try:
+            if not self.elector.is_leader:  # leadership lost, not yet noticed by _serve
+                book.failed(key, trio.current_time(), retry=False)
+                return
+            outcome = await self.writer.write(namespace, name, value)
+            now = trio.current_time()
+            if outcome.ok:
+                book.wrote(key, value, outcome.version, now)
+            else:
+                wait = book.failed(key, now, retry=outcome.retry)
+                if wait is not None:
+                    log.info("writing the status of Ingress %s again in %.1f s", key, wait)
+        finally:
+            limiter.release_on_behalf_of(key)
+            self._work.set()
+
+    async def _desired(self) -> Status | None:
         """The status to publish; None: nothing to publish, or the Service cannot be read
         (then statuses are left as they are rather than cleared)."""
         if self.publish_addresses:
-            return desired_status(addresses=self.publish_addresses)
+            return normalized(desired_status(addresses=self.publish_addresses))
         if self.publish_service is None:
             return None
         where, what = self.publish_service
@@ -235,19 +337,27 @@ class Publisher:
         if self._service_failing:
             log.info("the publish Service %s/%s can be read again", where, what)
         self._service_failing = False
-        return desired_status(service=service, nodes=nodes)
+        return normalized(desired_status(service=service, nodes=nodes))
 
     async def _shutdown(self) -> None:
+        """Clear the statuses of the Ingresses we serve (``--update-status-on-shutdown``)."""
         if not (self.update_status_on_shutdown and self.elector.is_leader):
             return
-        latest = self._latest
-        if latest is None or (self.publish_service is None and not self.publish_addresses):
+        if self.publish_service is None and not self.publish_addresses:
             return
-        config, objects = latest
-        served = set(config.ingresses)
-        owned = [o for o in objects if kind(o) == "Ingress" and object_key(o) in served]
+        book = self.book
+        owned = [key for key in book.served if book.status(key)]
         log.info("shutting down: clearing the status of %d Ingress(es)", len(owned))
-        await self.writer.sync(owned, [], [])
+        limiter = trio.CapacityLimiter(self.writer.concurrency)
+
+        async def clear(key: str) -> None:
+            async with limiter:
+                namespace, _, name = key.partition("/")
+                await self.writer.write(namespace, name, ())
+
+        async with trio.open_nursery() as nursery:
+            for key in owned:
+                nursery.start_soon(clear, key)
 
 
 def _by_key(objects: Sequence[Mapping[str, Any]], what: str) -> dict[str, Mapping[str, Any]]:
