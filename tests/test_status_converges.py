@@ -14,6 +14,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,7 @@ def test_our_own_write_coming_back_asks_for_no_other_write(
             def echoed() -> bool:  # the watch has delivered our second write
                 (watch,) = [r for r in leader.source.reflectors if r.cache.kind == "Ingress"]
                 cached = watch.cache.get(("default", "a")) or {}
-                return cached.get("status", {}).get("loadBalancer", {}).get("ingress") == OURS
+                return bool(cached.get("status", {}).get("loadBalancer", {}).get("ingress") == OURS)
 
             await _until(echoed, "our write seen through the watch")
             book = leader.publisher.book
@@ -302,7 +303,7 @@ def test_a_failed_write_is_retried_first_within_two_seconds_then_later(
             def attempt_counted() -> bool:
                 while len(attempts) < _patches(api, "a"):
                     attempts.append(trio.current_time())
-                return _status(api, "a") == OURS
+                return bool(_status(api, "a") == OURS)
 
             await _until(attempt_counted, "written after two failures")
 
@@ -330,9 +331,9 @@ def test_a_write_that_times_out_is_retried(kubeapi_tls: KubeAPI, kubeconfig_file
 
 def test_retries_back_off_to_thirty_seconds() -> None:
     """The waits between retries, as the book computes them: from 1-2 s, doubling, then
-    never more than 30 s; and a success starts over."""
+    never more than 30 s."""
     for draw in (0.0, 1.0):
-        book = StatusBook(rng=lambda draw=draw: draw)
+        book = StatusBook(rng=partial(float, draw))
         book.set_want((("203.0.113.7", ""),))
         book.set_served({"default/a"}, 0.0)
         book.observe("default/a", _ingress("a"), 0.0)

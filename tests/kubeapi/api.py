@@ -51,7 +51,12 @@ class _Fault:
     left: int
 
 
-_REASONS = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+_REASONS = {
+    409: "Conflict",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
 
 
 @dataclass
@@ -323,7 +328,13 @@ class KubeAPI:
             self._forbidden.discard((verb, resource))
 
     def inject(
-        self, verb: str, resource: str, *, code: int | None = None, delay: float = 0.0, times: int = 1
+        self,
+        verb: str,
+        resource: str,
+        *,
+        code: int | None = None,
+        delay: float = 0.0,
+        times: int = 1,
     ) -> None:
         """Make the next ``times`` requests of ``verb`` on ``resource`` (as ``forbid``
         names them: ``ingresses/status``) wait ``delay`` seconds, then fail with ``code``
