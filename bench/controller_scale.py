@@ -65,6 +65,7 @@ __all__ = [
     "ingress",
     "log_problems",
     "main",
+    "parse_cpu_seconds",
     "parse_memory",
     "parse_samples",
     "percentile",
@@ -293,6 +294,20 @@ def read_memory(pid: int) -> Memory:
     return parse_memory(Path(f"/proc/{pid}/status").read_text())
 
 
+def parse_cpu_seconds(stat: str) -> float:
+    """User plus system CPU seconds from the text of ``/proc/PID/stat``.
+
+    The load on a shared machine stretches wall-clock figures; the CPU a process spent on
+    the same work barely moves, so it compares runs made under different loads.
+    """
+    fields = stat.rpartition(")")[2].split()  # after "(comm)", which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def read_cpu_seconds(pid: int) -> float:
+    return parse_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
+
+
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -465,6 +480,7 @@ class Updates:
     stopped_early: str | None = None
     # --first-publication: latencies of the updates written while statuses were still
     # being published, and when the last status was (seconds after the updates began)
+    cpu_s: float | None = None  # the controller's CPU seconds over the update phase
     during_publication_ms: list[float] = field(default_factory=list)
     statuses_at_start: int = 0
     statuses_written: int = 0
@@ -535,6 +551,7 @@ def run_updates(
     warm_after = min(WARM_UP, args.updates // 3)
     updates = Updates(requested=args.updates, pool=len(pool), warm_after=warm_after)
     updates.reloads_before = reloads(controller.metrics())
+    cpu_before = read_cpu_seconds(controller.process.pid)
     switched: dict[int, dict[int, str]] = {}  # Ingress -> path -> the color Service it names
     client = ProxyClient(controller.http_port)
     in_a_row = 0
@@ -582,6 +599,7 @@ def run_updates(
             if n % 50 == 0 or n == args.updates:
                 _progress(_update_progress(n, updates))
         if updates.stopped_early is None:
+            updates.cpu_s = read_cpu_seconds(controller.process.pid) - cpu_before
             updates.end = read_memory(controller.process.pid)
             metrics = controller.metrics()
             updates.reloads_after = reloads(metrics)
@@ -636,6 +654,12 @@ def _report(
                  p99 < P99_TARGET_MS),
             _row("update to traffic, max", f"{max(lat):.1f} ms"),
         ]  # fmt: skip
+    if updates.cpu_s is not None and done:
+        rows.append(
+            _row(
+                "controller CPU per update (user + system)", f"{updates.cpu_s * 1000 / done:.1f} ms"
+            )
+        )
     if args.first_publication:
         rows += _publication_rows(args, updates)
     rows.append(

@@ -295,19 +295,21 @@ class Publisher:
     ) -> None:
         key, namespace, name, value = due
         book = self.book
+        outcome = None
         try:
-            if not self.elector.is_leader:  # leadership lost, not yet noticed by _serve
-                book.failed(key, trio.current_time(), retry=False)
-                return
-            outcome = await self.writer.write(namespace, name, value)
+            if self.elector.is_leader:  # else: leadership lost, not yet noticed by _serve
+                outcome = await self.writer.write(namespace, name, value)
+        finally:
+            # cancelled too (leadership lost): the book must not think it still in flight
             now = trio.current_time()
-            if outcome.ok:
+            if outcome is None:
+                book.abandoned(key)  # the next leader's sweep checks it again
+            elif outcome.ok:
                 book.wrote(key, value, outcome.version, now)
             else:
                 wait = book.failed(key, now, retry=outcome.retry)
                 if wait is not None:
                     log.info("writing the status of Ingress %s again in %.1f s", key, wait)
-        finally:
             limiter.release_on_behalf_of(key)
             self._work.set()
 

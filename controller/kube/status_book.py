@@ -282,6 +282,11 @@ class StatusBook:
         self.check(key, now)
         return wait
 
+    def abandoned(self, key: str) -> None:
+        """A write was not sent, or its outcome is unknown (leadership lost): the Ingress
+        waits for the next change or sweep, without a backoff."""
+        self._done(key)
+
     def _done(self, key: str) -> _Entry | None:
         entry = self._entries.get(key)
         if entry is None or not entry.in_flight:
