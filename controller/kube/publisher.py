@@ -193,13 +193,16 @@ class Publisher:
             self._sweep_due = True  # a new leader checks every status once
             self._problems = None  # and reports the current rejections
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._lead)
-                nursery.start_soon(self._write_loop)
+                # no write before the first pass has told the book what we serve now
+                passed = trio.Event()
+                nursery.start_soon(self._lead, passed)
+                nursery.start_soon(self._write_loop, passed)
                 await self.elector.wait_for(False)
                 nursery.cancel_scope.cancel()
 
-    async def _lead(self) -> None:
-        """Passes, while leading: at once, on every new snapshot, every status_interval."""
+    async def _lead(self, passed: trio.Event) -> None:
+        """Passes, while leading: at once, on every new snapshot, every status_interval;
+        ``passed`` is set after the first."""
         next_sweep = trio.current_time()
         while True:
             self._wake = trio.Event()  # before reading _latest: a newer one wakes us again
@@ -217,6 +220,7 @@ class Publisher:
                     log.exception("publishing failed; trying again at the next change")
                 self.passes += 1
                 self._passed = latest[0]
+                passed.set()
                 self._work.set()  # the write loop says when this pass's writes are done
             with trio.move_on_at(next_sweep):
                 await self._wake.wait()
@@ -269,9 +273,10 @@ class Publisher:
             if problem.kind == "ConfigMap" and problem.name in configmaps:
                 await self.recorder.rejected(configmaps[problem.name], REJECTED, _message(problem))
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, passed: trio.Event) -> None:
         """Send the writes the book says are due, ``writer.concurrency`` at a time, until
-        cancelled (leadership lost)."""
+        cancelled (leadership lost); from the end of the first pass."""
+        await passed.wait()
         book = self.book
         limiter = trio.CapacityLimiter(self.writer.concurrency)
         async with trio.open_nursery() as nursery:

@@ -37,6 +37,7 @@ from typing import Any
 
 from controller.kube.ingress_status import Status, as_entries, current_status
 from controller.kube.reflector import Backoff
+from fastroute.ingress.objects import mapping, text
 
 __all__ = [
     "PACE_BASE",
@@ -90,6 +91,8 @@ class StatusBook:
         self._rng = rng
         self.want: Status | None = None
         self._want_raw: list[dict[str, str]] | None = None  # want as the API spells it
+        self._last_raw: object = None  # the last status parsed, as the API spelled it...
+        self._last_status: Status = ()  # ...and parsed
         self.published: list[Status] = []  # values we published, newest last
         self.served: frozenset[str] = frozenset()
         self._entries: dict[str, _Entry] = {}
@@ -137,9 +140,7 @@ class StatusBook:
 
     def observe(self, key: str, obj: Mapping[str, Any], now: float) -> None:
         """An Ingress as the watch (or a snapshot) shows it now."""
-        metadata = obj.get("metadata")
-        version = metadata.get("resourceVersion") if isinstance(metadata, Mapping) else None
-        version = version if isinstance(version, str) else ""
+        version = text(mapping(obj.get("metadata")).get("resourceVersion"))
         entry = self._entries.get(key)
         if entry is not None:
             if entry.obj is obj or _newer(version, entry.version) is False:
@@ -179,14 +180,16 @@ class StatusBook:
         return entry.status if entry is not None else None
 
     def _status(self, obj: Mapping[str, Any]) -> Status:
-        status = obj.get("status")
-        load_balancer = status.get("loadBalancer") if isinstance(status, Mapping) else None
-        raw = load_balancer.get("ingress") if isinstance(load_balancer, Mapping) else None
+        raw = mapping(mapping(obj.get("status")).get("loadBalancer")).get("ingress")
         if not raw:
             return ()
         if raw == self._want_raw and self.want is not None:
             return self.want  # the common case, without parsing a single address
-        return current_status(obj)
+        if raw == self._last_raw:
+            return self._last_status  # as the last one parsed (thousands say the same)
+        status = current_status(obj)
+        self._last_raw, self._last_status = raw, status
+        return status
 
     # -- what to write ----------------------------------------------------------------
 
