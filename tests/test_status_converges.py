@@ -31,7 +31,7 @@ from controller.kube.leader import LeaderElector
 from controller.kube.publisher import Publisher, PublishOptions
 from controller.kube.reflector import WatchOptions
 from controller.kube.source import KubeSource
-from controller.kube.status_book import PACE_BASE, PACE_MAX, RETRY_MAX, StatusBook
+from controller.kube.status_book import PACE_BASE, PACE_MAX, RETRY_MAX, StatusBook, WriteBudget
 
 pytest_plugins = ["kubeapi.fixtures"]
 
@@ -119,7 +119,7 @@ class Replica:
 
 @asynccontextmanager
 async def _replicas(
-    kubeconfig: Path, count: int = 1, *, timeout: float = 10.0
+    kubeconfig: Path, count: int = 1, *, timeout: float = 10.0, rate: float = 100.0
 ) -> AsyncIterator[list[Replica]]:
     """``count`` replicas, each with its own client, source and publisher (publishing
     ``OURS``), running until the block ends; the first one started leads."""
@@ -148,7 +148,7 @@ async def _replicas(
                 publish_service=None,
                 publish_addresses=[OURS[0]["ip"]],
                 recorder=EventRecorder(client, instance=identity),
-                writer=StatusWriter(client, timeout=timeout),
+                writer=StatusWriter(client, timeout=timeout, rate=rate),
                 book=StatusBook(rng=_lowest),
             )
             source = KubeSource(
@@ -459,3 +459,43 @@ def test_one_changed_ingress_among_many_costs_one_ingress_of_requests(
             }
 
     trio.run(main)
+
+
+# -- many writes at once are spread out ----------------------------------------------------
+
+
+def test_a_first_publication_of_many_statuses_keeps_to_the_write_rate(
+    kubeapi_tls: KubeAPI, kubeconfig_file: Path
+) -> None:
+    """40 Ingresses, 20 writes a second with 10 at once: the last status lands about
+    1.5 s after the first, not all of them at once."""
+    api = kubeapi_tls
+    names = [f"app-{n}" for n in range(40)]
+    for name in names:
+        api.create(_ingress(name))
+
+    async def main() -> None:
+        async with _replicas(kubeconfig_file, rate=20.0):
+            await _until(lambda: any(_status(api, n) == OURS for n in names), "the first")
+            last = await _until(lambda: all(_status(api, n) == OURS for n in names), "all")
+            assert last >= 1.3  # (40 - 10) / 20 s, less the polling's slack
+            assert last < 6.0
+
+    trio.run(main)
+    assert sum(_written(api, n) for n in names) == 40
+
+
+def test_the_write_budget_allows_a_burst_then_its_rate() -> None:
+    budget = WriteBudget(rate=100.0, burst=10)
+    now = 0.0
+    for _ in range(10):  # the burst, at once
+        assert budget.ready_at(now) == now
+        budget.spend(now)
+    assert budget.ready_at(now) == pytest.approx(0.01)
+    sent = 0
+    while now < 1.0:  # one simulated second, bounded
+        now = budget.ready_at(now)
+        budget.spend(now)
+        sent += 1
+    assert 99 <= sent <= 101
+    assert budget.ready_at(now + 60.0) == now + 60.0  # a quiet minute refills it

@@ -39,6 +39,7 @@ from controller.kube.leader import describe_error
 from fastroute.ingress.objects import mapping, sequence, text
 
 __all__ = [
+    "WRITE_RATE",
     "Address",
     "Status",
     "StatusWriter",
@@ -56,6 +57,8 @@ log = logging.getLogger("fastroute.controller.status")
 # One entry of status.loadBalancer.ingress as compared: (ip, hostname), one of them "".
 Address = tuple[str, str]
 Status = tuple[Address, ...]
+
+WRITE_RATE = 100.0  # status writes per second, at most, all Ingresses together
 
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
@@ -200,19 +203,28 @@ class StatusWriter:
     Args:
         client: the API client.
         concurrency: writes in flight at once, at most.
+        rate: writes per second, at most (on average; ``concurrency`` at once).
         timeout: seconds one write may take before it counts as failed (and is retried).
     """
 
     def __init__(
-        self, client: AsyncClient, *, concurrency: int = 10, timeout: float = 10.0
+        self,
+        client: AsyncClient,
+        *,
+        concurrency: int = 10,
+        timeout: float = 10.0,
+        rate: float = WRITE_RATE,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"the write rate must be positive, got {rate}")
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"the write timeout must be positive, got {timeout}")
         self._client = client
         self.concurrency = concurrency
         self.timeout = timeout
+        self.rate = rate
         self._forbidden = False
         self.writes = 0  # successful writes, for metrics and logs
         self.failures = 0  # failed ones

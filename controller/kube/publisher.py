@@ -54,7 +54,7 @@ from controller.kube.ingress_status import (
     parse_addresses,
 )
 from controller.kube.leader import LeaderElector, describe_error
-from controller.kube.status_book import StatusBook
+from controller.kube.status_book import WRITE_RATE, StatusBook, WriteBudget
 from controller.kube.store import Change
 from fastroute.ingress import Problem, RouteConfig
 from fastroute.ingress.objects import kind, object_key
@@ -279,19 +279,23 @@ class Publisher:
         await passed.wait()
         book = self.book
         limiter = trio.CapacityLimiter(self.writer.concurrency)
+        budget = WriteBudget(self.writer.rate, self.writer.concurrency)
         async with trio.open_nursery() as nursery:
             while True:
                 self._work = trio.Event()
                 now = trio.current_time()
-                while limiter.available_tokens > 0:
+                while limiter.available_tokens > 0 and budget.ready_at(now) <= now:
                     due = book.pop_due(now)
                     if due is None:
                         break
+                    budget.spend(now)
                     limiter.acquire_on_behalf_of_nowait(due[0])
                     nursery.start_soon(self._write, due, limiter)
                 if not book.busy(now) and self._passed is not None:
                     self.published = self._passed  # its writes are done (retries aside)
                 when = book.next_due()
+                if when is not None:
+                    when = max(when, budget.ready_at(now))
                 with trio.move_on_at(when if when is not None else math.inf):
                     await self._work.wait()
 
@@ -396,6 +400,7 @@ class PublishOptions:
     pod_name: str = ""  # this replica (Events' source.host; the Lease holder's prefix)
     status_interval: float = 60.0
     update_status_on_shutdown: bool = False
+    status_write_rate: float = WRITE_RATE
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PublishOptions:
@@ -411,6 +416,7 @@ class PublishOptions:
             pod_name=args.pod_name or socket.gethostname(),
             status_interval=args.status_update_interval,
             update_status_on_shutdown=args.update_status_on_shutdown,
+            status_write_rate=args.status_write_rate,
         )
 
     def publisher(self, client: AsyncClient) -> Publisher:
@@ -428,7 +434,7 @@ class PublishOptions:
             publish_service=self.publish_service,
             publish_addresses=self.publish_addresses,
             recorder=EventRecorder(client, component=COMPONENT, instance=pod),
-            writer=StatusWriter(client),
+            writer=StatusWriter(client, rate=self.status_write_rate),
             status_interval=self.status_interval,
             update_status_on_shutdown=self.update_status_on_shutdown,
         )
@@ -483,6 +489,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often the leader checks statuses when nothing changed (default 60)",
     )
     group.add_argument(
+        "--status-write-rate",
+        type=_rate,
+        default=WRITE_RATE,
+        metavar="PER_SECOND",
+        help=f"status writes per second at most, all Ingresses together (default {WRITE_RATE:g})",
+    )
+    group.add_argument(
         "--update-status-on-shutdown",
         type=_boolean,
         nargs="?",
@@ -508,6 +521,16 @@ def _interval(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
 
 

@@ -21,6 +21,10 @@ The rules:
   previous one within ``PACE_QUIET``, up to ``PACE_MAX``, with jitter. A status changed
   once, long after our last write (a ``kubectl edit``, a restore from backup), is written
   back at once; so is a new value of ours (the publish Service's address changed).
+* **Rate.** All writes together are held to ``WriteBudget``'s rate (a token bucket): the
+  first publication of 10,000 statuses, or a restore of as many Ingresses, takes about a
+  hundred seconds instead of taking the CPU the proxy and the rebuilds need (and the API
+  server's). The bucket holds ``concurrency`` writes: one Ingress's write back goes at once.
 * **Failures** (5xx, 429, 409, timeouts, a lost connection) are retried with exponential
   backoff and jitter: the first retry after 1-2 s, then up to ``RETRY_MAX``. A refusal
   that retrying cannot fix (403, 400, 422) waits for the next change or sweep.
@@ -35,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.kube.ingress_status import Status, as_entries, current_status
+from controller.kube.ingress_status import WRITE_RATE, Status, as_entries, current_status
 from controller.kube.reflector import Backoff
 from fastroute.ingress.objects import mapping, text
 
@@ -45,7 +49,9 @@ __all__ = [
     "PACE_QUIET",
     "RETRY_FIRST",
     "RETRY_MAX",
+    "WRITE_RATE",
     "StatusBook",
+    "WriteBudget",
 ]
 
 PACE_BASE = 1.0  # seconds a write holds back the next write of the same Ingress
@@ -305,3 +311,36 @@ class StatusBook:
         self._queued[key] = when
         self._sequence += 1
         heapq.heappush(self._due, (when, self._sequence, key))
+
+
+class WriteBudget:
+    """A token bucket: ``rate`` writes a second on average, ``burst`` at once.
+
+    Args:
+        rate: tokens added per second.
+        burst: the most tokens held (so the most writes sent at once after a quiet time).
+    """
+
+    def __init__(self, rate: float = WRITE_RATE, burst: int = 10) -> None:
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"the write rate must be a positive number, got {rate}")
+        if burst < 1:
+            raise ValueError(f"the burst must be at least 1, got {burst}")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = -math.inf  # when _tokens was last brought up to date
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def ready_at(self, now: float) -> float:
+        """When the next write may be sent (``now`` if at once)."""
+        self._refill(now)
+        return now if self._tokens >= 1 else now + (1 - self._tokens) / self.rate
+
+    def spend(self, now: float) -> None:
+        """A write was sent."""
+        self._refill(now)
+        self._tokens -= 1
