@@ -1,15 +1,26 @@
-"""What the elected leader tells the cluster after each rebuild: Ingress statuses, Events.
+"""What the elected leader tells the cluster: Ingress statuses, Events.
 
-``KubeSource`` calls ``Publisher.on_config`` after every rebuild; that only remembers the
-newest config and snapshot and wakes ``run``, which does the work in passes: a burst of
-rebuilds during a pass makes one more pass, from the newest snapshot. A pass also runs
-every ``status_interval`` seconds, since the publish Service's address (or the Nodes')
-can change without a rebuild.
+Two feeds, both cheap to take: ``KubeSource`` calls ``on_ingress`` with every change the
+Ingress watch sees (status changes included), and ``on_config`` after every rebuild, which
+only remembers the newest config and snapshot and wakes ``run``. A ``StatusBook`` keeps,
+per Ingress, what its status says and whether we serve it; the watch events keep it up to
+date one Ingress at a time, and a pass tells it what changed in the config (the Ingresses
+served, the value to publish). Either may make a write due: a write loop sends the due
+writes, ``concurrency`` at a time and at most ``rate`` a second, retrying failures with
+backoff and pacing rewrites of an Ingress someone else keeps changing (``status_book``
+says how). So a rebuild costs O(changed Ingresses), and a status someone else changed is
+written back within seconds. Every ``status_interval`` seconds, and on taking the lead,
+every status is checked once more (a sweep), the publish Service read again (its address,
+or the Nodes', can change without a rebuild) and the rejections reported again.
+
+Without ``on_ingress`` (a caller that only hands snapshots over), each pass reads the
+Ingresses from the snapshot: O(all), in a worker thread.
 
 Only the leader acts (``LeaderElector``, which ``run`` runs): status, so N replicas do not
 race on the same field; Events too, so a rejection is reported once, not N times (the
 price: nothing is posted while no replica leads, and a new leader reports the current
-rejections once more). Losing leadership cancels a pass at once.
+rejections once more). Losing leadership cancels a pass, and the writes in flight, at
+once; a write is sent only after checking that this replica still leads.
 
 On shutdown the statuses are kept by default: with several replicas another one takes
 over (the Lease is released at once), and clearing them would make the address flap
@@ -23,6 +34,7 @@ reads them; then, next to the API client and the ``KubeSource``::
 
     publisher = publish_options.publisher(client)  # or publisher_from_args(args, client)
     nursery.start_soon(publisher.run)              # elects, writes, posts; until cancelled
+    KubeSource(client, on_config=..., on_ingress=publisher.on_ingress)
     await publisher.on_config(config, objects)     # in KubeSource's on_config, each rebuild
 """
 
