@@ -10,6 +10,7 @@ fixed source (the lowest draw), so the waits asserted are the ones the rules giv
 
 from __future__ import annotations
 
+import argparse
 import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -26,9 +27,9 @@ from test_kube_source import backends, running, site
 from test_kube_writes import FAST as FAST_LEASE
 
 from controller.kube.events import EventRecorder
-from controller.kube.ingress_status import StatusWriter
+from controller.kube.ingress_status import WRITE_RATE, StatusWriter
 from controller.kube.leader import LeaderElector
-from controller.kube.publisher import Publisher, PublishOptions
+from controller.kube.publisher import Publisher, PublishOptions, add_arguments
 from controller.kube.reflector import WatchOptions
 from controller.kube.source import KubeSource
 from controller.kube.status_book import PACE_BASE, PACE_MAX, RETRY_MAX, StatusBook, WriteBudget
@@ -499,3 +500,22 @@ def test_the_write_budget_allows_a_burst_then_its_rate() -> None:
         sent += 1
     assert 99 <= sent <= 101
     assert budget.ready_at(now + 60.0) == now + 60.0  # a quiet minute refills it
+
+
+def test_the_status_write_rate_is_a_flag(kubeapi: KubeAPI) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = PublishOptions.from_args(parser.parse_args(["--status-write-rate=25"]))
+    assert options.status_write_rate == 25.0
+    assert PublishOptions.from_args(parser.parse_args([])).status_write_rate == WRITE_RATE
+    for bad in ("0", "-1", "nan", "fast"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([f"--status-write-rate={bad}"])
+
+    async def build() -> Publisher:
+        client = AsyncClient(config=KubeConfig.from_dict(kubeapi.kubeconfig()))
+        built = options.publisher(client)
+        await client.close()
+        return built
+
+    assert trio.run(build).writer.rate == 25.0
