@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -33,6 +33,11 @@ from controller.kube.publisher import Publisher, PublishOptions, add_arguments
 from controller.kube.reflector import WatchOptions
 from controller.kube.source import KubeSource
 from controller.kube.status_book import PACE_BASE, PACE_MAX, RETRY_MAX, StatusBook, WriteBudget
+from controller.pipeline import Pipeline
+from controller.reload_metrics import ReloadMetrics
+from fastroute.ingress import RouteConfig
+from fastroute.proxy.metrics import Metrics
+from fastroute.proxy.server import Proxy
 
 pytest_plugins = ["kubeapi.fixtures"]
 
@@ -116,14 +121,20 @@ class Replica:
     source: KubeSource
     publisher: Publisher
     scope: trio.CancelScope
+    config: RouteConfig | None = None  # the last config installed
+
+    async def installed(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
+        self.config = config
+        await self.publisher.on_config(config, objects)
 
 
 @asynccontextmanager
 async def _replicas(
     kubeconfig: Path, count: int = 1, *, timeout: float = 10.0, rate: float = 100.0
 ) -> AsyncIterator[list[Replica]]:
-    """``count`` replicas, each with its own client, source and publisher (publishing
-    ``OURS``), running until the block ends; the first one started leads."""
+    """``count`` replicas, each with its own client, source, pipeline and publisher
+    (publishing ``OURS``), wired as ``controller.app`` wires them, running until the block
+    ends; the first one started leads."""
     async with AsyncExitStack() as stack:
         clients = []
         for _ in range(count):
@@ -152,32 +163,34 @@ async def _replicas(
                 writer=StatusWriter(client, timeout=timeout, rate=rate),
                 book=StatusBook(rng=_lowest),
             )
-            source = KubeSource(
-                client,
-                on_config=publisher.on_config,
-                on_ingress=publisher.on_ingress,
-                debounce=0.01,
-                watch=WATCH,
-            )
-            scope = trio.CancelScope()
+            source = KubeSource(client, watch=WATCH, on_ingress=publisher.on_ingress)
+            metrics = Metrics()
+            pipeline = Pipeline(Proxy(None, metrics=metrics), ReloadMetrics(metrics.registry))
+            replica = Replica(source, publisher, trio.CancelScope())
 
             async def run(
-                publisher: Publisher = publisher,
-                source: KubeSource = source,
-                scope: trio.CancelScope = scope,
+                replica: Replica = replica,
+                pipeline: Pipeline = pipeline,
                 *,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
             ) -> None:
-                with scope:
+                with replica.scope:
                     async with trio.open_nursery() as inner:
-                        inner.start_soon(publisher.run)
-                        await inner.start(source.run)
+                        inner.start_soon(replica.publisher.run)
+                        await inner.start(
+                            partial(
+                                pipeline.follow,
+                                replica.source,
+                                on_config=replica.installed,
+                                debounce=0.01,
+                            )
+                        )
                         task_status.started()
 
             await nursery.start(run)
             if n == 0:
                 await elector.wait_for(True)
-            replicas.append(Replica(source, publisher, scope))
+            replicas.append(replica)
         try:
             yield replicas
         finally:
@@ -185,12 +198,9 @@ async def _replicas(
 
 
 async def _settled(replica: Replica) -> None:
-    """Wait until the publisher's writes for the source's newest config are done."""
+    """Wait until the publisher's writes for the newest config installed are done."""
     await _until(
-        lambda: (
-            replica.source.config is not None
-            and replica.publisher.published is replica.source.config
-        ),
+        lambda: replica.config is not None and replica.publisher.published is replica.config,
         "the publisher caught up with the newest config",
     )
 

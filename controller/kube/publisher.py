@@ -1,7 +1,8 @@
 """What the elected leader tells the cluster: Ingress statuses, Events.
 
 Two feeds, both cheap to take: ``KubeSource`` calls ``on_ingress`` with every change the
-Ingress watch sees (status changes included), and ``on_config`` after every rebuild, which
+Ingress watch sees (status changes included), and the pipeline calls ``on_config`` with
+every config it installs and the objects it came from, which
 only remembers the newest config and snapshot and wakes ``run``. A ``StatusBook`` keeps,
 per Ingress, what its status says and whether we serve it; the watch events keep it up to
 date one Ingress at a time, and a pass tells it what changed in the config (the Ingresses
@@ -34,8 +35,8 @@ reads them; then, next to the API client and the ``KubeSource``::
 
     publisher = publish_options.publisher(client)  # or publisher_from_args(args, client)
     nursery.start_soon(publisher.run)              # elects, writes, posts; until cancelled
-    KubeSource(client, on_config=..., on_ingress=publisher.on_ingress)
-    await publisher.on_config(config, objects)     # in KubeSource's on_config, each rebuild
+    source = KubeSource(client, ..., on_ingress=publisher.on_ingress)
+    await pipeline.follow(source, on_config=publisher.on_config)  # each config installed
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class Publisher:
         return f"<Publisher passes={self.passes} {self.book!r} {self.elector!r}>"
 
     async def on_config(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
-        """The ``KubeSource`` callback: remember the newest snapshot and wake ``run``."""
+        """The pipeline's callback: remember the newest snapshot and wake ``run``."""
         self._latest = (config, objects)
         self._wake.set()
 
