@@ -21,7 +21,8 @@ leads, and the updates run while it does; those made before the last status was 
 are reported on their own.
 
 Usage: ``python bench/controller_scale.py [--ingresses 10000] [--paths 10] [--updates 1000]
-[--starts 3] [--pool 50] [--publish-address ADDR [--first-publication]] [--quick]
+[--starts 3] [--pool 50] [--publish-address ADDR [--first-publication]
+[--status-write-rate N]] [--quick]
 [--json FILE] [--log-dir DIR]``
 """
 
@@ -419,6 +420,8 @@ def start_controller(
     ]  # fmt: skip
     if args.publish_address:
         command += ["--publish-address", args.publish_address]
+    if args.status_write_rate is not None:
+        command += ["--status-write-rate", str(args.status_write_rate)]
     spawned = time.perf_counter()
     process = processes.start("controller", command, log=log)
     controller = Controller(process, http_port, status_port, log)
@@ -864,6 +867,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --publish-address: the emulator starts with no status published, and the "
         "updates are timed while the controller writes them all (one start)",
+    )
+    parser.add_argument(
+        "--status-write-rate",
+        type=float,
+        metavar="PER_SECOND",
+        help="passed to the controller: status writes per second at most (its default if left out)",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     parser.add_argument(
