@@ -9,8 +9,11 @@ date one Ingress at a time, and a pass tells it what changed in the config (the 
 served, the value to publish). Either may make a write due: a write loop sends the due
 writes, ``concurrency`` at a time and at most ``rate`` a second, retrying failures with
 backoff and pacing rewrites of an Ingress someone else keeps changing (``status_book``
-says how). So a rebuild costs O(changed Ingresses), and a status someone else changed is
-written back within seconds. Every ``status_interval`` seconds, and on taking the lead,
+says how). Writes also wait, from an Ingress change that rebuilds until the config it
+makes arrives (``REBUILD_QUIET`` at most): a write's work on the event loop and a build
+in its worker thread share one GIL, and the update would reach traffic later. A rebuild
+costs O(changed Ingresses), and a status someone else changed is written back within
+seconds. Every ``status_interval`` seconds, and on taking the lead,
 every status is checked once more (a sweep), the publish Service read again (its address,
 or the Nodes', can change without a rebuild) and the rejections reported again.
 
@@ -71,6 +74,7 @@ from controller.kube.status_book import WRITE_RATE, StatusBook, WriteBudget
 from controller.kube.store import Change
 from fastroute.ingress import Problem, RouteConfig
 from fastroute.ingress.objects import kind, object_key
+from fastroute.ingress.spec import reads_the_same
 
 __all__ = [
     "DEFAULT_ELECTION_ID",
@@ -86,6 +90,8 @@ log = logging.getLogger("fastroute.controller.publisher")
 DEFAULT_ELECTION_ID = "fastroute-leader"
 REJECTED = "Rejected"  # the Event reason for an Ingress, or a part of one, not served
 SHUTDOWN_TIMEOUT = 5.0  # seconds the shutdown status update may take
+WRITE_BURST = 2  # writes sent at once after a pause (the rest follow at the write rate)
+REBUILD_QUIET = 1.0  # seconds writes wait, at most, for the rebuild an Ingress change starts
 SWEEP_SLICE = 1000  # Ingresses checked between two turns of the event loop in a sweep
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -150,6 +156,7 @@ class Publisher:
         self._watched = False  # Ingresses come from on_ingress, not from the snapshots
         self._wake = trio.Event()  # a new snapshot, or time for a sweep
         self._work = trio.Event()  # a write may be due
+        self._quiet_until = -math.inf  # no write starts before this: a rebuild is coming
         self._sweep_due = True
         self._service_failing = False
 
@@ -159,7 +166,9 @@ class Publisher:
     async def on_config(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
         """The pipeline's callback: remember the newest snapshot and wake ``run``."""
         self._latest = (config, objects)
+        self._quiet_until = -math.inf  # the rebuild is over
         self._wake.set()
+        self._work.set()
 
     def on_ingress(self, change: Change) -> None:
         """Each change the Ingress watch sees, as it sees it (``KubeSource``'s
@@ -174,7 +183,12 @@ class Publisher:
         if change.type == "DELETED":
             self.book.forget(key)
             return
-        self.book.observe(key, change.obj, trio.current_time())
+        now = trio.current_time()
+        if change.previous is None or not reads_the_same(change.previous, change.obj):
+            # a rebuild follows: writes wait for it (REBUILD_QUIET at most), since their
+            # work on the event loop and the build in its thread slow each other down
+            self._quiet_until = now + REBUILD_QUIET
+        self.book.observe(key, change.obj, now)
         if self.book.next_due() is not None:
             self._work.set()
 
@@ -292,12 +306,13 @@ class Publisher:
         await passed.wait()
         book = self.book
         limiter = trio.CapacityLimiter(self.writer.concurrency)
-        budget = WriteBudget(self.writer.rate, self.writer.concurrency)
+        budget = WriteBudget(self.writer.rate, WRITE_BURST)
         async with trio.open_nursery() as nursery:
             while True:
                 self._work = trio.Event()
                 now = trio.current_time()
-                while limiter.available_tokens > 0 and budget.ready_at(now) <= now:
+                quiet = now < self._quiet_until
+                while not quiet and limiter.available_tokens > 0 and budget.ready_at(now) <= now:
                     due = book.pop_due(now)
                     if due is None:
                         break
@@ -308,7 +323,7 @@ class Publisher:
                     self.published = self._passed  # its writes are done (retries aside)
                 when = book.next_due()
                 if when is not None:
-                    when = max(when, budget.ready_at(now))
+                    when = max(when, budget.ready_at(now), self._quiet_until)
                 with trio.move_on_at(when if when is not None else math.inf):
                     await self._work.wait()
 

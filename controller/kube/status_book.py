@@ -24,7 +24,7 @@ The rules:
 * **Rate.** All writes together are held to ``WriteBudget``'s rate (a token bucket): the
   first publication of 10,000 statuses, or a restore of as many Ingresses, takes about a
   hundred seconds instead of taking the CPU the proxy and the rebuilds need (and the API
-  server's). The bucket holds ``concurrency`` writes: one Ingress's write back goes at once.
+  server's). One Ingress's write back goes at once (the bucket holds a small burst).
 * **Failures** (5xx, 429, 409, timeouts, a lost connection) are retried with exponential
   backoff and jitter: the first retry after 1-2 s, then up to ``RETRY_MAX``. A refusal
   that retrying cannot fix (403, 400, 422) waits for the next change or sweep.
