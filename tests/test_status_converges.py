@@ -27,7 +27,7 @@ from test_kube_source import backends, running, site
 from test_kube_writes import FAST as FAST_LEASE
 
 from controller.kube.events import EventRecorder
-from controller.kube.ingress_status import WRITE_RATE, StatusWriter
+from controller.kube.ingress_status import WRITE_RATE, StatusWriter, WriteOutcome
 from controller.kube.leader import LeaderElector
 from controller.kube.publisher import Publisher, PublishOptions, add_arguments
 from controller.kube.reflector import WatchOptions
@@ -292,6 +292,39 @@ def test_a_fight_with_another_writer_is_paced_not_a_hot_loop(
             gaps = [b - a for a, b in itertools.pairwise(seen)]
             for n, gap in enumerate(gaps):
                 assert gap >= PACE_BASE * 2.0**n * 0.5 * 0.9, gaps
+
+    trio.run(main)
+
+
+def test_a_write_waits_for_the_rebuild_an_ingress_change_started(
+    kubeapi_tls: KubeAPI, kubeconfig_file: Path
+) -> None:
+    """A spec change, then a status cleared: the status is written back once the config
+    with the change is in, not during its build (the two would slow each other down)."""
+    api = kubeapi_tls
+    # published already (by a replica before this one): no write holds the next one back
+    api.create({**_ingress("b"), "status": {"loadBalancer": {"ingress": OURS}}})
+    api.create({**_ingress("c"), "status": {"loadBalancer": {"ingress": OURS}}})
+
+    async def main() -> None:
+        async with _replicas(kubeconfig_file) as (leader,):
+            await _settled(leader)
+            writer = leader.publisher.writer
+            sent_under: list[RouteConfig | None] = []  # the config in place at each write
+            write = writer.write
+
+            async def noting(namespace: str, name: str, value: Any) -> WriteOutcome:
+                sent_under.append(leader.config)
+                return await write(namespace, name, value)
+
+            writer.write = noting  # type: ignore[method-assign]
+            api.patch("Ingress", "c", {"spec": _ingress("c", path="/v2")["spec"]})
+            _set_status(api, "b", None)
+            await _until(lambda: _status(api, "b") == OURS, "b written back")
+            (config,) = sent_under
+            assert config is not None
+            # the config in place when b was written no longer routes /other of c
+            assert config.router.match("c.example.com", "/other") is None
 
     trio.run(main)
 
