@@ -14,8 +14,16 @@ new color. The updates cycle through ``--pool`` Ingresses picked at random. Memo
 after a warm-up, every tenth of the run and after the last update, since a controller that
 swaps configs for weeks must not grow.
 
+With ``--publish-address`` the controller publishes every Ingress's status. The emulator
+then starts with the statuses already published (as a restarted controller finds them),
+unless ``--first-publication``: then none is, the controller writes all N as soon as it
+leads, and the updates run while it does; those made before the last status was written
+are reported on their own.
+
 Usage: ``python bench/controller_scale.py [--ingresses 10000] [--paths 10] [--updates 1000]
-[--starts 3] [--pool 50] [--quick] [--json FILE] [--log-dir DIR]``
+[--starts 3] [--pool 50] [--publish-address ADDR [--first-publication]
+[--status-write-rate N]] [--quick]
+[--json FILE] [--log-dir DIR]``
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ __all__ = [
     "ingress",
     "log_problems",
     "main",
+    "parse_cpu_seconds",
     "parse_memory",
     "parse_samples",
     "percentile",
@@ -286,6 +295,20 @@ def read_memory(pid: int) -> Memory:
     return parse_memory(Path(f"/proc/{pid}/status").read_text())
 
 
+def parse_cpu_seconds(stat: str) -> float:
+    """User plus system CPU seconds from the text of ``/proc/PID/stat``.
+
+    The load on a shared machine stretches wall-clock figures; the CPU a process spent on
+    the same work barely moves, so it compares runs made under different loads.
+    """
+    fields = stat.rpartition(")")[2].split()  # after "(comm)", which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def read_cpu_seconds(pid: int) -> float:
+    return parse_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
+
+
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -397,6 +420,8 @@ def start_controller(
     ]  # fmt: skip
     if args.publish_address:
         command += ["--publish-address", args.publish_address]
+    if args.status_write_rate is not None:
+        command += ["--status-write-rate", str(args.status_write_rate)]
     spawned = time.perf_counter()
     process = processes.start("controller", command, log=log)
     controller = Controller(process, http_port, status_port, log)
@@ -456,6 +481,13 @@ class Updates:
     reloads_before: dict[str, int] = field(default_factory=dict)
     reloads_after: dict[str, int] = field(default_factory=dict)
     stopped_early: str | None = None
+    # --first-publication: latencies of the updates written while statuses were still
+    # being published, and when the last status was (seconds after the updates began)
+    cpu_s: float | None = None  # the controller's CPU seconds over the update phase
+    during_publication_ms: list[float] = field(default_factory=list)
+    statuses_at_start: int = 0
+    statuses_written: int = 0
+    publication_done_s: float | None = None
 
     @property
     def growth_mib(self) -> float | None:
@@ -496,6 +528,22 @@ def _follow(
         time.sleep(min(POLL_MAX, max(POLL_MIN, elapsed * POLL_FRACTION)))
 
 
+class StatusWrites:
+    """Counts the status writes the emulator accepted, reading only the new ones each time."""
+
+    def __init__(self, api: KubeAPI) -> None:
+        self._api = api
+        self._read = 0
+        self.count = 0
+
+    def update(self) -> int:
+        writes = self._api.writes
+        new = writes[self._read :]  # appended under the emulator's lock; a slice is a copy
+        self._read += len(new)
+        self.count += sum(1 for w in new if w.code == 200 and w.path.endswith("/status"))
+        return self.count
+
+
 def run_updates(
     api: KubeAPI, controller: Controller, backends: Mapping[str, Backend], args: argparse.Namespace
 ) -> Updates:
@@ -506,12 +554,20 @@ def run_updates(
     warm_after = min(WARM_UP, args.updates // 3)
     updates = Updates(requested=args.updates, pool=len(pool), warm_after=warm_after)
     updates.reloads_before = reloads(controller.metrics())
+    cpu_before = read_cpu_seconds(controller.process.pid)
     switched: dict[int, dict[int, str]] = {}  # Ingress -> path -> the color Service it names
     client = ProxyClient(controller.http_port)
     in_a_row = 0
     trend_every = max(1, args.updates // 10)
+    statuses = StatusWrites(api) if args.first_publication else None
+    began = time.perf_counter()
+    if statuses is not None:
+        updates.statuses_at_start = statuses.update()
     try:
         for n in range(1, args.updates + 1):
+            publishing = statuses is not None and statuses.update() < args.ingresses
+            if statuses is not None and not publishing and updates.publication_done_s is None:
+                updates.publication_done_s = time.perf_counter() - began
             i, k = pool[(n - 1) % len(pool)], rng.randrange(args.paths)
             current = switched.get(i, {}).get(k, "blue")  # its own Service points at blue
             new = "green" if current == "blue" else "blue"
@@ -526,6 +582,8 @@ def run_updates(
             seen = _follow(client, host, path, want, old, written, updates)
             if isinstance(seen, float):
                 updates.latencies_ms.append((seen - written) * 1000)
+                if publishing:
+                    updates.during_publication_ms.append((seen - written) * 1000)
                 in_a_row = 0
             else:
                 updates.failed.append(f"update {n} ({host}{path} to {new}): last answer {seen}")
@@ -544,10 +602,13 @@ def run_updates(
             if n % 50 == 0 or n == args.updates:
                 _progress(_update_progress(n, updates))
         if updates.stopped_early is None:
+            updates.cpu_s = read_cpu_seconds(controller.process.pid) - cpu_before
             updates.end = read_memory(controller.process.pid)
             metrics = controller.metrics()
             updates.reloads_after = reloads(metrics)
             updates.series_end = series_count(metrics)
+        if statuses is not None:
+            updates.statuses_written = statuses.update()
     finally:
         client.close()
     return updates
@@ -596,6 +657,14 @@ def _report(
                  p99 < P99_TARGET_MS),
             _row("update to traffic, max", f"{max(lat):.1f} ms"),
         ]  # fmt: skip
+    if updates.cpu_s is not None and done:
+        rows.append(
+            _row(
+                "controller CPU per update (user + system)", f"{updates.cpu_s * 1000 / done:.1f} ms"
+            )
+        )
+    if args.first_publication:
+        rows += _publication_rows(args, updates)
     rows.append(
         _row(f"updates not followed within {UPDATE_DEADLINE:g} s",
              f"{len(updates.failed)} of {done}", "0", not updates.failed and done > 0)
@@ -657,6 +726,29 @@ def _report(
     return lines
 
 
+def _publication_rows(args: argparse.Namespace, updates: Updates) -> list[str]:
+    """The first publication: how far it had gone, and the updates made while it ran."""
+    during = updates.during_publication_ms
+    done = updates.publication_done_s
+    rows = [
+        _row("statuses written before the updates began",
+             f"{updates.statuses_at_start:,} of {args.ingresses:,}"),
+        _row("first publication done, after the updates began",
+             f"{done:.1f} s" if done is not None
+             else f"not within the run ({updates.statuses_written:,} written)"),
+    ]  # fmt: skip
+    if during:
+        p99 = percentile(during, 99)
+        rows += [
+            _row(f"update to traffic while publishing, p50 ({len(during)} updates)",
+                 f"{percentile(during, 50):.1f} ms"),
+            _row("update to traffic while publishing, p99", f"{p99:.1f} ms",
+                 f"< {P99_TARGET_MS:g} ms", p99 < P99_TARGET_MS),
+            _row("update to traffic while publishing, max", f"{max(during):.1f} ms"),
+        ]  # fmt: skip
+    return rows
+
+
 def _log_summary(logs: Sequence[Path]) -> list[str]:
     problems = [line for log in logs for line in log_problems(log.read_text(errors="replace"))]
     lines = [f"controller logs: {len(problems)} line(s) at WARNING or above"]
@@ -696,8 +788,9 @@ def run(args: argparse.Namespace, workdir: Path, logs: Path) -> tuple[list[str],
         cleanup.callback(processes.stop_all)
         ports = {color: backend.port for color, backend in backends.items()}
         setup = time.perf_counter()
+        published = None if args.first_publication else args.publish_address
         objects = api.create_many(
-            cluster_objects(args.ingresses, args.paths, ports, published=args.publish_address)
+            cluster_objects(args.ingresses, args.paths, ports, published=published)
         )
         _progress(f"{objects:,} objects in the emulator in {time.perf_counter() - setup:.1f} s")
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
@@ -769,6 +862,18 @@ def _parser() -> argparse.ArgumentParser:
         help="passed to the controller, which then publishes every Ingress's status "
         "(the emulator starts with it published, as a restarted controller finds it)",
     )
+    parser.add_argument(
+        "--first-publication",
+        action="store_true",
+        help="with --publish-address: the emulator starts with no status published, and the "
+        "updates are timed while the controller writes them all (one start)",
+    )
+    parser.add_argument(
+        "--status-write-rate",
+        type=float,
+        metavar="PER_SECOND",
+        help="passed to the controller: status writes per second at most (its default if left out)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     parser.add_argument(
         "--log-dir", type=Path, metavar="DIR", help="keep the controller's logs here"
@@ -783,6 +888,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.ingresses, args.updates, args.starts = 200, 30, 1
     if min(args.ingresses, args.paths, args.updates, args.starts, args.pool) < 1:
         parser.error("--ingresses, --paths, --updates, --starts and --pool must be positive")
+    if args.first_publication:
+        if not args.publish_address:
+            parser.error("--first-publication needs --publish-address")
+        args.starts = 1  # a second start would find every status published
     if not Path("/proc/self/status").exists():
         parser.error("memory is read from /proc/PID/status: this benchmark needs Linux")
     signal.signal(signal.SIGTERM, _interrupt)

@@ -314,6 +314,7 @@ class Controller:
                     configmap=self.options.configmap,
                     settings_defaults=self.options.settings_defaults,
                     ssl_passthrough=self.options.ssl_passthrough,
+                    on_ingress=publisher.on_ingress,
                 )
                 await self.pipeline.follow(
                     source, on_config=publisher.on_config, debounce=kube.debounce

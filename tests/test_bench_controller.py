@@ -10,8 +10,10 @@ a ready time, a latency for every update, none failed; it asserts no speed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from controller_scale import (  # noqa: E402  (bench/ is a folder of scripts)
     cluster_objects,
     ingress,
     log_problems,
+    parse_cpu_seconds,
     parse_memory,
     parse_samples,
     percentile,
@@ -59,6 +62,22 @@ def test_proc_status_memory_is_read_in_mib() -> None:
 def test_this_process_status_is_read() -> None:
     memory = parse_memory(Path("/proc/self/status").read_text())
     assert 0 < memory.rss_mib <= memory.hwm_mib
+
+
+def test_cpu_seconds_are_user_plus_system_even_with_a_parenthesis_in_the_name() -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = ["S", "1", "1", "1", "0", "-1", "4194560", "100", "0", "0", "0"]
+    stat = f"4242 (py (x) thon) {' '.join(fields)} {3 * ticks} {ticks} 0 0 20 0 4 0"
+    assert parse_cpu_seconds(stat) == 4.0
+
+
+def test_this_process_cpu_seconds_grow_with_work() -> None:
+    stat = Path("/proc/self/stat")
+    before = parse_cpu_seconds(stat.read_text())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # bounded: 50 ms of CPU
+        pass
+    assert parse_cpu_seconds(stat.read_text()) > before
 
 
 def test_a_status_without_memory_lines_is_refused() -> None:
@@ -160,3 +179,20 @@ def test_a_quick_run_times_ready_and_every_update(tmp_path: Path) -> None:
     for measure in ("time to first ready", "update to traffic, p99", "RSS growth"):
         assert any(line.startswith(f"| {measure}") for line in run.stdout.splitlines()), measure
     assert (tmp_path / "logs" / "controller-1.log").stat().st_size > 0
+
+
+def test_a_quick_first_publication_run_times_updates_while_statuses_are_written(
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "results.json"
+    command = [sys.executable, str(BENCH / "controller_scale.py"), "--quick"]
+    command += ["--publish-address", "203.0.113.10", "--first-publication"]
+    command += ["--json", str(report)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    assert run.returncode == 0, run.stderr
+    updates = json.loads(report.read_text())["updates"]
+    assert updates["failed"] == []
+    assert updates["statuses_written"] > 0  # none was published: the controller wrote them
+    assert updates["cpu_s"] > 0
+    for measure in ("statuses written before the updates began", "controller CPU per update"):
+        assert any(line.startswith(f"| {measure}") for line in run.stdout.splitlines()), measure

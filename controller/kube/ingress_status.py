@@ -16,33 +16,39 @@ reachable. It comes from one of two flags, as in ingress-nginx:
 
 Values are compared as sets (sorted, deduplicated, IPs in canonical form), so an order
 or spelling the API server chose never causes a write. ``desired_status`` is pure;
-``StatusWriter`` is the only code here that talks to the API.
+``StatusWriter`` is the only code here that talks to the API; which Ingress to write, and
+when, is ``status_book``'s to say.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import trio
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.resources.networking_v1 import Ingress
-from lightkube.types import PatchType
 
+from controller.kube.client import CredentialError, http_client
 from controller.kube.leader import describe_error
-from fastroute.ingress.objects import mapping, name, namespace, object_key, sequence, text
+from fastroute.ingress.objects import mapping, sequence, text
 
 __all__ = [
+    "WRITE_RATE",
     "Address",
+    "Status",
     "StatusWriter",
+    "WriteOutcome",
+    "as_entries",
     "current_status",
     "desired_status",
     "needs_nodes",
+    "normalized",
     "parse_addresses",
 ]
 
@@ -52,9 +58,10 @@ log = logging.getLogger("fastroute.controller.status")
 Address = tuple[str, str]
 Status = tuple[Address, ...]
 
+WRITE_RATE = 100.0  # status writes per second, at most, all Ingresses together
+
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
-_PUBLISHED_KEPT = 8  # past values remembered as "ours" (to clear them from disowned Ingresses)
 
 
 def parse_addresses(values: Iterable[str]) -> list[str]:
@@ -91,7 +98,12 @@ def desired_status(
     found: list[Address] = [_address(a) for a in addresses]
     if not found and service is not None:
         found = _from_service(service, nodes)
-    return _as_status(_normalized(found))
+    return as_entries(_normalized(found))
+
+
+def normalized(entries: Iterable[Mapping[str, Any]]) -> Status:
+    """Entries of ``status.loadBalancer.ingress`` (``desired_status``'s), in the form compared."""
+    return _normalized((text(e.get("ip")), text(e.get("hostname"))) for e in entries)
 
 
 def needs_nodes(service: Mapping[str, Any]) -> bool:
@@ -164,130 +176,117 @@ def _order(entry: Address) -> tuple[int, int, bytes, str]:
         return (1 if ip else 2, 0, ip.encode(), hostname)
 
 
-def _as_status(status: Status) -> list[dict[str, str]]:
+def as_entries(status: Status) -> list[dict[str, str]]:
+    """A status as the API spells it: ``[{"ip": ...}, {"hostname": ...}]``."""
     return [{k: v for k, v in (("ip", ip), ("hostname", hostname)) if v} for ip, hostname in status]
 
 
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What became of one status write."""
+
+    ok: bool
+    version: str = ""  # the resourceVersion the answer carried (ok)
+    retry: bool = False  # a failure that may pass: 5xx, 429, 409, timeouts, lost connections
+    code: int = 0  # the HTTP status of a refusal (0: no answer)
+
+
 class StatusWriter:
-    """Writes ``status.loadBalancer.ingress`` of Ingresses, each only when it differs.
+    """Writes ``status.loadBalancer.ingress`` of one Ingress at a time.
 
     Writes are merge patches of the ``/status`` subresource (RBAC: ``patch`` on
-    ``ingresses/status``; the spec cannot be touched through it). One ``sync`` sends its
-    writes together, ``concurrency`` at a time.
+    ``ingresses/status``; the spec cannot be touched through it), sent on the API
+    client's own connections. Only the answer's ``resourceVersion`` is read from it: a
+    controller writing 10,000 statuses has no use for 10,000 parsed models, and the CPU
+    they take is the proxy's.
 
-    The snapshot an Ingress comes from may predate our own last write to it (the watch
-    has not caught up): a write is remembered with the resourceVersion it was made over,
-    and while the snapshot still shows that version, the value we wrote counts as current.
+    Args:
+        client: the API client.
+        concurrency: writes in flight at once, at most.
+        rate: writes per second, at most (on average; ``concurrency`` at once).
+        timeout: seconds one write may take before it counts as failed (and is retried).
     """
 
-    def __init__(self, client: AsyncClient, *, concurrency: int = 10) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        concurrency: int = 10,
+        timeout: float = 10.0,
+        rate: float = WRITE_RATE,
+    ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"the write rate must be positive, got {rate}")
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"the write timeout must be positive, got {timeout}")
         self._client = client
-        self._concurrency = concurrency
-        self._published: list[Status] = []  # values we published, newest last
-        self._written: dict[str, tuple[Status, str]] = {}  # key -> (value, resourceVersion)
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.rate = rate
         self._forbidden = False
         self.writes = 0  # successful writes, for metrics and logs
+        self.failures = 0  # failed ones
 
-    async def sync(
-        self,
-        owned: Iterable[Mapping[str, Any]],
-        disowned: Iterable[Mapping[str, Any]],
-        desired: Sequence[Mapping[str, str]],
-    ) -> int:
-        """Make every owned Ingress say ``desired``, and clear it from disowned ones.
-
-        Args:
-            owned: the Ingresses we serve (objects from the latest snapshot).
-            disowned: the other Ingresses of the snapshot; only those whose status is a
-                value we published are cleared (another controller's is left alone).
-            desired: the value (``desired_status``).
-
-        Returns:
-            How many writes were sent.
-        """
-        want = _normalized((text(d.get("ip")), text(d.get("hostname"))) for d in desired)
-        if want not in self._published:
-            self._published = [*self._published, want][-_PUBLISHED_KEPT:]
-        # reading every Ingress takes a while with thousands: in a thread, so the proxy's
-        # event loop goes on meanwhile (no write is in flight, so _written holds still)
-        plan = await trio.to_thread.run_sync(self._plan, owned, disowned, want)
-        limiter = trio.CapacityLimiter(self._concurrency)
-        async with trio.open_nursery() as nursery:
-            for ingress, value in plan:
-                nursery.start_soon(self._write, ingress, value, limiter)
-        return len(plan)
-
-    def _plan(
-        self,
-        owned: Iterable[Mapping[str, Any]],
-        disowned: Iterable[Mapping[str, Any]],
-        want: Status,
-    ) -> list[tuple[Mapping[str, Any], Status]]:
-        """The writes ``sync`` sends: (Ingress, value)."""
-        plan: list[tuple[Mapping[str, Any], Status]] = []
-        seen = set()
-        for ingress in owned:
-            seen.add(object_key(ingress))
-            if self._current(ingress) != want:
-                plan.append((ingress, want))
-        for ingress in disowned:
-            seen.add(object_key(ingress))
-            current = self._current(ingress)
-            if current and current in self._published:
-                plan.append((ingress, ()))
-        self._written = {k: v for k, v in self._written.items() if k in seen}
-        return plan
-
-    def _current(self, ingress: Mapping[str, Any]) -> Status:
-        written = self._written.get(object_key(ingress))
-        version = text(mapping(ingress.get("metadata")).get("resourceVersion"))
-        if written is not None and written[1] == version:
-            return written[0]
-        return current_status(ingress)
-
-    async def _write(
-        self, ingress: Mapping[str, Any], value: Status, limiter: trio.CapacityLimiter
-    ) -> None:
-        key = object_key(ingress)
+    async def write(self, namespace: str, name: str, value: Status) -> WriteOutcome:
+        """Make Ingress ``namespace/name`` say ``value`` (``()``: clear it)."""
+        key = f"{namespace}/{name}"
         # null deletes the list (merge patch): a cleared status looks like a new Ingress's
-        entries = _as_status(value) or None
-        patch = {"status": {"loadBalancer": {"ingress": entries}}}
-        async with limiter:
-            try:
-                await self._client.patch(
-                    Ingress.Status,
-                    name(ingress),
-                    patch,
-                    namespace=namespace(ingress),
-                    patch_type=PatchType.MERGE,
-                )
-            except ApiError as error:
-                self._failed(key, error)
-                return
-            except httpx.HTTPError as error:
-                log.warning("cannot write the status of Ingress %s: %s", key, describe_error(error))
-                return
+        body = json.dumps({"status": {"loadBalancer": {"ingress": as_entries(value) or None}}})
+        path = f"apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{name}/status"
+        try:
+            response = await http_client(self._client).patch(
+                path,
+                content=body.encode(),
+                headers={"Content-Type": "application/merge-patch+json"},
+                timeout=self.timeout,
+            )
+        except (httpx.HTTPError, CredentialError) as error:
+            self.failures += 1
+            log.warning("cannot write the status of Ingress %s: %s", key, describe_error(error))
+            return WriteOutcome(ok=False, retry=True)
+        code = response.status_code
+        if code != 200:
+            self.failures += 1
+            return self._refused(key, code, _message(response))
         self.writes += 1
-        version = text(mapping(ingress.get("metadata")).get("resourceVersion"))
-        self._written[key] = (value, version)
         log.info(
             "Ingress %s status: %s",
             key,
             ", ".join(ip or hostname for ip, hostname in value) or "cleared",
         )
+        return WriteOutcome(ok=True, version=_resource_version(response))
 
-    def _failed(self, key: str, error: ApiError) -> None:
-        code = error.status.code
+    def _refused(self, key: str, code: int, message: str) -> WriteOutcome:
         if code == 404:  # deleted meanwhile: nothing to say
             log.debug("Ingress %s is gone; no status to write", key)
         elif code == 403:
             if not self._forbidden:
                 log.error(
                     "not allowed to write Ingress statuses (grant patch on ingresses/status): %s",
-                    describe_error(error),
+                    message,
                 )
             self._forbidden = True
         else:
-            log.warning("cannot write the status of Ingress %s: %s", key, describe_error(error))
+            log.warning("cannot write the status of Ingress %s: %d %s", key, code, message)
+        # conflicts, throttling and server errors pass; a refusal of the request does not
+        return WriteOutcome(ok=False, retry=code in (409, 429) or code >= 500, code=code)
+
+
+def _resource_version(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    metadata = mapping(mapping(body).get("metadata"))
+    return text(metadata.get("resourceVersion"))
+
+
+def _message(response: httpx.Response) -> str:
+    """The Status message of a refusal, or its reason phrase."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase
+    return text(mapping(body).get("message")) or response.reason_phrase

@@ -1,15 +1,30 @@
-"""What the elected leader tells the cluster after each rebuild: Ingress statuses, Events.
+"""What the elected leader tells the cluster: Ingress statuses, Events.
 
-``KubeSource`` calls ``Publisher.on_config`` after every rebuild; that only remembers the
-newest config and snapshot and wakes ``run``, which does the work in passes: a burst of
-rebuilds during a pass makes one more pass, from the newest snapshot. A pass also runs
-every ``status_interval`` seconds, since the publish Service's address (or the Nodes')
-can change without a rebuild.
+Two feeds, both cheap to take: ``KubeSource`` calls ``on_ingress`` with every change the
+Ingress watch sees (status changes included), and the pipeline calls ``on_config`` with
+every config it installs and the objects it came from, which
+only remembers the newest config and snapshot and wakes ``run``. A ``StatusBook`` keeps,
+per Ingress, what its status says and whether we serve it; the watch events keep it up to
+date one Ingress at a time, and a pass tells it what changed in the config (the Ingresses
+served, the value to publish). Either may make a write due: a write loop sends the due
+writes, ``concurrency`` at a time and at most ``rate`` a second, retrying failures with
+backoff and pacing rewrites of an Ingress someone else keeps changing (``status_book``
+says how). Writes also wait, from an Ingress change that rebuilds until the config it
+makes arrives (``REBUILD_QUIET`` at most): a write's work on the event loop and a build
+in its worker thread share one GIL, and the update would reach traffic later. A rebuild
+costs O(changed Ingresses), and a status someone else changed is written back within
+seconds. Every ``status_interval`` seconds, and on taking the lead,
+every status is checked once more (a sweep), the publish Service read again (its address,
+or the Nodes', can change without a rebuild) and the rejections reported again.
+
+Without ``on_ingress`` (a caller that only hands snapshots over), each pass reads the
+Ingresses from the snapshot: O(all), in a worker thread.
 
 Only the leader acts (``LeaderElector``, which ``run`` runs): status, so N replicas do not
 race on the same field; Events too, so a rejection is reported once, not N times (the
 price: nothing is posted while no replica leads, and a new leader reports the current
-rejections once more). Losing leadership cancels a pass at once.
+rejections once more). Losing leadership cancels a pass, and the writes in flight, at
+once; a write is sent only after checking that this replica still leads.
 
 On shutdown the statuses are kept by default: with several replicas another one takes
 over (the Lease is released at once), and clearing them would make the address flap
@@ -23,7 +38,8 @@ reads them; then, next to the API client and the ``KubeSource``::
 
     publisher = publish_options.publisher(client)  # or publisher_from_args(args, client)
     nursery.start_soon(publisher.run)              # elects, writes, posts; until cancelled
-    await publisher.on_config(config, objects)     # in KubeSource's on_config, each rebuild
+    source = KubeSource(client, ..., on_ingress=publisher.on_ingress)
+    await pipeline.follow(source, on_config=publisher.on_config)  # each config installed
 """
 
 from __future__ import annotations
@@ -46,14 +62,19 @@ from lightkube.resources.core_v1 import Node, Service
 
 from controller.kube.events import COMPONENT, EventRecorder
 from controller.kube.ingress_status import (
+    Status,
     StatusWriter,
     desired_status,
     needs_nodes,
+    normalized,
     parse_addresses,
 )
 from controller.kube.leader import LeaderElector, describe_error
+from controller.kube.status_book import WRITE_RATE, StatusBook, WriteBudget
+from controller.kube.store import Change
 from fastroute.ingress import Problem, RouteConfig
 from fastroute.ingress.objects import kind, object_key
+from fastroute.ingress.spec import reads_the_same
 
 __all__ = [
     "DEFAULT_ELECTION_ID",
@@ -69,9 +90,12 @@ log = logging.getLogger("fastroute.controller.publisher")
 DEFAULT_ELECTION_ID = "fastroute-leader"
 REJECTED = "Rejected"  # the Event reason for an Ingress, or a part of one, not served
 SHUTDOWN_TIMEOUT = 5.0  # seconds the shutdown status update may take
+WRITE_BURST = 2  # writes sent at once after a pause (the rest follow at the write rate)
+REBUILD_QUIET = 1.0  # seconds writes wait, at most, for the rebuild an Ingress change starts
+SWEEP_SLICE = 1000  # Ingresses checked between two turns of the event loop in a sweep
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
-Snapshot = tuple[RouteConfig, tuple[Mapping[str, Any], ...]]
+Snapshot = tuple[RouteConfig, Sequence[Mapping[str, Any]]]
 
 
 class Publisher:
@@ -85,8 +109,9 @@ class Publisher:
             With neither, statuses are not written (Events still are).
         recorder: posts the Events.
         writer: writes the statuses.
-        status_interval: seconds between passes when nothing changes.
+        status_interval: seconds between checks of every status when nothing changes.
         update_status_on_shutdown: clear the statuses when the leader stops.
+        book: what each Ingress says and should say (a seeded one in tests).
     """
 
     def __init__(
@@ -100,6 +125,7 @@ class Publisher:
         writer: StatusWriter,
         status_interval: float = 60.0,
         update_status_on_shutdown: bool = False,
+        book: StatusBook | None = None,
     ) -> None:
         if publish_service is not None and publish_addresses:
             raise ValueError("--publish-service and --publish-address are mutually exclusive")
@@ -120,19 +146,51 @@ class Publisher:
         self.writer = writer
         self.status_interval = status_interval
         self.update_status_on_shutdown = update_status_on_shutdown
+        self.book = book if book is not None else StatusBook()
         self.passes = 0  # passes done as leader, for metrics and tests
-        self.published: RouteConfig | None = None  # the config of the last pass done
+        self.published: RouteConfig | None = None  # the newest config with its writes done
         self._latest: Snapshot | None = None
-        self._wake = trio.Event()
+        self._passed: RouteConfig | None = None  # the config of the last pass
+        self._served: tuple[str, ...] | None = None  # config.ingresses the book was given
+        self._problems: tuple[Problem, ...] | None = None  # config.problems reported
+        self._watched = False  # Ingresses come from on_ingress, not from the snapshots
+        self._wake = trio.Event()  # a new snapshot, or time for a sweep
+        self._work = trio.Event()  # a write may be due
+        self._quiet_until = -math.inf  # no write starts before this: a rebuild is coming
+        self._sweep_due = True
         self._service_failing = False
 
     def __repr__(self) -> str:
-        return f"<Publisher passes={self.passes} {self.elector!r}>"
+        return f"<Publisher passes={self.passes} {self.book!r} {self.elector!r}>"
 
     async def on_config(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
-        """The ``KubeSource`` callback: remember the newest snapshot and wake ``run``."""
-        self._latest = (config, tuple(objects))
+        """The pipeline's callback: remember the newest snapshot and wake ``run``."""
+        self._latest = (config, objects)
+        self._quiet_until = -math.inf  # the rebuild is over
         self._wake.set()
+        self._work.set()
+
+    def on_ingress(self, change: Change) -> None:
+        """Each change the Ingress watch sees, as it sees it (``KubeSource``'s
+        ``on_ingress``): a status someone else changed is written back within seconds,
+        not at the next rebuild or sweep. O(1): called for every event, on the event loop.
+
+        Once this is called, the snapshots ``on_config`` gets are no longer read for
+        Ingresses (that costs O(all) per rebuild).
+        """
+        self._watched = True
+        key = f"{change.key[0] or 'default'}/{change.key[1]}"
+        if change.type == "DELETED":
+            self.book.forget(key)
+            return
+        now = trio.current_time()
+        if change.previous is None or not reads_the_same(change.previous, change.obj):
+            # a rebuild follows: writes wait for it (REBUILD_QUIET at most), since their
+            # work on the event loop and the build in its thread slow each other down
+            self._quiet_until = now + REBUILD_QUIET
+        self.book.observe(key, change.obj, now)
+        if self.book.next_due() is not None:
+            self._work.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Take part in the election and, while leading, publish; until cancelled.
@@ -159,16 +217,27 @@ class Publisher:
     async def _serve(self) -> None:
         while True:
             await self.elector.wait_for(True)
+            self._sweep_due = True  # a new leader checks every status once
+            self._problems = None  # and reports the current rejections
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._lead)
+                # no write before the first pass has told the book what we serve now
+                passed = trio.Event()
+                nursery.start_soon(self._lead, passed)
+                nursery.start_soon(self._write_loop, passed)
                 await self.elector.wait_for(False)
                 nursery.cancel_scope.cancel()
 
-    async def _lead(self) -> None:
-        """Passes, while leading: at once, on every new snapshot, every status_interval."""
+    async def _lead(self, passed: trio.Event) -> None:
+        """Passes, while leading: at once, on every new snapshot, every status_interval;
+        ``passed`` is set after the first."""
+        next_sweep = trio.current_time()
         while True:
             self._wake = trio.Event()  # before reading _latest: a newer one wakes us again
             latest = self._latest
+            if trio.current_time() >= next_sweep:
+                self._sweep_due = True
+                self._problems = None  # Events expire: the recorder says when to repost
+                next_sweep = trio.current_time() + self.status_interval
             if latest is not None:
                 try:
                     await self._publish(*latest)
@@ -177,43 +246,115 @@ class Publisher:
                     # the controller (and the traffic it serves) down with it
                     log.exception("publishing failed; trying again at the next change")
                 self.passes += 1
-                self.published = latest[0]
-            with trio.move_on_after(self.status_interval):
+                self._passed = latest[0]
+                passed.set()
+                self._work.set()  # the write loop says when this pass's writes are done
+            with trio.move_on_at(next_sweep):
                 await self._wake.wait()
 
     async def _publish(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
-        # tens of thousands of objects: picked out in a thread, off the proxy's event loop
-        ingresses = await trio.to_thread.run_sync(_by_key, objects, "Ingress")
-        served = set(config.ingresses)
+        """One pass: O(changed) Ingresses, unless the value to publish changed or a sweep
+        is due (then every Ingress is checked, in slices that let the proxy run)."""
+        book = self.book
+        if not self._watched:
+            # tens of thousands of objects: picked out in a thread, off the proxy's loop
+            ingresses = await trio.to_thread.run_sync(_by_key, objects, "Ingress")
+            now = trio.current_time()
+            for key, ingress in ingresses.items():
+                book.observe(key, ingress, now)
+            book.retain(ingresses)
         desired = await self._desired()
-        if desired is not None:
-            await self.writer.sync(
-                [o for key, o in ingresses.items() if key in served],
-                [o for key, o in ingresses.items() if key not in served],
-                desired,
-            )
-        for problem in config.rejected():
-            if problem.kind == "Ingress" and problem.name in ingresses:
-                await self.recorder.rejected(ingresses[problem.name], REJECTED, _message(problem))
-        await self._configmap_events(config, objects)
+        # the Service cannot be read: statuses are left as they are, not cleared
+        if desired is not None and book.set_want(desired):
+            self._sweep_due = True
+        if config.ingresses is not self._served:
+            book.set_served(config.ingresses, trio.current_time())
+            self._served = config.ingresses
+        if self._sweep_due:
+            self._sweep_due = False
+            await self._sweep()
+        if config.problems is not self._problems:
+            await self._report(config, objects)
+            self._problems = config.problems
 
-    async def _configmap_events(
-        self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]
-    ) -> None:
-        """Warning Events on the controller's ConfigMap for the keys it rejected."""
-        problems = [p for p in config.rejected() if p.kind == "ConfigMap"]
-        if not problems:
+    async def _sweep(self) -> None:
+        keys = self.book.keys()
+        for start in range(0, len(keys), SWEEP_SLICE):
+            self.book.sweep(keys[start : start + SWEEP_SLICE], trio.current_time())
+            self._work.set()
+            await trio.sleep(0)
+
+    async def _report(self, config: RouteConfig, objects: Sequence[Mapping[str, Any]]) -> None:
+        """Warning Events on the rejected Ingresses, and on the controller's ConfigMap for
+        the keys it rejected (the recorder posts each once)."""
+        problems = config.rejected()
+        for problem in problems:
+            if problem.kind == "Ingress":
+                ingress = self.book.get(problem.name)
+                if ingress is not None:
+                    await self.recorder.rejected(ingress, REJECTED, _message(problem))
+        if not any(p.kind == "ConfigMap" for p in problems):
             return
         configmaps = await trio.to_thread.run_sync(_by_key, objects, "ConfigMap")
         for problem in problems:
-            if problem.name in configmaps:
+            if problem.kind == "ConfigMap" and problem.name in configmaps:
                 await self.recorder.rejected(configmaps[problem.name], REJECTED, _message(problem))
 
-    async def _desired(self) -> list[dict[str, str]] | None:
+    async def _write_loop(self, passed: trio.Event) -> None:
+        """Send the writes the book says are due, ``writer.concurrency`` at a time, until
+        cancelled (leadership lost); from the end of the first pass."""
+        await passed.wait()
+        book = self.book
+        limiter = trio.CapacityLimiter(self.writer.concurrency)
+        budget = WriteBudget(self.writer.rate, WRITE_BURST)
+        async with trio.open_nursery() as nursery:
+            while True:
+                self._work = trio.Event()
+                now = trio.current_time()
+                quiet = now < self._quiet_until
+                while not quiet and limiter.available_tokens > 0 and budget.ready_at(now) <= now:
+                    due = book.pop_due(now)
+                    if due is None:
+                        break
+                    budget.spend(now)
+                    limiter.acquire_on_behalf_of_nowait(due[0])
+                    nursery.start_soon(self._write, due, limiter)
+                if not book.busy(now) and self._passed is not None:
+                    self.published = self._passed  # its writes are done (retries aside)
+                when = book.next_due()
+                if when is not None:
+                    when = max(when, budget.ready_at(now), self._quiet_until)
+                with trio.move_on_at(when if when is not None else math.inf):
+                    await self._work.wait()
+
+    async def _write(
+        self, due: tuple[str, str, str, Status], limiter: trio.CapacityLimiter
+    ) -> None:
+        key, namespace, name, value = due
+        book = self.book
+        outcome = None
+        try:
+            if self.elector.is_leader:  # else: leadership lost, not yet noticed by _serve
+                outcome = await self.writer.write(namespace, name, value)
+        finally:
+            # cancelled too (leadership lost): the book must not think it still in flight
+            now = trio.current_time()
+            if outcome is None:
+                book.abandoned(key)  # the next leader's sweep checks it again
+            elif outcome.ok:
+                book.wrote(key, value, outcome.version, now)
+            else:
+                wait = book.failed(key, now, retry=outcome.retry)
+                if wait is not None:
+                    log.info("writing the status of Ingress %s again in %.1f s", key, wait)
+            limiter.release_on_behalf_of(key)
+            self._work.set()
+
+    async def _desired(self) -> Status | None:
         """The status to publish; None: nothing to publish, or the Service cannot be read
         (then statuses are left as they are rather than cleared)."""
         if self.publish_addresses:
-            return desired_status(addresses=self.publish_addresses)
+            return normalized(desired_status(addresses=self.publish_addresses))
         if self.publish_service is None:
             return None
         where, what = self.publish_service
@@ -235,19 +376,27 @@ class Publisher:
         if self._service_failing:
             log.info("the publish Service %s/%s can be read again", where, what)
         self._service_failing = False
-        return desired_status(service=service, nodes=nodes)
+        return normalized(desired_status(service=service, nodes=nodes))
 
     async def _shutdown(self) -> None:
+        """Clear the statuses of the Ingresses we serve (``--update-status-on-shutdown``)."""
         if not (self.update_status_on_shutdown and self.elector.is_leader):
             return
-        latest = self._latest
-        if latest is None or (self.publish_service is None and not self.publish_addresses):
+        if self.publish_service is None and not self.publish_addresses:
             return
-        config, objects = latest
-        served = set(config.ingresses)
-        owned = [o for o in objects if kind(o) == "Ingress" and object_key(o) in served]
+        book = self.book
+        owned = [key for key in book.served if book.status(key)]
         log.info("shutting down: clearing the status of %d Ingress(es)", len(owned))
-        await self.writer.sync(owned, [], [])
+        limiter = trio.CapacityLimiter(self.writer.concurrency)
+
+        async def clear(key: str) -> None:
+            async with limiter:
+                namespace, _, name = key.partition("/")
+                await self.writer.write(namespace, name, ())
+
+        async with trio.open_nursery() as nursery:
+            for key in owned:
+                nursery.start_soon(clear, key)
 
 
 def _by_key(objects: Sequence[Mapping[str, Any]], what: str) -> dict[str, Mapping[str, Any]]:
@@ -279,6 +428,7 @@ class PublishOptions:
     pod_name: str = ""  # this replica (Events' source.host; the Lease holder's prefix)
     status_interval: float = 60.0
     update_status_on_shutdown: bool = False
+    status_write_rate: float = WRITE_RATE
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PublishOptions:
@@ -294,6 +444,7 @@ class PublishOptions:
             pod_name=args.pod_name or socket.gethostname(),
             status_interval=args.status_update_interval,
             update_status_on_shutdown=args.update_status_on_shutdown,
+            status_write_rate=args.status_write_rate,
         )
 
     def publisher(self, client: AsyncClient) -> Publisher:
@@ -311,7 +462,7 @@ class PublishOptions:
             publish_service=self.publish_service,
             publish_addresses=self.publish_addresses,
             recorder=EventRecorder(client, component=COMPONENT, instance=pod),
-            writer=StatusWriter(client),
+            writer=StatusWriter(client, rate=self.status_write_rate),
             status_interval=self.status_interval,
             update_status_on_shutdown=self.update_status_on_shutdown,
         )
@@ -366,6 +517,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often the leader checks statuses when nothing changed (default 60)",
     )
     group.add_argument(
+        "--status-write-rate",
+        type=_rate,
+        default=WRITE_RATE,
+        metavar="PER_SECOND",
+        help=f"status writes per second at most, all Ingresses together (default {WRITE_RATE:g})",
+    )
+    group.add_argument(
         "--update-status-on-shutdown",
         type=_boolean,
         nargs="?",
@@ -391,6 +549,16 @@ def _interval(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
 
 

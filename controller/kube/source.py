@@ -136,6 +136,8 @@ class KubeSource:
         ssl_passthrough: honour ``ssl-passthrough`` (``--enable-ssl-passthrough``).
         secret_wait: seconds a rebuild waits for the first list of a Secret an
             annotation has just named.
+        on_ingress: called with every change to an Ingress as the watch sees it, status
+            changes included, before any rebuild (the publisher writes statuses back).
 
     Attributes:
         reflectors: the watches of whole kinds (``ready`` once each has listed).
@@ -153,6 +155,7 @@ class KubeSource:
         settings_defaults: Settings | None = None,
         ssl_passthrough: bool = False,
         secret_wait: float = SECRET_WAIT,
+        on_ingress: Callable[[Change], None] | None = None,
     ) -> None:
         if not (secret_wait >= 0 and math.isfinite(secret_wait)):
             raise ValueError(f"secret_wait must be 0 or more seconds, got {secret_wait}")
@@ -164,6 +167,7 @@ class KubeSource:
         self.configmap = configmap
         self.settings_defaults = settings_defaults
         self.ssl_passthrough = ssl_passthrough
+        self.on_ingress = on_ingress
         self.reflectors: list[Reflector] = []
         for kind in KINDS:
             cluster_wide = not self.namespaces or not _namespaced(kind.resource)
@@ -242,6 +246,8 @@ class KubeSource:
         if change.kind == "Secret":
             self._secret_changed(change)
             return
+        if change.kind == "Ingress" and self.on_ingress is not None:
+            self.on_ingress(change)
         # the builder needs the new version only: holding the old one too until the next
         # rebuild would keep two copies of every Ingress whose status was just written
         self._pending[(change.kind, change.key)] = replace(change, previous=None)

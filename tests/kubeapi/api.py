@@ -20,7 +20,7 @@ from .resources import RESOURCES, ResourceType, find_resource
 from .routing import ResourceRequest
 from .selectors import Selector
 from .server import Listener
-from .status import ApiError, forbidden, unauthorized
+from .status import ApiError, forbidden, status, unauthorized
 from .store import Store, Stored
 
 __all__ = ["TEST_TOKEN", "KubeAPI", "WriteCall"]
@@ -38,6 +38,25 @@ class WriteCall:
     path: str
     body: Any  # the parsed JSON body (a patch is the patch, not the result), or None
     code: int
+
+
+@dataclass
+class _Fault:
+    """What the next requests of one verb on one resource meet (``inject``)."""
+
+    verb: str
+    resource: str
+    code: int | None
+    delay: float
+    left: int
+
+
+_REASONS = {
+    409: "Conflict",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
 
 
 @dataclass
@@ -95,6 +114,7 @@ class KubeAPI:
         self.writes: list[WriteCall] = []
         self.served: Counter[tuple[str, str, str]] = Counter()  # (kind, namespace, name)
         self._forbidden: set[tuple[str, str]] = set()
+        self._faults: list[_Fault] = []
         self._record_lock = threading.Lock()
         self._watches: list[_Watch] = []
         self._context = tls.server_context() if tls is not None else None
@@ -307,6 +327,21 @@ class KubeAPI:
         with self._record_lock:
             self._forbidden.discard((verb, resource))
 
+    def inject(
+        self,
+        verb: str,
+        resource: str,
+        *,
+        code: int | None = None,
+        delay: float = 0.0,
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` requests of ``verb`` on ``resource`` (as ``forbid``
+        names them: ``ingresses/status``) wait ``delay`` seconds, then fail with ``code``
+        (a Status body) or, without one, be served as usual (a slow server)."""
+        with self._record_lock:
+            self._faults.append(_Fault(verb, resource, code, delay, times))
+
     # -- records -------------------------------------------------------------------------
 
     def count(self, verb: str, path: str) -> int:
@@ -391,6 +426,25 @@ class KubeAPI:
             refused = {(request.verb, request.resource), (request.verb, rt.name + suffix)}
             if refused & self._forbidden:
                 raise forbidden(user, request.verb, request.resource, rt.group, request.namespace)
+
+    def _fault(self, request: ResourceRequest) -> None:
+        """Apply the first injected fault that matches the request, if any."""
+        suffix = f"/{request.subresource}" if request.subresource else ""
+        names = {request.resource, request.rt.name + suffix}
+        with self._record_lock:
+            fault = next(
+                (f for f in self._faults if f.verb == request.verb and f.resource in names), None
+            )
+            if fault is None:
+                return
+            fault.left -= 1
+            if fault.left <= 0:
+                self._faults.remove(fault)
+        if fault.delay > 0:
+            time.sleep(fault.delay)
+        if fault.code is not None:
+            reason = _REASONS.get(fault.code, "InternalError")
+            raise ApiError(status(fault.code, reason, f"injected: {fault.code} {reason}"))
 
     def _open_watch(
         self,

@@ -100,6 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send(200, _dumps(target.body))
                 return
             api._authorize(user, target)
+            api._fault(target)
             if target.verb == "watch":
                 self._watch(target, query)
                 return
