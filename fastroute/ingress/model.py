@@ -25,6 +25,7 @@ __all__ = [
     "Cors",
     "Endpoint",
     "HeaderList",
+    "InUse",
     "Networks",
     "Policy",
     "Problem",
@@ -381,6 +382,18 @@ class Problem:
         return f"{'warning' if self.warning else 'rejected'}: {where}: {self.reason}"
 
 
+@dataclass(frozen=True, slots=True)
+class InUse:
+    """What a config's routes send to: backends by name, and their endpoints.
+
+    The proxy compares two configs' sets on a swap to forget what left (metrics series,
+    balancer turns, endpoint health) without walking every route.
+    """
+
+    backends: frozenset[str] = frozenset()  # ``Backend.name``
+    endpoints: frozenset[Endpoint] = frozenset()  # ready and terminating ones
+
+
 @dataclass(frozen=True)
 class RouteConfig:
     """Everything the proxy needs to serve one snapshot of the cluster.
@@ -402,6 +415,9 @@ class RouteConfig:
     # TLS host ("a.com" or "*.a.com") -> the client certificates its handshakes ask for;
     # None: an exact host that asks for none although a wildcard that does covers it
     client_auth: Mapping[str, ClientAuth | None] = field(default_factory=dict)
+    # the backends and endpoints its routes use (the builder keeps them as it goes);
+    # None: not recorded, as in a config made by hand (``in_use.in_use_of`` walks its routes)
+    in_use: InUse | None = None
 
     def certificate_for(self, server_name: str | None) -> Certificate | None:
         """The certificate for an SNI name: its exact host, then its wildcard, else None."""
