@@ -728,6 +728,7 @@ class ConfigBuilder:
             for rule in spec.rules:
                 if rule.bucket != bucket or isinstance(rule.backend, str):
                     continue
+                mark = len(done.backends)  # what a rule that is not added takes back
                 target = self._target(spec, rule.backend, tls, done, rule.path, final)
                 rule_id = (rule.bucket, rule.path, rule.path_type)
                 canary = canaries.get(rule_id)
@@ -741,6 +742,7 @@ class ConfigBuilder:
                             spec.key, host, rule.path, rule.path_type, target, done.regex
                         )
                     except ValueError as error:
+                        del done.backends[mark:]
                         if alias is None:
                             where = rule.where + ".path"
                             done.problems.append(Problem("Ingress", spec.key, where, str(error)))
@@ -752,6 +754,7 @@ class ConfigBuilder:
                 try:
                     router.add(rule_host, rule.path, rule.path_type, target)
                 except RouteConflictError as error:
+                    del done.backends[mark:]
                     if alias is not None:
                         continue
                     winner: Target = error.existing.backend
@@ -767,6 +770,7 @@ class ConfigBuilder:
                     )
                     continue
                 except InvalidRuleError as error:
+                    del done.backends[mark:]
                     if alias is None:
                         done.problems.append(Problem("Ingress", spec.key, rule.where, error.reason))
                     continue
@@ -788,12 +792,14 @@ class ConfigBuilder:
             if spec.policy.canary is not None:
                 continue  # a canary's default backend is no host's default
             if bucket in spec.hosts and isinstance(spec.default, tuple):
+                mark = len(done.backends)
                 target = self._target(spec, spec.default, tls, done, final=final)
                 try:
                     router.add(default_host, "/", "Prefix", target)
                 except RouteConflictError:
-                    pass
+                    del done.backends[mark:]
                 except InvalidRuleError as error:
+                    del done.backends[mark:]
                     if alias is None:
                         where = "spec.defaultBackend"
                         done.problems.append(Problem("Ingress", spec.key, where, error.reason))
