@@ -25,6 +25,7 @@ import gc
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -72,9 +73,7 @@ def _objects(i: int, backend_port: int) -> list[dict[str, Any]]:
                                 {
                                     "path": "/",
                                     "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": name, "port": {"number": 80}}
-                                    },
+                                    "backend": {"service": {"name": name, "port": {"number": 80}}},
                                 }
                             ]
                         },
@@ -130,10 +129,11 @@ class Churn:
         self.points: list[Point] = []
         self.requests = 0
         self.answers: dict[int, int] = {}
+        self.clients: list[httpx.AsyncClient] = []  # made once: each loads CA files
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(trio.serve_tcp, _backend, 0, "127.0.0.1")
+            listeners = await nursery.start(partial(trio.serve_tcp, _backend, 0, host="127.0.0.1"))
             self.backend_port = listeners[0].socket.getsockname()[1]
             listeners = await nursery.start(self.proxy.serve, "127.0.0.1", 0)
             self.proxy_port = listeners[0].socket.getsockname()[1]
@@ -146,11 +146,14 @@ class Churn:
                     task_status=task_status,
                 )
             )
+            self.clients = [httpx.AsyncClient(timeout=30.0, verify=False) for _ in range(CLIENTS)]
             await self.point("start")
-            await self.round(self.args.warmup, "warm-up")
+            await self.round(self.args.warmup or self.args.ingresses, "warm-up")
             await self.point("baseline")
             for n in range(1, self.args.rounds + 1):
                 await self.round(self.args.ingresses, f"round {n}")
+            for http in self.clients:
+                await http.aclose()
             nursery.cancel_scope.cancel()
 
     async def round(self, count: int, name: str) -> None:
@@ -175,22 +178,21 @@ class Churn:
         """``--requests`` requests to each of ``ingresses``, over CLIENTS connections."""
         todo = [i for i in ingresses for _ in range(self.args.requests)]
 
-        async def client(share: list[int]) -> None:
-            async with httpx.AsyncClient(timeout=30.0) as http:
-                for i in share:
-                    reply = await http.get(
-                        f"http://127.0.0.1:{self.proxy_port}/", headers={"Host": f"i{i}.churn"}
-                    )
-                    self.answers[reply.status_code] = self.answers.get(reply.status_code, 0) + 1
-                    self.requests += 1
+        async def client(http: httpx.AsyncClient, share: list[int]) -> None:
+            for i in share:
+                reply = await http.get(
+                    f"http://127.0.0.1:{self.proxy_port}/", headers={"Host": f"i{i}.churn"}
+                )
+                self.answers[reply.status_code] = self.answers.get(reply.status_code, 0) + 1
+                self.requests += 1
 
         async with trio.open_nursery() as nursery:
-            for k in range(CLIENTS):
-                nursery.start_soon(client, todo[k::CLIENTS])
+            for k, http in enumerate(self.clients):
+                nursery.start_soon(client, http, todo[k::CLIENTS])
 
     async def point(self, what: str) -> None:
-        async with httpx.AsyncClient(timeout=30.0) as http:
-            text = (await http.get(f"http://127.0.0.1:{self.status_port}/metrics")).text
+        url = f"http://127.0.0.1:{self.status_port}/metrics"
+        text = (await self.clients[0].get(url)).text
         series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
         config = self.proxy.config
         point = Point(what, series, rss_mb(), len(config.ingresses) if config else 0)
@@ -208,7 +210,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20, help="config swaps to create them")
     parser.add_argument("--requests", type=int, default=1, help="to each Ingress")
-    parser.add_argument("--warmup", type=int, default=1000, help="Ingresses of the warm-up")
+    parser.add_argument(
+        "--warmup", type=int, default=0, help="Ingresses of the warm-up (default: --ingresses)"
+    )
     parser.add_argument("--rss-margin", type=float, default=10.0, metavar="MB")
     args = parser.parse_args()
     churn = Churn(args)
