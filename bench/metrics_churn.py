@@ -2,7 +2,7 @@
 
 The real ``Proxy`` in this process on 127.0.0.1, with its status listener, a trio backend,
 and a ``ConfigBuilder`` fed as the controller feeds it. Each round creates ``--ingresses``
-Ingresses in ``--steps`` steps (one build and ``Proxy.load`` per step), sends
+new Ingresses (names and endpoints never used before) in ``--steps`` steps (one build and ``Proxy.load`` per step), sends
 ``--requests`` requests to each new one, then deletes them in as many steps. Every Ingress
 has its own Service with two endpoints: the backend, and an address on the loopback
 network where nothing listens (127.0.x.y, the backend's port), so every Ingress also
@@ -58,6 +58,8 @@ async def _backend(stream: trio.SocketStream) -> None:
 def _objects(i: int, backend_port: int) -> list[dict[str, Any]]:
     """Ingress ``churn/i{i}`` for host ``i{i}.churn``, its Service and EndpointSlice."""
     name = f"i{i}"
+    if i >= 250 * 254:
+        raise ValueError(f"at most {250 * 254} Ingresses over all rounds, got {i + 1}")
     dead = f"127.0.{1 + i // 250}.{1 + i % 250}"  # loopback, nothing listens: refused
     return [
         {
@@ -127,6 +129,7 @@ class Churn:
         self.proxy_port = 0
         self.status_port = 0
         self.points: list[Point] = []
+        self.created = 0  # Ingresses created so far: each round's names are new
         self.requests = 0
         self.answers: dict[int, int] = {}
         self.clients: list[httpx.AsyncClient] = []  # made once: each loads CA files
@@ -157,8 +160,10 @@ class Churn:
             nursery.cancel_scope.cancel()
 
     async def round(self, count: int, name: str) -> None:
+        """Create ``count`` new Ingresses (names never used before), then delete them."""
         steps = max(1, min(self.args.steps, count))
-        bounds = [count * k // steps for k in range(steps + 1)]
+        first, self.created = self.created, self.created + count
+        bounds = [first + count * k // steps for k in range(steps + 1)]
         for lo, hi in zip(bounds, bounds[1:], strict=False):
             for i in range(lo, hi):
                 for obj in _objects(i, self.backend_port):
@@ -171,7 +176,7 @@ class Churn:
                 for obj in _objects(i, self.backend_port):
                     self.builder.delete(obj)
             await self.proxy.load(self.builder.build())
-        await self.traffic(range(3))  # deleted hosts now: 404, counted under "-"
+        await self.traffic(range(first, first + 3))  # deleted hosts now: 404, under "-"
         await self.point(f"{name}: deleted")
 
     async def traffic(self, ingresses: range) -> None:
