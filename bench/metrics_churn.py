@@ -2,8 +2,9 @@
 
 The real ``Proxy`` in this process on 127.0.0.1, with its status listener, a trio backend,
 and a ``ConfigBuilder`` fed as the controller feeds it. Each round creates ``--ingresses``
-new Ingresses (names and endpoints never used before) in ``--steps`` steps (one build and ``Proxy.load`` per step), sends
-``--requests`` requests to each new one, then deletes them in as many steps. Every Ingress
+new Ingresses (names and endpoints never used before) in ``--steps`` steps (one build and
+``Proxy.load`` per step), sends ``--requests`` requests to each new one, then deletes them
+in as many steps. Every Ingress
 has its own Service with two endpoints: the backend, and an address on the loopback
 network where nothing listens (127.0.x.y, the backend's port), so every Ingress also
 writes upstream-error series and balancer health for an endpoint of its own.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -164,14 +166,14 @@ class Churn:
         steps = max(1, min(self.args.steps, count))
         first, self.created = self.created, self.created + count
         bounds = [first + count * k // steps for k in range(steps + 1)]
-        for lo, hi in zip(bounds, bounds[1:], strict=False):
+        for lo, hi in itertools.pairwise(bounds):
             for i in range(lo, hi):
                 for obj in _objects(i, self.backend_port):
                     self.builder.put(obj)
             await self.proxy.load(self.builder.build())
             await self.traffic(range(lo, hi))
         await self.point(f"{name}: peak")
-        for lo, hi in zip(bounds, bounds[1:], strict=False):
+        for lo, hi in itertools.pairwise(bounds):
             for i in range(lo, hi):
                 for obj in _objects(i, self.backend_port):
                     self.builder.delete(obj)

@@ -15,9 +15,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from cli import run_controller
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from raw import DEADLINE, RawBackend
+from sites import closed_port
 
 from fastroute.ingress.build import ConfigBuilder, build_config
 from fastroute.ingress.in_use import in_use_of
@@ -26,8 +29,6 @@ from fastroute.proxy.balancer import Balancer
 from fastroute.proxy.metrics import NO_ROUTE, OTHER, Metrics
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.status import serve_status
-from tests.raw import DEADLINE, RawBackend
-from tests.sites import closed_port
 
 Labels = dict[str, str]
 
@@ -327,6 +328,23 @@ def test_per_ingress_detail_off_folds_every_ingress_into_one_label() -> None:
 def test_a_negative_cap_is_refused() -> None:
     with pytest.raises(ValueError, match="max_ingresses must be 0 or more"):
         Metrics(max_ingresses=-1)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--metrics-max-ingresses", "-1"], "must be 0 or more, got '-1'"),
+        (["--metrics-per-ingress=maybe"], "not true or false: 'maybe'"),
+        (
+            ["--metrics-per-ingress=false", "--metrics-max-ingresses", "5"],
+            "with --metrics-per-ingress=false none does",
+        ),
+    ],
+)
+def test_the_metrics_flags_name_what_is_wrong(arguments: list[str], message: str) -> None:
+    result = run_controller("--manifests", ".", *arguments)
+    assert result.returncode == 2
+    assert message in result.stderr
 
 
 # ------------------------------------------------------------------ per-endpoint state
