@@ -205,6 +205,11 @@ class Metrics:
         # The hot path: one dict lookup for both label children of a request, instead of
         # prometheus_client's label validation and locking on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # its keys by Ingress and by Service, to drop the ones whose labels change
+        self._cached: dict[str, dict[str, set[tuple[str, str, int]]]] = {
+            "ingress": {},
+            "service": {},
+        }
         # the series written, by the config object a label names (see _Series)
         self._series = _Series(
             {
@@ -237,19 +242,46 @@ class Metrics:
             live = frozenset(ingresses)
             cap = self.max_ingresses
             labelled = live if cap is None else frozenset(ingresses[:cap])
-            if self._labelled is not None:
+            if self._labelled is None or self._live is None:
+                self._uncache_all()  # labels were taken as they came
+            else:
                 removed += self._series.forget("ingress", self._labelled - labelled)
+                # left, or now with a label of its own (or no longer)
+                self._uncache("ingress", (self._live - live) | (self._labelled ^ labelled))
             self._ingresses, self._live, self._labelled = ingresses, live, labelled
-            self._children = {}  # an Ingress may have changed label
         before = self._in_use
         if in_use is not before:
-            if before is not None:
-                removed += self._series.forget("service", before.backends - in_use.backends)
+            if before is None:
+                self._uncache_all()
+            else:
+                gone_backends = before.backends - in_use.backends
+                removed += self._series.forget("service", gone_backends)
+                self._uncache("service", gone_backends)
                 gone = before.endpoints - in_use.endpoints
                 removed += self._series.forget("endpoint", (str(e) for e in gone))
             self._in_use = in_use
-            self._children = {}  # a backend may have left
         return removed
+
+    def _uncache(self, kind: str, values: Iterable[str]) -> None:
+        """Drop the cached children of requests of these Ingresses (or Services)."""
+        index, other = (
+            self._cached[kind],
+            self._cached["service" if kind == "ingress" else "ingress"],
+        )
+        children = self._children
+        for value in values:
+            for key in index.pop(value, ()):
+                children.pop(key, None)
+                name = key[0] if kind == "service" else key[1]
+                keys = other.get(name)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del other[name]
+
+    def _uncache_all(self) -> None:
+        self._children = {}
+        self._cached = {"ingress": {}, "service": {}}
 
     def series(self) -> int:
         """How many labelled series of a configuration object are written now."""
@@ -297,7 +329,16 @@ class Metrics:
             series.child(self._requests, (*labels, str(status))),
             series.child(self._duration, labels),
         )
-        self._children[ingress, service, status] = children
+        # a request of an Ingress or Service that left is counted, not cached: its key
+        # would never be dropped
+        live, in_use = self._live, self._in_use
+        if (live is None or ingress in live or label == NO_ROUTE) and (
+            in_use is None or label == OTHER or service in in_use.backends or labels[1] == NO_ROUTE
+        ):
+            key = (ingress, service, status)
+            self._children[key] = children
+            self._cached["ingress"].setdefault(ingress, set()).add(key)
+            self._cached["service"].setdefault(service, set()).add(key)
         return children
 
     def upstream_error(self, service: str, endpoint: Endpoint | str, reason: str) -> None:
