@@ -19,7 +19,7 @@ from cli import run_controller
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from raw import DEADLINE, RawBackend
+from raw import DEADLINE, BackendConnection, RawBackend, Request, response, wait_for
 from sites import closed_port
 
 from fastroute.ingress.build import ConfigBuilder, build_config
@@ -110,13 +110,15 @@ class Served:
 
 @asynccontextmanager
 async def serving(
-    objects: Callable[[int], list[dict[str, Any]]], metrics: Metrics | None = None
+    objects: Callable[[int], list[dict[str, Any]]],
+    metrics: Metrics | None = None,
+    backend: RawBackend | None = None,
 ) -> AsyncIterator[Served]:
     """The proxy serving ``objects(backend_port)``, and its status listener."""
     metrics = metrics or Metrics()
     with trio.fail_after(DEADLINE * 3):
         async with trio.open_nursery() as nursery:
-            backend_port = await nursery.start(RawBackend().serve)
+            backend_port = await nursery.start((backend or RawBackend()).serve)
             proxy = Proxy(build_config(objects(backend_port)), metrics=metrics)
             listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
             status_port = await nursery.start(
@@ -220,6 +222,42 @@ def test_an_endpoint_that_left_loses_its_upstream_error_series() -> None:
 
             assert await site.series("fastroute_upstream_errors") == []
             assert await site.get("a.example.com") == 200
+
+    trio.run(scenario)
+
+
+def test_a_request_that_ends_after_its_ingress_left_brings_no_series_back() -> None:
+    release = trio.Event()
+
+    async def slow(connection: BackendConnection, request: Request) -> None:
+        if request.target == b"/slow":
+            await release.wait()
+        await connection.send(response(b"late"))
+
+    backend = RawBackend(slow)
+
+    async def scenario() -> None:
+        async with serving(three_sites, backend=backend) as site:
+            assert await site.get("b.example.com") == 200
+            async with trio.open_nursery() as nursery:
+                statuses: list[int] = []
+
+                async def slow_request() -> None:
+                    statuses.append(await site.get("b.example.com", "/slow"))
+
+                nursery.start_soon(slow_request)
+                await wait_for(
+                    lambda: any(r.target == b"/slow" for r in backend.requests),
+                    "the slow request upstream",
+                )
+                await site.proxy.load(build_config(only_site_a(site.backend_port)))
+                release.set()
+            assert statuses == [200]
+            series = await site.series("fastroute_requests")
+            assert sorted((s["ingress"], s["service"]) for s in series) == [(OTHER, OTHER)]
+            assert f'ingress="{OTHER}",service="{OTHER}",status="200"}} 1.0' in (
+                site.metrics.text().decode()
+            )
 
     trio.run(scenario)
 
