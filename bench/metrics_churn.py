@@ -16,7 +16,7 @@ caches and allocator arenas settle), at each round's peak, and after each round'
 deletions. It passes when the series are back exactly at baseline after every round, and
 RSS after the last round is within ``--rss-margin`` MB of baseline; else it exits 1.
 
-Usage: ``python bench/metrics_churn.py [--ingresses 10000] [--rounds 2]``
+Usage: ``python bench/metrics_churn.py [--ingresses 10000] [--rounds 1]``
 (``--ingresses 500`` for a quick run).
 """
 
@@ -218,7 +218,7 @@ class Churn:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ingresses", type=int, default=10_000, help="per round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="measured after the warm-up")
     parser.add_argument("--steps", type=int, default=20, help="config swaps to create them")
     parser.add_argument("--requests", type=int, default=1, help="to each Ingress")
     parser.add_argument(
