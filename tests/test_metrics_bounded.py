@@ -23,8 +23,8 @@ from raw import DEADLINE, BackendConnection, RawBackend, Request, response, wait
 from sites import closed_port
 
 from fastroute.ingress.build import ConfigBuilder, build_config
-from fastroute.ingress.in_use import in_use_of
-from fastroute.ingress.model import Backend, Endpoint
+from fastroute.ingress.in_use import departed, in_use_of
+from fastroute.ingress.model import Backend, Endpoint, InUse
 from fastroute.proxy.balancer import Balancer
 from fastroute.proxy.metrics import NO_ROUTE, OTHER, Metrics
 from fastroute.proxy.server import Proxy
@@ -435,16 +435,26 @@ OPS = st.lists(
 )
 
 
+def _sets(in_use: InUse) -> tuple[frozenset[Any], ...]:
+    return in_use.ingresses, in_use.backends, in_use.endpoints
+
+
 @settings(max_examples=60, deadline=None)
 @given(OPS, st.integers(1, 5))
 def test_what_the_builder_counts_as_used_is_what_its_routes_use(
     ops: list[tuple[str, int, int]], every: int
 ) -> None:
     builder = ConfigBuilder()
+    before = in_use_of(builder.build())
     for n, (put, obj) in enumerate(_objects(ops)):
         (builder.put if put else builder.delete)(obj)
-        if n % every == 0:
+        if n % every == 0 or n == len(ops) - 1:
             config = builder.build()
-            assert config.in_use == in_use_of(replace(config, in_use=None))
-    config = builder.build()
-    assert config.in_use == in_use_of(replace(config, in_use=None))
+            after = in_use_of(config)
+            assert _sets(after) == _sets(in_use_of(replace(config, in_use=None)))
+            # what the builder says left is what a comparison of the sets finds
+            gone = departed(before, after)
+            assert (gone.ingresses, gone.backends, gone.endpoints) == tuple(
+                old - new for old, new in zip(_sets(before), _sets(after), strict=True)
+            )
+            before = after

@@ -338,6 +338,8 @@ class ConfigBuilder:
             self._specs[key] = new
         else:
             self._forget_reads(key)
+        if (old is None) != (new is None):
+            self._uses.ingress(key, new is not None)
         self._policies.pop(key, None)
         ref = self._backend_secrets.pop(key, None)
         if ref is not None:
@@ -592,7 +594,7 @@ class ConfigBuilder:
         self._hosts.clear()
         self._by_service.clear()
         self._catch_all_users.clear()
-        self._uses = UseCounts()
+        self._uses.reset()
         self._catch_all_backends = []
         self._dirty_hosts = set(self._by_host) | set(self._by_alias) | set(self._hosts)
         self._dirty_error_checks = set(self._specs) | set(self._error_problems)

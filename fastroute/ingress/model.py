@@ -23,6 +23,7 @@ __all__ = [
     "Canary",
     "ClientAuth",
     "Cors",
+    "Departures",
     "Endpoint",
     "HeaderList",
     "InUse",
@@ -383,15 +384,30 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
-class InUse:
-    """What a config's routes send to: backends by name, and their endpoints.
+class Departures:
+    """What left since the ``InUse`` whose serial is ``since``."""
 
-    The proxy compares two configs' sets on a swap to forget what left (metrics series,
-    balancer turns, endpoint health) without walking every route.
+    since: int
+    ingresses: frozenset[str] = frozenset()
+    backends: frozenset[str] = frozenset()
+    endpoints: frozenset[Endpoint] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class InUse:
+    """What a config serves: its Ingresses, and what its routes send to (backends by name,
+    and their endpoints).
+
+    On a swap the proxy forgets what left (metrics series, balancer turns, endpoint
+    health): from ``departures`` when they are relative to the config it served, at the
+    cost of what left; else by comparing the two configs' sets.
     """
 
+    ingresses: frozenset[str] = frozenset()  # "namespace/name"
     backends: frozenset[str] = frozenset()  # ``Backend.name``
     endpoints: frozenset[Endpoint] = frozenset()  # ready and terminating ones
+    serial: int = 0  # unique among a process's builders' InUse; 0: made by walking a config
+    departures: Departures | None = None  # since the builder's previous InUse, if known
 
 
 @dataclass(frozen=True)

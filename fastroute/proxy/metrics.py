@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    from fastroute.ingress.model import Endpoint, InUse
+    from fastroute.ingress.model import Departures, Endpoint, InUse
 
 __all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "NO_ROUTE", "OTHER", "Metrics"]
 
@@ -229,37 +229,44 @@ class Metrics:
 
     # ------------------------------------------------------------------ the configuration
 
-    def configure(self, ingresses: Sequence[str], in_use: InUse) -> int:
-        """The configuration now served: its Ingresses, oldest first, and what its routes
-        use. The series of what left it are removed (and of Ingresses no longer among the
-        oldest ``max_ingresses``); returns how many.
+    def configure(
+        self, ingresses: Sequence[str], in_use: InUse, gone: Departures | None = None
+    ) -> int:
+        """The configuration now served: its Ingresses, oldest first, what it serves and
+        uses, and what left since the one served before (None: this is the first). The
+        series of what left are removed (and of Ingresses no longer among the oldest
+        ``max_ingresses``); returns how many.
 
-        The work is set differences between the configurations and the series of what
-        left: the same objects (the builder keeps them while nothing changes) cost nothing.
+        The work is what left (``InUse.departures``), and ``max_ingresses`` when set.
         """
-        removed = 0
-        if ingresses is not self._ingresses:
-            live = frozenset(ingresses)
-            cap = self.max_ingresses
-            labelled = live if cap is None else frozenset(ingresses[:cap])
-            if self._labelled is None or self._live is None:
-                self._uncache_all()  # labels were taken as they came
-            else:
-                removed += self._series.forget("ingress", self._labelled - labelled)
-                # left, or now with a label of its own (or no longer)
-                self._uncache("ingress", (self._live - live) | (self._labelled ^ labelled))
-            self._ingresses, self._live, self._labelled = ingresses, live, labelled
         before = self._in_use
-        if in_use is not before:
-            if before is None:
-                self._uncache_all()
-            else:
-                gone_backends = before.backends - in_use.backends
-                removed += self._series.forget("service", gone_backends)
-                self._uncache("service", gone_backends)
-                gone = before.endpoints - in_use.endpoints
-                removed += self._series.forget("endpoint", (str(e) for e in gone))
-            self._in_use = in_use
+        if in_use is before:
+            return 0
+        cap = self.max_ingresses
+        live = in_use.ingresses
+        labelled = live if cap is None else frozenset(ingresses[:cap])
+        old_labelled = self._labelled
+        self._ingresses, self._live, self._labelled, self._in_use = (
+            ingresses,
+            live,
+            labelled,
+            in_use,
+        )
+        if before is None or old_labelled is None or gone is None:
+            self._uncache_all()  # labels were taken as they came
+            return 0
+        removed = 0
+        series = self._series
+        if cap is None:
+            removed += series.forget("ingress", gone.ingresses)
+            self._uncache("ingress", gone.ingresses)
+        else:
+            removed += series.forget("ingress", old_labelled - labelled)
+            # left, or now with a label of its own (or no longer)
+            self._uncache("ingress", gone.ingresses | (old_labelled ^ labelled))
+        removed += series.forget("service", gone.backends)
+        self._uncache("service", gone.backends)
+        removed += series.forget("endpoint", (str(e) for e in gone.endpoints))
         return removed
 
     def _uncache(self, kind: str, values: Iterable[str]) -> None:

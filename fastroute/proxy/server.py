@@ -16,7 +16,8 @@ Each request uses the RouteConfig that was current when its head arrived. ``swap
 replaces the reference for the requests that come after; requests in flight and open
 tunnels finish on the config they started with. What left with the old config is
 forgotten then (its metrics series, round-robin turns, endpoint health, EWMA readings),
-found by comparing the two configs' sets (``InUse``), not by walking their routes.
+read from the new config's ``InUse`` (what left since the builder's previous config, else
+the differences of the two configs' sets), not by walking their routes.
 
 Timeouts cost one float per phase: each connection records when its current phase
 expires, and the watchdog cancels the connections past theirs, a few times per shortest
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from fastroute.ingress.in_use import in_use_of
+from fastroute.ingress.in_use import departed, in_use_of
 from fastroute.ingress.model import InUse, RouteConfig
 from fastroute.proxy.accepting import Acceptor
 from fastroute.proxy.forwarding import Forwarder
@@ -163,12 +164,14 @@ class Proxy:
         not, and tell the metrics which configuration is served."""
         in_use = in_use_of(config)
         before, self._in_use = self._in_use, in_use
-        if before is not None and before is not in_use:
-            gone = before.endpoints - in_use.endpoints
-            self.balancer.forget(gone, before.backends - in_use.backends)
-            self._forwarder.chooser.forget(gone)
+        if before is in_use:
+            return
+        gone = None if before is None else departed(before, in_use)
+        if gone is not None:
+            self.balancer.forget(gone.endpoints, gone.backends)
+            self._forwarder.chooser.forget(gone.endpoints)
         if self.metrics is not None:
-            self.metrics.configure(config.ingresses, in_use)
+            self.metrics.configure(config.ingresses, in_use, gone)
 
     async def serve(
         self,
