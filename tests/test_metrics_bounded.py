@@ -6,7 +6,10 @@ with httpx, configurations swapped as the controller swaps them.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -458,3 +461,43 @@ def test_what_the_builder_counts_as_used_is_what_its_routes_use(
                 old - new for old, new in zip(_sets(before), _sets(after), strict=True)
             )
             before = after
+
+
+# ------------------------------------------------------------------ worker processes
+
+MULTIPROCESS_SCRIPT = """
+import warnings
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from fastroute.ingress.model import Departures, InUse
+from fastroute.proxy.metrics import Metrics
+
+warnings.simplefilter("error")  # a warning per removed series would fail here
+metrics = Metrics()
+first = InUse(frozenset({"ns/a", "ns/b"}), frozenset({"ns/web:80"}), serial=1)
+metrics.configure(("ns/a", "ns/b"), first)
+metrics.request("ns/b", "ns/web:80", 200, 0.01)
+second = InUse(frozenset({"ns/a"}), frozenset({"ns/web:80"}), serial=2)
+removed = metrics.configure(("ns/a",), second, Departures(1, frozenset({"ns/b"})))
+registry = CollectorRegistry()
+MultiProcessCollector(registry)
+text = generate_latest(registry).decode()
+print(removed, 'ingress="ns/b"' in text)
+"""
+
+
+def test_with_worker_processes_a_removed_series_stays_in_the_files_without_warnings(
+    tmp_path: Any,
+) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    # removed from the worker's memory, kept by prometheus_client's files (README)
+    assert result.stdout.split() == ["2", "True"]
