@@ -178,6 +178,30 @@ def test_series_of_deleted_ingresses_leave_metrics_and_the_others_keep_counting(
     trio.run(scenario)
 
 
+def test_one_builder_fed_changes_removes_the_series_of_what_it_deleted() -> None:
+    builder = ConfigBuilder()
+
+    async def scenario() -> None:
+        async with serving(three_sites) as site:
+            for obj in three_sites(site.backend_port):
+                builder.put(obj)
+            await site.proxy.load(builder.build())
+            for name in ("a", "b", "c"):
+                assert await site.get(f"{name}.example.com") == 200
+            for obj in three_sites(site.backend_port):
+                if obj["metadata"]["name"].startswith(("b", "web-b")):
+                    builder.delete(obj)
+            config = builder.build()
+            assert config.in_use is not None
+            assert config.in_use.departures is not None  # what left, as the builder saw it
+            await site.proxy.load(config)
+            assert await site.ingress_labels() == {"default/a", "default/c"}
+            services = {s["service"] for s in await site.series("fastroute_requests")}
+            assert services == {"default/web-a:80", "default/web-c:80"}
+
+    trio.run(scenario)
+
+
 def test_an_ingress_that_comes_back_starts_its_series_over() -> None:
     async def scenario() -> None:
         async with serving(three_sites) as site:

@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from fastroute.ingress.in_use import departed
+
 if TYPE_CHECKING:
     from fastroute.ingress.model import Departures, Endpoint, InUse
 
@@ -222,7 +224,6 @@ class Metrics:
             }
         )
         # the configuration served (``configure``); None: not told, every label is taken
-        self._ingresses: Sequence[str] | None = None
         self._live: frozenset[str] | None = None  # its Ingresses
         self._labelled: frozenset[str] | None = None  # those with series of their own
         self._in_use: InUse | None = None  # its backends and endpoints
@@ -233,9 +234,9 @@ class Metrics:
         self, ingresses: Sequence[str], in_use: InUse, gone: Departures | None = None
     ) -> int:
         """The configuration now served: its Ingresses, oldest first, what it serves and
-        uses, and what left since the one served before (None: this is the first). The
-        series of what left are removed (and of Ingresses no longer among the oldest
-        ``max_ingresses``); returns how many.
+        uses, and what left since the one served before (None: found by comparing the
+        sets). The series of what left are removed (and of Ingresses no longer among the
+        oldest ``max_ingresses``); returns how many.
 
         The work is what left (``InUse.departures``), and ``max_ingresses`` when set.
         """
@@ -246,15 +247,12 @@ class Metrics:
         live = in_use.ingresses
         labelled = live if cap is None else frozenset(ingresses[:cap])
         old_labelled = self._labelled
-        self._ingresses, self._live, self._labelled, self._in_use = (
-            ingresses,
-            live,
-            labelled,
-            in_use,
-        )
-        if before is None or old_labelled is None or gone is None:
+        self._live, self._labelled, self._in_use = live, labelled, in_use
+        if before is None or old_labelled is None:
             self._uncache_all()  # labels were taken as they came
             return 0
+        if gone is None:
+            gone = departed(before, in_use)
         removed = 0
         series = self._series
         if cap is None:
@@ -289,10 +287,6 @@ class Metrics:
     def _uncache_all(self) -> None:
         self._children = {}
         self._cached = {"ingress": {}, "service": {}}
-
-    def series(self) -> int:
-        """How many labelled series of a configuration object are written now."""
-        return self._series.count()
 
     def _ingress_label(self, ingress: str) -> str:
         """``ingress``'s label value: its own, ``NO_ROUTE``, or ``OTHER``."""
@@ -434,11 +428,6 @@ class _Series:
                 self._remove(metric, labels)
                 removed += 1
         return removed
-
-    def count(self) -> int:
-        return len(
-            {entry for index in self._by.values() for found in index.values() for entry in found}
-        )
 
     def _unindex(self, metric: Any, labels: tuple[str, ...], skip: str) -> None:
         """Drop the series from the indexes of its other labels."""
