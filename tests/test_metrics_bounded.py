@@ -525,3 +525,21 @@ def test_with_worker_processes_a_removed_series_stays_in_the_files_without_warni
     assert result.returncode == 0, result.stderr
     # removed from the worker's memory, kept by prometheus_client's files (README)
     assert result.stdout.split() == ["2", "True"]
+
+
+def test_a_snapshot_with_an_object_given_twice_keeps_its_regex_paths_and_what_it_uses() -> None:
+    regex = ingress(
+        "a",
+        "a.example.com",
+        "web-a",
+        annotations={"nginx.ingress.kubernetes.io/use-regex": "true"},
+    )
+    regex["spec"]["rules"][0]["http"]["paths"][0]["path"] = "/v[0-9]+/api"
+    objects = [regex, *service("web-a", 8080), *service("web-a", 8080)]
+    config = build_config(objects)
+    assert any("given more than once" in str(problem) for problem in config.problems)
+    found = config.match("a.example.com", "/v2/api")
+    assert found is not None
+    assert found.backend.name == "default/web-a:80"
+    assert config.in_use is not None
+    assert config.in_use.backends == {"default/web-a:80"}
