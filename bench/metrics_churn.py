@@ -34,10 +34,10 @@ from typing import Any
 import httpx
 import trio
 
+from controller.status import serve_status
 from fastroute.ingress.build import ConfigBuilder
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
-from fastroute.proxy.status import serve_status
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
 CLIENTS = 16  # concurrent client connections

@@ -33,6 +33,7 @@ from controller_scale import (  # noqa: E402  (bench/ is a folder of scripts)
     series_count,
 )
 
+from controller.reload_metrics import ReloadMetrics  # noqa: E402
 from fastroute.proxy.metrics import Metrics  # noqa: E402
 
 SMOKE_TIMEOUT = 60  # seconds; the quick run takes about 10
@@ -67,8 +68,9 @@ def test_a_status_without_memory_lines_is_refused() -> None:
 
 def test_reloads_are_read_from_the_controllers_own_metrics() -> None:
     metrics = Metrics()
+    reload_metrics = ReloadMetrics(metrics.registry)
     for ok in (True, True, True, False):
-        metrics.config_reload(ok)
+        reload_metrics.config_reload(ok)
     # the page also has fastroute_config_reloads_created{result=...}: not counted
     assert reloads(metrics.text().decode()) == {"success": 3, "failure": 1}
 

@@ -48,9 +48,9 @@ from lightkube.types import PatchType
 from rbac import DEPLOY, Call, Grant, Rule, check_rbac, classify, load_objects, load_rules
 
 from controller.__main__ import _parser
+from controller.status import serve_status
 from controller.supervisor import STOP_MARGIN
 from fastroute.ingress import CONTROLLER_NAME, build_config
-from fastroute.proxy.status import serve_status
 
 pytest_plugins = ["kubeapi.fixtures"]
 

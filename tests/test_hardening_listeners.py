@@ -40,11 +40,11 @@ from OpenSSL import SSL
 from sites import HOST, closed_port, site_objects
 
 import fastroute.proxy.tls
+from controller.status import HEAD_TIMEOUT, serve_status
 from fastroute.ingress import build_config
 from fastroute.proxy.listener import AcceptBackoff, LogThrottle
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
-from fastroute.proxy.status import HEAD_TIMEOUT, serve_status
 from fastroute.proxy.tls import TLSContexts
 
 DEADLINE = 10.0  # nothing waits longer than this for anything

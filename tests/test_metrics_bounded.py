@@ -25,13 +25,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from raw import DEADLINE, BackendConnection, RawBackend, Request, response, wait_for
 from sites import closed_port
 
+from controller.status import serve_status
 from fastroute.ingress.build import ConfigBuilder, build_config
 from fastroute.ingress.in_use import departed, in_use_of
 from fastroute.ingress.model import Backend, Endpoint, InUse
 from fastroute.proxy.balancer import Balancer
 from fastroute.proxy.metrics import NO_ROUTE, OTHER, Metrics
 from fastroute.proxy.server import Proxy
-from fastroute.proxy.status import serve_status
 
 Labels = dict[str, str]
 
