@@ -70,6 +70,24 @@ def _workers(text: str) -> int:
     return value
 
 
+def _boolean(text: str) -> bool:
+    """``true`` or ``false``, as Go's flags take them (ingress-nginx's ``--metrics-per-host``)."""
+    value = {"true": True, "1": True, "false": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not true or false: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
 def _namespace(text: str) -> str:
     try:
         return check_namespace(text)
@@ -246,6 +264,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--metrics-per-ingress",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="true|false",
+        help="label request metrics by Ingress and Service (default true); false: one "
+        "'_other' value for all, as ingress-nginx's --metrics-per-host=false drops a label",
+    )
+    parser.add_argument(
+        "--metrics-max-ingresses",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="only the N oldest Ingresses have request series of their own; the others "
+        "share ingress and service '_other' (default: no limit)",
+    )
+    parser.add_argument(
         "--no-watch", action="store_true", help="read the manifests once (SIGHUP rereads them)"
     )
     parser.add_argument(
@@ -285,6 +321,7 @@ def _options(
         shutdown_grace=args.shutdown_grace,
         configmap=args.configmap,
         ssl_passthrough=args.enable_ssl_passthrough,
+        metrics_max_ingresses=0 if not args.metrics_per_ingress else args.metrics_max_ingresses,
     )
 
 
@@ -307,6 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return check(argv[1:])
     args = parser.parse_args(argv)
+    if not args.metrics_per_ingress and args.metrics_max_ingresses:
+        parser.error(
+            "--metrics-max-ingresses N says which Ingresses get series; with "
+            "--metrics-per-ingress=false none does: give one of the two"
+        )
     several = args.workers > 1 or args.worker_of is not None
     logging.basicConfig(
         level=args.log_level,

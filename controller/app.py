@@ -107,6 +107,8 @@ class Options:
     kubernetes: KubeOptions | None = None  # the source: the cluster, instead of ``manifests``
     configmap: str | None = None  # "namespace/name" of the controller's ConfigMap
     ssl_passthrough: bool = False  # --enable-ssl-passthrough: honour ssl-passthrough
+    # --metrics-max-ingresses: Ingresses with series of their own (None: all)
+    metrics_max_ingresses: int | None = None
 
     def __post_init__(self) -> None:
         if not (self.shutdown_grace >= 0 and math.isfinite(self.shutdown_grace)):
@@ -188,7 +190,7 @@ class Controller:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.metrics = Metrics()
+        self.metrics = Metrics(max_ingresses=options.metrics_max_ingresses)
         self.reload_metrics = ReloadMetrics(self.metrics.registry)
         self.proxy = Proxy(
             None,

@@ -84,6 +84,7 @@ from fastroute.ingress.client_auth import (
     secret_key,
 )
 from fastroute.ingress.configmap import configmap_data, read_settings
+from fastroute.ingress.in_use import UseCounts, target_backends
 from fastroute.ingress.model import (
     Backend,
     ClientAuth,
@@ -187,6 +188,7 @@ class _Host:
     # its regex paths (kept only when it has some)
     literal: list[tuple[Target, str, str]] = field(default_factory=list)
     client_auth: ClientAuth | None = None  # the client certificates its handshakes ask for
+    backends: list[Backend] = field(default_factory=list)  # its targets', counted in _uses
 
 
 class ConfigBuilder:
@@ -264,6 +266,8 @@ class ConfigBuilder:
         self._catch_all_problems: list[Problem] = []
         self._catch_all_services: set[ServiceKey] = set()
         self._catch_all_users: set[str] = set()  # hosts whose targets hold its backend
+        self._uses = UseCounts()  # backends and endpoints of the hosts held and the catch-all
+        self._catch_all_backends: list[Backend] = []  # what the catch-all adds to _uses
         self._error_problems: dict[str, list[Problem]] = {}  # Ingress -> default-backend's
         self._regex: RegexIndex | None = None  # the last build's
         self._regex_hosts: set[str] = set()  # hosts with regex rules
@@ -334,6 +338,8 @@ class ConfigBuilder:
             self._specs[key] = new
         else:
             self._forget_reads(key)
+        if (old is None) != (new is None):
+            self._uses.ingress(key, new is not None)
         self._policies.pop(key, None)
         ref = self._backend_secrets.pop(key, None)
         if ref is not None:
@@ -531,6 +537,9 @@ class ConfigBuilder:
             if self._dirty_catch_all:
                 before = self._catch_all
                 self._build_catch_all()
+                self._uses.remove(self._catch_all_backends)
+                self._catch_all_backends = list(target_backends(self._catch_all))
+                self._uses.add(self._catch_all_backends)
                 if _backend_of(before) != _backend_of(self._catch_all):
                     self._dirty_hosts.update(self._catch_all_users)
             self._add_alias_hosts(self._dirty_hosts)
@@ -567,6 +576,7 @@ class ConfigBuilder:
             passthrough=passthrough_map(self._passthrough, self._by_parent),
             regex=self._regex,
             client_auth=client_auth_map(self._host_auths, self._by_parent),
+            in_use=self._uses.in_use(),
         )
 
     def _build_regex(self) -> None:
@@ -584,6 +594,8 @@ class ConfigBuilder:
         self._hosts.clear()
         self._by_service.clear()
         self._catch_all_users.clear()
+        self._uses.reset()
+        self._catch_all_backends = []
         self._dirty_hosts = set(self._by_host) | set(self._by_alias) | set(self._hosts)
         self._dirty_error_checks = set(self._specs) | set(self._error_problems)
         self._dirty_tls = set(self._by_tls_host) | set(self._tls_problems)
@@ -647,6 +659,7 @@ class ConfigBuilder:
                 router.remove(*added)
             for service in last.services:
                 _index(self._by_service, service, host, False)
+            self._uses.remove(last.backends)
         self._catch_all_users.discard(host)
         done = _Host([], [], set())
         tls = self._has_tls(host)
@@ -663,6 +676,7 @@ class ConfigBuilder:
             self._catch_all_users.add(host)
         if done.rules or done.problems or done.regex:
             self._hosts[host] = done
+            self._uses.add(done.backends)
         self._host_auths.pop(host, None)
         if done.client_auth is not None and host and done.rules:
             self._host_auths[host] = done.client_auth
@@ -716,6 +730,7 @@ class ConfigBuilder:
             for rule in spec.rules:
                 if rule.bucket != bucket or isinstance(rule.backend, str):
                     continue
+                mark = len(done.backends)  # what a rule that is not added takes back
                 target = self._target(spec, rule.backend, tls, done, rule.path, final)
                 rule_id = (rule.bucket, rule.path, rule.path_type)
                 canary = canaries.get(rule_id)
@@ -729,6 +744,7 @@ class ConfigBuilder:
                             spec.key, host, rule.path, rule.path_type, target, done.regex
                         )
                     except ValueError as error:
+                        del done.backends[mark:]
                         if alias is None:
                             where = rule.where + ".path"
                             done.problems.append(Problem("Ingress", spec.key, where, str(error)))
@@ -740,6 +756,7 @@ class ConfigBuilder:
                 try:
                     router.add(rule_host, rule.path, rule.path_type, target)
                 except RouteConflictError as error:
+                    del done.backends[mark:]
                     if alias is not None:
                         continue
                     winner: Target = error.existing.backend
@@ -755,6 +772,7 @@ class ConfigBuilder:
                     )
                     continue
                 except InvalidRuleError as error:
+                    del done.backends[mark:]
                     if alias is None:
                         done.problems.append(Problem("Ingress", spec.key, rule.where, error.reason))
                     continue
@@ -776,12 +794,14 @@ class ConfigBuilder:
             if spec.policy.canary is not None:
                 continue  # a canary's default backend is no host's default
             if bucket in spec.hosts and isinstance(spec.default, tuple):
+                mark = len(done.backends)
                 target = self._target(spec, spec.default, tls, done, final=final)
                 try:
                     router.add(default_host, "/", "Prefix", target)
                 except RouteConflictError:
-                    pass
+                    del done.backends[mark:]
                 except InvalidRuleError as error:
+                    del done.backends[mark:]
                     if alias is None:
                         where = "spec.defaultBackend"
                         done.problems.append(Problem("Ingress", spec.key, where, error.reason))
@@ -856,6 +876,9 @@ class ConfigBuilder:
             done.uses_catch_all = True  # also when there is none yet: one may come
             error_backend = _backend_of(self._catch_all)
         policy = on_host(self._policy(spec)[0], done.client_auth)
+        done.backends.append(backend)
+        if error_backend is not None:
+            done.backends.append(error_backend)
         return Target(spec.key, backend, policy, tls, error_backend, path, trie_final=final)
 
     def _canaries(
@@ -1212,14 +1235,7 @@ def build_config(
     config = builder.build()
     if not problems:
         return config
-    return RouteConfig(
-        router=config.router,
-        certificates=config.certificates,
-        ingresses=config.ingresses,
-        problems=(*problems, *config.problems),
-        settings=config.settings,
-        passthrough=config.passthrough,
-    )
+    return replace(config, problems=(*problems, *config.problems))
 
 
 def our_classes(classes: Iterable[Obj], policy: ClassPolicy) -> tuple[set[str], bool | None]:

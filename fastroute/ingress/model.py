@@ -23,8 +23,10 @@ __all__ = [
     "Canary",
     "ClientAuth",
     "Cors",
+    "Departures",
     "Endpoint",
     "HeaderList",
+    "InUse",
     "Networks",
     "Policy",
     "Problem",
@@ -381,6 +383,33 @@ class Problem:
         return f"{'warning' if self.warning else 'rejected'}: {where}: {self.reason}"
 
 
+@dataclass(frozen=True, slots=True)
+class Departures:
+    """What left since the ``InUse`` whose serial is ``since``."""
+
+    since: int
+    ingresses: frozenset[str] = frozenset()
+    backends: frozenset[str] = frozenset()
+    endpoints: frozenset[Endpoint] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class InUse:
+    """What a config serves: its Ingresses, and what its routes send to (backends by name,
+    and their endpoints).
+
+    On a swap the proxy forgets what left (metrics series, balancer turns, endpoint
+    health): from ``departures`` when they are relative to the config it served, at the
+    cost of what left; else by comparing the two configs' sets.
+    """
+
+    ingresses: frozenset[str] = frozenset()  # "namespace/name"
+    backends: frozenset[str] = frozenset()  # ``Backend.name``
+    endpoints: frozenset[Endpoint] = frozenset()  # ready and terminating ones
+    serial: int = 0  # unique among a process's builders' InUse; 0: made by walking a config
+    departures: Departures | None = None  # since the builder's previous InUse, if known
+
+
 @dataclass(frozen=True)
 class RouteConfig:
     """Everything the proxy needs to serve one snapshot of the cluster.
@@ -402,6 +431,9 @@ class RouteConfig:
     # TLS host ("a.com" or "*.a.com") -> the client certificates its handshakes ask for;
     # None: an exact host that asks for none although a wildcard that does covers it
     client_auth: Mapping[str, ClientAuth | None] = field(default_factory=dict)
+    # the backends and endpoints its routes use (the builder keeps them as it goes);
+    # None: not recorded, as in a config made by hand (``in_use.in_use_of`` walks its routes)
+    in_use: InUse | None = None
 
     def certificate_for(self, server_name: str | None) -> Certificate | None:
         """The certificate for an SNI name: its exact host, then its wildcard, else None."""

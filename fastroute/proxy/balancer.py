@@ -227,6 +227,16 @@ class Balancer:
             names = set(backends)
             self._counters = {n: c for n, c in self._counters.items() if n in names}
 
+    def forget(self, endpoints: Iterable[Endpoint], backends: Iterable[str] = ()) -> None:
+        """Drop the health of ``endpoints`` and the turns of ``backends``, which left the
+        config: the swap's cost is what left, not what stays."""
+        health, counters = self._health, self._counters
+        if health:
+            for endpoint in endpoints:
+                health.pop(endpoint, None)
+        for name in backends:
+            counters.pop(name, None)
+
     # ------------------------------------------------------------------ internals
 
     def _stale(self, h: _Health, now: float) -> bool:

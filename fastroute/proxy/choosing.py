@@ -20,7 +20,7 @@ one ``random.Random``, which tests seed.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from fastroute.ingress.model import Backend, Endpoint, Policy, Target
@@ -162,6 +162,11 @@ class Chooser:
 
     def forget_missing(self, live: set[Endpoint]) -> None:
         self.ewma.forget_missing(live)
+
+    def forget(self, endpoints: Iterable[Endpoint]) -> None:
+        """Drop the EWMA readings of ``endpoints``, which left the config (rings and tokens
+        are per backend object: a new config's replace them)."""
+        self.ewma.forget(endpoints)
 
     # ------------------------------------------------------------------ internals
 

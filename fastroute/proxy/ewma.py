@@ -131,6 +131,16 @@ class PeakEwma:
         keep = set(live)
         self._stats = {e: s for e, s in self._stats.items() if e in keep or s.in_flight}
 
+    def forget(self, endpoints: Iterable[Endpoint]) -> None:
+        """Drop what is known of ``endpoints``, which left the config (as ``forget_missing``,
+        at the cost of what left)."""
+        stats = self._stats
+        if stats:
+            for endpoint in endpoints:
+                stat = stats.get(endpoint)
+                if stat is not None and not stat.in_flight:
+                    del stats[endpoint]
+
     def _decayed(self, stat: _Stat, sample: float, now: float) -> float:
         age = max(0.0, now - stat.touched)
         weight = math.exp(-age / self.decay) if age != math.inf else 0.0

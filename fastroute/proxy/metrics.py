@@ -16,23 +16,51 @@ same dashboards and alerts carry over with the ``fastroute_`` prefix:
 - ``fastroute_basic_auth_checks_total{result}``: counter, passwords checked for
   ``auth-type: basic`` (result: cached, passed, refused, timeout)
 
+Bounded by the configuration. Every ``ingress``, ``service`` and ``endpoint`` label
+value names an object of the configuration served: a request that matched no Ingress is
+counted under ``-``, whatever host and path it asked for. When a new configuration is
+installed (``configure``), the series of Ingresses, backends and endpoints that left it
+are removed, at the cost of what left (an index of the series by those labels), so the
+series count follows the configuration, not its history. With ``max_ingresses``
+(``--metrics-max-ingresses``), only the oldest Ingresses have series of their own; the
+others share ``ingress="_other",service="_other"`` (``OTHER``), so do requests that
+finish after their Ingress or backend left.
+
 Several worker processes share one set of metrics through prometheus_client's
 multiprocess mode: it is chosen when ``prometheus_client`` is first imported, by the
 ``PROMETHEUS_MULTIPROC_DIR`` environment variable. The controller registers its reload
-and readiness metrics on the same registry (``controller.reload_metrics``).
+and readiness metrics on the same registry (``controller.reload_metrics``). Its files
+can only grow: a removed series is dropped from the worker's memory, but its last values
+stay in the files, and so in ``/metrics``, until the supervisor restarts (prometheus_client
+cannot remove series in that mode); ``max_ingresses`` bounds them there.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-__all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "NO_ROUTE", "Metrics"]
+from fastroute.ingress.in_use import departed
+
+if TYPE_CHECKING:
+    from fastroute.ingress.model import Departures, Endpoint, InUse
+
+__all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "NO_ROUTE", "OTHER", "Metrics"]
 
 # What ``generate_latest`` writes: the classic text format, version 0.0.4.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # The label value of requests that matched no Ingress (or no Service), as in ingress-nginx.
 NO_ROUTE = "-"
+
+# The label value of Ingresses (and their Services) that have no series of their own:
+# beyond ``max_ingresses``, or gone from the configuration when their request finished.
+# Kubernetes names cannot start with "_", so it never names an object.
+OTHER = "_other"
 
 # Prometheus' default buckets start at 5 ms, coarse for a proxy that adds well under one;
 # the top ones reach the default upstream timeout (60 s) so slow backends stay visible.
@@ -61,10 +89,18 @@ class Metrics:
     Args:
         registry: where the metrics are registered; a new registry by default, so that
             several proxies in one process (tests, embedding) never collide in the global one.
+        max_ingresses: how many Ingresses have series of their own, the oldest first
+            (None: all; 0: none, as ingress-nginx's ``--metrics-per-host=false`` drops
+            its host label); the others share ``OTHER``.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, max_ingresses: int | None = None
+    ) -> None:
+        if max_ingresses is not None and max_ingresses < 0:
+            raise ValueError(f"max_ingresses must be 0 or more, got {max_ingresses}")
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.max_ingresses = max_ingresses
         self._requests = Counter(
             "fastroute_requests",
             "Requests answered, by Ingress (namespace/name), Service (namespace/name:port) "
@@ -134,6 +170,111 @@ class Metrics:
         # The hot path: one dict lookup for both label children of a request, instead of
         # prometheus_client's label validation and locking on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # its keys by Ingress and by Service, to drop the ones whose labels change
+        self._cached: dict[str, dict[str, set[tuple[str, str, int]]]] = {
+            "ingress": {},
+            "service": {},
+        }
+        # the series written, by the config object a label names (see _Series)
+        self._series = _Series(
+            {
+                self._requests: ("ingress", "service", None),
+                self._duration: ("ingress", "service"),
+                self._upstream_errors: ("service", "endpoint", None),
+                self._passthrough: ("ingress", "service", None),
+                self._auth_requests: ("ingress", None, None),
+                self._auth_duration: ("ingress",),
+            }
+        )
+        # the configuration served (``configure``); None: not told, every label is taken
+        self._live: frozenset[str] | None = None  # its Ingresses
+        self._labelled: frozenset[str] | None = None  # those with series of their own
+        self._in_use: InUse | None = None  # its backends and endpoints
+
+    # ------------------------------------------------------------------ the configuration
+
+    def configure(
+        self, ingresses: Sequence[str], in_use: InUse, gone: Departures | None = None
+    ) -> int:
+        """The configuration now served: its Ingresses, oldest first, what it serves and
+        uses, and what left since the one served before (None: found by comparing the
+        sets). The series of what left are removed (and of Ingresses no longer among the
+        oldest ``max_ingresses``); returns how many.
+
+        The work is what left (``InUse.departures``), and ``max_ingresses`` when set.
+        """
+        before = self._in_use
+        if in_use is before:
+            return 0
+        cap = self.max_ingresses
+        live = in_use.ingresses
+        labelled = live if cap is None else frozenset(ingresses[:cap])
+        old_labelled = self._labelled
+        self._live, self._labelled, self._in_use = live, labelled, in_use
+        if before is None or old_labelled is None:
+            self._uncache_all()  # labels were taken as they came
+            return 0
+        if gone is None:
+            gone = departed(before, in_use)
+        removed = 0
+        series = self._series
+        if cap is None:
+            removed += series.forget("ingress", gone.ingresses)
+            self._uncache("ingress", gone.ingresses)
+        else:
+            removed += series.forget("ingress", old_labelled - labelled)
+            # left, or now with a label of its own (or no longer)
+            self._uncache("ingress", gone.ingresses | (old_labelled ^ labelled))
+        removed += series.forget("service", gone.backends)
+        self._uncache("service", gone.backends)
+        removed += series.forget("endpoint", (str(e) for e in gone.endpoints))
+        return removed
+
+    def _uncache(self, kind: str, values: Iterable[str]) -> None:
+        """Drop the cached children of requests of these Ingresses (or Services)."""
+        index, other = (
+            self._cached[kind],
+            self._cached["service" if kind == "ingress" else "ingress"],
+        )
+        children = self._children
+        for value in values:
+            for key in index.pop(value, ()):
+                children.pop(key, None)
+                name = key[0] if kind == "service" else key[1]
+                keys = other.get(name)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del other[name]
+
+    def _uncache_all(self) -> None:
+        self._children = {}
+        self._cached = {"ingress": {}, "service": {}}
+
+    def _ingress_label(self, ingress: str) -> str:
+        """``ingress``'s label value: its own, ``NO_ROUTE``, or ``OTHER``."""
+        if not ingress or ingress == NO_ROUTE:
+            return NO_ROUTE
+        labelled = self._labelled
+        return ingress if labelled is None or ingress in labelled else OTHER
+
+    def _service_label(self, service: str) -> str:
+        """``service``'s label value: its own while the configuration uses it."""
+        if not service or service == NO_ROUTE:
+            return NO_ROUTE
+        in_use = self._in_use
+        return service if in_use is None or service in in_use.backends else OTHER
+
+    def _endpoint_label(self, endpoint: Endpoint | str) -> str:
+        """``endpoint``'s label value: its own while the configuration uses it."""
+        if not endpoint:
+            return NO_ROUTE
+        in_use = self._in_use
+        if in_use is None or isinstance(endpoint, str) or endpoint in in_use.endpoints:
+            return str(endpoint)
+        return OTHER
+
+    # ------------------------------------------------------------------ counting
 
     def request(self, ingress: str, service: str, status: int, seconds: float) -> None:
         """Count one answered request and how long it took (``""`` ingress or service: none)."""
@@ -145,28 +286,43 @@ class Metrics:
         duration.observe(seconds)
 
     def _add_children(self, ingress: str, service: str, status: int) -> tuple[Counter, Histogram]:
-        labels = (ingress or NO_ROUTE, service or NO_ROUTE)
+        label = self._ingress_label(ingress)
+        labels = (label, OTHER if label == OTHER else self._service_label(service))
+        series = self._series
         children = (
-            self._requests.labels(*labels, str(status)),
-            self._duration.labels(*labels),
+            series.child(self._requests, (*labels, str(status))),
+            series.child(self._duration, labels),
         )
-        self._children[ingress, service, status] = children
+        # a request of an Ingress or Service that left is counted, not cached: its key
+        # would never be dropped
+        live, in_use = self._live, self._in_use
+        if (live is None or ingress in live or label == NO_ROUTE) and (
+            in_use is None or label == OTHER or service in in_use.backends or labels[1] == NO_ROUTE
+        ):
+            key = (ingress, service, status)
+            self._children[key] = children
+            self._cached["ingress"].setdefault(ingress, set()).add(key)
+            self._cached["service"].setdefault(service, set()).add(key)
         return children
 
-    def upstream_error(self, service: str, endpoint: str, reason: str) -> None:
+    def upstream_error(self, service: str, endpoint: Endpoint | str, reason: str) -> None:
         """Count one failed attempt to reach ``endpoint`` (reason: connect, timeout, broken)."""
-        self._upstream_errors.labels(service or NO_ROUTE, endpoint or NO_ROUTE, reason).inc()
+        labels = (self._service_label(service), self._endpoint_label(endpoint), reason)
+        self._series.child(self._upstream_errors, labels).inc()
 
     def auth_request(self, ingress: str, outcome: str, cached: bool, seconds: float | None) -> None:
         """An external auth check: its outcome, and how long its subrequest took (if one)."""
-        ingress = ingress or NO_ROUTE
-        self._auth_requests.labels(ingress, outcome, "true" if cached else "false").inc()
+        label = self._ingress_label(ingress)
+        labels = (label, outcome, "true" if cached else "false")
+        self._series.child(self._auth_requests, labels).inc()
         if seconds is not None:
-            self._auth_duration.labels(ingress).observe(seconds)
+            self._series.child(self._auth_duration, (label,)).observe(seconds)
 
     def passthrough_connection(self, ingress: str, service: str, result: str) -> None:
         """Count one ssl-passthrough connection that ended (``result``: relayed, ...)."""
-        self._passthrough.labels(ingress or NO_ROUTE, service or NO_ROUTE, result).inc()
+        label = self._ingress_label(ingress)
+        labels = (label, OTHER if label == OTHER else self._service_label(service), result)
+        self._series.child(self._passthrough, labels).inc()
 
     def basic_auth_check(self, result: str) -> None:
         """Count one password checked for basic auth (``result``: cached, passed, ...)."""
@@ -183,3 +339,65 @@ class Metrics:
     def text(self) -> bytes:
         """The metrics in Prometheus' text format (``CONTENT_TYPE``)."""
         return generate_latest(self.registry)
+
+
+class _Series:
+    """The label sets written to each labelled metric, indexed by the value of each label
+    that names a configuration object (ingress, service, endpoint), so that the series of
+    an object that left are found without looking at the others.
+
+    ``NO_ROUTE`` and ``OTHER`` name no object: their series are never removed (there are
+    few of them: one per status, reason or result).
+    """
+
+    __slots__ = ("_by", "_kinds", "_multiprocess")
+
+    def __init__(self, kinds: dict[Any, tuple[str | None, ...]]) -> None:
+        self._kinds = kinds  # metric -> the kind of object each of its labels names
+        self._by: dict[str, dict[str, set[tuple[Any, tuple[str, ...]]]]] = {
+            "ingress": {},
+            "service": {},
+            "endpoint": {},
+        }
+        self._multiprocess = any(
+            name in os.environ for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+        )
+
+    def child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        """``metric.labels(*labels)``, the series noted under the objects its labels name."""
+        for kind, value in zip(self._kinds[metric], labels, strict=True):
+            if kind is not None and value != NO_ROUTE and value != OTHER:
+                self._by[kind].setdefault(value, set()).add((metric, labels))
+        return metric.labels(*labels)
+
+    def forget(self, kind: str, values: Iterable[str]) -> int:
+        """Remove the series that name any of ``values`` (of ``kind``); how many."""
+        index = self._by[kind]
+        removed = 0
+        for value in values:
+            for metric, labels in index.pop(value, ()):
+                self._unindex(metric, labels, kind)
+                self._remove(metric, labels)
+                removed += 1
+        return removed
+
+    def _unindex(self, metric: Any, labels: tuple[str, ...], skip: str) -> None:
+        """Drop the series from the indexes of its other labels."""
+        for kind, value in zip(self._kinds[metric], labels, strict=True):
+            if kind is None or kind == skip:
+                continue
+            found = self._by[kind].get(value)
+            if found is not None:
+                found.discard((metric, labels))
+                if not found:
+                    del self._by[kind][value]
+
+    def _remove(self, metric: Any, labels: tuple[str, ...]) -> None:
+        if not self._multiprocess:
+            metric.remove(*labels)
+            return
+        # the worker's files keep the series (see the module's docstring): the child is
+        # dropped from memory all the same, without a warning per series
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            metric.remove(*labels)

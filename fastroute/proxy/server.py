@@ -14,7 +14,10 @@ offers ``swap``/``load`` (the RouteConfig in use) and ``drain``.
 
 Each request uses the RouteConfig that was current when its head arrived. ``swap``
 replaces the reference for the requests that come after; requests in flight and open
-tunnels finish on the config they started with.
+tunnels finish on the config they started with. What left with the old config is
+forgotten then (its metrics series, round-robin turns, endpoint health, EWMA readings),
+read from the new config's ``InUse`` (what left since the builder's previous config, else
+the differences of the two configs' sets), not by walking their routes.
 
 Timeouts cost one float per phase: each connection records when its current phase
 expires, and the watchdog cancels the connections past theirs, a few times per shortest
@@ -27,7 +30,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from fastroute.ingress.model import RouteConfig
+from fastroute.ingress.in_use import departed, in_use_of
+from fastroute.ingress.model import InUse, RouteConfig
 from fastroute.proxy.accepting import Acceptor
 from fastroute.proxy.forwarding import Forwarder
 from fastroute.proxy.gate import Gate
@@ -95,8 +99,10 @@ class Proxy:
         self.passthrough = self._acceptor.passthrough  # ssl-passthrough relays
         self._listeners: list[trio.SocketListener] = []
         self._housekeeping = False
+        self._in_use: InUse | None = None  # what the config in use routes to
         if config is not None:
             self._use_settings(config)
+            self._forget_departed(config)
             settle()
 
     @property
@@ -127,6 +133,7 @@ class Proxy:
             self.tls.install(config)
         self._use_settings(config)
         self._state.config = config
+        self._forget_departed(config)
         settle()
 
     async def load(self, config: RouteConfig) -> None:
@@ -141,6 +148,7 @@ class Proxy:
             self.tls.use(prepared)
         self._use_settings(config)
         self._state.config = config
+        self._forget_departed(config)
         settle()
 
     def _use_settings(self, config: RouteConfig) -> None:
@@ -154,6 +162,20 @@ class Proxy:
             pool.idle_timeout = settings.upstream_keepalive_timeout
         else:
             pool.max_idle = 0  # no idle time: nothing is kept
+
+    def _forget_departed(self, config: RouteConfig) -> None:
+        """Forget the backends and endpoints the previous config used and ``config`` does
+        not, and tell the metrics which configuration is served."""
+        in_use = in_use_of(config)
+        before, self._in_use = self._in_use, in_use
+        if before is in_use:
+            return
+        gone = None if before is None else departed(before, in_use)
+        if gone is not None:
+            self.balancer.forget(gone.endpoints, gone.backends)
+            self._forwarder.chooser.forget(gone.endpoints)
+        if self.metrics is not None:
+            self.metrics.configure(config.ingresses, in_use, gone)
 
     async def serve(
         self,

@@ -123,4 +123,4 @@ class ProxyState:
     def upstream_error(self, service: str, endpoint: Endpoint, reason: str) -> None:
         """Count an exchange with ``endpoint`` that failed (``reason``: connect, broken...)."""
         if self.metrics is not None:
-            self.metrics.upstream_error(service, str(endpoint), reason)
+            self.metrics.upstream_error(service, endpoint, reason)
