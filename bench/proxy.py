@@ -37,7 +37,7 @@ from pathlib import Path
 from statistics import median
 from types import FrameType
 
-from proxy_peers import (
+from bench.proxy_peers import (
     ANNOTATED_PROBES,
     AUTH_PROBES,
     CANARY_PROBES,
@@ -54,8 +54,8 @@ from proxy_peers import (
     start_fastroute,
     start_nginx_proxy,
 )
-from proxy_swaps import Swaps, run_swaps
-from wrk import WrkResult, rotation_script, run_wrk
+from bench.proxy_swaps import Swaps, run_swaps
+from bench.wrk import WrkResult, rotation_script, run_wrk
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from raw import (
+from tests.raw import (
     DEADLINE,
     BackendConnection,
     RawBackend,
@@ -27,7 +27,7 @@ from raw import (
     response,
     unanswered_port,
 )
-from sites import closed_port
+from tests.sites import closed_port
 
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
+from tests.raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
 
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig

@@ -23,8 +23,8 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
-from sites import closed_port
+from tests.raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
+from tests.sites import closed_port
 
 from fastroute.ingress import build_config
 from fastroute.ingress.annotations import read_policy

@@ -24,7 +24,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from passlib.hash import apr_md5_crypt, des_crypt, md5_crypt, sha256_crypt, sha512_crypt
-from raw import DEADLINE, RawBackend, RawClient, Reply, wait_for
+from tests.raw import DEADLINE, RawBackend, RawClient, Reply, wait_for
 
 from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.annotations import read_policy

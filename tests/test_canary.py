@@ -20,7 +20,7 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response
+from tests.raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response
 
 from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.annotations import read_policy
@@ -1085,7 +1085,7 @@ def test_a_canary_keeps_its_own_balancing_annotations() -> None:
 
 def test_check_explain_shows_the_canary_rules_of_the_route(tmp_path: Any) -> None:
     import yaml
-    from cli import run_controller
+    from tests.cli import run_controller
 
     manifest = tmp_path / "ingresses.yaml"
     manifest.write_text(

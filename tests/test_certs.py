@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
-from certgen import CA_KEY_USAGE
+from tests.certgen import CA_KEY_USAGE
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519

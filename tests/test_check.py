@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cli import run_controller
-from kubeapi import KubeAPI
+from tests.cli import run_controller
+from tests.kubeapi import KubeAPI
 
 from fastroute.ingress.catalogue import ANNOTATIONS, CONFIGMAP_KEYS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NGINX = "nginx.ingress.kubernetes.io/"
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 
 def _ingress(name: str, annotations: dict[str, str], path: str = "/") -> dict[str, Any]:

@@ -24,12 +24,12 @@ from urllib.parse import unquote
 
 import pytest
 import trio
-from certgen import CA_KEY_USAGE
+from tests.certgen import CA_KEY_USAGE
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from echo import Echo
+from tests.echo import Echo
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -19,11 +19,11 @@ import httpx
 import pytest
 import trio
 import yaml
-from cli import run_controller
-from echo import Echo
-from kubeapi import KubeAPI
-from sites import HOST, site_objects
-from test_kube_source import backends, eventually, plain_kubeconfig, running, site
+from tests.cli import run_controller
+from tests.echo import Echo
+from tests.kubeapi import KubeAPI
+from tests.sites import HOST, site_objects
+from tests.test_kube_source import backends, eventually, plain_kubeconfig, running, site
 
 from controller.__main__ import _options, _parser
 from controller.app import Controller, Options
@@ -33,7 +33,7 @@ from fastroute.ingress.balancing import HashKey
 from fastroute.ingress.configmap import KEYS, ConfigMapLookup, configmap_data, read_settings
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 DEADLINE = 10.0
 MIB = 1024 * 1024

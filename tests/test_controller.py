@@ -14,9 +14,9 @@ import httpx
 import pytest
 import trio
 import yaml
-from cli import run_controller
-from echo import Echo
-from sites import site_objects
+from tests.cli import run_controller
+from tests.echo import Echo
+from tests.sites import site_objects
 
 from controller.app import Controller, Options
 from controller.manifests import load_manifests

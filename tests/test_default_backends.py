@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import trio
-from echo import Echo
+from tests.echo import Echo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_incremental_build import summary
-from test_ingress import endpoint_slice, ingress, reasons, routed, service
+from tests.test_incremental_build import summary
+from tests.test_ingress import endpoint_slice, ingress, reasons, routed, service
 
 from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
 from fastroute.ingress.model import Target

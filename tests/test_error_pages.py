@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response, wait_for
-from sites import closed_port
-from test_ingress import endpoint_slice, ingress, service
+from tests.raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response, wait_for
+from tests.sites import closed_port
+from tests.test_ingress import endpoint_slice, ingress, service
 
 from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.model import Target

@@ -20,11 +20,11 @@ import h11
 import httpx
 import pytest
 import trio
-from echo import Echo, next_event
-from raw import DEADLINE, BackendConnection, RawBackend, wait_for
-from raw import Request as RawRequest
-from raw import response as raw_response
-from sites import HOST, closed_port, site_objects
+from tests.echo import Echo, next_event
+from tests.raw import DEADLINE, BackendConnection, RawBackend, wait_for
+from tests.raw import Request as RawRequest
+from tests.raw import response as raw_response
+from tests.sites import HOST, closed_port, site_objects
 
 from fastroute.ingress import build_config
 from fastroute.ingress.annotations import read_policy

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from raw import (
+from tests.raw import (
     DEADLINE,
     BackendConnection,
     RawBackend,

@@ -35,9 +35,9 @@ import pytest
 import trio
 import trio.testing
 import yaml
-from echo import Echo
+from tests.echo import Echo
 from OpenSSL import SSL
-from sites import HOST, closed_port, site_objects
+from tests.sites import HOST, closed_port, site_objects
 
 import fastroute.proxy.tls
 from fastroute.ingress import build_config

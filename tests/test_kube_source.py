@@ -28,11 +28,11 @@ import httpx
 import pytest
 import trio
 import yaml
-from cli import run_controller
+from tests.cli import run_controller
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from echo import Echo
-from kubeapi import PKI, KubeAPI
+from tests.echo import Echo
+from tests.kubeapi import PKI, KubeAPI
 from lightkube.config.models import UserExec
 
 from controller.app import Controller, KubeOptions, Listening, Options
@@ -43,7 +43,7 @@ from controller.kube.store import Cache
 from fastroute.ingress import ConfigBuilder
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 DEADLINE = 10.0
 HOST = "site.example.com"

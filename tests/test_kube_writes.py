@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from kubeapi import KubeAPI
+from tests.kubeapi import KubeAPI
 from lightkube import AsyncClient, KubeConfig
 
 from controller.kube.events import EventRecorder
@@ -26,7 +26,7 @@ from controller.kube.leader import LeaderElector
 from controller.kube.publisher import Publisher, PublishOptions, add_arguments
 from fastroute.ingress import RouteConfig, build_config
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 INGRESSES = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
 EVENTS = "/api/v1/namespaces/default/events"

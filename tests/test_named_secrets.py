@@ -22,8 +22,8 @@ import httpx
 import pytest
 import trio
 import yaml
-from kubeapi import KubeAPI
-from test_kube_source import (
+from tests.kubeapi import KubeAPI
+from tests.test_kube_source import (
     HOST,
     Running,
     backends,
@@ -36,7 +36,7 @@ from test_kube_source import (
     running,
     service,
 )
-from test_upstream_tls import OTHER_ROOT, POD, ROOT, TLSBackend
+from tests.test_upstream_tls import OTHER_ROOT, POD, ROOT, TLSBackend
 
 from controller.kube.client import connect, load_config
 from controller.kube.listing import list_once
@@ -45,7 +45,7 @@ from controller.kube.store import SecretNames, annotated_secrets
 from controller.manifests import load_manifests
 from fastroute.ingress import build_config
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 DEADLINE = 10.0
 NGINX = "nginx.ingress.kubernetes.io/"

@@ -28,11 +28,11 @@ import trio
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from echo import Echo
+from tests.echo import Echo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from raw import unanswered_port, wait_for
-from sites import closed_port
+from tests.raw import unanswered_port, wait_for
+from tests.sites import closed_port
 
 from controller.__main__ import _options, _parser
 from controller.app import Controller

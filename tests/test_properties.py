@@ -14,7 +14,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import ReferenceExplanation, ReferenceRouter, path_problem
+from tests.reference import ReferenceExplanation, ReferenceRouter, path_problem
 
 from fastroute import (
     Explanation,

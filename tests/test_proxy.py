@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from echo import Echo
-from sites import closed_port
+from tests.echo import Echo
+from tests.sites import closed_port
 
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig

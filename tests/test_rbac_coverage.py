@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
-from kubeapi import KubeAPI
-from rbac import check_rbac, load_rules
-from test_kube_source import (
+from tests.kubeapi import KubeAPI
+from tests.rbac import check_rbac, load_rules
+from tests.test_kube_source import (
     backends,
     certificate_secret,
     eventually,
@@ -27,7 +27,7 @@ from test_kube_source import (
 
 from controller.kube.publisher import PublishOptions
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 NAMESPACE = "fastroute"  # deploy/00-namespace.yaml, where the Role applies
 LOAD_BALANCER_IP = "203.0.113.10"

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 import trio
-from cli import run_controller
+from tests.cli import run_controller
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from raw import DEADLINE, RawBackend, RawClient, Reply, Request
-from reference import ReferenceRouter, normalize_request_host, wildcard_for
+from tests.raw import DEADLINE, RawBackend, RawClient, Reply, Request
+from tests.reference import ReferenceRouter, normalize_request_host, wildcard_for
 
 from fastroute import InvalidRuleError, RouteConflictError
 from fastroute.errors import NoRouteError

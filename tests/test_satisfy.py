@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_basic_auth import AUTH, HASHES, PASSWORD, basic, htpasswd, objects, run, serving
+from tests.test_basic_auth import AUTH, HASHES, PASSWORD, basic, htpasswd, objects, run, serving
 
 from fastroute.ingress.annotations import read_policy
 

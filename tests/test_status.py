@@ -16,9 +16,9 @@ import httpx
 import pytest
 import trio
 import yaml
-from echo import Echo
+from tests.echo import Echo
 from prometheus_client.parser import text_string_to_metric_families
-from sites import closed_port, site_objects
+from tests.sites import closed_port, site_objects
 
 from controller.app import Controller, Options
 from fastroute.ingress import build_config

@@ -22,7 +22,7 @@ import pytest
 import trio
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from echo import Echo
+from tests.echo import Echo
 
 from fastroute.ingress import build_config
 from fastroute.ingress.certs import Certificate, self_signed_certificate, tls_secret

@@ -23,12 +23,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from certgen import CA_KEY_USAGE
+from tests.certgen import CA_KEY_USAGE
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from echo import Echo
+from tests.echo import Echo
 
 from fastroute.ingress import build_config
 from fastroute.ingress.build import ConfigBuilder

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from echo import Echo
+from tests.echo import Echo
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.server import Server, ServerConnection, serve

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import ReferenceRouter
+from tests.reference import ReferenceRouter
 
 from fastroute import RouteError, Router
 

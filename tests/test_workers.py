@@ -27,10 +27,10 @@ import httpx
 import pytest
 import trio
 import yaml
-from cli import run_controller
-from echo import Echo
+from tests.cli import run_controller
+from tests.echo import Echo
 from prometheus_client.parser import text_string_to_metric_families
-from sites import site_objects
+from tests.sites import site_objects
 
 DEADLINE = 10.0
 GRACE = 8.0  # the --shutdown-grace the drain tests give

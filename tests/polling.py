@@ -1,0 +1,71 @@
+"""Waiting in tests: one deadline, and one way to poll for a condition until it holds.
+
+Tests never sleep for a server to be ready or for a change to take effect: they poll a
+check until it returns a true value, and fail at ``DEADLINE`` with a message that says what
+they were waiting for and what the check last returned. ``wait_for`` polls under trio (the
+check may be sync or async); ``wait_for_sync`` polls from plain threads (subprocesses,
+blocking clients).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import trio
+
+DEADLINE = 10.0  # seconds: no test waits longer than this for any one thing
+INTERVAL = 0.01  # seconds between two polls
+
+T = TypeVar("T")
+
+
+class WaitTimeoutError(AssertionError):
+    """A condition a test waited for did not hold by the deadline."""
+
+    def __init__(self, what: str, deadline: float, last: object) -> None:
+        super().__init__(f"not within {deadline:g} s: {what} (the check last gave {last!r})")
+
+
+async def wait_for(
+    check: Callable[[], T | Awaitable[T]],
+    what: str,
+    deadline: float = DEADLINE,
+    *,
+    interval: float = INTERVAL,
+) -> T:
+    """Poll ``check`` until it returns a true value, and return that value.
+
+    Raises ``WaitTimeoutError`` naming ``what`` and the last value once ``deadline`` seconds pass.
+    """
+    last: object = None
+    with trio.move_on_after(deadline):
+        while True:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+            last = value
+            await trio.sleep(interval)
+    raise WaitTimeoutError(what, deadline, last)
+
+
+def wait_for_sync(
+    check: Callable[[], T],
+    what: str,
+    deadline: float = DEADLINE,
+    *,
+    interval: float = INTERVAL,
+) -> T:
+    """``wait_for`` outside trio: ``check`` is called from this thread, between short sleeps."""
+    end = time.monotonic() + deadline
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise WaitTimeoutError(what, deadline, value)
+        time.sleep(min(interval, max(0.0, end - time.monotonic())))
