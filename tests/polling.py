@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 import trio
 
@@ -29,13 +29,29 @@ class WaitTimeoutError(AssertionError):
         super().__init__(f"not within {deadline:g} s: {what} (the check last gave {last!r})")
 
 
+@overload
 async def wait_for(
-    check: Callable[[], T | Awaitable[T]],
+    check: Callable[[], Awaitable[T | None]],
+    what: str,
+    deadline: float = ...,
+    *,
+    interval: float = ...,
+) -> T: ...
+
+
+@overload
+async def wait_for(
+    check: Callable[[], T | None], what: str, deadline: float = ..., *, interval: float = ...
+) -> T: ...
+
+
+async def wait_for(
+    check: Callable[[], Any],
     what: str,
     deadline: float = DEADLINE,
     *,
     interval: float = INTERVAL,
-) -> T:
+) -> Any:
     """Poll ``check`` until it returns a true value, and return that value.
 
     Raises ``WaitTimeoutError`` naming ``what`` and the last value once ``deadline`` seconds pass.
@@ -54,7 +70,7 @@ async def wait_for(
 
 
 def wait_for_sync(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     what: str,
     deadline: float = DEADLINE,
     *,

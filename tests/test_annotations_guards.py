@@ -24,22 +24,14 @@ from typing import Any
 
 import pytest
 import trio
-from tests.raw import (
-    DEADLINE,
-    BackendConnection,
-    RawBackend,
-    RawClient,
-    Reply,
-    Request,
-    response,
-    wait_for,
-)
 
 from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from fastroute.ingress.settings import Settings
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.polling import DEADLINE, wait_for
+from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
 
 HOST = b"site.example.com"
 SECURE = b"secure.example.com"  # the same backend, under TLS

@@ -17,8 +17,12 @@ from typing import Any
 
 import pytest
 import trio
+
+from fastroute.ingress import build_config
+from fastroute.ingress.model import RouteConfig
+from fastroute.proxy.server import Limits, Proxy
+from tests.polling import DEADLINE
 from tests.raw import (
-    DEADLINE,
     BackendConnection,
     RawBackend,
     RawClient,
@@ -28,10 +32,6 @@ from tests.raw import (
     unanswered_port,
 )
 from tests.sites import closed_port
-
-from fastroute.ingress import build_config
-from fastroute.ingress.model import RouteConfig
-from fastroute.proxy.server import Limits, Proxy
 
 HOST = b"site.example.com"
 PREFIX = "nginx.ingress.kubernetes.io/"

@@ -18,12 +18,13 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from tests.raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
 
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.polling import DEADLINE
+from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
 
 HOST = "app.example.com"
 SECURE = "secure.example.com"  # listed under the Ingress's TLS section

@@ -23,8 +23,6 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
-from tests.sites import closed_port
 
 from fastroute.ingress import build_config
 from fastroute.ingress.annotations import read_policy
@@ -45,6 +43,9 @@ from fastroute.proxy.choosing import Choice, Chooser
 from fastroute.proxy.ewma import PeakEwma
 from fastroute.proxy.hashing import Ring, request_key, subsets
 from fastroute.proxy.server import Proxy
+from tests.polling import DEADLINE
+from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
+from tests.sites import closed_port
 
 HOST = b"shop.example.com"
 NGINX = "nginx.ingress.kubernetes.io/"

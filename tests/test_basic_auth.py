@@ -24,7 +24,6 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from passlib.hash import apr_md5_crypt, des_crypt, md5_crypt, sha256_crypt, sha512_crypt
-from tests.raw import DEADLINE, RawBackend, RawClient, Reply, wait_for
 
 from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.annotations import read_policy
@@ -33,6 +32,8 @@ from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.basic_auth import credentials
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
+from tests.polling import DEADLINE, wait_for
+from tests.raw import RawBackend, RawClient, Reply
 
 Obj = dict[str, Any]
 SITE = b"site.example.com"  # Ingress "site", protected

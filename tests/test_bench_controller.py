@@ -28,7 +28,6 @@ from bench.controller_scale import (
     reloads,
     series_count,
 )
-
 from fastroute.proxy.metrics import Metrics
 
 REPO = Path(__file__).resolve().parent.parent  # where ``python -m bench.…`` runs
@@ -142,9 +141,7 @@ def test_a_quick_run_times_ready_and_every_update(tmp_path: Path) -> None:
     report = tmp_path / "results.json"
     command = [sys.executable, "-m", "bench.controller_scale", "--quick"]
     command += ["--json", str(report), "--log-dir", str(tmp_path / "logs")]
-    run = subprocess.run(
-        command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, cwd=REPO
-    )
+    run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, cwd=REPO)
     assert run.returncode == 0, run.stderr
     results = json.loads(report.read_text())
     (start,) = results["starts"]

@@ -108,9 +108,7 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     report = tmp_path / "results.json"
     command = [sys.executable, "-m", "bench.proxy", "--quick", "--skip-aiohttp"]
     command += ["--connections", "64", "--json", str(report)]
-    run = subprocess.run(
-        command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, cwd=REPO
-    )
+    run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, cwd=REPO)
     assert run.returncode == 0, run.stderr
     results = json.loads(report.read_text())["results"]
     route_sets = {"fastroute-annotated", "fastroute-canary", "fastroute-regex", "fastroute-auth"}

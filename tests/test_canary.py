@@ -20,7 +20,6 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response
 
 from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.annotations import read_policy
@@ -38,6 +37,8 @@ from fastroute.ingress.model import (
 from fastroute.proxy.canary import choose, cookie_value
 from fastroute.proxy.decide import Forward, decide
 from fastroute.proxy.server import Proxy
+from tests.polling import DEADLINE
+from tests.raw import BackendConnection, RawBackend, RawClient, Request, response
 
 NGINX = "nginx.ingress.kubernetes.io/"
 HOST = "app.example.com"
@@ -1085,6 +1086,7 @@ def test_a_canary_keeps_its_own_balancing_annotations() -> None:
 
 def test_check_explain_shows_the_canary_rules_of_the_route(tmp_path: Any) -> None:
     import yaml
+
     from tests.cli import run_controller
 
     manifest = tmp_path / "ingresses.yaml"

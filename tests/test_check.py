@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tests.cli import run_controller
-from tests.kubeapi import KubeAPI
 
 from fastroute.ingress.catalogue import ANNOTATIONS, CONFIGMAP_KEYS
+from tests.cli import run_controller
+from tests.kubeapi import KubeAPI
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NGINX = "nginx.ingress.kubernetes.io/"

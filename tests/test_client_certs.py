@@ -24,12 +24,10 @@ from urllib.parse import unquote
 
 import pytest
 import trio
-from tests.certgen import CA_KEY_USAGE
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from tests.echo import Echo
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -40,8 +38,10 @@ from fastroute.proxy.client_certs import distinguished_name
 from fastroute.proxy.decide import Answer, Forward, decide
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts, pem_path
+from tests.certgen import CA_KEY_USAGE
+from tests.echo import Echo
+from tests.polling import DEADLINE
 
-DEADLINE = 10.0
 MTLS = "mtls.example.com"  # asks for client certificates
 OTHER = "other.example.com"  # asks too, under the same settings' Ingress of its own
 PLAIN = "plain.example.com"  # never asks

@@ -19,11 +19,6 @@ import httpx
 import pytest
 import trio
 import yaml
-from tests.cli import run_controller
-from tests.echo import Echo
-from tests.kubeapi import KubeAPI
-from tests.sites import HOST, site_objects
-from tests.test_kube_source import backends, eventually, plain_kubeconfig, running, site
 
 from controller.__main__ import _options, _parser
 from controller.app import Controller, Options
@@ -32,10 +27,15 @@ from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
 from fastroute.ingress.balancing import HashKey
 from fastroute.ingress.configmap import KEYS, ConfigMapLookup, configmap_data, read_settings
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
+from tests.cli import run_controller
+from tests.echo import Echo
+from tests.kubeapi import KubeAPI
+from tests.polling import DEADLINE, wait_for
+from tests.sites import HOST, site_objects
+from tests.test_kube_source import backends, plain_kubeconfig, running, site
 
 pytest_plugins = ["tests.kubeapi.fixtures"]
 
-DEADLINE = 10.0
 MIB = 1024 * 1024
 CONTROLLER_CONFIGMAP = "ingress/controller"
 
@@ -809,7 +809,7 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
                 async def settings_are(wanted: Settings) -> bool:
                     return settings() == wanted
 
-                await eventually(
+                await wait_for(
                     lambda: settings_are(replace(DEFAULT_SETTINGS, proxy_body_size=8 * MIB)),
                     "the ConfigMap's proxy-body-size",
                 )
@@ -821,7 +821,7 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
                     )
                 )
                 api.create(configmap("ingress/headers", {"X-Served-By": "fastroute"}))
-                await eventually(
+                await wait_for(
                     lambda: settings_are(
                         replace(
                             DEFAULT_SETTINGS,
@@ -845,13 +845,13 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
                         if r.cache.kind == "ConfigMap"
                     )
 
-                await eventually(cached, "the unrelated ConfigMap reaches the cache")
+                await wait_for(cached, "the unrelated ConfigMap reaches the cache")
                 assert not source.pending
                 assert source.rebuilds == rebuilds
 
                 # a bad value: the key keeps its default, and a Warning Event says why
                 api.update(configmap(CONTROLLER_CONFIGMAP, {"proxy-body-size": "huge"}))
-                await eventually(lambda: settings_are(DEFAULT_SETTINGS), "the rejected key")
+                await wait_for(lambda: settings_are(DEFAULT_SETTINGS), "the rejected key")
 
                 async def event_posted() -> bool:
                     return any(
@@ -860,7 +860,7 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
                         for e in api.list("Event", namespace="ingress")
                     )
 
-                await eventually(event_posted, "a Warning Event on the ConfigMap")
+                await wait_for(event_posted, "a Warning Event on the ConfigMap")
 
     trio.run(scenario)
     (event,) = [

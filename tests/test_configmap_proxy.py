@@ -21,17 +21,6 @@ from typing import Any
 
 import pytest
 import trio
-from tests.raw import (
-    DEADLINE,
-    BackendConnection,
-    RawBackend,
-    RawClient,
-    Reply,
-    Request,
-    response,
-    unanswered_port,
-    wait_for,
-)
 
 from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
@@ -40,6 +29,16 @@ from fastroute.ingress.settings import DEFAULT_SETTINGS
 from fastroute.proxy.real_ip import ClientTrust
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.polling import DEADLINE, wait_for
+from tests.raw import (
+    BackendConnection,
+    RawBackend,
+    RawClient,
+    Reply,
+    Request,
+    response,
+    unanswered_port,
+)
 
 CM = "ingress/controller"
 PLAIN = b"plain.example.com"

@@ -12,19 +12,19 @@ from typing import Any
 
 import httpx
 import trio
-from tests.echo import Echo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.test_incremental_build import summary
-from tests.test_ingress import endpoint_slice, ingress, reasons, routed, service
 
 from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
 from fastroute.ingress.model import Target
 from fastroute.proxy.server import Proxy
+from tests.echo import Echo
+from tests.polling import DEADLINE
+from tests.test_incremental_build import summary
+from tests.test_ingress import endpoint_slice, ingress, reasons, routed, service
 
 Obj = dict[str, Any]
 PREFIX = "nginx.ingress.kubernetes.io/"
-DEADLINE = 10.0
 
 
 def annotated(

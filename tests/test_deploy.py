@@ -34,7 +34,6 @@ from typing import Any, cast
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import trio
-from tests.kubeapi import KubeAPI
 from lightkube import Client, KubeConfig
 from lightkube.core.exceptions import ApiError as LightkubeError
 from lightkube.models.coordination_v1 import LeaseSpec
@@ -45,12 +44,13 @@ from lightkube.resources.core_v1 import ConfigMap, Event, Node, Pod, Secret, Ser
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.resources.networking_v1 import Ingress, IngressClass
 from lightkube.types import PatchType
-from tests.rbac import DEPLOY, Call, Grant, Rule, check_rbac, classify, load_objects, load_rules
 
 from controller.__main__ import _parser
 from controller.supervisor import STOP_MARGIN
 from fastroute.ingress import CONTROLLER_NAME, build_config
 from fastroute.proxy.status import serve_status
+from tests.kubeapi import KubeAPI
+from tests.rbac import DEPLOY, Call, Grant, Rule, check_rbac, classify, load_objects, load_rules
 
 pytest_plugins = ["tests.kubeapi.fixtures"]
 

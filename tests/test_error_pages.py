@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from tests.raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response, wait_for
-from tests.sites import closed_port
-from tests.test_ingress import endpoint_slice, ingress, service
 
 from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.model import Target
 from fastroute.proxy.server import Proxy
+from tests.polling import DEADLINE, wait_for
+from tests.raw import BackendConnection, RawBackend, RawClient, Request, response
+from tests.sites import closed_port
+from tests.test_ingress import endpoint_slice, ingress, service
 
 Obj = dict[str, Any]
 PREFIX = "nginx.ingress.kubernetes.io/"

@@ -20,11 +20,6 @@ import h11
 import httpx
 import pytest
 import trio
-from tests.echo import Echo, next_event
-from tests.raw import DEADLINE, BackendConnection, RawBackend, wait_for
-from tests.raw import Request as RawRequest
-from tests.raw import response as raw_response
-from tests.sites import HOST, closed_port, site_objects
 
 from fastroute.ingress import build_config
 from fastroute.ingress.annotations import read_policy
@@ -38,6 +33,12 @@ from fastroute.ingress.settings import Settings
 from fastroute.proxy.external_auth import AuthCache, Outcome, Request
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
+from tests.echo import Echo, next_event
+from tests.polling import DEADLINE, wait_for
+from tests.raw import BackendConnection, RawBackend
+from tests.raw import Request as RawRequest
+from tests.raw import response as raw_response
+from tests.sites import HOST, closed_port, site_objects
 
 N = "nginx.ingress.kubernetes.io/"
 CM = "ingress/fastroute"

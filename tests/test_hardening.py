@@ -17,22 +17,14 @@ from typing import Any
 
 import pytest
 import trio
-from tests.raw import (
-    DEADLINE,
-    BackendConnection,
-    RawBackend,
-    RawClient,
-    Request,
-    response,
-    unanswered_port,
-    wait_for,
-)
 
 from fastroute.ingress import build_config
 from fastroute.proxy import http1
 from fastroute.proxy.headers import TrustedProxies
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.polling import DEADLINE, wait_for
+from tests.raw import BackendConnection, RawBackend, RawClient, Request, response, unanswered_port
 
 HOST = b"site.example.com"
 

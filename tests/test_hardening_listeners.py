@@ -35,9 +35,7 @@ import pytest
 import trio
 import trio.testing
 import yaml
-from tests.echo import Echo
 from OpenSSL import SSL
-from tests.sites import HOST, closed_port, site_objects
 
 import fastroute.proxy.tls
 from fastroute.ingress import build_config
@@ -46,8 +44,10 @@ from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.status import HEAD_TIMEOUT, serve_status
 from fastroute.proxy.tls import TLSContexts
+from tests.echo import Echo
+from tests.polling import DEADLINE, WaitTimeoutError, wait_for_sync
+from tests.sites import HOST, closed_port, site_objects
 
-DEADLINE = 10.0  # nothing waits longer than this for anything
 PROMPT = 1.0  # "promptly": well under the probes' 3 s timeout
 GET = b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n"
 
@@ -288,15 +288,23 @@ class _Controller:
 
     def wait_for(self, pattern: str) -> re.Match[str]:
         """The first stderr line matching ``pattern``, polled for until the deadline."""
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
+
+        def found() -> re.Match[str] | None:
             for line in list(self.lines):
-                if found := re.search(pattern, line):
-                    return found
+                if match := re.search(pattern, line):
+                    return match
             if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
+                raise AssertionError(f"exited, no line matching {pattern!r} in:\n{self.output}")
+            return None
+
+        try:
+            return wait_for_sync(found, f"a line matching {pattern!r}")
+        except WaitTimeoutError as error:
+            raise AssertionError(f"{error} in:\n{self.output}") from None
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
 
     def stop(self) -> str:
         """SIGTERM, then wait (kill at the deadline); everything it wrote on stderr."""
@@ -360,13 +368,19 @@ def test_at_the_descriptor_limit_probes_answer_and_accept_errors_log_once(
         finally:
             for sock in flood:
                 sock.close()
+
         # descriptors free again: clients are answered, and once accepts have worked for a
         # while (2 s after the last failure) the log says so, once
-        deadline = time.monotonic() + DEADLINE
-        while not any("accepting again after" in line for line in controller.lines):
-            assert time.monotonic() < deadline, "".join(controller.lines)
+        def accepting_again() -> bool:
+            if any("accepting again after" in line for line in controller.lines):
+                return True
             assert _http_status(controller.http, GET, DEADLINE) in (404, 502, 503)
-            time.sleep(0.1)
+            return False
+
+        try:
+            wait_for_sync(accepting_again, "the log line 'accepting again after'", interval=0.1)
+        except WaitTimeoutError as error:
+            raise AssertionError(f"{error}:\n{controller.output}") from None
         readyz = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
         assert _http_status(controller.status, readyz, DEADLINE) == 200
         with socket.create_connection(("127.0.0.1", controller.status), timeout=DEADLINE) as sock:

@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,11 +28,8 @@ import httpx
 import pytest
 import trio
 import yaml
-from tests.cli import run_controller
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from tests.echo import Echo
-from tests.kubeapi import PKI, KubeAPI
 from lightkube.config.models import UserExec
 
 from controller.app import Controller, KubeOptions, Listening, Options
@@ -42,10 +39,13 @@ from controller.kube.source import KINDS
 from controller.kube.store import Cache
 from fastroute.ingress import ConfigBuilder
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
+from tests.cli import run_controller
+from tests.echo import Echo
+from tests.kubeapi import PKI, KubeAPI
+from tests.polling import DEADLINE, wait_for
 
 pytest_plugins = ["tests.kubeapi.fixtures"]
 
-DEADLINE = 10.0
 HOST = "site.example.com"
 FAST = WatchOptions(
     page_size=2, watch_timeout=30, backoff_initial=0.05, backoff_max=0.3, request_timeout=5
@@ -181,15 +181,6 @@ async def readyz(port: int | None) -> int:
     return await trio.to_thread.run_sync(call)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` until it holds; fail naming ``what`` at the deadline."""
-    with trio.move_on_after(DEADLINE):
-        while not await check():
-            await trio.sleep(0.02)
-        return
-    pytest.fail(f"not within {DEADLINE} s: {what}")
-
-
 async def served_by(port: int, backend: str | None, path: str = "/", host: str = HOST) -> None:
     """Wait until ``path`` is answered by ``backend`` (None: until it answers 404)."""
 
@@ -197,14 +188,14 @@ async def served_by(port: int, backend: str | None, path: str = "/", host: str =
         reply = await fetch(port, path, host)
         return reply.backend == backend if backend else reply.status == 404
 
-    await eventually(check, f"{host}{path} served by {backend or 'nobody (404)'}")
+    await wait_for(check, f"{host}{path} served by {backend or 'nobody (404)'}")
 
 
 async def wait_ready(controller: Controller) -> None:
     async def check() -> bool:
         return controller.ready
 
-    await eventually(check, "the controller is ready")
+    await wait_for(check, "the controller is ready")
 
 
 @asynccontextmanager
@@ -296,12 +287,12 @@ def test_endpointslice_and_service_changes_move_traffic(kubeapi: KubeAPI, tmp_pa
                 async def unavailable() -> bool:
                     return (await fetch(port)).status == 503
 
-                await eventually(unavailable, "503 once the Service is gone")
+                await wait_for(unavailable, "503 once the Service is gone")
                 api.create(service())
                 await served_by(port, "b")
 
                 api.delete("EndpointSlice", "web-1", namespace="default")
-                await eventually(unavailable, "503 once the endpoints are gone")
+                await wait_for(unavailable, "503 once the endpoints are gone")
                 api.create(endpoints(ports["a"]))
                 await served_by(port, "a")
 
@@ -369,13 +360,11 @@ def test_tls_secret_changes_change_the_certificate(kubeapi: KubeAPI, tmp_path: P
                 assert await serves("fastroute default certificate")
                 assert len(run.reflector("Secret").cache) == 0
                 api.create(certificate_secret("version 1"))
-                await eventually(lambda: serves("version 1"), "the Secret's certificate")
+                await wait_for(lambda: serves("version 1"), "the Secret's certificate")
                 api.update(certificate_secret("version 2"))
-                await eventually(lambda: serves("version 2"), "the renewed certificate")
+                await wait_for(lambda: serves("version 2"), "the renewed certificate")
                 api.delete("Secret", "site-tls", namespace="default")
-                await eventually(
-                    lambda: serves("fastroute default certificate"), "the default again"
-                )
+                await wait_for(lambda: serves("fastroute default certificate"), "the default again")
                 # a TLS Secret no Ingress names is watched but asks for no rebuild (the
                 # cache and the rebuild flag change in the same step, so this is no race)
                 source = run.controller.source
@@ -384,14 +373,14 @@ def test_tls_secret_changes_change_the_certificate(kubeapi: KubeAPI, tmp_path: P
                 async def settled() -> bool:
                     return not source.pending
 
-                await eventually(settled, "no rebuild pending")
+                await wait_for(settled, "no rebuild pending")
                 rebuilds = run.controller.reloads
                 api.create(certificate_secret("unused", name="unused-tls"))
 
                 async def cached() -> bool:
                     return len(run.reflector("Secret").cache) == 1
 
-                await eventually(cached, "the unused Secret in the cache")
+                await wait_for(cached, "the unused Secret in the cache")
                 assert not source.pending
                 assert run.controller.reloads == rebuilds
 
@@ -490,7 +479,7 @@ def test_bookmarks_advance_the_resume_point(kubeapi: KubeAPI, tmp_path: Path) ->
                 async def advanced() -> bool:
                     return ingresses.resource_version == latest
 
-                await eventually(advanced, "the bookmark's resourceVersion taken")
+                await wait_for(advanced, "the bookmark's resourceVersion taken")
                 lists = api.count("list", "/apis/networking.k8s.io/v1/ingressclasses")
                 api.drop_watches()
                 api.create(ingress_class("late"))
@@ -498,7 +487,7 @@ def test_bookmarks_advance_the_resume_point(kubeapi: KubeAPI, tmp_path: Path) ->
                 async def seen() -> bool:
                     return ingresses.cache.get(("", "late")) is not None
 
-                await eventually(seen, "the IngressClass created after the resume")
+                await wait_for(seen, "the IngressClass created after the resume")
                 assert api.count("list", "/apis/networking.k8s.io/v1/ingressclasses") == lists
 
     trio.run(scenario)
@@ -518,7 +507,7 @@ def test_a_silent_watch_is_given_up_by_the_watchdog(kubeapi: KubeAPI, tmp_path: 
                 async def reconnected() -> bool:
                     return api.count("watch", SLICES) >= watches + 2
 
-                await eventually(reconnected, "two watchdog reconnects")
+                await wait_for(reconnected, "two watchdog reconnects")
                 assert api.count("list", SLICES) == 1
                 api.update(endpoints(ports["b"]))
                 await served_by(run.listening.http_port, "b")
@@ -546,7 +535,7 @@ def test_readyz_is_503_until_every_kind_has_been_listed(kubeapi: KubeAPI, tmp_pa
                         r.synced.is_set() for r in source.reflectors if r.cache.kind != "Secret"
                     )
 
-                await eventually(others_listed, "every kind but Secrets listed")
+                await wait_for(others_listed, "every kind but Secrets listed")
                 await trio.to_thread.run_sync(api.wait_for_watchers, len(KINDS) - 1)
                 assert api.count("list", SECRETS) >= 1  # tried, refused
                 assert await readyz(status) == 503
@@ -556,7 +545,7 @@ def test_readyz_is_503_until_every_kind_has_been_listed(kubeapi: KubeAPI, tmp_pa
                 async def ready() -> bool:
                     return await readyz(status) == 200
 
-                await eventually(ready, "/readyz 200 once Secrets are listed")
+                await wait_for(ready, "/readyz 200 once Secrets are listed")
                 assert await fetch(run.listening.http_port) == Reply(200, "a")
 
     trio.run(scenario)
@@ -598,7 +587,7 @@ def test_a_status_change_rebuilds_nothing(kubeapi: KubeAPI, tmp_path: Path) -> N
             async with running(plain_kubeconfig(api, tmp_path), ports) as run:
                 source = run.controller.source
                 assert source is not None
-                await eventually(lambda: _true(not source.pending), "the first build is done")
+                await wait_for(lambda: _true(not source.pending), "the first build is done")
                 status = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
                 api.patch("ingresses", "site", {"status": status}, namespace="default")
 
@@ -606,7 +595,7 @@ def test_a_status_change_rebuilds_nothing(kubeapi: KubeAPI, tmp_path: Path) -> N
                     cached = run.reflector("Ingress").cache.get(("default", "site"))
                     return cached is not None and cached.get("status") == status
 
-                await eventually(seen, "the status change reached the cache")
+                await wait_for(seen, "the status change reached the cache")
                 assert not source.pending
                 # and a change that matters still does (the builder has the new version too)
                 api.update(endpoints(ports["b"]))
@@ -641,8 +630,8 @@ def test_a_failed_build_keeps_the_last_config_and_the_next_starts_from_the_cache
                 failed_reloads = _failed_reloads(run.controller)
                 armed = True
                 api.update(endpoints(ports["b"]))  # the build taking this change fails
-                await eventually(lambda: _true(bool(failures)), "the build failed")
-                await eventually(
+                await wait_for(lambda: _true(bool(failures)), "the build failed")
+                await wait_for(
                     lambda: _true(_failed_reloads(run.controller) == failed_reloads + 1),
                     "the failed build is counted",
                 )
@@ -887,7 +876,7 @@ def test_the_command_line_serves_a_cluster_until_sigterm(
                 async def ready() -> bool:
                     return await readyz(status) == 200
 
-                await eventually(ready, "the command's /readyz")
+                await wait_for(ready, "the command's /readyz")
                 assert await fetch(http) == Reply(200, "a")
                 process.send_signal(signal.SIGTERM)
                 with trio.fail_after(DEADLINE):
@@ -964,7 +953,7 @@ def test_watch_events_are_split_on_newlines_only(kubeapi: KubeAPI, tmp_path: Pat
                 async def cached() -> bool:
                     return services.cache.get(("default", "odd")) is not None
 
-                await eventually(cached, "the Service with the odd annotation")
+                await wait_for(cached, "the Service with the odd annotation")
                 stored = services.cache.get(("default", "odd"))
                 assert stored is not None
                 assert stored["metadata"]["annotations"] == {"x": odd}

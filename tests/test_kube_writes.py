@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import trio
-from tests.kubeapi import KubeAPI
 from lightkube import AsyncClient, KubeConfig
 
 from controller.kube.events import EventRecorder
@@ -25,6 +24,8 @@ from controller.kube.ingress_status import StatusWriter, desired_status, parse_a
 from controller.kube.leader import LeaderElector
 from controller.kube.publisher import Publisher, PublishOptions, add_arguments
 from fastroute.ingress import RouteConfig, build_config
+from tests.kubeapi import KubeAPI
+from tests.polling import wait_for
 
 pytest_plugins = ["tests.kubeapi.fixtures"]
 
@@ -143,14 +144,14 @@ async def _until(
 ) -> float:
     """Poll ``check`` until it holds (asserting ``always`` at each poll); the time taken."""
     started = trio.current_time()
-    with trio.move_on_after(timeout):
-        while True:
-            if always is not None:
-                always()
-            if check():
-                return trio.current_time() - started
-            await trio.sleep(0.01)
-    raise AssertionError(f"not within {timeout} s: {what}")
+
+    def holds() -> bool:
+        if always is not None:
+            always()
+        return check()
+
+    await wait_for(holds, what, timeout)
+    return trio.current_time() - started
 
 
 def _start(nursery: trio.Nursery, run: Callable[[], Any]) -> trio.CancelScope:

@@ -23,7 +23,6 @@ import httpx
 import pytest
 import trio
 import yaml
-from tests.kubeapi import PKI, TEST_TOKEN, KubeAPI
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.core.exceptions import ApiError as LightkubeError
 from lightkube.models.coordination_v1 import LeaseSpec
@@ -31,6 +30,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.networking_v1 import Ingress
 from lightkube.types import PatchType
+
+from tests.kubeapi import PKI, TEST_TOKEN, KubeAPI
 
 pytest_plugins = ["tests.kubeapi.fixtures"]
 

@@ -22,14 +22,21 @@ import httpx
 import pytest
 import trio
 import yaml
+
+from controller.kube.client import connect, load_config
+from controller.kube.listing import list_once
+from controller.kube.source import KubeSource, named_secret_selector
+from controller.kube.store import SecretNames, annotated_secrets
+from controller.manifests import load_manifests
+from fastroute.ingress import build_config
 from tests.kubeapi import KubeAPI
+from tests.polling import DEADLINE, wait_for
 from tests.test_kube_source import (
     HOST,
     Running,
     backends,
     certificate_secret,
     endpoints,
-    eventually,
     ingress,
     ingress_class,
     plain_kubeconfig,
@@ -38,16 +45,8 @@ from tests.test_kube_source import (
 )
 from tests.test_upstream_tls import OTHER_ROOT, POD, ROOT, TLSBackend
 
-from controller.kube.client import connect, load_config
-from controller.kube.listing import list_once
-from controller.kube.source import KubeSource, named_secret_selector
-from controller.kube.store import SecretNames, annotated_secrets
-from controller.manifests import load_manifests
-from fastroute.ingress import build_config
-
 pytest_plugins = ["tests.kubeapi.fixtures"]
 
-DEADLINE = 10.0
 NGINX = "nginx.ingress.kubernetes.io/"
 FASTROUTE = "fastroute.io/"
 VERIFY = {NGINX + "backend-protocol": "HTTPS", NGINX + "proxy-ssl-verify": "on"}
@@ -84,7 +83,7 @@ async def answers(port: int, code: int, what: str, host: str = HOST) -> None:
     async def check() -> bool:
         return await status(port, host) == code
 
-    await eventually(check, f"{host} answers {code}: {what}")
+    await wait_for(check, f"{host} answers {code}: {what}")
 
 
 def secret_watches(api: KubeAPI) -> list[tuple[str | None, str]]:
@@ -213,7 +212,7 @@ def test_an_opaque_secret_an_annotation_names_is_fetched_by_name_and_followed(
                 async def unwatched() -> bool:
                     return ("default", CA_SELECTOR) not in secret_watches(api)
 
-                await eventually(unwatched, "the named Secret's watch is closed")
+                await wait_for(unwatched, "the named Secret's watch is closed")
                 assert source.by_name == {}
                 await answers(port, 502, "no proxy-ssl-secret any more")
                 assert not [o for o in source.objects() if o["kind"] == "Secret"]
@@ -260,7 +259,7 @@ def test_a_tls_secret_named_by_spec_tls_and_an_annotation_comes_once(
                 async def watched() -> bool:
                     return ("default", named_secret_selector("site-tls")) in secret_watches(api)
 
-                await eventually(watched, "the name watch (of other types) is open")
+                await wait_for(watched, "the name watch (of other types) is open")
                 assert len(source.by_name[("default", "site-tls")].reflector.cache) == 0
 
                 api.update(annotated(both))  # no spec.tls any more
@@ -359,7 +358,7 @@ def test_the_secrets_of_another_class_s_ingresses_are_not_fetched(
                 async def unwatched() -> bool:
                     return ("default", CA_SELECTOR) not in secret_watches(api)
 
-                await eventually(unwatched, "the watch ends with the class")
+                await wait_for(unwatched, "the watch ends with the class")
                 await answers(port, 404, "not ours any more")
                 assert source.by_name == {}
 
@@ -455,13 +454,13 @@ def test_basic_auth_from_an_htpasswd_secret_in_the_cluster_follows_its_changes(
                 async def changed() -> bool:
                     return await login(port, "second") == 200
 
-                await eventually(changed, "the new password is taken")
+                await wait_for(changed, "the new password is taken")
                 assert await login(port, "first") == 401
                 api.delete("Secret", "basic-auth", namespace="default")
 
                 async def closed() -> bool:
                     return await login(port, "second") == 503
 
-                await eventually(closed, "no Secret: the route fails closed")
+                await wait_for(closed, "no Secret: the route fails closed")
 
     trio.run(scenario)

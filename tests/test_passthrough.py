@@ -28,11 +28,8 @@ import trio
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from tests.echo import Echo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.raw import unanswered_port, wait_for
-from tests.sites import closed_port
 
 from controller.__main__ import _options, _parser
 from controller.app import Controller
@@ -50,8 +47,11 @@ from fastroute.proxy.client_hello import (
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts, pem_path
+from tests.echo import Echo
+from tests.polling import DEADLINE, wait_for
+from tests.raw import unanswered_port
+from tests.sites import closed_port
 
-DEADLINE = 10.0
 PASS = "pass.example.com"  # passed through to the TLS backend
 PLAIN = "plain.example.com"  # terminated by the proxy, served by an HTTP backend
 BACKEND_CERT = self_signed_certificate([PASS, "*.wild.example.com"], common_name="the backend")

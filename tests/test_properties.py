@@ -14,7 +14,6 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.reference import ReferenceExplanation, ReferenceRouter, path_problem
 
 from fastroute import (
     Explanation,
@@ -24,6 +23,7 @@ from fastroute import (
     RouteNotFoundError,
     Router,
 )
+from tests.reference import ReferenceExplanation, ReferenceRouter, path_problem
 
 # One shrunk counterexample per test is enough, and keeps a failing run short.
 SETTINGS = settings(max_examples=300, deadline=None, report_multiple_bugs=False)

@@ -15,14 +15,13 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from tests.echo import Echo
-from tests.sites import closed_port
 
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Limits, Proxy
-
-DEADLINE = 10.0  # no test waits longer than this for anything
+from tests.echo import Echo
+from tests.polling import DEADLINE
+from tests.sites import closed_port
 
 
 def _objects(ports: dict[str, int]) -> list[dict[str, Any]]:

@@ -37,9 +37,9 @@ from fastroute.proxy.proxy_protocol import (
     read_proxy_header,
 )
 from fastroute.proxy.proxy_protocol_socket import accept_proxy_header, recv_proxy_header
+from tests.polling import DEADLINE
 
 SETTINGS = settings(max_examples=200, deadline=None)
-DEADLINE = 10.0
 T = TypeVar("T")
 REQUEST = b"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n"
 PEER = "10.0.0.5"  # the load balancer

@@ -12,20 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
+
+from controller.kube.publisher import PublishOptions
 from tests.kubeapi import KubeAPI
+from tests.polling import wait_for
 from tests.rbac import check_rbac, load_rules
 from tests.test_kube_source import (
     backends,
     certificate_secret,
-    eventually,
     fetch,
     ingress,
     plain_kubeconfig,
     running,
     site,
 )
-
-from controller.kube.publisher import PublishOptions
 
 pytest_plugins = ["tests.kubeapi.fixtures"]
 
@@ -95,9 +95,9 @@ def test_deploy_rbac_allows_every_call_the_controller_makes_and_nothing_more(
                 async def named_secret_listed() -> bool:
                     return kubeapi.count("list", secrets) >= 1
 
-                await eventually(named_secret_listed, "the named Secret is listed by name")
-                await eventually(status_written, "the leader publishes the Ingress status")
-                await eventually(event_posted, "an Event about the rejected Ingress")
+                await wait_for(named_secret_listed, "the named Secret is listed by name")
+                await wait_for(status_written, "the leader publishes the Ingress status")
+                await wait_for(event_posted, "an Event about the rejected Ingress")
 
     trio.run(scenario)
     report = check_rbac(kubeapi.requests, load_rules())

@@ -18,11 +18,8 @@ from typing import Any
 
 import pytest
 import trio
-from tests.cli import run_controller
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.raw import DEADLINE, RawBackend, RawClient, Reply, Request
-from tests.reference import ReferenceRouter, normalize_request_host, wildcard_for
 
 from fastroute import InvalidRuleError, RouteConflictError
 from fastroute.errors import NoRouteError
@@ -33,6 +30,10 @@ from fastroute.ingress.regex import compile_path, expand, literal_start, rewrite
 from fastroute.proxy.decide import Forward, decide
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.cli import run_controller
+from tests.polling import DEADLINE
+from tests.raw import RawBackend, RawClient, Reply, Request
+from tests.reference import ReferenceRouter, normalize_request_host, wildcard_for
 
 NGINX = "nginx.ingress.kubernetes.io/"
 REGEX = {NGINX + "use-regex": "true"}

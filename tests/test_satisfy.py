@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.test_basic_auth import AUTH, HASHES, PASSWORD, basic, htpasswd, objects, run, serving
 
 from fastroute.ingress.annotations import read_policy
+from tests.test_basic_auth import AUTH, HASHES, PASSWORD, basic, htpasswd, objects, run, serving
 
 ADMITS, REFUSES = "127.0.0.1/32", "10.0.0.0/8"
 

@@ -7,26 +7,24 @@ real clients (httpx in a worker thread, a raw socket for malformed requests), an
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import trio
 import yaml
-from tests.echo import Echo
 from prometheus_client.parser import text_string_to_metric_families
-from tests.sites import closed_port, site_objects
 
 from controller.app import Controller, Options
 from fastroute.ingress import build_config
 from fastroute.proxy.metrics import DURATION_BUCKETS, Metrics
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.status import serve_status
+from tests.echo import Echo
+from tests.polling import DEADLINE, wait_for
+from tests.sites import closed_port, site_objects
 
-DEADLINE = 10.0
 SITE = "default/site"
 WEB = "default/web:80"
 
@@ -71,13 +69,6 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def value(text: str, name: str, **labels: str) -> float | None:
     return samples(text).get((name, frozenset(labels.items())))
-
-
-async def until(check: Callable[[], Any]) -> None:
-    """Poll ``check`` (an async callable) until it returns true; fail at the deadline."""
-    with trio.fail_after(DEADLINE):
-        while not await check():
-            await trio.sleep(0.05)
 
 
 # ------------------------------------------------------------------- the listener
@@ -275,14 +266,14 @@ def test_the_controller_serves_status_and_counts_reloads_and_failed_ones(tmp_pat
             assert await reloads("failure") == 0
 
             manifest.write_text("kind: Ingress\nspec: [broken\n")  # a reload that fails
-            await until(partial(at_least, "failure", 1))
+            await wait_for(partial(at_least, "failure", 1), "a failed reload counted")
             text = (await get(status, "/metrics")).text
             assert value(text, "fastroute_config_last_reload_successful") == 0
             assert (await get(http, "/old/x")).status_code == 200  # the last good config serves
             assert (await get(status, "/readyz")).status_code == 200
 
             manifest.write_text(yaml.safe_dump_all(site_objects(backend_port, "/new")))
-            await until(partial(at_least, "success", 2))
+            await wait_for(partial(at_least, "success", 2), "two reloads counted")
             text = (await get(status, "/metrics")).text
             assert value(text, "fastroute_config_last_reload_successful") == 1
             assert (

@@ -22,15 +22,15 @@ import pytest
 import trio
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from tests.echo import Echo
 
 from fastroute.ingress import build_config
 from fastroute.ingress.certs import Certificate, self_signed_certificate, tls_secret
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.echo import Echo
+from tests.polling import DEADLINE
 
-DEADLINE = 10.0
 EXACT = self_signed_certificate(["secure.example.com"], common_name="exact")
 WILDCARD = self_signed_certificate(["*.wild.example.com"], common_name="wildcard")
 

@@ -23,12 +23,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from tests.certgen import CA_KEY_USAGE
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from tests.echo import Echo
 
 from fastroute.ingress import build_config
 from fastroute.ingress.build import ConfigBuilder
@@ -37,8 +35,10 @@ from fastroute.proxy.channel import connect_tls
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import pem_path
 from fastroute.proxy.upstream_tls import client_context, server_hostname
+from tests.certgen import CA_KEY_USAGE
+from tests.echo import Echo
+from tests.polling import DEADLINE
 
-DEADLINE = 10.0  # no test waits longer than this for anything
 HOST = "app.example.com"
 POD_NAME = "pods.internal"  # the DNS name in the pod's certificate (with IP 127.0.0.1)
 PREFIX = "nginx.ingress.kubernetes.io/"

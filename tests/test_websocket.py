@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from tests.echo import Echo
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.server import Server, ServerConnection, serve
@@ -25,8 +24,8 @@ from websockets.sync.server import Server, ServerConnection, serve
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Proxy
-
-DEADLINE = 10.0
+from tests.echo import Echo
+from tests.polling import DEADLINE
 
 
 def _echo_messages(websocket: ServerConnection) -> None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.reference import ReferenceRouter
 
 from fastroute import RouteError, Router
+from tests.reference import ReferenceRouter
 
 LENGTHS = [0, 1, 6, 7, 8, 9, 15, 16, 17, 23, 24, 25]
 
