@@ -4,7 +4,11 @@
 builder, parsers), ``-m e2e`` the rest. A module of end-to-end tests says so once with
 ``pytestmark = pytest.mark.e2e``; a module that mixes both marks its end-to-end tests.
 
-The mark is checked, not trusted: while a test without it is set up or runs, listening on
+A test that starts nothing but sweeps for seconds (a large router against the reference,
+every change replayed through the builder) is marked ``slow``; it runs with the e2e half,
+so that the fast suite stays under a minute.
+
+The e2e mark is checked, not trusted: while a test without it is set up or runs, listening on
 a socket or starting a process fails that test with a message saying what it started and
 how to mark it. A new end-to-end test therefore cannot slip into the fast suite unmarked,
 and CI, which runs both halves, catches one the moment it is added.
@@ -21,6 +25,7 @@ from typing import Any
 import pytest
 
 E2E = "e2e"
+SLOW = "slow"
 
 
 class UnmarkedStartError(RuntimeError):
@@ -51,6 +56,13 @@ def pytest_configure(config: pytest.Config) -> None:
     subprocess.Popen.__init__ = _refuse(  # type: ignore[method-assign]
         "starts a process", subprocess.Popen.__init__
     )
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker(SLOW) is not None:
+            item.add_marker(E2E)
 
 
 @contextmanager

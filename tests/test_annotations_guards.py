@@ -30,8 +30,11 @@ from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from fastroute.ingress.settings import Settings
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.objects import service_at
 from tests.polling import DEADLINE, wait_for
 from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
+
+pytestmark = pytest.mark.e2e
 
 HOST = b"site.example.com"
 SECURE = b"secure.example.com"  # the same backend, under TLS
@@ -54,13 +57,7 @@ def _objects(port: int, annotations: dict[str, str]) -> list[dict[str, Any]]:
 
     return [
         tls_secret("default", "secure", CERTIFICATE),
-        {"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}},
-        {
-            "kind": "EndpointSlice",
-            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
-            "ports": [{"port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
+        *service_at(port),
         {
             "kind": "Ingress",
             "metadata": {"name": "site", "annotations": annotations},

@@ -23,8 +23,11 @@ from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.objects import service_at
 from tests.polling import DEADLINE
 from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
+
+pytestmark = pytest.mark.e2e
 
 HOST = "app.example.com"
 SECURE = "secure.example.com"  # listed under the Ingress's TLS section
@@ -63,23 +66,7 @@ def _ingress(
 
 def _service(port: int) -> list[dict[str, Any]]:
     """Service ``web``, its one endpoint the raw backend on 127.0.0.1:port."""
-    return [
-        {
-            "kind": "Service",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"ports": [{"port": 80}]},
-        },
-        {
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "web-1",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "web"},
-            },
-            "ports": [{"port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-    ]
+    return service_at(port)
 
 
 Objects = Callable[[int], list[dict[str, Any]]]

@@ -590,6 +590,7 @@ PODS = ("a", "b", "c")
 
 
 @pytest.mark.parametrize("mode", ["balanced", "persistent"])
+@pytest.mark.e2e
 def test_a_cookie_issued_by_one_replica_sticks_on_another(mode: str) -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -609,6 +610,7 @@ def test_a_cookie_issued_by_one_replica_sticks_on_another(mode: str) -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_without_a_cookie_new_sessions_spread_over_every_pod() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -620,6 +622,7 @@ def test_without_a_cookie_new_sessions_spread_over_every_pod() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_the_cookie_has_ingress_nginx_attributes_and_the_rules_path() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -656,6 +659,7 @@ def test_the_cookie_has_ingress_nginx_attributes_and_the_rules_path() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_the_cookie_takes_the_path_domain_and_secure_asked_for_even_over_plain_http() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -680,6 +684,7 @@ def test_the_cookie_takes_the_path_domain_and_secure_asked_for_even_over_plain_h
     run(test)
 
 
+@pytest.mark.e2e
 def test_a_cookie_still_names_its_pod_after_a_config_swap_that_adds_pods() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("a", "b", "c", "d", "e")
@@ -699,6 +704,7 @@ def test_a_cookie_still_names_its_pod_after_a_config_swap_that_adds_pods() -> No
     run(test)
 
 
+@pytest.mark.e2e
 def test_a_pod_gone_rebalances_its_sessions_and_issues_a_new_cookie() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -721,6 +727,7 @@ def test_a_pod_gone_rebalances_its_sessions_and_issues_a_new_cookie() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_a_balanced_session_whose_pod_is_gone_moves_alike_in_every_replica() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -741,6 +748,7 @@ def test_a_balanced_session_whose_pod_is_gone_moves_alike_in_every_replica() -> 
 
 
 @pytest.mark.parametrize("change", [True, False])
+@pytest.mark.e2e
 def test_change_on_failure_moves_the_cookie_to_the_pod_that_answered(change: bool) -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("a", "b")
@@ -768,6 +776,7 @@ def test_change_on_failure_moves_the_cookie_to_the_pod_that_answered(change: boo
     run(test)
 
 
+@pytest.mark.e2e
 def test_upstream_hash_by_request_uri_sends_one_uri_to_one_pod() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("a", "b", "c", "d", "e", "f")
@@ -784,6 +793,7 @@ def test_upstream_hash_by_request_uri_sends_one_uri_to_one_pod() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_upstream_hash_by_a_header_ignores_the_rest_of_the_request() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -797,6 +807,7 @@ def test_upstream_hash_by_a_header_ignores_the_rest_of_the_request() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_upstream_hash_by_subset_spreads_one_key_over_its_subset_only() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("a", "b", "c", "d", "e", "f")
@@ -814,6 +825,7 @@ def test_upstream_hash_by_subset_spreads_one_key_over_its_subset_only() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_an_unknown_hash_variable_is_reported_and_the_route_round_robins() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -837,6 +849,7 @@ def slow_pod(name: str) -> Callable[[BackendConnection, Request], Awaitable[None
     return answer
 
 
+@pytest.mark.e2e
 def test_ewma_sends_little_to_a_slow_pod_where_round_robin_sends_its_share() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("fast1", "fast2", "slow", answer=slow_pod)
@@ -851,6 +864,7 @@ def test_ewma_sends_little_to_a_slow_pod_where_round_robin_sends_its_share() -> 
     run(test)
 
 
+@pytest.mark.e2e
 def test_the_configmap_sets_the_default_and_an_annotation_overrides_it() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)

@@ -137,6 +137,7 @@ def test_a_switched_path_names_the_color_service_of_its_namespace() -> None:
     assert obj["metadata"] == {"name": "app-7", "namespace": "bench-07"}
 
 
+@pytest.mark.e2e
 def test_a_quick_run_times_ready_and_every_update(tmp_path: Path) -> None:
     report = tmp_path / "results.json"
     command = [sys.executable, "-m", "bench.controller_scale", "--quick"]

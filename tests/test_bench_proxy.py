@@ -104,6 +104,7 @@ def test_a_report_without_a_figure_is_refused(missing: str) -> None:
     find_tool("nginx") is None or find_tool("wrk") is None,
     reason="needs nginx and wrk (apt-get install -y nginx-light wrk)",
 )
+@pytest.mark.e2e
 def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     report = tmp_path / "results.json"
     command = [sys.executable, "-m", "bench.proxy", "--quick", "--skip-aiohttp"]
@@ -137,6 +138,7 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["plain", "annotated", "canary", "auth", "direct"])
+@pytest.mark.e2e
 def test_the_instruction_count_driver_gets_every_answer(mode: str) -> None:
     # bench/route_cost.py counts what a request costs; its client waits for the backend's
     # body on every request, so a route that refused (403, 503) would never finish

@@ -12,11 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from fastroute.ingress.catalogue import ANNOTATIONS, CONFIGMAP_KEYS
 from tests.cli import run_controller
 from tests.kubeapi import KubeAPI
+
+pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NGINX = "nginx.ingress.kubernetes.io/"

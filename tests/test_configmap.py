@@ -639,6 +639,7 @@ def test_incremental_builds_equal_a_full_translation_after_configmap_changes() -
 # -- the controller ----------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_the_command_line_takes_a_configmap_as_namespace_and_name() -> None:
     result = run_controller("--manifests", ".", "--configmap", "controller")
     assert result.returncode == 2
@@ -669,6 +670,7 @@ def test_trusted_proxies_are_the_forwarded_header_keys_unless_the_configmap_sets
     assert config.settings.proxy_real_ip_cidr == ("192.168.0.0/16",)  # the key wins
 
 
+@pytest.mark.e2e
 def test_the_default_body_limit_is_ingress_nginx_1m(tmp_path: Path) -> None:
     """Uploads ingress-nginx refused (proxy-body-size 1m) are refused with no flag given."""
 
@@ -695,6 +697,7 @@ def test_the_default_body_limit_is_ingress_nginx_1m(tmp_path: Path) -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_configmap_body_limit_wins_over_the_flag_and_0_lifts_it(tmp_path: Path) -> None:
     """proxy-body-size from the ConfigMap reaches every route: over it, 413; "0" lifts the
     limit, the flag's 1m included."""
@@ -735,6 +738,7 @@ def test_the_configmap_body_limit_wins_over_the_flag_and_0_lifts_it(tmp_path: Pa
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_controller_on_manifests_follows_its_configmap(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -785,6 +789,7 @@ def test_the_controller_on_manifests_follows_its_configmap(
     ), logged
 
 
+@pytest.mark.e2e
 def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:

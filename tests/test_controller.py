@@ -22,6 +22,8 @@ from tests.echo import Echo
 from tests.polling import DEADLINE, wait_for
 from tests.sites import site_objects
 
+pytestmark = pytest.mark.e2e
+
 
 async def _status(port: int, path: str) -> int:
     def call() -> int:

@@ -11,6 +11,7 @@ from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.decide import Answer, Forward, decide
+from tests.objects import service_at
 
 Obj = dict[str, Any]
 
@@ -44,15 +45,7 @@ def _ingress(name: str, host: str, paths: list[tuple[str, str]], **extra: Any) -
 
 
 def _service_with_endpoint(name: str) -> list[Obj]:
-    return [
-        {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}},
-        {
-            "kind": "EndpointSlice",
-            "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
-            "ports": [{"port": 8080}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-    ]
+    return service_at(8080, name)
 
 
 @pytest.fixture(scope="module")

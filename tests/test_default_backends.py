@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -546,6 +547,7 @@ async def backend_seen(url: str, host: str, path: str) -> tuple[int, str]:
     return await trio.to_thread.run_sync(call)
 
 
+@pytest.mark.e2e
 def test_end_to_end_unknown_hosts_and_ip_hosts_reach_the_default_backend() -> None:
     async def scenario() -> None:
         objects = [

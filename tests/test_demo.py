@@ -12,8 +12,11 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.polling import DEADLINE
+
+pytestmark = pytest.mark.e2e
 
 DEMO_DEADLINE = DEADLINE * 3  # the demo generates certificates and starts a backend per Service
 

@@ -23,8 +23,11 @@ from fastroute.proxy import http1
 from fastroute.proxy.headers import TrustedProxies
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.objects import service_at
 from tests.polling import DEADLINE, wait_for
 from tests.raw import BackendConnection, RawBackend, RawClient, Request, response, unanswered_port
+
+pytestmark = pytest.mark.e2e
 
 HOST = b"site.example.com"
 
@@ -34,17 +37,7 @@ def _objects(routes: list[tuple[str, str, str, int]]) -> list[dict[str, Any]]:
     routing (host, Prefix path) to it."""
     objects: list[dict[str, Any]] = []
     for name, port in sorted({(name, port) for _, _, name, port in routes}):
-        objects.append(
-            {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
-        )
-        objects.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
+        objects += service_at(port, name)
     rules = [
         {
             "host": host,

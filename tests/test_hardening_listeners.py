@@ -83,6 +83,7 @@ async def _closed_by_server(stream: trio.SocketStream) -> bool:
 # ------------------------------------------------------------------ 7: the status port
 
 
+@pytest.mark.e2e
 def test_status_probes_answer_promptly_under_hundreds_of_idle_and_slow_connections() -> None:
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
@@ -168,6 +169,7 @@ def _open_descriptors() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+@pytest.mark.e2e
 def test_max_connections_bounds_the_sockets_accepted() -> None:
     limit = 10
 
@@ -204,6 +206,7 @@ def test_max_connections_bounds_the_sockets_accepted() -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_at_max_connections_the_longest_idle_keep_alive_connection_makes_room() -> None:
     limit = 3
 
@@ -341,6 +344,7 @@ def _http_status(port: int, request: bytes, timeout: float) -> int:
     return int(data.split(b" ", 2)[1])
 
 
+@pytest.mark.e2e
 def test_at_the_descriptor_limit_probes_answer_and_accept_errors_log_once(
     tmp_path: Path,
 ) -> None:
@@ -415,6 +419,7 @@ def _client_hello(port: int, server_name: bytes) -> str:
     return "completed"
 
 
+@pytest.mark.e2e
 def test_a_non_ascii_sni_name_is_refused_with_one_log_line_and_no_traceback(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -454,6 +459,7 @@ def test_a_non_ascii_sni_name_is_refused_with_one_log_line_and_no_traceback(
     assert r"b'\xc3\xbc.example.com'" in lines[0].getMessage()
 
 
+@pytest.mark.e2e
 def test_a_non_ascii_sni_name_leaves_the_controllers_stderr_to_logging(tmp_path: Path) -> None:
     with _controller(tmp_path) as controller:
         for _ in range(3):

@@ -242,6 +242,7 @@ def plain_kubeconfig(api: KubeAPI, tmp_path: Path) -> Path:
 # -- initial sync, then every kind changing real traffic -----------------------------------
 
 
+@pytest.mark.e2e
 def test_initial_sync_in_pages_then_traffic_over_tls_with_a_token(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -270,6 +271,7 @@ def test_initial_sync_in_pages_then_traffic_over_tls_with_a_token(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_endpointslice_and_service_changes_move_traffic(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 
@@ -299,6 +301,7 @@ def test_endpointslice_and_service_changes_move_traffic(kubeapi: KubeAPI, tmp_pa
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_ingress_and_ingressclass_changes_move_traffic(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 
@@ -343,6 +346,7 @@ def common_name(port: int) -> str:
     return str(names[0].value)
 
 
+@pytest.mark.e2e
 def test_tls_secret_changes_change_the_certificate(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
     # a Secret of another type is never listed: the watch selects kubernetes.io/tls only
@@ -390,6 +394,7 @@ def test_tls_secret_changes_change_the_certificate(kubeapi: KubeAPI, tmp_path: P
 # -- the watch: resumed, expired, down, bookmarks, watchdog -------------------------------
 
 
+@pytest.mark.e2e
 def test_a_dropped_watch_resumes_without_a_relist(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 
@@ -411,6 +416,7 @@ def test_a_dropped_watch_resumes_without_a_relist(kubeapi: KubeAPI, tmp_path: Pa
 
 
 @pytest.mark.parametrize("gone", ["http", "event"])
+@pytest.mark.e2e
 def test_an_expired_resource_version_relists_and_sees_deletions_made_meanwhile(
     kubeapi: KubeAPI, tmp_path: Path, gone: Literal["http", "event"]
 ) -> None:
@@ -437,6 +443,7 @@ def test_an_expired_resource_version_relists_and_sees_deletions_made_meanwhile(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_last_config_serves_while_the_api_is_down_and_state_converges_after(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -462,6 +469,7 @@ def test_the_last_config_serves_while_the_api_is_down_and_state_converges_after(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_bookmarks_advance_the_resume_point(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
     api.bookmark_interval = 0.05
@@ -493,6 +501,7 @@ def test_bookmarks_advance_the_resume_point(kubeapi: KubeAPI, tmp_path: Path) ->
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_silent_watch_is_given_up_by_the_watchdog(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
     api.bookmark_interval = 3600  # no bookmarks: a watch with no events is silent
@@ -518,6 +527,7 @@ def test_a_silent_watch_is_given_up_by_the_watchdog(kubeapi: KubeAPI, tmp_path: 
 # -- readiness and debouncing -----------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_readyz_is_503_until_every_kind_has_been_listed(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
     api.forbid("list", "secrets")
@@ -551,6 +561,7 @@ def test_readyz_is_503_until_every_kind_has_been_listed(kubeapi: KubeAPI, tmp_pa
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_burst_of_200_changes_rebuilds_a_handful_of_times(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -576,6 +587,7 @@ def test_a_burst_of_200_changes_rebuilds_a_handful_of_times(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_status_change_rebuilds_nothing(kubeapi: KubeAPI, tmp_path: Path) -> None:
     """A controller publishing the status of 10,000 Ingresses gets 10,000 new versions back
     from its watch; none of them changes a route, so none may cost a rebuild."""
@@ -604,6 +616,7 @@ def test_a_status_change_rebuilds_nothing(kubeapi: KubeAPI, tmp_path: Path) -> N
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_failed_build_keeps_the_last_config_and_the_next_starts_from_the_caches(
     kubeapi: KubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -657,6 +670,7 @@ def _failed_reloads(controller: Controller) -> float:
 # -- namespaces -------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_watch_namespaces_follow_only_those(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 
@@ -712,6 +726,7 @@ def exec_plugin(tmp_path: Path, token: str, *extra: str) -> tuple[UserExec, Path
     return plugin, token_file, runs
 
 
+@pytest.mark.e2e
 def test_exec_plugin_tokens_rotate_with_the_server(kubeapi_tls: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi_tls
     api.tokens = {"first"}
@@ -739,6 +754,7 @@ def test_exec_plugin_tokens_rotate_with_the_server(kubeapi_tls: KubeAPI, tmp_pat
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_exec_plugin_runs_again_before_its_token_expires(tmp_path: Path) -> None:
     plugin, token_file, _ = exec_plugin(tmp_path, "first", "2030-01-01T00:00:00Z")
     now = [time.time()]
@@ -756,6 +772,7 @@ def test_exec_plugin_runs_again_before_its_token_expires(tmp_path: Path) -> None
     assert auth.runs == 2
 
 
+@pytest.mark.e2e
 def test_in_cluster_token_rotation_is_picked_up(
     kubeapi_tls: KubeAPI, kube_pki: PKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -812,6 +829,7 @@ def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.e2e
 def test_kubectl_create_replace_delete_moves_traffic(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path, tmp_path: Path
 ) -> None:
@@ -840,6 +858,7 @@ def test_kubectl_create_replace_delete_moves_traffic(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_command_line_serves_a_cluster_until_sigterm(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -898,6 +917,7 @@ def test_the_command_line_serves_a_cluster_until_sigterm(
         (["--kubeconfig", "/dev/null", "--no-watch"], "--no-watch is for --manifests"),
     ],
 )
+@pytest.mark.e2e
 def test_the_cluster_flags_say_what_is_wrong(arguments: list[str], message: str) -> None:
     result = run_controller(*arguments)
     assert result.returncode == 2
@@ -936,6 +956,7 @@ def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
     assert backoff.next() == 0.8
 
 
+@pytest.mark.e2e
 def test_watch_events_are_split_on_newlines_only(kubeapi: KubeAPI, tmp_path: Path) -> None:
     """U+2028 and U+0085 in an annotation (JSON leaves them unescaped) do not split an event."""
     api = kubeapi

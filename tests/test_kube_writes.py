@@ -198,6 +198,7 @@ async def _pass(
 # -- leader election -------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_one_leader_and_a_released_lease_is_taken_over_at_once(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -240,6 +241,7 @@ def test_one_leader_and_a_released_lease_is_taken_over_at_once(
     assert _holder(api) is None  # the last one released it too
 
 
+@pytest.mark.e2e
 def test_a_leader_that_dies_is_replaced_when_its_lease_expires(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -270,6 +272,7 @@ def test_a_leader_that_dies_is_replaced_when_its_lease_expires(
     trio.run(main)
 
 
+@pytest.mark.e2e
 def test_a_leader_that_cannot_renew_steps_down_before_its_lease_expires(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -332,6 +335,7 @@ SOURCES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, st
 
 
 @pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.e2e
 def test_status_is_published_from_each_source_and_rewritten_only_on_change(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path, source: str
 ) -> None:
@@ -361,6 +365,7 @@ def test_status_is_published_from_each_source_and_rewritten_only_on_change(
     assert (write.verb, write.code) == ("patch", 200)
 
 
+@pytest.mark.e2e
 def test_status_follows_the_load_balancer_address(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -388,6 +393,7 @@ def test_status_follows_the_load_balancer_address(
     assert _status_writes(api, "a") == 2
 
 
+@pytest.mark.e2e
 def test_an_ingress_no_longer_ours_gets_its_status_cleared(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -418,6 +424,7 @@ def test_an_ingress_no_longer_ours_gets_its_status_cleared(
     assert _status_writes(api, "other") == 0
 
 
+@pytest.mark.e2e
 def test_only_the_leader_writes_and_its_successor_keeps_the_statuses(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -455,6 +462,7 @@ def test_only_the_leader_writes_and_its_successor_keeps_the_statuses(
     assert _status_writes(api, "other") == 0
 
 
+@pytest.mark.e2e
 def test_update_status_on_shutdown_clears_the_statuses(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -482,6 +490,7 @@ def test_update_status_on_shutdown_clears_the_statuses(
 # -- Events ----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_rejected_ingress_gets_one_warning_event(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -531,6 +540,7 @@ def test_a_rejected_ingress_gets_one_warning_event(
     assert all(e["involvedObject"]["name"] == "bad" for e in events())  # a is fine
 
 
+@pytest.mark.e2e
 def test_an_ingress_asking_for_authentication_gets_a_warning_event_naming_it(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -560,6 +570,7 @@ def test_an_ingress_asking_for_authentication_gets_a_warning_event_naming_it(
     assert "ldap://auth.default.svc/check" in event["message"]
 
 
+@pytest.mark.e2e
 def test_without_permission_to_post_events_rejections_are_logged_once(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -627,6 +638,7 @@ def test_publish_addresses_are_checked() -> None:
         parse_addresses(["http://x"])
 
 
+@pytest.mark.e2e
 def test_command_line_options(kubeapi: KubeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POD_NAME", "fastroute-7d9f-abcde")
     monkeypatch.setenv("POD_NAMESPACE", "ingress")

@@ -33,6 +33,8 @@ from lightkube.types import PatchType
 
 from tests.kubeapi import PKI, TEST_TOKEN, KubeAPI
 
+pytestmark = pytest.mark.e2e
+
 pytest_plugins = ["tests.kubeapi.fixtures"]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -170,6 +170,7 @@ def test_a_secret_is_watched_from_its_first_ingress_to_its_last() -> None:
 # -- the controller following the cluster ------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_an_opaque_secret_an_annotation_names_is_fetched_by_name_and_followed(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -221,6 +222,7 @@ def test_an_opaque_secret_an_annotation_names_is_fetched_by_name_and_followed(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_tls_secret_named_by_spec_tls_and_an_annotation_comes_once(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -269,6 +271,7 @@ def test_a_tls_secret_named_by_spec_tls_and_an_annotation_comes_once(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_named_secret_made_again_with_another_type_is_followed(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -310,6 +313,7 @@ def test_a_named_secret_made_again_with_another_type_is_followed(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_named_secret_that_comes_later_rebuilds(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 
@@ -330,6 +334,7 @@ def test_a_named_secret_that_comes_later_rebuilds(kubeapi: KubeAPI, tmp_path: Pa
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_secrets_of_another_class_s_ingresses_are_not_fetched(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -365,6 +370,7 @@ def test_the_secrets_of_another_class_s_ingresses_are_not_fetched(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_check_command_s_list_has_the_named_secrets_once(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -422,6 +428,7 @@ def _htpasswd(user: str, password: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.e2e
 def test_basic_auth_from_an_htpasswd_secret_in_the_cluster_follows_its_changes(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:

@@ -437,6 +437,7 @@ def counted(metrics: Metrics, result: str) -> float:
 # ------------------------------------------------------------------ end to end
 
 
+@pytest.mark.e2e
 def test_a_passthrough_host_gets_the_backends_certificate_and_answer() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -448,6 +449,7 @@ def test_a_passthrough_host_gets_the_backends_certificate_and_answer() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_other_hosts_on_the_listener_are_still_terminated_by_the_proxy() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -461,6 +463,7 @@ def test_other_hosts_on_the_listener_are_still_terminated_by_the_proxy() -> None
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_sni_is_matched_without_regard_to_case() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -470,6 +473,7 @@ def test_the_sni_is_matched_without_regard_to_case() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_without_the_flag_the_annotation_passes_nothing_through() -> None:
     async def scenario() -> None:
         async with running(enabled=False) as setup:
@@ -487,6 +491,7 @@ def test_without_the_flag_the_ingress_is_warned() -> None:
     assert build_config(site(1, 2), ssl_passthrough=True).passthrough_for(PASS) is not None
 
 
+@pytest.mark.e2e
 def test_a_connection_is_counted_and_logged_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -499,6 +504,7 @@ def test_a_connection_is_counted_and_logged_when_it_ends(caplog: pytest.LogCaptu
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_an_endpoint_that_refuses_is_skipped_for_the_next() -> None:
     async def scenario() -> None:
         refusing = closed_port()
@@ -511,6 +517,7 @@ def test_an_endpoint_that_refuses_is_skipped_for_the_next() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_backend_with_no_endpoint_closes_the_connection() -> None:
     async def scenario() -> None:
         def unreachable(config: RouteConfig) -> RouteConfig:
@@ -529,6 +536,7 @@ def test_a_backend_with_no_endpoint_closes_the_connection() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_with_proxy_protocol_the_header_is_read_and_not_passed_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -554,6 +562,7 @@ def test_with_proxy_protocol_the_header_is_read_and_not_passed_on(
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_truncated_hello_is_closed_at_the_deadline_and_blocks_no_one() -> None:
     half = client_hello(PASS)[:100]
 
@@ -579,6 +588,7 @@ def test_a_truncated_hello_is_closed_at_the_deadline_and_blocks_no_one() -> None
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_hello_cut_short_by_the_client_closes_at_once() -> None:
     """A client that sends part of a hello and shuts its side down is not waited for
     until the deadline (which is far off here)."""
@@ -598,6 +608,7 @@ def test_a_hello_cut_short_by_the_client_closes_at_once() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_garbage_on_the_tls_port_is_refused_without_waiting() -> None:
     async def scenario() -> None:
         async with running(limits=Limits(head_timeout=DEADLINE * 10)) as setup:
@@ -618,6 +629,7 @@ def test_garbage_on_the_tls_port_is_refused_without_waiting() -> None:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.e2e
 def test_openssl_s_client_sees_the_backends_certificate() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -700,6 +712,7 @@ def test_the_fastroute_prefix_and_false_are_read_too() -> None:
 
 
 @pytest.mark.parametrize("flag", [True, False], ids=["with-flag", "without-flag"])
+@pytest.mark.e2e
 def test_the_controller_flag_turns_passthrough_on(tmp_path: Path, flag: bool) -> None:
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
@@ -771,6 +784,7 @@ def test_the_builder_keeps_the_passthrough_hosts_a_full_build_finds(
         assert built.problems == expected.problems
 
 
+@pytest.mark.e2e
 def test_a_relay_with_no_byte_either_way_is_closed_after_the_idle_timeout() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -793,6 +807,7 @@ def test_a_relay_with_no_byte_either_way_is_closed_after_the_idle_timeout() -> N
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_drain_lets_a_relay_in_progress_finish() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -826,6 +841,7 @@ def test_a_drain_lets_a_relay_in_progress_finish() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_client_that_closes_ends_the_relay_at_once() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -846,6 +862,7 @@ def test_a_client_that_closes_ends_the_relay_at_once() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_an_endpoint_that_does_not_answer_is_left_at_the_connect_timeout() -> None:
     async def scenario() -> None:
         with unanswered_port() as silent:

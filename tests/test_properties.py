@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -206,6 +207,7 @@ def _assert_same_rules(router: Router, reference: ReferenceRouter) -> None:
 # --------------------------------------------------------------------------- properties
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(scenario=scenarios())
 def test_match_and_explain_agree_with_reference(scenario: Scenario) -> None:
@@ -270,6 +272,7 @@ def _remove_both(router: Router, reference: ReferenceRouter, rule: RuleSpec) -> 
     assert got is removed
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     op_list=st.lists(ops, max_size=30),

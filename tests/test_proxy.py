@@ -20,28 +20,19 @@ from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Limits, Proxy
 from tests.echo import Echo
+from tests.objects import service, service_at
 from tests.polling import DEADLINE
 from tests.sites import closed_port
+
+pytestmark = pytest.mark.e2e
 
 
 def _objects(ports: dict[str, int]) -> list[dict[str, Any]]:
     """Services a, b (live backends), dead (refuses) and empty (no endpoints), and routes."""
     objects: list[dict[str, Any]] = []
     for name, port in ports.items():
-        objects.append(
-            {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
-        )
-        objects.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
-    objects.append(
-        {"kind": "Service", "metadata": {"name": "empty"}, "spec": {"ports": [{"port": 80}]}}
-    )
+        objects += service_at(port, name)
+    objects.append(service("empty"))
 
     def rule(host: str, path: str, service: str) -> dict[str, Any]:
         return {

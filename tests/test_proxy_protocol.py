@@ -555,6 +555,7 @@ def test_the_socket_reader_refuses_a_close_mid_header() -> None:
     trio.run(main)
 
 
+@pytest.mark.e2e
 def test_tls_after_a_header_on_a_loopback_listener(tmp_path: Path) -> None:
     """The TLS handshake that follows the header finds its ClientHello on the socket intact."""
     certificate = self_signed_certificate(["shop.example.com"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from controller.kube.publisher import PublishOptions
@@ -26,6 +27,8 @@ from tests.test_kube_source import (
     running,
     site,
 )
+
+pytestmark = pytest.mark.e2e
 
 pytest_plugins = ["tests.kubeapi.fixtures"]
 

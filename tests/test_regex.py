@@ -31,6 +31,7 @@ from fastroute.proxy.decide import Forward, decide
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
 from tests.cli import run_controller
+from tests.objects import service_at
 from tests.polling import DEADLINE
 from tests.raw import RawBackend, RawClient, Reply, Request
 from tests.reference import ReferenceRouter, normalize_request_host, wildcard_for
@@ -76,23 +77,7 @@ def _ingress(
 
 def _service(name: str, port: int = 9) -> list[dict[str, Any]]:
     """Service ``name`` with one endpoint, 127.0.0.1:port."""
-    return [
-        {
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"ports": [{"port": 80}]},
-        },
-        {
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{name}-1",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": name},
-            },
-            "ports": [{"port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-    ]
+    return service_at(port, name)
 
 
 def _service_of(config: RouteConfig, host: str, path: str) -> str | None:
@@ -586,6 +571,7 @@ def test_explain_of_a_literal_only_host_is_the_tries() -> None:
     assert str(explanation) == str(config.router.explain("other.example.com", b"/x"))
 
 
+@pytest.mark.e2e
 def test_check_explain_from_manifest_files(tmp_path: Any) -> None:
     import yaml
 
@@ -657,6 +643,7 @@ def _run(scenario: Any) -> None:
     trio.run(bounded)
 
 
+@pytest.mark.e2e
 def test_end_to_end_the_docs_rewrite_with_captures_and_x_forwarded_prefix() -> None:
     annotations = {NGINX + "rewrite-target": "/$2", NGINX + "x-forwarded-prefix": "/something"}
 
@@ -681,6 +668,7 @@ def test_end_to_end_the_docs_rewrite_with_captures_and_x_forwarded_prefix() -> N
     _run(scenario)
 
 
+@pytest.mark.e2e
 def test_end_to_end_x_forwarded_prefix_with_a_capture() -> None:
     annotations = {NGINX + "rewrite-target": "/$2", NGINX + "x-forwarded-prefix": "/$1"}
 
@@ -696,6 +684,7 @@ def test_end_to_end_x_forwarded_prefix_with_a_capture() -> None:
     _run(scenario)
 
 
+@pytest.mark.e2e
 def test_end_to_end_regex_and_literal_ingresses_share_a_host() -> None:
     async def scenario() -> None:
         ingresses = [
@@ -719,6 +708,7 @@ def test_end_to_end_regex_and_literal_ingresses_share_a_host() -> None:
     _run(scenario)
 
 
+@pytest.mark.e2e
 def test_end_to_end_a_refused_pattern_leaves_the_rest_serving() -> None:
     async def scenario() -> None:
         ingresses = [
@@ -736,6 +726,7 @@ def test_end_to_end_a_refused_pattern_leaves_the_rest_serving() -> None:
     _run(scenario)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, report_multiple_bugs=False)
 @given(
     st.lists(st.tuples(st.booleans(), _rules()), min_size=1, max_size=6),

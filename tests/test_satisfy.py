@@ -39,6 +39,7 @@ def _users() -> dict[str, Any]:
         (None, ADMITS, None, 401),
     ],
 )
+@pytest.mark.e2e
 def test_satisfy_combines_the_allow_list_and_basic_auth_as_nginx(
     satisfy: str | None, allow: str, credentials: bytes | None, status: int
 ) -> None:
@@ -59,6 +60,7 @@ def test_satisfy_combines_the_allow_list_and_basic_auth_as_nginx(
     run(main)
 
 
+@pytest.mark.e2e
 def test_satisfy_any_without_an_allow_list_still_asks_for_the_password() -> None:
     """nginx's access module has no rule to grant with: authentication decides alone."""
 
@@ -71,6 +73,7 @@ def test_satisfy_any_without_an_allow_list_still_asks_for_the_password() -> None
     run(main)
 
 
+@pytest.mark.e2e
 def test_satisfy_any_without_authentication_keeps_the_allow_list_a_403() -> None:
     async def main() -> None:
         annotations = {"whitelist-source-range": REFUSES, "satisfy": "any"}

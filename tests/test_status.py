@@ -74,6 +74,7 @@ def value(text: str, name: str, **labels: str) -> float | None:
 # ------------------------------------------------------------------- the listener
 
 
+@pytest.mark.e2e
 def test_the_status_listener_answers_probes_and_scrapes() -> None:
     async def scenario() -> None:
         ready = False
@@ -120,6 +121,7 @@ def test_the_status_listener_answers_probes_and_scrapes() -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_readyz_is_503_until_the_proxy_has_a_config() -> None:
     async def scenario() -> None:
         metrics = Metrics()
@@ -142,6 +144,7 @@ def test_readyz_is_503_until_the_proxy_has_a_config() -> None:
 # ------------------------------------------------------------------- the proxy's metrics
 
 
+@pytest.mark.e2e
 def test_metrics_count_proxied_requests_by_ingress_service_and_status() -> None:
     async def scenario() -> None:
         metrics = Metrics()
@@ -185,6 +188,7 @@ def test_metrics_count_proxied_requests_by_ingress_service_and_status() -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_metrics_count_upstream_errors_of_a_refused_endpoint() -> None:
     async def scenario() -> None:
         metrics = Metrics()
@@ -232,6 +236,7 @@ def test_a_reload_sets_the_last_reload_gauges(ok: bool) -> None:
     assert (stamp is not None and stamp > 0) is ok
 
 
+@pytest.mark.e2e
 def test_the_controller_serves_status_and_counts_reloads_and_failed_ones(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:

@@ -25,7 +25,10 @@ from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Proxy
 from tests.echo import Echo
+from tests.objects import endpoint_slice, service
 from tests.polling import DEADLINE
+
+pytestmark = pytest.mark.e2e
 
 
 def _echo_messages(websocket: ServerConnection) -> None:
@@ -61,17 +64,7 @@ def _config(routes: dict[str, int]) -> RouteConfig:
     paths = []
     for index, (path, port) in enumerate(routes.items()):
         name = f"svc{index}"
-        objects.append(
-            {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
-        )
-        objects.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {"name": name, "labels": {"kubernetes.io/service-name": name}},
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
+        objects += [service(name), endpoint_slice(name, port, name=name)]
         paths.append(
             {
                 "path": path,

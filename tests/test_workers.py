@@ -33,6 +33,8 @@ from tests.echo import Echo
 from tests.polling import DEADLINE, wait_for
 from tests.sites import site_objects
 
+pytestmark = pytest.mark.e2e
+
 GRACE = 8.0  # the --shutdown-grace the drain tests give
 
 
