@@ -66,6 +66,7 @@ def endpoint_slice(
             namespace,
             labels={"kubernetes.io/service-name": service},
         ),
+        "addressType": "IPv4",
         "ports": [{"port": port}],
         "endpoints": [{"addresses": list(addresses)}],
     }

@@ -23,7 +23,7 @@ from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
-from tests.objects import service_at
+from tests.objects import ingress, service_at, tls_section
 from tests.polling import DEADLINE
 from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
 
@@ -41,27 +41,9 @@ def _ingress(
     path: str = "/",
     tls: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "ingressClassName": "fastroute",
-        "rules": [
-            {
-                "host": host,
-                "http": {
-                    "paths": [
-                        {
-                            "path": path,
-                            "pathType": "Prefix",
-                            "backend": {"service": {"name": "web", "port": {"number": 80}}},
-                        }
-                    ]
-                },
-            }
-        ],
-    }
-    if tls:
-        spec["tls"] = [{"hosts": list(tls)}]
-    metadata = {"name": name, "namespace": "default", "annotations": dict(annotations or {})}
-    return {"kind": "Ingress", "metadata": metadata, "spec": spec}
+    sections = [tls_section(*tls)] if tls else []
+    paths = [(path, "Prefix", "web")]
+    return ingress(name, host, paths=paths, annotations=annotations or {}, tls=sections)
 
 
 def _service(port: int) -> list[dict[str, Any]]:

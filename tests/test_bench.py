@@ -71,6 +71,7 @@ def test_table_mentions_every_scenario_and_section(quick_run: RunOutput) -> None
         assert peer.name in table
 
 
+@pytest.mark.e2e
 def test_json_has_positive_figures_for_every_size_and_scenario(quick_run: RunOutput) -> None:
     _, results = quick_run
     rows = {(row["size"], row["scenario"]): row for row in results["match"]}
@@ -87,6 +88,7 @@ def test_json_has_positive_figures_for_every_size_and_scenario(quick_run: RunOut
     assert {t["name"] for t in results["targets"]} >= {"prefix_hit_ns", "build_ms", "memory_mb"}
 
 
+@pytest.mark.e2e
 def test_every_installed_peer_agreed_with_fastroute(quick_run: RunOutput) -> None:
     _, results = quick_run
     assert results["problems"] == []

@@ -37,6 +37,7 @@ from fastroute.ingress.model import (
 from fastroute.proxy.canary import choose, cookie_value
 from fastroute.proxy.decide import Forward, decide
 from fastroute.proxy.server import Proxy
+from tests.objects import ingress as ingress_object
 from tests.objects import service_at
 from tests.polling import DEADLINE
 from tests.raw import BackendConnection, RawBackend, RawClient, Request, response
@@ -67,17 +68,14 @@ def ingress(
     stamp: str = "",
     default: bool = False,
 ) -> Obj:
-    backend = {"service": {"name": to, "port": {"number": 80}}}
-    spec: Obj = {"ingressClassName": "fastroute"}
-    if default:
-        spec["defaultBackend"] = backend
-    else:
-        paths = [{"path": path, "pathType": path_type, "backend": backend}]
-        spec["rules"] = [{"host": host, "http": {"paths": paths}}]
-    metadata: Obj = {"name": name, "namespace": "default", "annotations": dict(annotations or {})}
-    if stamp:
-        metadata["creationTimestamp"] = stamp
-    return {"kind": "Ingress", "metadata": metadata, "spec": spec}
+    return ingress_object(
+        name,
+        host,
+        paths=[(path, path_type, to)],
+        annotations=annotations or {},
+        created=stamp,
+        default_backend=to if default else None,
+    )
 
 
 def canary_ingress(annotations: Mapping[str, str], **options: Any) -> Obj:

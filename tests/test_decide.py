@@ -11,37 +11,17 @@ from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.decide import Answer, Forward, decide
-from tests.objects import service_at
+from tests.objects import ingress, service_at
 
 Obj = dict[str, Any]
 
 
 def _ingress(name: str, host: str, paths: list[tuple[str, str]], **extra: Any) -> Obj:
     annotations = extra.pop("annotations", {})
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
-        "spec": {
-            "ingressClassName": "fastroute",
-            "rules": [
-                {
-                    "host": host,
-                    "http": {
-                        "paths": [
-                            {
-                                "path": path,
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": svc, "port": {"number": 80}}},
-                            }
-                            for path, svc in paths
-                        ]
-                    },
-                }
-            ],
-            **extra,
-        },
-    }
+    routes = [(path, "Prefix", svc) for path, svc in paths]
+    found = ingress(name, host, paths=routes, annotations=annotations)
+    found["spec"].update(extra)
+    return found
 
 
 def _service_with_endpoint(name: str) -> list[Obj]:

@@ -550,6 +550,7 @@ def test_blank_lines_before_a_request_line_are_skipped(lead: bytes) -> None:
     assert (head.method, head.target, head.size) == (b"GET", b"/", len(raw))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(req=requests(), body=st.binary(min_size=1, max_size=40))
 def test_a_request_head_arriving_in_pieces_is_read_once_complete(req: Head, body: bytes) -> None:
@@ -701,6 +702,7 @@ def test_an_http_1_0_route_is_sent_an_http_1_0_request_that_closes(
     assert [v for n, v in event.headers if n in hop] == [b"close"]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     resp=responses(),
@@ -1262,6 +1264,7 @@ def fuzzed_requests() -> st.SearchStrategy[bytes]:
     )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=fuzzed_requests(), trusted=st.booleans())
 def test_any_bytes_are_a_request_head_or_a_400_or_431(data: bytes, trusted: bool) -> None:
@@ -1307,6 +1310,7 @@ def response_framing(status: int, headers: Headers, head_request: bool) -> tuple
     return bodyless, coded and not bodyless, -1 if coded or length is None else int(length)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(resp=responses(), head_request=st.booleans(), payload=st.binary(max_size=60))
 def test_a_response_head_means_to_the_codec_what_it_means_to_h11(
@@ -1364,6 +1368,7 @@ def test_a_response_head_arriving_in_pieces_is_read_once_complete(
         parse_response(raw[:-1], len(raw) - 2, head_request)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(resp=responses(), head_request=st.booleans(), close=st.booleans())
 def test_the_head_sent_to_the_client_is_what_response_headers_computes(
@@ -1472,6 +1477,7 @@ def test_an_endless_response_head_is_502() -> None:
         parse_response(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 2000, 1000, False)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     data=st.one_of(

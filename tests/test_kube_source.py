@@ -42,6 +42,8 @@ from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from tests.cli import run_controller
 from tests.echo import Echo
 from tests.kubeapi import PKI, KubeAPI
+from tests.objects import endpoint_slice, ingress_class, service, tls_section
+from tests.objects import ingress as ingress_object
 from tests.polling import DEADLINE, wait_for
 
 pytest_plugins = ["tests.kubeapi.fixtures"]
@@ -59,28 +61,8 @@ SECRETS = "/api/v1/secrets"
 # -- objects -----------------------------------------------------------------------------
 
 
-def service(name: str = "web", namespace: str = "default") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"ports": [{"port": 80}]},
-    }
-
-
 def endpoints(port: int, service_name: str = "web", namespace: str = "default") -> dict[str, Any]:
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{service_name}-1",
-            "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "ports": [{"port": port}],
-        "endpoints": [{"addresses": ["127.0.0.1"]}],
-    }
+    return endpoint_slice(service_name, port, namespace)
 
 
 def ingress(
@@ -92,40 +74,9 @@ def ingress(
     class_name: str = "fastroute",
     tls_secret_name: str | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "ingressClassName": class_name,
-        "rules": [
-            {
-                "host": host,
-                "http": {
-                    "paths": [
-                        {
-                            "path": path,
-                            "pathType": "Prefix",
-                            "backend": {"service": {"name": "web", "port": {"number": 80}}},
-                        }
-                    ]
-                },
-            }
-        ],
-    }
-    if tls_secret_name is not None:
-        spec["tls"] = [{"hosts": [host], "secretName": tls_secret_name}]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-
-
-def ingress_class(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "IngressClass",
-        "metadata": {"name": name},
-        "spec": {"controller": "fastroute.io/ingress-controller"},
-    }
+    tls = [] if tls_secret_name is None else [tls_section(host, secret=tls_secret_name)]
+    paths = [(path, "Prefix", "web")]
+    return ingress_object(name, host, paths=paths, namespace=namespace, cls=class_name, tls=tls)
 
 
 def certificate_secret(common_name: str, name: str = "site-tls") -> dict[str, Any]:

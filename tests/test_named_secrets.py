@@ -30,6 +30,7 @@ from controller.kube.store import SecretNames, annotated_secrets
 from controller.manifests import load_manifests
 from fastroute.ingress import build_config
 from tests.kubeapi import KubeAPI
+from tests.objects import ingress_class, service
 from tests.polling import DEADLINE, wait_for
 from tests.test_kube_source import (
     HOST,
@@ -38,10 +39,8 @@ from tests.test_kube_source import (
     certificate_secret,
     endpoints,
     ingress,
-    ingress_class,
     plain_kubeconfig,
     running,
-    service,
 )
 from tests.test_upstream_tls import OTHER_ROOT, POD, ROOT, TLSBackend
 

@@ -101,6 +101,7 @@ def _is_address(name: str) -> bool:
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @FAST
 @given(name=HOST_NAMES, tls13=st.booleans())
 def test_the_reader_finds_the_name_a_real_client_sends(name: str, tls13: bool) -> None:
@@ -119,6 +120,7 @@ def test_an_internationalized_name_reads_as_its_a_label() -> None:
     assert read_client_hello(hello) == ClientHello("xn--bcher-kva.example", len(hello))
 
 
+@pytest.mark.slow
 @FAST
 @given(name=HOST_NAMES, data=st.data())
 def test_a_cut_short_hello_asks_for_no_more_than_it_needs(name: str, data: st.DataObject) -> None:
@@ -129,6 +131,7 @@ def test_a_cut_short_hello_asks_for_no_more_than_it_needs(name: str, data: st.Da
     assert cut < reading.total <= len(hello)
 
 
+@pytest.mark.slow
 @FAST
 @given(
     name=HOST_NAMES, cuts=st.lists(st.integers(1, 600), max_size=8), extra=st.binary(max_size=40)
@@ -150,6 +153,7 @@ def test_garbage_is_refused_or_asks_for_a_bounded_amount(garbage: bytes) -> None
         assert isinstance(reading, NotClientHello | ClientHello)
 
 
+@pytest.mark.slow
 @FAST
 @given(name=HOST_NAMES, data=st.data())
 def test_a_corrupted_hello_never_breaks_the_reader(name: str, data: st.DataObject) -> None:

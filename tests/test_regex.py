@@ -31,6 +31,7 @@ from fastroute.proxy.decide import Forward, decide
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
 from tests.cli import run_controller
+from tests.objects import ingress as ingress_object
 from tests.objects import service_at
 from tests.polling import DEADLINE
 from tests.raw import RawBackend, RawClient, Reply, Request
@@ -50,29 +51,9 @@ def _ingress(
     annotations: Mapping[str, str] | None = None,
     created: str = "",
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": "default",
-        "annotations": dict(annotations or {}),
-    }
-    if created:
-        metadata["creationTimestamp"] = created
-    rule: dict[str, Any] = {
-        "http": {
-            "paths": [
-                {
-                    "path": path,
-                    "pathType": path_type,
-                    "backend": {"service": {"name": service, "port": {"number": 80}}},
-                }
-                for path, path_type, service in paths
-            ]
-        }
-    }
-    if host:
-        rule["host"] = host
-    spec = {"ingressClassName": "fastroute", "rules": [rule]}
-    return {"kind": "Ingress", "metadata": metadata, "spec": spec}
+    return ingress_object(
+        name, host or None, paths=paths, annotations=annotations or {}, created=created
+    )
 
 
 def _service(name: str, port: int = 9) -> list[dict[str, Any]]:
@@ -515,6 +496,7 @@ def _request_paths() -> st.SearchStrategy[str]:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, report_multiple_bugs=False)
 @given(
     _rules(),
