@@ -32,6 +32,7 @@ from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.basic_auth import credentials
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
+from tests.objects import secret as secret_object
 from tests.objects import service_at
 from tests.polling import DEADLINE, wait_for
 from tests.raw import RawBackend, RawClient, Reply
@@ -74,14 +75,7 @@ def basic(user: bytes, password: bytes) -> bytes:
 
 def secret(name: str = "users", namespace: str = "default", **data: bytes) -> Obj:
     """An Opaque Secret as ``kubectl create secret generic`` makes it (base64 ``data``)."""
-    encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": encoded,
-    }
+    return secret_object(name, data, namespace)
 
 
 def htpasswd(*entries: tuple[bytes, str]) -> Obj:

@@ -8,7 +8,6 @@ tests check the status and what the backend received.
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import socket
@@ -40,7 +39,7 @@ from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts, pem_path
 from tests.certgen import CA_KEY_USAGE
 from tests.echo import Echo
-from tests.objects import service_at
+from tests.objects import secret, service_at
 from tests.polling import DEADLINE
 
 MTLS = "mtls.example.com"  # asks for client certificates
@@ -175,16 +174,10 @@ def ingress(name: str, host: str, annotations: dict[str, str] | None = None) -> 
 def ca_secret(name: str, pem: bytes, crl: bytes = b"") -> dict[str, Any]:
     """An Opaque Secret holding a CA bundle (and revocation lists), as ``kubectl create
     secret generic`` makes it."""
-    data = {"ca.crt": base64.b64encode(pem).decode("ascii")}
+    data = {"ca.crt": pem}
     if crl:
-        data["ca.crl"] = base64.b64encode(crl).decode("ascii")
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": "default"},
-        "type": "Opaque",
-        "data": data,
-    }
+        data["ca.crl"] = crl
+    return secret(name, data)
 
 
 def revoking(issuer: Issued, *revoked: Issued) -> bytes:

@@ -30,6 +30,7 @@ from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from tests.cli import run_controller
 from tests.echo import Echo
 from tests.kubeapi import KubeAPI
+from tests.objects import config_map
 from tests.polling import DEADLINE, wait_for
 from tests.sites import HOST, site_objects
 from tests.test_kube_source import backends, plain_kubeconfig, running, site
@@ -42,12 +43,7 @@ CONTROLLER_CONFIGMAP = "ingress/controller"
 
 def configmap(ref: str, data: Mapping[str, Any]) -> dict[str, Any]:
     ns, _, name = ref.partition("/")
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": ns},
-        "data": dict(data),
-    }
+    return config_map(name, data, ns)
 
 
 def ingress(name: str, host: str, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from fastroute.ingress.settings import DEFAULT_SETTINGS
 from fastroute.proxy.real_ip import ClientTrust
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts
-from tests.objects import endpoint_slice
+from tests.objects import config_map, endpoint_slice
 from tests.objects import service as service_object
 from tests.polling import DEADLINE, wait_for
 from tests.raw import (
@@ -52,7 +52,7 @@ DEFAULT_CERTIFICATE = self_signed_certificate(["default.invalid"])
 
 def configmap(ref: str, data: Mapping[str, str]) -> dict[str, Any]:
     namespace, _, name = ref.partition("/")
-    return {"kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}, "data": data}
+    return config_map(name, data, namespace)
 
 
 def service(name: str, *ports: int) -> list[dict[str, Any]]:

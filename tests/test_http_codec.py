@@ -602,6 +602,7 @@ def expected_forward(
     return out, lines
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     req=requests(host=True),
@@ -642,6 +643,7 @@ def test_the_forwarded_head_carries_what_request_headers_computes(
     assert (again.content_length, again.chunked) == (head.content_length, head.chunked)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     req=requests(host=True),
@@ -677,6 +679,7 @@ def test_a_route_plan_sets_the_host_drops_and_adds_fields_upstream(
     assert dict(expected)[b"x-forwarded-host"] == dict(plain)[b"x-forwarded-host"]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(req=requests(host=True), trusted=st.booleans())
 def test_an_http_1_0_route_is_sent_an_http_1_0_request_that_closes(

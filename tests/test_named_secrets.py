@@ -30,7 +30,7 @@ from controller.kube.store import SecretNames, annotated_secrets
 from controller.manifests import load_manifests
 from fastroute.ingress import build_config
 from tests.kubeapi import KubeAPI
-from tests.objects import ingress_class, service
+from tests.objects import ingress_class, secret, service
 from tests.polling import DEADLINE, wait_for
 from tests.test_kube_source import (
     HOST,
@@ -54,13 +54,7 @@ CA_SELECTOR = named_secret_selector("pods-ca")
 
 def opaque(name: str, ca: bytes, namespace: str = "default") -> dict[str, Any]:
     """A Secret as ``kubectl create secret generic NAME --from-file=ca.crt`` makes it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
-        "type": "Opaque",
-        "data": {"ca.crt": base64.b64encode(ca).decode()},
-    }
+    return secret(name, {"ca.crt": ca}, namespace)
 
 
 def annotated(annotations: Mapping[str, str], **options: Any) -> dict[str, Any]:

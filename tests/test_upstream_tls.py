@@ -9,7 +9,6 @@ the client certificate, which connection carried the request.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import ssl
@@ -38,6 +37,7 @@ from fastroute.proxy.upstream_tls import client_context, server_hostname
 from tests.certgen import CA_KEY_USAGE
 from tests.echo import Echo
 from tests.objects import endpoint_slice, service
+from tests.objects import secret as secret_object
 from tests.polling import DEADLINE
 
 HOST = "app.example.com"
@@ -222,13 +222,7 @@ def secret(name: str, ca: bytes = b"", client: Issued | None = None) -> dict[str
     data = {"ca.crt": ca} if ca else {}
     if client is not None:
         data |= {"tls.crt": client.chain_pem, "tls.key": client.key_pem}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": "default"},
-        "type": "Opaque",
-        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
-    }
+    return secret_object(name, data)
 
 
 def objects(
