@@ -25,6 +25,7 @@ from controller.kube.leader import LeaderElector
 from controller.kube.publisher import Publisher, PublishOptions, add_arguments
 from fastroute.ingress import RouteConfig, build_config
 from tests.kubeapi import KubeAPI
+from tests.objects import ingress, service
 from tests.polling import wait_for
 
 pytest_plugins = ["tests.kubeapi.fixtures"]
@@ -40,30 +41,7 @@ BAD_PATH = "spec.rules[0].http.paths[0]: the path must be absolute (start with '
 
 
 def _ingress(name: str, *, cls: str = "fastroute", path: str = "/") -> dict[str, Any]:
-    backend = {"service": {"name": "web", "port": {"number": 80}}}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "ingressClassName": cls,
-            "rules": [
-                {
-                    "host": f"{name}.example.com",
-                    "http": {"paths": [{"path": path, "pathType": "Prefix", "backend": backend}]},
-                }
-            ],
-        },
-    }
-
-
-def _service(name: str, namespace: str = "default", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"ports": [{"port": 80}], **spec},
-    }
+    return ingress(name, f"{name}.example.com", paths=[(path, "Prefix", "web")], cls=cls)
 
 
 def _node(name: str, ready: bool = True, **addresses: str) -> dict[str, Any]:
@@ -83,7 +61,7 @@ FOREIGN = [{"ip": "192.0.2.99"}]  # another controller's address
 
 def _cluster(api: KubeAPI) -> None:
     """Ours: ``a`` and ``bad`` (one rejected path); ``other`` is another controller's."""
-    api.create(_service("web"))
+    api.create(service("web"))
     api.create(_ingress("a"))
     api.create(_ingress("bad", path="api"))
     api.create({**_ingress("other", cls="nginx"), "status": {"loadBalancer": {"ingress": FOREIGN}}})
@@ -309,7 +287,7 @@ SOURCES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, st
     "LoadBalancer Service": (
         [
             {
-                **_service("edge", "fastroute", type="LoadBalancer", externalIPs=["192.0.2.5"]),
+                **service("edge", "fastroute", type="LoadBalancer", externalIPs=["192.0.2.5"]),
                 "status": {
                     "loadBalancer": {
                         "ingress": [{"hostname": "abc.elb.example.com"}, {"ip": "198.51.100.20"}]
@@ -322,7 +300,7 @@ SOURCES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, st
     ),
     "NodePort Service": (
         [
-            _service("edge", "fastroute", type="NodePort"),
+            service("edge", "fastroute", type="NodePort"),
             _node("n1", ExternalIP="203.0.113.10", InternalIP="10.0.0.1"),
             _node("n2", InternalIP="10.0.0.2"),
             _node("n3", ready=False, InternalIP="10.0.0.3"),  # not ready: left out
@@ -371,7 +349,7 @@ def test_status_follows_the_load_balancer_address(
 ) -> None:
     api = kubeapi_tls
     lb = {"ingress": [{"ip": "198.51.100.20"}]}
-    api.create({**_service("edge", type="LoadBalancer"), "status": {"loadBalancer": lb}})
+    api.create({**service("edge", type="LoadBalancer"), "status": {"loadBalancer": lb}})
     _cluster(api)
 
     async def main() -> None:
@@ -546,7 +524,7 @@ def test_an_ingress_asking_for_authentication_gets_a_warning_event_naming_it(
 ) -> None:
     """An auth-url fastroute cannot ask: the Ingress answers 503, and its owner is told why."""
     api = kubeapi_tls
-    api.create(_service("web"))
+    api.create(service("web"))
     guarded = _ingress("guarded")
     guarded["metadata"]["annotations"] = {
         "nginx.ingress.kubernetes.io/auth-url": "ldap://auth.default.svc/check"
@@ -608,19 +586,19 @@ def test_without_permission_to_post_events_rejections_are_logged_once(
     ("service", "expected"),
     [
         (
-            _service("s", clusterIP="10.96.0.10", externalIPs=["192.0.2.1"]),
+            service("s", clusterIP="10.96.0.10", externalIPs=["192.0.2.1"]),
             ["10.96.0.10", "192.0.2.1"],
         ),
-        (_service("s", clusterIP="None"), []),
+        (service("s", clusterIP="None"), []),
         (
-            _service("s", type="ExternalName", externalName="Edge.Example.com."),
+            service("s", type="ExternalName", externalName="Edge.Example.com."),
             ["edge.example.com"],
         ),
         (
-            _service("s", type="NodePort", externalIPs=["2001:DB8::1", "192.0.2.1"]),
+            service("s", type="NodePort", externalIPs=["2001:DB8::1", "192.0.2.1"]),
             ["192.0.2.1", "2001:db8::1"],
         ),
-        ({**_service("s", type="LoadBalancer"), "status": {"loadBalancer": {}}}, []),
+        ({**service("s", type="LoadBalancer"), "status": {"loadBalancer": {}}}, []),
     ],
 )
 def test_desired_status_by_service_type(service: dict[str, Any], expected: Sequence[str]) -> None:
