@@ -4,7 +4,8 @@ Tests never sleep for a server to be ready or for a change to take effect: they 
 check until it returns a true value, and fail at ``DEADLINE`` with a message that says what
 they were waiting for and what the check last returned. ``wait_for`` polls under trio (the
 check may be sync or async); ``wait_for_sync`` polls from plain threads (subprocesses,
-blocking clients).
+blocking clients). ``run_within`` runs a whole trio scenario under a deadline of its own, so
+that a test that hangs fails instead.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, TypeVar, overload
 import trio
 
 DEADLINE = 10.0  # seconds: no test waits longer than this for any one thing
+SCENARIO_DEADLINE = DEADLINE * 3  # a whole end-to-end scenario: several waits in a row
 INTERVAL = 0.01  # seconds between two polls
 
 T = TypeVar("T")
@@ -85,3 +87,13 @@ def wait_for_sync(
         if time.monotonic() >= end:
             raise WaitTimeoutError(what, deadline, value)
         time.sleep(min(interval, max(0.0, end - time.monotonic())))
+
+
+def run_within(scenario: Callable[[], Awaitable[T]], seconds: float = SCENARIO_DEADLINE) -> T:
+    """``trio.run(scenario)``, failing with ``trio.TooSlowError`` once ``seconds`` pass."""
+
+    async def bounded() -> T:
+        with trio.fail_after(seconds):
+            return await scenario()
+
+    return trio.run(bounded)

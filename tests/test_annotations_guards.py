@@ -32,6 +32,7 @@ from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
 from tests.objects import service_at
 from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
 from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
 
 pytestmark = pytest.mark.e2e
@@ -152,14 +153,6 @@ async def serving(
         https = await nursery.start(partial(proxy.serve, scheme="https"), "127.0.0.1", 0)
         yield Site(http[0].socket.getsockname()[1], https[0].socket.getsockname()[1], backend)
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 def get(host: bytes = HOST, extra: bytes = b"", method: bytes = b"GET") -> bytes:

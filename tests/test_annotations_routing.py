@@ -9,7 +9,7 @@ The expected redirects are ingress-nginx's (its e2e tests ``redirect.go``, ``app
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +25,7 @@ from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
 from tests.objects import ingress, service_at, tls_section
 from tests.polling import DEADLINE
+from tests.polling import run_within as run
 from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
 
 pytestmark = pytest.mark.e2e
@@ -106,14 +107,6 @@ async def serving(objects: Objects, backend: RawBackend | None = None) -> AsyncI
             backend,
         )
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 def get(path: str = "/", host: str = HOST, extra: bytes = b"") -> bytes:

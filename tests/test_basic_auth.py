@@ -35,6 +35,7 @@ from fastroute.proxy.server import Proxy
 from tests.objects import secret as secret_object
 from tests.objects import service_at
 from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
 from tests.raw import RawBackend, RawClient, Reply
 
 Obj = dict[str, Any]
@@ -163,14 +164,6 @@ async def serving(
         listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
         yield Site(proxy, listeners[0].socket.getsockname()[1], backend, config)
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Any]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 # ---------------------------------------------------------------- end to end

@@ -39,7 +39,7 @@ from fastroute.proxy.decide import Forward, decide
 from fastroute.proxy.server import Proxy
 from tests.objects import ingress as ingress_object
 from tests.objects import service_at
-from tests.polling import DEADLINE
+from tests.polling import DEADLINE, run_within
 from tests.raw import BackendConnection, RawBackend, RawClient, Request, response
 
 NGINX = "nginx.ingress.kubernetes.io/"
@@ -757,11 +757,7 @@ def pair(canary: Mapping[str, str], main: Mapping[str, str] | None = None) -> Ob
 
 
 def run(test: Callable[[], Any]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 6):
-            await test()
-
-    trio.run(bounded)
+    run_within(test, DEADLINE * 6)
 
 
 @pytest.mark.e2e

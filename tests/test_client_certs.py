@@ -41,6 +41,7 @@ from tests.certgen import CA_KEY_USAGE
 from tests.echo import Echo
 from tests.objects import secret, service_at
 from tests.polling import DEADLINE
+from tests.polling import run_within as run
 
 MTLS = "mtls.example.com"  # asks for client certificates
 OTHER = "other.example.com"  # asks too, under the same settings' Ingress of its own
@@ -285,14 +286,6 @@ def _read_reply(reader: Any) -> Reply:
     if status == 200:
         received = {n.lower(): v for n, v in json.loads(body)["headers"]}
     return Reply(status, headers, received)
-
-
-def run(scenario: Callable[[], Any]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await scenario()
-
-    trio.run(bounded)
 
 
 def get(

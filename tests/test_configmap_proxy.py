@@ -13,7 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -32,6 +32,7 @@ from fastroute.proxy.tls import TLSContexts
 from tests.objects import config_map, endpoint_slice
 from tests.objects import service as service_object
 from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
 from tests.raw import (
     BackendConnection,
     RawBackend,
@@ -168,14 +169,6 @@ async def serving(
             backend,
         )
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 def get(host: bytes = PLAIN, extra: bytes = b"", path: bytes = b"/") -> bytes:

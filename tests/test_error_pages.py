@@ -20,6 +20,7 @@ from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.model import Target
 from fastroute.proxy.server import Proxy
 from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
 from tests.raw import BackendConnection, RawBackend, RawClient, Request, response
 from tests.sites import closed_port
 from tests.test_ingress import endpoint_slice, ingress, service
@@ -94,14 +95,6 @@ async def serving(
         listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
         yield Site(listeners[0].socket.getsockname()[1], upstream, errors)
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Any]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 def with_error_backend(codes: str = "404,503", **more: str) -> Objects:

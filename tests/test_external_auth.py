@@ -34,7 +34,7 @@ from fastroute.proxy.external_auth import AuthCache, Outcome, Request
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
 from tests.echo import Echo, next_event
-from tests.polling import DEADLINE, wait_for
+from tests.polling import DEADLINE, run_within, wait_for
 from tests.raw import BackendConnection, RawBackend
 from tests.raw import Request as RawRequest
 from tests.raw import response as raw_response
@@ -170,11 +170,7 @@ async def serving(
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 2):
-            await test()
-
-    trio.run(bounded)
+    run_within(test, DEADLINE * 2)
 
 
 def auth_url(path: str = "/auth", **more: str) -> Callable[[int], dict[str, str]]:

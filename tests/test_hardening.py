@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +25,7 @@ from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts
 from tests.objects import service_at
 from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
 from tests.raw import BackendConnection, RawBackend, RawClient, Request, response, unanswered_port
 
 pytestmark = pytest.mark.e2e
@@ -100,14 +101,6 @@ async def serving(
         listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
         yield Site(proxy, listeners[0].socket.getsockname()[1], backend)
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 def get(path: bytes = b"/", host: bytes = HOST, extra: bytes = b"") -> bytes:

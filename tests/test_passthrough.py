@@ -49,6 +49,7 @@ from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts, pem_path
 from tests.echo import Echo
 from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
 from tests.raw import unanswered_port
 from tests.sites import closed_port
 
@@ -405,14 +406,6 @@ async def running(
         listeners = await nursery.start(partial(proxy.serve, scheme="https"), "127.0.0.1", 0)
         yield Running(listeners[0].socket.getsockname()[1], tls_backend, metrics, proxy)
         nursery.cancel_scope.cancel()
-
-
-def run(scenario: Any) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await scenario()
-
-    trio.run(bounded)
 
 
 async def in_thread(function: Any, *args: Any) -> Any:

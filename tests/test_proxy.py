@@ -7,7 +7,7 @@ socket. Every wait is bounded by a deadline; nothing sleeps to wait for a server
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +22,7 @@ from fastroute.proxy.server import Limits, Proxy
 from tests.echo import Echo
 from tests.objects import service, service_at
 from tests.polling import DEADLINE
+from tests.polling import run_within as run
 from tests.sites import closed_port
 
 pytestmark = pytest.mark.e2e
@@ -114,14 +115,6 @@ async def running(limits: Limits | None = None) -> AsyncIterator[Setup]:
         port = listeners[0].socket.getsockname()[1]
         yield Setup(proxy, f"http://127.0.0.1:{port}", port, a, b, ports)
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 # ------------------------------------------------------------------ routing and headers

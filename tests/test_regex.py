@@ -33,7 +33,7 @@ from fastroute.proxy.tls import TLSContexts
 from tests.cli import run_controller
 from tests.objects import ingress as ingress_object
 from tests.objects import service_at
-from tests.polling import DEADLINE
+from tests.polling import run_within as _run
 from tests.raw import RawBackend, RawClient, Reply, Request
 from tests.reference import ReferenceRouter, normalize_request_host, wildcard_for
 
@@ -615,14 +615,6 @@ async def serving(services: Sequence[str], ingresses: list[dict[str, Any]]) -> A
         listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
         yield Site(config, listeners[0].socket.getsockname()[1], backends)
         nursery.cancel_scope.cancel()
-
-
-def _run(scenario: Any) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await scenario()
-
-    trio.run(bounded)
 
 
 @pytest.mark.e2e

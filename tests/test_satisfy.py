@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from fastroute.ingress.annotations import read_policy
-from tests.test_basic_auth import AUTH, HASHES, PASSWORD, basic, htpasswd, objects, run, serving
+from tests.polling import run_within as run
+from tests.test_basic_auth import AUTH, HASHES, PASSWORD, basic, htpasswd, objects, serving
 
 ADMITS, REFUSES = "127.0.0.1/32", "10.0.0.0/8"
 

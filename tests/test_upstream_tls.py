@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +39,7 @@ from tests.echo import Echo
 from tests.objects import endpoint_slice, service
 from tests.objects import secret as secret_object
 from tests.polling import DEADLINE
+from tests.polling import run_within as run
 
 HOST = "app.example.com"
 POD_NAME = "pods.internal"  # the DNS name in the pod's certificate (with IP 127.0.0.1)
@@ -293,14 +294,6 @@ async def proxying(config: RouteConfig) -> AsyncIterator[Running]:
         listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
         yield Running(proxy, listeners[0].socket.getsockname()[1])
         nursery.cancel_scope.cancel()
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await scenario()
-
-    trio.run(bounded)
 
 
 async def started(nursery: trio.Nursery, backend: TLSBackend | Echo) -> int:

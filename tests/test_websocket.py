@@ -27,6 +27,7 @@ from fastroute.proxy.server import Proxy
 from tests.echo import Echo
 from tests.objects import endpoint_slice, service
 from tests.polling import DEADLINE
+from tests.polling import run_within as run
 
 pytestmark = pytest.mark.e2e
 
@@ -98,14 +99,6 @@ async def proxy_for(config: RouteConfig) -> AsyncIterator[Running]:
         listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
         yield Running(proxy, listeners[0].socket.getsockname()[1])
         nursery.cancel_scope.cancel()
-
-
-def run(test: Any) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 def test_messages_are_tunnelled_both_ways() -> None:
