@@ -40,7 +40,7 @@ async def _until(port: int, path: str, status: int) -> None:
     async def answered() -> bool:
         return await _status(port, path) == status
 
-    await wait_for(answered, f"{path} answering {status}")
+    await wait_for(answered, f"{path} answering {status}", interval=0.05)
 
 
 def test_the_controller_follows_manifest_edits_and_keeps_serving_through_a_broken_file(

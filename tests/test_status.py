@@ -271,14 +271,16 @@ def test_the_controller_serves_status_and_counts_reloads_and_failed_ones(tmp_pat
             assert await reloads("failure") == 0
 
             manifest.write_text("kind: Ingress\nspec: [broken\n")  # a reload that fails
-            await wait_for(partial(at_least, "failure", 1), "a failed reload counted")
+            await wait_for(
+                partial(at_least, "failure", 1), "a failed reload counted", interval=0.05
+            )
             text = (await get(status, "/metrics")).text
             assert value(text, "fastroute_config_last_reload_successful") == 0
             assert (await get(http, "/old/x")).status_code == 200  # the last good config serves
             assert (await get(status, "/readyz")).status_code == 200
 
             manifest.write_text(yaml.safe_dump_all(site_objects(backend_port, "/new")))
-            await wait_for(partial(at_least, "success", 2), "two reloads counted")
+            await wait_for(partial(at_least, "success", 2), "two reloads counted", interval=0.05)
             text = (await get(status, "/metrics")).text
             assert value(text, "fastroute_config_last_reload_successful") == 1
             assert (
