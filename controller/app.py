@@ -5,17 +5,18 @@ listed and watched, bursts of changes rebuild the RouteConfig once, off the requ
 and ``/readyz`` waits until every kind has been listed. While the API server is unreachable
 the last config keeps serving. ``reload`` (SIGHUP) rebuilds from the cached objects.
 
-Otherwise the source is manifest files, watched: a change to any of them (or ``reload``)
-rebuilds the RouteConfig off the request path and swaps it in. If a file fails to parse,
-the last good config keeps serving and the reason is logged. At startup, with nothing to
-keep, the files that do parse are served.
+Otherwise the source is manifest files (``controller.manifest_source``), watched: a change
+to any of them (or ``reload``) rebuilds the RouteConfig off the request path and swaps it
+in. If a file fails to parse, the last good config keeps serving and the reason is logged.
+At startup, with nothing to keep, the files that do parse are served.
 
-Objects that parse but cannot be used are skipped one by one, each with a logged reason
-(see ``fastroute.ingress``). Every reload is counted in the metrics, a file that does not
-parse (or a rebuild that fails) as a failure.
+Either way one pipeline (``controller.pipeline``) coalesces, builds, installs, counts
+reloads and reports readiness. Objects that parse but cannot be used are skipped one by
+one, each with a logged reason (see ``fastroute.ingress``). Every reload is counted in
+the metrics, a file that does not parse (or a rebuild that fails) as a failure.
 
 With a status port, ``/healthz``, ``/readyz`` (a config is loaded and the controller is
-not draining) and ``/metrics`` are served there (``fastroute.proxy.status``).
+not draining) and ``/metrics`` are served there (``controller.status``).
 """
 
 from __future__ import annotations
@@ -23,27 +24,27 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import trio
-import watchfiles
 from lightkube import AsyncClient, SingleConfig
 
 from controller.kube.client import connect, load_config
-from controller.kube.publisher import Publisher, PublishOptions
+from controller.kube.publisher import PublishOptions
 from controller.kube.reflector import WatchOptions
 from controller.kube.source import KubeSource, check_namespace
-from controller.manifests import MANIFEST_SUFFIXES, load_manifests
-from fastroute.ingress import ClassPolicy, RouteConfig, build_config
+from controller.manifest_source import ManifestSource
+from controller.pipeline import Pipeline, Source
+from controller.reload_metrics import ReloadMetrics
+from controller.status import serve_status
+from fastroute.ingress import ClassPolicy
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
-from fastroute.proxy.status import serve_status
 from fastroute.proxy.tls import TLSContexts
 
 __all__ = [
@@ -160,14 +161,6 @@ class Listening:
     status_port: int | None = None
 
 
-class Built(NamedTuple):
-    """What a reload built: the config to install (None: keep the current one) and
-    whether every manifest parsed (if not, the reload counts as failed)."""
-
-    config: RouteConfig | None
-    complete: bool
-
-
 class ListenError(OSError):
     """A listener could not open its port; the message says which listener and where."""
 
@@ -186,11 +179,17 @@ def naming_the_listener(what: str, host: str, port: int) -> Iterator[None]:
 
 
 class Controller:
-    """Loads manifests, or follows the cluster, into a proxy and keeps it in sync."""
+    """Loads manifests, or follows the cluster, into a proxy and keeps it in sync.
+
+    Attributes:
+        metrics: the proxy's metrics; ``reload_metrics`` are on the same registry.
+        pipeline: how configs get from the source into the proxy.
+    """
 
     def __init__(self, options: Options) -> None:
         self.options = options
         self.metrics = Metrics()
+        self.reload_metrics = ReloadMetrics(self.metrics.registry)
         self.proxy = Proxy(
             None,
             limits=options.limits,
@@ -198,88 +197,38 @@ class Controller:
             https_redirect_port=options.https_redirect_port,
             metrics=self.metrics,
         )
-        self.reloads = 0  # configs installed, the first one included
-        self.draining = False
-        # Reloads from the watch and from SIGHUP take turns, so an older build can never
-        # be swapped in after a newer one.
-        self._reloading = trio.Lock()
-        self._reload_again = False  # a reload was asked for while one was running
-        self._configured = trio.Event()  # the first config is in the proxy
-        self.source: KubeSource | None = None  # with ``options.kubernetes``, once running
+        self.pipeline = Pipeline(self.proxy, self.reload_metrics)
+
+    @property
+    def source(self) -> Source | None:
+        """The source being followed (following a cluster: once connected)."""
+        return self.pipeline.source
+
+    @property
+    def reloads(self) -> int:
+        """Configs installed, the first one included."""
+        return self.pipeline.reloads
+
+    @property
+    def draining(self) -> bool:
+        """A drain has begun (``drain``)."""
+        return self.pipeline.draining
 
     @property
     def ready(self) -> bool:
         """What ``/readyz`` says: a config is loaded and no drain has begun; following a
         cluster, also every kind listed (a proxy ready with no routes 404s everything)."""
-        if self.options.kubernetes is not None and not (self.source and self.source.ready):
-            return False
-        return self.proxy.ready and not self.draining
-
-    def build(self) -> Built:
-        """A config from the manifests (None to keep the current one); runs in a thread."""
-        loaded = load_manifests(self.options.manifests)
-        for error in loaded.errors:
-            log.error("manifest: %s", error)
-        if not loaded.complete and self.proxy.config is not None:
-            log.error("keeping the last good configuration until the manifests parse again")
-            return Built(None, complete=False)
-        config = build_config(
-            loaded.objects,
-            classes=self.options.classes,
-            configmap=self.options.configmap,
-            settings_defaults=self.options.settings_defaults,
-            ssl_passthrough=self.options.ssl_passthrough,
-        )
-        for problem in config.problems:
-            (log.warning if problem.warning else log.error)("%s", problem)
-        return Built(config, complete=loaded.complete)
+        return self.pipeline.ready
 
     async def reload(self) -> bool:
         """Rebuild from the manifests (or the cluster's cached objects) and swap the result
-        in; whether anything changed."""
-        if self.options.kubernetes is not None:
-            return self.source is not None and await self.source.rebuild()
-        if self._reloading.locked():
-            # a burst of requests (SIGHUPs, changes) gives one more build, not one each,
-            # as nginx folds reload signals; the running reload builds again when done
-            self._reload_again = True
-            return False
-        async with self._reloading:
-            changed = await self._reload_once()
-            while self._reload_again:
-                self._reload_again = False
-                changed = await self._reload_once() or changed
-            return changed
-
-    async def _reload_once(self) -> bool:
-        """One build from the manifests, swapped in; whether it changed the config."""
-        try:
-            config, complete = await trio.to_thread.run_sync(self.build)
-            if config is not None:
-                await self.proxy.load(config)
-        except Exception:
-            # a reload that breaks must not take the watch (or the server) with it
-            log.exception("reload failed; the current configuration keeps serving")
-            self.metrics.config_reload(False)
-            return False
-        self.metrics.config_reload(complete)
-        if config is None:
-            return False
-        self.reloads += 1
-        self._configured.set()
-        log.info(
-            "serving %d Ingress(es): %s",
-            len(config.ingresses),
-            ", ".join(config.ingresses) or "none",
-        )
-        self.metrics.set_ready(self.ready)
-        return True
+        in; whether a config was installed. Requests made while one runs share the next."""
+        return await self.pipeline.reload()
 
     async def drain(self, grace: float) -> None:
         """Stop taking traffic: ``/readyz`` turns 503 at once, requests in flight get up
         to ``grace`` seconds to finish. The caller cancels ``run`` afterwards."""
-        self.draining = True
-        self.metrics.set_ready(False)
+        self.pipeline.drain()
         await self.proxy.drain(grace)
 
     async def run(
@@ -307,9 +256,9 @@ class Controller:
             if options.kubernetes is not None:
                 nursery.start_soon(self._follow_the_cluster, options.kubernetes)
                 if options.reuse_port:
-                    await self._configured.wait()
+                    await self.pipeline.configured.wait()
             else:
-                await self.reload()
+                await nursery.start(self.pipeline.follow, self.manifest_source())
             ports = []
             for scheme, port in (("http", options.http_port), ("https", options.https_port)):
                 with naming_the_listener(scheme, options.bind, port):
@@ -319,12 +268,26 @@ class Controller:
                         port,
                     )
                 ports.append(listeners[0].socket.getsockname()[1])
-            if options.kubernetes is None and options.watch:
-                nursery.start_soon(self._watch)
             task_status.started(Listening(ports[0], ports[1], status_port))
 
+    def manifest_source(self) -> ManifestSource:
+        """The manifest files the options name, as a source."""
+        options = self.options
+        return ManifestSource(
+            options.manifests,
+            watching=options.watch,
+            classes=options.classes,
+            configmap=options.configmap,
+            settings_defaults=options.settings_defaults,
+            ssl_passthrough=options.ssl_passthrough,
+        )
+
     async def _follow_the_cluster(self, kube: KubeOptions) -> None:
-        """Serve what the Kubernetes API says, until cancelled (``ready`` once all is listed)."""
+        """Serve what the Kubernetes API says, until cancelled (``ready`` once all is listed).
+
+        The publisher (when this replica leads) writes Ingress statuses and Events from
+        each config installed and the snapshot it was built from.
+        """
 
         def connected() -> tuple[SingleConfig, AsyncClient]:  # reads files: in a thread
             config = load_config(
@@ -343,67 +306,15 @@ class Controller:
             publisher = kube.publish.publisher(client)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(publisher.run)
-                self.source = KubeSource(
+                source = KubeSource(
                     client,
                     namespaces=kube.namespaces,
                     classes=self.options.classes,
-                    on_config=partial(self._install, publisher),
-                    debounce=kube.debounce,
                     watch=kube.watch,
-                    metrics=self.metrics,
                     configmap=self.options.configmap,
                     settings_defaults=self.options.settings_defaults,
                     ssl_passthrough=self.options.ssl_passthrough,
                 )
-                await self.source.run()
-
-    async def _install(
-        self, publisher: Publisher, config: RouteConfig, objects: list[Mapping[str, Any]]
-    ) -> None:
-        """What a config built from the cluster does here: the proxy serves it, and the
-        publisher (when this replica leads) writes Ingress statuses and Events from
-        ``objects``, the snapshot it was built from."""
-        await self.proxy.load(config)
-        await publisher.on_config(config, objects)
-        self.reloads += 1
-        self._configured.set()
-        self.metrics.set_ready(self.ready)
-
-    async def _watch(self) -> None:
-        """Reload on every change to the manifests (bursts of changes reload once).
-
-        Folders are watched rather than files: editors save by writing a new file and
-        renaming it over the old one, which a watch on the file itself would lose.
-
-        watchfiles waits for changes in a thread that checks ``stop`` every ``step`` ms
-        but otherwise returns only every 5 s; setting ``stop`` as soon as the watch is
-        cancelled lets the process stop at once rather than up to 5 s later.
-        """
-        dirs = {p.resolve() for p in self.options.manifests if p.is_dir()}
-        files = {p.resolve() for p in self.options.manifests if not p.is_dir()}
-
-        def relevant(path: str) -> bool:
-            changed = Path(path)
-            return changed in files or (
-                changed.parent in dirs and changed.suffix in MANIFEST_SUFFIXES
-            )
-
-        folders = dirs | {f.parent for f in files}
-        stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_set_when_cancelled, stop)
-            async for changes in watchfiles.awatch(
-                *folders, debounce=200, step=50, recursive=False, stop_event=stop
-            ):
-                paths = sorted({path for _, path in changes if relevant(path)})
-                if paths:
-                    log.info("manifests changed: %s", ", ".join(paths))
-                    await self.reload()
-            nursery.cancel_scope.cancel()
-
-
-async def _set_when_cancelled(event: trio.Event) -> None:
-    try:
-        await trio.sleep_forever()
-    finally:
-        event.set()
+                await self.pipeline.follow(
+                    source, on_config=publisher.on_config, debounce=kube.debounce
+                )

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from controller.app import naming_the_listener
-from fastroute.proxy.status import serve_status
+from controller.status import serve_status
 
 __all__ = ["Supervisor", "worker_command"]
 

@@ -28,6 +28,7 @@ from bench.controller_scale import (
     reloads,
     series_count,
 )
+from controller.reload_metrics import ReloadMetrics
 from fastroute.proxy.metrics import Metrics
 
 REPO = Path(__file__).resolve().parent.parent  # where ``python -m bench.…`` runs
@@ -64,8 +65,9 @@ def test_a_status_without_memory_lines_is_refused() -> None:
 
 def test_reloads_are_read_from_the_controllers_own_metrics() -> None:
     metrics = Metrics()
+    reload_metrics = ReloadMetrics(metrics.registry)
     for ok in (True, True, True, False):
-        metrics.config_reload(ok)
+        reload_metrics.config_reload(ok)
     # the page also has fastroute_config_reloads_created{result=...}: not counted
     assert reloads(metrics.text().decode()) == {"success": 3, "failure": 1}
 

@@ -23,6 +23,7 @@ import yaml
 from controller.__main__ import _options, _parser
 from controller.app import Controller, Options
 from controller.kube.publisher import PublishOptions
+from controller.kube.source import KubeSource
 from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
 from fastroute.ingress.balancing import HashKey
 from fastroute.ingress.configmap import KEYS, ConfigMapLookup, configmap_data, read_settings
@@ -653,14 +654,14 @@ def test_trusted_proxies_are_the_forwarded_header_keys_unless_the_configmap_sets
         manifests=[tmp_path], trusted_proxies=["10.0.0.0/8"], configmap=CONTROLLER_CONFIGMAP
     )
     manifest.write_text(yaml.safe_dump_all(site_objects(8080)))
-    config = Controller(options).build().config
+    config = Controller(options).manifest_source().read().config
     assert config is not None
     assert config.settings.use_forwarded_headers
     assert config.settings.proxy_real_ip_cidr == ("10.0.0.0/8",)
 
     cm = configmap(CONTROLLER_CONFIGMAP, {"proxy-real-ip-cidr": "192.168.0.0/16"})
     manifest.write_text(yaml.safe_dump_all([*site_objects(8080), cm]))
-    config = Controller(options).build().config
+    config = Controller(options).manifest_source().read().config
     assert config is not None
     assert config.settings.use_forwarded_headers  # the flag: the key is not set
     assert config.settings.proxy_real_ip_cidr == ("192.168.0.0/16",)  # the key wins
@@ -835,8 +836,8 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
 
                 # a ConfigMap nothing reads: cached, and no rebuild for it
                 source = controller.source
-                assert source is not None
-                rebuilds = source.rebuilds
+                assert isinstance(source, KubeSource)
+                rebuilds = controller.reloads
                 api.create(configmap("default/unrelated", {"x": "y"}))
 
                 async def cached() -> bool:
@@ -848,7 +849,7 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
 
                 await wait_for(cached, "the unrelated ConfigMap reaches the cache")
                 assert not source.pending
-                assert source.rebuilds == rebuilds
+                assert controller.reloads == rebuilds
 
                 # a bad value: the key keeps its default, and a Warning Event says why
                 api.update(configmap(CONTROLLER_CONFIGMAP, {"proxy-body-size": "huge"}))

@@ -46,9 +46,9 @@ from lightkube.resources.networking_v1 import Ingress, IngressClass
 from lightkube.types import PatchType
 
 from controller.__main__ import _parser
+from controller.status import serve_status
 from controller.supervisor import STOP_MARGIN
 from fastroute.ingress import CONTROLLER_NAME, build_config
-from fastroute.proxy.status import serve_status
 from tests.kubeapi import KubeAPI
 from tests.rbac import DEPLOY, Call, Grant, Rule, check_rbac, classify, load_objects, load_rules
 

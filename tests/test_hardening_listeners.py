@@ -38,11 +38,11 @@ import yaml
 from OpenSSL import SSL
 
 import fastroute.proxy.tls
+from controller.status import HEAD_TIMEOUT, serve_status
 from fastroute.ingress import build_config
 from fastroute.proxy.listener import AcceptBackoff, LogThrottle
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
-from fastroute.proxy.status import HEAD_TIMEOUT, serve_status
 from fastroute.proxy.tls import TLSContexts
 from tests.echo import Echo
 from tests.polling import DEADLINE, WaitTimeoutError, wait_for_sync

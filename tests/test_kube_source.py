@@ -35,7 +35,7 @@ from lightkube.config.models import UserExec
 from controller.app import Controller, KubeOptions, Listening, Options
 from controller.kube.client import ExecAuth, TokenFileAuth
 from controller.kube.reflector import Backoff, Reflector, WatchOptions
-from controller.kube.source import KINDS
+from controller.kube.source import KINDS, KubeSource
 from controller.kube.store import Cache
 from fastroute.ingress import ConfigBuilder
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
@@ -100,9 +100,14 @@ class Running:
     listening: Listening
     ports: dict[str, int]  # backend name -> port
 
+    @property
+    def source(self) -> KubeSource:
+        source = self.controller.source
+        assert isinstance(source, KubeSource)
+        return source
+
     def reflector(self, kind: str) -> Reflector:
-        assert self.controller.source is not None
-        (found,) = [r for r in self.controller.source.reflectors if r.cache.kind == kind]
+        (found,) = [r for r in self.source.reflectors if r.cache.kind == kind]
         return found
 
 
@@ -322,8 +327,7 @@ def test_tls_secret_changes_change_the_certificate(kubeapi: KubeAPI, tmp_path: P
                 await wait_for(lambda: serves("fastroute default certificate"), "the default again")
                 # a TLS Secret no Ingress names is watched but asks for no rebuild (the
                 # cache and the rebuild flag change in the same step, so this is no race)
-                source = run.controller.source
-                assert source is not None
+                source = run.source
 
                 async def settled() -> bool:
                     return not source.pending
@@ -492,7 +496,7 @@ def test_readyz_is_503_until_every_kind_has_been_listed(kubeapi: KubeAPI, tmp_pa
 
                 async def others_listed() -> bool:
                     source = run.controller.source
-                    return source is not None and all(
+                    return isinstance(source, KubeSource) and all(
                         r.synced.is_set() for r in source.reflectors if r.cache.kind != "Secret"
                     )
 
@@ -548,8 +552,7 @@ def test_a_status_change_rebuilds_nothing(kubeapi: KubeAPI, tmp_path: Path) -> N
         async with backends("a", "b") as ports:
             site(api, ports["a"])
             async with running(plain_kubeconfig(api, tmp_path), ports) as run:
-                source = run.controller.source
-                assert source is not None
+                source = run.source
                 await wait_for(lambda: _true(not source.pending), "the first build is done")
                 status = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
                 api.patch("ingresses", "site", {"status": status}, namespace="default")

@@ -84,9 +84,7 @@ def secret_watches(api: KubeAPI) -> list[tuple[str | None, str]]:
 
 
 def source_of(run: Running) -> KubeSource:
-    source = run.controller.source
-    assert source is not None
-    return source
+    return run.source
 
 
 @asynccontextmanager

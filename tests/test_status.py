@@ -17,10 +17,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.app import Controller, Options
+from controller.reload_metrics import ReloadMetrics
+from controller.status import serve_status
 from fastroute.ingress import build_config
 from fastroute.proxy.metrics import DURATION_BUCKETS, Metrics
 from fastroute.proxy.server import Proxy
-from fastroute.proxy.status import serve_status
 from tests.echo import Echo
 from tests.polling import DEADLINE, wait_for
 from tests.sites import closed_port, site_objects
@@ -79,7 +80,7 @@ def test_the_status_listener_answers_probes_and_scrapes() -> None:
     async def scenario() -> None:
         ready = False
         metrics = Metrics()
-        metrics.config_reload(True)
+        ReloadMetrics(metrics.registry).config_reload(True)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(
                 partial(serve_status, ready=lambda: ready, metrics_text=metrics.text),
@@ -229,7 +230,7 @@ def test_metrics_count_upstream_errors_of_a_refused_endpoint() -> None:
 @pytest.mark.parametrize("ok", [True, False])
 def test_a_reload_sets_the_last_reload_gauges(ok: bool) -> None:
     metrics = Metrics()
-    metrics.config_reload(ok)
+    ReloadMetrics(metrics.registry).config_reload(ok)
     text = metrics.text().decode()
     assert value(text, "fastroute_config_last_reload_successful") == (1 if ok else 0)
     stamp = value(text, "fastroute_config_last_reload_successful_timestamp_seconds")

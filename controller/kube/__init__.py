@@ -14,7 +14,7 @@ from controller.kube.client import (
     load_config,
 )
 from controller.kube.reflector import ApiStatusError, Backoff, Reflector, WatchOptions
-from controller.kube.source import KINDS, Kind, KubeSource, OnConfig, check_namespace
+from controller.kube.source import KINDS, Kind, KubeSource, check_namespace
 from controller.kube.store import (
     Cache,
     Change,
@@ -37,7 +37,6 @@ __all__ = [
     "Kind",
     "KubeConfigError",
     "KubeSource",
-    "OnConfig",
     "Reflector",
     "SecretNames",
     "TokenFileAuth",

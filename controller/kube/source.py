@@ -17,16 +17,13 @@ Secrets named since the last one, so a new or changed Ingress is built with its 
 rather than answering 503 for want of them; a Secret that comes later rebuilds like any
 change.
 
-Once every kind has been listed, and then after every burst of changes, the changes are
-handed to a ``ConfigBuilder`` in a worker thread, and the RouteConfig it builds to
-``on_config``. The builder redoes only the hosts the changes touch, so a change to one
-Ingress among 10,000 costs milliseconds, not the seconds of translating everything again.
-
-Bursts are debounced: the first change opens a window that closes after ``debounce`` seconds
-without a change, or ``max_delay`` after it opened, whichever is first. Changes that arrive
-while a config is being built open the next window. A change to a TLS Secret that no Ingress
-names (in ``spec.tls`` or an annotation), or to a ConfigMap that neither the settings nor
-an Ingress read, rebuilds nothing.
+``KubeSource`` is a ``controller.pipeline.Source``: once every kind has been listed, and
+then on every change that can matter, it tells the pipeline, which settles bursts and asks
+for builds. A build hands the changes to a ``ConfigBuilder`` in a worker thread. The
+builder redoes only the hosts the changes touch, so a change to one Ingress among 10,000
+costs milliseconds, not the seconds of translating everything again. A change to a TLS
+Secret that no Ingress names (in ``spec.tls`` or an annotation), or to a ConfigMap that
+neither the settings nor an Ingress read, rebuilds nothing.
 
 While the API server is unreachable the caches, and so the last config, stay as they are:
 the proxy keeps serving, and ``ready`` stays true (a fleet that turned unready whenever the
@@ -38,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -52,11 +49,11 @@ from lightkube.resources.networking_v1 import Ingress, IngressClass
 
 from controller.kube.reflector import Reflector, WatchOptions
 from controller.kube.store import TLS_SECRET_TYPE, Change, Key, SecretNames, key_of, snapshot
+from controller.pipeline import Built
 from fastroute.ingress import ClassPolicy, ConfigBuilder, Problem, RouteConfig
 from fastroute.ingress.build import is_ours, our_classes
 from fastroute.ingress.settings import Settings
 from fastroute.ingress.spec import reads_the_same
-from fastroute.proxy.metrics import Metrics
 
 __all__ = [
     "KINDS",
@@ -64,14 +61,11 @@ __all__ = [
     "Kind",
     "KubeSource",
     "NamedSecret",
-    "OnConfig",
     "check_namespace",
     "named_secret_selector",
 ]
 
 log = logging.getLogger("fastroute.controller.kube")
-
-OnConfig = Callable[[RouteConfig, list[Mapping[str, Any]]], Awaitable[None]]
 
 # A namespace name is a DNS-1123 label.
 SECRET_WAIT = 2.0  # seconds a rebuild waits for the first list of a newly named Secret
@@ -129,25 +123,14 @@ def check_namespace(name: str) -> str:
 
 
 class KubeSource:
-    """Follows the cluster and calls ``on_config`` with each RouteConfig it builds.
+    """Follows the cluster and builds RouteConfigs from it (a ``controller.pipeline.Source``).
 
     Args:
         client: a lightkube client (``controller.kube.client.connect``).
         namespaces: the namespaces to watch; empty: all of them. IngressClasses are
             cluster-scoped and always watched cluster-wide.
         classes: which Ingresses are ours (``build_config``'s ``classes``).
-        on_config: ``await on_config(config, objects)`` after each rebuild, where
-            ``objects`` is the snapshot the config was built from (plain dicts with
-            ``kind``/``apiVersion``; shared with the caches, so read them, never change
-            them). Calls never overlap and come in the order the configs were built; the
-            first comes once every kind has been listed. This is where the config is
-            swapped into the proxy, and where Ingress status, Events and leader-only work
-            belong. An exception escaping it is logged and counts as a failed reload;
-            the source keeps going and the next change tries again.
-        debounce: seconds without a change that close a burst.
-        max_delay: seconds at most between the first change of a burst and its rebuild.
         watch: the reflectors' paging, timeouts and backoff.
-        metrics: where reloads are counted (``Metrics.config_reload``).
         configmap: ``"namespace/name"`` of the controller's ConfigMap (None: none).
         settings_defaults: the settings of the keys the ConfigMap does not set.
         ssl_passthrough: honour ``ssl-passthrough`` (``--enable-ssl-passthrough``).
@@ -165,20 +148,12 @@ class KubeSource:
         *,
         namespaces: Sequence[str] = (),
         classes: ClassPolicy | None = None,
-        on_config: OnConfig,
-        debounce: float = 0.02,
-        max_delay: float = 1.0,
         watch: WatchOptions | None = None,
-        metrics: Metrics | None = None,
         configmap: str | None = None,
         settings_defaults: Settings | None = None,
         ssl_passthrough: bool = False,
         secret_wait: float = SECRET_WAIT,
     ) -> None:
-        if not (debounce >= 0 and math.isfinite(debounce)):
-            raise ValueError(f"debounce must be 0 or more seconds, got {debounce}")
-        if not (max_delay >= debounce and math.isfinite(max_delay)):
-            raise ValueError(f"max_delay must be at least debounce ({debounce}), got {max_delay}")
         if not (secret_wait >= 0 and math.isfinite(secret_wait)):
             raise ValueError(f"secret_wait must be 0 or more seconds, got {secret_wait}")
         self._client = client
@@ -186,15 +161,9 @@ class KubeSource:
         self.secret_wait = secret_wait
         self.namespaces = tuple(dict.fromkeys(check_namespace(ns) for ns in namespaces))
         self.classes = classes or ClassPolicy()
-        self.on_config = on_config
-        self.debounce = debounce
-        self.max_delay = max_delay
-        self.metrics = metrics
         self.configmap = configmap
         self.settings_defaults = settings_defaults
         self.ssl_passthrough = ssl_passthrough
-        self.config: RouteConfig | None = None  # the last config on_config took
-        self.rebuilds = 0  # configs on_config took
         self.reflectors: list[Reflector] = []
         for kind in KINDS:
             cluster_wide = not self.namespaces or not _namespaced(kind.resource)
@@ -217,12 +186,11 @@ class KubeSource:
         self._classes = our_classes((), self.classes)  # as the IngressClasses say
         self.by_name: dict[Key, NamedSecret] = {}
         self._nursery: trio.Nursery | None = None  # where the named Secrets' watches run
-        self._changes = 0
+        self._notify: Callable[[], None] | None = None  # the pipeline's, once all is listed
         self._pending: dict[tuple[str, Key], Change] = {}  # for the builder: the last of each
         self._builder = self._new_builder()
         self._start_over = False  # after a failed build: a new builder, fed every object
-        self._dirty = trio.Event()
-        self._building = trio.Lock()
+        self._dirty = False  # a change that can matter came since the last build began
         self._problems: set[Problem] = set()
 
     @property
@@ -233,7 +201,7 @@ class KubeSource:
     @property
     def pending(self) -> bool:
         """Changes are waiting for a rebuild (a change that cannot matter never waits)."""
-        return self._dirty.is_set()
+        return self._dirty
 
     def objects(self) -> list[Mapping[str, Any]]:
         """A snapshot of every cached object, as ``build_config`` takes them."""
@@ -242,8 +210,9 @@ class KubeSource:
             (watch.reflector.cache for watch in self.by_name.values()),
         )
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Follow the cluster until cancelled; ``task_status.started()`` after the first config.
+    async def watch(self, changed: Callable[[], None]) -> None:
+        """Follow the cluster until cancelled; ``changed()`` once every kind is listed, then
+        on every change that can matter.
 
         Never ends on its own: the reflectors retry an unreachable API server forever.
         """
@@ -261,17 +230,12 @@ class KubeSource:
                     sum(len(r.cache) for r in self.reflectors),
                     len(self.reflectors),
                 )
-                await self._named_listed()
-                self._dirty = trio.Event()
-                await self.rebuild()
-                task_status.started()
-                while True:  # until cancelled: one rebuild per burst of changes
-                    await self._dirty.wait()
-                    await self._settle()
-                    await self._named_listed()
-                    await self.rebuild()
+                self._notify = changed
+                changed()
+                await trio.sleep_forever()  # the reflectors run in the nursery
             finally:
                 self._nursery = None
+                self._notify = None
 
     def _changed(self, change: Change) -> None:
         """A reflector's cache changed: mark a rebuild due (unless it cannot matter)."""
@@ -297,8 +261,7 @@ class KubeSource:
             and not self._builder.reads_configmap("/".join(change.key))
         ):
             return
-        self._changes += 1
-        self._dirty.set()
+        self._rebuild_due()
 
     def _secret_changed(self, change: Change) -> None:
         """A Secret changed in one of the caches that hold Secrets: the builder gets it as
@@ -313,8 +276,12 @@ class KubeSource:
             self._pending[("Secret", key)] = Change(kind, "Secret", key, current)
         if self.ready and key not in self._secret_names:
             return
-        self._changes += 1
-        self._dirty.set()
+        self._rebuild_due()
+
+    def _rebuild_due(self) -> None:
+        self._dirty = True
+        if self._notify is not None:
+            self._notify()
 
     def _secret(self, key: Key) -> Mapping[str, Any] | None:
         for cache in self._secret_caches:
@@ -407,57 +374,28 @@ class KubeSource:
                     self.secret_wait,
                 )
 
-    async def _settle(self) -> None:
-        """Wait for the burst to end: ``debounce`` quiet seconds, ``max_delay`` at most."""
-        with trio.move_on_after(self.max_delay):
-            while True:  # bounded by max_delay
-                seen = self._changes
-                await trio.sleep(self.debounce)
-                if self._changes == seen:
-                    return
+    async def build(self, current: RouteConfig | None) -> Built:
+        """A config from the caches now (``current``, the one serving, is not needed: the
+        builder keeps its own state).
 
-    async def rebuild(self) -> bool:
-        """Build a config from the caches now and hand it to ``on_config``; whether it did.
-
-        Also what a SIGHUP asks for. Rebuilds take turns, so an older config is never
-        handed over after a newer one. Before every kind is listed there is nothing
-        whole to build from, and this does nothing.
+        First waits for the first list of the Secrets annotations named since the last
+        build. A build that breaks leaves the builder with only some of the changes: the
+        next one starts over from every cached object.
         """
-        if not self.ready:
-            return False
-        async with self._building:
-            self._dirty = trio.Event()  # changes from here on ask for the next rebuild
-            objects = self.objects()
-            changes, self._pending = self._pending, {}
-            everything, self._start_over = self._start_over, False
-            started = trio.current_time()
-            try:
-                config = await trio.to_thread.run_sync(
-                    self._build, changes.values(), objects if everything else None
-                )
-            except Exception:
-                log.exception("building the configuration failed; the last one keeps serving")
-                self._start_over = True  # the builder may have taken only some changes
-                self._count(False)
-                return False
-            self._report(config)
-            try:
-                await self.on_config(config, objects)
-            except Exception:
-                log.exception("installing the configuration failed; the last one keeps serving")
-                self._count(False)
-                return False
-            previous, self.config = self.config, config
-            self.rebuilds += 1
-            self._count(True)
-            log.info(
-                "serving %d Ingress(es)%s, built from %d objects in %.0f ms",
-                len(config.ingresses),
-                _difference(previous.ingresses if previous else (), config.ingresses),
-                len(objects),
-                (trio.current_time() - started) * 1000,
+        await self._named_listed()
+        self._dirty = False  # changes from here on ask for the next build
+        objects = self.objects()
+        changes, self._pending = self._pending, {}
+        everything, self._start_over = self._start_over, False
+        try:
+            config = await trio.to_thread.run_sync(
+                self._build, changes.values(), objects if everything else None
             )
-            return True
+        except Exception:
+            self._start_over = True  # the builder may have taken only some changes
+            raise
+        self._report(config)
+        return Built(config, objects)
 
     def _build(
         self, changes: Iterable[Change], everything: list[Mapping[str, Any]] | None
@@ -502,19 +440,6 @@ class KubeSource:
             log.info("resolved: %s", problem)
         self._problems = problems
 
-    def _count(self, ok: bool) -> None:
-        if self.metrics is not None:
-            self.metrics.config_reload(ok)
-
 
 def _namespaced(resource: type[Resource]) -> bool:
     return issubclass(resource, NamespacedResource)
-
-
-def _difference(before: Iterable[str], after: Iterable[str]) -> str:
-    """`` (+a/new, -a/old)``: the Ingresses served now and not before, and the reverse."""
-    old, new = set(before), set(after)
-    changes = [f"+{n}" for n in sorted(new - old)] + [f"-{n}" for n in sorted(old - new)]
-    if len(changes) > 10:
-        changes = [*changes[:10], f"and {len(changes) - 10} more"]
-    return f" ({', '.join(changes)})" if changes else ""

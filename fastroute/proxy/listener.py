@@ -1,6 +1,7 @@
 """The listening side's small parts: sockets, accept errors, reserve descriptors, log throttling.
 
-Shared by the traffic listeners (``server.Proxy``) and the status listener (``status``):
+Shared by the traffic listeners (``server.Proxy``) and the status listener of an application
+(the controller's ``/healthz``, ``/readyz``, ``/metrics``):
 
 - ``listening_sockets``: bound, non-blocking listening sockets for a host and port.
 - ``AcceptBackoff``: what to do when ``accept()`` fails. Some errors belong to one

@@ -1,17 +1,12 @@
 """The proxy's Prometheus metrics, named in the style of ingress-nginx's.
 
 ingress-nginx exposes ``nginx_ingress_controller_requests`` and
-``nginx_ingress_controller_request_duration_seconds`` by ingress and service, and
-``nginx_ingress_controller_config_last_reload_successful(_timestamp_seconds)``; the
+``nginx_ingress_controller_request_duration_seconds`` by ingress and service; the
 same dashboards and alerts carry over with the ``fastroute_`` prefix:
 
 - ``fastroute_requests_total{ingress,service,status}``: counter
 - ``fastroute_request_duration_seconds{ingress,service}``: histogram
 - ``fastroute_upstream_errors_total{service,endpoint,reason}``: counter
-- ``fastroute_config_reloads_total{result}``: counter (result: success, failure)
-- ``fastroute_config_last_reload_successful``: gauge, 1 or 0
-- ``fastroute_config_last_reload_successful_timestamp_seconds``: gauge, Unix time
-- ``fastroute_ready``: gauge, processes ready to serve
 - ``fastroute_accept_errors_total{error}``: counter (errno name: EMFILE, ENFILE, ...)
 - ``fastroute_idle_connections_closed_total{limit}``: counter, closed for room (limit:
   max_connections, descriptors)
@@ -23,16 +18,13 @@ same dashboards and alerts carry over with the ``fastroute_`` prefix:
 
 Several worker processes share one set of metrics through prometheus_client's
 multiprocess mode: it is chosen when ``prometheus_client`` is first imported, by the
-``PROMETHEUS_MULTIPROC_DIR`` environment variable, and each gauge says how the
-processes' values combine (``fastroute_ready`` sums to the number of ready processes;
-the last reload counts as successful only if it was in every live process).
+``PROMETHEUS_MULTIPROC_DIR`` environment variable. The controller registers its reload
+and readiness metrics on the same registry (``controller.reload_metrics``).
 """
 
 from __future__ import annotations
 
-import time
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 __all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "NO_ROUTE", "Metrics"]
 
@@ -94,31 +86,6 @@ class Metrics:
             ["service", "endpoint", "reason"],
             registry=self.registry,
         )
-        self._reloads = Counter(
-            "fastroute_config_reloads",
-            "Configuration reloads, by result: a failure is a manifest that did not parse "
-            "or a config that could not be built.",
-            ["result"],
-            registry=self.registry,
-        )
-        self._last_ok = Gauge(
-            "fastroute_config_last_reload_successful",
-            "Whether the last configuration reload succeeded (in every worker process).",
-            registry=self.registry,
-            multiprocess_mode="livemin",
-        )
-        self._last_ok_time = Gauge(
-            "fastroute_config_last_reload_successful_timestamp_seconds",
-            "When the last successful configuration reload happened (Unix time).",
-            registry=self.registry,
-            multiprocess_mode="livemax",
-        )
-        self._ready = Gauge(
-            "fastroute_ready",
-            "Proxy processes ready to serve: a config is loaded and they are not draining.",
-            registry=self.registry,
-            multiprocess_mode="livesum",
-        )
         self._accept_errors = Counter(
             "fastroute_accept_errors",
             "Failed accepts on the traffic listeners, by errno name: EMFILE or ENFILE means "
@@ -164,11 +131,6 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
-        # Both outcomes exist from the start, so a rate() over failures is 0, not absent.
-        self._reload_results = {
-            True: self._reloads.labels("success"),
-            False: self._reloads.labels("failure"),
-        }
         # The hot path: one dict lookup for both label children of a request, instead of
         # prometheus_client's label validation and locking on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -217,17 +179,6 @@ class Metrics:
     def idle_connection_closed(self, limit: str) -> None:
         """Count one idle client connection closed to make room (``limit``: which one)."""
         self._idle_closed.labels(limit).inc()
-
-    def config_reload(self, ok: bool) -> None:
-        """Count one configuration reload and remember whether (and when) it succeeded."""
-        self._reload_results[ok].inc()
-        self._last_ok.set(1 if ok else 0)
-        if ok:
-            self._last_ok_time.set(time.time())
-
-    def set_ready(self, ready: bool) -> None:
-        """Report whether this process serves (``/readyz`` of a supervisor sums them)."""
-        self._ready.set(1 if ready else 0)
 
     def text(self) -> bytes:
         """The metrics in Prometheus' text format (``CONTENT_TYPE``)."""
