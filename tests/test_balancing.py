@@ -43,6 +43,7 @@ from fastroute.proxy.choosing import Choice, Chooser
 from fastroute.proxy.ewma import PeakEwma
 from fastroute.proxy.hashing import Ring, request_key, subsets
 from fastroute.proxy.server import Proxy
+from tests.objects import endpoint_slice, ingress, service
 from tests.polling import DEADLINE
 from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
 from tests.sites import closed_port
@@ -481,40 +482,10 @@ def pod(name: str) -> Callable[[BackendConnection, Request], Awaitable[None]]:
 def objects(ports: dict[str, int], annotations: dict[str, str], **extra: Any) -> list[Obj]:
     """Service ``web`` with one endpoint per port, behind an Ingress for HOST with
     ``annotations`` (without prefix) on the rules of ``extra["paths"]`` (default "/")."""
-    found: list[Obj] = [
-        {"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}
-    ]
-    for name, port in ports.items():
-        found.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"web-{name}",
-                    "labels": {"kubernetes.io/service-name": "web"},
-                },
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
-    backend = {"service": {"name": "web", "port": {"number": 80}}}
-    paths = [
-        {"path": path, "pathType": "Prefix", "backend": backend}
-        for path in extra.get("paths", ["/"])
-    ]
-    found.append(
-        {
-            "kind": "Ingress",
-            "metadata": {
-                "name": "shop",
-                "annotations": {NGINX + k: v for k, v in annotations.items()},
-            },
-            "spec": {
-                "ingressClassName": "fastroute",
-                "rules": [{"host": HOST.decode(), "http": {"paths": paths}}],
-            },
-        }
-    )
-    return found
+    slices = [endpoint_slice("web", port, name=f"web-{name}") for name, port in ports.items()]
+    paths = [(path, "Prefix", "web") for path in extra.get("paths", ["/"])]
+    prefixed = {NGINX + k: v for k, v in annotations.items()}
+    return [service(), *slices, ingress("shop", HOST.decode(), paths=paths, annotations=prefixed)]
 
 
 @dataclass

@@ -48,6 +48,8 @@ from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts, pem_path
 from tests.echo import Echo
+from tests.objects import endpoint_slice
+from tests.objects import service as service_object
 from tests.polling import DEADLINE, wait_for
 from tests.polling import run_within as run
 from tests.raw import unanswered_port
@@ -278,21 +280,10 @@ class TLSBackend:
 
 def service(name: str, port: int, *more_ports: int) -> list[dict[str, Any]]:
     """Service ``name`` on port 443 whose endpoints are 127.0.0.1 at ``port`` (and more)."""
-    return [
-        {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 443}]}},
-        *(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{name}-{i}",
-                    "labels": {"kubernetes.io/service-name": name},
-                },
-                "ports": [{"port": p}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-            for i, p in enumerate((port, *more_ports))
-        ),
-    ]
+    slices = (
+        endpoint_slice(name, p, name=f"{name}-{i}") for i, p in enumerate((port, *more_ports))
+    )
+    return [service_object(name, ports=[{"port": 443}]), *slices]
 
 
 def ingress(
