@@ -10,7 +10,7 @@ in one run:
 - how many distinct requests the sample holds (1 to 10,000): the hot set;
 - whether every rule has its own backend object or all share one.
 
-Usage: ``python bench/breakdown.py [--rules 100000] [--repeat 9]``
+Usage: ``python -m bench.breakdown [--rules 100000] [--repeat 9]``
 """
 
 from __future__ import annotations

@@ -52,13 +52,11 @@ from statistics import median
 from types import FrameType
 from typing import Any
 
+from bench.proxy_peers import Processes, free_port, get
+from tests.kubeapi import KubeAPI  # the API server emulator lives with the tests
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-if str(REPO / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests"))  # the API server emulator lives with the tests
-
-from kubeapi import KubeAPI  # noqa: E402
-from proxy_peers import Processes, free_port, get  # noqa: E402
 
 __all__ = [
     "Memory",

@@ -7,7 +7,7 @@ whose Ingress has ingress-nginx's capture-rewrite paths). The same config is als
 without the regex Ingress, so the plain hosts' figure is shown with and without regex
 paths elsewhere in the config. Rounds are interleaved and each figure is the median.
 
-Usage: ``python bench/match_cost.py [--rounds 7] [--calls 200000]``
+Usage: ``python -m bench.match_cost [--rounds 7] [--calls 200000]``
 """
 
 from __future__ import annotations
@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-
-from proxy_peers import PROBES, REGEX_HOST, REGEX_PROBES, write_manifests  # noqa: E402
+from bench.proxy_peers import PROBES, REGEX_HOST, REGEX_PROBES, write_manifests
 
 
 def _config(with_regex: bool) -> Any:

@@ -39,7 +39,7 @@ from pathlib import Path
 from statistics import median
 from types import FrameType
 
-from proxy_peers import (
+from bench.proxy_peers import (
     ANNOTATED_PROBES,
     AUTH_PROBES,
     CANARY_PROBES,
@@ -57,8 +57,8 @@ from proxy_peers import (
     start_haproxy,
     start_nginx_proxy,
 )
-from proxy_swaps import Swaps, run_swaps
-from wrk import WrkResult, rotation_script, run_wrk
+from bench.proxy_swaps import Swaps, run_swaps
+from bench.wrk import WrkResult, rotation_script, run_wrk
 
 
 @dataclass

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy_peers import PROBES, Fastroute, Processes, check_answers, get, write_swap_ingress
-from wrk import WrkResult, finish_wrk, start_wrk
+from bench.proxy_peers import PROBES, Fastroute, Processes, check_answers, get, write_swap_ingress
+from bench.wrk import WrkResult, finish_wrk, start_wrk
 
 __all__ = ["Swaps", "reloads", "run_swaps"]
 

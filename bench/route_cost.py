@@ -10,7 +10,7 @@ is what one request costs, start-up excluded. The same run with the client talki
 backend directly gives their share, which is taken off. User-space instructions only: the
 system calls per request are the same for every mode (``strace -c`` shows it).
 
-Usage: ``python bench/route_cost.py [--connections 16] [--baseline PYTHON]``
+Usage: ``python -m bench.route_cost [--connections 16] [--baseline PYTHON]``
 (``--one MODE N`` is what each valgrind run executes).
 """
 
@@ -26,10 +26,7 @@ from pathlib import Path
 
 import trio
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-
-from proxy_peers import (  # noqa: E402
+from bench.proxy_peers import (
     ANNOTATED_PROBES,
     AUTH_PROBES,
     CANARY_PROBES,
@@ -104,8 +101,12 @@ async def _one(mode: str, count: int, connections: int) -> None:
 
 def _instructions(python: str, mode: str, count: int, connections: int) -> int:
     with tempfile.TemporaryDirectory() as folder:
+        # The run's folder holds the bench package and nothing else of the checkout, so that
+        # ``-m`` finds the bench while a baseline interpreter imports its own fastroute.
+        (Path(folder) / "bench").symlink_to(Path(__file__).resolve().parent)
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/out"]
-        command += [python, __file__, "--one", mode, str(count), "--connections", str(connections)]
+        command += [python, "-m", "bench.route_cost", "--one", mode, str(count)]
+        command += ["--connections", str(connections)]
         done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=folder)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:

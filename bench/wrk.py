@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy_peers import Processes, find_tool
+from bench.proxy_peers import Processes, find_tool
 
 __all__ = ["WrkResult", "finish_wrk", "parse_wrk", "rotation_script", "run_wrk", "start_wrk"]
 

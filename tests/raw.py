@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import h11
 import trio
 
-DEADLINE = 10.0  # no helper waits longer than this for anything
+# the one deadline and polling helper, importable from here too (as the peers' tests did)
+from tests.polling import DEADLINE as DEADLINE
+from tests.polling import wait_for as wait_for
 
 
 @dataclass
@@ -195,15 +197,6 @@ class RawClient:
 
     async def aclose(self) -> None:
         await self.io.aclose()
-
-
-async def wait_for(check: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
-    """Poll ``check`` until it holds; fail naming ``what`` after ``deadline`` seconds."""
-    with trio.move_on_after(deadline):
-        while not check():
-            await trio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextmanager

@@ -9,42 +9,16 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from tests.objects import ingress, service_at
+
 HOST = "site.example.com"
 
 
 def site_objects(backend_port: int, path: str = "/") -> list[dict[str, Any]]:
     """Service default/web (one endpoint on ``backend_port``) behind Ingress default/site."""
-    backend = {"service": {"name": "web", "port": {"number": 80}}}
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "web"},
-            "spec": {"ports": [{"port": 80}]},
-        },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
-            "ports": [{"port": backend_port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {"name": "site"},
-            "spec": {
-                "ingressClassName": "fastroute",
-                "rules": [
-                    {
-                        "host": HOST,
-                        "http": {
-                            "paths": [{"path": path, "pathType": "Prefix", "backend": backend}]
-                        },
-                    }
-                ],
-            },
-        },
+        *service_at(backend_port, namespace=None),
+        ingress("site", HOST, paths=[(path, "Prefix", "web")], namespace=None),
     ]
 
 

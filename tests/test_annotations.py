@@ -14,6 +14,7 @@ from fastroute.ingress.annotations import ANNOTATIONS, FIRST_PORT, NO_EFFECT, SN
 from fastroute.ingress.external_auth import ANNOTATION_NAMES as EXTERNAL_AUTH_ANNOTATIONS
 from fastroute.ingress.model import Cors, Policy, RateLimit, UpstreamTLS
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
+from tests.objects import ingress
 
 NGINX = "nginx.ingress.kubernetes.io/"
 OURS = "fastroute.io/"
@@ -801,28 +802,8 @@ def test_the_table_lists_every_annotation_of_the_issue_with_a_summary() -> None:
 
 
 def _ingress(name: str, path: str, annotations: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
-        "spec": {
-            "ingressClassName": "fastroute",
-            "rules": [
-                {
-                    "host": "shop.example.com",
-                    "http": {
-                        "paths": [
-                            {
-                                "path": path,
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": "web", "port": {"number": 80}}},
-                            }
-                        ]
-                    },
-                }
-            ],
-        },
-    }
+    paths = [(path, "Prefix", "web")]
+    return ingress(name, "shop.example.com", paths=paths, annotations=annotations)
 
 
 def test_a_bad_protection_refuses_only_its_own_ingress_s_routes() -> None:

@@ -24,22 +24,18 @@ from typing import Any
 
 import pytest
 import trio
-from raw import (
-    DEADLINE,
-    BackendConnection,
-    RawBackend,
-    RawClient,
-    Reply,
-    Request,
-    response,
-    wait_for,
-)
 
 from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from fastroute.ingress.settings import Settings
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.objects import service_at
+from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
+from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
+
+pytestmark = pytest.mark.e2e
 
 HOST = b"site.example.com"
 SECURE = b"secure.example.com"  # the same backend, under TLS
@@ -62,13 +58,7 @@ def _objects(port: int, annotations: dict[str, str]) -> list[dict[str, Any]]:
 
     return [
         tls_secret("default", "secure", CERTIFICATE),
-        {"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}},
-        {
-            "kind": "EndpointSlice",
-            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
-            "ports": [{"port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
+        *service_at(port),
         {
             "kind": "Ingress",
             "metadata": {"name": "site", "annotations": annotations},
@@ -163,14 +153,6 @@ async def serving(
         https = await nursery.start(partial(proxy.serve, scheme="https"), "127.0.0.1", 0)
         yield Site(http[0].socket.getsockname()[1], https[0].socket.getsockname()[1], backend)
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 def get(host: bytes = HOST, extra: bytes = b"", method: bytes = b"GET") -> bytes:

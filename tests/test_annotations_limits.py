@@ -17,8 +17,14 @@ from typing import Any
 
 import pytest
 import trio
-from raw import (
-    DEADLINE,
+
+from fastroute.ingress import build_config
+from fastroute.ingress.model import RouteConfig
+from fastroute.proxy.server import Limits, Proxy
+from tests.objects import endpoint_slice
+from tests.objects import service as service_object
+from tests.polling import DEADLINE
+from tests.raw import (
     BackendConnection,
     RawBackend,
     RawClient,
@@ -27,11 +33,9 @@ from raw import (
     response,
     unanswered_port,
 )
-from sites import closed_port
+from tests.sites import closed_port
 
-from fastroute.ingress import build_config
-from fastroute.ingress.model import RouteConfig
-from fastroute.proxy.server import Limits, Proxy
+pytestmark = pytest.mark.e2e
 
 HOST = b"site.example.com"
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -43,20 +47,8 @@ Obj = dict[str, Any]
 
 def service(name: str, *ports: int) -> list[Obj]:
     """Service ``name`` with one endpoint on 127.0.0.1 per port (one EndpointSlice each)."""
-    objects: list[Obj] = [
-        {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
-    ]
-    for i, port in enumerate(ports):
-        labels = {"kubernetes.io/service-name": name}
-        objects.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {"name": f"{name}-{i}", "labels": labels},
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
-    return objects
+    slices = (endpoint_slice(name, port, name=f"{name}-{i}") for i, port in enumerate(ports))
+    return [service_object(name), *slices]
 
 
 def ingress(name: str, paths: dict[str, str], **annotations: str) -> Obj:

@@ -9,7 +9,7 @@ The expected redirects are ingress-nginx's (its e2e tests ``redirect.go``, ``app
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -18,12 +18,17 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
 
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.objects import ingress, service_at, tls_section
+from tests.polling import DEADLINE
+from tests.polling import run_within as run
+from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
+
+pytestmark = pytest.mark.e2e
 
 HOST = "app.example.com"
 SECURE = "secure.example.com"  # listed under the Ingress's TLS section
@@ -37,48 +42,14 @@ def _ingress(
     path: str = "/",
     tls: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "ingressClassName": "fastroute",
-        "rules": [
-            {
-                "host": host,
-                "http": {
-                    "paths": [
-                        {
-                            "path": path,
-                            "pathType": "Prefix",
-                            "backend": {"service": {"name": "web", "port": {"number": 80}}},
-                        }
-                    ]
-                },
-            }
-        ],
-    }
-    if tls:
-        spec["tls"] = [{"hosts": list(tls)}]
-    metadata = {"name": name, "namespace": "default", "annotations": dict(annotations or {})}
-    return {"kind": "Ingress", "metadata": metadata, "spec": spec}
+    sections = [tls_section(*tls)] if tls else []
+    paths = [(path, "Prefix", "web")]
+    return ingress(name, host, paths=paths, annotations=annotations or {}, tls=sections)
 
 
 def _service(port: int) -> list[dict[str, Any]]:
     """Service ``web``, its one endpoint the raw backend on 127.0.0.1:port."""
-    return [
-        {
-            "kind": "Service",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"ports": [{"port": 80}]},
-        },
-        {
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "web-1",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "web"},
-            },
-            "ports": [{"port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-    ]
+    return service_at(port)
 
 
 Objects = Callable[[int], list[dict[str, Any]]]
@@ -136,14 +107,6 @@ async def serving(objects: Objects, backend: RawBackend | None = None) -> AsyncI
             backend,
         )
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 def get(path: str = "/", host: str = HOST, extra: bytes = b"") -> bytes:

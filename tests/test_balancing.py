@@ -23,8 +23,6 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Reply, Request, response
-from sites import closed_port
 
 from fastroute.ingress import build_config
 from fastroute.ingress.annotations import read_policy
@@ -45,6 +43,10 @@ from fastroute.proxy.choosing import Choice, Chooser
 from fastroute.proxy.ewma import PeakEwma
 from fastroute.proxy.hashing import Ring, request_key, subsets
 from fastroute.proxy.server import Proxy
+from tests.objects import endpoint_slice, ingress, service
+from tests.polling import DEADLINE
+from tests.raw import BackendConnection, RawBackend, RawClient, Reply, Request, response
+from tests.sites import closed_port
 
 HOST = b"shop.example.com"
 NGINX = "nginx.ingress.kubernetes.io/"
@@ -480,40 +482,10 @@ def pod(name: str) -> Callable[[BackendConnection, Request], Awaitable[None]]:
 def objects(ports: dict[str, int], annotations: dict[str, str], **extra: Any) -> list[Obj]:
     """Service ``web`` with one endpoint per port, behind an Ingress for HOST with
     ``annotations`` (without prefix) on the rules of ``extra["paths"]`` (default "/")."""
-    found: list[Obj] = [
-        {"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}
-    ]
-    for name, port in ports.items():
-        found.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"web-{name}",
-                    "labels": {"kubernetes.io/service-name": "web"},
-                },
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
-    backend = {"service": {"name": "web", "port": {"number": 80}}}
-    paths = [
-        {"path": path, "pathType": "Prefix", "backend": backend}
-        for path in extra.get("paths", ["/"])
-    ]
-    found.append(
-        {
-            "kind": "Ingress",
-            "metadata": {
-                "name": "shop",
-                "annotations": {NGINX + k: v for k, v in annotations.items()},
-            },
-            "spec": {
-                "ingressClassName": "fastroute",
-                "rules": [{"host": HOST.decode(), "http": {"paths": paths}}],
-            },
-        }
-    )
-    return found
+    slices = [endpoint_slice("web", port, name=f"web-{name}") for name, port in ports.items()]
+    paths = [(path, "Prefix", "web") for path in extra.get("paths", ["/"])]
+    prefixed = {NGINX + k: v for k, v in annotations.items()}
+    return [service(), *slices, ingress("shop", HOST.decode(), paths=paths, annotations=prefixed)]
 
 
 @dataclass
@@ -589,6 +561,7 @@ PODS = ("a", "b", "c")
 
 
 @pytest.mark.parametrize("mode", ["balanced", "persistent"])
+@pytest.mark.e2e
 def test_a_cookie_issued_by_one_replica_sticks_on_another(mode: str) -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -608,6 +581,7 @@ def test_a_cookie_issued_by_one_replica_sticks_on_another(mode: str) -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_without_a_cookie_new_sessions_spread_over_every_pod() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -619,6 +593,7 @@ def test_without_a_cookie_new_sessions_spread_over_every_pod() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_the_cookie_has_ingress_nginx_attributes_and_the_rules_path() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -655,6 +630,7 @@ def test_the_cookie_has_ingress_nginx_attributes_and_the_rules_path() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_the_cookie_takes_the_path_domain_and_secure_asked_for_even_over_plain_http() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -679,6 +655,7 @@ def test_the_cookie_takes_the_path_domain_and_secure_asked_for_even_over_plain_h
     run(test)
 
 
+@pytest.mark.e2e
 def test_a_cookie_still_names_its_pod_after_a_config_swap_that_adds_pods() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("a", "b", "c", "d", "e")
@@ -698,6 +675,7 @@ def test_a_cookie_still_names_its_pod_after_a_config_swap_that_adds_pods() -> No
     run(test)
 
 
+@pytest.mark.e2e
 def test_a_pod_gone_rebalances_its_sessions_and_issues_a_new_cookie() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -720,6 +698,7 @@ def test_a_pod_gone_rebalances_its_sessions_and_issues_a_new_cookie() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_a_balanced_session_whose_pod_is_gone_moves_alike_in_every_replica() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -740,6 +719,7 @@ def test_a_balanced_session_whose_pod_is_gone_moves_alike_in_every_replica() -> 
 
 
 @pytest.mark.parametrize("change", [True, False])
+@pytest.mark.e2e
 def test_change_on_failure_moves_the_cookie_to_the_pod_that_answered(change: bool) -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("a", "b")
@@ -767,6 +747,7 @@ def test_change_on_failure_moves_the_cookie_to_the_pod_that_answered(change: boo
     run(test)
 
 
+@pytest.mark.e2e
 def test_upstream_hash_by_request_uri_sends_one_uri_to_one_pod() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("a", "b", "c", "d", "e", "f")
@@ -783,6 +764,7 @@ def test_upstream_hash_by_request_uri_sends_one_uri_to_one_pod() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_upstream_hash_by_a_header_ignores_the_rest_of_the_request() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -796,6 +778,7 @@ def test_upstream_hash_by_a_header_ignores_the_rest_of_the_request() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_upstream_hash_by_subset_spreads_one_key_over_its_subset_only() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("a", "b", "c", "d", "e", "f")
@@ -813,6 +796,7 @@ def test_upstream_hash_by_subset_spreads_one_key_over_its_subset_only() -> None:
     run(test)
 
 
+@pytest.mark.e2e
 def test_an_unknown_hash_variable_is_reported_and_the_route_round_robins() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)
@@ -836,6 +820,7 @@ def slow_pod(name: str) -> Callable[[BackendConnection, Request], Awaitable[None
     return answer
 
 
+@pytest.mark.e2e
 def test_ewma_sends_little_to_a_slow_pod_where_round_robin_sends_its_share() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods("fast1", "fast2", "slow", answer=slow_pod)
@@ -850,6 +835,7 @@ def test_ewma_sends_little_to_a_slow_pod_where_round_robin_sends_its_share() -> 
     run(test)
 
 
+@pytest.mark.e2e
 def test_the_configmap_sets_the_default_and_an_annotation_overrides_it() -> None:
     async def test(c: Cluster) -> None:
         ports = await c.pods(*PODS)

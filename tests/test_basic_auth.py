@@ -24,7 +24,6 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from passlib.hash import apr_md5_crypt, des_crypt, md5_crypt, sha256_crypt, sha512_crypt
-from raw import DEADLINE, RawBackend, RawClient, Reply, wait_for
 
 from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.annotations import read_policy
@@ -33,6 +32,11 @@ from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.basic_auth import credentials
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
+from tests.objects import secret as secret_object
+from tests.objects import service_at
+from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
+from tests.raw import RawBackend, RawClient, Reply
 
 Obj = dict[str, Any]
 SITE = b"site.example.com"  # Ingress "site", protected
@@ -72,14 +76,7 @@ def basic(user: bytes, password: bytes) -> bytes:
 
 def secret(name: str = "users", namespace: str = "default", **data: bytes) -> Obj:
     """An Opaque Secret as ``kubectl create secret generic`` makes it (base64 ``data``)."""
-    encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": encoded,
-    }
+    return secret_object(name, data, namespace)
 
 
 def htpasswd(*entries: tuple[bytes, str]) -> Obj:
@@ -97,13 +94,7 @@ def objects(port: int, annotations: Mapping[str, str], *secrets: Obj) -> list[Ob
     the prefix added) and Ingress open (none), and ``secrets``."""
     prefixed = {PREFIX + key: value for key, value in annotations.items()}
     return [
-        {"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}},
-        {
-            "kind": "EndpointSlice",
-            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
-            "ports": [{"port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
+        *service_at(port),
         {
             "kind": "Ingress",
             "metadata": {"name": "site", "namespace": "default", "annotations": prefixed},
@@ -175,18 +166,11 @@ async def serving(
         nursery.cancel_scope.cancel()
 
 
-def run(test: Callable[[], Any]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
-
-
 # ---------------------------------------------------------------- end to end
 
 
 @pytest.mark.parametrize("scheme", sorted(HASHES))
+@pytest.mark.e2e
 def test_each_hash_format_lets_the_right_password_through_and_nothing_else(scheme: str) -> None:
     users = htpasswd((b"alice", HASHES[scheme](PASSWORD)), (b"bob", HASHES[scheme](b"other")))
 
@@ -217,6 +201,7 @@ HTPASSWD_TOOL = shutil.which("htpasswd")
 
 @pytest.mark.skipif(HTPASSWD_TOOL is None, reason="Apache's htpasswd tool is not installed")
 @pytest.mark.parametrize("option", ["-B", "-m", "-s", "-d", "-2", "-5"])
+@pytest.mark.e2e
 def test_hashes_written_by_the_htpasswd_tool_are_read(option: str) -> None:
     assert HTPASSWD_TOOL is not None
     made = subprocess.run(
@@ -235,6 +220,7 @@ def test_hashes_written_by_the_htpasswd_tool_are_read(option: str) -> None:
     assert not check_password(b"pass8chX", users[0][1])
 
 
+@pytest.mark.e2e
 def test_an_auth_map_secret_lists_a_user_per_key() -> None:
     users = secret(alice=HASHES["apr1"](b"a-pass").encode(), bob=_sha(b"b-pass").encode())
     annotations = {**AUTH, "auth-secret-type": "auth-map"}
@@ -270,6 +256,7 @@ GOOD = htpasswd((b"alice", _sha(PASSWORD)))
         ({"auth-secret": "users"}, [GOOD], "without a usable auth-type"),
     ],
 )
+@pytest.mark.e2e
 def test_an_unusable_setup_fails_closed_on_its_ingress_alone(
     annotations: Mapping[str, str], secrets: list[Obj], reason: str
 ) -> None:
@@ -289,6 +276,7 @@ def test_an_unusable_setup_fails_closed_on_its_ingress_alone(
     run(main)
 
 
+@pytest.mark.e2e
 def test_bad_lines_are_skipped_with_their_numbers_and_the_good_ones_serve() -> None:
     text = (
         b"# users\n"
@@ -330,6 +318,7 @@ def test_bad_lines_are_skipped_with_their_numbers_and_the_good_ones_serve() -> N
         base64.b64encode(b"alice:" + PASSWORD),  # no scheme
     ],
 )
+@pytest.mark.e2e
 def test_malformed_credentials_are_a_401_with_the_challenge(authorization: bytes) -> None:
     async def main() -> None:
         async with serving(lambda port: objects(port, AUTH, GOOD)) as site:
@@ -341,6 +330,7 @@ def test_malformed_credentials_are_a_401_with_the_challenge(authorization: bytes
     run(main)
 
 
+@pytest.mark.e2e
 def test_two_authorization_fields_are_a_400_as_nginx_answers() -> None:
     async def main() -> None:
         async with serving(lambda port: objects(port, AUTH, GOOD)) as site:
@@ -352,6 +342,7 @@ def test_two_authorization_fields_are_a_400_as_nginx_answers() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_the_scheme_is_read_in_any_case_and_the_password_keeps_its_colons() -> None:
     token = base64.b64encode(b"alice:" + PASSWORD)
 
@@ -363,6 +354,7 @@ def test_the_scheme_is_read_in_any_case_and_the_password_keeps_its_colons() -> N
     run(main)
 
 
+@pytest.mark.e2e
 def test_the_realm_is_quoted_and_empty_by_default() -> None:
     async def main() -> None:
         quoted = {**AUTH, "auth-realm": 'the "staff" \\ area'}
@@ -376,6 +368,7 @@ def test_the_realm_is_quoted_and_empty_by_default() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_401_carries_the_cors_fields_and_its_body_says_nothing_of_why() -> None:
     async def main() -> None:
         annotations = {**AUTH, "enable-cors": "true"}
@@ -391,6 +384,7 @@ def test_a_401_carries_the_cors_fields_and_its_body_says_nothing_of_why() -> Non
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_refused_request_with_a_body_never_reaches_the_backend() -> None:
     async def main() -> None:
         async with serving(lambda port: objects(port, AUTH, GOOD)) as site:
@@ -409,6 +403,7 @@ def test_a_refused_request_with_a_body_never_reaches_the_backend() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_verified_credentials_are_cached_and_refusals_are_not() -> None:
     users = htpasswd((b"alice", HASHES["bcrypt-2y"](PASSWORD)))
 
@@ -432,6 +427,7 @@ def test_verified_credentials_are_cached_and_refusals_are_not() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_the_cache_expires() -> None:
     users = htpasswd((b"alice", _sha(PASSWORD)))
 
@@ -450,6 +446,7 @@ def test_the_cache_expires() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_changed_secret_applies_on_the_next_incremental_build() -> None:
     builder = ConfigBuilder()
     before = htpasswd((b"alice", HASHES["apr1"](PASSWORD)))
@@ -473,6 +470,7 @@ def test_a_changed_secret_applies_on_the_next_incremental_build() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_slow_bcrypt_check_never_holds_up_other_connections() -> None:
     users = htpasswd((b"alice", bcrypt.hashpw(PASSWORD, bcrypt.gensalt(13)).decode()))
 
@@ -494,6 +492,7 @@ def test_a_slow_bcrypt_check_never_holds_up_other_connections() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_check_that_takes_too_long_is_a_500_never_a_pass() -> None:
     users = htpasswd((b"alice", bcrypt.hashpw(PASSWORD, bcrypt.gensalt(12)).decode()))
 
@@ -511,6 +510,7 @@ def test_a_check_that_takes_too_long_is_a_500_never_a_pass() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_canary_of_a_protected_route_is_protected_by_the_main_ingress() -> None:
     def make(port: int) -> list[Obj]:
         made = objects(port, AUTH, GOOD)
@@ -531,18 +531,7 @@ def test_a_canary_of_a_protected_route_is_protected_by_the_main_ingress() -> Non
             },
             "spec": {"ingressClassName": "fastroute", "rules": [rule]},
         }
-        service = {
-            "kind": "Service",
-            "metadata": {"name": "canary"},
-            "spec": {"ports": [{"port": 80}]},
-        }
-        endpoints = {
-            "kind": "EndpointSlice",
-            "metadata": {"name": "canary-1", "labels": {"kubernetes.io/service-name": "canary"}},
-            "ports": [{"port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        }
-        return [*made, canary, service, endpoints]
+        return [*made, canary, *service_at(port, "canary")]
 
     async def main() -> None:
         async with serving(make) as site:

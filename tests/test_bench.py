@@ -60,6 +60,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> RunOutput:
     return done.stdout, json.loads(out.read_text())
 
 
+@pytest.mark.e2e
 def test_table_mentions_every_scenario_and_section(quick_run: RunOutput) -> None:
     table, _ = quick_run
     for title in SCENARIOS.values():
@@ -70,6 +71,7 @@ def test_table_mentions_every_scenario_and_section(quick_run: RunOutput) -> None
         assert peer.name in table
 
 
+@pytest.mark.e2e
 def test_json_has_positive_figures_for_every_size_and_scenario(quick_run: RunOutput) -> None:
     _, results = quick_run
     rows = {(row["size"], row["scenario"]): row for row in results["match"]}
@@ -86,6 +88,7 @@ def test_json_has_positive_figures_for_every_size_and_scenario(quick_run: RunOut
     assert {t["name"] for t in results["targets"]} >= {"prefix_hit_ns", "build_ms", "memory_mb"}
 
 
+@pytest.mark.e2e
 def test_every_installed_peer_agreed_with_fastroute(quick_run: RunOutput) -> None:
     _, results = quick_run
     assert results["problems"] == []
@@ -107,6 +110,7 @@ def test_every_installed_peer_agreed_with_fastroute(quick_run: RunOutput) -> Non
     assert set(pytrie_cells) == {"ok"}
 
 
+@pytest.mark.e2e
 def test_runs_with_no_optional_peer(tmp_path: Path) -> None:
     hide = "import sys\nfor m in ('http_router', 'werkzeug', 'starlette'): sys.modules[m] = None"
     done = _bench(["--sizes", "10", "--repeat", "1"], tmp_path, prelude=hide)

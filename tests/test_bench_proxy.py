@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
+from bench.proxy_peers import find_tool
+from bench.wrk import WrkResult, parse_wrk
 
-from proxy_peers import find_tool  # noqa: E402  (bench/ is a folder of scripts)
-from wrk import WrkResult, parse_wrk  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent  # where ``python -m bench.…`` runs
 
 # `wrk -t1 -c16 -d2s --latency -H 'Host: a.test' http://127.0.0.1:43757/` on nginx
 CLEAN = """\
@@ -106,11 +104,12 @@ def test_a_report_without_a_figure_is_refused(missing: str) -> None:
     find_tool("nginx") is None or find_tool("wrk") is None,
     reason="needs nginx and wrk (apt-get install -y nginx-light wrk)",
 )
+@pytest.mark.e2e
 def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     report = tmp_path / "results.json"
-    command = [sys.executable, str(BENCH / "proxy.py"), "--quick", "--skip-aiohttp"]
+    command = [sys.executable, "-m", "bench.proxy", "--quick", "--skip-aiohttp"]
     command += ["--connections", "64", "--json", str(report)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, cwd=REPO)
     assert run.returncode == 0, run.stderr
     results = json.loads(report.read_text())["results"]
     route_sets = {"fastroute-annotated", "fastroute-canary", "fastroute-regex", "fastroute-auth"}
@@ -139,11 +138,12 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["plain", "annotated", "canary", "auth", "direct"])
+@pytest.mark.e2e
 def test_the_instruction_count_driver_gets_every_answer(mode: str) -> None:
     # bench/route_cost.py counts what a request costs; its client waits for the backend's
     # body on every request, so a route that refused (403, 503) would never finish
-    command = [sys.executable, str(BENCH / "route_cost.py"), "--one", mode, "48"]
+    command = [sys.executable, "-m", "bench.route_cost", "--one", mode, "48"]
     run = subprocess.run(
-        [*command, "--connections", "4"], capture_output=True, text=True, timeout=60
+        [*command, "--connections", "4"], capture_output=True, text=True, timeout=60, cwd=REPO
     )
     assert run.returncode == 0, run.stderr

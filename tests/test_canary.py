@@ -20,7 +20,6 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response
 
 from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.annotations import read_policy
@@ -38,6 +37,10 @@ from fastroute.ingress.model import (
 from fastroute.proxy.canary import choose, cookie_value
 from fastroute.proxy.decide import Forward, decide
 from fastroute.proxy.server import Proxy
+from tests.objects import ingress as ingress_object
+from tests.objects import service_at
+from tests.polling import DEADLINE, run_within
+from tests.raw import BackendConnection, RawBackend, RawClient, Request, response
 
 NGINX = "nginx.ingress.kubernetes.io/"
 HOST = "app.example.com"
@@ -51,27 +54,7 @@ Obj = dict[str, Any]
 
 def service(name: str, port: int | None) -> list[Obj]:
     """Service ``name`` with one endpoint on 127.0.0.1:port (none if port is None)."""
-    objects: list[Obj] = [
-        {
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"ports": [{"port": 80}]},
-        }
-    ]
-    if port is not None:
-        objects.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{name}-1",
-                    "namespace": "default",
-                    "labels": {"kubernetes.io/service-name": name},
-                },
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
-    return objects
+    return service_at(port, name)
 
 
 def ingress(
@@ -85,17 +68,14 @@ def ingress(
     stamp: str = "",
     default: bool = False,
 ) -> Obj:
-    backend = {"service": {"name": to, "port": {"number": 80}}}
-    spec: Obj = {"ingressClassName": "fastroute"}
-    if default:
-        spec["defaultBackend"] = backend
-    else:
-        paths = [{"path": path, "pathType": path_type, "backend": backend}]
-        spec["rules"] = [{"host": host, "http": {"paths": paths}}]
-    metadata: Obj = {"name": name, "namespace": "default", "annotations": dict(annotations or {})}
-    if stamp:
-        metadata["creationTimestamp"] = stamp
-    return {"kind": "Ingress", "metadata": metadata, "spec": spec}
+    return ingress_object(
+        name,
+        host,
+        paths=[(path, path_type, to)],
+        annotations=annotations or {},
+        created=stamp,
+        default_backend=to if default else None,
+    )
 
 
 def canary_ingress(annotations: Mapping[str, str], **options: Any) -> Obj:
@@ -777,13 +757,10 @@ def pair(canary: Mapping[str, str], main: Mapping[str, str] | None = None) -> Ob
 
 
 def run(test: Callable[[], Any]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 6):
-            await test()
-
-    trio.run(bounded)
+    run_within(test, DEADLINE * 6)
 
 
+@pytest.mark.e2e
 def test_e2e_header_always_never_and_other_values() -> None:
     async def main() -> None:
         async with serving(pair({"canary-by-header": "CanaryByHeader"})) as site:
@@ -802,6 +779,7 @@ def test_e2e_header_always_never_and_other_values() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_e2e_header_value_and_pattern() -> None:
     async def main() -> None:
         value = {"canary-by-header": "CanaryByHeader", "canary-by-header-value": "DoCanary"}
@@ -818,6 +796,7 @@ def test_e2e_header_value_and_pattern() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_e2e_cookie_always_and_never() -> None:
     async def main() -> None:
         async with serving(pair({"canary-by-cookie": "Canary-By-Cookie"})) as site:
@@ -833,6 +812,7 @@ def test_e2e_cookie_always_and_never() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_e2e_header_before_cookie_before_weight() -> None:
     async def main() -> None:
         rules = {
@@ -852,6 +832,7 @@ def test_e2e_header_before_cookie_before_weight() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_e2e_weight_zero_and_full() -> None:
     async def main() -> None:
         async with serving(pair({"canary-weight": "0"})) as site:
@@ -864,6 +845,7 @@ def test_e2e_weight_zero_and_full() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_e2e_a_canary_is_scoped_to_its_host_and_path() -> None:
     """The main Service also serves another host and another path: neither gets the canary."""
 
@@ -887,6 +869,7 @@ def test_e2e_a_canary_is_scoped_to_its_host_and_path() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_e2e_a_canary_without_main_rule_is_not_served() -> None:
     def make(main_port: int, canary_port: int) -> list[Obj]:
         return [
@@ -902,6 +885,7 @@ def test_e2e_a_canary_without_main_rule_is_not_served() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_e2e_the_canary_gets_what_the_main_ingress_sends() -> None:
     """The canary inherits the main Ingress's annotations (here the Host sent upstream and
     X-Forwarded-Prefix); its own are ignored."""
@@ -918,6 +902,7 @@ def test_e2e_the_canary_gets_what_the_main_ingress_sends() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_e2e_a_canary_without_endpoints_answers_503() -> None:
     def make(main_port: int, canary_port: int) -> list[Obj]:
         return [
@@ -940,6 +925,7 @@ WEIGHT = 20  # of 100
 SIGMAS = 4.5
 
 
+@pytest.mark.e2e
 def test_e2e_the_weight_splits_requests_within_a_binomial_bound() -> None:
     """2000 requests at canary-weight 20: the canary's count is binomial(2000, 0.2), mean
     400, standard deviation sqrt(2000 x 0.2 x 0.8) ~ 17.9. The test asserts it lies within
@@ -991,6 +977,7 @@ async def _session(site: Served, cookie: bytes = b"") -> tuple[bytes, bytes | No
 STICKY_MAIN = {"affinity": "cookie", "session-cookie-name": "route"}
 
 
+@pytest.mark.e2e
 def test_e2e_a_session_begun_on_either_backend_stays_there() -> None:
     """affinity-canary-behavior: sticky (the default): the canary takes the main route's
     affinity, and a request whose cookie is a session of one backend goes to that one,
@@ -1016,6 +1003,7 @@ def test_e2e_a_session_begun_on_either_backend_stays_there() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_e2e_a_session_cookie_keeps_a_client_off_the_canary_rules() -> None:
     """A session of the main backend stays there even when the header rule says canary."""
 
@@ -1042,6 +1030,7 @@ def test_e2e_a_session_cookie_keeps_a_client_off_the_canary_rules() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_e2e_legacy_canaries_ignore_the_main_session_affinity() -> None:
     """affinity-canary-behavior: legacy on the canary Ingress: the canary keeps its own
     affinity (here none), so it sets no cookie and a client it served is not held to it."""
@@ -1083,9 +1072,11 @@ def test_a_canary_keeps_its_own_balancing_annotations() -> None:
 # -- explain, and canaries on regex paths ----------------------------------------------
 
 
+@pytest.mark.e2e
 def test_check_explain_shows_the_canary_rules_of_the_route(tmp_path: Any) -> None:
     import yaml
-    from cli import run_controller
+
+    from tests.cli import run_controller
 
     manifest = tmp_path / "ingresses.yaml"
     manifest.write_text(

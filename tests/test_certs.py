@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
-from certgen import CA_KEY_USAGE
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
@@ -37,6 +36,7 @@ from fastroute.ingress.certs import (
     self_signed_certificate,
     tls_secret,
 )
+from tests.certgen import CA_KEY_USAGE
 
 NOW = datetime(2030, 6, 1, 12, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

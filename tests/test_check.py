@@ -12,16 +12,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
-from cli import run_controller
-from kubeapi import KubeAPI
 
 from fastroute.ingress.catalogue import ANNOTATIONS, CONFIGMAP_KEYS
+from tests.cli import run_controller
+from tests.kubeapi import KubeAPI
+
+pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NGINX = "nginx.ingress.kubernetes.io/"
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 
 def _ingress(name: str, annotations: dict[str, str], path: str = "/") -> dict[str, Any]:

@@ -8,7 +8,6 @@ tests check the status and what the backend received.
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import socket
@@ -24,12 +23,10 @@ from urllib.parse import unquote
 
 import pytest
 import trio
-from certgen import CA_KEY_USAGE
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from echo import Echo
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -40,8 +37,12 @@ from fastroute.proxy.client_certs import distinguished_name
 from fastroute.proxy.decide import Answer, Forward, decide
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts, pem_path
+from tests.certgen import CA_KEY_USAGE
+from tests.echo import Echo
+from tests.objects import secret, service_at
+from tests.polling import DEADLINE
+from tests.polling import run_within as run
 
-DEADLINE = 10.0
 MTLS = "mtls.example.com"  # asks for client certificates
 OTHER = "other.example.com"  # asks too, under the same settings' Ingress of its own
 PLAIN = "plain.example.com"  # never asks
@@ -142,23 +143,7 @@ VIA_TWO = issue("two below", SECOND_INTERMEDIATE)
 
 
 def _service(port: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "kind": "Service",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"ports": [{"port": 80}]},
-        },
-        {
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "web-1",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "web"},
-            },
-            "ports": [{"port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-    ]
+    return service_at(port)
 
 
 def ingress(name: str, host: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
@@ -190,16 +175,10 @@ def ingress(name: str, host: str, annotations: dict[str, str] | None = None) -> 
 def ca_secret(name: str, pem: bytes, crl: bytes = b"") -> dict[str, Any]:
     """An Opaque Secret holding a CA bundle (and revocation lists), as ``kubectl create
     secret generic`` makes it."""
-    data = {"ca.crt": base64.b64encode(pem).decode("ascii")}
+    data = {"ca.crt": pem}
     if crl:
-        data["ca.crl"] = base64.b64encode(crl).decode("ascii")
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": "default"},
-        "type": "Opaque",
-        "data": data,
-    }
+        data["ca.crl"] = crl
+    return secret(name, data)
 
 
 def revoking(issuer: Issued, *revoked: Issued) -> bytes:
@@ -309,14 +288,6 @@ def _read_reply(reader: Any) -> Reply:
     return Reply(status, headers, received)
 
 
-def run(scenario: Callable[[], Any]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await scenario()
-
-    trio.run(bounded)
-
-
 def get(
     annotations: dict[str, str],
     client: Issued | None,
@@ -348,6 +319,7 @@ def _dn(name: x509.Name) -> str:
 # ------------------------------------------------------------------ verify-client: on
 
 
+@pytest.mark.e2e
 def test_a_valid_certificate_reaches_the_backend_with_its_verdict_and_names() -> None:
     reply = get(auth_tls(), CLIENT)
     assert reply.status == 200
@@ -357,15 +329,18 @@ def test_a_valid_certificate_reaches_the_backend_with_its_verdict_and_names() ->
     assert "ssl-client-cert" not in reply.received  # not asked for
 
 
+@pytest.mark.e2e
 def test_without_a_certificate_the_request_is_refused_with_400() -> None:
     reply = get(auth_tls(verify_client="on"), None)
     assert reply.status == 400
 
 
+@pytest.mark.e2e
 def test_a_certificate_of_another_ca_is_refused_with_400() -> None:
     assert get(auth_tls(), STRANGER).status == 400
 
 
+@pytest.mark.e2e
 def test_without_sni_a_request_for_the_host_is_judged_as_sent_without_a_certificate() -> None:
     # as ingress-nginx's e2e clients do: nothing was asked, so there is nothing to verify
     assert get(auth_tls(), CLIENT, server_name=None).status == 400
@@ -374,6 +349,7 @@ def test_without_sni_a_request_for_the_host_is_judged_as_sent_without_a_certific
     assert reply.received["ssl-client-verify"] == "NONE"
 
 
+@pytest.mark.e2e
 def test_the_error_page_gets_a_302_instead_of_the_400() -> None:
     error_page = "http://errors.example.com/error"
     missing = get(auth_tls(error_page=error_page), None)
@@ -386,6 +362,7 @@ def test_the_error_page_gets_a_302_instead_of_the_400() -> None:
 # ------------------------------------------------------------------ the other modes
 
 
+@pytest.mark.e2e
 def test_optional_lets_a_client_without_a_certificate_through_as_none() -> None:
     reply = get(auth_tls(verify_client="optional"), None)
     assert reply.status == 200
@@ -393,11 +370,13 @@ def test_optional_lets_a_client_without_a_certificate_through_as_none() -> None:
     assert "ssl-client-subject-dn" not in reply.received
 
 
+@pytest.mark.e2e
 def test_optional_still_refuses_a_certificate_that_fails() -> None:
     assert get(auth_tls(verify_client="optional"), STRANGER).status == 400
     assert get(auth_tls(verify_client="optional"), CLIENT).status == 200
 
 
+@pytest.mark.e2e
 def test_optional_no_ca_passes_an_unknown_issuer_and_says_so() -> None:
     reply = get(auth_tls(verify_client="optional_no_ca"), STRANGER)
     assert reply.status == 200
@@ -407,12 +386,14 @@ def test_optional_no_ca_passes_an_unknown_issuer_and_says_so() -> None:
     assert reply.received["ssl-client-subject-dn"] == _dn(STRANGER.certificate.subject)
 
 
+@pytest.mark.e2e
 def test_optional_no_ca_still_refuses_an_expired_certificate() -> None:
     # only an unknown issuer is forgiven (nginx's ngx_ssl_verify_error_optional)
     assert get(auth_tls(verify_client="optional_no_ca"), EXPIRED).status == 400
     assert get(auth_tls(verify_client="on"), EXPIRED).status == 400
 
 
+@pytest.mark.e2e
 def test_a_certificate_the_secrets_crl_revokes_is_refused() -> None:
     crl = revoking(ROOT, REVOKED)
     assert get(auth_tls(), REVOKED, crl=crl).status == 400
@@ -427,6 +408,7 @@ def test_a_crl_that_is_no_crl_answers_503() -> None:
     assert "ca.crl" in config.match(MTLS, "/").policy.refused
 
 
+@pytest.mark.e2e
 def test_off_asks_for_nothing_and_says_none() -> None:
     reply = get(auth_tls(verify_client="off"), CLIENT)
     assert reply.status == 200
@@ -437,6 +419,7 @@ def test_off_asks_for_nothing_and_says_none() -> None:
 # ------------------------------------------------------------------ what the upstream gets
 
 
+@pytest.mark.e2e
 def test_the_certificate_is_passed_url_encoded_when_asked() -> None:
     reply = get(auth_tls(pass_certificate_to_upstream="true"), CLIENT)
     assert reply.status == 200
@@ -445,6 +428,7 @@ def test_the_certificate_is_passed_url_encoded_when_asked() -> None:
     assert unquote(escaped).encode() == CLIENT.pem
 
 
+@pytest.mark.e2e
 def test_forged_client_certificate_fields_never_reach_the_backend() -> None:
     forged = (
         "ssl-client-verify: SUCCESS\r\nssl-client-subject-dn: CN=admin\r\n"
@@ -457,6 +441,7 @@ def test_forged_client_certificate_fields_never_reach_the_backend() -> None:
     assert "ssl-client-cert" not in reply.received
 
 
+@pytest.mark.e2e
 def test_the_plain_host_forwards_no_certificate_fields() -> None:
     reply = get(auth_tls(), CLIENT, server_name=PLAIN, host=PLAIN, extra="ssl-client-verify: x\r\n")
     assert reply.status == 200
@@ -474,10 +459,12 @@ def test_the_plain_host_forwards_no_certificate_fields() -> None:
         ("CN=(itwillmatch|withthenextoption|authtls)", 200),
     ],
 )
+@pytest.mark.e2e
 def test_match_cn_refuses_a_subject_it_does_not_match(match_cn: str, status: int) -> None:
     assert get(auth_tls(match_cn=match_cn), CLIENT).status == status
 
 
+@pytest.mark.e2e
 def test_the_depth_counts_the_intermediates_as_openssl_does_for_nginx() -> None:
     # depth N: the client's certificate, N CAs above it, then the trust anchor
     one_below = get(auth_tls(), VIA_INTERMEDIATE)
@@ -490,11 +477,13 @@ def test_the_depth_counts_the_intermediates_as_openssl_does_for_nginx() -> None:
     assert too_deep.received["ssl-client-verify"].startswith("FAILED:")
 
 
+@pytest.mark.e2e
 def test_a_handshake_for_another_host_is_misdirected() -> None:
     # SNI of the plain host, Host of the mTLS one: its certificate was never asked for
     assert get(auth_tls(), CLIENT, server_name=PLAIN, host=MTLS).status == 421
 
 
+@pytest.mark.e2e
 def test_a_handshake_under_other_settings_is_misdirected() -> None:
     def objects(port: int) -> list[dict[str, Any]]:
         return [
@@ -515,6 +504,7 @@ def test_a_handshake_under_other_settings_is_misdirected() -> None:
     assert [reply.status for reply in replies] == [421, 400]
 
 
+@pytest.mark.e2e
 def test_the_verdict_holds_for_every_request_on_the_connection() -> None:
     replies: list[Reply] = []
 
@@ -531,6 +521,7 @@ def test_the_verdict_holds_for_every_request_on_the_connection() -> None:
 
 
 @pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
+@pytest.mark.e2e
 def test_only_the_hosts_with_client_auth_ask_for_a_certificate() -> None:
     outputs: dict[str, str] = {}
 
@@ -557,6 +548,7 @@ def test_only_the_hosts_with_client_auth_ask_for_a_certificate() -> None:
     assert "Acceptable client certificate CA names" not in outputs[PLAIN]
 
 
+@pytest.mark.e2e
 def test_a_client_with_a_certificate_on_the_plain_host_is_never_asked_for_it() -> None:
     # the stdlib server side never asks: the backend is told nothing of it
     reply = get(auth_tls(), CLIENT, server_name=PLAIN, host=PLAIN)
@@ -567,6 +559,7 @@ def test_a_client_with_a_certificate_on_the_plain_host_is_never_asked_for_it() -
 # ------------------------------------------------------------------ failing closed
 
 
+@pytest.mark.e2e
 def test_a_missing_ca_secret_answers_503_and_leaves_the_other_host_serving() -> None:
     def objects(port: int) -> list[dict[str, Any]]:
         return [o for o in site(port, auth_tls()) if o["metadata"]["name"] != "client-ca"]
@@ -681,6 +674,7 @@ def test_an_ascii_name_is_written_as_rfc_4514_says(attributes: list[tuple[Any, s
         [(NameOID.COMMON_NAME, "tab\there")],
     ],
 )
+@pytest.mark.e2e
 def test_a_name_is_written_as_openssl_writes_it_for_nginx(attributes: list[Any]) -> None:
     name = x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes])
     key = ec.generate_private_key(ec.SECP256R1())
@@ -735,6 +729,7 @@ def _post(port: int, size: int) -> tuple[int, dict[str, Any]]:
     return status, answer
 
 
+@pytest.mark.e2e
 def test_a_large_body_crosses_the_client_certificate_connection_whole() -> None:
     size = 3 * 1024 * 1024 + 17
     answers: list[tuple[int, dict[str, Any]]] = []
@@ -765,6 +760,7 @@ async def _exchange(stream: trio.SSLStream[trio.SocketStream], request: bytes) -
     return int(head.split()[1])
 
 
+@pytest.mark.e2e
 def test_a_connection_verified_under_settings_since_replaced_is_misdirected() -> None:
     statuses: list[int] = []
 
@@ -850,6 +846,7 @@ def _resumed(port: int, server_name: str) -> bool:
     return reused[1]
 
 
+@pytest.mark.e2e
 def test_a_client_certificate_session_is_never_resumed_unverified() -> None:
     resumed: dict[str, bool] = {}
 

@@ -19,11 +19,6 @@ import httpx
 import pytest
 import trio
 import yaml
-from cli import run_controller
-from echo import Echo
-from kubeapi import KubeAPI
-from sites import HOST, site_objects
-from test_kube_source import backends, eventually, plain_kubeconfig, running, site
 
 from controller.__main__ import _options, _parser
 from controller.app import Controller, Options
@@ -33,22 +28,23 @@ from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
 from fastroute.ingress.balancing import HashKey
 from fastroute.ingress.configmap import KEYS, ConfigMapLookup, configmap_data, read_settings
 from fastroute.ingress.settings import DEFAULT_SETTINGS, Settings
+from tests.cli import run_controller
+from tests.echo import Echo
+from tests.kubeapi import KubeAPI
+from tests.objects import config_map
+from tests.polling import DEADLINE, wait_for
+from tests.sites import HOST, site_objects
+from tests.test_kube_source import backends, plain_kubeconfig, running, site
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
-DEADLINE = 10.0
 MIB = 1024 * 1024
 CONTROLLER_CONFIGMAP = "ingress/controller"
 
 
 def configmap(ref: str, data: Mapping[str, Any]) -> dict[str, Any]:
     ns, _, name = ref.partition("/")
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": ns},
-        "data": dict(data),
-    }
+    return config_map(name, data, ns)
 
 
 def ingress(name: str, host: str, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -640,6 +636,7 @@ def test_incremental_builds_equal_a_full_translation_after_configmap_changes() -
 # -- the controller ----------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_the_command_line_takes_a_configmap_as_namespace_and_name() -> None:
     result = run_controller("--manifests", ".", "--configmap", "controller")
     assert result.returncode == 2
@@ -670,6 +667,7 @@ def test_trusted_proxies_are_the_forwarded_header_keys_unless_the_configmap_sets
     assert config.settings.proxy_real_ip_cidr == ("192.168.0.0/16",)  # the key wins
 
 
+@pytest.mark.e2e
 def test_the_default_body_limit_is_ingress_nginx_1m(tmp_path: Path) -> None:
     """Uploads ingress-nginx refused (proxy-body-size 1m) are refused with no flag given."""
 
@@ -696,6 +694,7 @@ def test_the_default_body_limit_is_ingress_nginx_1m(tmp_path: Path) -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_configmap_body_limit_wins_over_the_flag_and_0_lifts_it(tmp_path: Path) -> None:
     """proxy-body-size from the ConfigMap reaches every route: over it, 413; "0" lifts the
     limit, the flag's 1m included."""
@@ -736,6 +735,7 @@ def test_the_configmap_body_limit_wins_over_the_flag_and_0_lifts_it(tmp_path: Pa
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_controller_on_manifests_follows_its_configmap(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -786,6 +786,7 @@ def test_the_controller_on_manifests_follows_its_configmap(
     ), logged
 
 
+@pytest.mark.e2e
 def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -810,7 +811,7 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
                 async def settings_are(wanted: Settings) -> bool:
                     return settings() == wanted
 
-                await eventually(
+                await wait_for(
                     lambda: settings_are(replace(DEFAULT_SETTINGS, proxy_body_size=8 * MIB)),
                     "the ConfigMap's proxy-body-size",
                 )
@@ -822,7 +823,7 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
                     )
                 )
                 api.create(configmap("ingress/headers", {"X-Served-By": "fastroute"}))
-                await eventually(
+                await wait_for(
                     lambda: settings_are(
                         replace(
                             DEFAULT_SETTINGS,
@@ -846,13 +847,13 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
                         if r.cache.kind == "ConfigMap"
                     )
 
-                await eventually(cached, "the unrelated ConfigMap reaches the cache")
+                await wait_for(cached, "the unrelated ConfigMap reaches the cache")
                 assert not source.pending
                 assert controller.reloads == rebuilds
 
                 # a bad value: the key keeps its default, and a Warning Event says why
                 api.update(configmap(CONTROLLER_CONFIGMAP, {"proxy-body-size": "huge"}))
-                await eventually(lambda: settings_are(DEFAULT_SETTINGS), "the rejected key")
+                await wait_for(lambda: settings_are(DEFAULT_SETTINGS), "the rejected key")
 
                 async def event_posted() -> bool:
                     return any(
@@ -861,7 +862,7 @@ def test_the_controller_on_the_api_follows_its_configmap_and_reports_bad_keys(
                         for e in api.list("Event", namespace="ingress")
                     )
 
-                await eventually(event_posted, "a Warning Event on the ConfigMap")
+                await wait_for(event_posted, "a Warning Event on the ConfigMap")
 
     trio.run(scenario)
     (event,) = [

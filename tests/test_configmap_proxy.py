@@ -13,7 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -21,17 +21,6 @@ from typing import Any
 
 import pytest
 import trio
-from raw import (
-    DEADLINE,
-    BackendConnection,
-    RawBackend,
-    RawClient,
-    Reply,
-    Request,
-    response,
-    unanswered_port,
-    wait_for,
-)
 
 from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
@@ -40,6 +29,19 @@ from fastroute.ingress.settings import DEFAULT_SETTINGS
 from fastroute.proxy.real_ip import ClientTrust
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.objects import config_map, endpoint_slice
+from tests.objects import service as service_object
+from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
+from tests.raw import (
+    BackendConnection,
+    RawBackend,
+    RawClient,
+    Reply,
+    Request,
+    response,
+    unanswered_port,
+)
 
 CM = "ingress/controller"
 PLAIN = b"plain.example.com"
@@ -51,32 +53,13 @@ DEFAULT_CERTIFICATE = self_signed_certificate(["default.invalid"])
 
 def configmap(ref: str, data: Mapping[str, str]) -> dict[str, Any]:
     namespace, _, name = ref.partition("/")
-    return {"kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}, "data": data}
+    return config_map(name, data, namespace)
 
 
 def service(name: str, *ports: int) -> list[dict[str, Any]]:
     """A Service whose endpoints are 127.0.0.1 on each of ``ports`` (one slice each)."""
-    objects: list[dict[str, Any]] = [
-        {
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"ports": [{"port": 80}]},
-        }
-    ]
-    for i, port in enumerate(ports):
-        objects.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{name}-{i}",
-                    "namespace": "default",
-                    "labels": {"kubernetes.io/service-name": name},
-                },
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
-    return objects
+    slices = (endpoint_slice(name, port, name=f"{name}-{i}") for i, port in enumerate(ports))
+    return [service_object(name), *slices]
 
 
 def ingress(
@@ -188,14 +171,6 @@ async def serving(
         nursery.cancel_scope.cancel()
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
-
-
 def get(host: bytes = PLAIN, extra: bytes = b"", path: bytes = b"/") -> bytes:
     return b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path, host, extra)
 
@@ -253,6 +228,7 @@ FORWARDED = (
 )
 
 
+@pytest.mark.e2e
 def test_use_forwarded_headers_believes_the_peers_x_forwarded_fields() -> None:
     async def scenario() -> None:
         async with serving({"use-forwarded-headers": "true"}) as site:
@@ -267,6 +243,7 @@ def test_use_forwarded_headers_believes_the_peers_x_forwarded_fields() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_without_use_forwarded_headers_the_x_forwarded_fields_are_the_proxys_own() -> None:
     async def scenario() -> None:
         async with serving({"use-forwarded-headers": "false"}) as site:
@@ -281,6 +258,7 @@ def test_without_use_forwarded_headers_the_x_forwarded_fields_are_the_proxys_own
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_forwarded_fields_from_a_peer_outside_proxy_real_ip_cidr_are_not_believed() -> None:
     async def scenario() -> None:
         data = {"use-forwarded-headers": "true", "proxy-real-ip-cidr": "10.0.0.0/8"}
@@ -294,6 +272,7 @@ def test_forwarded_fields_from_a_peer_outside_proxy_real_ip_cidr_are_not_believe
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_real_client_is_the_rightmost_address_not_in_proxy_real_ip_cidr() -> None:
     """nginx's real_ip_recursive: trusted proxies on the way are skipped, from the right."""
 
@@ -310,6 +289,7 @@ def test_the_real_client_is_the_rightmost_address_not_in_proxy_real_ip_cidr() ->
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_compute_full_forwarded_for_appends_the_peer_to_the_chain() -> None:
     async def scenario() -> None:
         data = {
@@ -327,6 +307,7 @@ def test_compute_full_forwarded_for_appends_the_peer_to_the_chain() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_forwarded_for_header_names_the_field_that_holds_the_client() -> None:
     async def scenario() -> None:
         data = {"use-forwarded-headers": "true", "forwarded-for-header": "CF-Connecting-IP"}
@@ -340,6 +321,7 @@ def test_forwarded_for_header_names_the_field_that_holds_the_client() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_enable_real_ip_takes_the_address_and_nothing_else_from_the_peer() -> None:
     async def scenario() -> None:
         async with serving({"enable-real-ip": "true"}) as site:
@@ -354,6 +336,7 @@ def test_enable_real_ip_takes_the_address_and_nothing_else_from_the_peer() -> No
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_allow_and_deny_lists_judge_the_real_client_address() -> None:
     async def scenario() -> None:
         data = {
@@ -374,6 +357,7 @@ def test_allow_and_deny_lists_judge_the_real_client_address() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_rate_limits_count_per_real_client_address() -> None:
     async def scenario() -> None:
         annotations = {"limit-rps": "1", "limit-burst-multiplier": "1"}
@@ -388,6 +372,7 @@ def test_rate_limits_count_per_real_client_address() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_access_log_names_the_real_client(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         async with serving({"enable-real-ip": "true"}) as site:
@@ -401,6 +386,7 @@ def test_the_access_log_names_the_real_client(caplog: pytest.LogCaptureFixture) 
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_without_the_keys_the_client_sent_chain_is_replaced_and_the_peer_judged() -> None:
     async def scenario() -> None:
         async with serving({"whitelist-source-range": "203.0.113.0/24"}) as site:
@@ -420,6 +406,7 @@ def test_without_the_keys_the_client_sent_chain_is_replaced_and_the_peer_judged(
 # ------------------------------------------------------------------ TLS
 
 
+@pytest.mark.e2e
 def test_ssl_protocols_tls13_refuses_a_client_that_stops_at_tls12() -> None:
     async def scenario() -> None:
         async with serving({}) as site:
@@ -440,6 +427,7 @@ def test_ssl_protocols_tls13_refuses_a_client_that_stops_at_tls12() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_ssl_ciphers_are_the_only_tls12_ciphers_offered() -> None:
     async def scenario() -> None:
         data = {"ssl-protocols": "TLSv1.2", "ssl-ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384"}
@@ -461,6 +449,7 @@ def test_ssl_ciphers_are_the_only_tls12_ciphers_offered() -> None:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.e2e
 def test_openssl_s_client_tls12_is_refused_under_ssl_protocols_tls13() -> None:
     def s_client(port: int, *flags: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -491,6 +480,7 @@ def test_openssl_s_client_tls12_is_refused_under_ssl_protocols_tls13() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_cipher_list_openssl_refuses_keeps_the_one_offered_before(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -516,6 +506,7 @@ def test_a_cipher_list_openssl_refuses_keeps_the_one_offered_before(
 # ------------------------------------------------------------------ keep-alive
 
 
+@pytest.mark.e2e
 def test_keep_alive_closes_an_idle_client_connection_after_its_seconds() -> None:
     async def scenario() -> None:
         async with serving({"keep-alive": "1"}) as site:
@@ -530,6 +521,7 @@ def test_keep_alive_closes_an_idle_client_connection_after_its_seconds() -> None
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_keep_alive_zero_closes_after_every_response_saying_so() -> None:
     async def scenario() -> None:
         async with serving({"keep-alive": "0"}) as site:
@@ -545,6 +537,7 @@ def test_keep_alive_zero_closes_after_every_response_saying_so() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_upstream_connections_are_reused_unless_upstream_keepalive_connections_is_zero() -> None:
     async def scenario() -> None:
         for data, connections in (({}, 1), ({"upstream-keepalive-connections": "0"}, 3)):
@@ -556,6 +549,7 @@ def test_upstream_connections_are_reused_unless_upstream_keepalive_connections_i
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_upstream_keepalive_timeout_closes_idle_upstream_connections() -> None:
     async def scenario() -> None:
         async with serving({"upstream-keepalive-timeout": "1"}) as site:
@@ -585,6 +579,7 @@ def closed_port() -> Iterator[int]:
     yield port
 
 
+@pytest.mark.e2e
 def test_cors_fields_are_on_the_proxys_502_and_413_for_a_cors_route() -> None:
     async def scenario() -> None:
         annotations = {"enable-cors": "true"}
@@ -612,6 +607,7 @@ def test_cors_fields_are_on_the_proxys_502_and_413_for_a_cors_route() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_cors_fields_are_on_the_proxys_504() -> None:
     async def silent(connection: BackendConnection, request: Request) -> None:
         await trio.sleep_forever()
@@ -639,6 +635,7 @@ def test_cors_fields_are_on_the_proxys_504() -> None:
         ({"hsts": "false", "hsts-max-age": "100"}, None),
     ],
 )
+@pytest.mark.e2e
 def test_hsts_keys_shape_the_header_on_https_responses_of_tls_hosts(
     data: dict[str, str], expected: bytes | None
 ) -> None:
@@ -654,6 +651,7 @@ def test_hsts_keys_shape_the_header_on_https_responses_of_tls_hosts(
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_ssl_redirect_sends_plain_http_requests_for_tls_hosts_to_https() -> None:
     async def scenario() -> None:
         async with serving({}) as site:
@@ -672,6 +670,7 @@ def test_ssl_redirect_sends_plain_http_requests_for_tls_hosts_to_https() -> None
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_proxy_connect_timeout_bounds_a_hanging_connect() -> None:
     async def scenario() -> None:
         limits = Limits(connect_timeout=30.0)
@@ -685,6 +684,7 @@ def test_proxy_connect_timeout_bounds_a_hanging_connect() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_proxy_read_timeout_bounds_the_wait_for_a_response() -> None:
     async def silent(connection: BackendConnection, request: Request) -> None:
         await trio.sleep_forever()
@@ -700,6 +700,7 @@ def test_proxy_read_timeout_bounds_the_wait_for_a_response() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_proxy_send_timeout_bounds_a_request_body_the_upstream_does_not_read() -> None:
     async def scenario() -> None:
         limits = Limits(upstream_timeout=30.0, head_timeout=30.0)
@@ -766,6 +767,7 @@ async def _two_backends(
         ),
     ],
 )
+@pytest.mark.e2e
 def test_proxy_next_upstream_asks_the_next_endpoint_after_a_502(
     data: dict[str, str], all_ok: bool
 ) -> None:
@@ -791,6 +793,7 @@ OTHER = b"other.example.com"
         ("denylist-source-range", "127.0.0.1/32", "10.0.0.0/8"),
     ],
 )
+@pytest.mark.e2e
 def test_a_global_source_range_applies_unless_an_ingress_has_its_own(
     key: str, global_list: str, own_list: str
 ) -> None:
@@ -804,6 +807,7 @@ def test_a_global_source_range_applies_unless_an_ingress_has_its_own(
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_limit_req_status_code_is_the_status_of_a_request_over_the_rate() -> None:
     async def scenario() -> None:
         annotations = {"limit-rps": "1", "limit-burst-multiplier": "1"}
@@ -815,6 +819,7 @@ def test_limit_req_status_code_is_the_status_of_a_request_over_the_rate() -> Non
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_limit_conn_status_code_is_the_status_of_a_connection_over_the_limit() -> None:
     release = trio.Event()
 
@@ -838,6 +843,7 @@ def test_limit_conn_status_code_is_the_status_of_a_connection_over_the_limit() -
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_add_headers_and_proxy_set_headers_name_configmaps_of_fields() -> None:
     async def scenario() -> None:
         data = {
@@ -859,6 +865,7 @@ def test_add_headers_and_proxy_set_headers_name_configmaps_of_fields() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_use_proxy_protocol_takes_the_client_from_the_proxy_header() -> None:
     async def scenario() -> None:
         async with serving({"use-proxy-protocol": "true"}) as site:
@@ -876,6 +883,7 @@ def test_use_proxy_protocol_takes_the_client_from_the_proxy_header() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_allow_snippet_annotations_is_accepted_and_snippets_still_never_run() -> None:
     async def scenario() -> None:
         snippet = {"configuration-snippet": 'more_set_headers "X-Snippet: ran";'}
@@ -890,6 +898,7 @@ def test_allow_snippet_annotations_is_accepted_and_snippets_still_never_run() ->
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_rejected_key_keeps_its_default_and_the_other_keys_apply() -> None:
     async def scenario() -> None:
         data = {

@@ -14,14 +14,15 @@ import httpx
 import pytest
 import trio
 import yaml
-from cli import run_controller
-from echo import Echo
-from sites import site_objects
 
 from controller.app import Controller, Options
 from controller.manifests import load_manifests
+from tests.cli import run_controller
+from tests.echo import Echo
+from tests.polling import DEADLINE, wait_for
+from tests.sites import site_objects
 
-DEADLINE = 10.0
+pytestmark = pytest.mark.e2e
 
 
 async def _status(port: int, path: str) -> int:
@@ -35,9 +36,11 @@ async def _status(port: int, path: str) -> int:
 
 async def _until(port: int, path: str, status: int) -> None:
     """Poll until ``path`` answers ``status``; fail at the deadline."""
-    with trio.fail_after(DEADLINE):
-        while await _status(port, path) != status:
-            await trio.sleep(0.05)
+
+    async def answered() -> bool:
+        return await _status(port, path) == status
+
+    await wait_for(answered, f"{path} answering {status}", interval=0.05)
 
 
 def test_the_controller_follows_manifest_edits_and_keeps_serving_through_a_broken_file(

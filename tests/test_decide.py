@@ -11,48 +11,21 @@ from fastroute.ingress import build_config
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.decide import Answer, Forward, decide
+from tests.objects import ingress, service_at
 
 Obj = dict[str, Any]
 
 
 def _ingress(name: str, host: str, paths: list[tuple[str, str]], **extra: Any) -> Obj:
     annotations = extra.pop("annotations", {})
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
-        "spec": {
-            "ingressClassName": "fastroute",
-            "rules": [
-                {
-                    "host": host,
-                    "http": {
-                        "paths": [
-                            {
-                                "path": path,
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": svc, "port": {"number": 80}}},
-                            }
-                            for path, svc in paths
-                        ]
-                    },
-                }
-            ],
-            **extra,
-        },
-    }
+    routes = [(path, "Prefix", svc) for path, svc in paths]
+    found = ingress(name, host, paths=routes, annotations=annotations)
+    found["spec"].update(extra)
+    return found
 
 
 def _service_with_endpoint(name: str) -> list[Obj]:
-    return [
-        {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}},
-        {
-            "kind": "EndpointSlice",
-            "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
-            "ports": [{"port": 8080}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-    ]
+    return service_at(8080, name)
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 import trio
-from echo import Echo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_incremental_build import summary
-from test_ingress import endpoint_slice, ingress, reasons, routed, service
 
 from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
 from fastroute.ingress.model import Target
 from fastroute.proxy.server import Proxy
+from tests.echo import Echo
+from tests.polling import DEADLINE
+from tests.test_incremental_build import summary
+from tests.test_ingress import endpoint_slice, ingress, reasons, routed, service
 
 Obj = dict[str, Any]
 PREFIX = "nginx.ingress.kubernetes.io/"
-DEADLINE = 10.0
 
 
 def annotated(
@@ -546,6 +547,7 @@ async def backend_seen(url: str, host: str, path: str) -> tuple[int, str]:
     return await trio.to_thread.run_sync(call)
 
 
+@pytest.mark.e2e
 def test_end_to_end_unknown_hosts_and_ip_hosts_reach_the_default_backend() -> None:
     async def scenario() -> None:
         objects = [

@@ -34,7 +34,6 @@ from typing import Any, cast
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import trio
-from kubeapi import KubeAPI
 from lightkube import Client, KubeConfig
 from lightkube.core.exceptions import ApiError as LightkubeError
 from lightkube.models.coordination_v1 import LeaseSpec
@@ -45,14 +44,15 @@ from lightkube.resources.core_v1 import ConfigMap, Event, Node, Pod, Secret, Ser
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.resources.networking_v1 import Ingress, IngressClass
 from lightkube.types import PatchType
-from rbac import DEPLOY, Call, Grant, Rule, check_rbac, classify, load_objects, load_rules
 
 from controller.__main__ import _parser
 from controller.status import serve_status
 from controller.supervisor import STOP_MARGIN
 from fastroute.ingress import CONTROLLER_NAME, build_config
+from tests.kubeapi import KubeAPI
+from tests.rbac import DEPLOY, Call, Grant, Rule, check_rbac, classify, load_objects, load_rules
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = DEPLOY / "variants"
@@ -225,6 +225,7 @@ def test_the_containers_ports_are_the_ones_the_controller_listens_on() -> None:
 @pytest.mark.parametrize(
     ("probe", "served_while_starting"), [("livenessProbe", True), ("readinessProbe", False)]
 )
+@pytest.mark.e2e
 def test_the_probes_get_their_answers_from_the_status_listener(
     probe: str, served_while_starting: bool
 ) -> None:
@@ -684,6 +685,7 @@ def _list_and_watch(client: Client, kind: Any, **options: Any) -> None:
         assert next(events)[0] == "ADDED"
 
 
+@pytest.mark.e2e
 def test_the_deploy_rules_allow_the_controllers_calls_and_nothing_more(
     kubeapi: KubeAPI, client: Client
 ) -> None:
@@ -697,6 +699,7 @@ def test_the_deploy_rules_allow_the_controllers_calls_and_nothing_more(
     assert Call("patch", "networking.k8s.io", "ingresses/status", "shop", "web") in report.allowed
 
 
+@pytest.mark.e2e
 def test_the_nodeport_variant_allows_listing_nodes(kubeapi: KubeAPI, client: Client) -> None:
     _controller_traffic(kubeapi, client, nodes=True)
 
@@ -705,6 +708,7 @@ def test_the_nodeport_variant_allows_listing_nodes(kubeapi: KubeAPI, client: Cli
     assert check_rbac(kubeapi.requests, load_rules(DEPLOY, NODEPORT)).ok
 
 
+@pytest.mark.e2e
 def test_calls_the_rules_do_not_allow_are_reported(kubeapi: KubeAPI, client: Client) -> None:
     """Each of these would be a 403 in a cluster set up from deploy/."""
     kubeapi.create(_ingress("web", "fastroute"))
@@ -730,6 +734,7 @@ def test_calls_the_rules_do_not_allow_are_reported(kubeapi: KubeAPI, client: Cli
     assert "delete ingresses.networking.k8s.io 'web'" in str(report)
 
 
+@pytest.mark.e2e
 def test_grants_no_call_used_are_reported(kubeapi: KubeAPI, client: Client) -> None:
     """A controller that never posted an Event: the create on events is a privilege held
     for nothing."""

@@ -13,14 +13,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import trio
-from raw import DEADLINE, BackendConnection, RawBackend, RawClient, Request, response, wait_for
-from sites import closed_port
-from test_ingress import endpoint_slice, ingress, service
 
 from fastroute.ingress import ConfigBuilder, build_config
 from fastroute.ingress.model import Target
 from fastroute.proxy.server import Proxy
+from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
+from tests.raw import BackendConnection, RawBackend, RawClient, Request, response
+from tests.sites import closed_port
+from tests.test_ingress import endpoint_slice, ingress, service
 
 Obj = dict[str, Any]
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -94,14 +97,6 @@ async def serving(
         nursery.cancel_scope.cancel()
 
 
-def run(test: Callable[[], Any]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
-
-
 def with_error_backend(codes: str = "404,503", **more: str) -> Objects:
     """site.example.com/ -> Service web (the upstream), with ``custom-http-errors: codes``
     and ``default-backend: errors`` (the error backend)."""
@@ -151,6 +146,7 @@ ERROR_FIELDS = (
 # ------------------------------------------------------------------ custom-http-errors
 
 
+@pytest.mark.e2e
 def test_a_listed_status_is_answered_by_the_error_backend_told_what_happened() -> None:
     async def scenario() -> None:
         async with serving(with_error_backend()) as site:
@@ -174,6 +170,7 @@ def test_a_listed_status_is_answered_by_the_error_backend_told_what_happened() -
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_statuses_not_listed_reach_the_client_as_the_upstream_sent_them() -> None:
     async def scenario() -> None:
         async with serving(with_error_backend("503")) as site:
@@ -186,6 +183,7 @@ def test_statuses_not_listed_reach_the_client_as_the_upstream_sent_them() -> Non
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_client_gets_the_error_backends_status_not_the_upstreams() -> None:
     async def scenario() -> None:
         errors = RawBackend(error_page(status=lambda code: 200))
@@ -195,6 +193,7 @@ def test_the_client_gets_the_error_backends_status_not_the_upstreams() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_head_request_asks_the_error_backend_with_head_and_gets_no_body() -> None:
     async def scenario() -> None:
         async with serving(with_error_backend()) as site:
@@ -204,6 +203,7 @@ def test_a_head_request_asks_the_error_backend_with_head_and_gets_no_body() -> N
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_request_body_goes_to_the_upstream_and_never_to_the_error_backend() -> None:
     async def scenario() -> None:
         async with serving(with_error_backend()) as site:
@@ -218,6 +218,7 @@ def test_a_request_body_goes_to_the_upstream_and_never_to_the_error_backend() ->
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_client_connection_goes_on_after_an_error_page() -> None:
     async def scenario() -> None:
         async with serving(with_error_backend()) as site:
@@ -239,6 +240,7 @@ def test_the_client_connection_goes_on_after_an_error_page() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_discarded_response_with_its_body_still_coming_closes_its_upstream_connection() -> None:
     async def answer(connection: BackendConnection, request: Request) -> None:
         if request.target == b"/big":
@@ -260,6 +262,7 @@ def test_a_discarded_response_with_its_body_still_coming_closes_its_upstream_con
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_discarded_response_read_whole_leaves_its_upstream_connection_in_use() -> None:
     async def scenario() -> None:
         async with serving(with_error_backend()) as site:
@@ -270,6 +273,7 @@ def test_a_discarded_response_read_whole_leaves_its_upstream_connection_in_use()
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_an_unreachable_error_backend_answers_502() -> None:
     def objects(upstream_port: int, errors_port: int) -> list[Obj]:
         found = with_error_backend()(upstream_port, errors_port)
@@ -284,6 +288,7 @@ def test_an_unreachable_error_backend_answers_502() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_without_default_backend_the_catch_all_answers_the_listed_statuses() -> None:
     def objects(upstream_port: int, errors_port: int) -> list[Obj]:
         app = ingress("app", (HOST.decode(), "/", "Prefix", "web", 80))
@@ -311,6 +316,7 @@ def test_without_default_backend_the_catch_all_answers_the_listed_statuses() -> 
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_configmaps_custom_http_errors_send_those_statuses_to_the_error_backend() -> None:
     """The controller ConfigMap's list holds for every route; an Ingress's annotation
     replaces it on that Ingress's routes."""
@@ -358,6 +364,7 @@ def test_the_configmaps_custom_http_errors_send_those_statuses_to_the_error_back
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_route_without_custom_errors_passes_its_errors_on() -> None:
     def objects(upstream_port: int, errors_port: int) -> list[Obj]:
         plain = ingress("plain", ("other.example.com", "/", "Prefix", "web", 80))
@@ -396,6 +403,7 @@ def without_endpoints(annotations: dict[str, str]) -> Objects:
     return objects
 
 
+@pytest.mark.e2e
 def test_a_route_without_endpoints_goes_to_its_default_backend_told_why() -> None:
     async def scenario() -> None:
         errors = RawBackend(error_page(status=lambda code: 200))
@@ -418,6 +426,7 @@ def test_a_route_without_endpoints_goes_to_its_default_backend_told_why() -> Non
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_route_without_endpoints_and_without_default_backend_answers_503() -> None:
     async def scenario() -> None:
         async with serving(without_endpoints({"custom_http_errors": "404"})) as site:
@@ -437,6 +446,7 @@ def cluster_ip(address: str, port: int, **spec: Any) -> Obj:
     return obj
 
 
+@pytest.mark.e2e
 def test_service_upstream_sends_to_the_cluster_ip_not_the_endpoints() -> None:
     """The Service's cluster IP (127.0.0.1, port = the cluster backend's) is asked; its
     EndpointSlice points at another backend, which hears nothing."""
@@ -460,6 +470,7 @@ def test_service_upstream_sends_to_the_cluster_ip_not_the_endpoints() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_without_service_upstream_the_endpoints_are_used() -> None:
     def objects(endpoints_port: int, cluster_port: int) -> list[Obj]:
         app = ingress("app", (HOST.decode(), "/", "Prefix", "web", cluster_port))
@@ -507,6 +518,7 @@ def test_service_upstream_of_a_service_without_cluster_ip_is_refused_and_endpoin
             assert [str(e) for e in target.backend.endpoints] == ["127.0.0.1:8080"]
 
 
+@pytest.mark.e2e
 def test_service_upstream_through_the_proxy_reaches_the_endpoints_of_a_headless_service() -> None:
     def objects(endpoints_port: int, _: int) -> list[Obj]:
         app = ingress("app", (HOST.decode(), "/", "Prefix", "web", 80))

@@ -20,11 +20,6 @@ import h11
 import httpx
 import pytest
 import trio
-from echo import Echo, next_event
-from raw import DEADLINE, BackendConnection, RawBackend, wait_for
-from raw import Request as RawRequest
-from raw import response as raw_response
-from sites import HOST, closed_port, site_objects
 
 from fastroute.ingress import build_config
 from fastroute.ingress.annotations import read_policy
@@ -38,6 +33,12 @@ from fastroute.ingress.settings import Settings
 from fastroute.proxy.external_auth import AuthCache, Outcome, Request
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
+from tests.echo import Echo, next_event
+from tests.polling import DEADLINE, run_within, wait_for
+from tests.raw import BackendConnection, RawBackend
+from tests.raw import Request as RawRequest
+from tests.raw import response as raw_response
+from tests.sites import HOST, closed_port, site_objects
 
 N = "nginx.ingress.kubernetes.io/"
 CM = "ingress/fastroute"
@@ -169,11 +170,7 @@ async def serving(
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 2):
-            await test()
-
-    trio.run(bounded)
+    run_within(test, DEADLINE * 2)
 
 
 def auth_url(path: str = "/auth", **more: str) -> Callable[[int], dict[str, str]]:
@@ -201,6 +198,7 @@ def answering(status: int, *headers: tuple[str, str]) -> Decide:
 # -- end to end -------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_2xx_from_the_auth_service_lets_the_request_through() -> None:
     async def main() -> None:
         async with serving(auth_url(), answering(202)) as setup, setup.client() as client:
@@ -212,6 +210,7 @@ def test_a_2xx_from_the_auth_service_lets_the_request_through() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_the_auth_service_is_asked_as_nginx_auth_request_asks() -> None:
     async def main() -> None:
         async with serving(auth_url("/check?from=edge")) as setup, setup.client() as client:
@@ -248,6 +247,7 @@ def test_the_auth_service_is_asked_as_nginx_auth_request_asks() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_the_auth_url_host_may_be_the_requests_own_host() -> None:
     def annotations(port: int) -> dict[str, str]:
         return {N + "auth-url": f"http://$host:{port}/auth?for=$host", "test/any-host": "1"}
@@ -264,6 +264,7 @@ def test_the_auth_url_host_may_be_the_requests_own_host() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_auth_method_and_request_redirect_change_what_is_sent() -> None:
     async def main() -> None:
         annotations = auth_url(auth_method="GET", auth_request_redirect="https://app.example/")
@@ -279,6 +280,7 @@ def test_auth_method_and_request_redirect_change_what_is_sent() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_403_from_the_auth_service_is_the_answer() -> None:
     async def main() -> None:
         async with serving(auth_url(), answering(403)) as setup, setup.client() as client:
@@ -290,6 +292,7 @@ def test_a_403_from_the_auth_service_is_the_answer() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_401_keeps_the_auth_services_challenge() -> None:
     challenge = ("WWW-Authenticate", 'Basic realm="team"')
 
@@ -304,6 +307,7 @@ def test_a_401_keeps_the_auth_services_challenge() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_401_with_auth_signin_redirects_there_with_rd_the_original_url() -> None:
     async def main() -> None:
         annotations = auth_url(auth_signin="http://$host/auth/start")
@@ -317,6 +321,7 @@ def test_a_401_with_auth_signin_redirects_there_with_rd_the_original_url() -> No
     run(main)
 
 
+@pytest.mark.e2e
 def test_auth_signin_redirect_param_names_the_parameter() -> None:
     async def main() -> None:
         annotations = auth_url(
@@ -332,6 +337,7 @@ def test_auth_signin_redirect_param_names_the_parameter() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_signin_url_that_sets_rd_itself_is_used_as_written_with_its_variables() -> None:
     async def main() -> None:
         annotations = auth_url(auth_signin="https://$host/oauth2/start?rd=$escaped_request_uri")
@@ -344,6 +350,7 @@ def test_a_signin_url_that_sets_rd_itself_is_used_as_written_with_its_variables(
     run(main)
 
 
+@pytest.mark.e2e
 def test_auth_response_headers_are_copied_and_client_copies_are_never_passed() -> None:
     async def main() -> None:
         decide = answering(200, ("X-User", "alice"), ("X-Email", "a@example.com"))
@@ -364,6 +371,7 @@ def test_auth_response_headers_are_copied_and_client_copies_are_never_passed() -
     "field",
     [b"X-User: alice\rX-Admin: 1", b"X-User: al\x00ice"],
 )
+@pytest.mark.e2e
 def test_an_auth_answer_with_cr_lf_or_nul_in_a_field_is_a_500(field: bytes) -> None:
     async def crafted(connection: BackendConnection, request: RawRequest) -> None:
         await connection.send(b"HTTP/1.1 200 OK\r\n" + field + b"\r\nContent-Length: 0\r\n\r\n")
@@ -379,6 +387,7 @@ def test_an_auth_answer_with_cr_lf_or_nul_in_a_field_is_a_500(field: bytes) -> N
     run(main)
 
 
+@pytest.mark.e2e
 def test_the_auth_service_down_is_a_500() -> None:
     async def main() -> None:
         down = closed_port()
@@ -394,6 +403,7 @@ def test_the_auth_service_down_is_a_500() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_slow_auth_service_is_a_500_after_the_routes_read_timeout() -> None:
     release = trio.Event()
 
@@ -420,6 +430,7 @@ def test_a_slow_auth_service_is_a_500_after_the_routes_read_timeout() -> None:
 
 
 @pytest.mark.parametrize("status", [500, 502, 404, 302, 400])
+@pytest.mark.e2e
 def test_any_other_status_from_the_auth_service_is_a_500(status: int) -> None:
     async def main() -> None:
         async with serving(auth_url(), answering(status)) as setup, setup.client() as client:
@@ -430,6 +441,7 @@ def test_any_other_status_from_the_auth_service_is_a_500(status: int) -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_connections_to_the_auth_service_are_kept_alive() -> None:
     async def main() -> None:
         async with serving(auth_url()) as setup, setup.client() as client:
@@ -441,6 +453,7 @@ def test_connections_to_the_auth_service_are_kept_alive() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_auth_keepalive_zero_opens_a_connection_per_request() -> None:
     async def main() -> None:
         async with serving(auth_url(auth_keepalive="0")) as setup, setup.client() as client:
@@ -451,6 +464,7 @@ def test_auth_keepalive_zero_opens_a_connection_per_request() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_auth_proxy_set_headers_sets_the_configmaps_headers_on_the_auth_request() -> None:
     headers = {
         "kind": "ConfigMap",
@@ -469,6 +483,7 @@ def test_auth_proxy_set_headers_sets_the_configmaps_headers_on_the_auth_request(
     run(main)
 
 
+@pytest.mark.e2e
 def test_the_cache_answers_for_the_same_key_and_not_for_another() -> None:
     async def main() -> None:
         annotations = auth_url(auth_cache_key="$http_authorization", auth_cache_duration="200 1m")
@@ -483,6 +498,7 @@ def test_the_cache_answers_for_the_same_key_and_not_for_another() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_cached_answer_expires() -> None:
     async def main() -> None:
         annotations = auth_url(auth_cache_key="fixed", auth_cache_duration="200 401 200ms")
@@ -503,6 +519,7 @@ def test_a_cached_answer_expires() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_no_cache_key_no_cache() -> None:
     async def main() -> None:
         annotations = auth_url(auth_cache_duration="200 10m")
@@ -514,6 +531,7 @@ def test_no_cache_key_no_cache() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_cached_401_still_redirects_to_signin_for_each_request() -> None:
     async def main() -> None:
         annotations = auth_url(
@@ -529,6 +547,7 @@ def test_a_cached_401_still_redirects_to_signin_for_each_request() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_the_auth_cookie_reaches_the_client_only_on_a_success_unless_always_set() -> None:
     """As ingress-nginx's e2e "user retains cookie by default" / "does not retain cookie if
     upstream returns error status code" / "with auth-always-set-cookie retains it"."""
@@ -562,6 +581,7 @@ def test_the_auth_cookie_reaches_the_client_only_on_a_success_unless_always_set(
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_route_without_auth_is_not_asked_about() -> None:
     async def main() -> None:
         async with serving(auth_url(), answering(403), extra_paths=("/open",)) as setup:
@@ -574,6 +594,7 @@ def test_a_route_without_auth_is_not_asked_about() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_global_auth_url_protects_every_ingress_unless_it_opts_out() -> None:
     def configmap(port: int) -> dict[str, str]:
         return {
@@ -597,6 +618,7 @@ def test_global_auth_url_protects_every_ingress_unless_it_opts_out() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_global_auth_signin_redirects_a_401_with_its_own_parameter() -> None:
     def configmap(port: int) -> dict[str, str]:
         return {
@@ -619,6 +641,7 @@ def test_global_auth_signin_redirects_a_401_with_its_own_parameter() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_an_ingress_auth_url_wins_over_the_global_one() -> None:
     def configmap(port: int) -> dict[str, str]:
         return {"global-auth-url": f"http://127.0.0.1:{port}/global"}
@@ -632,6 +655,7 @@ def test_an_ingress_auth_url_wins_over_the_global_one() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_no_auth_locations_skips_global_auth_for_those_paths() -> None:
     def configmap(port: int) -> dict[str, str]:
         return {
@@ -650,6 +674,7 @@ def test_no_auth_locations_skips_global_auth_for_those_paths() -> None:
     run(main)
 
 
+@pytest.mark.e2e
 def test_a_malformed_global_auth_url_fails_every_route_closed() -> None:
     async def main() -> None:
         async with serving(
@@ -678,6 +703,7 @@ def test_a_malformed_global_auth_url_fails_every_route_closed() -> None:
         {N + "auth-url": "http://auth.example/", N + "auth-signin": "login.example/start"},
     ],
 )
+@pytest.mark.e2e
 def test_a_malformed_auth_annotation_fails_its_ingress_closed(annotations: dict[str, str]) -> None:
     async def main() -> None:
         async with serving(lambda _: annotations) as setup, setup.client() as client:
@@ -689,6 +715,7 @@ def test_a_malformed_auth_annotation_fails_its_ingress_closed(annotations: dict[
     run(main)
 
 
+@pytest.mark.e2e
 def test_auth_metrics_count_outcomes_and_time_subrequests() -> None:
     async def main() -> None:
         annotations = auth_url(auth_cache_key="$http_authorization")

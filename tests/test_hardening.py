@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -17,22 +17,18 @@ from typing import Any
 
 import pytest
 import trio
-from raw import (
-    DEADLINE,
-    BackendConnection,
-    RawBackend,
-    RawClient,
-    Request,
-    response,
-    unanswered_port,
-    wait_for,
-)
 
 from fastroute.ingress import build_config
 from fastroute.proxy import http1
 from fastroute.proxy.headers import TrustedProxies
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.objects import service_at
+from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
+from tests.raw import BackendConnection, RawBackend, RawClient, Request, response, unanswered_port
+
+pytestmark = pytest.mark.e2e
 
 HOST = b"site.example.com"
 
@@ -42,17 +38,7 @@ def _objects(routes: list[tuple[str, str, str, int]]) -> list[dict[str, Any]]:
     routing (host, Prefix path) to it."""
     objects: list[dict[str, Any]] = []
     for name, port in sorted({(name, port) for _, _, name, port in routes}):
-        objects.append(
-            {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
-        )
-        objects.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
+        objects += service_at(port, name)
     rules = [
         {
             "host": host,
@@ -115,14 +101,6 @@ async def serving(
         listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
         yield Site(proxy, listeners[0].socket.getsockname()[1], backend)
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 def get(path: bytes = b"/", host: bytes = HOST, extra: bytes = b"") -> bytes:

@@ -35,9 +35,7 @@ import pytest
 import trio
 import trio.testing
 import yaml
-from echo import Echo
 from OpenSSL import SSL
-from sites import HOST, closed_port, site_objects
 
 import fastroute.proxy.tls
 from controller.status import HEAD_TIMEOUT, serve_status
@@ -46,8 +44,10 @@ from fastroute.proxy.listener import AcceptBackoff, LogThrottle
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.echo import Echo
+from tests.polling import DEADLINE, WaitTimeoutError, wait_for_sync
+from tests.sites import HOST, closed_port, site_objects
 
-DEADLINE = 10.0  # nothing waits longer than this for anything
 PROMPT = 1.0  # "promptly": well under the probes' 3 s timeout
 GET = b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n"
 
@@ -83,6 +83,7 @@ async def _closed_by_server(stream: trio.SocketStream) -> bool:
 # ------------------------------------------------------------------ 7: the status port
 
 
+@pytest.mark.e2e
 def test_status_probes_answer_promptly_under_hundreds_of_idle_and_slow_connections() -> None:
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
@@ -168,6 +169,7 @@ def _open_descriptors() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+@pytest.mark.e2e
 def test_max_connections_bounds_the_sockets_accepted() -> None:
     limit = 10
 
@@ -204,6 +206,7 @@ def test_max_connections_bounds_the_sockets_accepted() -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_at_max_connections_the_longest_idle_keep_alive_connection_makes_room() -> None:
     limit = 3
 
@@ -288,15 +291,23 @@ class _Controller:
 
     def wait_for(self, pattern: str) -> re.Match[str]:
         """The first stderr line matching ``pattern``, polled for until the deadline."""
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
+
+        def found() -> re.Match[str] | None:
             for line in list(self.lines):
-                if found := re.search(pattern, line):
-                    return found
+                if match := re.search(pattern, line):
+                    return match
             if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
+                raise AssertionError(f"exited, no line matching {pattern!r} in:\n{self.output}")
+            return None
+
+        try:
+            return wait_for_sync(found, f"a line matching {pattern!r}")
+        except WaitTimeoutError as error:
+            raise AssertionError(f"{error} in:\n{self.output}") from None
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
 
     def stop(self) -> str:
         """SIGTERM, then wait (kill at the deadline); everything it wrote on stderr."""
@@ -333,6 +344,7 @@ def _http_status(port: int, request: bytes, timeout: float) -> int:
     return int(data.split(b" ", 2)[1])
 
 
+@pytest.mark.e2e
 def test_at_the_descriptor_limit_probes_answer_and_accept_errors_log_once(
     tmp_path: Path,
 ) -> None:
@@ -360,13 +372,19 @@ def test_at_the_descriptor_limit_probes_answer_and_accept_errors_log_once(
         finally:
             for sock in flood:
                 sock.close()
+
         # descriptors free again: clients are answered, and once accepts have worked for a
         # while (2 s after the last failure) the log says so, once
-        deadline = time.monotonic() + DEADLINE
-        while not any("accepting again after" in line for line in controller.lines):
-            assert time.monotonic() < deadline, "".join(controller.lines)
+        def accepting_again() -> bool:
+            if any("accepting again after" in line for line in controller.lines):
+                return True
             assert _http_status(controller.http, GET, DEADLINE) in (404, 502, 503)
-            time.sleep(0.1)
+            return False
+
+        try:
+            wait_for_sync(accepting_again, "the log line 'accepting again after'", interval=0.1)
+        except WaitTimeoutError as error:
+            raise AssertionError(f"{error}:\n{controller.output}") from None
         readyz = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
         assert _http_status(controller.status, readyz, DEADLINE) == 200
         with socket.create_connection(("127.0.0.1", controller.status), timeout=DEADLINE) as sock:
@@ -401,6 +419,7 @@ def _client_hello(port: int, server_name: bytes) -> str:
     return "completed"
 
 
+@pytest.mark.e2e
 def test_a_non_ascii_sni_name_is_refused_with_one_log_line_and_no_traceback(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -440,6 +459,7 @@ def test_a_non_ascii_sni_name_is_refused_with_one_log_line_and_no_traceback(
     assert r"b'\xc3\xbc.example.com'" in lines[0].getMessage()
 
 
+@pytest.mark.e2e
 def test_a_non_ascii_sni_name_leaves_the_controllers_stderr_to_logging(tmp_path: Path) -> None:
     with _controller(tmp_path) as controller:
         for _ in range(3):

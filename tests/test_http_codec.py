@@ -550,6 +550,7 @@ def test_blank_lines_before_a_request_line_are_skipped(lead: bytes) -> None:
     assert (head.method, head.target, head.size) == (b"GET", b"/", len(raw))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(req=requests(), body=st.binary(min_size=1, max_size=40))
 def test_a_request_head_arriving_in_pieces_is_read_once_complete(req: Head, body: bytes) -> None:
@@ -601,6 +602,7 @@ def expected_forward(
     return out, lines
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     req=requests(host=True),
@@ -641,6 +643,7 @@ def test_the_forwarded_head_carries_what_request_headers_computes(
     assert (again.content_length, again.chunked) == (head.content_length, head.chunked)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     req=requests(host=True),
@@ -676,6 +679,7 @@ def test_a_route_plan_sets_the_host_drops_and_adds_fields_upstream(
     assert dict(expected)[b"x-forwarded-host"] == dict(plain)[b"x-forwarded-host"]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(req=requests(host=True), trusted=st.booleans())
 def test_an_http_1_0_route_is_sent_an_http_1_0_request_that_closes(
@@ -701,6 +705,7 @@ def test_an_http_1_0_route_is_sent_an_http_1_0_request_that_closes(
     assert [v for n, v in event.headers if n in hop] == [b"close"]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     resp=responses(),
@@ -1262,6 +1267,7 @@ def fuzzed_requests() -> st.SearchStrategy[bytes]:
     )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=fuzzed_requests(), trusted=st.booleans())
 def test_any_bytes_are_a_request_head_or_a_400_or_431(data: bytes, trusted: bool) -> None:
@@ -1307,6 +1313,7 @@ def response_framing(status: int, headers: Headers, head_request: bool) -> tuple
     return bodyless, coded and not bodyless, -1 if coded or length is None else int(length)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(resp=responses(), head_request=st.booleans(), payload=st.binary(max_size=60))
 def test_a_response_head_means_to_the_codec_what_it_means_to_h11(
@@ -1364,6 +1371,7 @@ def test_a_response_head_arriving_in_pieces_is_read_once_complete(
         parse_response(raw[:-1], len(raw) - 2, head_request)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(resp=responses(), head_request=st.booleans(), close=st.booleans())
 def test_the_head_sent_to_the_client_is_what_response_headers_computes(
@@ -1472,6 +1480,7 @@ def test_an_endless_response_head_is_502() -> None:
         parse_response(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 2000, 1000, False)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     data=st.one_of(

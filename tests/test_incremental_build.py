@@ -275,6 +275,7 @@ def key(obj: Obj) -> tuple[str, str, str]:
     return obj["kind"], metadata.get("namespace", ""), metadata["name"]
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps())
 def test_builds_after_changes_equal_a_full_translation(

@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,11 +28,8 @@ import httpx
 import pytest
 import trio
 import yaml
-from cli import run_controller
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from echo import Echo
-from kubeapi import PKI, KubeAPI
 from lightkube.config.models import UserExec
 
 from controller.app import Controller, KubeOptions, Listening, Options
@@ -42,10 +39,15 @@ from controller.kube.source import KINDS, KubeSource
 from controller.kube.store import Cache
 from fastroute.ingress import ConfigBuilder
 from fastroute.ingress.certs import self_signed_certificate, tls_secret
+from tests.cli import run_controller
+from tests.echo import Echo
+from tests.kubeapi import PKI, KubeAPI
+from tests.objects import endpoint_slice, ingress_class, service, tls_section
+from tests.objects import ingress as ingress_object
+from tests.polling import DEADLINE, wait_for
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
-DEADLINE = 10.0
 HOST = "site.example.com"
 FAST = WatchOptions(
     page_size=2, watch_timeout=30, backoff_initial=0.05, backoff_max=0.3, request_timeout=5
@@ -59,28 +61,8 @@ SECRETS = "/api/v1/secrets"
 # -- objects -----------------------------------------------------------------------------
 
 
-def service(name: str = "web", namespace: str = "default") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"ports": [{"port": 80}]},
-    }
-
-
 def endpoints(port: int, service_name: str = "web", namespace: str = "default") -> dict[str, Any]:
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{service_name}-1",
-            "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "ports": [{"port": port}],
-        "endpoints": [{"addresses": ["127.0.0.1"]}],
-    }
+    return endpoint_slice(service_name, port, namespace)
 
 
 def ingress(
@@ -92,40 +74,9 @@ def ingress(
     class_name: str = "fastroute",
     tls_secret_name: str | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "ingressClassName": class_name,
-        "rules": [
-            {
-                "host": host,
-                "http": {
-                    "paths": [
-                        {
-                            "path": path,
-                            "pathType": "Prefix",
-                            "backend": {"service": {"name": "web", "port": {"number": 80}}},
-                        }
-                    ]
-                },
-            }
-        ],
-    }
-    if tls_secret_name is not None:
-        spec["tls"] = [{"hosts": [host], "secretName": tls_secret_name}]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-
-
-def ingress_class(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "IngressClass",
-        "metadata": {"name": name},
-        "spec": {"controller": "fastroute.io/ingress-controller"},
-    }
+    tls = [] if tls_secret_name is None else [tls_section(host, secret=tls_secret_name)]
+    paths = [(path, "Prefix", "web")]
+    return ingress_object(name, host, paths=paths, namespace=namespace, cls=class_name, tls=tls)
 
 
 def certificate_secret(common_name: str, name: str = "site-tls") -> dict[str, Any]:
@@ -186,15 +137,6 @@ async def readyz(port: int | None) -> int:
     return await trio.to_thread.run_sync(call)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` until it holds; fail naming ``what`` at the deadline."""
-    with trio.move_on_after(DEADLINE):
-        while not await check():
-            await trio.sleep(0.02)
-        return
-    pytest.fail(f"not within {DEADLINE} s: {what}")
-
-
 async def served_by(port: int, backend: str | None, path: str = "/", host: str = HOST) -> None:
     """Wait until ``path`` is answered by ``backend`` (None: until it answers 404)."""
 
@@ -202,14 +144,14 @@ async def served_by(port: int, backend: str | None, path: str = "/", host: str =
         reply = await fetch(port, path, host)
         return reply.backend == backend if backend else reply.status == 404
 
-    await eventually(check, f"{host}{path} served by {backend or 'nobody (404)'}")
+    await wait_for(check, f"{host}{path} served by {backend or 'nobody (404)'}")
 
 
 async def wait_ready(controller: Controller) -> None:
     async def check() -> bool:
         return controller.ready
 
-    await eventually(check, "the controller is ready")
+    await wait_for(check, "the controller is ready")
 
 
 @asynccontextmanager
@@ -256,6 +198,7 @@ def plain_kubeconfig(api: KubeAPI, tmp_path: Path) -> Path:
 # -- initial sync, then every kind changing real traffic -----------------------------------
 
 
+@pytest.mark.e2e
 def test_initial_sync_in_pages_then_traffic_over_tls_with_a_token(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -284,6 +227,7 @@ def test_initial_sync_in_pages_then_traffic_over_tls_with_a_token(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_endpointslice_and_service_changes_move_traffic(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 
@@ -301,18 +245,19 @@ def test_endpointslice_and_service_changes_move_traffic(kubeapi: KubeAPI, tmp_pa
                 async def unavailable() -> bool:
                     return (await fetch(port)).status == 503
 
-                await eventually(unavailable, "503 once the Service is gone")
+                await wait_for(unavailable, "503 once the Service is gone")
                 api.create(service())
                 await served_by(port, "b")
 
                 api.delete("EndpointSlice", "web-1", namespace="default")
-                await eventually(unavailable, "503 once the endpoints are gone")
+                await wait_for(unavailable, "503 once the endpoints are gone")
                 api.create(endpoints(ports["a"]))
                 await served_by(port, "a")
 
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_ingress_and_ingressclass_changes_move_traffic(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 
@@ -357,6 +302,7 @@ def common_name(port: int) -> str:
     return str(names[0].value)
 
 
+@pytest.mark.e2e
 def test_tls_secret_changes_change_the_certificate(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
     # a Secret of another type is never listed: the watch selects kubernetes.io/tls only
@@ -374,13 +320,11 @@ def test_tls_secret_changes_change_the_certificate(kubeapi: KubeAPI, tmp_path: P
                 assert await serves("fastroute default certificate")
                 assert len(run.reflector("Secret").cache) == 0
                 api.create(certificate_secret("version 1"))
-                await eventually(lambda: serves("version 1"), "the Secret's certificate")
+                await wait_for(lambda: serves("version 1"), "the Secret's certificate")
                 api.update(certificate_secret("version 2"))
-                await eventually(lambda: serves("version 2"), "the renewed certificate")
+                await wait_for(lambda: serves("version 2"), "the renewed certificate")
                 api.delete("Secret", "site-tls", namespace="default")
-                await eventually(
-                    lambda: serves("fastroute default certificate"), "the default again"
-                )
+                await wait_for(lambda: serves("fastroute default certificate"), "the default again")
                 # a TLS Secret no Ingress names is watched but asks for no rebuild (the
                 # cache and the rebuild flag change in the same step, so this is no race)
                 source = run.source
@@ -388,14 +332,14 @@ def test_tls_secret_changes_change_the_certificate(kubeapi: KubeAPI, tmp_path: P
                 async def settled() -> bool:
                     return not source.pending
 
-                await eventually(settled, "no rebuild pending")
+                await wait_for(settled, "no rebuild pending")
                 rebuilds = run.controller.reloads
                 api.create(certificate_secret("unused", name="unused-tls"))
 
                 async def cached() -> bool:
                     return len(run.reflector("Secret").cache) == 1
 
-                await eventually(cached, "the unused Secret in the cache")
+                await wait_for(cached, "the unused Secret in the cache")
                 assert not source.pending
                 assert run.controller.reloads == rebuilds
 
@@ -405,6 +349,7 @@ def test_tls_secret_changes_change_the_certificate(kubeapi: KubeAPI, tmp_path: P
 # -- the watch: resumed, expired, down, bookmarks, watchdog -------------------------------
 
 
+@pytest.mark.e2e
 def test_a_dropped_watch_resumes_without_a_relist(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 
@@ -426,6 +371,7 @@ def test_a_dropped_watch_resumes_without_a_relist(kubeapi: KubeAPI, tmp_path: Pa
 
 
 @pytest.mark.parametrize("gone", ["http", "event"])
+@pytest.mark.e2e
 def test_an_expired_resource_version_relists_and_sees_deletions_made_meanwhile(
     kubeapi: KubeAPI, tmp_path: Path, gone: Literal["http", "event"]
 ) -> None:
@@ -452,6 +398,7 @@ def test_an_expired_resource_version_relists_and_sees_deletions_made_meanwhile(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_last_config_serves_while_the_api_is_down_and_state_converges_after(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -477,6 +424,7 @@ def test_the_last_config_serves_while_the_api_is_down_and_state_converges_after(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_bookmarks_advance_the_resume_point(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
     api.bookmark_interval = 0.05
@@ -494,7 +442,7 @@ def test_bookmarks_advance_the_resume_point(kubeapi: KubeAPI, tmp_path: Path) ->
                 async def advanced() -> bool:
                     return ingresses.resource_version == latest
 
-                await eventually(advanced, "the bookmark's resourceVersion taken")
+                await wait_for(advanced, "the bookmark's resourceVersion taken")
                 lists = api.count("list", "/apis/networking.k8s.io/v1/ingressclasses")
                 api.drop_watches()
                 api.create(ingress_class("late"))
@@ -502,12 +450,13 @@ def test_bookmarks_advance_the_resume_point(kubeapi: KubeAPI, tmp_path: Path) ->
                 async def seen() -> bool:
                     return ingresses.cache.get(("", "late")) is not None
 
-                await eventually(seen, "the IngressClass created after the resume")
+                await wait_for(seen, "the IngressClass created after the resume")
                 assert api.count("list", "/apis/networking.k8s.io/v1/ingressclasses") == lists
 
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_silent_watch_is_given_up_by_the_watchdog(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
     api.bookmark_interval = 3600  # no bookmarks: a watch with no events is silent
@@ -522,7 +471,7 @@ def test_a_silent_watch_is_given_up_by_the_watchdog(kubeapi: KubeAPI, tmp_path: 
                 async def reconnected() -> bool:
                     return api.count("watch", SLICES) >= watches + 2
 
-                await eventually(reconnected, "two watchdog reconnects")
+                await wait_for(reconnected, "two watchdog reconnects")
                 assert api.count("list", SLICES) == 1
                 api.update(endpoints(ports["b"]))
                 await served_by(run.listening.http_port, "b")
@@ -533,6 +482,7 @@ def test_a_silent_watch_is_given_up_by_the_watchdog(kubeapi: KubeAPI, tmp_path: 
 # -- readiness and debouncing -----------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_readyz_is_503_until_every_kind_has_been_listed(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
     api.forbid("list", "secrets")
@@ -550,7 +500,7 @@ def test_readyz_is_503_until_every_kind_has_been_listed(kubeapi: KubeAPI, tmp_pa
                         r.synced.is_set() for r in source.reflectors if r.cache.kind != "Secret"
                     )
 
-                await eventually(others_listed, "every kind but Secrets listed")
+                await wait_for(others_listed, "every kind but Secrets listed")
                 await trio.to_thread.run_sync(api.wait_for_watchers, len(KINDS) - 1)
                 assert api.count("list", SECRETS) >= 1  # tried, refused
                 assert await readyz(status) == 503
@@ -560,12 +510,13 @@ def test_readyz_is_503_until_every_kind_has_been_listed(kubeapi: KubeAPI, tmp_pa
                 async def ready() -> bool:
                     return await readyz(status) == 200
 
-                await eventually(ready, "/readyz 200 once Secrets are listed")
+                await wait_for(ready, "/readyz 200 once Secrets are listed")
                 assert await fetch(run.listening.http_port) == Reply(200, "a")
 
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_burst_of_200_changes_rebuilds_a_handful_of_times(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -591,6 +542,7 @@ def test_a_burst_of_200_changes_rebuilds_a_handful_of_times(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_status_change_rebuilds_nothing(kubeapi: KubeAPI, tmp_path: Path) -> None:
     """A controller publishing the status of 10,000 Ingresses gets 10,000 new versions back
     from its watch; none of them changes a route, so none may cost a rebuild."""
@@ -601,7 +553,7 @@ def test_a_status_change_rebuilds_nothing(kubeapi: KubeAPI, tmp_path: Path) -> N
             site(api, ports["a"])
             async with running(plain_kubeconfig(api, tmp_path), ports) as run:
                 source = run.source
-                await eventually(lambda: _true(not source.pending), "the first build is done")
+                await wait_for(lambda: _true(not source.pending), "the first build is done")
                 status = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
                 api.patch("ingresses", "site", {"status": status}, namespace="default")
 
@@ -609,7 +561,7 @@ def test_a_status_change_rebuilds_nothing(kubeapi: KubeAPI, tmp_path: Path) -> N
                     cached = run.reflector("Ingress").cache.get(("default", "site"))
                     return cached is not None and cached.get("status") == status
 
-                await eventually(seen, "the status change reached the cache")
+                await wait_for(seen, "the status change reached the cache")
                 assert not source.pending
                 # and a change that matters still does (the builder has the new version too)
                 api.update(endpoints(ports["b"]))
@@ -618,6 +570,7 @@ def test_a_status_change_rebuilds_nothing(kubeapi: KubeAPI, tmp_path: Path) -> N
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_failed_build_keeps_the_last_config_and_the_next_starts_from_the_caches(
     kubeapi: KubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -644,8 +597,8 @@ def test_a_failed_build_keeps_the_last_config_and_the_next_starts_from_the_cache
                 failed_reloads = _failed_reloads(run.controller)
                 armed = True
                 api.update(endpoints(ports["b"]))  # the build taking this change fails
-                await eventually(lambda: _true(bool(failures)), "the build failed")
-                await eventually(
+                await wait_for(lambda: _true(bool(failures)), "the build failed")
+                await wait_for(
                     lambda: _true(_failed_reloads(run.controller) == failed_reloads + 1),
                     "the failed build is counted",
                 )
@@ -671,6 +624,7 @@ def _failed_reloads(controller: Controller) -> float:
 # -- namespaces -------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_watch_namespaces_follow_only_those(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 
@@ -726,6 +680,7 @@ def exec_plugin(tmp_path: Path, token: str, *extra: str) -> tuple[UserExec, Path
     return plugin, token_file, runs
 
 
+@pytest.mark.e2e
 def test_exec_plugin_tokens_rotate_with_the_server(kubeapi_tls: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi_tls
     api.tokens = {"first"}
@@ -753,6 +708,7 @@ def test_exec_plugin_tokens_rotate_with_the_server(kubeapi_tls: KubeAPI, tmp_pat
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_exec_plugin_runs_again_before_its_token_expires(tmp_path: Path) -> None:
     plugin, token_file, _ = exec_plugin(tmp_path, "first", "2030-01-01T00:00:00Z")
     now = [time.time()]
@@ -770,6 +726,7 @@ def test_exec_plugin_runs_again_before_its_token_expires(tmp_path: Path) -> None
     assert auth.runs == 2
 
 
+@pytest.mark.e2e
 def test_in_cluster_token_rotation_is_picked_up(
     kubeapi_tls: KubeAPI, kube_pki: PKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -826,6 +783,7 @@ def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.e2e
 def test_kubectl_create_replace_delete_moves_traffic(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path, tmp_path: Path
 ) -> None:
@@ -854,6 +812,7 @@ def test_kubectl_create_replace_delete_moves_traffic(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_command_line_serves_a_cluster_until_sigterm(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -890,7 +849,7 @@ def test_the_command_line_serves_a_cluster_until_sigterm(
                 async def ready() -> bool:
                     return await readyz(status) == 200
 
-                await eventually(ready, "the command's /readyz")
+                await wait_for(ready, "the command's /readyz")
                 assert await fetch(http) == Reply(200, "a")
                 process.send_signal(signal.SIGTERM)
                 with trio.fail_after(DEADLINE):
@@ -912,6 +871,7 @@ def test_the_command_line_serves_a_cluster_until_sigterm(
         (["--kubeconfig", "/dev/null", "--no-watch"], "--no-watch is for --manifests"),
     ],
 )
+@pytest.mark.e2e
 def test_the_cluster_flags_say_what_is_wrong(arguments: list[str], message: str) -> None:
     result = run_controller(*arguments)
     assert result.returncode == 2
@@ -950,6 +910,7 @@ def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
     assert backoff.next() == 0.8
 
 
+@pytest.mark.e2e
 def test_watch_events_are_split_on_newlines_only(kubeapi: KubeAPI, tmp_path: Path) -> None:
     """U+2028 and U+0085 in an annotation (JSON leaves them unescaped) do not split an event."""
     api = kubeapi
@@ -967,7 +928,7 @@ def test_watch_events_are_split_on_newlines_only(kubeapi: KubeAPI, tmp_path: Pat
                 async def cached() -> bool:
                     return services.cache.get(("default", "odd")) is not None
 
-                await eventually(cached, "the Service with the odd annotation")
+                await wait_for(cached, "the Service with the odd annotation")
                 stored = services.cache.get(("default", "odd"))
                 assert stored is not None
                 assert stored["metadata"]["annotations"] == {"x": odd}

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import trio
-from kubeapi import KubeAPI
 from lightkube import AsyncClient, KubeConfig
 
 from controller.kube.events import EventRecorder
@@ -25,8 +24,11 @@ from controller.kube.ingress_status import StatusWriter, desired_status, parse_a
 from controller.kube.leader import LeaderElector
 from controller.kube.publisher import Publisher, PublishOptions, add_arguments
 from fastroute.ingress import RouteConfig, build_config
+from tests.kubeapi import KubeAPI
+from tests.objects import ingress, service
+from tests.polling import wait_for
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 INGRESSES = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
 EVENTS = "/api/v1/namespaces/default/events"
@@ -39,30 +41,7 @@ BAD_PATH = "spec.rules[0].http.paths[0]: the path must be absolute (start with '
 
 
 def _ingress(name: str, *, cls: str = "fastroute", path: str = "/") -> dict[str, Any]:
-    backend = {"service": {"name": "web", "port": {"number": 80}}}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "ingressClassName": cls,
-            "rules": [
-                {
-                    "host": f"{name}.example.com",
-                    "http": {"paths": [{"path": path, "pathType": "Prefix", "backend": backend}]},
-                }
-            ],
-        },
-    }
-
-
-def _service(name: str, namespace: str = "default", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"ports": [{"port": 80}], **spec},
-    }
+    return ingress(name, f"{name}.example.com", paths=[(path, "Prefix", "web")], cls=cls)
 
 
 def _node(name: str, ready: bool = True, **addresses: str) -> dict[str, Any]:
@@ -82,7 +61,7 @@ FOREIGN = [{"ip": "192.0.2.99"}]  # another controller's address
 
 def _cluster(api: KubeAPI) -> None:
     """Ours: ``a`` and ``bad`` (one rejected path); ``other`` is another controller's."""
-    api.create(_service("web"))
+    api.create(service("web"))
     api.create(_ingress("a"))
     api.create(_ingress("bad", path="api"))
     api.create({**_ingress("other", cls="nginx"), "status": {"loadBalancer": {"ingress": FOREIGN}}})
@@ -143,14 +122,14 @@ async def _until(
 ) -> float:
     """Poll ``check`` until it holds (asserting ``always`` at each poll); the time taken."""
     started = trio.current_time()
-    with trio.move_on_after(timeout):
-        while True:
-            if always is not None:
-                always()
-            if check():
-                return trio.current_time() - started
-            await trio.sleep(0.01)
-    raise AssertionError(f"not within {timeout} s: {what}")
+
+    def holds() -> bool:
+        if always is not None:
+            always()
+        return check()
+
+    await wait_for(holds, what, timeout)
+    return trio.current_time() - started
 
 
 def _start(nursery: trio.Nursery, run: Callable[[], Any]) -> trio.CancelScope:
@@ -197,6 +176,7 @@ async def _pass(
 # -- leader election -------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_one_leader_and_a_released_lease_is_taken_over_at_once(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -239,6 +219,7 @@ def test_one_leader_and_a_released_lease_is_taken_over_at_once(
     assert _holder(api) is None  # the last one released it too
 
 
+@pytest.mark.e2e
 def test_a_leader_that_dies_is_replaced_when_its_lease_expires(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -269,6 +250,7 @@ def test_a_leader_that_dies_is_replaced_when_its_lease_expires(
     trio.run(main)
 
 
+@pytest.mark.e2e
 def test_a_leader_that_cannot_renew_steps_down_before_its_lease_expires(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -305,7 +287,7 @@ SOURCES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, st
     "LoadBalancer Service": (
         [
             {
-                **_service("edge", "fastroute", type="LoadBalancer", externalIPs=["192.0.2.5"]),
+                **service("edge", "fastroute", type="LoadBalancer", externalIPs=["192.0.2.5"]),
                 "status": {
                     "loadBalancer": {
                         "ingress": [{"hostname": "abc.elb.example.com"}, {"ip": "198.51.100.20"}]
@@ -318,7 +300,7 @@ SOURCES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, st
     ),
     "NodePort Service": (
         [
-            _service("edge", "fastroute", type="NodePort"),
+            service("edge", "fastroute", type="NodePort"),
             _node("n1", ExternalIP="203.0.113.10", InternalIP="10.0.0.1"),
             _node("n2", InternalIP="10.0.0.2"),
             _node("n3", ready=False, InternalIP="10.0.0.3"),  # not ready: left out
@@ -331,6 +313,7 @@ SOURCES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, st
 
 
 @pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.e2e
 def test_status_is_published_from_each_source_and_rewritten_only_on_change(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path, source: str
 ) -> None:
@@ -360,12 +343,13 @@ def test_status_is_published_from_each_source_and_rewritten_only_on_change(
     assert (write.verb, write.code) == ("patch", 200)
 
 
+@pytest.mark.e2e
 def test_status_follows_the_load_balancer_address(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
     api = kubeapi_tls
     lb = {"ingress": [{"ip": "198.51.100.20"}]}
-    api.create({**_service("edge", type="LoadBalancer"), "status": {"loadBalancer": lb}})
+    api.create({**service("edge", type="LoadBalancer"), "status": {"loadBalancer": lb}})
     _cluster(api)
 
     async def main() -> None:
@@ -387,6 +371,7 @@ def test_status_follows_the_load_balancer_address(
     assert _status_writes(api, "a") == 2
 
 
+@pytest.mark.e2e
 def test_an_ingress_no_longer_ours_gets_its_status_cleared(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -417,6 +402,7 @@ def test_an_ingress_no_longer_ours_gets_its_status_cleared(
     assert _status_writes(api, "other") == 0
 
 
+@pytest.mark.e2e
 def test_only_the_leader_writes_and_its_successor_keeps_the_statuses(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -454,6 +440,7 @@ def test_only_the_leader_writes_and_its_successor_keeps_the_statuses(
     assert _status_writes(api, "other") == 0
 
 
+@pytest.mark.e2e
 def test_update_status_on_shutdown_clears_the_statuses(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -481,6 +468,7 @@ def test_update_status_on_shutdown_clears_the_statuses(
 # -- Events ----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_rejected_ingress_gets_one_warning_event(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -530,12 +518,13 @@ def test_a_rejected_ingress_gets_one_warning_event(
     assert all(e["involvedObject"]["name"] == "bad" for e in events())  # a is fine
 
 
+@pytest.mark.e2e
 def test_an_ingress_asking_for_authentication_gets_a_warning_event_naming_it(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
     """An auth-url fastroute cannot ask: the Ingress answers 503, and its owner is told why."""
     api = kubeapi_tls
-    api.create(_service("web"))
+    api.create(service("web"))
     guarded = _ingress("guarded")
     guarded["metadata"]["annotations"] = {
         "nginx.ingress.kubernetes.io/auth-url": "ldap://auth.default.svc/check"
@@ -559,6 +548,7 @@ def test_an_ingress_asking_for_authentication_gets_a_warning_event_naming_it(
     assert "ldap://auth.default.svc/check" in event["message"]
 
 
+@pytest.mark.e2e
 def test_without_permission_to_post_events_rejections_are_logged_once(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -596,19 +586,19 @@ def test_without_permission_to_post_events_rejections_are_logged_once(
     ("service", "expected"),
     [
         (
-            _service("s", clusterIP="10.96.0.10", externalIPs=["192.0.2.1"]),
+            service("s", clusterIP="10.96.0.10", externalIPs=["192.0.2.1"]),
             ["10.96.0.10", "192.0.2.1"],
         ),
-        (_service("s", clusterIP="None"), []),
+        (service("s", clusterIP="None"), []),
         (
-            _service("s", type="ExternalName", externalName="Edge.Example.com."),
+            service("s", type="ExternalName", externalName="Edge.Example.com."),
             ["edge.example.com"],
         ),
         (
-            _service("s", type="NodePort", externalIPs=["2001:DB8::1", "192.0.2.1"]),
+            service("s", type="NodePort", externalIPs=["2001:DB8::1", "192.0.2.1"]),
             ["192.0.2.1", "2001:db8::1"],
         ),
-        ({**_service("s", type="LoadBalancer"), "status": {"loadBalancer": {}}}, []),
+        ({**service("s", type="LoadBalancer"), "status": {"loadBalancer": {}}}, []),
     ],
 )
 def test_desired_status_by_service_type(service: dict[str, Any], expected: Sequence[str]) -> None:
@@ -626,6 +616,7 @@ def test_publish_addresses_are_checked() -> None:
         parse_addresses(["http://x"])
 
 
+@pytest.mark.e2e
 def test_command_line_options(kubeapi: KubeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POD_NAME", "fastroute-7d9f-abcde")
     monkeypatch.setenv("POD_NAMESPACE", "ingress")

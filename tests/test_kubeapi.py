@@ -23,7 +23,6 @@ import httpx
 import pytest
 import trio
 import yaml
-from kubeapi import PKI, TEST_TOKEN, KubeAPI
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.core.exceptions import ApiError as LightkubeError
 from lightkube.models.coordination_v1 import LeaseSpec
@@ -32,7 +31,11 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.networking_v1 import Ingress
 from lightkube.types import PatchType
 
-pytest_plugins = ["kubeapi.fixtures"]
+from tests.kubeapi import PKI, TEST_TOKEN, KubeAPI
+
+pytestmark = pytest.mark.e2e
+
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 INGRESSES = "/apis/networking.k8s.io/v1/ingresses"

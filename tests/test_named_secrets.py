@@ -22,21 +22,6 @@ import httpx
 import pytest
 import trio
 import yaml
-from kubeapi import KubeAPI
-from test_kube_source import (
-    HOST,
-    Running,
-    backends,
-    certificate_secret,
-    endpoints,
-    eventually,
-    ingress,
-    ingress_class,
-    plain_kubeconfig,
-    running,
-    service,
-)
-from test_upstream_tls import OTHER_ROOT, POD, ROOT, TLSBackend
 
 from controller.kube.client import connect, load_config
 from controller.kube.listing import list_once
@@ -44,10 +29,23 @@ from controller.kube.source import KubeSource, named_secret_selector
 from controller.kube.store import SecretNames, annotated_secrets
 from controller.manifests import load_manifests
 from fastroute.ingress import build_config
+from tests.kubeapi import KubeAPI
+from tests.objects import ingress_class, secret, service
+from tests.polling import DEADLINE, wait_for
+from tests.test_kube_source import (
+    HOST,
+    Running,
+    backends,
+    certificate_secret,
+    endpoints,
+    ingress,
+    plain_kubeconfig,
+    running,
+)
+from tests.test_upstream_tls import OTHER_ROOT, POD, ROOT, TLSBackend
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
-DEADLINE = 10.0
 NGINX = "nginx.ingress.kubernetes.io/"
 FASTROUTE = "fastroute.io/"
 VERIFY = {NGINX + "backend-protocol": "HTTPS", NGINX + "proxy-ssl-verify": "on"}
@@ -56,13 +54,7 @@ CA_SELECTOR = named_secret_selector("pods-ca")
 
 def opaque(name: str, ca: bytes, namespace: str = "default") -> dict[str, Any]:
     """A Secret as ``kubectl create secret generic NAME --from-file=ca.crt`` makes it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
-        "type": "Opaque",
-        "data": {"ca.crt": base64.b64encode(ca).decode()},
-    }
+    return secret(name, {"ca.crt": ca}, namespace)
 
 
 def annotated(annotations: Mapping[str, str], **options: Any) -> dict[str, Any]:
@@ -84,7 +76,7 @@ async def answers(port: int, code: int, what: str, host: str = HOST) -> None:
     async def check() -> bool:
         return await status(port, host) == code
 
-    await eventually(check, f"{host} answers {code}: {what}")
+    await wait_for(check, f"{host} answers {code}: {what}")
 
 
 def secret_watches(api: KubeAPI) -> list[tuple[str | None, str]]:
@@ -169,6 +161,7 @@ def test_a_secret_is_watched_from_its_first_ingress_to_its_last() -> None:
 # -- the controller following the cluster ------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_an_opaque_secret_an_annotation_names_is_fetched_by_name_and_followed(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -211,7 +204,7 @@ def test_an_opaque_secret_an_annotation_names_is_fetched_by_name_and_followed(
                 async def unwatched() -> bool:
                     return ("default", CA_SELECTOR) not in secret_watches(api)
 
-                await eventually(unwatched, "the named Secret's watch is closed")
+                await wait_for(unwatched, "the named Secret's watch is closed")
                 assert source.by_name == {}
                 await answers(port, 502, "no proxy-ssl-secret any more")
                 assert not [o for o in source.objects() if o["kind"] == "Secret"]
@@ -220,6 +213,7 @@ def test_an_opaque_secret_an_annotation_names_is_fetched_by_name_and_followed(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_tls_secret_named_by_spec_tls_and_an_annotation_comes_once(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -258,7 +252,7 @@ def test_a_tls_secret_named_by_spec_tls_and_an_annotation_comes_once(
                 async def watched() -> bool:
                     return ("default", named_secret_selector("site-tls")) in secret_watches(api)
 
-                await eventually(watched, "the name watch (of other types) is open")
+                await wait_for(watched, "the name watch (of other types) is open")
                 assert len(source.by_name[("default", "site-tls")].reflector.cache) == 0
 
                 api.update(annotated(both))  # no spec.tls any more
@@ -268,6 +262,7 @@ def test_a_tls_secret_named_by_spec_tls_and_an_annotation_comes_once(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_named_secret_made_again_with_another_type_is_followed(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -309,6 +304,7 @@ def test_a_named_secret_made_again_with_another_type_is_followed(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_named_secret_that_comes_later_rebuilds(kubeapi: KubeAPI, tmp_path: Path) -> None:
     api = kubeapi
 
@@ -329,6 +325,7 @@ def test_a_named_secret_that_comes_later_rebuilds(kubeapi: KubeAPI, tmp_path: Pa
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_secrets_of_another_class_s_ingresses_are_not_fetched(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -357,13 +354,14 @@ def test_the_secrets_of_another_class_s_ingresses_are_not_fetched(
                 async def unwatched() -> bool:
                     return ("default", CA_SELECTOR) not in secret_watches(api)
 
-                await eventually(unwatched, "the watch ends with the class")
+                await wait_for(unwatched, "the watch ends with the class")
                 await answers(port, 404, "not ours any more")
                 assert source.by_name == {}
 
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_check_command_s_list_has_the_named_secrets_once(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -421,6 +419,7 @@ def _htpasswd(user: str, password: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.e2e
 def test_basic_auth_from_an_htpasswd_secret_in_the_cluster_follows_its_changes(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -453,13 +452,13 @@ def test_basic_auth_from_an_htpasswd_secret_in_the_cluster_follows_its_changes(
                 async def changed() -> bool:
                     return await login(port, "second") == 200
 
-                await eventually(changed, "the new password is taken")
+                await wait_for(changed, "the new password is taken")
                 assert await login(port, "first") == 401
                 api.delete("Secret", "basic-auth", namespace="default")
 
                 async def closed() -> bool:
                     return await login(port, "second") == 503
 
-                await eventually(closed, "no Secret: the route fails closed")
+                await wait_for(closed, "no Secret: the route fails closed")
 
     trio.run(scenario)

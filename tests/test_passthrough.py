@@ -28,11 +28,8 @@ import trio
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from echo import Echo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from raw import unanswered_port, wait_for
-from sites import closed_port
 
 from controller.__main__ import _options, _parser
 from controller.app import Controller
@@ -50,8 +47,14 @@ from fastroute.proxy.client_hello import (
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Limits, Proxy
 from fastroute.proxy.tls import TLSContexts, pem_path
+from tests.echo import Echo
+from tests.objects import endpoint_slice
+from tests.objects import service as service_object
+from tests.polling import DEADLINE, wait_for
+from tests.polling import run_within as run
+from tests.raw import unanswered_port
+from tests.sites import closed_port
 
-DEADLINE = 10.0
 PASS = "pass.example.com"  # passed through to the TLS backend
 PLAIN = "plain.example.com"  # terminated by the proxy, served by an HTTP backend
 BACKEND_CERT = self_signed_certificate([PASS, "*.wild.example.com"], common_name="the backend")
@@ -101,6 +104,7 @@ def _is_address(name: str) -> bool:
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @FAST
 @given(name=HOST_NAMES, tls13=st.booleans())
 def test_the_reader_finds_the_name_a_real_client_sends(name: str, tls13: bool) -> None:
@@ -119,6 +123,7 @@ def test_an_internationalized_name_reads_as_its_a_label() -> None:
     assert read_client_hello(hello) == ClientHello("xn--bcher-kva.example", len(hello))
 
 
+@pytest.mark.slow
 @FAST
 @given(name=HOST_NAMES, data=st.data())
 def test_a_cut_short_hello_asks_for_no_more_than_it_needs(name: str, data: st.DataObject) -> None:
@@ -129,6 +134,7 @@ def test_a_cut_short_hello_asks_for_no_more_than_it_needs(name: str, data: st.Da
     assert cut < reading.total <= len(hello)
 
 
+@pytest.mark.slow
 @FAST
 @given(
     name=HOST_NAMES, cuts=st.lists(st.integers(1, 600), max_size=8), extra=st.binary(max_size=40)
@@ -150,6 +156,7 @@ def test_garbage_is_refused_or_asks_for_a_bounded_amount(garbage: bytes) -> None
         assert isinstance(reading, NotClientHello | ClientHello)
 
 
+@pytest.mark.slow
 @FAST
 @given(name=HOST_NAMES, data=st.data())
 def test_a_corrupted_hello_never_breaks_the_reader(name: str, data: st.DataObject) -> None:
@@ -273,21 +280,10 @@ class TLSBackend:
 
 def service(name: str, port: int, *more_ports: int) -> list[dict[str, Any]]:
     """Service ``name`` on port 443 whose endpoints are 127.0.0.1 at ``port`` (and more)."""
-    return [
-        {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 443}]}},
-        *(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{name}-{i}",
-                    "labels": {"kubernetes.io/service-name": name},
-                },
-                "ports": [{"port": p}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-            for i, p in enumerate((port, *more_ports))
-        ),
-    ]
+    slices = (
+        endpoint_slice(name, p, name=f"{name}-{i}") for i, p in enumerate((port, *more_ports))
+    )
+    return [service_object(name, ports=[{"port": 443}]), *slices]
 
 
 def ingress(
@@ -403,14 +399,6 @@ async def running(
         nursery.cancel_scope.cancel()
 
 
-def run(scenario: Any) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await scenario()
-
-    trio.run(bounded)
-
-
 async def in_thread(function: Any, *args: Any) -> Any:
     return await trio.to_thread.run_sync(function, *args)
 
@@ -437,6 +425,7 @@ def counted(metrics: Metrics, result: str) -> float:
 # ------------------------------------------------------------------ end to end
 
 
+@pytest.mark.e2e
 def test_a_passthrough_host_gets_the_backends_certificate_and_answer() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -448,6 +437,7 @@ def test_a_passthrough_host_gets_the_backends_certificate_and_answer() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_other_hosts_on_the_listener_are_still_terminated_by_the_proxy() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -461,6 +451,7 @@ def test_other_hosts_on_the_listener_are_still_terminated_by_the_proxy() -> None
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_the_sni_is_matched_without_regard_to_case() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -470,6 +461,7 @@ def test_the_sni_is_matched_without_regard_to_case() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_without_the_flag_the_annotation_passes_nothing_through() -> None:
     async def scenario() -> None:
         async with running(enabled=False) as setup:
@@ -487,6 +479,7 @@ def test_without_the_flag_the_ingress_is_warned() -> None:
     assert build_config(site(1, 2), ssl_passthrough=True).passthrough_for(PASS) is not None
 
 
+@pytest.mark.e2e
 def test_a_connection_is_counted_and_logged_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -499,6 +492,7 @@ def test_a_connection_is_counted_and_logged_when_it_ends(caplog: pytest.LogCaptu
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_an_endpoint_that_refuses_is_skipped_for_the_next() -> None:
     async def scenario() -> None:
         refusing = closed_port()
@@ -511,6 +505,7 @@ def test_an_endpoint_that_refuses_is_skipped_for_the_next() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_backend_with_no_endpoint_closes_the_connection() -> None:
     async def scenario() -> None:
         def unreachable(config: RouteConfig) -> RouteConfig:
@@ -529,6 +524,7 @@ def test_a_backend_with_no_endpoint_closes_the_connection() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_with_proxy_protocol_the_header_is_read_and_not_passed_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -554,6 +550,7 @@ def test_with_proxy_protocol_the_header_is_read_and_not_passed_on(
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_truncated_hello_is_closed_at_the_deadline_and_blocks_no_one() -> None:
     half = client_hello(PASS)[:100]
 
@@ -579,6 +576,7 @@ def test_a_truncated_hello_is_closed_at_the_deadline_and_blocks_no_one() -> None
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_hello_cut_short_by_the_client_closes_at_once() -> None:
     """A client that sends part of a hello and shuts its side down is not waited for
     until the deadline (which is far off here)."""
@@ -598,6 +596,7 @@ def test_a_hello_cut_short_by_the_client_closes_at_once() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_garbage_on_the_tls_port_is_refused_without_waiting() -> None:
     async def scenario() -> None:
         async with running(limits=Limits(head_timeout=DEADLINE * 10)) as setup:
@@ -618,6 +617,7 @@ def test_garbage_on_the_tls_port_is_refused_without_waiting() -> None:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.e2e
 def test_openssl_s_client_sees_the_backends_certificate() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -700,6 +700,7 @@ def test_the_fastroute_prefix_and_false_are_read_too() -> None:
 
 
 @pytest.mark.parametrize("flag", [True, False], ids=["with-flag", "without-flag"])
+@pytest.mark.e2e
 def test_the_controller_flag_turns_passthrough_on(tmp_path: Path, flag: bool) -> None:
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
@@ -771,6 +772,7 @@ def test_the_builder_keeps_the_passthrough_hosts_a_full_build_finds(
         assert built.problems == expected.problems
 
 
+@pytest.mark.e2e
 def test_a_relay_with_no_byte_either_way_is_closed_after_the_idle_timeout() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -793,6 +795,7 @@ def test_a_relay_with_no_byte_either_way_is_closed_after_the_idle_timeout() -> N
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_drain_lets_a_relay_in_progress_finish() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -826,6 +829,7 @@ def test_a_drain_lets_a_relay_in_progress_finish() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_client_that_closes_ends_the_relay_at_once() -> None:
     async def scenario() -> None:
         async with running() as setup:
@@ -846,6 +850,7 @@ def test_a_client_that_closes_ends_the_relay_at_once() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_an_endpoint_that_does_not_answer_is_left_at_the_connect_timeout() -> None:
     async def scenario() -> None:
         with unanswered_port() as silent:

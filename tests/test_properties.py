@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import ReferenceExplanation, ReferenceRouter, path_problem
 
 from fastroute import (
     Explanation,
@@ -24,6 +24,7 @@ from fastroute import (
     RouteNotFoundError,
     Router,
 )
+from tests.reference import ReferenceExplanation, ReferenceRouter, path_problem
 
 # One shrunk counterexample per test is enough, and keeps a failing run short.
 SETTINGS = settings(max_examples=300, deadline=None, report_multiple_bugs=False)
@@ -206,6 +207,7 @@ def _assert_same_rules(router: Router, reference: ReferenceRouter) -> None:
 # --------------------------------------------------------------------------- properties
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(scenario=scenarios())
 def test_match_and_explain_agree_with_reference(scenario: Scenario) -> None:
@@ -270,6 +272,7 @@ def _remove_both(router: Router, reference: ReferenceRouter, rule: RuleSpec) -> 
     assert got is removed
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     op_list=st.lists(ops, max_size=30),

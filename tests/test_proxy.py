@@ -7,7 +7,7 @@ socket. Every wait is bounded by a deadline; nothing sleeps to wait for a server
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,34 +15,25 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from echo import Echo
-from sites import closed_port
 
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Limits, Proxy
+from tests.echo import Echo
+from tests.objects import service, service_at
+from tests.polling import DEADLINE
+from tests.polling import run_within as run
+from tests.sites import closed_port
 
-DEADLINE = 10.0  # no test waits longer than this for anything
+pytestmark = pytest.mark.e2e
 
 
 def _objects(ports: dict[str, int]) -> list[dict[str, Any]]:
     """Services a, b (live backends), dead (refuses) and empty (no endpoints), and routes."""
     objects: list[dict[str, Any]] = []
     for name, port in ports.items():
-        objects.append(
-            {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
-        )
-        objects.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
-    objects.append(
-        {"kind": "Service", "metadata": {"name": "empty"}, "spec": {"ports": [{"port": 80}]}}
-    )
+        objects += service_at(port, name)
+    objects.append(service("empty"))
 
     def rule(host: str, path: str, service: str) -> dict[str, Any]:
         return {
@@ -124,14 +115,6 @@ async def running(limits: Limits | None = None) -> AsyncIterator[Setup]:
         port = listeners[0].socket.getsockname()[1]
         yield Setup(proxy, f"http://127.0.0.1:{port}", port, a, b, ports)
         nursery.cancel_scope.cancel()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 # ------------------------------------------------------------------ routing and headers

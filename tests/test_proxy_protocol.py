@@ -37,9 +37,9 @@ from fastroute.proxy.proxy_protocol import (
     read_proxy_header,
 )
 from fastroute.proxy.proxy_protocol_socket import accept_proxy_header, recv_proxy_header
+from tests.polling import DEADLINE
 
 SETTINGS = settings(max_examples=200, deadline=None)
-DEADLINE = 10.0
 T = TypeVar("T")
 REQUEST = b"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n"
 PEER = "10.0.0.5"  # the load balancer
@@ -555,6 +555,7 @@ def test_the_socket_reader_refuses_a_close_mid_header() -> None:
     trio.run(main)
 
 
+@pytest.mark.e2e
 def test_tls_after_a_header_on_a_loopback_listener(tmp_path: Path) -> None:
     """The TLS handshake that follows the header finds its ClientHello on the socket intact."""
     certificate = self_signed_certificate(["shop.example.com"])

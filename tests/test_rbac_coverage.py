@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
-from kubeapi import KubeAPI
-from rbac import check_rbac, load_rules
-from test_kube_source import (
+
+from controller.kube.publisher import PublishOptions
+from tests.kubeapi import KubeAPI
+from tests.polling import wait_for
+from tests.rbac import check_rbac, load_rules
+from tests.test_kube_source import (
     backends,
     certificate_secret,
-    eventually,
     fetch,
     ingress,
     plain_kubeconfig,
@@ -25,9 +28,9 @@ from test_kube_source import (
     site,
 )
 
-from controller.kube.publisher import PublishOptions
+pytestmark = pytest.mark.e2e
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 NAMESPACE = "fastroute"  # deploy/00-namespace.yaml, where the Role applies
 LOAD_BALANCER_IP = "203.0.113.10"
@@ -95,9 +98,9 @@ def test_deploy_rbac_allows_every_call_the_controller_makes_and_nothing_more(
                 async def named_secret_listed() -> bool:
                     return kubeapi.count("list", secrets) >= 1
 
-                await eventually(named_secret_listed, "the named Secret is listed by name")
-                await eventually(status_written, "the leader publishes the Ingress status")
-                await eventually(event_posted, "an Event about the rejected Ingress")
+                await wait_for(named_secret_listed, "the named Secret is listed by name")
+                await wait_for(status_written, "the leader publishes the Ingress status")
+                await wait_for(event_posted, "an Event about the rejected Ingress")
 
     trio.run(scenario)
     report = check_rbac(kubeapi.requests, load_rules())

@@ -18,11 +18,8 @@ from typing import Any
 
 import pytest
 import trio
-from cli import run_controller
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from raw import DEADLINE, RawBackend, RawClient, Reply, Request
-from reference import ReferenceRouter, normalize_request_host, wildcard_for
 
 from fastroute import InvalidRuleError, RouteConflictError
 from fastroute.errors import NoRouteError
@@ -33,6 +30,12 @@ from fastroute.ingress.regex import compile_path, expand, literal_start, rewrite
 from fastroute.proxy.decide import Forward, decide
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.cli import run_controller
+from tests.objects import ingress as ingress_object
+from tests.objects import service_at
+from tests.polling import run_within as _run
+from tests.raw import RawBackend, RawClient, Reply, Request
+from tests.reference import ReferenceRouter, normalize_request_host, wildcard_for
 
 NGINX = "nginx.ingress.kubernetes.io/"
 REGEX = {NGINX + "use-regex": "true"}
@@ -48,50 +51,14 @@ def _ingress(
     annotations: Mapping[str, str] | None = None,
     created: str = "",
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": "default",
-        "annotations": dict(annotations or {}),
-    }
-    if created:
-        metadata["creationTimestamp"] = created
-    rule: dict[str, Any] = {
-        "http": {
-            "paths": [
-                {
-                    "path": path,
-                    "pathType": path_type,
-                    "backend": {"service": {"name": service, "port": {"number": 80}}},
-                }
-                for path, path_type, service in paths
-            ]
-        }
-    }
-    if host:
-        rule["host"] = host
-    spec = {"ingressClassName": "fastroute", "rules": [rule]}
-    return {"kind": "Ingress", "metadata": metadata, "spec": spec}
+    return ingress_object(
+        name, host or None, paths=paths, annotations=annotations or {}, created=created
+    )
 
 
 def _service(name: str, port: int = 9) -> list[dict[str, Any]]:
     """Service ``name`` with one endpoint, 127.0.0.1:port."""
-    return [
-        {
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"ports": [{"port": 80}]},
-        },
-        {
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{name}-1",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": name},
-            },
-            "ports": [{"port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
-    ]
+    return service_at(port, name)
 
 
 def _service_of(config: RouteConfig, host: str, path: str) -> str | None:
@@ -529,6 +496,7 @@ def _request_paths() -> st.SearchStrategy[str]:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, report_multiple_bugs=False)
 @given(
     _rules(),
@@ -585,6 +553,7 @@ def test_explain_of_a_literal_only_host_is_the_tries() -> None:
     assert str(explanation) == str(config.router.explain("other.example.com", b"/x"))
 
 
+@pytest.mark.e2e
 def test_check_explain_from_manifest_files(tmp_path: Any) -> None:
     import yaml
 
@@ -648,14 +617,7 @@ async def serving(services: Sequence[str], ingresses: list[dict[str, Any]]) -> A
         nursery.cancel_scope.cancel()
 
 
-def _run(scenario: Any) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await scenario()
-
-    trio.run(bounded)
-
-
+@pytest.mark.e2e
 def test_end_to_end_the_docs_rewrite_with_captures_and_x_forwarded_prefix() -> None:
     annotations = {NGINX + "rewrite-target": "/$2", NGINX + "x-forwarded-prefix": "/something"}
 
@@ -680,6 +642,7 @@ def test_end_to_end_the_docs_rewrite_with_captures_and_x_forwarded_prefix() -> N
     _run(scenario)
 
 
+@pytest.mark.e2e
 def test_end_to_end_x_forwarded_prefix_with_a_capture() -> None:
     annotations = {NGINX + "rewrite-target": "/$2", NGINX + "x-forwarded-prefix": "/$1"}
 
@@ -695,6 +658,7 @@ def test_end_to_end_x_forwarded_prefix_with_a_capture() -> None:
     _run(scenario)
 
 
+@pytest.mark.e2e
 def test_end_to_end_regex_and_literal_ingresses_share_a_host() -> None:
     async def scenario() -> None:
         ingresses = [
@@ -718,6 +682,7 @@ def test_end_to_end_regex_and_literal_ingresses_share_a_host() -> None:
     _run(scenario)
 
 
+@pytest.mark.e2e
 def test_end_to_end_a_refused_pattern_leaves_the_rest_serving() -> None:
     async def scenario() -> None:
         ingresses = [
@@ -735,6 +700,7 @@ def test_end_to_end_a_refused_pattern_leaves_the_rest_serving() -> None:
     _run(scenario)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, report_multiple_bugs=False)
 @given(
     st.lists(st.tuples(st.booleans(), _rules()), min_size=1, max_size=6),

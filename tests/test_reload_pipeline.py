@@ -25,20 +25,6 @@ import pytest
 import trio
 import trio.testing
 import yaml
-from kubeapi import KubeAPI
-from sites import site_objects
-from test_kube_source import (
-    DEADLINE,
-    Reply,
-    backends,
-    eventually,
-    fetch,
-    plain_kubeconfig,
-    readyz,
-    running,
-    served_by,
-)
-from test_status import value
 
 from controller.app import Controller, Listening, Options
 from controller.pipeline import Built, Pipeline
@@ -46,8 +32,22 @@ from controller.reload_metrics import ReloadMetrics
 from fastroute.ingress import ConfigBuilder, RouteConfig, build_config
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
+from tests.kubeapi import KubeAPI
+from tests.polling import DEADLINE, wait_for
+from tests.sites import site_objects
+from tests.test_kube_source import (
+    Reply,
+    backends,
+    fetch,
+    plain_kubeconfig,
+    readyz,
+    running,
+    served_by,
+)
+from tests.test_status import value
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
+pytestmark = pytest.mark.e2e
 
 SOURCES = ["manifests", "kubernetes"]
 BREAKS_BUILDS = "test/breaks-builds"
@@ -192,7 +192,7 @@ async def until_metrics(site: Serving, check: Callable[[Scraped], bool], what: s
         seen.append(await site.metrics())
         return check(seen[-1])
 
-    await eventually(holds, what)
+    await wait_for(holds, what)
     return seen[-1]
 
 

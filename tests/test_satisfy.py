@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_basic_auth import AUTH, HASHES, PASSWORD, basic, htpasswd, objects, run, serving
 
 from fastroute.ingress.annotations import read_policy
+from tests.polling import run_within as run
+from tests.test_basic_auth import AUTH, HASHES, PASSWORD, basic, htpasswd, objects, serving
 
 ADMITS, REFUSES = "127.0.0.1/32", "10.0.0.0/8"
 
@@ -39,6 +40,7 @@ def _users() -> dict[str, Any]:
         (None, ADMITS, None, 401),
     ],
 )
+@pytest.mark.e2e
 def test_satisfy_combines_the_allow_list_and_basic_auth_as_nginx(
     satisfy: str | None, allow: str, credentials: bytes | None, status: int
 ) -> None:
@@ -59,6 +61,7 @@ def test_satisfy_combines_the_allow_list_and_basic_auth_as_nginx(
     run(main)
 
 
+@pytest.mark.e2e
 def test_satisfy_any_without_an_allow_list_still_asks_for_the_password() -> None:
     """nginx's access module has no rule to grant with: authentication decides alone."""
 
@@ -71,6 +74,7 @@ def test_satisfy_any_without_an_allow_list_still_asks_for_the_password() -> None
     run(main)
 
 
+@pytest.mark.e2e
 def test_satisfy_any_without_authentication_keeps_the_allow_list_a_403() -> None:
     async def main() -> None:
         annotations = {"whitelist-source-range": REFUSES, "satisfy": "any"}

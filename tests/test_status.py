@@ -7,18 +7,14 @@ real clients (httpx in a worker thread, a raw socket for malformed requests), an
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import trio
 import yaml
-from echo import Echo
 from prometheus_client.parser import text_string_to_metric_families
-from sites import closed_port, site_objects
 
 from controller.app import Controller, Options
 from controller.reload_metrics import ReloadMetrics
@@ -26,8 +22,10 @@ from controller.status import serve_status
 from fastroute.ingress import build_config
 from fastroute.proxy.metrics import DURATION_BUCKETS, Metrics
 from fastroute.proxy.server import Proxy
+from tests.echo import Echo
+from tests.polling import DEADLINE, wait_for
+from tests.sites import closed_port, site_objects
 
-DEADLINE = 10.0
 SITE = "default/site"
 WEB = "default/web:80"
 
@@ -74,16 +72,10 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return samples(text).get((name, frozenset(labels.items())))
 
 
-async def until(check: Callable[[], Any]) -> None:
-    """Poll ``check`` (an async callable) until it returns true; fail at the deadline."""
-    with trio.fail_after(DEADLINE):
-        while not await check():
-            await trio.sleep(0.05)
-
-
 # ------------------------------------------------------------------- the listener
 
 
+@pytest.mark.e2e
 def test_the_status_listener_answers_probes_and_scrapes() -> None:
     async def scenario() -> None:
         ready = False
@@ -130,6 +122,7 @@ def test_the_status_listener_answers_probes_and_scrapes() -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_readyz_is_503_until_the_proxy_has_a_config() -> None:
     async def scenario() -> None:
         metrics = Metrics()
@@ -152,6 +145,7 @@ def test_readyz_is_503_until_the_proxy_has_a_config() -> None:
 # ------------------------------------------------------------------- the proxy's metrics
 
 
+@pytest.mark.e2e
 def test_metrics_count_proxied_requests_by_ingress_service_and_status() -> None:
     async def scenario() -> None:
         metrics = Metrics()
@@ -195,6 +189,7 @@ def test_metrics_count_proxied_requests_by_ingress_service_and_status() -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_metrics_count_upstream_errors_of_a_refused_endpoint() -> None:
     async def scenario() -> None:
         metrics = Metrics()
@@ -242,6 +237,7 @@ def test_a_reload_sets_the_last_reload_gauges(ok: bool) -> None:
     assert (stamp is not None and stamp > 0) is ok
 
 
+@pytest.mark.e2e
 def test_the_controller_serves_status_and_counts_reloads_and_failed_ones(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
@@ -276,14 +272,16 @@ def test_the_controller_serves_status_and_counts_reloads_and_failed_ones(tmp_pat
             assert await reloads("failure") == 0
 
             manifest.write_text("kind: Ingress\nspec: [broken\n")  # a reload that fails
-            await until(partial(at_least, "failure", 1))
+            await wait_for(
+                partial(at_least, "failure", 1), "a failed reload counted", interval=0.05
+            )
             text = (await get(status, "/metrics")).text
             assert value(text, "fastroute_config_last_reload_successful") == 0
             assert (await get(http, "/old/x")).status_code == 200  # the last good config serves
             assert (await get(status, "/readyz")).status_code == 200
 
             manifest.write_text(yaml.safe_dump_all(site_objects(backend_port, "/new")))
-            await until(partial(at_least, "success", 2))
+            await wait_for(partial(at_least, "success", 2), "two reloads counted", interval=0.05)
             text = (await get(status, "/metrics")).text
             assert value(text, "fastroute_config_last_reload_successful") == 1
             assert (

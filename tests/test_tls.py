@@ -22,15 +22,16 @@ import pytest
 import trio
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from echo import Echo
 
 from fastroute.ingress import build_config
 from fastroute.ingress.certs import Certificate, self_signed_certificate, tls_secret
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import TLSContexts
+from tests.echo import Echo
+from tests.objects import service_at
+from tests.polling import DEADLINE
 
-DEADLINE = 10.0
 EXACT = self_signed_certificate(["secure.example.com"], common_name="exact")
 WILDCARD = self_signed_certificate(["*.wild.example.com"], common_name="wildcard")
 
@@ -48,13 +49,7 @@ def _config(port: int, exact: Certificate = EXACT) -> RouteConfig:
         [
             tls_secret("default", "exact", exact),
             tls_secret("default", "wild", WILDCARD),
-            {"kind": "Service", "metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}]}},
-            {
-                "kind": "EndpointSlice",
-                "metadata": {"name": "a-1", "labels": {"kubernetes.io/service-name": "a"}},
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            },
+            *service_at(port, "a"),
             {
                 "kind": "Ingress",
                 "metadata": {"name": "web"},
@@ -144,6 +139,7 @@ def run_with_proxy(check: Any) -> None:
     ],
     ids=["exact", "exact-upper", "wildcard", "unknown", "wildcard-parent", "no-sni"],
 )
+@pytest.mark.e2e
 def test_sni_picks_the_certificate(
     server_name: str | None, names: tuple[str, ...], common_name: str | None
 ) -> None:
@@ -157,6 +153,7 @@ def test_sni_picks_the_certificate(
     run_with_proxy(check)
 
 
+@pytest.mark.e2e
 def test_https_request_verifies_and_is_forwarded_with_the_proto(tmp_path: Path) -> None:
     ca = tmp_path / "exact.pem"
     ca.write_bytes(EXACT.chain_pem)
@@ -177,6 +174,7 @@ def test_https_request_verifies_and_is_forwarded_with_the_proto(tmp_path: Path) 
     run_with_proxy(check)
 
 
+@pytest.mark.e2e
 def test_the_host_header_not_sni_picks_the_route() -> None:
     def check(setup: Setup) -> None:
         context = ssl.create_default_context()
@@ -193,6 +191,7 @@ def test_the_host_header_not_sni_picks_the_route() -> None:
     run_with_proxy(check)
 
 
+@pytest.mark.e2e
 def test_a_config_swap_changes_the_certificates() -> None:
     renewed = self_signed_certificate(["secure.example.com"], common_name="renewed")
 
@@ -214,6 +213,7 @@ def test_a_config_swap_changes_the_certificates() -> None:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.e2e
 def test_openssl_s_client_sees_the_certificate_for_its_server_name() -> None:
     def check(setup: Setup) -> None:
         result = subprocess.run(

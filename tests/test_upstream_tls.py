@@ -9,11 +9,10 @@ the client certificate, which connection carried the request.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,12 +22,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from certgen import CA_KEY_USAGE
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from echo import Echo
 
 from fastroute.ingress import build_config
 from fastroute.ingress.build import ConfigBuilder
@@ -37,8 +34,13 @@ from fastroute.proxy.channel import connect_tls
 from fastroute.proxy.server import Proxy
 from fastroute.proxy.tls import pem_path
 from fastroute.proxy.upstream_tls import client_context, server_hostname
+from tests.certgen import CA_KEY_USAGE
+from tests.echo import Echo
+from tests.objects import endpoint_slice, service
+from tests.objects import secret as secret_object
+from tests.polling import DEADLINE
+from tests.polling import run_within as run
 
-DEADLINE = 10.0  # no test waits longer than this for anything
 HOST = "app.example.com"
 POD_NAME = "pods.internal"  # the DNS name in the pod's certificate (with IP 127.0.0.1)
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -221,13 +223,7 @@ def secret(name: str, ca: bytes = b"", client: Issued | None = None) -> dict[str
     data = {"ca.crt": ca} if ca else {}
     if client is not None:
         data |= {"tls.crt": client.chain_pem, "tls.key": client.key_pem}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": "default"},
-        "type": "Opaque",
-        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
-    }
+    return secret_object(name, data)
 
 
 def objects(
@@ -236,13 +232,8 @@ def objects(
     """Service ``pods`` (one endpoint, 127.0.0.1:``port``) behind an Ingress for ``host``."""
     backend = {"service": {"name": "pods", "port": {"number": 443}}}
     return [
-        {"kind": "Service", "metadata": {"name": "pods"}, "spec": {"ports": [{"port": 443}]}},
-        {
-            "kind": "EndpointSlice",
-            "metadata": {"name": "pods-1", "labels": {"kubernetes.io/service-name": "pods"}},
-            "ports": [{"port": port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
+        service("pods", ports=[{"port": 443}]),
+        endpoint_slice("pods", port),
         ingress(host, annotations, backend),
         *more,
     ]
@@ -305,14 +296,6 @@ async def proxying(config: RouteConfig) -> AsyncIterator[Running]:
         nursery.cancel_scope.cancel()
 
 
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await scenario()
-
-    trio.run(bounded)
-
-
 async def started(nursery: trio.Nursery, backend: TLSBackend | Echo) -> int:
     port: int = await nursery.start(backend.serve)
     return port
@@ -325,6 +308,7 @@ def rejected(config: RouteConfig) -> list[Problem]:
 # ------------------------------------------------------------------ the tests
 
 
+@pytest.mark.e2e
 def test_requests_reach_the_pod_over_tls_on_one_pooled_connection() -> None:
     async def scenario() -> None:
         backend = TLSBackend(POD)
@@ -340,6 +324,7 @@ def test_requests_reach_the_pod_over_tls_on_one_pooled_connection() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_without_verification_any_certificate_is_accepted_and_with_it_only_the_ca_s() -> None:
     """proxy-ssl-verify is off by default, as in ingress-nginx: a certificate no CA the
     proxy knows signed still serves. On, the Secret's ca.crt decides."""
@@ -362,6 +347,7 @@ def test_without_verification_any_certificate_is_accepted_and_with_it_only_the_c
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_verification_without_a_secret_trusts_only_the_system_s_cas() -> None:
     """ingress-nginx ignores proxy-ssl-verify without proxy-ssl-secret and does not verify;
     fastroute verifies against the system's trust store, which a private CA is not in."""
@@ -388,6 +374,7 @@ def test_verification_without_a_secret_trusts_only_the_system_s_cas() -> None:
         ("internal", 502),
     ],
 )
+@pytest.mark.e2e
 def test_verification_checks_proxy_ssl_name_or_the_endpoint_address(
     name: str | None, status: int, send_sni: bool
 ) -> None:
@@ -419,6 +406,7 @@ def test_verification_checks_proxy_ssl_name_or_the_endpoint_address(
         (HTTPS | {"proxy-ssl-server-name": "on"}, None),
     ],
 )
+@pytest.mark.e2e
 def test_sni_is_sent_only_with_proxy_ssl_server_name(
     annotations: dict[str, str], sni: str | None
 ) -> None:
@@ -434,6 +422,7 @@ def test_sni_is_sent_only_with_proxy_ssl_server_name(
 
 
 @pytest.mark.parametrize(("client", "presented"), [(CLIENT, "the proxy"), (None, None)])
+@pytest.mark.e2e
 def test_the_secret_s_client_certificate_is_presented_to_the_pod(
     client: Issued | None, presented: str | None
 ) -> None:
@@ -449,6 +438,7 @@ def test_the_secret_s_client_certificate_is_presented_to_the_pod(
 
 
 @pytest.mark.parametrize(("depth", "status"), [("1", 502), ("2", 200), (None, 502)])
+@pytest.mark.e2e
 def test_proxy_ssl_verify_depth_bounds_the_intermediates(depth: str | None, status: int) -> None:
     """Two intermediates between the pod's certificate and the CA: depth 2 allows them,
     1 (the default) does not, as OpenSSL counts depth in nginx."""
@@ -474,6 +464,7 @@ def test_proxy_ssl_verify_depth_bounds_the_intermediates(depth: str | None, stat
 @pytest.mark.parametrize(
     ("protocols", "status"), [(None, 200), ("TLSv1.2 TLSv1.3", 200), ("TLSv1.3", 502)]
 )
+@pytest.mark.e2e
 def test_proxy_ssl_protocols_bounds_the_versions_offered(
     protocols: str | None, status: int
 ) -> None:
@@ -492,6 +483,7 @@ def test_proxy_ssl_protocols_bounds_the_versions_offered(
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_plain_http_backend_behind_backend_protocol_https_is_a_502_with_the_reason(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -509,6 +501,7 @@ def test_a_plain_http_backend_behind_backend_protocol_https_is_a_502_with_the_re
     assert "SSL" in reasons[0]
 
 
+@pytest.mark.e2e
 def test_auto_http_speaks_plain_http() -> None:
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
@@ -523,6 +516,7 @@ def test_auto_http_speaks_plain_http() -> None:
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_routes_with_other_tls_settings_do_not_share_pooled_connections() -> None:
     """Connections are pooled by endpoint *and* TLS settings: one verified for a name is
     never handed to a route that asks for another check, or none."""
@@ -550,6 +544,7 @@ def test_routes_with_other_tls_settings_do_not_share_pooled_connections() -> Non
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_pooled_connection_the_pod_closed_with_close_notify_is_not_reused() -> None:
     """The pod ends an idle connection with close_notify: the next request, a POST that
     cannot be sent twice, goes on a new connection instead of failing on the old one."""
@@ -569,6 +564,7 @@ def test_a_pooled_connection_the_pod_closed_with_close_notify_is_not_reused() ->
     run(scenario)
 
 
+@pytest.mark.e2e
 def test_tls_channel_is_stale_once_the_peer_sent_close_notify() -> None:
     settings = UpstreamTLS()
     endpoint = Endpoint("127.0.0.1", 0)
@@ -641,6 +637,7 @@ def test_an_unusable_proxy_ssl_secret_refuses_the_ingress_s_routes(
     assert reason in _route(config).policy.refused
 
 
+@pytest.mark.e2e
 def test_the_ingress_with_the_unusable_secret_answers_503_and_the_others_serve() -> None:
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
@@ -668,6 +665,7 @@ def test_proxy_ssl_secret_without_backend_protocol_https_is_a_warning() -> None:
     assert not rejected(config)
 
 
+@pytest.mark.e2e
 def test_a_secret_change_rebuilds_the_routes_that_use_it() -> None:
     """The Secret comes after the Ingress, then gets the right CA, then goes: each change
     reaches the routes with the next build, and the pod is verified with the CA of the

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from echo import Echo
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.server import Server, ServerConnection, serve
@@ -25,8 +24,12 @@ from websockets.sync.server import Server, ServerConnection, serve
 from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.server import Proxy
+from tests.echo import Echo
+from tests.objects import endpoint_slice, service
+from tests.polling import DEADLINE
+from tests.polling import run_within as run
 
-DEADLINE = 10.0
+pytestmark = pytest.mark.e2e
 
 
 def _echo_messages(websocket: ServerConnection) -> None:
@@ -62,17 +65,7 @@ def _config(routes: dict[str, int]) -> RouteConfig:
     paths = []
     for index, (path, port) in enumerate(routes.items()):
         name = f"svc{index}"
-        objects.append(
-            {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
-        )
-        objects.append(
-            {
-                "kind": "EndpointSlice",
-                "metadata": {"name": name, "labels": {"kubernetes.io/service-name": name}},
-                "ports": [{"port": port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            }
-        )
+        objects += [service(name), endpoint_slice(name, port, name=name)]
         paths.append(
             {
                 "path": path,
@@ -106,14 +99,6 @@ async def proxy_for(config: RouteConfig) -> AsyncIterator[Running]:
         listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
         yield Running(proxy, listeners[0].socket.getsockname()[1])
         nursery.cancel_scope.cancel()
-
-
-def run(test: Any) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE * 3):
-            await test()
-
-    trio.run(bounded)
 
 
 def test_messages_are_tunnelled_both_ways() -> None:

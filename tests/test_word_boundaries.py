@@ -17,9 +17,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import ReferenceRouter
 
 from fastroute import RouteError, Router
+from tests.reference import ReferenceRouter
 
 LENGTHS = [0, 1, 6, 7, 8, 9, 15, 16, 17, 23, 24, 25]
 
@@ -65,6 +65,7 @@ def _request_host(data: st.DataObject, hosts: list[str]) -> str:
     return host
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(data=st.data(), rules=rule_sets())
 def test_long_elements_and_hosts_match_the_reference(
@@ -123,6 +124,7 @@ def large_router() -> Router:
     return router
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), rules=rule_sets())
 def test_large_router_matches_the_reference(

@@ -17,22 +17,24 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import trio
 import yaml
-from cli import run_controller
-from echo import Echo
 from prometheus_client.parser import text_string_to_metric_families
-from sites import site_objects
 
-DEADLINE = 10.0
+from tests.cli import run_controller
+from tests.echo import Echo
+from tests.polling import DEADLINE, wait_for
+from tests.sites import site_objects
+
+pytestmark = pytest.mark.e2e
+
 GRACE = 8.0  # the --shutdown-grace the drain tests give
 
 
@@ -157,18 +159,11 @@ async def controller(
                 os.kill(pid, signal.SIGKILL)
 
 
-async def until(check: Callable[[], Awaitable[Any]]) -> None:
-    """Poll ``check`` until it returns true; fail at the deadline."""
-    with trio.fail_after(DEADLINE):
-        while not await check():
-            await trio.sleep(0.05)
-
-
 async def ready(running: Running) -> None:
     async def check() -> bool:
         return await running.readyz() == 200
 
-    await until(check)
+    await wait_for(check, "the supervisor ready (/readyz 200)", interval=0.05)
 
 
 # ------------------------------------------------------------------- the command line
@@ -208,7 +203,7 @@ def test_two_workers_share_the_port_and_ready_means_both_loaded(tmp_path: Path) 
                         seen.append(status)
                     return status == 200
 
-                await until(check)
+                await wait_for(check, "/readyz 200 once the workers loaded", interval=0.05)
                 assert seen[0] == 503  # the status listener answers before the workers load
                 workers = set(running.workers().values())
                 assert len(workers) == 2
@@ -252,7 +247,7 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
                         == 4
                     )
 
-                await until(reloaded)
+                await wait_for(reloaded, "both workers reloaded", interval=0.05)
                 for _ in range(10):  # new connections, whichever worker takes them
                     assert (await running.get("/new/page")).status_code == 200
                     assert (await running.get("/old")).status_code == 404
@@ -273,7 +268,7 @@ def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
                 async def replaced() -> bool:
                     return running.workers()[0] != before[0] and await running.readyz() == 200
 
-                await until(replaced)
+                await wait_for(replaced, "the killed worker replaced and ready", interval=0.05)
                 assert "exited unexpectedly" in running.text()
                 assert running.workers()[1] == before[1]
                 assert await running.metric("fastroute_worker_restarts_total") == 1
@@ -297,7 +292,7 @@ def test_the_workers_of_a_killed_supervisor_stop_by_themselves(tmp_path: Path) -
                 async def gone() -> bool:
                     return not any(_alive(pid) for pid in workers)
 
-                await until(gone)
+                await wait_for(gone, "every worker gone", interval=0.05)
             nursery.cancel_scope.cancel()
 
     trio.run(scenario)
@@ -326,14 +321,15 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
                 async def in_flight() -> bool:
                     return backend.connections > 0
 
-                await until(in_flight)
+                await wait_for(in_flight, "a request in flight", interval=0.05)
                 signalled = trio.current_time()
                 running.process.send_signal(signal.SIGTERM)
 
                 async def not_ready() -> bool:
                     return await running.readyz() in (503, None)
 
-                await until(not_ready)  # out of the Service's endpoints at once
+                # out of the Service's endpoints at once
+                await wait_for(not_ready, "/readyz failing while draining", interval=0.05)
 
                 async def refused() -> bool:  # and no new connections are taken
                     try:
@@ -342,7 +338,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
                         return True
                     return False
 
-                await until(refused)
+                await wait_for(refused, "new connections refused", interval=0.05)
                 backend.release.set()
                 assert await running.exit_status(GRACE) == 0
                 assert trio.current_time() - signalled < GRACE
@@ -374,14 +370,14 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
                 async def in_flight() -> bool:
                     return backend.connections > 0
 
-                await until(in_flight)
+                await wait_for(in_flight, "a request in flight", interval=0.05)
                 signalled = trio.current_time()
                 running.process.send_signal(signal.SIGTERM)
 
                 async def draining() -> bool:
                     return await running.readyz() == 503
 
-                await until(draining)
+                await wait_for(draining, "/readyz 503 while draining", interval=0.05)
                 running.process.send_signal(signal.SIGTERM)
                 assert await running.exit_status(GRACE) == 0
                 assert trio.current_time() - signalled < GRACE / 2  # did not wait for the grace
@@ -389,7 +385,8 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
                 async def cut_off() -> bool:
                     return bool(failures)
 
-                await until(cut_off)  # the request in flight was cut off, not completed
+                # the request in flight was cut off, not completed
+                await wait_for(cut_off, "the request in flight cut off", interval=0.05)
             backend.release.set()
             nursery.cancel_scope.cancel()
 

@@ -1,7 +1,7 @@
 """pytest fixtures: an emulator per test, plain HTTP or HTTPS, and kubeconfig files for it.
 
-Use them with ``pytest_plugins = ["kubeapi.fixtures"]`` in a test module (``tests/`` is on
-``sys.path``), or import the fixture functions by name.
+Use them with ``pytest_plugins = ["tests.kubeapi.fixtures"]`` in a test module,
+or import the fixture functions by name.
 """
 
 from __future__ import annotations
