@@ -20,7 +20,7 @@ Under valgrind or strace the proxy is the slowest party by far, so the client an
 backend have always answered by the time it looks: the saturated regime of a wrk run,
 where the proxy's single core sets the pace.
 
-Usage: ``python bench/fair_cost.py [--connections 64,256] [--requests 5000]
+Usage: ``python -m bench.fair_cost [--connections 64,256] [--requests 5000]
 [--measure instructions,syscalls,turns] [--python PYTHON]``. ``--python``: an interpreter
 with another build installed (the one before a change); ``--serve`` is what the proxy
 process runs.
@@ -45,9 +45,8 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
 
-from proxy_peers import (  # noqa: E402
+from bench.proxy_peers import (  # noqa: E402
     BACKEND_BODY,
     PROBES,
     Processes,
@@ -244,10 +243,19 @@ def trio_floor(kind: str, count: int) -> None:
     trio.run(main)
 
 
+def _find_the_bench_in(folder: Path) -> None:
+    """``folder`` (a child's working directory) gets ``bench``: ``-m`` finds it there, while a
+    baseline interpreter still imports its own fastroute, not this checkout's."""
+    link = folder / "bench"
+    if not link.exists():
+        link.symlink_to(BENCH)
+
+
 def _floor_instructions(kind: str, count: int) -> int:
     with tempfile.TemporaryDirectory() as folder:
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/out"]
-        command += [sys.executable, __file__, "--one-floor", kind, str(count)]
+        command += [sys.executable, "-m", "bench.fair_cost", "--one-floor", kind, str(count)]
+        _find_the_bench_in(Path(folder))
         done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=folder)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
@@ -351,7 +359,8 @@ def measure(
     """One window of ``requests`` requests over ``connections`` connections, measured ``how``."""
     port_file = workdir / f"port-{how}-{connections}"
     counts_file = workdir / f"counts-{connections}" if how == "turns" else None
-    command = [python, __file__]
+    command = [python, "-m", "bench.fair_cost"]
+    _find_the_bench_in(workdir)
     if bare:
         command += ["--serve-bare", bare, str(backend), str(port_file)]
     else:
@@ -369,7 +378,8 @@ def measure(
             f"--callgrind-out-file={callgrind_out}",
             *command,
         ]
-    proxy = processes.start(f"proxy ({how})", command, log=workdir / f"proxy-{how}.log")
+    log = workdir / f"proxy-{how}.log"
+    proxy = processes.start(f"proxy ({how})", command, log=log, cwd=workdir)
     client: Client | None = None
     tracer: subprocess.Popen[str] | None = None
     try:

@@ -20,22 +20,16 @@ import dataclasses
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from statistics import median
 from typing import Any
 
 import trio
 
-BENCH = Path(__file__).resolve().parent
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-from controller_scale import cluster_objects  # noqa: E402
-
-from controller.kube.ingress_status import StatusWriter  # noqa: E402
-from controller.kube.publisher import Publisher  # noqa: E402
-from controller.kube.store import Change  # noqa: E402
-from fastroute.ingress import build_config  # noqa: E402
+from bench.controller_scale import cluster_objects
+from controller.kube.ingress_status import StatusWriter
+from controller.kube.publisher import Publisher
+from controller.kube.store import Change
+from fastroute.ingress import build_config
 
 ADDRESS = "203.0.113.10"
 

@@ -179,14 +179,15 @@ def test_a_quick_run_times_ready_and_every_update(tmp_path: Path) -> None:
     assert (tmp_path / "logs" / "controller-1.log").stat().st_size > 0
 
 
+@pytest.mark.e2e
 def test_a_quick_first_publication_run_times_updates_while_statuses_are_written(
     tmp_path: Path,
 ) -> None:
     report = tmp_path / "results.json"
-    command = [sys.executable, str(BENCH / "controller_scale.py"), "--quick"]
+    command = [sys.executable, "-m", "bench.controller_scale", "--quick"]
     command += ["--publish-address", "203.0.113.10", "--first-publication"]
     command += ["--json", str(report)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, cwd=REPO)
     assert run.returncode == 0, run.stderr
     updates = json.loads(report.read_text())["updates"]
     assert updates["failed"] == []

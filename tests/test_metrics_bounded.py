@@ -18,12 +18,9 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from cli import run_controller
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from raw import DEADLINE, BackendConnection, RawBackend, Request, response, wait_for
-from sites import closed_port
 
 from controller.status import serve_status
 from fastroute.ingress.build import ConfigBuilder, build_config
@@ -32,6 +29,9 @@ from fastroute.ingress.model import Backend, Endpoint, InUse
 from fastroute.proxy.balancer import Balancer
 from fastroute.proxy.metrics import NO_ROUTE, OTHER, Metrics
 from fastroute.proxy.server import Proxy
+from tests.cli import run_controller
+from tests.raw import DEADLINE, BackendConnection, RawBackend, Request, response, wait_for
+from tests.sites import closed_port
 
 Labels = dict[str, str]
 
@@ -153,6 +153,7 @@ def only_site_a(port: int) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ removal on a swap
 
 
+@pytest.mark.e2e
 def test_series_of_deleted_ingresses_leave_metrics_and_the_others_keep_counting() -> None:
     async def scenario() -> None:
         async with serving(three_sites) as site:
@@ -177,6 +178,7 @@ def test_series_of_deleted_ingresses_leave_metrics_and_the_others_keep_counting(
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_one_builder_fed_changes_removes_the_series_of_what_it_deleted() -> None:
     builder = ConfigBuilder()
 
@@ -201,6 +203,7 @@ def test_one_builder_fed_changes_removes_the_series_of_what_it_deleted() -> None
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_an_ingress_that_comes_back_starts_its_series_over() -> None:
     async def scenario() -> None:
         async with serving(three_sites) as site:
@@ -217,6 +220,7 @@ def test_an_ingress_that_comes_back_starts_its_series_over() -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_service_an_ingress_no_longer_routes_to_loses_its_series() -> None:
     def moved(port: int) -> list[dict[str, Any]]:
         return [ingress("a", "a.example.com", "web-new"), *service("web-new", port)]
@@ -232,6 +236,7 @@ def test_a_service_an_ingress_no_longer_routes_to_loses_its_series() -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_an_endpoint_that_left_loses_its_upstream_error_series() -> None:
     dead = closed_port()
 
@@ -252,6 +257,7 @@ def test_an_endpoint_that_left_loses_its_upstream_error_series() -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_a_request_that_ends_after_its_ingress_left_brings_no_series_back() -> None:
     release = trio.Event()
 
@@ -288,6 +294,7 @@ def test_a_request_that_ends_after_its_ingress_left_brings_no_series_back() -> N
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_nothing_is_removed_when_the_same_configuration_comes_again() -> None:
     async def scenario() -> None:
         async with serving(three_sites) as site:
@@ -303,6 +310,7 @@ def test_nothing_is_removed_when_the_same_configuration_comes_again() -> None:
 # ------------------------------------------------------------------ label values
 
 
+@pytest.mark.e2e
 def test_unknown_hosts_and_paths_share_one_label_value() -> None:
     def with_a_path(port: int) -> list[dict[str, Any]]:
         objects = only_site_a(port)
@@ -326,6 +334,7 @@ def test_unknown_hosts_and_paths_share_one_label_value() -> None:
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_unknown_hosts_sent_to_the_default_backend_are_counted_under_its_ingress() -> None:
     def catch_all(port: int) -> list[dict[str, Any]]:
         return [
@@ -349,6 +358,7 @@ def test_unknown_hosts_sent_to_the_default_backend_are_counted_under_its_ingress
 # ------------------------------------------------------------------ the cap
 
 
+@pytest.mark.e2e
 def test_only_the_oldest_ingresses_have_series_of_their_own_under_a_cap() -> None:
     def dated(port: int) -> list[dict[str, Any]]:
         objects: list[dict[str, Any]] = []
@@ -378,6 +388,7 @@ def test_only_the_oldest_ingresses_have_series_of_their_own_under_a_cap() -> Non
     trio.run(scenario)
 
 
+@pytest.mark.e2e
 def test_per_ingress_detail_off_folds_every_ingress_into_one_label() -> None:
     async def scenario() -> None:
         async with serving(three_sites, Metrics(max_ingresses=0)) as site:
@@ -405,6 +416,7 @@ def test_a_negative_cap_is_refused() -> None:
         ),
     ],
 )
+@pytest.mark.e2e
 def test_the_metrics_flags_name_what_is_wrong(arguments: list[str], message: str) -> None:
     result = run_controller("--manifests", ".", *arguments)
     assert result.returncode == 2
@@ -509,6 +521,7 @@ print(removed, 'ingress="ns/b"' in text)
 """
 
 
+@pytest.mark.e2e
 def test_with_worker_processes_a_removed_series_stays_in_the_files_without_warnings(
     tmp_path: Any,
 ) -> None:

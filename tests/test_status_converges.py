@@ -21,10 +21,7 @@ from typing import Any
 
 import pytest
 import trio
-from kubeapi import KubeAPI
 from lightkube import AsyncClient, KubeConfig
-from test_kube_source import backends, running, site
-from test_kube_writes import FAST as FAST_LEASE
 
 from controller.kube.events import EventRecorder
 from controller.kube.ingress_status import WRITE_RATE, StatusWriter, WriteOutcome
@@ -38,8 +35,11 @@ from controller.reload_metrics import ReloadMetrics
 from fastroute.ingress import RouteConfig
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
+from tests.kubeapi import KubeAPI
+from tests.test_kube_source import backends, running, site
+from tests.test_kube_writes import FAST as FAST_LEASE
 
-pytest_plugins = ["kubeapi.fixtures"]
+pytest_plugins = ["tests.kubeapi.fixtures"]
 
 OURS = [{"ip": "203.0.113.7"}]
 FOREIGN = [{"ip": "192.0.2.99"}]
@@ -208,6 +208,7 @@ async def _settled(replica: Replica) -> None:
 # -- written back within seconds ---------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_status_cleared_or_changed_by_someone_else_is_written_back_within_seconds(
     kubeapi: KubeAPI, tmp_path: Path
 ) -> None:
@@ -233,6 +234,7 @@ def test_a_status_cleared_or_changed_by_someone_else_is_written_back_within_seco
     assert _written(api, "site") == 3
 
 
+@pytest.mark.e2e
 def test_our_own_write_coming_back_asks_for_no_other_write(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -262,6 +264,7 @@ def test_our_own_write_coming_back_asks_for_no_other_write(
 # -- a fight is bounded ------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_fight_with_another_writer_is_paced_not_a_hot_loop(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -296,6 +299,7 @@ def test_a_fight_with_another_writer_is_paced_not_a_hot_loop(
     trio.run(main)
 
 
+@pytest.mark.e2e
 def test_a_write_waits_for_the_rebuild_an_ingress_change_started(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -332,6 +336,7 @@ def test_a_write_waits_for_the_rebuild_an_ingress_change_started(
 # -- failures are retried with backoff ----------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("code", [500, 503, 409, 429])
 def test_a_failed_write_is_retried_first_within_two_seconds_then_later(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path, code: int
@@ -359,6 +364,7 @@ def test_a_failed_write_is_retried_first_within_two_seconds_then_later(
     assert second > first
 
 
+@pytest.mark.e2e
 def test_a_write_that_times_out_is_retried(kubeapi_tls: KubeAPI, kubeconfig_file: Path) -> None:
     api = kubeapi_tls
     api.create(_ingress("a"))
@@ -438,6 +444,7 @@ def test_holds_between_rewrites_grow_to_thirty_seconds_and_start_over_after_a_qu
 # -- only the leader writes ----------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_follower_never_writes_and_a_leader_that_loses_the_lease_stops_retrying(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -468,6 +475,7 @@ def test_a_follower_never_writes_and_a_leader_that_loses_the_lease_stops_retryin
 # -- O(changed) -------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_one_changed_ingress_among_many_costs_one_ingress_of_requests(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -508,6 +516,7 @@ def test_one_changed_ingress_among_many_costs_one_ingress_of_requests(
 # -- many writes at once are spread out ----------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_first_publication_of_many_statuses_keeps_to_the_write_rate(
     kubeapi_tls: KubeAPI, kubeconfig_file: Path
 ) -> None:
@@ -545,6 +554,7 @@ def test_the_write_budget_allows_a_burst_then_its_rate() -> None:
     assert budget.ready_at(now + 60.0) == now + 60.0  # a quiet minute refills it
 
 
+@pytest.mark.e2e
 def test_the_status_write_rate_is_a_flag(kubeapi: KubeAPI) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
