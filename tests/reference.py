@@ -126,6 +126,8 @@ def path_problem(path: str, path_type: str) -> str | None:
     for c in path:
         if ord(c) < 0x20 or ord(c) == 0x7F:
             return "path contains a control character"
+        if "\ud800" <= c <= "\udfff":  # no UTF-8 for it: not text a request can carry
+            return "path is not valid Unicode text: it has a lone surrogate"
         if c == " ":
             return "path contains a space"
         if c in "?#":

@@ -1,0 +1,67 @@
+"""Inputs the fuzzers (``fuzz/``) found mishandled, each fed as it was found.
+
+Each test names the defect; the input is also in the fuzz target's committed corpus.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from reference import ReferenceRouter
+
+from fastroute import InvalidRuleError, Router
+from fastroute.ingress import build_config
+
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web", "namespace": "default"},
+    "spec": {"ports": [{"port": 80}]},
+}
+
+
+def ingress(name: str, host: str, path: str) -> dict[str, Any]:
+    backend = {"service": {"name": "web", "port": {"number": 80}}}
+    http = {"paths": [{"path": path, "pathType": "Prefix", "backend": backend}]}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ingressClassName": "fastroute", "rules": [{"host": host, "http": http}]},
+    }
+
+
+# A YAML or JSON "\ud800" escape makes a str with a lone surrogate: it has no UTF-8.
+LONE_SURROGATES = [
+    pytest.param("", "/\udc9f", "path", id="path"),
+    pytest.param("\ud800.example", "/", "host", id="host"),
+]
+
+
+@pytest.mark.parametrize(("host", "path", "what"), LONE_SURROGATES)
+def test_a_rule_with_a_lone_surrogate_is_invalid_not_an_encoding_error(
+    host: str, path: str, what: str
+) -> None:
+    router = Router()
+    with pytest.raises(InvalidRuleError) as refused:
+        router.add(host, path, "Prefix", "backend")
+    assert refused.value.reason == f"{what} is not valid Unicode text: it has a lone surrogate"
+    with pytest.raises(InvalidRuleError):
+        router.remove(host, path, "Prefix")
+    assert len(router) == 0
+    # and the reference refuses it too
+    with pytest.raises(InvalidRuleError):
+        ReferenceRouter().add(host, path, "Prefix", "backend")
+
+
+@pytest.mark.parametrize(("host", "path", "what"), LONE_SURROGATES)
+def test_an_ingress_with_a_lone_surrogate_does_not_take_the_others_down(
+    host: str, path: str, what: str
+) -> None:
+    config = build_config(
+        [SERVICE, ingress("bad", host or "bad.example", path), ingress("good", "good.example", "/")]
+    )
+    assert config.router.match(b"good.example", b"/") is not None
+    reasons = [problem.reason for problem in config.problems if "bad" in str(problem)]
+    assert any("lone surrogate" in reason for reason in reasons), config.problems
