@@ -275,7 +275,8 @@ class ReferenceRouter:
         winner = candidates[0] if candidates else None
         backend = winner.backend if winner is not None else self.default
         return ReferenceExplanation(
-            host=request_host,
+            # shown as text: bytes that are not UTF-8 as U+FFFD, as the router shows them
+            host=request_host.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
             scope=scope,
             rule_host=rule_host,
             candidates=tuple(candidates),

@@ -65,3 +65,14 @@ def test_an_ingress_with_a_lone_surrogate_does_not_take_the_others_down(
     assert config.router.match(b"good.example", b"/") is not None
     reasons = [problem.reason for problem in config.problems if "bad" in str(problem)]
     assert any("lone surrogate" in reason for reason in reasons), config.problems
+
+
+def test_an_explanation_shows_a_host_that_is_not_utf8_as_replacement_characters() -> None:
+    # the matcher fuzzer's input: an explain() of the raw Host b"\x9f"
+    router = Router()
+    router.add("", "/", "Prefix", "any")
+    explanation = router.explain(b"\x9f", b"/")
+    assert explanation.host == "\ufffd"
+    assert explanation.host.encode("utf-8")  # printable, as text
+    assert explanation.backend == "any"
+    assert ReferenceRouter().explain(b"\x9f", b"/").host == explanation.host
