@@ -13,6 +13,7 @@ they are allowed).
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import h11
 
@@ -176,6 +177,8 @@ def check_request(raw: bytes, flags: int) -> None:
     assert h11_consumed(conn, out) == len(out)
     assert h11_framing(list(event.headers)) == (head.chunked, head.content_length)
 
+    check_plan(head, flags)
+
     # where h11 reads the client's bytes too (past the blank lines it refuses), it reads
     # the same head
     lead = len(raw) - len(raw.lstrip(b"\r\n"))
@@ -188,6 +191,61 @@ def check_request(raw: bytes, flags: int) -> None:
     assert (event.method, event.target) == (head.method, head.target)
     assert as_h11(head.headers) == list(event.headers)
     assert h11_framing(list(event.headers)) == (head.chunked, head.content_length)
+
+
+PLAN_FIELDS = b"X-Plan: 1\r\nX-Trace: a b\r\n"
+PLAN_DROP = frozenset({b"x-plan", b"x-trace", b"accept", b"cookie", b"set-cookie"})
+
+
+def check_plan(head: RequestHead, flags: int) -> None:
+    """``forward_head`` with a route's plan (``flags`` choose which parts): one head,
+    with the Host, fields and version the plan says, that h11 reads whole."""
+    planned = bool(flags & 16)
+    vhost = b"v.example" if flags & 8 else b""
+    http10, override, real_ip = bool(flags & 32), bool(flags & 64), bool(flags & 128)
+    options: dict[str, Any] = {
+        "override_host": override,
+        "vhost": vhost,
+        "extra": PLAN_FIELDS if planned else b"",
+        "drop": PLAN_DROP if planned else None,
+        "chain": not real_ip,
+        "real_ip": b"198.51.100.7" if real_ip else b"",
+        "http10": http10,
+    }
+    args = (b"/y", b"2001:db8::1", b"http", b"80", bool(flags & 4), b"auth.example")
+    if http10 and head.chunked:
+        try:
+            head.forward_head(*args, **options)
+        except ValueError:
+            return
+        raise AssertionError("a chunked body forwarded as HTTP/1.0")
+    out = head.forward_head(*args, **options)
+    again = parse_request(out, BIG)
+    assert again is not None
+    assert again.size == len(out)
+    assert (again.method, again.target, again.version) == (head.method, b"/y", 10 if http10 else 11)
+    assert (again.chunked, again.content_length) == (head.chunked, head.content_length)
+    if vhost:
+        assert again.host == vhost
+    elif override or head.host is None:
+        assert again.host == b"auth.example"
+    else:
+        assert again.host == head.host
+    names = [name for name, _ in again.headers]
+    if planned:
+        assert again.header(b"x-plan") == b"1"
+        assert names.count(b"x-plan") == names.count(b"x-trace") == 1
+        assert b"accept" not in names
+        assert b"cookie" not in names
+    if real_ip:
+        assert again.header(b"x-real-ip") == b"198.51.100.7"
+        assert again.header(b"x-forwarded-for") == b"2001:db8::1"
+    if http10:
+        assert not again.keep_alive
+        assert again.upgrade is None
+    read = h11_request(out)
+    assert read is not None, out
+    assert h11_consumed(read[1], out) == len(out)
 
 
 # --------------------------------------------------------------------------- responses
@@ -226,8 +284,10 @@ def check_response(raw: bytes, flags: int) -> None:
     assert parse_response(raw[: head.size - 1], max_head, head_request) is None
     assert head.until_close == (not head.bodyless and not head.chunked and head.content_length < 0)
 
-    # the head sent to the client frames the body the same way
-    out = head.client_head(close)
+    # the head sent to the client frames the body the same way, a plan's fields added
+    planned = bool(flags & 16)
+    extra = PLAN_FIELDS if planned else b""
+    out = head.client_head(close, extra, PLAN_DROP if planned else None)
     again = parse_response(out, BIG, head_request)
     assert again is not None
     assert (again.status, again.size) == (head.status, len(out))
@@ -236,6 +296,13 @@ def check_response(raw: bytes, flags: int) -> None:
         head.chunked,
         head.content_length,
     )
+    names = [name for name, _ in again.headers]
+    if planned:
+        assert again.header(b"x-plan") == b"1"
+        assert names.count(b"x-plan") == names.count(b"x-trace") == 1
+        assert b"set-cookie" not in names
+    if close and head.status != 101:
+        assert not again.keep_alive
     method = b"HEAD" if head_request and head.status != 101 else b"GET"
     read = h11_response(out, method, upgrade=head.status == 101)
     assert read is not None, out
