@@ -1,13 +1,14 @@
 """Fuzz target: the compiled HTTP/1.1 codec (``fastroute._http``), with h11 as the oracle.
 
 An input is ``mode, flags, payload``: ``mode`` picks a request head, a response head or
-a chunked body; ``flags`` picks ``max_head``, ``HEAD``, trust and where the payload is
-cut in two. Whatever the codec does with the payload must be one of what its stub
-documents (a head, None while incomplete, or its own error type: anything else is a
-crash), and what it accepts must mean the same to h11 wherever h11 takes it too, apart
-from the deliberate differences that ``tests/test_http_codec.py`` lists (h11 is more
-lenient in places, and the few heads the codec takes and h11 refuses are named where
-they are allowed).
+a chunked body; ``flags`` picks ``max_head``, ``HEAD``, trust, the parts of a route's
+plan the head is forwarded with, and where a chunked body is cut in two. Whatever the
+codec does with the payload must be one of what its stub documents (a head, None while
+incomplete, or its own error type: anything else is a crash). What it accepts must mean
+the same to h11 (method, target, status, fields, framing, where the head or body ends),
+apart from the deliberate differences ``tests/test_http_codec.py`` lists: where h11 is
+more lenient nothing is asserted, and the few inputs the codec takes and h11 refuses are
+named below where they are allowed.
 """
 
 from __future__ import annotations
