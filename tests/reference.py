@@ -143,7 +143,7 @@ def path_problem(path: str, path_type: str) -> str | None:
 
 def normalize_rule_host(host: str) -> str:
     host = ascii_lower(host)
-    if host.endswith("."):
+    if host.endswith(".") and host != ".":  # "." is two empty labels, not "no host"
         host = host[:-1]
     return host
 

@@ -76,3 +76,16 @@ def test_an_explanation_shows_a_host_that_is_not_utf8_as_replacement_characters(
     assert explanation.host.encode("utf-8")  # printable, as text
     assert explanation.backend == "any"
     assert ReferenceRouter().explain(b"\x9f", b"/").host == explanation.host
+
+
+@pytest.mark.parametrize("host", [".", "..", ".a.example", "a..example"])
+def test_a_rule_host_of_empty_labels_is_refused_not_read_as_any_host(host: str) -> None:
+    # the matcher fuzzer's input: the reference read "." as "" (a rule for every host)
+    for router in (Router(), ReferenceRouter()):
+        with pytest.raises(InvalidRuleError):
+            router.add(host, "/", "Prefix", "backend")
+    config = build_config(
+        [SERVICE, ingress("dot", host, "/"), ingress("good", "good.example", "/")]
+    )
+    assert config.router.match(b"elsewhere.example", b"/") is None
+    assert config.router.match(b"good.example", b"/") is not None
