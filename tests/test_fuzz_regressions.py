@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import h11
 import pytest
 from reference import ReferenceRouter
 
 from fastroute import InvalidRuleError, Router
+from fastroute._http import ChunkedScanner, parse_response
 from fastroute.ingress import build_config
 
 SERVICE = {
@@ -89,3 +91,45 @@ def test_a_rule_host_of_empty_labels_is_refused_not_read_as_any_host(host: str) 
     )
     assert config.router.match(b"elsewhere.example", b"/") is None
     assert config.router.match(b"good.example", b"/") is not None
+
+
+# The codec fuzzer's input: a chunked body whose trailer section has a Content-Length of no
+# number (and an extension with whitespace before its ";", which the codec takes).
+TRAILERED = (
+    b'5;a\xffb\r\nhello\r\n00A \t;q="x y"\r\n0123456789\r\n0\r\n'
+    b"content-length:0Expires: never\r\nTraoHost: Hoseep-alive,pgrade\r\n"
+    b"Upgrade: bekca\r\n\r\nGET"
+)
+
+
+def test_a_malformed_framing_field_in_a_trailer_is_dropped_and_the_upstream_reads_the_body() -> (
+    None
+):
+    # h11 refuses the trailer as it came (a Content-Length must be a number, even there);
+    # relay() drops framing and hop-by-hop trailer fields whatever their value
+    scanner = ChunkedScanner()
+    end, out = scanner.relay(TRAILERED)
+    assert scanner.done
+    assert end == len(TRAILERED) - len(b"GET")
+    assert b"content-length" not in out.lower()
+    assert b"upgrade" not in out.lower()
+    assert out.endswith(b"0\r\nTraoHost: Hoseep-alive,pgrade\r\n\r\n")
+    upstream = h11.Connection(h11.SERVER)
+    upstream.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(upstream.next_event(), h11.Request)
+    upstream.receive_data(out.replace(b" \t;", b";"))  # h11 refuses whitespace before ";"
+    data = b""
+    while not isinstance(event := upstream.next_event(), h11.EndOfMessage):
+        assert isinstance(event, h11.Data), event
+        data += event.data
+    assert data == b"hello0123456789"
+
+
+def test_a_bodyless_response_has_no_body_whatever_its_transfer_encoding_says() -> None:
+    # found by the codec fuzzer: h11 refuses the field; the codec frames no body and
+    # does not pass the field on
+    head = parse_response(b"HTTP/1.1 204 No\r\nTransfer-Encoding: gzip\r\n\r\n", 1000, False)
+    assert head is not None
+    assert head.bodyless
+    assert not head.chunked
+    assert head.client_head(False) == b"HTTP/1.1 204 No\r\n\r\n"
