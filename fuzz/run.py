@@ -79,7 +79,10 @@ def run(
 
 
 def merge(target: str, flags: list[str]) -> int:
-    """Minimize the committed and the working corpus into a fresh committed corpus."""
+    """Minimize the committed and the working corpus into a fresh committed corpus.
+
+    Inputs named ``regression-*`` (each found a defect) are kept as they are.
+    """
     fresh = build.BUILD / "merged" / target
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
@@ -89,6 +92,9 @@ def merge(target: str, flags: list[str]) -> int:
         argv, env=fuzz_environment(instrumented=True), cwd=build.ROOT, check=False
     ).returncode
     if status == 0:
+        # the inputs that found a defect stay, by name, whatever coverage they add
+        for kept in committed_corpus(target).glob("regression-*"):
+            shutil.copy(kept, fresh / kept.name)
         shutil.rmtree(committed_corpus(target), ignore_errors=True)
         shutil.copytree(fresh, committed_corpus(target))
     return status
