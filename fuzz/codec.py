@@ -13,6 +13,7 @@ named below where they are allowed.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -439,7 +440,9 @@ def fuzz_one(data: bytes) -> None:
 def main() -> None:
     import atheris
 
-    atheris.Setup(sys.argv, fuzz_one)
+    # libFuzzer runs argv[0] again to merge: fuzz.run gives an executable that starts this
+    argv = [os.environ.get("FUZZ_LAUNCHER", sys.argv[0]), *sys.argv[1:]]
+    atheris.Setup(argv, fuzz_one)
     atheris.Fuzz()
 
 

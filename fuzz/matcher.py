@@ -12,6 +12,7 @@ character class.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -237,7 +238,9 @@ def fuzz_one(data: bytes) -> None:
 def main() -> None:
     import atheris
 
-    atheris.Setup(sys.argv, fuzz_one)
+    # libFuzzer runs argv[0] again to merge: fuzz.run gives an executable that starts this
+    argv = [os.environ.get("FUZZ_LAUNCHER", sys.argv[0]), *sys.argv[1:]]
+    atheris.Setup(argv, fuzz_one)
     atheris.Fuzz()
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from fuzz import build
 
 TARGETS = ("codec", "matcher")
+LAUNCHER = "FUZZ_LAUNCHER"  # the command a target gives libFuzzer as its argv[0]
 FUZZ = build.ROOT / "fuzz"
 DICTIONARIES = {"codec": FUZZ / "http.dict"}
 # Inputs stay short so that 10^7 of them take an hour, not a day: a matcher input is a
@@ -78,6 +79,15 @@ def run(
     return subprocess.run(argv, env=env, cwd=build.ROOT, check=False).returncode
 
 
+def launcher(target: str) -> Path:
+    """An executable that starts ``target``: libFuzzer's merge runs its argv[0] again."""
+    path = build.BUILD / "bin" / target
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" -P -m fuzz.{target} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
 def merge(target: str, flags: list[str]) -> int:
     """Minimize the committed and the working corpus into a fresh committed corpus.
 
@@ -88,9 +98,12 @@ def merge(target: str, flags: list[str]) -> int:
     fresh.mkdir(parents=True)
     sources = [committed_corpus(target), work_corpus(target)]
     argv = command(target, [fresh, *(s for s in sources if s.is_dir())], ["-merge=1", *flags])
-    status = subprocess.run(
-        argv, env=fuzz_environment(instrumented=True), cwd=build.ROOT, check=False
-    ).returncode
+    env = fuzz_environment(instrumented=True)
+    env[LAUNCHER] = str(launcher(target))
+    status = subprocess.run(argv, env=env, cwd=build.ROOT, check=False).returncode
+    if status == 0 and not any(fresh.iterdir()):
+        print(f"the merge of {target}'s corpus kept nothing: not replaced", file=sys.stderr)
+        return 1
     if status == 0:
         # the inputs that found a defect stay, by name, whatever coverage they add
         for kept in committed_corpus(target).glob("regression-*"):
