@@ -593,6 +593,19 @@ cdef bint needs_folding(const char* h, Py_ssize_t n) noexcept:
     return False
 
 
+cdef const char* rule_text(
+    object host, object path, object path_type, str text, str what, Py_ssize_t* n
+) except NULL:
+    """The UTF-8 bytes of a rule's host or path; a str with none (a lone surrogate, which
+    a YAML or JSON escape can make) is a malformed rule, not an encoding error."""
+    try:
+        return PyUnicode_AsUTF8AndSize(text, n)
+    except UnicodeEncodeError:
+        raise _InvalidRuleError(
+            host, path, path_type, f"{what} is not valid Unicode text: it has a lone surrogate"
+        ) from None
+
+
 cdef str validate_rule(object host, object path, object path_type, RuleKey* key):
     """Check a rule and fill ``key``, or raise InvalidRuleError naming the rule.
 
@@ -609,7 +622,7 @@ cdef str validate_rule(object host, object path, object path_type, RuleKey* key)
         raise TypeError(f"path must be str, got {type(path).__name__}")
     key.kind = path_kind(host, path, path_type)
 
-    key.path = PyUnicode_AsUTF8AndSize(path, &key.path_len)
+    key.path = rule_text(host, path, path_type, path, "path", &key.path_len)
     problem = path_problem(
         <const unsigned char*>key.path, key.path_len, path_type != "ImplementationSpecific",
         &slashes,
@@ -627,7 +640,7 @@ cdef str validate_rule(object host, object path, object path_type, RuleKey* key)
     if not host:
         return ""
     normalized = host
-    hp = PyUnicode_AsUTF8AndSize(host, &hn)
+    hp = rule_text(host, path, path_type, host, "host", &hn)
     if needs_folding(hp, hn):
         # lower-case it, and drop the trailing dot of a fully qualified name
         normalized = host[:len(host) - 1] if host.endswith(".") and hn > 1 else host

@@ -126,6 +126,8 @@ def path_problem(path: str, path_type: str) -> str | None:
     for c in path:
         if ord(c) < 0x20 or ord(c) == 0x7F:
             return "path contains a control character"
+        if "\ud800" <= c <= "\udfff":  # no UTF-8 for it: not text a request can carry
+            return "path is not valid Unicode text: it has a lone surrogate"
         if c == " ":
             return "path contains a space"
         if c in "?#":
@@ -141,7 +143,7 @@ def path_problem(path: str, path_type: str) -> str | None:
 
 def normalize_rule_host(host: str) -> str:
     host = ascii_lower(host)
-    if host.endswith("."):
+    if host.endswith(".") and host != ".":  # "." is two empty labels, not "no host"
         host = host[:-1]
     return host
 
@@ -273,7 +275,8 @@ class ReferenceRouter:
         winner = candidates[0] if candidates else None
         backend = winner.backend if winner is not None else self.default
         return ReferenceExplanation(
-            host=request_host,
+            # shown as text: bytes that are not UTF-8 as U+FFFD, as the router shows them
+            host=request_host.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
             scope=scope,
             rule_host=rule_host,
             candidates=tuple(candidates),

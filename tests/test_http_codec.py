@@ -25,7 +25,10 @@ Deliberate differences from h11 (the tests below name each one):
   extensions and trailers, all of which h11 takes; h11 refuses whitespace before a chunk
   extension's ``;`` (RFC 9112's BWS), which the codec takes; ``relay`` drops trailer
   fields h11 passes on (``trailer_kept`` in headers.py is the rule), so h11 reads what
-  ``relay`` passes on.
+  ``relay`` passes on; ``relay`` drops framing and hop-by-hop trailer fields whatever their
+  value, where h11 refuses a malformed one (``Content-Length: x`` in a trailer);
+- a response without a body (HEAD, 1xx, 204, 304) has none whatever its Transfer-Encoding
+  says, and the field is not passed on; h11 refuses any coding but chunked.
 """
 
 from __future__ import annotations
