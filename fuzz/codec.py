@@ -23,14 +23,12 @@ from fastroute._http import (
     ChunkedError,
     ChunkedScanner,
     RequestHead,
-    ResponseHead,
     parse_request,
     parse_response,
 )
 from fastroute.errors import BadGatewayError, BadRequestError, HeadersTooLargeError
-from fastroute.proxy.headers import trailer_kept, valid_host, websocket_upgrade
-
-Headers = list[tuple[bytes, bytes]]
+from fastroute.proxy.headers import valid_host, websocket_upgrade
+from tests.http_oracle import Headers, as_h11, h11_consumed, naive_relay, response_summary
 
 MAX_HEADS = (48, 128, 320, 1 << 20)
 BIG = 1 << 20
@@ -41,27 +39,12 @@ CHUNKED_REQUEST = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n
 # --------------------------------------------------------------------------- h11's view
 
 
-def as_h11(headers: Headers) -> Headers:
-    """What h11 reports for ``headers``: one Content-Length, Transfer-Encoding lower-cased."""
-    out: Headers = []
-    for name, value in headers:
-        if name == b"content-length" and any(n == name for n, _ in out):
-            continue
-        out.append((name, value.lower() if name == b"transfer-encoding" else value))
-    return out
-
-
 def h11_framing(headers: Headers) -> tuple[bool, int]:
     """(chunked, Content-Length or -1), as h11 frames a request body with ``headers``."""
     if any(n == b"transfer-encoding" for n, _ in headers):
         return True, -1
     length = next((v for n, v in headers if n == b"content-length"), None)
     return False, -1 if length is None else int(length)
-
-
-def h11_consumed(conn: h11.Connection, fed: bytes) -> int:
-    """How many of the bytes fed to ``conn`` h11 has used so far."""
-    return len(fed) - len(conn.trailing_data[0])
 
 
 def h11_request(data: bytes) -> tuple[h11.Request, h11.Connection] | None:
@@ -253,21 +236,6 @@ def check_plan(head: RequestHead, flags: int) -> None:
 # --------------------------------------------------------------------------- responses
 
 
-def response_summary(head: ResponseHead) -> tuple[object, ...]:
-    return (
-        head.status,
-        head.reason,
-        head.version,
-        head.headers,
-        head.size,
-        head.content_length,
-        head.chunked,
-        head.keep_alive,
-        head.bodyless,
-        head.until_close,
-    )
-
-
 def check_response(raw: bytes, flags: int) -> None:
     max_head = MAX_HEADS[flags & 3]
     head_request = bool(flags & 4)
@@ -361,26 +329,6 @@ def relay_pieces(pieces: list[bytes], junk: bytes) -> tuple[bytes, int, bool] | 
     except ChunkedError:
         return None
     return out, consumed, False
-
-
-def trailer_section(body: bytes) -> int:
-    """Where the trailer section of a valid chunked ``body`` starts, chunk by chunk in Python."""
-    pos = 0
-    while True:
-        eol = body.index(b"\r\n", pos)
-        size = int(body[pos:eol].split(b";")[0].strip(b" \t"), 16)
-        pos = eol + 2
-        if size == 0:
-            return pos
-        pos += size + 2
-
-
-def naive_relay(body: bytes) -> bytes:
-    """What ``relay`` passes on for a whole, valid chunked ``body``."""
-    pos = trailer_section(body)
-    lines = body[pos:].split(b"\r\n")[:-2]  # the trailer fields, without the final CRLF
-    kept = [line + b"\r\n" for line in lines if trailer_kept(line.split(b":")[0])]
-    return body[:pos] + b"".join(kept) + b"\r\n"
 
 
 def without_bws(body: bytes) -> bytes:

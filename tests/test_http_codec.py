@@ -63,6 +63,14 @@ from fastroute.proxy.headers import (
     valid_host,
     websocket_upgrade,
 )
+from tests.http_oracle import (
+    Headers,
+    as_h11,
+    h11_consumed,
+    naive_relay,
+    response_summary,
+    trailer_section,
+)
 
 # One shrunk counterexample per test is enough, and keeps a failing run short.
 SETTINGS = settings(max_examples=150, deadline=None, report_multiple_bugs=False)
@@ -71,7 +79,6 @@ FEW = settings(max_examples=15, deadline=None, report_multiple_bugs=False)
 FUZZ = settings(max_examples=250, deadline=None, report_multiple_bugs=False)
 
 MAX_HEAD = 1 << 20
-Headers = list[tuple[bytes, bytes]]
 
 # --------------------------------------------------------------------------- generators
 
@@ -364,16 +371,6 @@ def asked_upgrade(version: int, headers: Headers) -> bytes | None:
     return b"websocket" if version == 11 and websocket_upgrade(headers) else None
 
 
-def as_h11(headers: Headers) -> Headers:
-    """What h11 reports for ``headers``: one Content-Length, Transfer-Encoding lower-cased."""
-    out: Headers = []
-    for name, value in headers:
-        if name == b"content-length" and any(n == name for n, _ in out):
-            continue
-        out.append((name, value.lower() if name == b"transfer-encoding" else value))
-    return out
-
-
 def h11_request(data: bytes) -> tuple[h11.Request, h11.Connection]:
     """h11 as a server reading ``data``: the request and the connection (for its state)."""
     conn = h11.Connection(h11.SERVER)
@@ -447,11 +444,6 @@ def h11_body(conn: h11.Connection, more: bytes, *, eof: bool) -> bytes:
         body += event.data
 
 
-def h11_consumed(conn: h11.Connection, fed: bytes) -> int:
-    """How many of the bytes fed to ``conn`` h11 has used so far."""
-    return len(fed) - len(conn.trailing_data[0])
-
-
 def request_summary(head: RequestHead) -> tuple[object, ...]:
     return (
         head.method,
@@ -465,21 +457,6 @@ def request_summary(head: RequestHead) -> tuple[object, ...]:
         head.expect_continue,
         head.upgrade,
         head.host,
-    )
-
-
-def response_summary(head: ResponseHead) -> tuple[object, ...]:
-    return (
-        head.status,
-        head.reason,
-        head.version,
-        head.headers,
-        head.size,
-        head.content_length,
-        head.chunked,
-        head.keep_alive,
-        head.bodyless,
-        head.until_close,
     )
 
 
@@ -1744,26 +1721,6 @@ def trailered_bodies(draw: st.DrawFn) -> Trailered:
     for name, value in trailers:
         body += name + b":" + draw(st.sampled_from(OWS)) + value + b"\r\n"
     return Trailered(body + b"\r\n", b"".join(pieces), tuple(trailers))
-
-
-def trailer_section(body: bytes) -> int:
-    """Where the trailer section of a valid chunked ``body`` starts: chunk by chunk in Python."""
-    pos = 0
-    while True:
-        eol = body.index(b"\r\n", pos)
-        size = int(body[pos:eol].split(b";")[0].strip(b" \t"), 16)
-        pos = eol + 2
-        if size == 0:
-            return pos
-        pos += size + 2
-
-
-def naive_relay(body: bytes) -> bytes:
-    """What relay() passes on for a whole, valid chunked ``body``."""
-    pos = trailer_section(body)
-    lines = body[pos:].split(b"\r\n")[:-2]  # the trailer fields, without the final CRLF
-    kept = [line + b"\r\n" for line in lines if trailer_kept(line.split(b":")[0])]
-    return body[:pos] + b"".join(kept) + b"\r\n"
 
 
 def relayed(scanner: ChunkedScanner, pieces: Sequence[bytes], junk: bytes) -> tuple[bytes, int]:
