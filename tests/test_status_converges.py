@@ -36,6 +36,8 @@ from fastroute.ingress import RouteConfig
 from fastroute.proxy.metrics import Metrics
 from fastroute.proxy.server import Proxy
 from tests.kubeapi import KubeAPI
+from tests.objects import ingress
+from tests.polling import DEADLINE, wait_for
 from tests.test_kube_source import backends, running, site
 from tests.test_kube_writes import FAST as FAST_LEASE
 
@@ -47,7 +49,6 @@ INGRESSES = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
 WATCH = WatchOptions(
     page_size=50, watch_timeout=30, backoff_initial=0.05, backoff_max=0.3, request_timeout=5
 )
-DEADLINE = 10.0
 
 
 def _lowest() -> float:
@@ -58,21 +59,7 @@ def _lowest() -> float:
 
 
 def _ingress(name: str, path: str = "/") -> dict[str, Any]:
-    backend = {"service": {"name": "web", "port": {"number": 80}}}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "ingressClassName": "fastroute",
-            "rules": [
-                {
-                    "host": f"{name}.example.com",
-                    "http": {"paths": [{"path": path, "pathType": "Prefix", "backend": backend}]},
-                }
-            ],
-        },
-    }
+    return ingress(name, f"{name}.example.com", paths=((path, "Prefix", "web"),))
 
 
 def _status(api: KubeAPI, name: str) -> Any:
@@ -98,11 +85,8 @@ def _written(api: KubeAPI, name: str) -> int:
 async def _until(check: Callable[[], bool], what: str, timeout: float = DEADLINE) -> float:
     """Poll ``check`` until it holds; the seconds it took."""
     started = trio.current_time()
-    with trio.move_on_after(timeout):
-        while not check():
-            await trio.sleep(0.01)
-        return trio.current_time() - started
-    raise AssertionError(f"not within {timeout} s: {what}")
+    await wait_for(check, what, timeout)
+    return trio.current_time() - started
 
 
 async def _steady(check: Callable[[], bool], what: str, seconds: float) -> None:
