@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastroute import Route, RouteConflictError, RouteError, RouteNotFoundError, Router
-from tests.reference import ReferenceExplanation, ReferenceRouter, path_problem
+from tests.reference import ReferenceExplanation, ReferenceRouter, respelled
 
 MAX_OPS = 12
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
@@ -138,21 +138,6 @@ def same_explanation(
 def same_rules(router: Router, reference: ReferenceRouter) -> None:
     assert len(router) == len(reference)
     assert list(router.routes()) == reference.routes()
-
-
-def respelled(route: Route) -> tuple[str, str, str]:
-    """The same effective rule written differently: host case and dot, slash, Prefix <-> IS."""
-    host = route.host.upper() + "." if route.host else ""
-    path, path_type = route.path, route.path_type
-    if path_type != "Exact":
-        if path.endswith("/") and not path.endswith("//"):
-            path = path[:-1] or "/"
-        elif not path.endswith("/"):
-            path += "/"
-        other = "Prefix" if path_type == "ImplementationSpecific" else "ImplementationSpecific"
-        if path_problem(path, other) is None:
-            path_type = other
-    return host, path, path_type
 
 
 class Pair:

@@ -287,3 +287,20 @@ class ReferenceRouter:
 
     def match(self, host: str | bytes | None, path: str | bytes) -> Any:
         return self.explain(host, path).backend
+
+
+def respelled(route: Route) -> tuple[str, str, str]:
+    """The same effective rule written differently (host, path, path type): host case and
+    dot, one trailing slash, Prefix <-> ImplementationSpecific where both are valid."""
+    host = route.host.upper() + "." if route.host else ""
+    path, path_type = route.path, route.path_type
+    if path_type != "Exact":
+        # Only one trailing slash is ignored: "/a/" is "/a", but "/a//" is "/a/".
+        if path.endswith("/") and not path.endswith("//"):
+            path = path[:-1] or "/"
+        elif not path.endswith("/"):
+            path += "/"
+        other = "Prefix" if path_type == "ImplementationSpecific" else "ImplementationSpecific"
+        if path_problem(path, other) is None:
+            path_type = other
+    return host, path, path_type

@@ -24,7 +24,7 @@ from fastroute import (
     RouteNotFoundError,
     Router,
 )
-from tests.reference import ReferenceExplanation, ReferenceRouter, path_problem
+from tests.reference import ReferenceExplanation, ReferenceRouter, respelled
 
 # One shrunk counterexample per test is enough, and keeps a failing run short.
 SETTINGS = settings(max_examples=300, deadline=None, report_multiple_bugs=False)
@@ -250,19 +250,8 @@ ops = st.builds(
 
 
 def _respelled(route: Route) -> RuleSpec:
-    """The same effective rule, written differently: host case and dot, slash, Prefix <-> IS."""
-    host = route.host.upper() + "." if route.host else ""
-    path, path_type = route.path, route.path_type
-    if path_type != "Exact":
-        # Only one trailing slash is ignored: "/a/" is "/a", but "/a//" is "/a/".
-        if path.endswith("/") and not path.endswith("//"):
-            path = path[:-1] or "/"
-        elif not path.endswith("/"):
-            path += "/"
-        other = "Prefix" if path_type == "ImplementationSpecific" else "ImplementationSpecific"
-        if path_problem(path, other) is None:
-            path_type = other
-    return RuleSpec(host, path, path_type)
+    """The same effective rule, written differently (``reference.respelled``)."""
+    return RuleSpec(*respelled(route))
 
 
 def _remove_both(router: Router, reference: ReferenceRouter, rule: RuleSpec) -> None:
