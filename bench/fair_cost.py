@@ -110,13 +110,16 @@ def serve(backend_port: int, port_file: Path, counts_file: Path | None) -> None:
 
     from controller.manifests import load_manifests
     from fastroute.ingress import ClassPolicy, build_config
+    from fastroute.proxy.metrics import Metrics
     from fastroute.proxy.server import Proxy
 
     folder = Path(tempfile.mkdtemp(prefix="fastroute-fair-cost-"))
     write_manifests(folder, backend_port)
     objects = load_manifests([folder]).objects
     shutil.rmtree(folder)
-    proxy = Proxy(build_config(objects, classes=ClassPolicy(adopt_classless=True)))
+    # with request metrics, as the controller runs it
+    config = build_config(objects, classes=ClassPolicy(adopt_classless=True))
+    proxy = Proxy(config, metrics=Metrics())
     counts = _Counts()
 
     async def main() -> None:
@@ -178,6 +181,8 @@ def serve_bare(
                 while len(answer) < head_end + length:
                     answer += await reply(upstream)
                 downstream.send(answer)
+        except OSError:  # the client left (wrk stopping): this connection only
+            pass
         finally:
             upstream.close()
             downstream.close()

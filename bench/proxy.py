@@ -15,11 +15,13 @@ With ``--baseline PYTHON`` (an interpreter with another build of fastroute insta
 a virtualenv made from an earlier commit), that build runs beside this one as
 "fastroute-baseline", in the same interleaved rounds: a change's cost on the plain routes,
 measured side by side, as the median of the rounds' ratios (req/s, and the CPU time per
-request of each build's process, read from /proc).
+request of each build's process, read from /proc). With ``--trio-floor``, the bare trio
+forwarder of ``bench.fair_cost`` runs beside them too: how far trio's own socket handling
+goes on this machine with nothing of a proxy's work on top.
 
-Usage: ``python bench/proxy.py [--rounds 3] [--duration 10] [--connections 64,256]
-[--quick] [--skip-aiohttp] [--skip-nginx] [--skip-haproxy] [--baseline PYTHON] [--swaps N]
-[--json FILE]``
+Usage: ``python -m bench.proxy [--rounds 3] [--duration 10] [--connections 64,256]
+[--quick] [--skip-aiohttp] [--skip-nginx] [--skip-haproxy] [--trio-floor] [--baseline PYTHON]
+[--swaps N] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from bench.proxy_peers import (
     start_fastroute,
     start_haproxy,
     start_nginx_proxy,
+    start_trio_floor,
 )
 from bench.proxy_swaps import Swaps, run_swaps
 from bench.wrk import WrkResult, rotation_script, run_wrk
@@ -276,6 +279,9 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
             Target(c, "fastroute/haproxy req/s", ratio("fastroute", "haproxy", c, "rps"), None),
             Target(c, "fastroute/haproxy p99", ratio("fastroute", "haproxy", c, "p99_ms"), None,
                    at_least=False),
+            Target(c, "trio floor/nginx req/s", ratio("trio floor", "nginx", c, "rps"), None),
+            Target(c, "fastroute/trio floor req/s", ratio("fastroute", "trio floor", c, "rps"),
+                   None),
             Target(c, "fastroute/aiohttp req/s", ratio("fastroute", "aiohttp", c, "rps"), 3.0),
             Target(c, "fastroute/aiohttp p99", ratio("fastroute", "aiohttp", c, "p99_ms"), 0.5,
                    at_least=False),
@@ -291,7 +297,7 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
             Target(c, "auth/plain req/s", paired(c, "rps", AUTH), None),
             Target(c, "auth/plain CPU/req", paired(c, "cpu", AUTH), None, at_least=False),
         ]  # fmt: skip
-    optional = ("baseline", "annotated", "canary", "regex", "auth")
+    optional = ("baseline", "annotated", "canary", "regex", "auth", "trio floor")
     return [t for t in targets if t.value is not None or not any(o in t.label for o in optional)]
 
 
@@ -374,6 +380,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-aiohttp", action="store_true")
     parser.add_argument("--skip-nginx", action="store_true")
     parser.add_argument("--skip-haproxy", action="store_true")
+    parser.add_argument(
+        "--trio-floor",
+        action="store_true",
+        help="also measure a bare trio forwarder (no parsing, no routing): trio's own ceiling",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     return parser
 
@@ -395,6 +406,10 @@ def run(
     fast = start_fastroute(processes, tmp / "fastroute", backend, flags=flags, workers=1)
     peers["fastroute"] = fast.port
     pids = {"fastroute": fast.process.pid}
+    if args.trio_floor:
+        peers["trio floor"], pids["trio floor"] = start_trio_floor(
+            processes, tmp / "trio-floor", backend
+        )
     scripts: dict[str, Path] = {}
     if not args.skip_annotated:
         # the same process, on the routes of Ingresses with annotations

@@ -414,6 +414,28 @@ def start_nginx_proxy(processes: Processes, workdir: Path, backend_port: int) ->
     return _start_nginx(processes, workdir, "nginx proxy", block)
 
 
+# --- the trio floor ------------------------------------------------------------------------
+
+
+def start_trio_floor(processes: Processes, workdir: Path, backend_port: int) -> tuple[int, int]:
+    """The bare trio forwarder of ``bench.fair_cost`` (no parsing, no routing, the proxy's
+    socket handling): what trio alone reaches on this machine. Its port and PID."""
+    workdir.mkdir()
+    port_file = workdir / "port"
+    command = [sys.executable, "-m", "bench.fair_cost", "--serve-bare", "checkpoint"]
+    process = processes.start(
+        "trio floor", [*command, str(backend_port), str(port_file)], log=workdir / "log"
+    )
+    deadline = time.monotonic() + READY_DEADLINE
+    while not (port_file.exists() and port_file.read_text()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the trio floor did not start:\n" + processes.log_tail(process))
+        time.sleep(0.02)  # a poll interval, bounded by the deadline above
+    port = int(port_file.read_text())
+    _wait_ready(processes, process, "trio floor", port)
+    return port, process.pid
+
+
 # --- HAProxy ---------------------------------------------------------------------------------
 
 

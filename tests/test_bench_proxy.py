@@ -107,14 +107,14 @@ def test_a_report_without_a_figure_is_refused(missing: str) -> None:
 @pytest.mark.e2e
 def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     report = tmp_path / "results.json"
-    command = [sys.executable, "-m", "bench.proxy", "--quick", "--skip-aiohttp"]
+    command = [sys.executable, "-m", "bench.proxy", "--quick", "--skip-aiohttp", "--trio-floor"]
     command += ["--connections", "64", "--json", str(report)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, cwd=REPO)
     assert run.returncode == 0, run.stderr
     results = json.loads(report.read_text())["results"]
     route_sets = {"fastroute-annotated", "fastroute-canary", "fastroute-regex", "fastroute-auth"}
     peers = {"nginx", "haproxy"} if find_tool("haproxy") else {"nginx"}  # installed by the run
-    assert {r["proxy"] for r in results} == {*peers, "fastroute", *route_sets}
+    assert {r["proxy"] for r in results} == {*peers, "fastroute", "trio floor", *route_sets}
     for result in results:
         (only,) = result["rounds"]
         assert only["requests"] > 0, result
@@ -122,6 +122,7 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
         assert only["socket_errors"] == 0, result
     cpu = {r["proxy"]: r["cpu_us_per_request"] for r in results}
     assert cpu["fastroute"] > 0  # read from /proc for the fastroute process
+    assert cpu["trio floor"] > 0  # and for the bare trio forwarder's
     for name in route_sets:  # the same process, on its annotated, canary and regex routes
         assert cpu[name] > 0, name
     assert cpu["nginx"] is None
@@ -132,6 +133,8 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
         "annotated/plain CPU/req",
         "canary/plain req/s",
         "regex/plain CPU/req",
+        "trio floor/nginx req/s",
+        "fastroute/trio floor req/s",
     ):
         assert any(line.startswith("c64") and ratio in line for line in run.stdout.splitlines())
     assert "fastroute/aiohttp req/s" in run.stdout  # reported as skipped, not left out

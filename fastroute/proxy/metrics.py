@@ -26,6 +26,10 @@ series count follows the configuration, not its history. With ``max_ingresses``
 others share ``ingress="_other",service="_other"`` (``OTHER``), so do requests that
 finish after their Ingress or backend left.
 
+Requests are counted in running totals (``fastroute.proxy.tally``) and handed to
+prometheus_client by ``flush``: before ``text`` renders, before series are removed, and,
+in multiprocess mode, every watchdog tick.
+
 Several worker processes share one set of metrics through prometheus_client's
 multiprocess mode: it is chosen when ``prometheus_client`` is first imported, by the
 ``PROMETHEUS_MULTIPROC_DIR`` environment variable. The controller registers its reload
@@ -38,6 +42,7 @@ cannot remove series in that mode); ``max_ingresses`` bounds them there.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from fastroute.ingress.in_use import departed
+from fastroute.proxy.tally import Tally, bucket_index
 
 if TYPE_CHECKING:
     from fastroute.ingress.model import Departures, Endpoint, InUse
@@ -81,6 +87,8 @@ DURATION_BUCKETS = (
     30.0,
     60.0,
 )
+# prometheus_client's upper bounds for them, infinity last
+_BOUNDS = (*DURATION_BUCKETS, float("inf"))
 
 
 class Metrics:
@@ -167,16 +175,19 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
-        # The hot path: one dict lookup for both label children of a request, instead of
-        # prometheus_client's label validation and locking on every call.
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # The hot path: one dict lookup for a request's running totals, which ``flush``
+        # hands to prometheus_client (``fastroute.proxy.tally``), instead of its label
+        # validation, locking and bucket search on every request.
+        self._totals: dict[tuple[str, str, int], list[float]] = {}
+        self._children: dict[tuple[str, str, int], Tally] = {}
+        self._flushing = threading.Lock()  # flushes come from the proxy's thread and a scrape's
         # its keys by Ingress and by Service, to drop the ones whose labels change
         self._cached: dict[str, dict[str, set[tuple[str, str, int]]]] = {
             "ingress": {},
             "service": {},
         }
         # the series written, by the config object a label names (see _Series)
-        self._series = _Series(
+        self._series = series = _Series(
             {
                 self._requests: ("ingress", "service", None),
                 self._duration: ("ingress", "service"),
@@ -186,6 +197,8 @@ class Metrics:
                 self._auth_duration: ("ingress",),
             }
         )
+        # prometheus_client's multiprocess mode: other processes read the files
+        self.in_files = series.multiprocess
         # the configuration served (``configure``); None: not told, every label is taken
         self._live: frozenset[str] | None = None  # its Ingresses
         self._labelled: frozenset[str] | None = None  # those with series of their own
@@ -218,15 +231,16 @@ class Metrics:
             gone = departed(before, in_use)
         removed = 0
         series = self._series
+        # counts still held are handed over first, while their series exist
         if cap is None:
-            removed += series.forget("ingress", gone.ingresses)
             self._uncache("ingress", gone.ingresses)
+            removed += series.forget("ingress", gone.ingresses)
         else:
-            removed += series.forget("ingress", old_labelled - labelled)
             # left, or now with a label of its own (or no longer)
             self._uncache("ingress", gone.ingresses | (old_labelled ^ labelled))
-        removed += series.forget("service", gone.backends)
+            removed += series.forget("ingress", old_labelled - labelled)
         self._uncache("service", gone.backends)
+        removed += series.forget("service", gone.backends)
         removed += series.forget("endpoint", (str(e) for e in gone.endpoints))
         return removed
 
@@ -236,10 +250,14 @@ class Metrics:
             self._cached[kind],
             self._cached["service" if kind == "ingress" else "ingress"],
         )
-        children = self._children
+        children, totals = self._children, self._totals
         for value in values:
             for key in index.pop(value, ()):
-                children.pop(key, None)
+                totals.pop(key, None)
+                tally = children.pop(key, None)
+                if tally is not None:
+                    with self._flushing:
+                        tally.flush()  # what it counted goes to the labels it had
                 name = key[0] if kind == "service" else key[1]
                 keys = other.get(name)
                 if keys is not None:
@@ -248,6 +266,8 @@ class Metrics:
                         del other[name]
 
     def _uncache_all(self) -> None:
+        self.flush()
+        self._totals = {}
         self._children = {}
         self._cached = {"ingress": {}, "service": {}}
 
@@ -279,13 +299,31 @@ class Metrics:
     def request(self, ingress: str, service: str, status: int, seconds: float) -> None:
         """Count one answered request and how long it took (``""`` ingress or service: none)."""
         try:
-            count, duration = self._children[ingress, service, status]
+            totals = self._totals[ingress, service, status]
         except KeyError:
-            count, duration = self._add_children(ingress, service, status)
-        count.inc()
-        duration.observe(seconds)
+            added = self._add_children(ingress, service, status, seconds)
+            if added is None:
+                return
+            totals = added
+        totals[0] += 1
+        totals[1] += seconds
+        totals[bucket_index(_BOUNDS, seconds)] += 1
 
-    def _add_children(self, ingress: str, service: str, status: int) -> tuple[Counter, Histogram]:
+    def flush(self) -> None:
+        """Hand the requests counted since the last flush to prometheus_client.
+
+        ``text`` does it before it renders; with prometheus_client's multiprocess mode
+        (``--workers``), whose files other processes read, the proxy does it every
+        watchdog tick. Safe from another thread than the one counting requests.
+        """
+        with self._flushing:
+            for tally in list(self._children.values()):
+                tally.flush()
+
+    def _add_children(
+        self, ingress: str, service: str, status: int, seconds: float
+    ) -> list[float] | None:
+        """The running totals of a new key, or None when the request was counted at once."""
         label = self._ingress_label(ingress)
         labels = (label, OTHER if label == OTHER else self._service_label(service))
         series = self._series
@@ -300,10 +338,15 @@ class Metrics:
             in_use is None or label == OTHER or service in in_use.backends or labels[1] == NO_ROUTE
         ):
             key = (ingress, service, status)
-            self._children[key] = children
+            tally = Tally(*children, len(_BOUNDS))
+            self._children[key] = tally
+            self._totals[key] = tally.totals
             self._cached["ingress"].setdefault(ingress, set()).add(key)
             self._cached["service"].setdefault(service, set()).add(key)
-        return children
+            return tally.totals
+        children[0].inc()
+        children[1].observe(seconds)
+        return None
 
     def upstream_error(self, service: str, endpoint: Endpoint | str, reason: str) -> None:
         """Count one failed attempt to reach ``endpoint`` (reason: connect, timeout, broken)."""
@@ -337,7 +380,8 @@ class Metrics:
         self._idle_closed.labels(limit).inc()
 
     def text(self) -> bytes:
-        """The metrics in Prometheus' text format (``CONTENT_TYPE``)."""
+        """The metrics in Prometheus' text format (``CONTENT_TYPE``), counts flushed first."""
+        self.flush()
         return generate_latest(self.registry)
 
 
@@ -350,7 +394,7 @@ class _Series:
     few of them: one per status, reason or result).
     """
 
-    __slots__ = ("_by", "_kinds", "_multiprocess")
+    __slots__ = ("_by", "_kinds", "multiprocess")
 
     def __init__(self, kinds: dict[Any, tuple[str | None, ...]]) -> None:
         self._kinds = kinds  # metric -> the kind of object each of its labels names
@@ -359,7 +403,7 @@ class _Series:
             "service": {},
             "endpoint": {},
         }
-        self._multiprocess = any(
+        self.multiprocess = any(
             name in os.environ for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
         )
 
@@ -393,7 +437,7 @@ class _Series:
                     del self._by[kind][value]
 
     def _remove(self, metric: Any, labels: tuple[str, ...]) -> None:
-        if not self._multiprocess:
+        if not self.multiprocess:
             metric.remove(*labels)
             return
         # the worker's files keep the series (see the module's docstring): the child is

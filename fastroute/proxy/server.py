@@ -263,6 +263,9 @@ class Proxy:
                 ):
                     connection.client_left = True
                     connection.scope.cancel()
+            metrics = self.metrics
+            if metrics is not None and metrics.in_files:
+                metrics.flush()  # other processes read the counts from the files
 
     async def _sweep_pool(self) -> None:
         """Close upstream connections that sat idle past the pool's timeout."""

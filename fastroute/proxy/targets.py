@@ -155,11 +155,13 @@ def simple_origin(method: bytes, target: bytes) -> tuple[bytes, bytes] | None:
     them ``parse_target`` would return ``match_path == path``; this says so in a few
     byte searches. None means: call ``parse_target``.
     """
+    # ``find``, not ``in``: ``bytes in bytes`` first tries the needle as an integer and
+    # raises (and clears) a TypeError inside, about 2,000 instructions per test
     if (
         target[:1] != b"/"
-        or b"%" in target
-        or b"/." in target
-        or b"//" in target
+        or target.find(b"%") >= 0
+        or target.find(b"/.") >= 0
+        or target.find(b"//") >= 0
         or method == b"CONNECT"
         or target.translate(None, _TARGET_CHARS)
     ):
