@@ -131,6 +131,7 @@ class ClientSide(Protocol):
     service: str  # the backend's name, for metrics
     channel: Channel  # the client's byte stream: an upgraded request tunnels over it
     now: Callable[[], float]  # trio's clock, read directly (trio.current_time() costs more)
+    started: float  # when the request's head was in, on that clock
 
     def deadline(self, phase: Phase, seconds: float) -> None:
         """Enter ``phase``, which ends after ``seconds``."""
@@ -181,7 +182,8 @@ class Forwarder:
         policy = plan.route.policy
         timeouts = self._timeouts(policy)
         last_error: ProxyError | None = None
-        attempts = self.balancer.attempts(backend, now=client.now())
+        # the balancer's failure windows last seconds: the request's start is now enough
+        attempts = self.balancer.attempts(backend, now=client.started)
         rules = DEFAULT_NEXT_UPSTREAM
         give_up = math.inf
         tls: UpstreamTLS | None = None
@@ -276,6 +278,7 @@ class Forwarder:
                 break
             if (
                 len(attempts) > 1
+                and rules is not DEFAULT_NEXT_UPSTREAM  # which names no status
                 and f"http_{response.status}" in rules
                 and resendable
                 and trio.current_time() < give_up
@@ -443,7 +446,9 @@ class Forwarder:
         the upstream's close) is closed, never used: a late or extra response left on it
         would become the next client's answer, and every answer after it off by one.
         """
-        now = client.now()
+        # the request's start: a retry's idle connections look younger by what it waited,
+        # and the poll before reuse sees an upstream's close all the same
+        now = client.started
         key: Hashable = endpoint if tls is None else (endpoint, tls)
         while pooled:
             upstream, expired = self.pool.take(key, now=now)

@@ -36,11 +36,12 @@ from fastroute.errors import (
     ServiceUnavailableError,
 )
 from fastroute.proxy.channel import Channel
-from fastroute.proxy.decide import Answer, Forward, decide
+from fastroute.proxy.decide import Answer, Decision, Forward, decide
 from fastroute.proxy.forwarding import Forwarder, Upstream
 from fastroute.proxy.gate import Admitted, Asking, Gate, admitted_plan
 from fastroute.proxy.headers import Client
 from fastroute.proxy.limiter import ClientLimits
+from fastroute.proxy.plain_plans import PlainPlans
 from fastroute.proxy.real_ip import ClientTrust, Identity
 from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
 
@@ -306,6 +307,7 @@ class Http1:
         # who the client is, as the settings in use say: parsed once per Settings object
         self._trust: tuple[Settings | None, ClientTrust | None] = (None, None)
         self.all_closed = trio.Event()  # set (and replaced) each time ``open`` empties
+        self.plain_plans = PlainPlans()  # plain routes' plans, for the config in force
 
     async def serve(self, channel: Channel, client: Client) -> None:
         """Serve ``channel`` until the client or the proxy closes it; close it then."""
@@ -422,19 +424,24 @@ class Http1:
                 trust = self._client_trust(config.settings)
                 identity = trust.identify(client, lambda name: _joined(head, name))
                 client = connection.address = identity.address
-            plan = decide(
-                config,
-                method=head.method,
-                target=head.target,
-                host=head.host,
-                scheme=connection.client.scheme,
-                https_port=state.https_redirect_port,
-                client=client,
-                header=head.header,
-                limits=self.client_limits,
-                now=now,
-                peer=connection.client.peer,
-            )
+            scheme = connection.client.scheme
+            key = (head.target, head.host, scheme)
+            plan: Decision | None = self.plain_plans.get(config, key)
+            if plan is None:
+                plan = decide(
+                    config,
+                    method=head.method,
+                    target=head.target,
+                    host=head.host,
+                    scheme=scheme,
+                    https_port=state.https_redirect_port,
+                    client=client,
+                    header=head.header,
+                    limits=self.client_limits,
+                    now=now,
+                    peer=connection.client.peer,
+                )
+                self.plain_plans.keep(config, key, plan)
         except ProxyError as error:
             await self._respond_error(connection, error)
             return None
