@@ -372,6 +372,7 @@ class Http1:
         channel = connection.channel
         buffer = b""
         idle_timeout = limits.head_timeout  # before the first request: the head's time
+        told = 0.0  # the keep-alive timeout the watchdog was last told of
         while not state.draining or buffer:
             if buffer:
                 connection.deadline(Phase.HEAD, limits.head_timeout)
@@ -382,7 +383,7 @@ class Http1:
             connection.error_lines = b""
             connection.ingress = connection.service = "-"
             connection.logged = True
-            head = parse_request(buffer, limits.max_head_bytes)
+            head = parse_request(buffer, limits.max_head_bytes) if buffer else None
             while head is None:
                 # after a response, the client's next request cannot be here yet
                 data = await (channel.recv() if buffer else channel.recv_reply())
@@ -404,8 +405,9 @@ class Http1:
                 # keep-alive: how long an idle client connection stays open (0: closed
                 # after each response, which said so)
                 idle_timeout = config.settings.keep_alive
-                if idle_timeout > 0:
+                if idle_timeout > 0 and idle_timeout != told:
                     state.shortest_timeout(idle_timeout)
+                    told = idle_timeout
 
     async def _request(
         self, connection: Connection, head: RequestHead, body: bytes
