@@ -3,6 +3,11 @@ only for the config they were made under."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
+import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,7 +16,10 @@ from fastroute.ingress import build_config
 from fastroute.ingress.model import RouteConfig
 from fastroute.proxy.decide import Forward, decide
 from fastroute.proxy.plain_plans import PlainPlans
+from fastroute.proxy.server import Proxy
 from tests.objects import ingress, service_at
+from tests.polling import run_within as run
+from tests.raw import RawBackend, RawClient
 
 ALLOW_ONLY_TEN = {"nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8"}
 
@@ -94,3 +102,40 @@ def test_endless_distinct_targets_never_hold_more_than_the_size() -> None:
             _decide(config, target, b"plain.example.com", "10.1.2.3"),
         )
         assert len(plans) <= 16
+
+
+@pytest.mark.e2e
+def test_after_a_swap_the_same_url_goes_where_the_new_config_says_and_the_old_is_freed() -> None:
+    """Through the real proxy: a URL asked for again after a swap reaches the new
+    config's endpoint, and the old config is not kept alive by the plans made under it."""
+
+    async def scenario() -> None:
+        first, second = RawBackend(), RawBackend()
+        async with trio.open_nursery() as nursery:
+            first_port = await nursery.start(first.serve)
+            second_port = await nursery.start(second.serve)
+            old = _config(first_port)
+            proxy = Proxy(old)
+            listeners = await nursery.start(proxy.serve, "127.0.0.1", 0)
+            client = await RawClient.connect(listeners[0].socket.getsockname()[1])
+            ask = b"GET /page HTTP/1.1\r\nHost: plain.example.com\r\n\r\n"
+            for _ in range(2):  # the second is served from the kept plan
+                await client.send(ask)
+                reply = await client.reply()
+                assert reply is not None
+                assert reply.status == 200
+            assert len(first.requests) == 2
+            freed = weakref.ref(old)
+            proxy.swap(_config(second_port))
+            del old
+            gc.collect()
+            assert freed() is None  # nothing holds the old config's plans
+            await client.send(ask)
+            reply = await client.reply()
+            assert reply is not None
+            assert reply.status == 200
+            assert (len(first.requests), len(second.requests)) == (2, 1)
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(scenario)

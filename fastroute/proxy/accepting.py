@@ -20,7 +20,7 @@ import trio
 from trio.lowlevel import notify_closing, wait_readable
 
 from fastroute.errors import ProxyProtocolError
-from fastroute.ingress.model import RouteConfig
+from fastroute.ingress.model import RouteConfig, Target
 from fastroute.proxy.channel import Channel, SocketChannel, StreamChannel
 from fastroute.proxy.client_certs import PeerCertificate
 from fastroute.proxy.client_hello import ClientHello
@@ -193,9 +193,10 @@ class Acceptor:
                     if hello is None:
                         return  # closed before its ClientHello was whole
                     name = hello.server_name if isinstance(hello, ClientHello) else None
-                    if config.passthrough and await self._passed_through(
-                        sock, client, config, name
-                    ):
+                    target = _passthrough_target(config, name)
+                    if target is not None and name is not None:
+                        config = None  # a relay can last for hours: it keeps no config alive
+                        await self.passthrough.relay(sock, client, name, target)
                         return
                     if config.client_auth:
                         server_name = (name or "").lower().rstrip(".")
@@ -207,6 +208,7 @@ class Acceptor:
                             if auth_channel is None:
                                 return
                             client = dataclasses.replace(client, peer=auth_channel.peer)
+                            config = None  # each request reads the config in force
                             await self.http1.serve(auth_channel, client)
                             return
                         # the request's host may ask for one: it is told the SNI was not its
@@ -218,24 +220,15 @@ class Acceptor:
                 channel = StreamChannel(tls_stream, sock)
             else:
                 channel = SocketChannel(sock)
+            # each request reads the config in force: an idle keep-alive connection must not
+            # keep the one it began under alive
+            config = None
             await self.http1.serve(channel, client)
         finally:
             if sock.fileno() >= 0:  # the channel closes it, unless it never got one
                 notify_closing(sock)
                 sock.close()
             self._connection_slots.release_on_behalf_of(slot)
-
-    async def _passed_through(
-        self, sock: socket.socket, client: Client, config: RouteConfig, name: str | None
-    ) -> bool:
-        """Relay the connection undecrypted if its SNI ``name`` names a passthrough host;
-        whether it was. Without a name (or a hello), it is terminated here: the handshake
-        says what is wrong, if anything."""
-        target = config.passthrough_for(name)
-        if target is None or name is None:
-            return False
-        await self.passthrough.relay(sock, client, name, target)
-        return True
 
     def _client_auth_context(self, server_name: str) -> ClientAuthContext | None:
         """The context of a handshake that asks for a client certificate, if SNI
@@ -263,3 +256,11 @@ class Acceptor:
                 return tls_stream
         await stream.aclose()
         return None
+
+
+def _passthrough_target(config: RouteConfig, name: str | None) -> Target | None:
+    """Where a connection with SNI ``name`` is relayed undecrypted, if it is: without a
+    name (or a hello), it is terminated here, and the handshake says what is wrong."""
+    if not config.passthrough or name is None:
+        return None
+    return config.passthrough_for(name)

@@ -400,11 +400,12 @@ class Http1:
             if rest is None:
                 return
             buffer = rest
-            config = state.config
-            if config is not None:
+            # the settings, not the config: an idle connection keeps no config alive
+            settings = None if state.config is None else state.config.settings
+            if settings is not None:
                 # keep-alive: how long an idle client connection stays open (0: closed
                 # after each response, which said so)
-                idle_timeout = config.settings.keep_alive
+                idle_timeout = settings.keep_alive
                 if idle_timeout > 0 and idle_timeout != told:
                     state.shortest_timeout(idle_timeout)
                     told = idle_timeout

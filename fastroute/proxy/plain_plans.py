@@ -4,8 +4,8 @@ A route without annotations that act per request (``Policy.plain``) gets the sam
 for the same config, target, Host and scheme: ``decide`` reads nothing else for it. Most
 traffic asks for the same few URLs again and again, and ``decide`` costs more than a dict
 lookup (parsing the target, the trie, the plan), so the proxy keeps those plans for the
-config in force, dropped with it. Emptied when full, so a client sending endless distinct
-targets costs a miss each, never memory.
+config in force, and forgets them when it installs another (they hold its routes). Emptied
+when full, so a client sending endless distinct targets costs a miss each, never memory.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ class PlainPlans:
         elif len(self._plans) >= self.size:
             self._plans.clear()
         self._plans[key] = plan
+
+    def forget(self) -> None:
+        """Drop every plan, and the config they were made under (another is installed)."""
+        self._config = None
+        self._plans = {}
 
     def __len__(self) -> int:
         return len(self._plans)

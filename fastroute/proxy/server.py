@@ -166,6 +166,7 @@ class Proxy:
     def _forget_departed(self, config: RouteConfig) -> None:
         """Forget the backends and endpoints the previous config used and ``config`` does
         not, and tell the metrics which configuration is served."""
+        self._http1.plain_plans.forget()  # made under the previous config, and holding it
         in_use = in_use_of(config)
         before, self._in_use = self._in_use, in_use
         if before is in_use:
