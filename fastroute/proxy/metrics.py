@@ -178,7 +178,6 @@ class Metrics:
         # The hot path: one dict lookup for a request's running totals, which ``flush``
         # hands to prometheus_client (``fastroute.proxy.tally``), instead of its label
         # validation, locking and bucket search on every request.
-        self._totals: dict[tuple[str, str, int], list[float]] = {}
         self._children: dict[tuple[str, str, int], Tally] = {}
         self._flushing = threading.Lock()  # flushes come from the proxy's thread and a scrape's
         # its keys by Ingress and by Service, to drop the ones whose labels change
@@ -250,10 +249,9 @@ class Metrics:
             self._cached[kind],
             self._cached["service" if kind == "ingress" else "ingress"],
         )
-        children, totals = self._children, self._totals
+        children = self._children
         for value in values:
             for key in index.pop(value, ()):
-                totals.pop(key, None)
                 tally = children.pop(key, None)
                 if tally is not None:
                     with self._flushing:
@@ -267,7 +265,6 @@ class Metrics:
 
     def _uncache_all(self) -> None:
         self.flush()
-        self._totals = {}
         self._children = {}
         self._cached = {"ingress": {}, "service": {}}
 
@@ -299,7 +296,7 @@ class Metrics:
     def request(self, ingress: str, service: str, status: int, seconds: float) -> None:
         """Count one answered request and how long it took (``""`` ingress or service: none)."""
         try:
-            totals = self._totals[ingress, service, status]
+            totals = self._children[ingress, service, status].totals
         except KeyError:
             added = self._add_children(ingress, service, status, seconds)
             if added is None:
@@ -340,7 +337,6 @@ class Metrics:
             key = (ingress, service, status)
             tally = Tally(*children, len(_BOUNDS))
             self._children[key] = tally
-            self._totals[key] = tally.totals
             self._cached["ingress"].setdefault(ingress, set()).add(key)
             self._cached["service"].setdefault(service, set()).add(key)
             return tally.totals
