@@ -20,7 +20,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 import trio
-from trio.lowlevel import checkpoint, notify_closing, wait_readable, wait_writable
+from trio.lowlevel import (
+    cancel_shielded_checkpoint,
+    checkpoint,
+    notify_closing,
+    wait_readable,
+    wait_writable,
+)
 
 __all__ = [
     "READ_SIZE",
@@ -136,7 +142,8 @@ class SocketChannel:
             self._waits_first -= 1
             await wait_readable(sock)
             return await self.recv()
-        await checkpoint()
+        # a schedule point only: a cancelled task meets the cancellation at its next wait
+        await cancel_shielded_checkpoint()
         try:
             return sock.recv(READ_SIZE)
         except BlockingIOError:

@@ -169,6 +169,10 @@ class Forwarder:
         plan: Forward,
         body: RequestBodyStart | None,
         after: bytes,
+        *,
+        attempts: list[Endpoint] | None = None,
+        pooled: bool = True,
+        last_error: ProxyError | None = None,
     ) -> bytes | None:
         """Send the request to an endpoint of the plan's backend and its response to the
         client, under the route's timeouts and retry rules.
@@ -177,13 +181,17 @@ class Forwarder:
         the request has none), ``after`` what followed the head on the client connection.
         Returns what follows the request on the client connection, or None to close.
         Raises the ProxyError the client is to be answered with when no endpoint answered.
+
+        ``forward_plain`` goes on here where its one attempt ended: with the endpoints
+        left to try (``attempts``), whether the first may be a pooled connection, and
+        the error the client gets if none answers.
         """
         backend = plan.route.backend
         policy = plan.route.policy
         timeouts = self._timeouts(policy)
-        last_error: ProxyError | None = None
-        # the balancer's failure windows last seconds: the request's start is now enough
-        attempts = self.balancer.attempts(backend, now=client.started)
+        if attempts is None:
+            # the balancer's failure windows last seconds: the request's start is enough
+            attempts = self.balancer.attempts(backend, now=client.started)
         rules = DEFAULT_NEXT_UPSTREAM
         give_up = math.inf
         tls: UpstreamTLS | None = None
@@ -204,7 +212,7 @@ class Forwarder:
         resendable = replayable and (head.method in IDEMPOTENT_METHODS or "non_idempotent" in rules)
         # an HTTP/1.0 route sends one request per connection: never a pooled one
         poolable = policy.plain or policy.proxy_http_version != "1.0"
-        pooled = poolable  # False: a pooled connection just failed; the next one is new
+        pooled = pooled and poolable  # False: a pooled connection just failed; a new one
         while attempts:
             endpoint = attempts[0]
             try:
@@ -233,13 +241,7 @@ class Forwarder:
                         client, upstream, outgoing, head, body, after, timeouts, timed
                     )
             except _UpstreamTimedOutError:
-                upstream.channel.close()
-                client.upstream = None
-                self.balancer.failed(endpoint, now=trio.current_time(), reason="read timed out")
-                self.state.upstream_error(client.service, endpoint, "timeout")
-                last_error = GatewayTimeoutError(
-                    f"{endpoint} sent no response for {timeouts.read:g} s"
-                )
+                last_error = self._read_timed_out(client, upstream, timeouts)
                 if trio.current_time() >= give_up:
                     break
                 attempts.pop(0)
@@ -269,12 +271,7 @@ class Forwarder:
                 pooled = poolable
                 continue
             if response.status == 101 and head.upgrade is None:
-                # a switch nobody asked for would make the rest of the connection a tunnel
-                # past routing (or desync it): the client gets a 502, the upstream a close
-                upstream.channel.close()
-                client.upstream = None
-                self.state.upstream_error(client.service, endpoint, "unasked-upgrade")
-                last_error = BadGatewayError(f"{endpoint} switched protocols unasked")
+                last_error = self._unasked_upgrade(client, upstream)
                 break
             if (
                 len(attempts) > 1
@@ -309,6 +306,116 @@ class Forwarder:
         if last_error is None:  # decide saw endpoints: they went away since
             last_error = ServiceUnavailableError(backend.problem or "no endpoints")
         raise last_error
+
+    async def forward_plain(
+        self, client: ClientSide, head: RequestHead, outgoing: bytes, plan: Forward, after: bytes
+    ) -> bytes | None:
+        """``forward`` for the commonest request, in one frame: a plain route's, with no
+        request body and no upgrade.
+
+        The request goes on an idle pooled connection to the first endpoint, and an answer
+        whose head and body came whole in the first read goes back to the client from
+        here. Anything else continues in ``forward`` (no idle connection, a connection that
+        failed, a late answer, a body still to read), from where this attempt ended, so
+        the rules are the same.
+        """
+        attempts = self.balancer.attempts(plan.route.backend, now=client.started)
+        method = head.method
+        if not attempts or head.upgrade is not None or method not in IDEMPOTENT_METHODS:
+            return await self.forward(client, head, outgoing, plan, None, after, attempts=attempts)
+        upstream = self._idle(attempts[0], client.started)
+        if upstream is None:
+            return await self.forward(client, head, outgoing, plan, None, after, attempts=attempts)
+        client.upstream = upstream
+        channel = upstream.channel
+        timeouts = self._default_timeouts
+        try:
+            # one deadline for the send and the wait: a plain route's send and read timeouts
+            # are both the proxy's upstream timeout, and a head sent on an idle connection
+            # does not wait for room
+            client.deadline(Phase.UPSTREAM, timeouts.read)
+            await channel.send(outgoing)
+            if len(attempts) > 1:  # a late answer goes to the next endpoint: timed here
+                data = await _timed_read(client, channel.recv_reply, timeouts.read)
+            else:
+                data = await channel.recv_reply()
+            response = parse_response(data, self.limits.max_head_bytes, method == b"HEAD")
+            if response is not None and response.status >= 200:
+                received = data[response.size :]
+            else:
+                response, received = await self._rest_of_head(
+                    client, channel, head, data, timeouts, len(attempts) > 1
+                )
+        except (*CONNECTION_FAILURES, BadGatewayError, _UpstreamFailedError):
+            # an idle connection the upstream closed, or one that went bad: the request is
+            # idempotent and has no body, so it goes again on a new connection
+            channel.close()
+            client.upstream = None
+            return await self.forward(
+                client, head, outgoing, plan, None, after, attempts=attempts, pooled=False
+            )
+        except _UpstreamTimedOutError:
+            error = self._read_timed_out(client, upstream, timeouts)
+            del attempts[0]
+            return await self.forward(
+                client, head, outgoing, plan, None, after, attempts=attempts, last_error=error
+            )
+        if response.status == 101:  # a switch nobody asked for
+            raise self._unasked_upgrade(client, upstream)
+        self.balancer.succeeded(upstream.endpoint)
+        if (
+            plan.fields is NO_FIELDS  # no HSTS to add
+            and response.keep_alive
+            and not response.until_close
+            and not response.chunked
+            and (not received if response.bodyless else response.content_length == len(received))
+        ):
+            # the whole answer is here: the client gets it, the connection goes back
+            config = self.state.config
+            close = (
+                not head.keep_alive
+                or self.state.draining
+                or (config is not None and config.settings.keep_alive <= 0)
+            )
+            client.responded = True
+            client.phase = Phase.RESPONSE
+            try:
+                await client.channel.send(response.client_head(close) + received)
+            except CONNECTION_FAILURES:
+                client.upstream = None
+                channel.close()
+                raise ClientGoneError() from None
+            client.upstream = None
+            for old in self.pool.give(upstream.key, upstream, now=client.now()):
+                old.channel.close()
+            client.finished(response.status, upstream.name)
+            return None if close else after
+        following = await self._relay(
+            client, upstream, head, response, received, after, plan, timeouts
+        )
+        client.finished(response.status, upstream.name)
+        return following
+
+    def _read_timed_out(
+        self, client: ClientSide, upstream: Upstream, timeouts: Timeouts
+    ) -> GatewayTimeoutError:
+        """An upstream's answer was later than the read timeout: its connection is closed,
+        the endpoint counted unwell; the error for the client if no other endpoint answers."""
+        upstream.channel.close()
+        client.upstream = None
+        endpoint = upstream.endpoint
+        self.balancer.failed(endpoint, now=trio.current_time(), reason="read timed out")
+        self.state.upstream_error(client.service, endpoint, "timeout")
+        return GatewayTimeoutError(f"{endpoint} sent no response for {timeouts.read:g} s")
+
+    def _unasked_upgrade(self, client: ClientSide, upstream: Upstream) -> BadGatewayError:
+        """An upstream answered 101 to a request that asked for no upgrade: the rest of the
+        connection would be a tunnel past routing (or out of step), so it is closed and
+        the client gets a 502."""
+        upstream.channel.close()
+        client.upstream = None
+        self.state.upstream_error(client.service, upstream.endpoint, "unasked-upgrade")
+        return BadGatewayError(f"{upstream.endpoint} switched protocols unasked")
 
     def _with_cookie(self, plan: Forward, endpoint: Endpoint) -> Forward:
         """The plan with the affinity cookie's Set-Cookie on the response, when one is due."""
@@ -446,21 +553,11 @@ class Forwarder:
         the upstream's close) is closed, never used: a late or extra response left on it
         would become the next client's answer, and every answer after it off by one.
         """
-        # the request's start: a retry's idle connections look younger by what it waited,
-        # and the poll before reuse sees an upstream's close all the same
-        now = client.started
         key: Hashable = endpoint if tls is None else (endpoint, tls)
-        while pooled:
-            upstream, expired = self.pool.take(key, now=now)
-            for old in expired:
-                old.channel.close()
-            if upstream is None:
-                break
-            if upstream.channel.stale():
-                upstream.channel.close()
-                continue
-            upstream.reused = True
-            return upstream
+        if pooled:
+            upstream = self._idle(key, client.started)
+            if upstream is not None:
+                return upstream
         # connecting is the upstream's time: a slow connect is a 504, never a 408
         client.deadline(Phase.UPSTREAM, timeouts.connect + timeouts.read)
         with trio.move_on_after(timeouts.connect):
@@ -479,6 +576,24 @@ class Forwarder:
         self.state.upstream_error(client.service, endpoint, "connect")
         # ingress-nginx answers a connect timeout 504 (after trying the next endpoint)
         raise GatewayTimeoutError(f"connect to {endpoint} timed out")
+
+    def _idle(self, key: Hashable, now: float) -> Upstream | None:
+        """An idle pooled connection for ``key`` that received nothing while idle, if any.
+
+        ``now`` is the request's start: a retry's idle connections look younger by what it
+        waited, and the poll before reuse sees an upstream's close all the same.
+        """
+        while True:
+            upstream, expired = self.pool.take(key, now=now)
+            for old in expired:
+                old.channel.close()
+            if upstream is None:
+                return None
+            if upstream.channel.stale():
+                upstream.channel.close()
+                continue
+            upstream.reused = True
+            return upstream
 
     async def _connect_tls(self, endpoint: Endpoint, tls: UpstreamTLS) -> TLSChannel:
         """A TLS connection to ``endpoint``, its certificate checked as ``tls`` says.
@@ -537,28 +652,48 @@ class Forwarder:
             else:  # the common case: the watchdog times it, no timer of its own
                 client.deadline(Phase.UPSTREAM, timeouts.read)
                 data = await channel.recv_reply()
-            received = data
-            is_head = head.method == b"HEAD"
-            while True:
-                response = parse_response(received, limits.max_head_bytes, is_head)
-                if response is None:
-                    if not data:
-                        raise _UpstreamFailedError("closed before a response")
-                    if timed:
-                        data = await _timed_read(client, channel.recv, timeouts.read)
-                    else:
-                        client.deadline(Phase.UPSTREAM, timeouts.read)
-                        data = await channel.recv()
-                    received += data
-                    continue
-                received = received[response.size :]
-                if response.status >= 200 or response.status == 101:
-                    break
+            response = parse_response(data, limits.max_head_bytes, head.method == b"HEAD")
+            if response is not None and (response.status >= 200 or response.status == 101):
+                received = data[response.size :]  # the common case: a final head, whole
+            else:
+                response, received = await self._rest_of_head(
+                    client, channel, head, data, timeouts, timed
+                )
         except CONNECTION_FAILURES as error:
             raise _UpstreamFailedError(str(error) or type(error).__name__) from error
         except BadGatewayError as error:
             raise _UpstreamFailedError(error.detail, "invalid_header") from error
         return response, received, rest
+
+    async def _rest_of_head(
+        self,
+        client: ClientSide,
+        channel: UpstreamChannel,
+        head: RequestHead,
+        received: bytes,
+        timeouts: Timeouts,
+        timed: bool,
+    ) -> tuple[ResponseHead, bytes]:
+        """The final response head, when the first read (``received``: b"" for a close)
+        did not hold it whole: more is read, and 1xx interim responses are skipped.
+        Returns it and what the upstream sent after it.
+        """
+        data = received
+        while True:
+            response = parse_response(received, self.limits.max_head_bytes, head.method == b"HEAD")
+            if response is None:
+                if not data:
+                    raise _UpstreamFailedError("closed before a response")
+                if timed:
+                    data = await _timed_read(client, channel.recv, timeouts.read)
+                else:
+                    client.deadline(Phase.UPSTREAM, timeouts.read)
+                    data = await channel.recv()
+                received += data
+                continue
+            received = received[response.size :]
+            if response.status >= 200 or response.status == 101:
+                return response, received
 
     async def _relay(
         self,

@@ -456,6 +456,12 @@ class Http1:
         connection.ingress = route.ingress
         connection.service = route.backend.name
         connection.logged = policy.access_log
+        if policy.plain and identity is None and head.content_length <= 0 and not head.chunked:
+            # the commonest request: a plain route, nothing to read, nothing to check
+            outgoing = head.forward_head(
+                plan.target, *connection.forwarded, plan.host, override_host=plan.host_from_target
+            )
+            return await self.forwarder.forward_plain(connection, head, outgoing, plan, body)
         connection.error_lines = plan.fields.error_lines
         try:
             max_body = self.limits.max_body_bytes
@@ -516,9 +522,12 @@ class Http1:
                     drop=plan.fields.upstream_drop,
                     http10=policy.proxy_http_version == "1.0",
                 )
-            after = await self.forwarder.forward(
-                connection, head, outgoing, plan, request_body, body
-            )
+            if request_body is None and policy.plain:
+                after = await self.forwarder.forward_plain(connection, head, outgoing, plan, body)
+            else:
+                after = await self.forwarder.forward(
+                    connection, head, outgoing, plan, request_body, body
+                )
         finally:
             if plan.held is not None:
                 plan.held.release()
