@@ -205,7 +205,8 @@ class Balancer:
 
     def succeeded(self, endpoint: Endpoint) -> None:
         """Record that ``endpoint`` answered: it is healthy, and its backoff starts over."""
-        self._health.pop(endpoint, None)
+        if self._health:  # usually empty: no endpoint to hash
+            self._health.pop(endpoint, None)
 
     # ------------------------------------------------------------------ config changes
 

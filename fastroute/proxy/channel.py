@@ -60,6 +60,12 @@ class Channel(Protocol):
         """Send all of ``data``; OSError or trio.BrokenResourceError if the peer is gone."""
         ...
 
+    def send_some(self, data: bytes) -> int:
+        """Send what of ``data`` can go without waiting; how many bytes went (OSError if
+        the peer is gone). A request's small head and most answers go whole, and a call
+        costs less than ``send``'s coroutine: ``send`` the rest."""
+        ...
+
     def close(self) -> None:
         """Close at once (an abortive close for a half-finished exchange is fine)."""
         ...
@@ -105,6 +111,12 @@ class SocketChannel:
                 self._ready_calls = 0
                 await checkpoint()
             return data
+
+    def send_some(self, data: bytes) -> int:
+        try:
+            return self.sock.send(data)
+        except BlockingIOError:
+            return 0
 
     async def send(self, data: bytes) -> None:
         sock = self.sock
@@ -202,6 +214,9 @@ class StreamChannel:
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
+
+    def send_some(self, data: bytes) -> int:
+        return 0  # TLS records are written by the stream: all of it goes through ``send``
 
     def close(self) -> None:
         if isinstance(self.stream, trio.SSLStream):

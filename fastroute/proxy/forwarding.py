@@ -334,7 +334,9 @@ class Forwarder:
             # are both the proxy's upstream timeout, and a head sent on an idle connection
             # does not wait for room
             client.deadline(Phase.UPSTREAM, timeouts.read)
-            await channel.send(outgoing)
+            sent = channel.send_some(outgoing)
+            if sent < len(outgoing):
+                await channel.send(outgoing[sent:])
             if len(attempts) > 1:  # a late answer goes to the next endpoint: timed here
                 data = await _timed_read(client, channel.recv_reply, timeouts.read)
             else:
@@ -379,8 +381,11 @@ class Forwarder:
             )
             client.responded = True
             client.phase = Phase.RESPONSE
+            answer = response.client_head(close) + received
             try:
-                await client.channel.send(response.client_head(close) + received)
+                sent = client.channel.send_some(answer)
+                if sent < len(answer):
+                    await client.channel.send(answer[sent:])
             except CONNECTION_FAILURES:
                 client.upstream = None
                 channel.close()

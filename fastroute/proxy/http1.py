@@ -396,7 +396,14 @@ class Http1:
                 if head is None and first:  # the head's time runs from its first byte
                     connection.deadline(Phase.HEAD, limits.head_timeout)
             connection.head = head
-            rest = await self._request(connection, head, buffer[head.size :])
+            kept = self._kept_plain_plan(connection, head)
+            if kept is not None:  # the commonest request: no plan to make, nothing to read
+                outgoing = self._plain_outgoing(connection, head, kept)
+                rest = await self.forwarder.forward_plain(
+                    connection, head, outgoing, kept, buffer[head.size :]
+                )
+            else:
+                rest = await self._request(connection, head, buffer[head.size :])
             if rest is None:
                 return
             buffer = rest
@@ -453,15 +460,13 @@ class Http1:
         # Forward: a ProxyError raised from here on (413, 502, 504...) is the answer (serve)
         route = plan.route
         policy = route.policy
+        if policy.plain and identity is None and head.content_length <= 0 and not head.chunked:
+            # a plain route, nothing to read, nothing to check
+            outgoing = self._plain_outgoing(connection, head, plan)
+            return await self.forwarder.forward_plain(connection, head, outgoing, plan, body)
         connection.ingress = route.ingress
         connection.service = route.backend.name
         connection.logged = policy.access_log
-        if policy.plain and identity is None and head.content_length <= 0 and not head.chunked:
-            # the commonest request: a plain route, nothing to read, nothing to check
-            outgoing = head.forward_head(
-                plan.target, *connection.forwarded, plan.host, override_host=plan.host_from_target
-            )
-            return await self.forwarder.forward_plain(connection, head, outgoing, plan, body)
         connection.error_lines = plan.fields.error_lines
         try:
             max_body = self.limits.max_body_bytes
@@ -534,6 +539,34 @@ class Http1:
         if request_body is not None:
             connection.body = None  # its bytes are not kept while the connection idles
         return after
+
+    def _kept_plain_plan(self, connection: Connection, head: RequestHead) -> Forward | None:
+        """The plan kept for a plain route's request like this one, when it has no body
+        and the proxy needs to know nothing of the client beyond its address: the request
+        goes the short way (``Forwarder.forward_plain``), without ``_request``."""
+        config = self.state.config
+        if (
+            config is None
+            or head.content_length > 0
+            or head.chunked
+            or ClientTrust.wanted(config.settings)
+        ):
+            return None
+        plan = self.plain_plans.get(config, (head.target, head.host, connection.client.scheme))
+        if plan is not None:
+            connection.started = connection.now()
+            connection.address = connection.client.address
+        return plan
+
+    def _plain_outgoing(self, connection: Connection, head: RequestHead, plan: Forward) -> bytes:
+        """A plain route's request head for its upstream; the connection now serves the route."""
+        route = plan.route
+        connection.ingress = route.ingress
+        connection.service = route.backend.name
+        connection.logged = route.policy.access_log
+        return head.forward_head(
+            plan.target, *connection.forwarded, plan.host, override_host=plan.host_from_target
+        )
 
     async def _admit(
         self, connection: Connection, head: RequestHead, plan: Forward
