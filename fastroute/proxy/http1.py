@@ -396,14 +396,17 @@ class Http1:
                 if head is None and first:  # the head's time runs from its first byte
                     connection.deadline(Phase.HEAD, limits.head_timeout)
             connection.head = head
-            kept = self._kept_plain_plan(connection, head)
-            if kept is not None:  # the commonest request: no plan to make, nothing to read
+            kept = self._kept_plan(connection, head)
+            if kept is not None and self._short_way(head):
+                # the commonest request: no plan to make, nothing to read, nothing to check
+                connection.started = connection.now()
+                connection.address = connection.client.address
                 outgoing = self._plain_outgoing(connection, head, kept)
                 rest = await self.forwarder.forward_plain(
                     connection, head, outgoing, kept, buffer[head.size :]
                 )
             else:
-                rest = await self._request(connection, head, buffer[head.size :])
+                rest = await self._request(connection, head, buffer[head.size :], kept)
             if rest is None:
                 return
             buffer = rest
@@ -418,10 +421,10 @@ class Http1:
                     told = idle_timeout
 
     async def _request(
-        self, connection: Connection, head: RequestHead, body: bytes
+        self, connection: Connection, head: RequestHead, body: bytes, kept: Forward | None
     ) -> bytes | None:
         """Carry out ``decide``'s plan for one request; what follows it on the connection,
-        or None to close."""
+        or None to close. ``kept`` is the plan ``_kept_plan`` found for it (None: decide)."""
         state = self.state
         config = state.config  # this request's config, whatever swap does meanwhile
         connection.started = now = connection.now()
@@ -435,8 +438,7 @@ class Http1:
                 identity = trust.identify(client, lambda name: _joined(head, name))
                 client = connection.address = identity.address
             scheme = connection.client.scheme
-            key = (head.target, head.host, scheme)
-            plan: Decision | None = self.plain_plans.get(config, key)
+            plan: Decision | None = kept
             if plan is None:
                 plan = decide(
                     config,
@@ -451,7 +453,7 @@ class Http1:
                     now=now,
                     peer=connection.client.peer,
                 )
-                self.plain_plans.keep(config, key, plan)
+                self.plain_plans.keep(config, (head.target, head.host, scheme), plan)
         except ProxyError as error:
             await self._respond_error(connection, error)
             return None
@@ -540,23 +542,24 @@ class Http1:
             connection.body = None  # its bytes are not kept while the connection idles
         return after
 
-    def _kept_plain_plan(self, connection: Connection, head: RequestHead) -> Forward | None:
-        """The plan kept for a plain route's request like this one, when it has no body
-        and the proxy needs to know nothing of the client beyond its address: the request
-        goes the short way (``Forwarder.forward_plain``), without ``_request``."""
+    def _kept_plan(self, connection: Connection, head: RequestHead) -> Forward | None:
+        """The plan kept for a request to this target, Host and scheme under the config in
+        force (a plain route's), if any."""
         config = self.state.config
-        if (
-            config is None
-            or head.content_length > 0
-            or head.chunked
-            or ClientTrust.wanted(config.settings)
-        ):
+        if config is None:
             return None
-        plan = self.plain_plans.get(config, (head.target, head.host, connection.client.scheme))
-        if plan is not None:
-            connection.started = connection.now()
-            connection.address = connection.client.address
-        return plan
+        return self.plain_plans.get(config, (head.target, head.host, connection.client.scheme))
+
+    def _short_way(self, head: RequestHead) -> bool:
+        """Whether a request with a kept plan can go the short way (``forward_plain``): it
+        has no body, and the proxy needs to know nothing of the client but its address."""
+        config = self.state.config
+        return (
+            config is not None
+            and head.content_length <= 0
+            and not head.chunked
+            and not ClientTrust.wanted(config.settings)
+        )
 
     def _plain_outgoing(self, connection: Connection, head: RequestHead, plan: Forward) -> bytes:
         """A plain route's request head for its upstream; the connection now serves the route."""
