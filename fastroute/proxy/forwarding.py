@@ -342,8 +342,8 @@ class Forwarder:
             else:
                 data = await channel.recv_reply()
             response = parse_response(data, self.limits.max_head_bytes, method == b"HEAD")
-            if response is not None and response.status >= 200:
-                received = data[response.size :]
+            if response is not None and (response.status >= 200 or response.status == 101):
+                received = data[response.size :]  # a final head, whole, as in ``_exchange``
             else:
                 response, received = await self._rest_of_head(
                     client, channel, head, data, timeouts, len(attempts) > 1
