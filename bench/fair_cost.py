@@ -196,11 +196,12 @@ def serve_bare(
                 nursery.start_soon(_answer_signals, counts, counts_file)
             while True:
                 await wait_readable(listener)
-                try:
-                    accepted, _ = listener.accept()
-                except BlockingIOError:
-                    continue
-                nursery.start_soon(forward, accepted)
+                while True:  # every connection waiting, as a server's accept loop does
+                    try:
+                        accepted, _ = listener.accept()
+                    except BlockingIOError:
+                        break
+                    nursery.start_soon(forward, accepted)
 
     instruments: list[trio.abc.Instrument] = []
     if counts_file is not None:

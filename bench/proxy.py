@@ -7,9 +7,11 @@ first checked to return the backend's answer for every route, then loaded in tur
 the same wrk command, which rotates through requests on several hosts and paths, for
 each connection count, round after round (interleaved, so a slow minute on a shared
 machine hurts all of them). The report gives the median of the rounds and the ratios the
-project aims for, from the same run. Then fastroute with ``--workers 2`` against 1, and
-fastroute while its config is swapped a thousand times under load (SIGHUP), when the
-controller has those features.
+project aims for, from the same run, and each proxy's CPU time per request (all its
+processes, from /proc), with the kernel's part of it: what a proxy's own code costs,
+apart from the sockets' work that every proxy pays. Then fastroute with ``--workers 2``
+against 1, and fastroute while its config is swapped a thousand times under load
+(SIGHUP), when the controller has those features.
 
 With ``--baseline PYTHON`` (an interpreter with another build of fastroute installed, e.g.
 a virtualenv made from an earlier commit), that build runs beside this one as
@@ -50,7 +52,7 @@ from bench.proxy_peers import (
     Fastroute,
     Processes,
     check_answers,
-    cpu_seconds,
+    cpu_times,
     fastroute_flags,
     find_tool,
     start_aiohttp,
@@ -71,7 +73,10 @@ class Summary:
     proxy: str
     connections: int
     rounds: list[WrkResult] = field(default_factory=list)
-    cpu_us: list[float] = field(default_factory=list)  # per request, per round (fastroute)
+    # CPU per request, per round, for the proxies whose processes are known: all of it,
+    # and the kernel's part of it
+    cpu_us: list[float] = field(default_factory=list)
+    cpu_kernel_us: list[float] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
@@ -88,6 +93,10 @@ class Summary:
     @property
     def cpu_us_per_request(self) -> float | None:
         return median(self.cpu_us) if self.cpu_us else None
+
+    @property
+    def cpu_kernel_us_per_request(self) -> float | None:
+        return median(self.cpu_kernel_us) if self.cpu_kernel_us else None
 
     @property
     def non_2xx(self) -> int:
@@ -228,7 +237,7 @@ def _measure(
     for round_ in range(1, rounds + 1):
         for c in connections:
             for name, port in peers.items():
-                cpu_before = cpu_seconds(pids[name]) if name in pids else 0.0
+                cpu_before = cpu_times(pids[name]) if name in pids else (0.0, 0.0)
                 result = run_wrk(
                     processes,
                     port,
@@ -241,9 +250,16 @@ def _measure(
                 summary.rounds.append(result)
                 cpu = ""
                 if name in pids and result.requests:
-                    spent = cpu_seconds(pids[name]) - cpu_before
-                    summary.cpu_us.append(spent / result.requests * 1e6)
-                    cpu = f", {summary.cpu_us[-1]:.1f} us CPU/request"
+                    user, kernel = (
+                        now - before
+                        for now, before in zip(cpu_times(pids[name]), cpu_before, strict=True)
+                    )
+                    summary.cpu_us.append((user + kernel) / result.requests * 1e6)
+                    summary.cpu_kernel_us.append(kernel / result.requests * 1e6)
+                    cpu = (
+                        f", {summary.cpu_us[-1]:.1f} us CPU/request "
+                        f"({summary.cpu_kernel_us[-1]:.1f} in the kernel)"
+                    )
                 _progress(
                     f"round {round_}/{rounds} c{c} {name}: {result.rps:,.0f} req/s, "
                     f"p99 {result.p99_ms:.2f} ms, {result.failed} failed{cpu}"
@@ -257,6 +273,13 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
         if x is None or y is None:
             return None
         return float(getattr(x, what) / getattr(y, what))
+
+    def cpu(a: str, b: str, c: int) -> float | None:
+        """CPU per request, the median of the rounds' ratios (each round ran both)."""
+        x, y = summaries.get((a, c)), summaries.get((b, c))
+        if x is None or y is None or not x.cpu_us or not y.cpu_us:
+            return None
+        return median(p / q for p, q in zip(x.cpu_us, y.cpu_us, strict=True))
 
     def paired(c: int, what: str, other: str = "fastroute-baseline") -> float | None:
         """The median of the rounds' ratios: each round ran the two back to back, so a
@@ -279,7 +302,11 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
             Target(c, "fastroute/haproxy req/s", ratio("fastroute", "haproxy", c, "rps"), None),
             Target(c, "fastroute/haproxy p99", ratio("fastroute", "haproxy", c, "p99_ms"), None,
                    at_least=False),
+            Target(c, "fastroute/nginx CPU/req", cpu("fastroute", "nginx", c), None,
+                   at_least=False),
             Target(c, "trio floor/nginx req/s", ratio("trio floor", "nginx", c, "rps"), None),
+            Target(c, "trio floor/nginx CPU/req", cpu("trio floor", "nginx", c), None,
+                   at_least=False),
             Target(c, "fastroute/trio floor req/s", ratio("fastroute", "trio floor", c, "rps"),
                    None),
             Target(c, "fastroute/aiohttp req/s", ratio("fastroute", "aiohttp", c, "rps"), 3.0),
@@ -303,16 +330,17 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
 
 def _table(summaries: dict[tuple[str, int], Summary]) -> list[str]:
     lines = [
-        "| conns | proxy | req/s | req/s range | p50 ms | p99 ms | CPU us/req "
+        "| conns | proxy | req/s | req/s range | p50 ms | p99 ms | CPU us/req (kernel) "
         "| non-2xx | socket errors |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in summaries.values():
         low, high = min(r.rps for r in s.rounds), max(r.rps for r in s.rounds)
-        cpu = s.cpu_us_per_request
+        cpu, kernel = s.cpu_us_per_request, s.cpu_kernel_us_per_request
+        spent = "-" if cpu is None or kernel is None else f"{cpu:.1f} ({kernel:.1f})"
         lines.append(
             f"| {s.connections} | {s.proxy} | {s.rps:,.0f} | {low:,.0f}-{high:,.0f} "
-            f"| {s.p50_ms:.2f} | {s.p99_ms:.2f} | {'-' if cpu is None else f'{cpu:.1f}'} "
+            f"| {s.p50_ms:.2f} | {s.p99_ms:.2f} | {spent} "
             f"| {s.non_2xx} | {s.socket_errors} |"
         )
     return lines
@@ -397,15 +425,16 @@ def run(
     load_before = os.getloadavg()
     backend = start_backend(processes, tmp / "backend")
     peers: dict[str, int] = {}
+    pids: dict[str, int] = {}  # the proxies whose CPU time is read
     if not args.skip_nginx:
-        peers["nginx"] = start_nginx_proxy(processes, tmp / "nginx", backend)
+        peers["nginx"], pids["nginx"] = start_nginx_proxy(processes, tmp / "nginx", backend)
     if not args.skip_haproxy:
-        peers["haproxy"] = start_haproxy(processes, tmp / "haproxy", backend)
+        peers["haproxy"], pids["haproxy"] = start_haproxy(processes, tmp / "haproxy", backend)
     if not args.skip_aiohttp:
-        peers["aiohttp"] = start_aiohttp(processes, tmp, backend)
+        peers["aiohttp"], pids["aiohttp"] = start_aiohttp(processes, tmp, backend)
     fast = start_fastroute(processes, tmp / "fastroute", backend, flags=flags, workers=1)
     peers["fastroute"] = fast.port
-    pids = {"fastroute": fast.process.pid}
+    pids["fastroute"] = fast.process.pid
     if args.trio_floor:
         peers["trio floor"], pids["trio floor"] = start_trio_floor(
             processes, tmp / "trio-floor", backend
@@ -480,6 +509,7 @@ def run(
                 "p50_ms": s.p50_ms,
                 "p99_ms": s.p99_ms,
                 "cpu_us_per_request": s.cpu_us_per_request,
+                "cpu_kernel_us_per_request": s.cpu_kernel_us_per_request,
             }
             for s in summaries.values()
         ],

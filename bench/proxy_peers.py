@@ -243,21 +243,24 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of ``pid`` and its descendants so far, from /proc (Linux).
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and kernel CPU seconds of ``pid`` and its descendants so far, from /proc (Linux).
 
     CPU per request is what a busy shared machine disturbs least: wrk's req/s moves with
-    whatever else runs, the work the proxy does for one request much less.
+    whatever else runs, the work a proxy does for one request much less. The kernel's
+    part is mostly the sockets' (a send on loopback carries the packet to its reader and
+    wakes it), which every proxy pays alike; the user part is the proxy's own code.
     """
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = kernel = 0
     for one in [pid, *_descendants(pid)]:
         try:
             fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
+        user += int(fields[11])  # utime
+        kernel += int(fields[12])  # stime
+    return user / ticks, kernel / ticks
 
 
 def get(port: int, host: str, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -348,7 +351,10 @@ http {{
 """
 
 
-def _start_nginx(processes: Processes, workdir: Path, name: str, http_block: str) -> int:
+def _start_nginx(
+    processes: Processes, workdir: Path, name: str, http_block: str
+) -> tuple[int, int]:
+    """nginx with ``http_block``: its port, and the PID of its master process."""
     workdir.mkdir(mode=0o755)  # nginx's worker runs as nobody when started by root
     port = free_port()
     config = workdir / "nginx.conf"
@@ -364,7 +370,7 @@ def _start_nginx(processes: Processes, workdir: Path, name: str, http_block: str
     ]
     process = processes.start(name, [*command, "-g", "daemon off;"], log=workdir / "stderr.log")
     _wait_ready(processes, process, name, port)
-    return port
+    return port, process.pid
 
 
 def start_backend(processes: Processes, workdir: Path) -> int:
@@ -373,7 +379,7 @@ def start_backend(processes: Processes, workdir: Path) -> int:
         listen 127.0.0.1:PORT backlog=4096;
         location / { return 200 "hello from backend\\n"; }
     }"""
-    return _start_nginx(processes, workdir, "backend nginx", block)
+    return _start_nginx(processes, workdir, "backend nginx", block)[0]
 
 
 def _nginx_locations(route: Route) -> list[str]:
@@ -385,8 +391,9 @@ def _nginx_locations(route: Route) -> list[str]:
     return [f"= {route.path}", f"{route.path}/"]
 
 
-def start_nginx_proxy(processes: Processes, workdir: Path, backend_port: int) -> int:
-    """nginx as the reverse proxy: a server block per host, locations per route; its port."""
+def start_nginx_proxy(processes: Processes, workdir: Path, backend_port: int) -> tuple[int, int]:
+    """nginx as the reverse proxy: a server block per host, locations per route; its port
+    and PID (its worker is a child of that process)."""
     servers = ["    server { listen 127.0.0.1:PORT default_server; return 404; }"]
     for host in dict.fromkeys(route.host for route in ROUTES):
         locations = [
@@ -449,10 +456,10 @@ def _haproxy_conditions(route: Route, index: int) -> list[str]:
     return [f"    acl {name} path {route.path}", f"    acl {name} path_beg {route.path}/"]
 
 
-def start_haproxy(processes: Processes, workdir: Path, backend_port: int) -> int:
+def start_haproxy(processes: Processes, workdir: Path, backend_port: int) -> tuple[int, int]:
     """HAProxy as the reverse proxy: one thread, an ACL per route, keep-alive to the backend
     (idle server connections shared by all clients, as nginx's ``keepalive`` pool), no
-    logs; its port."""
+    logs; its port and PID."""
     workdir.mkdir(mode=0o755)
     port = free_port()
     hosts = list(dict.fromkeys(route.host for route in ROUTES))
@@ -498,21 +505,21 @@ def start_haproxy(processes: Processes, workdir: Path, backend_port: int) -> int
     command = [find_tool("haproxy") or "haproxy", "-db", "-f", str(config)]
     process = processes.start("haproxy proxy", command, log=workdir / "stderr.log")
     _wait_ready(processes, process, "haproxy proxy", port, status=404)
-    return port
+    return port, process.pid
 
 
 # --- aiohttp ---------------------------------------------------------------------------------
 
 
-def start_aiohttp(processes: Processes, workdir: Path, backend_port: int) -> int:
-    """``bench/aiohttp_proxy.py`` in a process of its own; its port."""
+def start_aiohttp(processes: Processes, workdir: Path, backend_port: int) -> tuple[int, int]:
+    """``bench/aiohttp_proxy.py`` in a process of its own; its port and PID."""
     port = free_port()
     routes = [[r.host, r.path, r.path_type] for r in ROUTES]
     command = [sys.executable, str(BENCH / "aiohttp_proxy.py"), "--port", str(port)]
     command += ["--backend-port", str(backend_port), "--routes", json.dumps(routes)]
     process = processes.start("aiohttp proxy", command, log=workdir / "aiohttp.log")
     _wait_ready(processes, process, "aiohttp proxy", port)
-    return port
+    return port, process.pid
 
 
 # --- fastroute -------------------------------------------------------------------------------
