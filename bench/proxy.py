@@ -19,10 +19,13 @@ a virtualenv made from an earlier commit), that build runs beside this one as
 measured side by side, as the median of the rounds' ratios (req/s, and the CPU time per
 request of each build's process, read from /proc). With ``--trio-floor``, the bare trio
 forwarder of ``bench.fair_cost`` runs beside them too: how far trio's own socket handling
-goes on this machine with nothing of a proxy's work on top.
+goes on this machine with nothing of a proxy's work on top; with ``--codec-floor``, the same
+with fastroute's compiled head parsing and writing on top: what a request loop with no
+Python of its own would reach.
 
 Usage: ``python -m bench.proxy [--rounds 3] [--duration 10] [--connections 64,256]
-[--quick] [--skip-aiohttp] [--skip-nginx] [--skip-haproxy] [--trio-floor] [--baseline PYTHON]
+[--quick] [--skip-aiohttp] [--skip-nginx] [--skip-haproxy] [--trio-floor] [--codec-floor]
+[--baseline PYTHON]
 [--swaps N] [--json FILE]``
 """
 
@@ -139,6 +142,7 @@ ANNOTATED = "fastroute-annotated"  # fastroute, measured on its annotated routes
 CANARY = "fastroute-canary"  # on the routes with a canary Ingress (by header, 50% weight)
 REGEX = "fastroute-regex"  # on the regex paths with a capture rewrite
 AUTH = "fastroute-auth"  # on routes with auth-url, their answers cached
+CODEC_FLOOR = "codec floor"  # the trio floor with fastroute's compiled codec on top
 # the same fastroute process, on other routes than the plain ones
 ROUTE_SETS = {
     ANNOTATED: ANNOTATED_PROBES,
@@ -307,6 +311,11 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
             Target(c, "trio floor/nginx req/s", ratio("trio floor", "nginx", c, "rps"), None),
             Target(c, "trio floor/nginx CPU/req", cpu("trio floor", "nginx", c), None,
                    at_least=False),
+            Target(c, "codec floor/nginx req/s", ratio(CODEC_FLOOR, "nginx", c, "rps"), None),
+            Target(c, "codec floor/nginx p99", ratio(CODEC_FLOOR, "nginx", c, "p99_ms"), None,
+                   at_least=False),
+            Target(c, "codec floor/nginx CPU/req", cpu(CODEC_FLOOR, "nginx", c), None,
+                   at_least=False),
             Target(c, "fastroute/trio floor req/s", ratio("fastroute", "trio floor", c, "rps"),
                    None),
             Target(c, "fastroute/aiohttp req/s", ratio("fastroute", "aiohttp", c, "rps"), 3.0),
@@ -324,7 +333,7 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
             Target(c, "auth/plain req/s", paired(c, "rps", AUTH), None),
             Target(c, "auth/plain CPU/req", paired(c, "cpu", AUTH), None, at_least=False),
         ]  # fmt: skip
-    optional = ("baseline", "annotated", "canary", "regex", "auth", "trio floor")
+    optional = ("baseline", "annotated", "canary", "regex", "auth", "trio floor", "codec floor")
     return [t for t in targets if t.value is not None or not any(o in t.label for o in optional)]
 
 
@@ -413,6 +422,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure a bare trio forwarder (no parsing, no routing): trio's own ceiling",
     )
+    parser.add_argument(
+        "--codec-floor",
+        action="store_true",
+        help="also measure the bare trio forwarder with fastroute's compiled head parsing and "
+        "writing on top: what a request loop with no Python of its own would reach",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     return parser
 
@@ -438,6 +453,10 @@ def run(
     if args.trio_floor:
         peers["trio floor"], pids["trio floor"] = start_trio_floor(
             processes, tmp / "trio-floor", backend
+        )
+    if args.codec_floor:
+        peers[CODEC_FLOOR], pids[CODEC_FLOOR] = start_trio_floor(
+            processes, tmp / "codec-floor", backend, codec=True
         )
     scripts: dict[str, Path] = {}
     if not args.skip_annotated:

@@ -424,14 +424,21 @@ def start_nginx_proxy(processes: Processes, workdir: Path, backend_port: int) ->
 # --- the trio floor ------------------------------------------------------------------------
 
 
-def start_trio_floor(processes: Processes, workdir: Path, backend_port: int) -> tuple[int, int]:
+def start_trio_floor(
+    processes: Processes, workdir: Path, backend_port: int, *, codec: bool = False
+) -> tuple[int, int]:
     """The bare trio forwarder of ``bench.fair_cost`` (no parsing, no routing, the proxy's
-    socket handling): what trio alone reaches on this machine. Its port and PID."""
+    socket handling): what trio alone reaches on this machine. Its port and PID.
+
+    ``codec``: with fastroute's compiled head parsing and writing on top, and nothing else
+    of a proxy's work: what a request loop with no Python of its own would reach.
+    """
     workdir.mkdir()
     port_file = workdir / "port"
-    command = [sys.executable, "-m", "bench.fair_cost", "--serve-bare", "checkpoint"]
+    kind = "codec" if codec else "checkpoint"
+    command = [sys.executable, "-m", "bench.fair_cost", "--serve-bare", kind]
     process = processes.start(
-        "trio floor", [*command, str(backend_port), str(port_file)], log=workdir / "log"
+        f"trio floor ({kind})", [*command, str(backend_port), str(port_file)], log=workdir / "log"
     )
     deadline = time.monotonic() + READY_DEADLINE
     while not (port_file.exists() and port_file.read_text()):

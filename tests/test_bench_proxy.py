@@ -108,13 +108,15 @@ def test_a_report_without_a_figure_is_refused(missing: str) -> None:
 def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     report = tmp_path / "results.json"
     command = [sys.executable, "-m", "bench.proxy", "--quick", "--skip-aiohttp", "--trio-floor"]
+    command += ["--codec-floor"]
     command += ["--connections", "64", "--json", str(report)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, cwd=REPO)
     assert run.returncode == 0, run.stderr
     results = json.loads(report.read_text())["results"]
     route_sets = {"fastroute-annotated", "fastroute-canary", "fastroute-regex", "fastroute-auth"}
     peers = {"nginx", "haproxy"} if find_tool("haproxy") else {"nginx"}  # installed by the run
-    assert {r["proxy"] for r in results} == {*peers, "fastroute", "trio floor", *route_sets}
+    floors = {"trio floor", "codec floor"}
+    assert {r["proxy"] for r in results} == {*peers, "fastroute", *floors, *route_sets}
     for result in results:
         (only,) = result["rounds"]
         assert only["requests"] > 0, result
@@ -124,7 +126,7 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     kernel = {r["proxy"]: r["cpu_kernel_us_per_request"] for r in results}
     # read from /proc for every proxy's processes (nginx's worker is its master's child);
     # the route sets are the fastroute process on its annotated, canary, regex routes
-    for name in {*peers, "fastroute", "trio floor", *route_sets}:
+    for name in {*peers, "fastroute", *floors, *route_sets}:
         assert cpu[name] > 0, name
         assert 0 <= kernel[name] <= cpu[name], name
     for ratio in (
@@ -136,6 +138,7 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
         "canary/plain req/s",
         "regex/plain CPU/req",
         "trio floor/nginx req/s",
+        "codec floor/nginx p99",
         "fastroute/trio floor req/s",
     ):
         assert any(line.startswith("c64") and ratio in line for line in run.stdout.splitlines())
