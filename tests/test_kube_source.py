@@ -30,6 +30,7 @@ import trio
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import UserExec
 
 from controller.app import Controller, KubeOptions, Listening, Options
@@ -223,6 +224,29 @@ def test_initial_sync_in_pages_then_traffic_over_tls_with_a_token(
                     lambda: httpx.get(f"http://127.0.0.1:{run.listening.status_port}/metrics")
                 )
                 assert 'fastroute_config_reloads_total{result="success"} 1.0' in metrics.text
+
+    trio.run(scenario)
+
+
+@pytest.mark.e2e
+def test_the_source_is_ready_only_once_it_has_said_so(kubeapi: KubeAPI) -> None:
+    """Every kind listed is not yet ready: the pipeline builds when the source is ready and
+    again on ``changed()``, so a source ready before it said so (its last list in, its
+    watch not yet past the waits for the others) had its first config built twice."""
+
+    async def scenario() -> None:
+        client = AsyncClient(config=KubeConfig.from_dict(kubeapi.kubeconfig()))
+        source = KubeSource(client, watch=FAST)
+        for reflector in source.reflectors:  # every kind listed, as if just now
+            reflector.synced.set()
+        assert not source.ready
+        said: list[bool] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(source.watch, lambda: said.append(source.ready))
+            await wait_for(lambda: said, "the source saying it is listed")
+            nursery.cancel_scope.cancel()
+        assert said == [True]  # ready as it said so, and said so once
+        assert source.ready
 
     trio.run(scenario)
 

@@ -191,6 +191,7 @@ class KubeSource:
         self.by_name: dict[Key, NamedSecret] = {}
         self._nursery: trio.Nursery | None = None  # where the named Secrets' watches run
         self._notify: Callable[[], None] | None = None  # the pipeline's, once all is listed
+        self._announced = False  # every kind listed, and ``changed()`` said so
         self._pending: dict[tuple[str, Key], Change] = {}  # for the builder: the last of each
         self._builder = self._new_builder()
         self._start_over = False  # after a failed build: a new builder, fed every object
@@ -199,8 +200,14 @@ class KubeSource:
 
     @property
     def ready(self) -> bool:
-        """Every kind has been listed once (it stays true if the API goes away later)."""
-        return all(r.synced.is_set() for r in self.reflectors)
+        """Every kind has been listed once, and ``watch`` has said so (it stays true if the
+        API goes away later).
+
+        Not before it has said so: the pipeline builds when the source is ready and again
+        on ``changed()``, so a source ready a moment earlier (the last list is in, the
+        watch has not looked yet) would get its first config built twice.
+        """
+        return self._announced
 
     @property
     def pending(self) -> bool:
@@ -235,6 +242,7 @@ class KubeSource:
                     len(self.reflectors),
                 )
                 self._notify = changed
+                self._announced = True  # ready and announced in one step: no build between
                 changed()
                 await trio.sleep_forever()  # the reflectors run in the nursery
             finally:
