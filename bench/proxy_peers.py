@@ -246,10 +246,10 @@ def _descendants(pid: int) -> list[int]:
 def cpu_times(pid: int) -> tuple[float, float]:
     """User and kernel CPU seconds of ``pid`` and its descendants so far, from /proc (Linux).
 
-    CPU per request is what a busy shared machine disturbs least: wrk's req/s moves with
-    whatever else runs, the work a proxy does for one request much less. The kernel's
-    part is mostly the sockets' (a send on loopback carries the packet to its reader and
-    wakes it), which every proxy pays alike; the user part is the proxy's own code.
+    Per request, they say where a proxy's time goes: the kernel's part is mostly the
+    sockets' (a send on loopback carries the packet to its reader and wakes it), which
+    every proxy pays alike; the user part is the proxy's own code. A busy shared machine
+    moves them too, so proxies are compared round by round, not across runs.
     """
     ticks = os.sysconf("SC_CLK_TCK")
     user = kernel = 0
