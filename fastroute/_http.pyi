@@ -126,6 +126,9 @@ class ResponseHead(_Head):
     @property
     def until_close(self) -> bool:
         """Whether the body is delimited by the upstream closing the connection."""
+    def complete_with(self, received: bytes) -> bool:
+        """Whether ``received``, what came after the head, is the whole body of an answer
+        that keeps the connection open: nothing to wait for, nothing left over."""
     def client_head(
         self, close: bool, extra: bytes = b"", drop: frozenset[bytes] | None = None
     ) -> bytes:

@@ -872,6 +872,15 @@ cdef class ResponseHead(_Head):
         """Whether the body is delimited by the upstream closing the connection."""
         return not self.bodyless and not self.chunked and self.content_length < 0
 
+    def complete_with(self, bytes received) -> bool:
+        """Whether ``received``, what came after the head, is the whole body of an answer
+        that keeps the connection open: nothing to wait for, nothing left over."""
+        if not self.keep_alive or self.chunked:
+            return False
+        if self.bodyless:
+            return PyBytes_GET_SIZE(received) == 0
+        return self.content_length == PyBytes_GET_SIZE(received)
+
     def client_head(self, bint close, bytes extra=b"", frozenset drop=None) -> bytes:
         """The head to send the client: end-to-end fields as they came, status kept.
 

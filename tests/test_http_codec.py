@@ -1335,6 +1335,58 @@ def test_a_response_head_means_to_the_codec_what_it_means_to_h11(
 
 
 @SETTINGS
+@given(
+    resp=responses(),
+    head_request=st.booleans(),
+    payload=st.binary(max_size=60),
+    received_as=st.sampled_from(["whole", "short", "more"]),
+)
+def test_an_answer_is_complete_with_what_came_only_if_h11_reads_all_of_it_and_no_more(
+    resp: Head, head_request: bool, payload: bytes, received_as: str
+) -> None:
+    """What the short way relies on to pass an answer on at once and pool its connection:
+    the body is all there, nothing follows it, the upstream keeps the connection open,
+    and its framing need not change (a chunked body goes the general way)."""
+    status = status_of(resp)
+    if status < 200:
+        return  # not a final answer: the short way reads on
+    head = parsed_response(resp.raw, head_request)
+    event, conn = h11_response(resp.raw, b"HEAD" if head_request else b"GET")
+    bodyless, chunked, length = response_framing(status, resp.headers, head_request)
+    if bodyless:
+        body = b""
+    elif chunked:
+        body = chunk(payload) + b"0\r\n\r\n"
+    elif length >= 0:  # a long one is sent in part only: it is not all there
+        body = (payload or b"\0") * (min(length, 4096) // max(len(payload), 1) + 1)
+        body = body[: min(length, 4096)]
+    else:
+        body = payload
+    received = {"whole": body, "short": body[:-1], "more": body + b"X"}[received_as]
+    assert head.complete_with(received) == (
+        h11_reads_all_and_no_more(conn, received) and head.keep_alive and not chunked
+    )
+
+
+def h11_reads_all_and_no_more(conn: h11.Connection, received: bytes) -> bool:
+    """Whether h11, given ``received`` after a response head, finds the whole message in
+    it and nothing after it."""
+    if received:  # (none would tell h11 the connection closed)
+        conn.receive_data(received)
+    try:
+        event = conn.next_event()
+        while event not in (h11.NEED_DATA, h11.PAUSED):
+            if isinstance(event, h11.ConnectionClosed):
+                return False
+            event = conn.next_event()
+    except h11.RemoteProtocolError:  # bytes after a message that ends the connection
+        return False
+    # (h11 closes after every HTTP/1.0 message: whether it keeps the connection open is
+    # ``keep_alive``'s to say, checked against RFC 9112 above)
+    return conn.their_state in (h11.DONE, h11.MUST_CLOSE) and not conn.trailing_data[0]
+
+
+@SETTINGS
 @given(resp=responses(), head_request=st.booleans(), more=st.binary(min_size=1, max_size=40))
 def test_a_response_head_arriving_in_pieces_is_read_once_complete(
     resp: Head, head_request: bool, more: bytes

@@ -60,7 +60,7 @@ def test_a_kept_plan_is_what_decide_makes_for_every_request(
         kept = plans.get(config, key)
         made = _decide(config, target, host, client)
         if kept is not None:
-            assert kept == made  # the same route, target, host and fields
+            assert kept.plan == made  # the same route, target, host and fields
         plans.keep(config, key, made)
 
 
@@ -81,14 +81,18 @@ def test_plans_of_an_older_config_are_never_used() -> None:
     key = (b"/", b"plain.example.com", "http")
     plan = _decide(old, b"/", b"plain.example.com", "10.1.2.3")
     plans.keep(old, key, plan)
-    assert plans.get(old, key) is plan
+    kept = plans.get(old, key)
+    assert kept is not None
+    assert kept.plan is plan
     assert plans.get(new, key) is None  # the new config's endpoints are elsewhere
     fresh = _decide(new, b"/", b"plain.example.com", "10.1.2.3")
     assert isinstance(fresh, Forward)
     assert [e.port for e in fresh.route.backend.endpoints] == [9090]
     plans.keep(new, key, fresh)
     assert plans.get(old, key) is None
-    assert plans.get(new, key) is fresh
+    kept = plans.get(new, key)
+    assert kept is not None
+    assert kept.plan is fresh
 
 
 def test_endless_distinct_targets_never_hold_more_than_the_size() -> None:

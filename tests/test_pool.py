@@ -7,21 +7,27 @@ import pytest
 from fastroute.proxy.pool import Pool
 
 
+def _take(pool: Pool[str], endpoint: str, now: float) -> tuple[str | None, list[str]]:
+    """``Pool.take``, its connections to close as a list."""
+    connection, expired = pool.take(endpoint, now=now)
+    return connection, list(expired)
+
+
 def test_most_recently_used_connection_is_reused_first() -> None:
     pool: Pool[str] = Pool()
-    assert pool.give("e1", "old", now=0.0) == []
-    assert pool.give("e1", "new", now=1.0) == []
-    assert pool.take("e1", now=2.0) == ("new", [])
-    assert pool.take("e1", now=2.0) == ("old", [])
-    assert pool.take("e1", now=2.0) == (None, [])
-    assert pool.take("other", now=2.0) == (None, [])
+    assert list(pool.give("e1", "old", now=0.0)) == []
+    assert list(pool.give("e1", "new", now=1.0)) == []
+    assert _take(pool, "e1", 2.0) == ("new", [])
+    assert _take(pool, "e1", 2.0) == ("old", [])
+    assert _take(pool, "e1", 2.0) == (None, [])
+    assert _take(pool, "other", 2.0) == (None, [])
 
 
 def test_connections_idle_too_long_are_handed_back_to_close() -> None:
     pool: Pool[str] = Pool(idle_timeout=10.0)
     pool.give("e", "stale", now=0.0)
     pool.give("e", "stale-too", now=1.0)
-    assert pool.take("e", now=11.5) == (None, ["stale-too", "stale"])
+    assert _take(pool, "e", 11.5) == (None, ["stale-too", "stale"])
     pool.give("e", "fresh", now=20.0)
     pool.give("f", "old", now=0.0)
     assert pool.sweep(now=25.0) == ["old"]
@@ -30,10 +36,10 @@ def test_connections_idle_too_long_are_handed_back_to_close() -> None:
 
 def test_more_idle_connections_than_the_limit_close_the_oldest() -> None:
     pool: Pool[int] = Pool(max_idle=2)
-    assert pool.give("e", 1, now=0.0) == []
-    assert pool.give("e", 2, now=1.0) == []
-    assert pool.give("e", 3, now=2.0) == [1]
-    assert Pool[int](max_idle=0).give("e", 9, now=0.0) == [9]
+    assert list(pool.give("e", 1, now=0.0)) == []
+    assert list(pool.give("e", 2, now=1.0)) == []
+    assert list(pool.give("e", 3, now=2.0)) == [1]
+    assert list(Pool[int](max_idle=0).give("e", 9, now=0.0)) == [9]
 
 
 def test_drain_hands_back_everything() -> None:

@@ -319,11 +319,12 @@ class Forwarder:
         failed, a late answer, a body still to read), from where this attempt ended, so
         the rules are the same.
         """
-        attempts = self.balancer.attempts(plan.route.backend, now=client.started)
+        started = client.started
+        attempts = self.balancer.attempts(plan.route.backend, now=started)
         method = head.method
         if not attempts or head.upgrade is not None or method not in IDEMPOTENT_METHODS:
             return await self.forward(client, head, outgoing, plan, None, after, attempts=attempts)
-        upstream = self._idle(attempts[0], client.started)
+        upstream = self._idle(attempts[0], started)
         if upstream is None:
             return await self.forward(client, head, outgoing, plan, None, after, attempts=attempts)
         client.upstream = upstream
@@ -362,21 +363,17 @@ class Forwarder:
             return await self.forward(
                 client, head, outgoing, plan, None, after, attempts=attempts, last_error=error
             )
-        if response.status == 101:  # a switch nobody asked for
+        status = response.status
+        if status == 101:  # a switch nobody asked for
             raise self._unasked_upgrade(client, upstream)
         self.balancer.succeeded(upstream.endpoint)
-        if (
-            plan.fields is NO_FIELDS  # no HSTS to add
-            and response.keep_alive
-            and not response.until_close
-            and not response.chunked
-            and (not received if response.bodyless else response.content_length == len(received))
-        ):
+        if plan.fields is NO_FIELDS and response.complete_with(received):  # no HSTS to add
             # the whole answer is here: the client gets it, the connection goes back
-            config = self.state.config
+            state = self.state
+            config = state.config
             close = (
                 not head.keep_alive
-                or self.state.draining
+                or state.draining
                 or (config is not None and config.settings.keep_alive <= 0)
             )
             client.responded = True
@@ -393,12 +390,12 @@ class Forwarder:
             client.upstream = None
             for old in self.pool.give(upstream.key, upstream, now=client.now()):
                 old.channel.close()
-            client.finished(response.status, upstream.name)
+            client.finished(status, upstream.name)
             return None if close else after
         following = await self._relay(
             client, upstream, head, response, received, after, plan, timeouts
         )
-        client.finished(response.status, upstream.name)
+        client.finished(status, upstream.name)
         return following
 
     def _read_timed_out(

@@ -370,6 +370,11 @@ class Http1:
         limits = self.limits
         state = self.state
         channel = connection.channel
+        plain_plans = self.plain_plans
+        forward_plain = self.forwarder.forward_plain
+        address = connection.client.address
+        scheme = connection.client.scheme
+        forwarded = connection.forwarded
         buffer = b""
         idle_timeout = limits.head_timeout  # before the first request: the head's time
         told = 0.0  # the keep-alive timeout the watchdog was last told of
@@ -396,17 +401,26 @@ class Http1:
                 if head is None and first:  # the head's time runs from its first byte
                     connection.deadline(Phase.HEAD, limits.head_timeout)
             connection.head = head
-            kept = self._kept_plan(connection, head)
-            if kept is not None and self._short_way(head):
+            # a plain route's plan, made for this target, Host and scheme under the config
+            # in force, if any
+            kept = plain_plans.get(state.config, (head.target, head.host, scheme))
+            if kept is None:
+                rest = await self._request(connection, head, buffer[head.size :], None)
+            elif kept.short and head.content_length <= 0 and not head.chunked:
                 # the commonest request: no plan to make, nothing to read, nothing to check
                 connection.started = connection.now()
-                connection.address = connection.client.address
-                outgoing = self._plain_outgoing(connection, head, kept)
-                rest = await self.forwarder.forward_plain(
-                    connection, head, outgoing, kept, buffer[head.size :]
+                connection.address = address
+                connection.ingress = kept.ingress
+                connection.service = kept.service
+                connection.logged = kept.logged
+                outgoing = head.forward_head(
+                    kept.target, *forwarded, kept.host, override_host=kept.override_host
+                )
+                rest = await forward_plain(
+                    connection, head, outgoing, kept.plan, buffer[head.size :]
                 )
             else:
-                rest = await self._request(connection, head, buffer[head.size :], kept)
+                rest = await self._request(connection, head, buffer[head.size :], kept.plan)
             if rest is None:
                 return
             buffer = rest
@@ -424,7 +438,7 @@ class Http1:
         self, connection: Connection, head: RequestHead, body: bytes, kept: Forward | None
     ) -> bytes | None:
         """Carry out ``decide``'s plan for one request; what follows it on the connection,
-        or None to close. ``kept`` is the plan ``_kept_plan`` found for it (None: decide)."""
+        or None to close. ``kept`` is the plain plan kept for it (None: decide)."""
         state = self.state
         config = state.config  # this request's config, whatever swap does meanwhile
         connection.started = now = connection.now()
@@ -462,13 +476,15 @@ class Http1:
         # Forward: a ProxyError raised from here on (413, 502, 504...) is the answer (serve)
         route = plan.route
         policy = route.policy
-        if policy.plain and identity is None and head.content_length <= 0 and not head.chunked:
-            # a plain route, nothing to read, nothing to check
-            outgoing = self._plain_outgoing(connection, head, plan)
-            return await self.forwarder.forward_plain(connection, head, outgoing, plan, body)
         connection.ingress = route.ingress
         connection.service = route.backend.name
         connection.logged = policy.access_log
+        if policy.plain and identity is None and head.content_length <= 0 and not head.chunked:
+            # a plain route, nothing to read, nothing to check
+            outgoing = head.forward_head(
+                plan.target, *connection.forwarded, plan.host, override_host=plan.host_from_target
+            )
+            return await self.forwarder.forward_plain(connection, head, outgoing, plan, body)
         connection.error_lines = plan.fields.error_lines
         try:
             max_body = self.limits.max_body_bytes
@@ -541,35 +557,6 @@ class Http1:
         if request_body is not None:
             connection.body = None  # its bytes are not kept while the connection idles
         return after
-
-    def _kept_plan(self, connection: Connection, head: RequestHead) -> Forward | None:
-        """The plan kept for a request to this target, Host and scheme under the config in
-        force (a plain route's), if any."""
-        config = self.state.config
-        if config is None:
-            return None
-        return self.plain_plans.get(config, (head.target, head.host, connection.client.scheme))
-
-    def _short_way(self, head: RequestHead) -> bool:
-        """Whether a request with a kept plan can go the short way (``forward_plain``): it
-        has no body, and the proxy needs to know nothing of the client but its address."""
-        config = self.state.config
-        return (
-            config is not None
-            and head.content_length <= 0
-            and not head.chunked
-            and not ClientTrust.wanted(config.settings)
-        )
-
-    def _plain_outgoing(self, connection: Connection, head: RequestHead, plan: Forward) -> bytes:
-        """A plain route's request head for its upstream; the connection now serves the route."""
-        route = plan.route
-        connection.ingress = route.ingress
-        connection.service = route.backend.name
-        connection.logged = route.policy.access_log
-        return head.forward_head(
-            plan.target, *connection.forwarded, plan.host, override_host=plan.host_from_target
-        )
 
     async def _admit(
         self, connection: Connection, head: RequestHead, plan: Forward

@@ -9,7 +9,7 @@ closing, which is I/O, stays in the server.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -38,10 +38,15 @@ class Pool(Generic[C]):
         if not self.idle_timeout > 0:
             raise ValueError(f"idle_timeout must be positive, got {self.idle_timeout}")
 
-    def take(self, endpoint: Hashable, *, now: float) -> tuple[C | None, list[C]]:
+    def take(self, endpoint: Hashable, *, now: float) -> tuple[C | None, Sequence[C]]:
         """An idle connection to ``endpoint`` (or None), and expired ones to close."""
         idle = self._idle.get(endpoint)
-        expired: list[C] = []
+        if not idle:
+            return None, ()
+        since, connection = idle.pop()
+        if now - since < self.idle_timeout:
+            return connection, ()  # the usual case: no list made for nothing to close
+        expired = [connection]
         while idle:
             since, connection = idle.pop()
             if now - since < self.idle_timeout:
@@ -49,18 +54,20 @@ class Pool(Generic[C]):
             expired.append(connection)
         return None, expired
 
-    def give(self, endpoint: Hashable, connection: C, *, now: float) -> list[C]:
+    def give(self, endpoint: Hashable, connection: C, *, now: float) -> Sequence[C]:
         """Keep ``connection`` for reuse; returns the connections to close instead."""
         if self.max_idle == 0:
-            return [connection]
-        idle = self._idle.setdefault(endpoint, [])
+            return (connection,)
+        idle = self._idle.get(endpoint)
+        if idle is None:
+            idle = self._idle[endpoint] = []
         idle.append((now, connection))
         overflow = len(idle) - self.max_idle
         if overflow > 0:
             dropped = [connection for _, connection in idle[:overflow]]
             del idle[:overflow]
             return dropped
-        return []
+        return ()
 
     def sweep(self, *, now: float) -> list[C]:
         """Every connection idle for longer than ``idle_timeout``, removed: close them."""
