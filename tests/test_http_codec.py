@@ -1351,7 +1351,7 @@ def test_an_answer_is_complete_with_what_came_only_if_h11_reads_all_of_it_and_no
     if status < 200:
         return  # not a final answer: the short way reads on
     head = parsed_response(resp.raw, head_request)
-    event, conn = h11_response(resp.raw, b"HEAD" if head_request else b"GET")
+    _, conn = h11_response(resp.raw, b"HEAD" if head_request else b"GET")
     bodyless, chunked, length = response_framing(status, resp.headers, head_request)
     if bodyless:
         body = b""

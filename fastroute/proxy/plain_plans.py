@@ -19,7 +19,7 @@ from fastroute.proxy.decide import Forward
 from fastroute.proxy.real_ip import ClientTrust
 
 if TYPE_CHECKING:
-    from fastroute.ingress.model import Backend, RouteConfig
+    from fastroute.ingress.model import RouteConfig
 
 __all__ = ["Kept", "PlainPlans"]
 
@@ -30,7 +30,6 @@ class Kept:
     """A plain route's plan, and what the short way reads of it, at hand."""
 
     __slots__ = (
-        "backend",
         "host",
         "ingress",
         "logged",
@@ -47,7 +46,6 @@ class Kept:
         self.target: bytes = plan.target
         self.host: bytes = plan.host
         self.override_host: bool = plan.host_from_target
-        self.backend: Backend = route.backend
         self.ingress: str = route.ingress
         self.service: str = route.backend.name
         self.logged: bool = route.policy.access_log
