@@ -288,14 +288,13 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
     def paired(c: int, what: str, other: str = "fastroute-baseline") -> float | None:
         """The median of the rounds' ratios: each round ran the two back to back, so a
         slow minute on a shared machine moves both sides of one ratio alike."""
-        x, y = summaries.get((other, c)), summaries.get(("fastroute", c))
-        if other == "fastroute-baseline":
-            x, y = y, x
+        a, b = ("fastroute", other) if other == "fastroute-baseline" else (other, "fastroute")
+        if what == "cpu":
+            return cpu(a, b, c)
+        x, y = summaries.get((a, c)), summaries.get((b, c))
         if x is None or y is None:
             return None
-        if what == "rps":
-            return median(a.rps / b.rps for a, b in zip(x.rounds, y.rounds, strict=True))
-        return median(a / b for a, b in zip(x.cpu_us, y.cpu_us, strict=True))
+        return median(p.rps / q.rps for p, q in zip(x.rounds, y.rounds, strict=True))
 
     targets = []
     for c in connections:

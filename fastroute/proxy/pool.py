@@ -41,17 +41,12 @@ class Pool(Generic[C]):
     def take(self, endpoint: Hashable, *, now: float) -> tuple[C | None, Sequence[C]]:
         """An idle connection to ``endpoint`` (or None), and expired ones to close."""
         idle = self._idle.get(endpoint)
-        if not idle:
-            return None, ()
-        since, connection = idle.pop()
-        if now - since < self.idle_timeout:
-            return connection, ()  # the usual case: no list made for nothing to close
-        expired = [connection]
+        expired: Sequence[C] = ()  # the usual case: no list made for nothing to close
         while idle:
             since, connection = idle.pop()
             if now - since < self.idle_timeout:
                 return connection, expired
-            expired.append(connection)
+            expired = [*expired, connection]
         return None, expired
 
     def give(self, endpoint: Hashable, connection: C, *, now: float) -> Sequence[C]:
