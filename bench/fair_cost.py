@@ -33,6 +33,7 @@ import gc
 import json
 import os
 import re
+import select
 import selectors
 import shutil
 import signal
@@ -208,6 +209,60 @@ def serve_bare(backend_port: int, port_file: Path, counts_file: Path | None, kin
             upstream.close()
             downstream.close()
 
+    # ``pump``: one task drives every connection from an epoll of its own (edge-triggered,
+    # each socket registered once), in the order the kernel reports them ready
+    pump = select.epoll() if kind == "pump" else None
+    pairs: dict[int, tuple[list[Any], bool]] = {}  # fd: ([client, upstream, answer], client?)
+
+    def client_ready(pair: list[Any]) -> None:
+        client, upstream, _ = pair
+        try:
+            data = client.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            for sock in (client, upstream):
+                pairs.pop(sock.fileno(), None)
+                sock.close()
+            return
+        head = parse_request(data, 65536)
+        assert head is not None  # the client's requests come whole
+        key = (head.target, head.host, "http")
+        target = plans.get(key) or plans.setdefault(key, head.target)
+        upstream.send(head.forward_head(target, b"127.0.0.1", b"http", b"80", False))
+
+    def upstream_ready(pair: list[Any]) -> None:
+        try:
+            answer = pair[2] + pair[1].recv(65536)
+        except BlockingIOError:
+            return
+        response = parse_response(answer, 65536, False)
+        if response is None or len(answer) < response.size + response.content_length:
+            pair[2] = answer
+            return
+        pair[2] = b""
+        pair[0].send(response.client_head(False) + answer[response.size :])
+
+    async def run_pump() -> None:
+        assert pump is not None
+        while True:
+            await wait_readable(pump.fileno())
+            for fd, _ in pump.poll(0):
+                found = pairs.get(fd)
+                if found is not None:
+                    (client_ready if found[1] else upstream_ready)(found[0])
+
+    def pumped(downstream: sockets.socket) -> None:
+        assert pump is not None
+        upstream = sockets.create_connection(("127.0.0.1", backend_port))
+        pair = [downstream, upstream, b""]
+        for sock, is_client in ((downstream, True), (upstream, False)):
+            sock.setblocking(False)
+            pairs[sock.fileno()] = (pair, is_client)
+            pump.register(sock.fileno(), select.EPOLLIN | select.EPOLLET)
+
     async def main() -> None:
         listener = sockets.create_server(("127.0.0.1", 0), backlog=4096)
         listener.setblocking(False)
@@ -215,6 +270,8 @@ def serve_bare(backend_port: int, port_file: Path, counts_file: Path | None, kin
         async with trio.open_nursery() as nursery:
             if counts_file is not None:
                 nursery.start_soon(_answer_signals, counts, counts_file)
+            if pump is not None:
+                nursery.start_soon(run_pump)
             while True:
                 await wait_readable(listener)
                 while True:  # every connection waiting, as a server's accept loop does
@@ -222,7 +279,10 @@ def serve_bare(backend_port: int, port_file: Path, counts_file: Path | None, kin
                         accepted, _ = listener.accept()
                     except BlockingIOError:
                         break
-                    nursery.start_soon(forward, accepted)
+                    if pump is not None:
+                        pumped(accepted)
+                    else:
+                        nursery.start_soon(forward, accepted)
 
     instruments: list[trio.abc.Instrument] = []
     if counts_file is not None:
@@ -498,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--bare",
-        choices=("checkpoint", "wait-first", "codec"),
+        choices=("checkpoint", "wait-first", "codec", "pump"),
         help="measure the bare trio forwarder instead, its replies read as channel.py does "
         "(checkpoint) or after a wait for readiness (wait-first), or as channel.py does "
         "with fastroute's compiled head parsing and writing on top (codec)",

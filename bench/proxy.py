@@ -143,6 +143,7 @@ CANARY = "fastroute-canary"  # on the routes with a canary Ingress (by header, 5
 REGEX = "fastroute-regex"  # on the regex paths with a capture rewrite
 AUTH = "fastroute-auth"  # on routes with auth-url, their answers cached
 CODEC_FLOOR = "codec floor"  # the trio floor with fastroute's compiled codec on top
+PUMP_FLOOR = "pump floor"  # the codec floor's work, every connection driven by one task
 # the same fastroute process, on other routes than the plain ones
 ROUTE_SETS = {
     ANNOTATED: ANNOTATED_PROBES,
@@ -315,6 +316,11 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
                    at_least=False),
             Target(c, "codec floor/nginx CPU/req", cpu(CODEC_FLOOR, "nginx", c), None,
                    at_least=False),
+            Target(c, "pump floor/nginx req/s", ratio(PUMP_FLOOR, "nginx", c, "rps"), None),
+            Target(c, "pump floor/nginx p99", ratio(PUMP_FLOOR, "nginx", c, "p99_ms"), None,
+                   at_least=False),
+            Target(c, "pump floor/nginx CPU/req", cpu(PUMP_FLOOR, "nginx", c), None,
+                   at_least=False),
             Target(c, "fastroute/trio floor req/s", ratio("fastroute", "trio floor", c, "rps"),
                    None),
             Target(c, "fastroute/aiohttp req/s", ratio("fastroute", "aiohttp", c, "rps"), 3.0),
@@ -332,7 +338,16 @@ def _targets(summaries: dict[tuple[str, int], Summary], connections: Sequence[in
             Target(c, "auth/plain req/s", paired(c, "rps", AUTH), None),
             Target(c, "auth/plain CPU/req", paired(c, "cpu", AUTH), None, at_least=False),
         ]  # fmt: skip
-    optional = ("baseline", "annotated", "canary", "regex", "auth", "trio floor", "codec floor")
+    optional = (
+        "baseline",
+        "annotated",
+        "canary",
+        "regex",
+        "auth",
+        "trio floor",
+        CODEC_FLOOR,
+        PUMP_FLOOR,
+    )
     return [t for t in targets if t.value is not None or not any(o in t.label for o in optional)]
 
 
@@ -427,6 +442,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also measure the bare trio forwarder with fastroute's compiled head parsing and "
         "writing on top: what a request loop with no Python of its own would reach",
     )
+    parser.add_argument(
+        "--pump-floor",
+        action="store_true",
+        help="also measure the codec floor's work with every connection driven by one task "
+        "from an epoll of its own: a request loop without a scheduler turn per wait",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     return parser
 
@@ -455,7 +476,11 @@ def run(
         )
     if args.codec_floor:
         peers[CODEC_FLOOR], pids[CODEC_FLOOR] = start_trio_floor(
-            processes, tmp / "codec-floor", backend, codec=True
+            processes, tmp / "codec-floor", backend, kind="codec"
+        )
+    if args.pump_floor:
+        peers[PUMP_FLOOR], pids[PUMP_FLOOR] = start_trio_floor(
+            processes, tmp / "pump-floor", backend, kind="pump"
         )
     scripts: dict[str, Path] = {}
     if not args.skip_annotated:

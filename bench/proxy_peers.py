@@ -425,17 +425,18 @@ def start_nginx_proxy(processes: Processes, workdir: Path, backend_port: int) ->
 
 
 def start_trio_floor(
-    processes: Processes, workdir: Path, backend_port: int, *, codec: bool = False
+    processes: Processes, workdir: Path, backend_port: int, *, kind: str = "checkpoint"
 ) -> tuple[int, int]:
     """The bare trio forwarder of ``bench.fair_cost`` (no parsing, no routing, the proxy's
     socket handling): what trio alone reaches on this machine. Its port and PID.
 
-    ``codec``: with fastroute's compiled head parsing and writing on top, and nothing else
-    of a proxy's work: what a request loop with no Python of its own would reach.
+    ``kind``: ``codec``, with fastroute's compiled head parsing and writing on top, and
+    nothing else of a proxy's work: what a request loop with no Python of its own would
+    reach; ``pump``, the same work with every connection driven by one task from an epoll
+    of its own: what that loop reaches without a scheduler turn per wait.
     """
     workdir.mkdir()
     port_file = workdir / "port"
-    kind = "codec" if codec else "checkpoint"
     command = [sys.executable, "-m", "bench.fair_cost", "--serve-bare", kind]
     process = processes.start(
         f"trio floor ({kind})", [*command, str(backend_port), str(port_file)], log=workdir / "log"

@@ -86,11 +86,12 @@ class Channel(Protocol):
 class SocketChannel:
     """A non-blocking TCP socket, driven from a trio task."""
 
-    __slots__ = ("_poller", "_ready_calls", "_waits_first", "sock")
+    __slots__ = ("_poller", "_ready_calls", "_waits_first", "in_loop", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.in_loop = False  # registered with the plain loop's epoll (``plain_loop``)
         self._ready_calls = 0
         self._waits_first = 0  # replies to wait for before trying first again
         self._poller: select.poll | None = None  # for ``stale``, made on first use

@@ -157,7 +157,8 @@ class Forwarder:
         self.pool: Pool[Upstream] = Pool(max_idle=320)
         self.tls_contexts = UpstreamContexts()
         self._route_timeouts = ByIdentity(self._timeouts_of, size=4096)
-        self._default_timeouts = Timeouts(
+        # the proxy's own, which a plain route has
+        self.plain_timeouts = Timeouts(
             self.limits.connect_timeout, self.limits.upstream_timeout, self.limits.upstream_timeout
         )
 
@@ -319,35 +320,70 @@ class Forwarder:
         failed, a late answer, a body still to read), from where this attempt ended, so
         the rules are the same.
         """
-        started = client.started
-        attempts = self.balancer.attempts(plan.route.backend, now=started)
-        method = head.method
-        if not attempts or head.upgrade is not None or method not in IDEMPOTENT_METHODS:
-            return await self.forward(client, head, outgoing, plan, None, after, attempts=attempts)
-        upstream = self._idle(attempts[0], started)
+        attempts, upstream = self.plain_upstream(client, head, plan)
         if upstream is None:
             return await self.forward(client, head, outgoing, plan, None, after, attempts=attempts)
-        client.upstream = upstream
-        channel = upstream.channel
-        timeouts = self._default_timeouts
-        try:
+        return await self.plain_exchange(
+            client, head, outgoing, plan, after, attempts, upstream, unsent=outgoing
+        )
+
+    def plain_upstream(
+        self, client: ClientSide, head: RequestHead, plan: Forward
+    ) -> tuple[list[Endpoint], Upstream | None]:
+        """The endpoints a plain request may go to, best first, and the idle pooled
+        connection to the first that it goes the short way on, taken (None: it goes
+        ``forward``'s way, to these endpoints). Its phase is the upstream's from here."""
+        started = client.started
+        attempts = self.balancer.attempts(plan.route.backend, now=started)
+        if not attempts or head.upgrade is not None or head.method not in IDEMPOTENT_METHODS:
+            return attempts, None
+        upstream = self._idle(attempts[0], started)
+        if upstream is not None:
+            client.upstream = upstream
             # one deadline for the send and the wait: a plain route's send and read timeouts
             # are both the proxy's upstream timeout, and a head sent on an idle connection
-            # does not wait for room
-            client.deadline(Phase.UPSTREAM, timeouts.read)
-            sent = channel.send_some(outgoing)
-            if sent < len(outgoing):
-                await channel.send(outgoing[sent:])
-            if len(attempts) > 1:  # a late answer goes to the next endpoint: timed here
-                data = await _timed_read(client, channel.recv_reply, timeouts.read)
-            else:
-                data = await channel.recv_reply()
-            response = parse_response(data, self.limits.max_head_bytes, method == b"HEAD")
+            # does not wait for room; with another endpoint to ask, the exchange times the
+            # wait itself and the watchdog's deadline is the backstop
+            backstop = BACKSTOP if len(attempts) > 1 else 0.0
+            client.deadline(Phase.UPSTREAM, self.plain_timeouts.read + backstop)
+        return attempts, upstream
+
+    async def plain_exchange(
+        self,
+        client: ClientSide,
+        head: RequestHead,
+        outgoing: bytes,
+        plan: Forward,
+        after: bytes,
+        attempts: list[Endpoint],
+        upstream: Upstream,
+        *,
+        unsent: bytes = b"",
+        data: bytes = b"",
+    ) -> bytes | None:
+        """``forward_plain`` from the connection ``plain_upstream`` took: ``unsent`` is
+        what of the head ``outgoing`` has not gone yet, ``data`` what of the answer came
+        (b"": nothing yet). The plain loop goes on here with a request that left its
+        short way."""
+        channel = upstream.channel
+        timeouts = self.plain_timeouts
+        timed = len(attempts) > 1  # a late answer goes to the next endpoint: timed here
+        try:
+            if unsent:
+                sent = channel.send_some(unsent)
+                if sent < len(unsent):
+                    await channel.send(unsent[sent:])
+            if not data:
+                if timed:
+                    data = await _timed_read(client, channel.recv_reply, timeouts.read)
+                else:
+                    data = await channel.recv_reply()
+            response = parse_response(data, self.limits.max_head_bytes, head.method == b"HEAD")
             if response is not None and (response.status >= 200 or response.status == 101):
                 received = data[response.size :]  # a final head, whole, as in ``_exchange``
             else:
                 response, received = await self._rest_of_head(
-                    client, channel, head, data, timeouts, len(attempts) > 1
+                    client, channel, head, data, timeouts, timed
                 )
         except (*CONNECTION_FAILURES, BadGatewayError, _UpstreamFailedError):
             # an idle connection the upstream closed, or one that went bad: the request is
@@ -358,45 +394,85 @@ class Forwarder:
                 client, head, outgoing, plan, None, after, attempts=attempts, pooled=False
             )
         except _UpstreamTimedOutError:
-            error = self._read_timed_out(client, upstream, timeouts)
-            del attempts[0]
-            return await self.forward(
-                client, head, outgoing, plan, None, after, attempts=attempts, last_error=error
-            )
+            return await self.plain_timed_out(client, head, outgoing, plan, after, attempts)
         status = response.status
         if status == 101:  # a switch nobody asked for
             raise self._unasked_upgrade(client, upstream)
         self.balancer.succeeded(upstream.endpoint)
         if plan.fields is NO_FIELDS and response.complete_with(received):  # no HSTS to add
             # the whole answer is here: the client gets it, the connection goes back
-            state = self.state
-            config = state.config
-            close = (
-                not head.keep_alive
-                or state.draining
-                or (config is not None and config.settings.keep_alive <= 0)
-            )
-            client.responded = True
-            client.phase = Phase.RESPONSE
-            answer = response.client_head(close) + received
-            try:
-                sent = client.channel.send_some(answer)
-                if sent < len(answer):
-                    await client.channel.send(answer[sent:])
-            except CONNECTION_FAILURES:
-                client.upstream = None
-                channel.close()
-                raise ClientGoneError() from None
-            client.upstream = None
-            for old in self.pool.give(upstream.key, upstream, now=client.now()):
-                old.channel.close()
-            client.finished(status, upstream.name)
-            return None if close else after
+            answer, close = self.plain_answer(client, head, response, received)
+            return await self.plain_send(client, upstream, answer, status, None if close else after)
         following = await self._relay(
             client, upstream, head, response, received, after, plan, timeouts
         )
         client.finished(status, upstream.name)
         return following
+
+    async def plain_timed_out(
+        self,
+        client: ClientSide,
+        head: RequestHead,
+        outgoing: bytes,
+        plan: Forward,
+        after: bytes,
+        attempts: list[Endpoint],
+    ) -> bytes | None:
+        """A plain request's first endpoint sent no answer in time: the next is asked."""
+        upstream = client.upstream
+        assert upstream is not None  # the connection the request went on
+        error = self._read_timed_out(client, upstream, self.plain_timeouts)
+        del attempts[0]
+        return await self.forward(
+            client, head, outgoing, plan, None, after, attempts=attempts, last_error=error
+        )
+
+    def plain_answer(
+        self, client: ClientSide, head: RequestHead, response: ResponseHead, received: bytes
+    ) -> tuple[bytes, bool]:
+        """What the client is sent of a plain answer that came whole (``received``: its
+        body), and whether its connection closes after it. The response phase begins."""
+        state = self.state
+        config = state.config
+        close = (
+            not head.keep_alive
+            or state.draining
+            or (config is not None and config.settings.keep_alive <= 0)
+        )
+        client.responded = True
+        client.phase = Phase.RESPONSE
+        return response.client_head(close) + received, close
+
+    async def plain_send(
+        self,
+        client: ClientSide,
+        upstream: Upstream,
+        answer: bytes,
+        status: int,
+        after: bytes | None,
+    ) -> bytes | None:
+        """Send ``answer``, a whole plain answer (what of it has not gone yet), then give
+        its connection back to the pool; ``after`` is returned (None: close)."""
+        try:
+            sent = client.channel.send_some(answer)
+            if sent < len(answer):
+                await client.channel.send(answer[sent:])
+        except CONNECTION_FAILURES:
+            client.upstream = None
+            upstream.channel.close()
+            raise ClientGoneError() from None
+        return self.plain_done(client, upstream, status, after)
+
+    def plain_done(
+        self, client: ClientSide, upstream: Upstream, status: int, after: bytes | None
+    ) -> bytes | None:
+        """A whole plain answer went out: its connection goes back to the pool, the
+        request is counted; ``after`` is returned (None: the client connection closes)."""
+        client.upstream = None
+        for old in self.pool.give(upstream.key, upstream, now=client.now()):
+            old.channel.close()
+        client.finished(status, upstream.name)
+        return after
 
     def _read_timed_out(
         self, client: ClientSide, upstream: Upstream, timeouts: Timeouts
@@ -526,7 +602,7 @@ class Forwarder:
     def _timeouts(self, policy: Policy) -> Timeouts:
         """The route's connect, send and read timeouts: its own, else the proxy's."""
         if policy.plain:
-            return self._default_timeouts
+            return self.plain_timeouts
         return self._route_timeouts(policy)
 
     def _timeouts_of(self, policy: Policy) -> Timeouts:

@@ -35,13 +35,14 @@ from fastroute.errors import (
     RequestTimeoutError,
     ServiceUnavailableError,
 )
-from fastroute.proxy.channel import Channel
+from fastroute.proxy.channel import Channel, SocketChannel
 from fastroute.proxy.decide import Answer, Decision, Forward, decide
 from fastroute.proxy.forwarding import Forwarder, Upstream
 from fastroute.proxy.gate import Admitted, Asking, Gate, admitted_plan
 from fastroute.proxy.headers import Client
 from fastroute.proxy.limiter import ClientLimits
-from fastroute.proxy.plain_plans import PlainPlans
+from fastroute.proxy.plain_loop import PlainLoop
+from fastroute.proxy.plain_plans import Kept, PlainPlans
 from fastroute.proxy.real_ip import ClientTrust, Identity
 from fastroute.proxy.state import CONNECTION_FAILURES, ClientGoneError, Phase, ProxyState
 
@@ -165,6 +166,28 @@ class Connection:
         """Enter ``phase``, which the watchdog ends after ``seconds``."""
         self.phase = phase
         self.expires = self.now() + seconds
+
+    def await_request(self, phase: Phase, seconds: float) -> None:
+        """Between requests: the last one's state cleared, the wait for the next one
+        (``phase``: IDLE, or HEAD with some of it read) ended after ``seconds``."""
+        self.deadline(phase, seconds)
+        self.head = None
+        self.responded = False
+        self.error_lines = b""
+        self.ingress = self.service = "-"
+        self.logged = True
+
+    def go_plain(self, head: RequestHead, kept: Kept) -> bytes:
+        """Take ``head`` the short way, under the plain plan ``kept`` for it: the request
+        starts now, as that plan's route's; its head as the upstream is sent it."""
+        self.started = self.now()
+        self.address = self.client.address
+        self.ingress = kept.ingress
+        self.service = kept.service
+        self.logged = kept.logged
+        return head.forward_head(
+            kept.target, *self.forwarded, kept.host, override_host=kept.override_host
+        )
 
     async def send(self, data: bytes) -> None:
         """Send ``data`` to the client (ClientGoneError: it is gone)."""
@@ -308,6 +331,7 @@ class Http1:
         self._trust: tuple[Settings | None, ClientTrust | None] = (None, None)
         self.all_closed = trio.Event()  # set (and replaced) each time ``open`` empties
         self.plain_plans = PlainPlans()  # plain routes' plans, for the config in force
+        self.loop: PlainLoop | None = None  # the plain loop, while it runs
 
     async def serve(self, channel: Channel, client: Client) -> None:
         """Serve ``channel`` until the client or the proxy closes it; close it then."""
@@ -372,23 +396,29 @@ class Http1:
         channel = connection.channel
         plain_plans = self.plain_plans
         forward_plain = self.forwarder.forward_plain
-        address = connection.client.address
         scheme = connection.client.scheme
-        forwarded = connection.forwarded
         buffer = b""
         idle_timeout = limits.head_timeout  # before the first request: the head's time
         told = 0.0  # the keep-alive timeout the watchdog was last told of
+        # its requests go the short way: the plain loop may carry it between them
+        loopable = looping = isinstance(channel, SocketChannel)
         while not state.draining or buffer:
             if buffer:
-                connection.deadline(Phase.HEAD, limits.head_timeout)
+                connection.await_request(Phase.HEAD, limits.head_timeout)
+                head = parse_request(buffer, limits.max_head_bytes)
             else:
-                connection.deadline(Phase.IDLE, idle_timeout)
-            connection.head = None
-            connection.responded = False
-            connection.error_lines = b""
-            connection.ingress = connection.service = "-"
-            connection.logged = True
-            head = parse_request(buffer, limits.max_head_bytes) if buffer else None
+                connection.await_request(Phase.IDLE, idle_timeout)
+                head = None
+                loop = self.loop
+                if looping and loop is not None:
+                    carried = await loop.carry(connection, scheme)
+                    if carried is None:
+                        return
+                    buffer, head = carried
+                    if head is None:  # a request served, or bytes to read on from
+                        idle_timeout, told = self._keep_alive(idle_timeout, told)
+                        continue
+                    looping = False  # its requests leave the short way: served here
             while head is None:
                 # after a response, the client's next request cannot be here yet
                 data = await (channel.recv() if buffer else channel.recv_reply())
@@ -408,31 +438,41 @@ class Http1:
                 rest = await self._request(connection, head, buffer[head.size :], None)
             elif kept.short and head.content_length <= 0 and not head.chunked:
                 # the commonest request: no plan to make, nothing to read, nothing to check
-                connection.started = connection.now()
-                connection.address = address
-                connection.ingress = kept.ingress
-                connection.service = kept.service
-                connection.logged = kept.logged
-                outgoing = head.forward_head(
-                    kept.target, *forwarded, kept.host, override_host=kept.override_host
-                )
+                outgoing = connection.go_plain(head, kept)
                 rest = await forward_plain(
                     connection, head, outgoing, kept.plan, buffer[head.size :]
                 )
+                looping = loopable
             else:
                 rest = await self._request(connection, head, buffer[head.size :], kept.plan)
             if rest is None:
                 return
             buffer = rest
-            # the settings, not the config: an idle connection keeps no config alive
-            settings = None if state.config is None else state.config.settings
-            if settings is not None:
-                # keep-alive: how long an idle client connection stays open (0: closed
-                # after each response, which said so)
-                idle_timeout = settings.keep_alive
-                if idle_timeout > 0 and idle_timeout != told:
-                    state.shortest_timeout(idle_timeout)
-                    told = idle_timeout
+            idle_timeout, told = self._keep_alive(idle_timeout, told)
+
+    def _keep_alive(self, idle_timeout: float, told: float) -> tuple[float, float]:
+        """How long the connection may idle before its next request, and the keep-alive
+        timeout the watchdog was told of (``told``: the one it was told of before)."""
+        # the settings, not the config: an idle connection keeps no config alive
+        config = self.state.config
+        if config is not None:
+            # keep-alive: how long an idle client connection stays open (0: closed after
+            # each response, which said so)
+            idle_timeout = config.settings.keep_alive
+            if idle_timeout > 0 and idle_timeout != told:
+                self.state.shortest_timeout(idle_timeout)
+                told = idle_timeout
+        return idle_timeout, told
+
+    async def run_plain_loop(self) -> None:
+        """Run the plain loop (``plain_loop``): the connections' plain requests are served
+        from it while it runs."""
+        loop = PlainLoop(self.state, self.forwarder, self.plain_plans)
+        self.loop = loop
+        try:
+            await loop.run()
+        finally:
+            self.loop = None
 
     async def _request(
         self, connection: Connection, head: RequestHead, body: bytes, kept: Forward | None

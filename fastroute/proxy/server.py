@@ -39,6 +39,7 @@ from fastroute.proxy.headers import TrustedProxies
 from fastroute.proxy.heap import settle
 from fastroute.proxy.http1 import Http1
 from fastroute.proxy.listener import listening_sockets as _listening_sockets
+from fastroute.proxy.plain_loop import PlainLoop
 from fastroute.proxy.state import Limits, Phase, ProxyState
 from fastroute.proxy.tls import TLSContexts
 
@@ -113,6 +114,11 @@ class Proxy:
     def ready(self) -> bool:
         """Whether requests can be served: a config is loaded and no drain has begun."""
         return self._state.config is not None and not self._state.draining
+
+    @property
+    def plain_loop(self) -> PlainLoop | None:
+        """The task serving the plain requests of idle connections, while ``serve`` runs."""
+        return self._http1.loop
 
     @property
     def https_redirect_port(self) -> int:
@@ -204,6 +210,7 @@ class Proxy:
                 self._housekeeping = True
                 nursery.start_soon(self._watchdog)
                 nursery.start_soon(self._sweep_pool)
+                nursery.start_soon(self._http1.run_plain_loop)
             for sock in sockets:
                 nursery.start_soon(self._acceptor.accept, sock, scheme, nursery)
             task_status.started(listeners)
