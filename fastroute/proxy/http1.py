@@ -453,7 +453,7 @@ class Http1:
     def _keep_alive(self, idle_timeout: float, told: float) -> tuple[float, float]:
         """How long the connection may idle before its next request, and the keep-alive
         timeout the watchdog was told of (``told``: the one it was told of before)."""
-        # the settings, not the config: an idle connection keeps no config alive
+        # read, not held: an idle connection keeps no config alive
         config = self.state.config
         if config is not None:
             # keep-alive: how long an idle client connection stays open (0: closed after
