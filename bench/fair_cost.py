@@ -149,7 +149,12 @@ def serve_bare(backend_port: int, port_file: Path, counts_file: Path | None, kin
     ``codec``: the same, plus the work of fastroute's that is compiled already: the request
     head parsed and written anew for the upstream (``fastroute._http``), a plan found by
     target, Host and scheme in a dict, the answer's head parsed and written anew for the
-    client. What a request loop with nothing of its own in Python would cost, about."""
+    client. What a request loop with nothing of its own in Python would cost, about.
+
+    ``pump``: the codec floor's work, with every connection driven by one task that waits
+    on an epoll of its own (each socket registered once, edge-triggered) and serves the
+    ready ones in the order the kernel reports them, as ``fastroute.proxy.plain_loop``
+    does: what that costs without a scheduler turn per wait."""
     import socket as sockets
 
     import trio
@@ -561,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=("checkpoint", "wait-first", "codec", "pump"),
         help="measure the bare trio forwarder instead, its replies read as channel.py does "
         "(checkpoint) or after a wait for readiness (wait-first), or as channel.py does "
-        "with fastroute's compiled head parsing and writing on top (codec)",
+        "with fastroute's compiled head parsing and writing on top (codec), or that work "
+        "with every connection driven by one task from an epoll of its own (pump)",
     )
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=3, help=argparse.SUPPRESS)

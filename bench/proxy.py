@@ -21,11 +21,13 @@ request of each build's process, read from /proc). With ``--trio-floor``, the ba
 forwarder of ``bench.fair_cost`` runs beside them too: how far trio's own socket handling
 goes on this machine with nothing of a proxy's work on top; with ``--codec-floor``, the same
 with fastroute's compiled head parsing and writing on top: what a request loop with no
-Python of its own would reach.
+Python of its own would reach; with ``--pump-floor``, that work with every connection driven
+by one task from an epoll of its own (``fastroute.proxy.plain_loop``'s way): what it reaches
+without a scheduler turn per wait.
 
 Usage: ``python -m bench.proxy [--rounds 3] [--duration 10] [--connections 64,256]
 [--quick] [--skip-aiohttp] [--skip-nginx] [--skip-haproxy] [--trio-floor] [--codec-floor]
-[--baseline PYTHON]
+[--pump-floor] [--baseline PYTHON]
 [--swaps N] [--json FILE]``
 """
 

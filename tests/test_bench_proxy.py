@@ -108,14 +108,14 @@ def test_a_report_without_a_figure_is_refused(missing: str) -> None:
 def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
     report = tmp_path / "results.json"
     command = [sys.executable, "-m", "bench.proxy", "--quick", "--skip-aiohttp", "--trio-floor"]
-    command += ["--codec-floor"]
+    command += ["--codec-floor", "--pump-floor"]
     command += ["--connections", "64", "--json", str(report)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, cwd=REPO)
     assert run.returncode == 0, run.stderr
     results = json.loads(report.read_text())["results"]
     route_sets = {"fastroute-annotated", "fastroute-canary", "fastroute-regex", "fastroute-auth"}
     peers = {"nginx", "haproxy"} if find_tool("haproxy") else {"nginx"}  # installed by the run
-    floors = {"trio floor", "codec floor"}
+    floors = {"trio floor", "codec floor", "pump floor"}
     assert {r["proxy"] for r in results} == {*peers, "fastroute", *floors, *route_sets}
     for result in results:
         (only,) = result["rounds"]
@@ -139,6 +139,7 @@ def test_a_quick_run_loads_every_proxy_without_an_error(tmp_path: Path) -> None:
         "regex/plain CPU/req",
         "trio floor/nginx req/s",
         "codec floor/nginx p99",
+        "pump floor/nginx p99",
         "fastroute/trio floor req/s",
     ):
         assert any(line.startswith("c64") and ratio in line for line in run.stdout.splitlines())

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from fastroute.ingress.model import Policy
     from fastroute.proxy.decide import Forward
 
-__all__ = ["ClientSide", "Forwarder", "RequestBodyStart", "Upstream"]
+__all__ = ["ClientSide", "Forwarder", "PlainRequest", "RequestBodyStart", "Upstream"]
 
 log = logging.getLogger("fastroute.proxy")
 
@@ -101,6 +101,29 @@ class Upstream:
         self.name = str(endpoint)  # for logs and metrics: made once, not per request
         self.key = key  # the endpoint; with TLS, the endpoint and the TLS settings
         self.reused = False
+
+
+class PlainRequest:
+    """A plain request on its short way, sent on ``upstream``: what the rest of its
+    exchange needs, and what goes to the next endpoint if that one fails it."""
+
+    __slots__ = ("after", "attempts", "head", "outgoing", "plan", "upstream")
+
+    def __init__(
+        self,
+        head: RequestHead,
+        outgoing: bytes,
+        plan: Forward,
+        after: bytes,
+        attempts: list[Endpoint],
+        upstream: Upstream,
+    ) -> None:
+        self.head = head
+        self.outgoing = outgoing  # its head as sent upstream
+        self.plan = plan
+        self.after = after  # what followed it on the client connection
+        self.attempts = attempts  # the endpoints to try, ``upstream``'s first
+        self.upstream = upstream
 
 
 class RequestBodyStart(Protocol):
@@ -323,9 +346,8 @@ class Forwarder:
         attempts, upstream = self.plain_upstream(client, head, plan)
         if upstream is None:
             return await self.forward(client, head, outgoing, plan, None, after, attempts=attempts)
-        return await self.plain_exchange(
-            client, head, outgoing, plan, after, attempts, upstream, unsent=outgoing
-        )
+        request = PlainRequest(head, outgoing, plan, after, attempts, upstream)
+        return await self.plain_exchange(client, request, unsent=outgoing)
 
     def plain_upstream(
         self, client: ClientSide, head: RequestHead, plan: Forward
@@ -349,22 +371,14 @@ class Forwarder:
         return attempts, upstream
 
     async def plain_exchange(
-        self,
-        client: ClientSide,
-        head: RequestHead,
-        outgoing: bytes,
-        plan: Forward,
-        after: bytes,
-        attempts: list[Endpoint],
-        upstream: Upstream,
-        *,
-        unsent: bytes = b"",
-        data: bytes = b"",
+        self, client: ClientSide, request: PlainRequest, *, unsent: bytes = b"", data: bytes = b""
     ) -> bytes | None:
         """``forward_plain`` from the connection ``plain_upstream`` took: ``unsent`` is
-        what of the head ``outgoing`` has not gone yet, ``data`` what of the answer came
+        what of the request's head has not gone yet, ``data`` what of the answer came
         (b"": nothing yet). The plain loop goes on here with a request that left its
         short way."""
+        head, plan, after, attempts = request.head, request.plan, request.after, request.attempts
+        upstream = request.upstream
         channel = upstream.channel
         timeouts = self.plain_timeouts
         timed = len(attempts) > 1  # a late answer goes to the next endpoint: timed here
@@ -391,10 +405,10 @@ class Forwarder:
             channel.close()
             client.upstream = None
             return await self.forward(
-                client, head, outgoing, plan, None, after, attempts=attempts, pooled=False
+                client, head, request.outgoing, plan, None, after, attempts=attempts, pooled=False
             )
         except _UpstreamTimedOutError:
-            return await self.plain_timed_out(client, head, outgoing, plan, after, attempts)
+            return await self.plain_timed_out(client, request)
         status = response.status
         if status == 101:  # a switch nobody asked for
             raise self._unasked_upgrade(client, upstream)
@@ -409,22 +423,20 @@ class Forwarder:
         client.finished(status, upstream.name)
         return following
 
-    async def plain_timed_out(
-        self,
-        client: ClientSide,
-        head: RequestHead,
-        outgoing: bytes,
-        plan: Forward,
-        after: bytes,
-        attempts: list[Endpoint],
-    ) -> bytes | None:
+    async def plain_timed_out(self, client: ClientSide, request: PlainRequest) -> bytes | None:
         """A plain request's first endpoint sent no answer in time: the next is asked."""
-        upstream = client.upstream
-        assert upstream is not None  # the connection the request went on
-        error = self._read_timed_out(client, upstream, self.plain_timeouts)
+        error = self._read_timed_out(client, request.upstream, self.plain_timeouts)
+        attempts = request.attempts
         del attempts[0]
         return await self.forward(
-            client, head, outgoing, plan, None, after, attempts=attempts, last_error=error
+            client,
+            request.head,
+            request.outgoing,
+            request.plan,
+            None,
+            request.after,
+            attempts=attempts,
+            last_error=error,
         )
 
     def plain_answer(

@@ -1,5 +1,9 @@
 """The HTTP/1 front end: one task per client connection, requests in turn.
 
+Between requests, a plain TCP connection whose requests go the short way is carried by
+the plain loop (``plain_loop``), which serves those from one task for every connection;
+the connection's task waits meanwhile, and goes on with whatever the loop hands back.
+
 Request heads are read with the compiled codec (``fastroute._http``); ``decide`` says
 what to do with each (``Http1._request``, the one place a decision is carried out):
 answer it (redirect or error status) or forward it (``forwarding``). Heads are
@@ -35,6 +39,7 @@ from fastroute.errors import (
     RequestTimeoutError,
     ServiceUnavailableError,
 )
+from fastroute.proxy import plain_loop
 from fastroute.proxy.channel import Channel, SocketChannel
 from fastroute.proxy.decide import Answer, Decision, Forward, decide
 from fastroute.proxy.forwarding import Forwarder, Upstream
@@ -466,7 +471,9 @@ class Http1:
 
     async def run_plain_loop(self) -> None:
         """Run the plain loop (``plain_loop``): the connections' plain requests are served
-        from it while it runs."""
+        from it while it runs (on Linux; elsewhere this returns at once)."""
+        if not plain_loop.AVAILABLE:
+            return
         loop = PlainLoop(self.state, self.forwarder, self.plain_plans)
         self.loop = loop
         try:

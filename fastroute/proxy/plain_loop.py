@@ -1,9 +1,9 @@
 """One task that serves the plain requests of every client connection between requests.
 
 A trio task per connection costs two scheduler turns per request (the wait for the
-request, the wait for its answer), and a turn costs more than the rest of a plain
-request's work put together; trio also runs each turn's tasks in a random order, which
-widens the latency tail under load. So a plain TCP connection waiting for its next
+request, the wait for its answer), about as much as the rest of a plain request's work put
+together; trio also runs each turn's tasks in a random order, which widens the latency
+tail under load. So a plain TCP connection waiting for its next
 request is carried by the ``PlainLoop`` instead: one task, waiting on an epoll of its own
 (each socket registered once, edge-triggered), that serves the ready connections in the
 order the kernel reports them, nginx's way.
@@ -15,6 +15,8 @@ the same code the task would have run (``Forwarder.plain_exchange``, ``forward``
 as the bytes the task goes on with. The loop keeps the connection's phase, deadline and
 upstream connection as the task keeps them, so the watchdog, ``drain`` and the timeout
 answers work unchanged: a cancelled connection just leaves the loop.
+
+epoll is Linux's: elsewhere (``AVAILABLE`` is False) every connection keeps its task.
 """
 
 from __future__ import annotations
@@ -41,19 +43,18 @@ from fastroute._http import RequestHead, parse_request, parse_response
 from fastroute.errors import ProxyError
 from fastroute.proxy.channel import READ_SIZE, SocketChannel
 from fastroute.proxy.decide import NO_FIELDS
+from fastroute.proxy.forwarding import PlainRequest
 from fastroute.proxy.state import CONNECTION_FAILURES, Phase
 
 if TYPE_CHECKING:
     import socket
 
-    from fastroute.ingress.model import Endpoint
-    from fastroute.proxy.decide import Forward
-    from fastroute.proxy.forwarding import Forwarder, Upstream
+    from fastroute.proxy.forwarding import Forwarder
     from fastroute.proxy.http1 import Connection
     from fastroute.proxy.plain_plans import PlainPlans
     from fastroute.proxy.state import ProxyState
 
-__all__ = ["Carried", "PlainLoop"]
+__all__ = ["AVAILABLE", "Carried", "PlainLoop"]
 
 log = logging.getLogger("fastroute.proxy")
 
@@ -63,38 +64,27 @@ Carried = tuple[bytes, RequestHead | None] | None
 # the rest of a request that left the short way, run by its connection's task
 Resume = Callable[[], Awaitable[bytes | None]]
 
-_CLIENT = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
-_UPSTREAM = select.EPOLLIN | select.EPOLLET
-_CLOSING = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
-
-
-class _Request:
-    """A request the loop sent upstream, waiting for its answer."""
-
-    __slots__ = ("after", "attempts", "expires", "head", "outgoing", "plan", "upstream")
-
-    def __init__(
-        self,
-        head: RequestHead,
-        outgoing: bytes,
-        plan: Forward,
-        after: bytes,
-        attempts: list[Endpoint],
-        upstream: Upstream,
-    ) -> None:
-        self.head = head
-        self.outgoing = outgoing  # the head sent, to send again elsewhere on a failure
-        self.plan = plan
-        self.after = after  # what followed the request on the client connection
-        self.attempts = attempts
-        self.upstream = upstream
-        self.expires = 0.0  # when the answer is late, if the loop times it
+AVAILABLE = hasattr(select, "epoll")
+if AVAILABLE:
+    _CLIENT = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+    _UPSTREAM = select.EPOLLIN | select.EPOLLET
+    _CLOSING = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 
 
 class _Guest:
     """A connection the loop carries: its task waits until the loop hands it back."""
 
-    __slots__ = ("connection", "fd", "request", "scheme", "sock", "spoke", "task", "upstream_fd")
+    __slots__ = (
+        "connection",
+        "expires",
+        "fd",
+        "request",
+        "scheme",
+        "sock",
+        "spoke",
+        "task",
+        "upstream_fd",
+    )
 
     def __init__(
         self, connection: Connection, sock: socket.socket, task: Task, scheme: str
@@ -104,8 +94,9 @@ class _Guest:
         self.fd = sock.fileno()
         self.task = task
         self.scheme = scheme
-        self.request: _Request | None = None  # the request upstream, if any
+        self.request: PlainRequest | None = None  # the request upstream, if any
         self.upstream_fd = -1
+        self.expires = 0.0  # when its answer is late, if the loop times it
         self.spoke = False  # the client sent something while its request was upstream
 
 
@@ -118,11 +109,12 @@ class PlainLoop:
         self.plain_plans = plain_plans
         self.max_head_bytes = state.limits.max_head_bytes
         self._epoll = select.epoll()
-        self._guests: dict[int, _Guest] = {}  # by the fd of the client's socket, and of
-        # the upstream connection a request waits on
+        # the carried connections, by their client socket's fd, and again by the fd of the
+        # upstream connection their request waits on
+        self._guests: dict[int, _Guest] = {}
         # the requests whose answers the loop times (another endpoint to ask), oldest
         # first: all wait the same read timeout, so the first is the first to expire
-        self._timed: OrderedDict[_Request, _Guest] = OrderedDict()
+        self._timed: OrderedDict[PlainRequest, _Guest] = OrderedDict()
         self._told = 0.0  # the keep-alive timeout the watchdog was last told of
         self.requests = 0  # requests taken the short way, served or handed on since
 
@@ -166,7 +158,7 @@ class PlainLoop:
         try:
             while True:
                 if timed:
-                    with trio.move_on_at(next(iter(timed)).expires):
+                    with trio.move_on_at(timed[next(iter(timed))].expires):
                         await wait_readable(fileno)
                     self._expire()
                 else:
@@ -241,6 +233,7 @@ class PlainLoop:
                 ),
             )
             return
+        request = guest.request = PlainRequest(head, outgoing, plan, after, attempts, upstream)
         channel = upstream.channel
         sent = 0
         if isinstance(channel, SocketChannel):  # a plain route's upstream speaks no TLS
@@ -251,20 +244,9 @@ class PlainLoop:
         if sent < len(outgoing) or not isinstance(channel, SocketChannel):
             self._resume(
                 guest,
-                partial(
-                    forwarder.plain_exchange,
-                    connection,
-                    head,
-                    outgoing,
-                    plan,
-                    after,
-                    attempts,
-                    upstream,
-                    unsent=outgoing[sent:],
-                ),
+                partial(forwarder.plain_exchange, connection, request, unsent=outgoing[sent:]),
             )
             return
-        request = guest.request = _Request(head, outgoing, plan, after, attempts, upstream)
         fd = channel.sock.fileno()
         if not channel.in_loop:
             self._epoll.register(fd, _UPSTREAM)
@@ -272,7 +254,7 @@ class PlainLoop:
         guest.upstream_fd = fd
         self._guests[fd] = guest
         if len(attempts) > 1:  # a late answer goes to the next endpoint: timed here
-            request.expires = connection.now() + forwarder.plain_timeouts.read
+            guest.expires = connection.now() + forwarder.plain_timeouts.read
             self._timed[request] = guest
 
     def _answer_ready(self, guest: _Guest) -> None:
@@ -306,20 +288,7 @@ class PlainLoop:
             or plan.fields is not NO_FIELDS
             or not response.complete_with(received)
         ):
-            self._resume(
-                guest,
-                partial(
-                    forwarder.plain_exchange,
-                    connection,
-                    head,
-                    request.outgoing,
-                    plan,
-                    request.after,
-                    request.attempts,
-                    upstream,
-                    data=data,
-                ),
-            )
+            self._resume(guest, partial(forwarder.plain_exchange, connection, request, data=data))
             return
         forwarder.balancer.succeeded(upstream.endpoint)
         answer, close = forwarder.plain_answer(connection, head, response, received)
@@ -361,23 +330,11 @@ class PlainLoop:
         now = trio.current_time()
         while timed:
             request = next(iter(timed))
-            if request.expires > now:
+            guest = timed[request]
+            if guest.expires > now:
                 return
-            guest = timed.pop(request)
             self._leave(guest)
-            forwarder = self.forwarder
-            self._resume(
-                guest,
-                partial(
-                    forwarder.plain_timed_out,
-                    guest.connection,
-                    request.head,
-                    request.outgoing,
-                    request.plan,
-                    request.after,
-                    request.attempts,
-                ),
-            )
+            self._resume(guest, partial(self.forwarder.plain_timed_out, guest.connection, request))
 
     # ------------------------------------------------------------------ handing back
 
@@ -389,7 +346,7 @@ class PlainLoop:
         if request is not None:
             self._answered(guest, request)
 
-    def _answered(self, guest: _Guest, request: _Request) -> None:
+    def _answered(self, guest: _Guest, request: PlainRequest) -> None:
         """``request``'s answer is no longer waited for here."""
         if self._guests.get(guest.upstream_fd) is guest:
             del self._guests[guest.upstream_fd]
