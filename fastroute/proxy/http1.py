@@ -421,7 +421,9 @@ class Http1:
                         return
                     buffer, head = carried
                     if head is None:  # a request served, or bytes to read on from
-                        idle_timeout, told = self._keep_alive(idle_timeout, told)
+                        kept_alive = state.keep_alive(told)
+                        if kept_alive is not None:
+                            idle_timeout, told = kept_alive
                         continue
                     looping = False  # its requests leave the short way: served here
             while head is None:
@@ -453,21 +455,9 @@ class Http1:
             if rest is None:
                 return
             buffer = rest
-            idle_timeout, told = self._keep_alive(idle_timeout, told)
-
-    def _keep_alive(self, idle_timeout: float, told: float) -> tuple[float, float]:
-        """How long the connection may idle before its next request, and the keep-alive
-        timeout the watchdog was told of (``told``: the one it was told of before)."""
-        # read, not held: an idle connection keeps no config alive
-        config = self.state.config
-        if config is not None:
-            # keep-alive: how long an idle client connection stays open (0: closed after
-            # each response, which said so)
-            idle_timeout = config.settings.keep_alive
-            if idle_timeout > 0 and idle_timeout != told:
-                self.state.shortest_timeout(idle_timeout)
-                told = idle_timeout
-        return idle_timeout, told
+            kept_alive = state.keep_alive(told)
+            if kept_alive is not None:
+                idle_timeout, told = kept_alive
 
     async def run_plain_loop(self) -> None:
         """Run the plain loop (``plain_loop``): the connections' plain requests are served

@@ -241,20 +241,23 @@ class PlainLoop:
                 sent = channel.send_some(outgoing)
             except CONNECTION_FAILURES:
                 sent = 0  # sent again by the task: it fails there, and is retried
-        if sent < len(outgoing) or not isinstance(channel, SocketChannel):
-            self._resume(
-                guest,
-                partial(forwarder.plain_exchange, connection, request, unsent=outgoing[sent:]),
-            )
-            return
+            if sent == len(outgoing):
+                self._await_answer(guest, request, channel)
+                return
+        self._resume(
+            guest, partial(forwarder.plain_exchange, connection, request, unsent=outgoing[sent:])
+        )
+
+    def _await_answer(self, guest: _Guest, request: PlainRequest, channel: SocketChannel) -> None:
+        """``request`` went whole on ``channel``: its answer is read when the loop sees it."""
         fd = channel.sock.fileno()
         if not channel.in_loop:
             self._epoll.register(fd, _UPSTREAM)
             channel.in_loop = True
         guest.upstream_fd = fd
         self._guests[fd] = guest
-        if len(attempts) > 1:  # a late answer goes to the next endpoint: timed here
-            guest.expires = connection.now() + forwarder.plain_timeouts.read
+        if len(request.attempts) > 1:  # a late answer goes to the next endpoint: timed here
+            guest.expires = guest.connection.now() + self.forwarder.plain_timeouts.read
             self._timed[request] = guest
 
     def _answer_ready(self, guest: _Guest) -> None:
@@ -314,15 +317,10 @@ class PlainLoop:
 
     def _between(self, connection: Connection) -> None:
         """The connection waits for its next request, as its task would have."""
-        config = self.state.config
-        if config is None:
-            return
-        # keep-alive: how long an idle client connection stays open
-        idle = config.settings.keep_alive
-        if idle != self._told:
-            self.state.shortest_timeout(idle)
-            self._told = idle
-        connection.await_request(Phase.IDLE, idle)
+        kept_alive = self.state.keep_alive(self._told)
+        if kept_alive is not None:
+            idle, self._told = kept_alive
+            connection.await_request(Phase.IDLE, idle)
 
     def _expire(self) -> None:
         """Answers later than the read timeout: the next endpoint is asked, by the task."""

@@ -114,6 +114,20 @@ class ProxyState:
         # middle of a longer sleep, looks at once (else a first request could be late)
         self.tick_shortened = trio.Event()
 
+    def keep_alive(self, told: float) -> tuple[float, float] | None:
+        """How long an idle client connection stays open under the config in force (0:
+        it closes after each response, which said so), and the keep-alive timeout the
+        watchdog has been told of (``told``: the one it was told of before); None while
+        there is no config. Read, not held: an idle connection keeps no config alive."""
+        config = self.config
+        if config is None:
+            return None
+        idle = config.settings.keep_alive
+        if idle > 0 and idle != told:
+            self.shortest_timeout(idle)
+            told = idle
+        return idle, told
+
     def shortest_timeout(self, seconds: float) -> None:
         """A route uses a timeout of ``seconds``: the watchdog must look often enough."""
         if seconds / 4 < self.tick:
