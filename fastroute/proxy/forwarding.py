@@ -444,13 +444,7 @@ class Forwarder:
     ) -> tuple[bytes, bool]:
         """What the client is sent of a plain answer that came whole (``received``: its
         body), and whether its connection closes after it. The response phase begins."""
-        state = self.state
-        config = state.config
-        close = (
-            not head.keep_alive
-            or state.draining
-            or (config is not None and config.settings.keep_alive <= 0)
-        )
+        close = self.state.closes_after(head.keep_alive)
         client.responded = True
         client.phase = Phase.RESPONSE
         return response.client_head(close) + received, close
@@ -800,11 +794,8 @@ class Forwarder:
         None to close."""
         client_gone = False
         upgraded = response.status == 101 and head.upgrade is not None
-        config = self.state.config
         close = (
-            not head.keep_alive
-            or self.state.draining
-            or (config is not None and config.settings.keep_alive <= 0)
+            self.state.closes_after(head.keep_alive)
             or response.until_close
             or (head.version == 10 and response.chunked)
         )

@@ -631,9 +631,7 @@ class Http1:
         if plan.status >= 400:
             log.info("%d for %s: %s", plan.status, connection.address, plan.reason)
         bodyless = head.content_length <= 0 and not head.chunked
-        close = (
-            not bodyless or not head.keep_alive or self.state.draining or _no_keep_alive(self.state)
-        )
+        close = not bodyless or self.state.closes_after(head.keep_alive)
         if plan.body or plan.status >= 400:
             text = plan.body or f"{plan.status} {_reason(plan.status)}\n".encode()
         else:
@@ -671,12 +669,6 @@ def _joined(head: RequestHead, name: bytes) -> bytes | None:
     if head.header(name) is None:
         return None
     return b", ".join(value for field, value in head.headers if field == name)
-
-
-def _no_keep_alive(state: ProxyState) -> bool:
-    """Whether the config in use says ``keep-alive: 0``: every response closes."""
-    config = state.config
-    return config is not None and config.settings.keep_alive <= 0
 
 
 def _relay_chunks(scanner: ChunkedScanner, data: bytes, max_body_bytes: int) -> tuple[int, bytes]:

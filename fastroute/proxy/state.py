@@ -114,6 +114,16 @@ class ProxyState:
         # middle of a longer sleep, looks at once (else a first request could be late)
         self.tick_shortened = trio.Event()
 
+    def closes_after(self, head_keeps_alive: bool) -> bool:
+        """Whether a client connection closes after the response to a request that asked
+        to keep it (``head_keeps_alive``) or not: a drain, or ``keep-alive: 0``, closes it."""
+        config = self.config
+        return (
+            not head_keeps_alive
+            or self.draining
+            or (config is not None and config.settings.keep_alive <= 0)
+        )
+
     def keep_alive(self, told: float) -> tuple[float, float] | None:
         """How long an idle client connection stays open under the config in force (0:
         it closes after each response, which said so), and the keep-alive timeout the
